@@ -1,0 +1,5 @@
+"""``python -m beatd``: the same as the ``beatd`` command."""
+
+from beatd.cli import main
+
+main()

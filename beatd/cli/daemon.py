@@ -1,0 +1,88 @@
+"""``beatd beat``: run a beat replica until SIGTERM/SIGINT; SIGHUP reloads the config."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from beatd.audit import audit_record
+from beatd.beat import Beat, Replica
+from beatd.cli.options import config_option, log_options
+from beatd.cli.runtime import Runtime
+from beatd.config import find_config, load_config
+from beatd.errors import ConfigError
+from beatd.keys import Keys
+from beatd.messages import format_utc
+from beatd.service import Notifier, Signals, configure_logging, run_loop
+from beatd.store import Store, StoreUnavailable, connect
+
+__all__ = ["beat"]
+
+log = logging.getLogger("beatd.beat")
+
+
+@click.command()
+@config_option
+@log_options
+@click.pass_obj
+def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: str) -> None:
+    """Run a beat replica: elect a leader, emit every due fire exactly once."""
+    configure_logging(log_level, log_format)
+    path = find_config(config_path, runtime.environ, runtime.cwd)
+    config = load_config(path, runtime.environ)
+    clock = runtime.clock
+    store = Store(connect(config.settings.redis.url), Keys(config.namespace))
+    replica = Replica.here(clock.now())
+    daemon = Beat(config, store, replica)
+    signals = Signals()
+    signals.install()
+    notifier = Notifier(runtime.environ)
+
+    def reload() -> None:
+        try:
+            fresh = load_config(path, runtime.environ)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload rejected: %s", problem)
+            daemon.report_config_error(f"{len(error.problems)} problem(s): {error.problems[0]}")
+            _audit(store, audit_record("reload-failed", clock.now(), problems=[str(p) for p in error.problems]))
+            return
+        changes = daemon.apply_config(fresh, clock.now())
+        daemon.report_config_error(None)
+        for line in changes:
+            log.info("reload: %s", line)
+        log.info("reloaded %s: %d change(s), digest %s", path, len(changes), fresh.digest)
+        _audit(store, audit_record("reload", clock.now(), changes=changes, config_digest=fresh.digest))
+
+    def status() -> str:
+        role = "leader" if daemon.leadership.is_leader(clock.monotonic()) else "standby"
+        upcoming = daemon.next_fire()
+        text = f"{role}, {len(daemon.jobs)} jobs"
+        if upcoming is not None:
+            text += f", next fire {format_utc(upcoming)}"
+        if daemon.config_error:
+            text += ", config reload failed"
+        return text
+
+    log.info("beat %s starting with %s (%d jobs, digest %s)", replica.id, path, len(daemon.jobs), config.digest)
+    try:
+        run_loop(
+            lambda: daemon.tick(clock.now(), clock.monotonic()),
+            signals=signals,
+            notifier=notifier,
+            clock=clock,
+            reload=reload,
+            status=status,
+        )
+    finally:
+        daemon.shutdown()
+        notifier.close()
+        log.info("beat %s stopped", replica.id)
+
+
+def _audit(store: Store, record: dict[str, object]) -> None:
+    try:
+        store.audit(record)
+    except StoreUnavailable as error:
+        log.warning("audit record not written: %s", error)

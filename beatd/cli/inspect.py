@@ -1,0 +1,130 @@
+"""Commands that read the config and say what will fire when: check, jobs, next, schema."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from typing import Any
+
+import click
+
+from beatd.cli.options import config_option, json_option
+from beatd.cli.render import echo_json, echo_table
+from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.config import Config, JobSpec
+from beatd.config.schema import config_schema
+from beatd.errors import ConfigError, ScheduleError
+from beatd.handlers import check_targets
+from beatd.triggers import parse_instant
+
+__all__ = ["check", "find_job", "jobs", "next_fires", "schema"]
+
+
+@click.command()
+@config_option
+@click.option("--no-import", is_flag=True, help="Do not import call targets (a beat host without job code).")
+@click.pass_obj
+def check(runtime: Runtime, config_path: str | None, no_import: bool) -> None:
+    """Validate the config and import every call target; exit 2 listing every problem."""
+    config = runtime.load(config_path)
+    if not no_import:
+        problems = check_targets(config)
+        if problems:
+            raise ConfigError(problems)
+    count = len(config.jobs)
+    click.echo(f"{config.path}: ok, {count} job{'s' if count != 1 else ''} (digest {config.digest})")
+
+
+@click.command()
+@config_option
+@json_option
+@click.pass_obj
+def jobs(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
+    """List the jobs: schedule in words and as written, time zone, next fire, target, enabled."""
+    config = runtime.load(config_path)
+    now = runtime.clock.now()
+    rows: list[dict[str, Any]] = []
+    for spec in config.jobs.values():
+        upcoming = spec.trigger().next_after(now) if spec.enabled else None
+        rows.append(
+            {
+                "name": spec.name,
+                "schedule": spec.trigger().describe(),
+                "as_written": spec.schedule_text,
+                "timezone": spec.timezone,
+                "next_fire": upcoming.astimezone(spec.zone).isoformat() if upcoming else None,
+                "target": spec.target_text,
+                "enabled": spec.enabled,
+                "queue": spec.queue,
+                "tags": list(spec.tags),
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    headers = ("NAME", "SCHEDULE", "AS WRITTEN", "TIMEZONE", "NEXT FIRE", "TARGET", "ENABLED")
+    table = [
+        [
+            str(row["name"]),
+            str(row["schedule"]),
+            str(row["as_written"]),
+            str(row["timezone"]),
+            str(row["next_fire"] or "-"),
+            str(row["target"]),
+            "yes" if row["enabled"] else "no",
+        ]
+        for row in rows
+    ]
+    echo_table(headers, table)
+
+
+@click.command("next")
+@config_option
+@click.argument("job")
+@click.option("-n", "count", type=click.IntRange(1, 10_000), default=5, show_default=True, help="How many.")
+@click.option("--after", metavar="ISO8601", help="Start after this instant (default now); naive = job's zone.")
+@json_option
+@click.pass_obj
+def next_fires(
+    runtime: Runtime, config_path: str | None, job: str, count: int, after: str | None, as_json: bool
+) -> None:
+    """Print the next N scheduled instants of JOB in its time zone."""
+    config = runtime.load(config_path)
+    spec = find_job(config, job)
+    instant = runtime.clock.now()
+    if after is not None:
+        try:
+            instant = parse_instant(after, spec.zone)
+        except ScheduleError as error:
+            raise UsageProblem(f"--after: {error}") from error
+    trigger = spec.trigger()
+    instants: list[datetime] = []
+    while len(instants) < count:
+        upcoming = trigger.next_after(instant)
+        if upcoming is None:
+            break
+        instants.append(upcoming)
+        instant = upcoming
+    texts = [upcoming.astimezone(spec.zone).isoformat() for upcoming in instants]
+    if as_json:
+        echo_json(texts)
+        return
+    for text in texts:
+        click.echo(text)
+    if len(texts) < count:
+        click.echo(f"({job} fires no more after this)" if texts else f"({job} will not fire again)")
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of the config file (for yaml-language-server and other editors)."""
+    echo_json(config_schema())
+
+
+def find_job(config: Config, name: str) -> JobSpec:
+    """The job named ``name``, or a UsageProblem suggesting the closest name."""
+    if name in config.jobs:
+        return config.jobs[name]
+    close = difflib.get_close_matches(name, list(config.jobs), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UsageProblem(f"no job named {name!r} in {config.path}{hint}")

@@ -1,0 +1,267 @@
+"""Operator commands against a running deployment: status, trigger, pause, resume, backfill, audit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from beatd import defaults
+from beatd.audit import audit_record
+from beatd.beat import from_ms
+from beatd.cli.inspect import find_job
+from beatd.cli.options import config_option, json_option
+from beatd.cli.render import echo_json, echo_table
+from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.config import Config, JobSpec
+from beatd.errors import ScheduleError
+from beatd.keys import Keys
+from beatd.messages import FireTrigger, Message, fire_id, format_utc, parse_utc
+from beatd.store import Store, connect
+from beatd.triggers import parse_instant
+
+__all__ = ["audit", "backfill", "pause", "resume", "status", "trigger"]
+
+BACKFILL_LIMIT = 10_000
+"""Most fires one backfill emits; a larger range is refused (split it)."""
+
+
+def _store(config: Config) -> Store:
+    return Store(connect(config.settings.redis.url), Keys(config.namespace))
+
+
+def _instant(text: str, spec: JobSpec, option: str) -> datetime:
+    try:
+        return parse_instant(text, spec.zone)
+    except ScheduleError as error:
+        raise UsageProblem(f"{option}: {error}") from error
+
+
+def _message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: FireTrigger) -> Message:
+    return Message(
+        fire_id=fire_id(spec.name, scheduled, trigger, now),
+        job=spec.name,
+        scheduled_at=format_utc(scheduled),
+        emitted_at=format_utc(now),
+        trigger=trigger,
+        config_digest=spec.digest,
+        args=list(spec.args),
+        kwargs=dict(spec.kwargs),
+    )
+
+
+@click.command()
+@config_option
+@json_option
+@click.pass_obj
+def status(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
+    """Show the leader, replicas, jobs, queues, next fires, last emissions and config errors."""
+    config, local_problems = runtime.load_for_status(config_path)
+    store = _store(config)
+    now = runtime.clock.now()
+    leader = store.leader()
+    replicas = store.replicas()
+    stale = [
+        rid
+        for rid, beat in replicas.items()
+        if now - parse_utc(beat["heartbeat_at"]) > 6 * defaults.REPLICA_STALE_AFTER
+    ]
+    store.forget_replicas(stale)
+    paused = store.paused()
+    progress = store.progress()
+    last = store.last_emitted()
+    queues = sorted({spec.queue for spec in config.jobs.values()})
+    report: dict[str, Any] = {
+        "namespace": config.namespace,
+        "config_digest": config.digest,
+        "leader": None,
+        "replicas": [],
+        "jobs": [],
+        "paused": paused,
+        "queues": store.queue_lengths(queues),
+        "local_config_problems": [str(problem) for problem in local_problems],
+    }
+    if leader is not None:
+        token, ttl_ms = leader
+        holder = next((beat for beat in replicas.values() if token.endswith(":" + beat["replica"])), {})
+        report["leader"] = {
+            "token": token,
+            "host": holder.get("host"),
+            "pid": holder.get("pid"),
+            "lease_left_s": round(ttl_ms / 1000, 3),
+        }
+    for rid, beat in sorted(replicas.items()):
+        if rid in stale:
+            continue
+        age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
+        report["replicas"].append(
+            {
+                **beat,
+                "heartbeat_age_s": round(age, 3),
+                "alive": age <= defaults.REPLICA_STALE_AFTER.total_seconds(),
+                "config_differs": beat.get("config_digest") != config.digest,
+            }
+        )
+    for name, spec in config.jobs.items():
+        since = from_ms(progress[name]) if name in progress else now
+        upcoming = spec.trigger().next_after(max(since, now - timedelta(days=366))) if spec.enabled else None
+        report["jobs"].append(
+            {
+                "name": name,
+                "enabled": spec.enabled,
+                "paused": name in paused,
+                "next_fire": upcoming.astimezone(spec.zone).isoformat() if upcoming else None,
+                "last_emission": last.get(name),
+            }
+        )
+    if as_json:
+        echo_json(report)
+    else:
+        _print_status(report)
+    for problem in local_problems:
+        click.echo(f"local config: {problem}", err=True)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    leader = report["leader"]
+    if leader:
+        click.echo(
+            f"leader: {leader['host']} pid {leader['pid']} (token {leader['token']}), "
+            f"lease left {leader['lease_left_s']:.1f}s"
+        )
+    else:
+        click.echo("leader: none")
+    click.echo(f"config digest: {report['config_digest']}")
+    rows = [
+        [
+            r["replica"],
+            r["role"],
+            f"{r['heartbeat_age_s']:.1f}s" + ("" if r["alive"] else " (gone)"),
+            r["config_digest"] + (" (differs)" if r["config_differs"] else ""),
+            r.get("config_error") or "-",
+        ]
+        for r in report["replicas"]
+    ]
+    click.echo("")
+    echo_table(("REPLICA", "ROLE", "HEARTBEAT AGE", "CONFIG DIGEST", "CONFIG ERROR"), rows)
+    click.echo("")
+    click.echo("queues: " + (", ".join(f"{name}={length}" for name, length in report["queues"].items()) or "-"))
+    click.echo(f"jobs: {len(report['jobs'])}, paused: {', '.join(report['paused']) or 'none'}")
+    click.echo("")
+    job_rows = [
+        [
+            job["name"],
+            job["next_fire"] or "-",
+            (job["last_emission"] or {}).get("scheduled_at", "-"),
+            (job["last_emission"] or {}).get("trigger", "-"),
+            "paused" if job["paused"] else ("yes" if job["enabled"] else "disabled"),
+        ]
+        for job in report["jobs"]
+    ]
+    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED"), job_rows)
+
+
+@click.command()
+@config_option
+@click.argument("job")
+@click.option("--at", "at", metavar="ISO8601", help="Logical scheduled instant of the fire (default now).")
+@click.pass_obj
+def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None) -> None:
+    """Emit one fire of JOB now, with trigger: manual."""
+    config = runtime.load(config_path)
+    spec = find_job(config, job)
+    now = runtime.clock.now()
+    scheduled = _instant(at, spec, "--at") if at else now
+    message = _message(spec, scheduled, now, "manual")
+    store = _store(config)
+    store.enqueue(
+        spec.queue,
+        message.to_json(),
+        audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at),
+    )
+    click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
+
+
+@click.command()
+@config_option
+@click.argument("job")
+@click.option("--from", "start", required=True, metavar="ISO8601", help="First instant of the range (inclusive).")
+@click.option("--to", "end", required=True, metavar="ISO8601", help="Last instant of the range (inclusive).")
+@click.pass_obj
+def backfill(runtime: Runtime, config_path: str | None, job: str, start: str, end: str) -> None:
+    """Emit every scheduled instant of JOB in [--from, --to], in order, with trigger: backfill."""
+    config = runtime.load(config_path)
+    spec = find_job(config, job)
+    first, last = _instant(start, spec, "--from"), _instant(end, spec, "--to")
+    if last < first:
+        raise UsageProblem("--to is before --from")
+    instants: list[datetime] = []
+    upcoming = spec.trigger().next_after(first - timedelta(microseconds=1))
+    while upcoming is not None and upcoming <= last:
+        if len(instants) >= BACKFILL_LIMIT:
+            raise UsageProblem(f"more than {BACKFILL_LIMIT} fires in that range; split it")
+        instants.append(upcoming)
+        upcoming = spec.trigger().next_after(upcoming)
+    now = runtime.clock.now()
+    store = _store(config)
+    for instant in instants:
+        message = _message(spec, instant, now, "backfill")
+        store.enqueue(
+            spec.queue,
+            message.to_json(),
+            audit_record("backfill", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at),
+        )
+    click.echo(f"emitted {len(instants)} backfill fire(s) of {job} to queue {spec.queue}")
+
+
+@click.command()
+@config_option
+@click.argument("job")
+@click.option("--reason", default="", help="Why, for the audit log and status.")
+@click.pass_obj
+def pause(runtime: Runtime, config_path: str | None, job: str, reason: str) -> None:
+    """Stop scheduling JOB until resumed (survives restarts; no catch-up of the paused period)."""
+    config = runtime.load(config_path)
+    find_job(config, job)
+    record = audit_record("pause", runtime.clock.now(), job=job, reason=reason)
+    if _store(config).pause(job, record):
+        click.echo(f"paused {job}")
+    else:
+        click.echo(f"{job} was already paused")
+
+
+@click.command()
+@config_option
+@click.argument("job")
+@click.pass_obj
+def resume(runtime: Runtime, config_path: str | None, job: str) -> None:
+    """Resume JOB from now on; fires of the paused period are not caught up."""
+    config = runtime.load(config_path)
+    find_job(config, job)
+    now = runtime.clock.now()
+    record = audit_record("resume", now, job=job)
+    if _store(config).resume(job, int(now.timestamp() * 1000), record):
+        click.echo(f"resumed {job}")
+    else:
+        click.echo(f"{job} was not paused")
+
+
+@click.command()
+@config_option
+@json_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Most records.")
+@click.pass_obj
+def audit(runtime: Runtime, config_path: str | None, as_json: bool, limit: int) -> None:
+    """Show the audit log, newest first: leader changes, reloads, pause/resume/trigger/backfill."""
+    config = runtime.load(config_path)
+    records = _store(config).read_audit(limit)
+    if as_json:
+        echo_json(records)
+        return
+    rows = []
+    for record in records:
+        details = {k: v for k, v in record.items() if k not in ("id", "event", "at", "user", "host", "pid")}
+        text = " ".join(f"{k}={v}" for k, v in details.items())
+        rows.append([record.get("at", ""), record["event"], f"{record.get('user')}@{record.get('host')}", text])
+    echo_table(("AT", "EVENT", "BY", "DETAILS"), rows)

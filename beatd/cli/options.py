@@ -1,0 +1,42 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["config_option", "json_option", "log_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(function: F) -> F:
+    """``-c/--config FILE``; default lookup: $BEATD_CONFIG, ./config/beatd.yaml, /etc/beatd/beatd.yaml."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        metavar="FILE",
+        help="Config file (default: $BEATD_CONFIG, ./config/beatd.yaml, /etc/beatd/beatd.yaml).",
+    )(function)
+
+
+def json_option(function: F) -> F:
+    """``--json``: machine-readable output."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+
+
+def log_options(function: F) -> F:
+    """``--log-level`` and ``--log-format``."""
+    function = click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
+    )(function)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default="info",
+        show_default=True,
+        help="Least severe level logged.",
+    )(function)

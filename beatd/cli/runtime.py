@@ -1,0 +1,39 @@
+"""What every command takes from the outside world, and the errors that mean "exit 2"."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from beatd.clock import Clock, SystemClock
+from beatd.config import Config, find_config, load_config, load_connection
+from beatd.errors import BeatdError, ConfigError, Problem
+
+__all__ = ["Runtime", "UsageProblem"]
+
+
+class UsageProblem(BeatdError):
+    """The user asked for something that does not exist (an unknown job); exit 2."""
+
+
+@dataclass
+class Runtime:
+    """What commands take from the outside world; tests pass their own."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    cwd: Path = field(default_factory=Path.cwd)
+    clock: Clock = field(default_factory=SystemClock)
+
+    def load(self, config_path: str | None) -> Config:
+        """Find and load the config named by ``-c`` or the default lookup."""
+        return load_config(find_config(config_path, self.environ, self.cwd), self.environ)
+
+    def load_for_status(self, config_path: str | None) -> tuple[Config, list[Problem]]:
+        """The config, or, when its jobs are broken, just the connection settings and the problems."""
+        path = find_config(config_path, self.environ, self.cwd)
+        try:
+            return load_config(path, self.environ), []
+        except ConfigError as error:
+            return load_connection(path, self.environ), error.problems

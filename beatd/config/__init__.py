@@ -1,0 +1,16 @@
+"""Config: YAML files -> validated JobSpecs. The only package that reads files and the environment."""
+
+from beatd.config.load import Config, find_config, load_config, load_connection
+from beatd.config.model import ConfigFile, HistoryPolicy, JobSpec, Policies, RedisSettings
+
+__all__ = [
+    "Config",
+    "ConfigFile",
+    "HistoryPolicy",
+    "JobSpec",
+    "Policies",
+    "RedisSettings",
+    "find_config",
+    "load_config",
+    "load_connection",
+]

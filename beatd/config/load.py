@@ -1,0 +1,320 @@
+"""Turn config files into a validated :class:`Config`, or a :class:`ConfigError` listing every problem.
+
+This module and :mod:`beatd.config.yamlsource` are the only readers of config files and the environment.
+Nothing is half-applied: either every file and job is valid and a Config is returned, or nothing is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from beatd import defaults
+from beatd.config.model import NAME_PATTERN, SCHEDULE_KEYS, TARGET_KEYS, ConfigFile, JobSpec, Policies
+from beatd.config.yamlsource import KeyPath, Located, read_yaml
+from beatd.durations import format_duration
+from beatd.errors import ConfigError, Problem
+
+__all__ = ["Config", "find_config", "load_config", "load_connection"]
+
+M = TypeVar("M", bound=BaseModel)
+_EXTENSION_PREFIX = "x-"  # top-level keys for YAML anchors, ignored as in docker compose
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated deployment config: connection, namespace and jobs in file order."""
+
+    path: Path
+    settings: ConfigFile
+    jobs: Mapping[str, JobSpec]
+    sources: Mapping[str, Located] = field(repr=False, default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of every Redis key of this deployment."""
+        return self.settings.namespace
+
+    @property
+    def pythonpath(self) -> tuple[Path, ...]:
+        """Directories searched for ``call`` targets, resolved against the config file's directory."""
+        return tuple((self.path.parent / entry).resolve() for entry in self.settings.pythonpath)
+
+    @property
+    def digest(self) -> str:
+        """Short hash of every job's spec: replicas with equal digests schedule the same jobs."""
+        joined = ",".join(f"{name}={spec.digest}" for name, spec in sorted(self.jobs.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+    def problem(self, job: str, key: str, message: str) -> Problem:
+        """A Problem located at ``jobs.JOB.KEY`` in the file that declared the job."""
+        return self.sources[job].problem(("jobs", job, key), message)
+
+
+def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path:
+    """The config file to use: ``-c``, else ``$BEATD_CONFIG``, else the first of the search path that exists."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("BEATD_CONFIG"):
+        return Path(environ["BEATD_CONFIG"])
+    candidates = [cwd / entry for entry in defaults.CONFIG_SEARCH_PATH]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(["$BEATD_CONFIG", *map(str, candidates)])
+    raise ConfigError([Problem("beatd", 0, 0, "", f"no config file found (looked in {looked}); pass -c FILE")])
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> Config:
+    """Read, substitute, merge and validate ``path`` and its includes; raise ConfigError on any problem."""
+    main, problems = read_yaml(path, environ)
+    if main.value is None and problems:
+        raise ConfigError(problems)
+    top = main.value if main.value is not None else {}
+    if not isinstance(top, dict):
+        raise ConfigError([main.problem((), "expected a mapping at the top level (redis, namespace, jobs, ...)")])
+    top = {key: value for key, value in top.items() if not str(key).startswith(_EXTENSION_PREFIX)}
+    settings = _validate(ConfigFile, top, main, (), problems, allowed=ConfigFile.model_fields)
+    if settings is None:  # carry on with what is usable, so every job's problems are reported too
+        settings = ConfigFile.model_validate(
+            {key: top[key] for key in ("defaults", "jobs") if isinstance(top.get(key), dict)}
+        )
+
+    declared: dict[str, tuple[Any, Located]] = {}
+    _collect_jobs(top.get("jobs"), main, declared, problems)
+    for include_path, pattern_problem in _include_paths(settings, path, main):
+        if pattern_problem:
+            problems.append(pattern_problem)
+            continue
+        _collect_include(include_path, environ, declared, problems)
+
+    job_defaults = _valid_defaults(settings.defaults, main, problems)
+    jobs: dict[str, JobSpec] = {}
+    for name, (raw, source) in declared.items():
+        spec = _validate_job(name, raw, source, settings.timezone, job_defaults, problems)
+        if spec is not None:
+            jobs[name] = spec
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, settings=settings, jobs=jobs, sources={name: declared[name][1] for name in jobs})
+
+
+def load_connection(path: Path, environ: Mapping[str, str]) -> Config:
+    """Only what is needed to reach the deployment (``redis``, ``namespace``, ``leader``), with no jobs.
+
+    For operator commands that must work while the jobs in the file are broken (``beatd status``).
+    Raises ConfigError when even those keys are unusable.
+    """
+    main, problems = read_yaml(path, environ)
+    top = main.value if isinstance(main.value, dict) else None
+    if top is None:
+        raise ConfigError(problems or [main.problem((), "expected a mapping at the top level")])
+    wanted = {key: top[key] for key in ("redis", "namespace", "leader", "timezone") if key in top}
+    mine = [problem for problem in problems if problem.path.split(".")[0] in wanted]
+    settings = _validate(ConfigFile, wanted, main, (), mine, allowed=ConfigFile.model_fields)
+    if settings is None or mine:
+        raise ConfigError(mine)
+    return Config(path=path, settings=settings, jobs={})
+
+
+def _collect_jobs(raw: Any, source: Located, declared: dict[str, tuple[Any, Located]], problems: list[Problem]) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        problems.append(source.problem(("jobs",), "expected a mapping of job name to job"))
+        return
+    for name, job in raw.items():
+        if name in declared:
+            first = declared[name][1]
+            line = first.key_positions.get(("jobs", name), (0, 0))[0]
+            problems.append(
+                source.problem(
+                    ("jobs", name), f"duplicate job name (first declared at {first.file}:{line})", at_key=True
+                )
+            )
+            continue
+        declared[name] = (job, source)
+
+
+def _include_paths(settings: ConfigFile, path: Path, main: Located) -> list[tuple[Path, Problem | None]]:
+    found: list[tuple[Path, Problem | None]] = []
+    for index, pattern in enumerate(settings.include):
+        full = str(path.parent / pattern)
+        matches = sorted(glob.glob(full))  # noqa: PTH207 (absolute patterns such as /etc/beatd/jobs.d/*.yaml)
+        if not matches and not glob.has_magic(pattern):
+            found.append((Path(full), main.problem(("include", index), f"no such file: {full}")))
+        found.extend((Path(match), None) for match in matches)
+    return found
+
+
+def _collect_include(
+    path: Path, environ: Mapping[str, str], declared: dict[str, tuple[Any, Located]], problems: list[Problem]
+) -> None:
+    source, read_problems = read_yaml(path, environ)
+    problems.extend(read_problems)
+    if source.value is None:
+        return
+    if not isinstance(source.value, dict):
+        problems.append(source.problem((), "expected a mapping with a jobs key"))
+        return
+    for key in source.value:
+        if key != "jobs" and not str(key).startswith(_EXTENSION_PREFIX):
+            problems.append(source.problem((key,), "only jobs may appear in an included file", at_key=True))
+    _collect_jobs(source.value.get("jobs"), source, declared, problems)
+
+
+def _valid_defaults(raw: dict[str, Any], main: Located, problems: list[Problem]) -> dict[str, Any]:
+    """Validate ``defaults``; return the keys that passed, so one bad default is reported once, not per job."""
+    reported: list[Problem] = []
+    _validate(Policies, raw, main, ("defaults",), reported, allowed=Policies.model_fields, in_defaults=True)
+    problems.extend(reported)
+    bad = {problem.path.split(".")[1] for problem in reported if problem.path.count(".") >= 1}
+    return {key: value for key, value in raw.items() if key not in bad and key in Policies.model_fields}
+
+
+def _validate_job(
+    name: str,
+    raw: Any,
+    source: Located,
+    timezone: str,
+    job_defaults: dict[str, Any],
+    problems: list[Problem],
+) -> JobSpec | None:
+    base: KeyPath = ("jobs", name)
+    if not isinstance(raw, dict):
+        problems.append(source.problem(base, "expected a mapping with a schedule (cron, every or at) and a target"))
+        return None
+    count = len(problems)
+    if not re.fullmatch(NAME_PATTERN, name):
+        problems.append(source.problem(base, f"invalid job name {name!r}: {_PATTERN_HINTS['name']}", at_key=True))
+        return None
+    if "name" in raw:
+        problems.append(
+            source.problem((*base, "name"), "unknown key: the job's name is its key under jobs", at_key=True)
+        )
+    _exactly_one(raw, SCHEDULE_KEYS, "schedule", source, base, problems)
+    _exactly_one(raw, TARGET_KEYS, "target", source, base, problems)
+    merged: dict[str, Any] = {"timezone": timezone, **job_defaults}
+    for key, value in raw.items():
+        if key == "history" and isinstance(value, dict) and isinstance(merged.get("history"), dict):
+            merged["history"] = {**merged["history"], **value}
+        elif key != "name":
+            merged[key] = value
+    merged["name"] = name
+    spec = _validate(JobSpec, merged, source, base, problems, allowed=JobSpec.model_fields, own_keys=set(raw))
+    if spec is not None and spec.every is not None and spec.jitter >= spec.every:
+        every = format_duration(spec.every)
+        problems.append(
+            source.problem((*base, "jitter"), f"must be shorter than every ({every}) to keep fires in order")
+        )
+    return spec if len(problems) == count else None
+
+
+def _exactly_one(
+    raw: dict[str, Any],
+    keys: tuple[str, ...],
+    what: str,
+    source: Located,
+    base: KeyPath,
+    problems: list[Problem],
+) -> None:
+    present = [key for key in keys if raw.get(key) is not None]
+    choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
+    if not present:
+        problems.append(source.problem(base, f"no {what}: expected exactly one of {choices}", at_key=True))
+    for extra in present[1:]:
+        problems.append(
+            source.problem(
+                (*base, extra),
+                f"both {present[0]} and {extra} given: expected exactly one {what} key",
+                at_key=True,
+            )
+        )
+
+
+def _validate(
+    model: type[M],
+    raw: dict[str, Any],
+    source: Located,
+    base: KeyPath,
+    problems: list[Problem],
+    *,
+    allowed: Mapping[str, Any],
+    own_keys: set[str] | None = None,
+    in_defaults: bool = False,
+) -> M | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        for detail in error.errors():
+            loc = tuple(detail["loc"])
+            path = (*base, *loc)
+            if own_keys is not None and loc and loc[0] not in own_keys:
+                # the value came from defaults or the top level: point at the job, name the key
+                problems.append(
+                    source.problem(
+                        base,
+                        f"{loc[0]} (inherited): {_message(detail, allowed, in_defaults)}",
+                        at_key=True,
+                        shown=path,
+                    )
+                )
+                continue
+            at_key = detail["type"] == "extra_forbidden"
+            problems.append(source.problem(path, _message(detail, allowed, in_defaults), at_key=at_key))
+        return None
+
+
+_PATTERN_HINTS = {
+    "call": "expected module:attribute such as jobs.stats:daily_signups",
+    "queue": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
+    "namespace": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
+    "name": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
+}
+
+
+def _message(detail: Any, allowed: Mapping[str, Any], in_defaults: bool) -> str:
+    kind, loc, given = detail["type"], detail["loc"], detail.get("input")
+    key = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        if in_defaults and key in (
+            *SCHEDULE_KEYS,
+            *TARGET_KEYS,
+            "start",
+            "end",
+            "args",
+            "kwargs",
+            "env",
+            "cwd",
+            "shell",
+        ):
+            return "not allowed under defaults: schedule and target keys belong to each job"
+        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (
+            f"unknown key{hint}; expected one of: {', '.join(sorted(allowed))}" if not close else f"unknown key{hint}"
+        )
+    if kind == "string_pattern_mismatch":
+        return f"invalid value {_short(given)}: {_PATTERN_HINTS.get(key, detail['msg'])}"
+    message = str(detail["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if message.startswith("Input should be "):
+        message = "expected " + message.removeprefix("Input should be ")
+        return f"invalid value {_short(given)}: {message}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal"):
+        return f"invalid value {_short(given)}: {message[0].lower()}{message[1:]}"
+    return message
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,296 @@
+"""The validated config: what a job is (JobSpec) and what a config file holds (ConfigFile).
+
+Pydantic does the type checking; the rules that need a whole job (exactly one schedule, exactly one target)
+and the positions of errors live in :mod:`beatd.config.load`. Every default comes from :mod:`beatd.defaults`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from beatd import defaults
+from beatd.durations import format_duration, parse_duration
+from beatd.triggers import AtTrigger, CronTrigger, IntervalTrigger, Trigger, load_zone, parse_instant
+
+__all__ = [
+    "SCHEDULE_KEYS",
+    "TARGET_KEYS",
+    "ConfigFile",
+    "HistoryPolicy",
+    "JobSpec",
+    "LeaderSettings",
+    "Policies",
+    "RedisSettings",
+]
+
+SCHEDULE_KEYS = ("cron", "every", "at")
+"""Exactly one of these says when a job is due."""
+
+TARGET_KEYS = ("call", "command")
+"""Exactly one of these says what a job runs."""
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$"
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w)?)+$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "examples": ["250ms", "30s", "5m", "1h30m", "2d"],
+}
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Strict):
+    """How to reach Redis. Put secrets in the environment: ``url: ${BEATD_REDIS_URL}``."""
+
+    url: str = Field(defaults.REDIS_URL, description="redis:// URL of the Redis that holds queues and state")
+
+
+class LeaderSettings(_Strict):
+    """Leader election."""
+
+    lease: PositiveDuration = Field(defaults.LEASE, description="leader lease TTL; failover takes about this long")
+
+
+class HistoryPolicy(_Strict):
+    """How many run records of a job are kept."""
+
+    keep: int = Field(defaults.HISTORY_KEEP, ge=1, description="run records kept per job")
+    max_age: PositiveDuration = Field(defaults.HISTORY_MAX_AGE, description="records older than this are pruned")
+
+
+class Policies(_Strict):
+    """The per-job keys that may also appear under ``defaults``: how a job is run, not what or when."""
+
+    timezone: str = Field(defaults.TIMEZONE, description="IANA time zone of the job's cron fields and instants")
+    queue: str = Field(defaults.QUEUE, pattern=NAME_PATTERN, description="queue (Redis stream) fires go to")
+    timeout: PositiveDuration = Field(defaults.TIMEOUT, description="hard limit of one run")
+    retries: int = Field(defaults.RETRIES, ge=0, description="further attempts after a failed run")
+    retry_delay: Duration = Field(defaults.RETRY_DELAY, description="base of the exponential backoff")
+    retry_delay_max: Duration = Field(defaults.RETRY_DELAY_MAX, description="cap of the backoff")
+    catchup: Literal["none", "latest", "all"] = Field(
+        defaults.CATCHUP, description="which missed fires to emit after a gap with no leader"
+    )
+    misfire_grace: Duration = Field(defaults.MISFIRE_GRACE, description="how late a missed fire may be emitted")
+    catchup_limit: int = Field(defaults.CATCHUP_LIMIT, ge=1, description="most fires catchup: all emits")
+    overlap: Literal["skip", "allow", "buffer_one", "replace"] = Field(
+        defaults.OVERLAP, description="what a fire does while the job's previous run is still running"
+    )
+    enabled: bool = Field(defaults.ENABLED, description="false: the job is declared but never scheduled")
+    tags: tuple[str, ...] = Field((), description="free labels, shown by the CLI")
+    history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
+    jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        load_zone(value)
+        return value
+
+
+class JobSpec(Policies):
+    """One declared job: what runs, when, with which policies. ``name`` comes from its key under ``jobs``."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="the job's key under jobs")
+    description: str = Field("", description="one line for humans")
+    # Schedule: exactly one of cron, every, at. start/end come after timezone so they can use it.
+    cron: str | None = Field(None, description="5-field cron expression or @daily-style alias, in timezone")
+    every: PositiveDuration | None = Field(None, description="elapsed-time interval aligned to the epoch or start")
+    at: tuple[datetime, ...] | None = Field(None, description="one ISO-8601 instant or a list of them")
+    start: datetime | None = Field(None, description="no fire before this instant; anchors every")
+    end: datetime | None = Field(None, description="no fire after this instant (inclusive)")
+    # Target: exactly one of call, command.
+    call: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$",
+        description="Python callable as module:attr",
+    )
+    args: tuple[JsonValue, ...] = Field((), description="positional arguments of call (JSON values)")
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments of call")
+    shell: bool = Field(False, description="run command through /bin/sh -c (command must be a string)")
+    command: tuple[str, ...] | None = Field(
+        None, description="argv list, or a string split like a shell does (no shell unless shell: true)"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment of command")
+    cwd: str | None = Field(None, description="working directory of command")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            CronTrigger.parse(value, ZoneInfo("UTC"), hash_key=str(info.data.get("name", "")))
+        return value
+
+    @field_validator("at", "start", "end", mode="before")
+    @classmethod
+    def _instants(cls, value: Any, info: ValidationInfo) -> Any:
+        zone = load_zone(info.data.get("timezone", defaults.TIMEZONE)) if "timezone" in info.data else None
+        if zone is None:  # the zone itself was invalid and is reported on its own
+            return None
+        if value is None:
+            return None
+        if info.field_name == "at":
+            items = value if isinstance(value, list) else [value]
+            if not items:
+                raise ValueError("expected at least one instant")
+            return tuple(parse_instant(_text(item), zone) for item in items)
+        return parse_instant(_text(value), zone)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        if info.data.get("shell"):
+            if not isinstance(value, str):
+                raise ValueError("with shell: true, expected command as one string")
+            return (value,)
+        if isinstance(value, str):
+            try:
+                argv = shlex.split(value)
+            except ValueError as error:
+                raise ValueError(f"cannot split {value!r} like a shell: {error}") from error
+            value = argv
+        if not isinstance(value, list) or not all(isinstance(item, str | int | float) for item in value):
+            raise ValueError("expected an argv list of strings or one string")
+        if not value:
+            raise ValueError("expected a non-empty argv")
+        return tuple(str(item) for item in value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: _scalar_text(item) for key, item in value.items()}
+        return value
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _json_safe(cls, value: Any) -> Any:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError as error:
+            raise ValueError("expected JSON values (no NaN or infinity)") from error
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The job's time zone."""
+        return load_zone(self.timezone)
+
+    @property
+    def schedule_text(self) -> str:
+        """The schedule as written: ``cron 5 0 * * *``, ``every 30s``, ``at 2026-12-01T00:00:00+00:00``."""
+        if self.cron is not None:
+            return f"cron {self.cron}"
+        if self.every is not None:
+            return f"every {format_duration(self.every)}"
+        return "at " + ", ".join(instant.isoformat() for instant in self.at or ())
+
+    @property
+    def target_text(self) -> str:
+        """What runs, as one short line: ``call jobs.stats:daily_signups`` or ``command check-backup --quiet``."""
+        if self.call is not None:
+            return f"call {self.call}"
+        if self.shell:
+            return "shell " + (self.command or ("",))[0]
+        return "command " + " ".join(_quote(part) for part in self.command or ())
+
+    def trigger(self) -> Trigger:
+        """Build this job's trigger (pure; callers keep the result)."""
+        if self.cron is not None:
+            return CronTrigger.parse(self.cron, self.zone, hash_key=self.name, start=self.start, end=self.end)
+        if self.every is not None:
+            return IntervalTrigger(self.every, start=self.start, end=self.end)
+        return AtTrigger(self.at or (), start=self.start, end=self.end)
+
+    @cached_property
+    def schedule_digest(self) -> str:
+        """Short hash of what decides the fire instants (and whether there are any): when it changes, the job
+        continues from now rather than catching up under its new schedule."""
+        parts = self.model_dump(mode="json", include={"cron", "every", "at", "start", "end", "timezone", "enabled"})
+        parts["name"] = self.name  # H values derive from the name
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    @cached_property
+    def digest(self) -> str:
+        """Short hash of the whole spec: equal digests mean the same job on every replica."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class ConfigFile(_Strict):
+    """The top level of a config file; ``defaults`` and ``jobs`` are validated job by job afterwards."""
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    leader: LeaderSettings = Field(default_factory=LeaderSettings)
+    namespace: str = Field(defaults.NAMESPACE, pattern=NAME_PATTERN, description="prefix of every Redis key")
+    timezone: str = Field(defaults.TIMEZONE, description="default time zone of every job")
+    include: tuple[str, ...] = Field((), description="glob patterns of drop-in files holding more jobs")
+    pythonpath: tuple[str, ...] = Field((), description="directories searched for call targets")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="per-job keys applied to every job")
+    jobs: dict[str, Any] = Field(default_factory=dict, description="the jobs, by name")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        load_zone(value)
+        return value
+
+
+def _quote(part: str) -> str:
+    """Quote an argv element for display, preferring double quotes, which read better than shlex's."""
+    if part and not any(char in part for char in " \t'\"$`\\"):
+        return part
+    return '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"' if "$" not in part else shlex.quote(part)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"expected an ISO-8601 instant, got {type(value).__name__}")
+    return str(value)
+
+
+def _scalar_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value

@@ -1,0 +1,155 @@
+"""Read YAML into plain Python values while remembering where each value was written.
+
+PyYAML's constructor forgets positions, so we compose the node tree and convert it ourselves: every value
+gets the (line, column) of its node and every mapping key the position of the key, both 1-based, keyed by the
+path of keys from the document root. ``${VAR}`` substitution happens here, on string scalars, so that a
+substituted value keeps the position of the text it replaced. Timestamps stay strings: beatd parses instants
+itself, in the job's time zone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from beatd.config.envsubst import MissingVariable, substitute
+from beatd.errors import Problem
+
+__all__ = ["KeyPath", "Located", "dotted", "read_yaml"]
+
+KeyPath = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_PLAIN_TAGS = {
+    _STR,
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+
+
+def dotted(path: KeyPath) -> str:
+    """Render a key path as users read it: ``jobs.daily_signups.at[2]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+@dataclass
+class Located:
+    """A YAML document as plain values plus the position of every value and mapping key."""
+
+    file: str
+    value: Any
+    value_positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+
+    def problem(self, path: KeyPath, message: str, *, at_key: bool = False, shown: KeyPath | None = None) -> Problem:
+        """A Problem located at ``path`` (its key with ``at_key``), or at its nearest located ancestor."""
+        table = self.key_positions if at_key else self.value_positions
+        probe = path
+        while probe not in table and probe not in self.value_positions and probe:
+            probe = probe[:-1]
+        line, column = table.get(probe) or self.value_positions.get(probe, (1, 1))
+        return Problem(self.file, line, column, dotted(path if shown is None else shown), message)
+
+
+def read_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Located, list[Problem]]:
+    """Read one YAML file; return its located value and every problem found (the value is ``None`` when
+    the file cannot be read or parsed at all)."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Located(name, None), [Problem(name, 0, 0, "", "no such file")]
+    except (OSError, UnicodeDecodeError) as error:
+        return Located(name, None), [Problem(name, 0, 0, "", f"cannot read file: {error}")]
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        detail = " ".join(part for part in (error.context, error.problem) if part)
+        return Located(name, None), [Problem(name, line, column, "", f"malformed YAML: {detail}")]
+    except yaml.YAMLError as error:
+        return Located(name, None), [Problem(name, 1, 1, "", f"malformed YAML: {error}")]
+    located = Located(name, None)
+    problems: list[Problem] = []
+    if root is not None:
+        located.value = _Converter(located, problems, environ).convert(root, ())
+    return located, problems
+
+
+class _Converter:
+    def __init__(self, located: Located, problems: list[Problem], environ: Mapping[str, str]) -> None:
+        self.located = located
+        self.problems = problems
+        self.environ = environ
+        self.constructor = yaml.SafeLoader("")
+        self.resolver = yaml.SafeLoader("")
+
+    def convert(self, node: Node, path: KeyPath) -> Any:
+        self.located.value_positions.setdefault(path, _position(node))
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.convert(item, (*path, index)) for index, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode)
+        return self._scalar(node, path)
+
+    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
+        seen: dict[str, Node] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value != "<<" and key_node.value in seen:
+                first = seen[key_node.value].start_mark.line + 1
+                self.problems.append(
+                    self._at(key_node, (*path, key_node.value), f"duplicate key (first written on line {first})")
+                )
+            seen.setdefault(key_node.value, key_node)
+        try:
+            self.constructor.flatten_mapping(node)  # resolves "<<: *anchor" merge keys
+        except yaml.MarkedYAMLError as error:
+            self.problems.append(self._at(node, path, f"malformed merge key: {error.problem}"))
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(self._at(key_node, path, "a mapping key must be a plain string"))
+                continue
+            key = str(key_node.value)
+            key_path = (*path, key)
+            self.located.key_positions.setdefault(key_path, _position(key_node))
+            result[key] = self.convert(value_node, key_path)
+        return result
+
+    def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
+        value, tag = node.value, node.tag
+        if tag == _STR and "$" in value:
+            try:
+                value = substitute(value, self.environ)
+            except MissingVariable as error:
+                self.problems.append(self._at(node, path, str(error)))
+                return None
+            if node.style is None:  # plain scalar: type it as YAML would have typed the substituted text
+                tag = self.resolver.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+        if tag == _TIMESTAMP:
+            return value
+        if tag not in _PLAIN_TAGS:
+            self.problems.append(self._at(node, path, f"unsupported YAML tag {tag!r}"))
+            return None
+        return self.constructor.construct_object(ScalarNode(tag, value, style=node.style))
+
+    def _at(self, node: Node, path: KeyPath, message: str) -> Problem:
+        line, column = _position(node)
+        return Problem(self.located.file, line, column, dotted(path), message)
+
+
+def _position(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1

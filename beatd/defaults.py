@@ -1,0 +1,74 @@
+"""Every default of beatd in one place, each with the reason for its value.
+
+The config model, the JSON Schema, ``beatd schema`` and the README's config reference all read these.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+"""Redis to use when the config names none; production configs take it from ``${BEATD_REDIS_URL}``."""
+
+NAMESPACE: Final = "beatd"
+"""Prefix of every Redis key, so that several deployments can share one Redis."""
+
+TIMEZONE: Final = "UTC"
+"""Time zone of every job that names none; UTC so that a config means the same on every host."""
+
+CONFIG_SEARCH_PATH: Final = ("config/beatd.yaml", "/etc/beatd/beatd.yaml")
+"""Where the CLI looks for the config after ``-c`` and ``$BEATD_CONFIG``, in this order."""
+
+LEASE: Final = timedelta(seconds=5)
+"""Leader lease TTL. The leader renews every third of it; a standby takes over at most about this long after
+the leader dies (at once after a clean shutdown, which releases the lease)."""
+
+HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
+"""How often each replica publishes its heartbeat (role, config digest, config errors)."""
+
+REPLICA_STALE_AFTER: Final = timedelta(seconds=10)
+"""A replica whose heartbeat is older than this is shown as gone by ``beatd status``."""
+
+QUEUE: Final = "default"
+"""Queue (Redis stream) a job's fires go to."""
+
+TIMEOUT: Final = timedelta(hours=1)
+"""Hard limit of one run; a run past it is terminated and recorded ``timeout``. An hour fits nightly batch
+jobs yet still frees a worker from a hung one the same day."""
+
+RETRIES: Final = 0
+"""Further attempts after a failed run. Zero: a scheduled job is retried only when its author says it is
+safe to run twice (the next fire usually comes soon anyway)."""
+
+RETRY_DELAY: Final = timedelta(seconds=10)
+"""Base of the exponential backoff between attempts (full jitter)."""
+
+RETRY_DELAY_MAX: Final = timedelta(minutes=10)
+"""Cap of the backoff between attempts."""
+
+CATCHUP: Final = "latest"
+"""After a gap with no leader, emit only the most recent missed fire (as Kubernetes CronJobs and Celery beat
+do), provided it is within ``misfire_grace``; the others are recorded as missed."""
+
+MISFIRE_GRACE: Final = timedelta(hours=1)
+"""How late a missed fire may still be emitted by ``catchup: latest`` or ``all``."""
+
+CATCHUP_LIMIT: Final = 100
+"""Most missed fires ``catchup: all`` emits for one job after one gap; older ones are recorded as missed."""
+
+OVERLAP: Final = "skip"
+"""A fire whose job is still running is recorded ``skipped``, as a systemd timer does not start a unit
+that is still active."""
+
+ENABLED: Final = True
+"""Jobs are scheduled unless they say ``enabled: false``."""
+
+JITTER: Final = timedelta(0)
+"""No emission delay unless asked for."""
+
+HISTORY_KEEP: Final = 1000
+"""Run records kept per job (newest first); older ones are pruned."""
+
+HISTORY_MAX_AGE: Final = timedelta(days=30)
+"""Run records older than this are pruned, whatever ``history.keep`` says."""

@@ -1,0 +1,60 @@
+"""Durations as users write them: ``250ms``, ``30s``, ``5m``, ``1h30m``, ``2d``, ``1w``; a bare number is seconds."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from beatd.errors import ScheduleError
+
+__all__ = ["format_duration", "parse_duration"]
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_EXPECTED = "expected a duration such as 250ms, 30s, 5m, 1h30m, 2d, or a number of seconds"
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse a duration from YAML: an int/float (seconds), a string of unit parts, or a timedelta.
+
+    Raises :class:`ScheduleError` naming what was expected. Negative durations are rejected here; whether zero
+    is allowed is the caller's rule.
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ScheduleError(f"invalid duration {value!r}: {_EXPECTED}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ScheduleError(f"invalid duration {value!r}: must not be negative")
+        return timedelta(seconds=value)
+    text = value.strip().replace(" ", "")
+    if _NUMBER.fullmatch(text):
+        return timedelta(seconds=float(text))
+    position, total = 0, 0.0
+    for match in _PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(text) or position == 0:
+        _fail(value)
+    return timedelta(seconds=total)
+
+
+def _fail(value: object) -> timedelta:
+    raise ScheduleError(f"invalid duration {value!r}: {_EXPECTED}")
+
+
+def format_duration(duration: timedelta) -> str:
+    """Render a duration in the shortest unit form that parses back to it (``1h30m``, ``250ms``, ``0s``)."""
+    milliseconds = round(duration.total_seconds() * 1000)
+    if milliseconds == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, milliseconds = divmod(milliseconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

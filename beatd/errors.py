@@ -1,0 +1,47 @@
+"""The one exception hierarchy of beatd.
+
+Every error beatd raises on purpose derives from :class:`BeatdError`. A user's mistake in the config is a
+:class:`ConfigError` carrying every :class:`Problem` found, each located as ``FILE:LINE:COL: PATH: message``,
+so the CLI can print them all at once and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BeatdError", "ConfigError", "Problem", "ScheduleError"]
+
+
+class BeatdError(Exception):
+    """Root of every error beatd raises deliberately."""
+
+
+class ScheduleError(BeatdError, ValueError):
+    """A schedule (cron expression, duration, instant, time zone) is not valid; the message says why."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located problem in a config file.
+
+    ``line`` and ``column`` are 1-based; both are 0 when the problem has no position (a missing file).
+    ``path`` is the dotted key path in the config (``jobs.daily_signups.cron``), empty for a whole file.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(BeatdError):
+    """The config was rejected; ``problems`` lists every problem found, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(problem) for problem in self.problems))

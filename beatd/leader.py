@@ -1,0 +1,119 @@
+"""The leader lease: acquire, renew well before expiry, release on shutdown.
+
+Correctness does not rest on this module's view of time: every write of the leader is fenced in Lua by the
+token. This module only decides when to ask Redis, and stops claiming leadership locally once the lease
+may have lapsed (after a failed renewal), so a partitioned leader stops trying to emit by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from beatd.store import Store, StoreUnavailable
+
+__all__ = ["Leadership"]
+
+log = logging.getLogger("beatd.leader")
+
+RENEW_FRACTION = 1 / 3
+"""Renew after this fraction of the lease: two renewals may fail before the lease lapses."""
+
+POLL_INTERVAL = 0.25
+"""How often (s) a standby asks whether the lease is free, at most; bounds takeover after a release."""
+
+
+class Leadership:
+    """One replica's view of the lease. Call :meth:`step` from the beat loop."""
+
+    def __init__(
+        self, store: Store, replica: str, lease: timedelta, leader_record: Callable[[], dict[str, Any]]
+    ) -> None:
+        self.store = store
+        self.replica = replica
+        self.lease_seconds = lease.total_seconds()
+        self.leader_record = leader_record
+        self.token: str | None = None
+        self.valid_until = 0.0
+        self.next_action = 0.0
+        self.changes = 0
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease TTL in milliseconds."""
+        return max(1, int(self.lease_seconds * 1000))
+
+    def is_leader(self, monotonic: float) -> bool:
+        """True while this replica holds a lease that cannot have lapsed yet."""
+        return self.token is not None and monotonic < self.valid_until
+
+    def step(self, monotonic: float) -> bool:
+        """Renew or try to acquire when due; return whether this replica leads now.
+
+        Raises StoreUnavailable when Redis cannot be reached (after scheduling the next attempt and, once
+        the lease may have lapsed, standing down).
+        """
+        if self.token is not None and monotonic >= self.valid_until:
+            log.warning("lease lapsed without renewal; standing down")
+            self.token = None
+        if monotonic >= self.next_action:
+            if self.token is None:
+                self._try_acquire(monotonic)
+            else:
+                self._renew(monotonic)
+        if self.token is not None and monotonic >= self.valid_until:
+            log.warning("lease lapsed without renewal; standing down")
+            self.token = None
+        return self.is_leader(monotonic)
+
+    def seconds_until_action(self, monotonic: float) -> float:
+        """How long the loop may sleep before this module needs to run again."""
+        return max(0.0, self.next_action - monotonic)
+
+    def lost(self) -> None:
+        """The fenced write said the token is stale: stop leading now."""
+        if self.token is not None:
+            log.warning("lease lost (token %s is stale); standing down", self.token)
+        self.token = None
+        self.next_action = 0.0
+
+    def release(self) -> None:
+        """Give the lease up at once (shutdown), so a standby takes over within a poll interval."""
+        if self.token is None:
+            return
+        try:
+            self.store.release(self.token)
+            log.info("lease released")
+        except StoreUnavailable as error:
+            log.warning("could not release the lease: %s", error)
+        self.token = None
+
+    def _try_acquire(self, monotonic: float) -> None:
+        try:
+            token = self.store.acquire(self.replica, self.lease_ms, self.leader_record())
+        except StoreUnavailable:
+            self.next_action = monotonic + min(self.lease_seconds, 1.0)
+            raise
+        if token is None:
+            self.next_action = monotonic + min(POLL_INTERVAL, self.lease_seconds / 4)
+            return
+        self.token = token
+        self.changes += 1
+        self.valid_until = monotonic + self.lease_seconds
+        self.next_action = monotonic + self.lease_seconds * RENEW_FRACTION
+        log.info("became leader (token %s)", token)
+
+    def _renew(self, monotonic: float) -> None:
+        assert self.token is not None
+        try:
+            renewed = self.store.renew(self.token, self.lease_ms)
+        except StoreUnavailable:
+            self.next_action = monotonic + min(0.5, self.lease_seconds / 10)
+            raise
+        if not renewed:
+            self.lost()
+            return
+        self.valid_until = monotonic + self.lease_seconds
+        self.next_action = monotonic + self.lease_seconds * RENEW_FRACTION

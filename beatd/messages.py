@@ -1,0 +1,88 @@
+"""Fire messages: the versioned JSON the beat writes into a queue stream and workers read.
+
+A message names a job, never code: a worker resolves the target from its own config. Fire ids derive from
+the job and the scheduled instant (``daily_signups@2026-11-21T16:05:00Z``), so the same fire always has the
+same id; a manual or backfill fire adds its trigger and emission time, because re-running a day on purpose
+is a new fire of the same instant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from beatd.errors import BeatdError
+
+__all__ = ["MESSAGE_VERSION", "FireTrigger", "Message", "MessageError", "fire_id", "format_utc", "parse_utc"]
+
+MESSAGE_VERSION = 1
+FireTrigger = Literal["schedule", "catchup", "manual", "backfill"]
+
+
+class MessageError(BeatdError):
+    """A queue entry is not a message this version of beatd understands."""
+
+
+def format_utc(instant: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` and milliseconds only when needed: ``2026-11-21T16:05:00Z``."""
+    utc = instant.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+def parse_utc(text: str) -> datetime:
+    """Inverse of :func:`format_utc` (accepts any ISO-8601 with an offset)."""
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        raise ValueError(f"instant without offset: {text!r}")
+    return instant.astimezone(UTC)
+
+
+def fire_id(
+    job: str, scheduled_at: datetime, trigger: FireTrigger = "schedule", emitted_at: datetime | None = None
+) -> str:
+    """The id of a fire: ``job@scheduled`` for scheduled and catch-up fires, plus ``/trigger@emitted`` else."""
+    base = f"{job}@{format_utc(scheduled_at)}"
+    if trigger in ("schedule", "catchup") or emitted_at is None:
+        return base
+    return f"{base}/{trigger}@{format_utc(emitted_at)}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One fire on the wire. ``scheduled_at`` is the logical instant; ``emitted_at`` when the beat sent it."""
+
+    fire_id: str
+    job: str
+    scheduled_at: str
+    emitted_at: str
+    trigger: FireTrigger
+    config_digest: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    v: int = MESSAGE_VERSION
+
+    def to_json(self) -> str:
+        """Compact JSON, keys sorted, ``v`` first for humans reading a stream."""
+        body = asdict(self)
+        return json.dumps({"v": body.pop("v"), **body}, separators=(",", ":"), sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Message:
+        """Decode and check a message; raise MessageError saying what is wrong."""
+        try:
+            body = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise MessageError(f"not JSON: {error}") from error
+        if not isinstance(body, dict):
+            raise MessageError("not a JSON object")
+        if body.get("v") != MESSAGE_VERSION:
+            raise MessageError(f"unknown message version {body.get('v')!r}, expected {MESSAGE_VERSION}")
+        try:
+            return cls(**body)
+        except TypeError as error:
+            raise MessageError(f"malformed message: {error}") from error

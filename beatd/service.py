@@ -1,0 +1,142 @@
+"""Running a daemon the way systemd expects: signals, sd_notify, the watchdog, logging.
+
+``run_loop`` drives any step function (``tick(now, monotonic) -> seconds to sleep``): it sleeps on an event
+that signals set, so SIGTERM and SIGHUP take effect at once, and it speaks sd_notify when ``NOTIFY_SOCKET``
+is set (``READY=1``, ``STATUS=``, ``WATCHDOG=1``, ``RELOADING=1``, ``STOPPING=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+
+from beatd.clock import Clock
+
+__all__ = ["Notifier", "Signals", "configure_logging", "run_loop"]
+
+log = logging.getLogger("beatd.service")
+
+
+class Notifier:
+    """sd_notify over the unix datagram socket named by ``NOTIFY_SOCKET``; silent when it is unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        address = environ.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):  # abstract namespace
+            address = "\0" + address[1:]
+        self.address = address
+        watchdog_usec = environ.get("WATCHDOG_USEC", "")
+        watchdog_pid = environ.get("WATCHDOG_PID", "")
+        applies = not watchdog_pid or watchdog_pid == str(os.getpid())
+        self.watchdog_interval = int(watchdog_usec) / 2_000_000 if watchdog_usec.isdigit() and applies else None
+        self._socket: socket.socket | None = None
+
+    def send(self, *lines: str) -> None:
+        """Send ``KEY=value`` lines in one datagram; errors are logged, never raised."""
+        if not self.address:
+            return
+        try:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._socket.sendto("\n".join(lines).encode(), self.address)
+        except OSError as error:
+            log.warning("sd_notify failed: %s", error)
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+@dataclass
+class Signals:
+    """What the signal handlers asked for; handlers only set flags and wake the loop."""
+
+    wake: threading.Event = field(default_factory=threading.Event)
+    stop: bool = False
+    reload: bool = False
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT (stop) and SIGHUP (reload) in the main thread."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop = True
+        self.wake.set()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload = True
+        self.wake.set()
+
+
+def run_loop(
+    tick: Callable[[], float],
+    *,
+    signals: Signals,
+    notifier: Notifier,
+    clock: Clock,
+    reload: Callable[[], None],
+    status: Callable[[], str],
+) -> None:
+    """Call ``tick`` until a stop signal; sleep what it returns; reload on SIGHUP; keep systemd informed."""
+    notifier.send("READY=1", f"STATUS={status()}")
+    next_watchdog = clock.monotonic()
+    last_status = ""
+    while not signals.stop:
+        if signals.reload:
+            signals.reload = False
+            notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+            reload()
+            notifier.send("READY=1", f"STATUS={status()}")
+        wait = tick()
+        now = clock.monotonic()
+        if notifier.watchdog_interval is not None and now >= next_watchdog:
+            notifier.send("WATCHDOG=1")
+            next_watchdog = now + notifier.watchdog_interval
+        if notifier.watchdog_interval is not None:
+            wait = min(wait, max(0.0, next_watchdog - now))
+        current = status()
+        if current != last_status:
+            notifier.send(f"STATUS={current}")
+            last_status = current
+        if wait > 0 and not signals.stop and not signals.reload:
+            signals.wake.wait(wait)
+            signals.wake.clear()
+    notifier.send("STOPPING=1")
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """One line per event on stderr; ``json`` for log shippers (journald adds the time to text lines)."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        body = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return json.dumps(body)

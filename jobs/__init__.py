@@ -1,0 +1,1 @@
+"""Example jobs for beatd: the nightly signups count (``jobs.stats``)."""

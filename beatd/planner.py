@@ -86,7 +86,8 @@ def plan_job(
     fire = trigger.next_after(progress)
     last = progress
     if fire is not None and fire < window_start and fire + jitter(fire) <= now:
-        fire, last = _skip_old(trigger, fire, window_start, steps)
+        reason = "catchup: none" if policy.catchup == "none" else "older than misfire_grace"
+        fire, last = _skip_old(trigger, fire, window_start, steps, reason)
     window: list[datetime] = []
     while fire is not None and fire + jitter(fire) <= now and len(window) < SCAN_LIMIT:
         window.append(fire)
@@ -99,7 +100,7 @@ def plan_job(
 
 
 def _skip_old(
-    trigger: Trigger, fire: datetime, window_start: datetime, steps: list[Step]
+    trigger: Trigger, fire: datetime, window_start: datetime, steps: list[Step], reason: str
 ) -> tuple[datetime | None, datetime]:
     """Record the fires before the emission window as missed; return the first fire inside it and the last
     one recorded."""
@@ -123,7 +124,6 @@ def _skip_old(
         last = current
         scanned += 1
         current = trigger.next_after(current)
-    reason = "older than misfire_grace"
     steps.extend(Step("miss", instant, reason=reason) for instant in singles)
     if range_first is not None or not exact:
         end = last if exact else window_start - _TINY

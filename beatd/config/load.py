@@ -134,7 +134,7 @@ def _collect_jobs(raw: Any, source: Located, declared: dict[str, tuple[Any, Loca
     for name, job in raw.items():
         if name in declared:
             first = declared[name][1]
-            line = first.key_positions.get(("jobs", name), (0, 0))[0]
+            line = (first.position(("jobs", name), at_key=True) or (0, 0))[0]
             problems.append(
                 source.problem(
                     ("jobs", name), f"duplicate job name (first declared at {first.file}:{line})", at_key=True

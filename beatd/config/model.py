@@ -58,6 +58,9 @@ _DURATION_SCHEMA: dict[str, Any] = {
 }
 
 
+_ARGV_ITEM = (str, int, float)
+
+
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be longer than zero")
@@ -188,7 +191,7 @@ class JobSpec(Policies):
             except ValueError as error:
                 raise ValueError(f"cannot split {value!r} like a shell: {error}") from error
             value = argv
-        if not isinstance(value, list) or not all(isinstance(item, str | int | float) for item in value):
+        if not isinstance(value, list) or not all(isinstance(item, _ARGV_ITEM) for item in value):
             raise ValueError("expected an argv list of strings or one string")
         if not value:
             raise ValueError("expected a non-empty argv")
@@ -245,15 +248,23 @@ class JobSpec(Policies):
     def schedule_digest(self) -> str:
         """Short hash of what decides the fire instants (and whether there are any): when it changes, the job
         continues from now rather than catching up under its new schedule."""
-        parts = self.model_dump(mode="json", include={"cron", "every", "at", "start", "end", "timezone", "enabled"})
-        parts["name"] = self.name  # H values derive from the name
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        parts = [
+            self.name,  # H values derive from the name
+            self.cron,
+            self.every.total_seconds() if self.every is not None else None,
+            [instant.isoformat() for instant in self.at or ()],
+            self.start.isoformat() if self.start else None,
+            self.end.isoformat() if self.end else None,
+            self.timezone,
+            self.enabled,
+        ]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
     @cached_property
     def digest(self) -> str:
         """Short hash of the whole spec: equal digests mean the same job on every replica."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        # Field order is fixed by the model, so the serialised form is canonical for a given spec.
+        return hashlib.sha256(self.__pydantic_serializer__.to_json(self)).hexdigest()[:16]
 
 
 class ConfigFile(_Strict):

@@ -24,6 +24,8 @@ __all__ = ["KeyPath", "Located", "dotted", "read_yaml"]
 
 KeyPath = tuple[str | int, ...]
 
+# libyaml's parser is about five times faster (100,000 jobs parse in seconds) and keeps positions.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _PLAIN_TAGS = {
@@ -49,16 +51,20 @@ class Located:
 
     file: str
     value: Any
-    value_positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
-    key_positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    value_nodes: dict[KeyPath, Node] = field(default_factory=dict, repr=False)
+    key_nodes: dict[KeyPath, Node] = field(default_factory=dict, repr=False)
+
+    def position(self, path: KeyPath, *, at_key: bool = False) -> tuple[int, int] | None:
+        """(line, column), 1-based, of the value (or key) at ``path``; None when nothing is there."""
+        node = (self.key_nodes if at_key else self.value_nodes).get(path)
+        return _position(node) if node is not None else None
 
     def problem(self, path: KeyPath, message: str, *, at_key: bool = False, shown: KeyPath | None = None) -> Problem:
         """A Problem located at ``path`` (its key with ``at_key``), or at its nearest located ancestor."""
-        table = self.key_positions if at_key else self.value_positions
         probe = path
-        while probe not in table and probe not in self.value_positions and probe:
+        while probe and probe not in self.value_nodes and (not at_key or probe not in self.key_nodes):
             probe = probe[:-1]
-        line, column = table.get(probe) or self.value_positions.get(probe, (1, 1))
+        line, column = self.position(probe, at_key=at_key) or self.position(probe) or (1, 1)
         return Problem(self.file, line, column, dotted(path if shown is None else shown), message)
 
 
@@ -73,7 +79,7 @@ def read_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Located, list[Pro
     except (OSError, UnicodeDecodeError) as error:
         return Located(name, None), [Problem(name, 0, 0, "", f"cannot read file: {error}")]
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -97,7 +103,7 @@ class _Converter:
         self.resolver = yaml.SafeLoader("")
 
     def convert(self, node: Node, path: KeyPath) -> Any:
-        self.located.value_positions.setdefault(path, _position(node))
+        self.located.value_nodes.setdefault(path, node)  # positions are computed only when reported
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
         if isinstance(node, SequenceNode):
@@ -125,7 +131,7 @@ class _Converter:
                 continue
             key = str(key_node.value)
             key_path = (*path, key)
-            self.located.key_positions.setdefault(key_path, _position(key_node))
+            self.located.key_nodes.setdefault(key_path, key_node)
             result[key] = self.convert(value_node, key_path)
         return result
 

@@ -23,6 +23,7 @@ from cron_descriptor import Options, get_description
 from beatd.errors import ScheduleError
 from beatd.triggers.base import ensure_aware
 from beatd.triggers.cron_fields import HORIZON_YEARS, CronFields, parse_cron_fields
+from beatd.triggers.once import format_instant
 from beatd.triggers.zones import load_zone, offset_at, offset_segment_end, resolve_wall_time
 
 __all__ = ["CronTrigger"]
@@ -56,7 +57,7 @@ class CronTrigger:
         start = None if self.start is None else ensure_aware(self.start)
         end = None if self.end is None else ensure_aware(self.end)
         if start is not None and end is not None and end < start:
-            raise ScheduleError(f"end {end.isoformat()} is before start {start.isoformat()}")
+            raise ScheduleError(f"end {format_instant(end)} is before start {format_instant(start)}")
         # A frozen dataclass sets its derived fields once, here, through object.__setattr__.
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "end", end)

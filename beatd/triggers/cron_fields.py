@@ -20,7 +20,15 @@ from croniter import croniter
 
 from beatd.errors import ScheduleError
 
-__all__ = ["CronFields", "expand_hashes", "parse_cron_fields"]
+__all__ = [
+    "ALIASES",
+    "EXPECTED_FIELDS",
+    "FIELD_NAMES",
+    "HORIZON_YEARS",
+    "CronFields",
+    "expand_hashes",
+    "parse_cron_fields",
+]
 
 FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 EXPECTED_FIELDS = "expected 5 fields: minute hour day-of-month month day-of-week"
@@ -39,6 +47,7 @@ _DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat":
 _NAMES_BY_FIELD: dict[int, dict[str, int]] = {3: _MONTH_NAMES, 4: _DAY_NAMES}
 _HASH_FORM = re.compile(r"h(?:\((\d+)-(\d+)\))?(?:/(\d+))?")
 _PART = re.compile(r"(?:\*|([0-9]+|[a-z]+)(?:-([0-9]+|[a-z]+))?)(?:/([0-9]+))?")
+_LONGEST_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # Horizon of the naive search: 400 years is one full Gregorian cycle of dates and weekdays, so any
 # expression that can fire at all fires within it.
 HORIZON_YEARS = 400
@@ -68,7 +77,7 @@ class CronFields:
         by_month_day = day.day in self.days_of_month
         by_week_day = (day.weekday() + 1) % 7 in self.days_of_week
         if self.day_of_month_restricted and self.day_of_week_restricted:
-            return by_month_day and by_week_day
+            return by_month_day or by_week_day
         return by_month_day and by_week_day
 
     def matches(self, wall: datetime) -> bool:
@@ -81,6 +90,8 @@ class CronFields:
         ``wall`` must be naive and whole-minute. Skips whole months, days and hours that cannot match, so
         a call costs a few dozen steps rather than one per minute.
         """
+        if not self._can_ever_match():
+            return None
         year, month, day, hour, minute = wall.year, wall.month, wall.day, wall.hour, wall.minute
         last_year = min(year + HORIZON_YEARS, 9999)
         while year <= last_year:
@@ -107,6 +118,12 @@ class CronFields:
                 continue
             return datetime(year, month, day, hour, self.minutes[minute_index])
         return None
+
+    def _can_ever_match(self) -> bool:
+        """False for dates that never exist, such as 30 February (unless ORed with a weekday)."""
+        if self.day_of_month_restricted and self.day_of_week_restricted:
+            return True
+        return any(self.days_of_month[0] <= _LONGEST_MONTH[month] for month in self.months)
 
     def _month_can_match(self, year: int, month: int) -> bool:
         if self.day_of_month_restricted and self.day_of_week_restricted:
@@ -162,7 +179,7 @@ def _error(expression: str, reason: str) -> ScheduleError:
     return ScheduleError(f"invalid cron expression {expression!r}: {reason}")
 
 
-def split_expression(expression: str) -> list[str]:
+def _split_expression(expression: str) -> list[str]:
     """The five lower-cased field texts of ``expression`` (an alias is replaced by its five fields)."""
     text = " ".join(expression.split()).lower()
     if text.startswith("@"):
@@ -234,7 +251,7 @@ def parse_cron_fields(expression: str, hash_key: str) -> tuple[CronFields, str]:
 
     Raises :class:`ScheduleError` saying what is wrong and what was expected.
     """
-    fields = split_expression(expression)
+    fields = _split_expression(expression)
     fields = expand_hashes(fields, hash_key, expression)
     for index, text in enumerate(fields):
         _check_field(index, text, expression)

@@ -32,17 +32,22 @@ __all__ = [
 
 _PROBE_STEP = timedelta(hours=3)
 _ONE_SECOND = timedelta(seconds=1)
+_MACHINE_DEPENDENT = frozenset({"localtime", "posixrules"})
 
 
 def load_zone(name: str) -> ZoneInfo:
     """Return the IANA time zone called ``name`` (``Europe/London``, ``UTC``).
 
     Raises :class:`ScheduleError` for an unknown name, suggesting the closest known name when there is one.
+    ``localtime`` and ``posixrules`` are refused: they are files whose meaning differs between machines, and
+    every replica must read a schedule the same way.
     """
+    message = f"unknown time zone {name!r}, expected an IANA name such as Europe/London"
+    if name in _MACHINE_DEPENDENT:
+        raise ScheduleError(f"{message} (the zone of this machine may differ from that of other replicas)")
     try:
         return ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError) as error:
-        message = f"unknown time zone {name!r}, expected an IANA name such as Europe/London"
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError) as error:
         suggestion = _closest_zone_name(name)
         if suggestion is not None:
             message += f" (did you mean {suggestion!r}?)"
@@ -52,7 +57,7 @@ def load_zone(name: str) -> ZoneInfo:
 def _closest_zone_name(name: str) -> str | None:
     if not isinstance(name, str):
         return None
-    names = sorted(zoneinfo.available_timezones())
+    names = sorted(zoneinfo.available_timezones() - _MACHINE_DEPENDENT)
     by_folded = {known.casefold(): known for known in names}
     if name.casefold() in by_folded:
         return by_folded[name.casefold()]

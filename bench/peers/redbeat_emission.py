@@ -4,7 +4,7 @@
 Command (from the repo root, after `bash bench/peers/setup.sh`):
 
     bench/.peer-venv/bin/python bench/peers/redbeat_emission.py \\
-        --jobs 1000 10000 100000 --interval 10 --duration 60
+        --jobs 1000 10000 100000 --interval 10 --duration 60 [--repeat 3]
 
 (plain `python3 bench/peers/redbeat_emission.py ...` re-execs itself under
 bench/.peer-venv.)
@@ -43,6 +43,9 @@ Figures (per N):
 * overdue at end: entries whose next due instant (last_run_at from Redis +
   interval) is earlier than T_end, i.e. due but not yet emitted, and the age of
   the oldest one.
+* max gap: longest time between two consecutive publications (any entry)
+  during the run; fires_per_second_series (JSON): publications per second of
+  the run. Together they show RedBeat's stalls (see RESULTS.md).
 * startup: first publication - process launch (entry 0 is due at launch).
 * beat CPU s (utime+stime from /proc at T_end), peak RSS (VmHWM at T_end),
   redis-server CPU s over the run.

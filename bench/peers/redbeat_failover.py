@@ -47,7 +47,7 @@ Definitions (same ones for beatd's own bench):
   each pair of consecutive publications at times a < b, the due slots
   a + k*interval (k >= 1) that passed with no publication are
   ``max(0, floor((b - a) / interval) - 1)`` (the latest slot <= b is served by
-  b). Counted from the end of the warm-up; a gap that spans kill k is
+  b). Counted for gaps ending after the warm-up; a gap that spans kill k is
   attributed to kill k, others are "baseline". For a fixed-rate scheduler this
   equals "nominal slots with no publication" when nothing is late by more than
   one interval. An open gap at the end (cap hit) counts
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
         for a, b in zip(times, times[1:]):
             if b - a < interval / 2:
                 close_pairs += 1
-            if a < t_measure0:
+            if b <= t_measure0:
                 continue
             lost = max(0, math.floor((b - a) / interval) - 1)
             if not lost:

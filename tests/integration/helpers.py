@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 from datetime import datetime
@@ -38,7 +39,7 @@ def scheduled(items: list[dict[str, Any]], job: str) -> list[datetime]:
 def assert_contiguous(instants: list[datetime], period_seconds: float) -> None:
     """No duplicate and no gap: consecutive instants are exactly one period apart."""
     assert len(instants) == len(set(instants)), f"duplicated fires: {instants}"
-    gaps = [(later - earlier).total_seconds() for earlier, later in zip(instants, instants[1:], strict=False)]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(instants)]
     assert all(abs(gap - period_seconds) < 1e-6 for gap in gaps), f"gaps {gaps} in {instants}"
 
 

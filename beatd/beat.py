@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from beatd import defaults
 from beatd.audit import audit_record
 from beatd.config import Config, JobSpec
 from beatd.leader import Leadership
-from beatd.messages import Message, fire_id, format_utc
+from beatd.messages import Message, fire_id, format_utc, from_ms, to_ms
 from beatd.planner import CatchupPolicy, Plan, plan_job
+from beatd.records import RunRecord, run_id
+from beatd.signing import Signer
 from beatd.store import Op, Store, StoreUnavailable
 from beatd.triggers import Trigger, jitter_offset
 
-__all__ = ["Beat", "JobState", "Replica", "from_ms", "to_ms"]
+__all__ = ["Beat", "JobState", "Replica"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -41,20 +42,6 @@ PAUSED_POLL = 1.0
 
 BACKOFF_MAX = 5.0
 """Cap of the wait (s) between attempts while Redis is unreachable."""
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
-
-
-def to_ms(instant: datetime) -> int:
-    """Epoch milliseconds of an aware instant (floored; exact integer arithmetic)."""
-    return (instant - _EPOCH) // _MILLISECOND
-
-
-def from_ms(value: int) -> datetime:
-    """Aware UTC instant of epoch milliseconds."""
-    return _EPOCH + value * _MILLISECOND
 
 
 @dataclass(frozen=True)
@@ -101,8 +88,9 @@ class Counters:
 class Beat:
     """One beat replica."""
 
-    def __init__(self, config: Config, store: Store, replica: Replica) -> None:
+    def __init__(self, config: Config, store: Store, replica: Replica, signer: Signer | None = None) -> None:
         self.store = store
+        self.signer = signer
         self.replica = replica
         self.config = config
         self.jobs = {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
@@ -214,7 +202,7 @@ class Beat:
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
     def _start_from_now(self, names: list[str], now: datetime) -> None:
-        ops = [Op("base", name, to_ms(now), "", 0, self.jobs[name].spec.schedule_digest) for name in names]
+        ops = [Op("base", name, to_ms(now), "", self.jobs[name].spec.schedule_digest) for name in names]
         self._flush(ops)
         for name in names:
             self.progress[name] = max(self.progress.get(name, now), now)
@@ -261,12 +249,14 @@ class Beat:
 
     def _ops(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Op]:
         ops = []
+        keys = self.store.keys
         emitted_at = format_utc(now)
         for step in plan.steps:
             scheduled = format_utc(step.scheduled_at)
+            identifier = fire_id(spec.name, step.scheduled_at)
             if step.kind == "emit":
                 message = Message(
-                    fire_id=fire_id(spec.name, step.scheduled_at),
+                    fire_id=identifier,
                     job=spec.name,
                     scheduled_at=scheduled,
                     emitted_at=emitted_at,
@@ -274,35 +264,40 @@ class Beat:
                     config_digest=spec.digest,
                     args=list(spec.args),
                     kwargs=dict(spec.kwargs),
-                )
-                queue = self.store.keys.queue(spec.queue)
-                ops.append(Op("emit", spec.name, to_ms(step.scheduled_at), queue, 0, message.to_json()))
-                self.counters.by_trigger[step.trigger] = self.counters.by_trigger.get(step.trigger, 0) + 1
-            else:
-                record = {
-                    "v": 1,
-                    "fire_id": fire_id(spec.name, step.scheduled_at),
-                    "job": spec.name,
-                    "scheduled_at": scheduled,
-                    "trigger": "schedule",
-                    "status": "missed",
-                    "reason": step.reason,
-                    "recorded_at": emitted_at,
-                    "config_digest": spec.digest,
-                }
-                if step.first is not None:
-                    record |= {"first": format_utc(step.first), "count": step.count, "count_exact": step.count_exact}
-                log.info("missed %s %s (%s)", spec.name, record["fire_id"], step.reason)
+                ).to_json()
+                signature = self.signer.sign(message) if self.signer else ""
                 ops.append(
-                    Op(
-                        "miss",
-                        spec.name,
-                        to_ms(step.scheduled_at),
-                        self.store.keys.runs(spec.name),
-                        spec.history.keep,
-                        json.dumps(record, separators=(",", ":")),
-                    )
+                    Op("emit", spec.name, to_ms(step.scheduled_at), keys.queue(spec.queue), message, aux=signature)
                 )
+                self.counters.by_trigger[step.trigger] = self.counters.by_trigger.get(step.trigger, 0) + 1
+                continue
+            record = RunRecord(
+                run_id=run_id(identifier, 0),
+                fire_id=identifier,
+                job=spec.name,
+                scheduled_at=scheduled,
+                trigger="schedule",
+                attempt=0,
+                status="missed",
+                finished_at=emitted_at,
+                config_digest=spec.digest,
+                reason=step.reason,
+            )
+            if step.first is not None:
+                record.extra = {"first": format_utc(step.first), "count": step.count, "count_exact": step.count_exact}
+            log.info("missed %s fire %s (%s)", spec.name, identifier, step.reason)
+            ops.append(
+                Op(
+                    "miss",
+                    spec.name,
+                    to_ms(step.scheduled_at),
+                    keys.runs(spec.name),
+                    record.to_json(),
+                    second_key=keys.runs_by_time(spec.name),
+                    keep=spec.history.keep,
+                    aux=record.run_id,
+                )
+            )
         return ops
 
     def _flush(self, ops: list[Op]) -> None:

@@ -72,3 +72,26 @@ HISTORY_KEEP: Final = 1000
 
 HISTORY_MAX_AGE: Final = timedelta(days=30)
 """Run records older than this are pruned, whatever ``history.keep`` says."""
+
+WORKER_CONCURRENCY: Final = 4
+"""Runs one worker process executes at once."""
+
+WORKER_GRACE: Final = timedelta(seconds=30)
+"""On SIGTERM, how long running jobs may finish before they are stopped and left to be reclaimed."""
+
+WORKER_ISOLATION: Final = "process"
+"""Callables run in a child process, so a hung or crashing job cannot take the worker down and timeouts are
+hard. ``thread`` runs them in the worker itself: faster, but a timeout can only be recorded, not enforced."""
+
+KILL_GRACE: Final = timedelta(seconds=5)
+"""After a timeout, how long a job has between SIGTERM and SIGKILL."""
+
+RUN_LEASE_MAX: Final = timedelta(seconds=30)
+"""A run's lease (visibility timeout) is its job's timeout plus KILL_GRACE, at most this; the worker renews
+it while the run lives, so a run of a dead worker is reclaimed within one lease."""
+
+WORKER_STALE_AFTER: Final = timedelta(seconds=10)
+"""A worker whose heartbeat is older than this is shown as gone by ``beatd workers``."""
+
+DEAD_MAXLEN: Final = 100_000
+"""Dead letters kept (approximately)."""

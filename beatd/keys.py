@@ -10,15 +10,29 @@
 | ``{ns}:paused`` | hash | job -> JSON ``{reason, user, host, at}`` while paused |
 | ``{ns}:replicas`` | hash | replica id -> JSON heartbeat (host, pid, role, config digest, config error) |
 | ``{ns}:queue:{queue}`` | stream | fire messages, one field ``message`` (versioned JSON) |
-| ``{ns}:runs:{job}`` | stream, capped | run records of one job (the beat writes ``missed`` ones) |
+| ``{ns}:runs:{job}`` | hash | run id -> RunRecord JSON (the beat writes ``missed`` ones, workers the rest) |
+| ``{ns}:runs:{job}:by-time`` | sorted set | run id scored by scheduled instant (ms): newest first, retention |
+| ``{ns}:active:{job}`` | hash | run id -> JSON lease of a run in progress (worker, lease end ms) |
+| ``{ns}:buffer:{job}`` | string | the one fire held back by ``overlap: buffer_one`` (JSON: message, sig) |
+| ``{ns}:leases:{queue}`` | hash | stream entry id -> lease end (ms) of the run processing it |
+| ``{ns}:retry:{queue}`` | sorted set | JSON (message, sig) of a fire to retry, scored by when (ms) |
+| ``{ns}:attempts`` | hash | fire id -> attempts started so far |
+| ``{ns}:cancel`` | hash | run id -> why, for runs that ``overlap: replace`` asked to stop |
+| ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
+| ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
+
+Every queue stream has one consumer group, :data:`GROUP`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Keys"]
+__all__ = ["GROUP", "Keys"]
+
+GROUP = "workers"
+"""The consumer group of every queue stream."""
 
 
 @dataclass(frozen=True)
@@ -72,5 +86,49 @@ class Keys:
         return f"{self.namespace}:queue:{name}"
 
     def runs(self, job: str) -> str:
-        """Stream of run records of ``job``."""
+        """Hash of run records of ``job``."""
         return f"{self.namespace}:runs:{job}"
+
+    def runs_by_time(self, job: str) -> str:
+        """Sorted set of ``job``'s run ids by scheduled instant."""
+        return f"{self.namespace}:runs:{job}:by-time"
+
+    def runs_pattern(self) -> str:
+        """SCAN pattern matching every job's run-record hash (and its index)."""
+        return f"{self.namespace}:runs:*"
+
+    def active(self, job: str) -> str:
+        """Hash of ``job``'s runs in progress."""
+        return f"{self.namespace}:active:{job}"
+
+    def buffer(self, job: str) -> str:
+        """The fire held back for ``job`` by ``overlap: buffer_one``."""
+        return f"{self.namespace}:buffer:{job}"
+
+    def leases(self, queue: str) -> str:
+        """Hash of run leases of ``queue``'s stream entries."""
+        return f"{self.namespace}:leases:{queue}"
+
+    def retry(self, queue: str) -> str:
+        """Sorted set of fires of ``queue`` waiting to be retried."""
+        return f"{self.namespace}:retry:{queue}"
+
+    @property
+    def attempts(self) -> str:
+        """Hash: fire id -> attempts started."""
+        return f"{self.namespace}:attempts"
+
+    @property
+    def cancel(self) -> str:
+        """Hash: run id -> reason, for runs asked to stop."""
+        return f"{self.namespace}:cancel"
+
+    @property
+    def dead(self) -> str:
+        """Stream of dead letters."""
+        return f"{self.namespace}:dead"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker id -> heartbeat."""
+        return f"{self.namespace}:workers"

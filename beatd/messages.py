@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from beatd.errors import BeatdError
 
-__all__ = ["MESSAGE_VERSION", "FireTrigger", "Message", "MessageError", "fire_id", "format_utc", "parse_utc"]
+__all__ = [
+    "MESSAGE_VERSION",
+    "FireTrigger",
+    "Message",
+    "MessageError",
+    "fire_id",
+    "format_utc",
+    "from_ms",
+    "parse_utc",
+    "to_ms",
+]
 
 MESSAGE_VERSION = 1
 FireTrigger = Literal["schedule", "catchup", "manual", "backfill"]
@@ -23,6 +33,20 @@ FireTrigger = Literal["schedule", "catchup", "manual", "backfill"]
 
 class MessageError(BeatdError):
     """A queue entry is not a message this version of beatd understands."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def to_ms(instant: datetime) -> int:
+    """Epoch milliseconds of an aware instant (floored; exact integer arithmetic)."""
+    return (instant - _EPOCH) // _MILLISECOND
+
+
+def from_ms(value: int) -> datetime:
+    """Aware UTC instant of epoch milliseconds."""
+    return _EPOCH + value * _MILLISECOND
 
 
 def format_utc(instant: datetime) -> str:

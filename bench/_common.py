@@ -17,6 +17,7 @@ What is beatd-specific lives here:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -35,8 +36,11 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE / "peers"))
-import _common as peers  # noqa: E402  (bench/peers/_common.py: the peer benchmarks' shared definitions)
+_PEERS_COMMON = HERE / "peers" / "_common.py"
+_spec = importlib.util.spec_from_file_location("bench_peers_common", _PEERS_COMMON)
+assert _spec is not None and _spec.loader is not None, f"cannot load {_PEERS_COMMON}"
+peers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(peers)  # bench/peers/_common.py: the peer benchmarks' shared definitions
 
 RedisServer = peers.RedisServer
 percentile = peers.percentile

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import daemon, inspect, ops
+from beatd.cli import daemon, inspect, ops, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -56,6 +56,7 @@ for _command in (
     ops.resume,
     ops.backfill,
     ops.audit,
+    worker.worker,
 ):
     cli.add_command(_command)
 

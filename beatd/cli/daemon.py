@@ -15,6 +15,7 @@ from beatd.errors import ConfigError
 from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.service import Notifier, Signals, configure_logging, run_loop
+from beatd.signing import Signer
 from beatd.store import Store, StoreUnavailable, connect
 
 __all__ = ["beat"]
@@ -34,7 +35,8 @@ def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: 
     clock = runtime.clock
     store = Store(connect(config.settings.redis.url), Keys(config.namespace))
     replica = Replica.here(clock.now())
-    daemon = Beat(config, store, replica)
+    key = config.settings.security.signing_key
+    daemon = Beat(config, store, replica, Signer(key) if key else None)
     signals = Signals()
     signals.install()
     notifier = Notifier(runtime.environ)

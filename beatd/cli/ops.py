@@ -9,7 +9,6 @@ import click
 
 from beatd import defaults
 from beatd.audit import audit_record
-from beatd.beat import from_ms
 from beatd.cli.inspect import find_job
 from beatd.cli.options import config_option, json_option
 from beatd.cli.render import echo_json, echo_table
@@ -17,7 +16,8 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
-from beatd.messages import FireTrigger, Message, fire_id, format_utc, parse_utc
+from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc
+from beatd.signing import Signer
 from beatd.store import Store, connect
 from beatd.triggers import parse_instant
 
@@ -29,6 +29,11 @@ BACKFILL_LIMIT = 10_000
 
 def _store(config: Config) -> Store:
     return Store(connect(config.settings.redis.url), Keys(config.namespace))
+
+
+def _signature(config: Config, message: Message) -> str:
+    key = config.settings.security.signing_key
+    return Signer(key).sign(message.to_json()) if key else ""
 
 
 def _instant(text: str, spec: JobSpec, option: str) -> datetime:
@@ -178,6 +183,7 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None)
     store.enqueue(
         spec.queue,
         message.to_json(),
+        _signature(config, message),
         audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at),
     )
     click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
@@ -210,6 +216,7 @@ def backfill(runtime: Runtime, config_path: str | None, job: str, start: str, en
         store.enqueue(
             spec.queue,
             message.to_json(),
+            _signature(config, message),
             audit_record("backfill", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at),
         )
     click.echo(f"emitted {len(instants)} backfill fire(s) of {job} to queue {spec.queue}")

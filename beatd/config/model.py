@@ -40,6 +40,8 @@ __all__ = [
     "LeaderSettings",
     "Policies",
     "RedisSettings",
+    "SecuritySettings",
+    "WorkerSettings",
 ]
 
 SCHEDULE_KEYS = ("cron", "every", "at")
@@ -90,6 +92,22 @@ class LeaderSettings(_Strict):
     """Leader election."""
 
     lease: PositiveDuration = Field(defaults.LEASE, description="leader lease TTL; failover takes about this long")
+
+
+class SecuritySettings(_Strict):
+    """Message signing. Give the key from the environment: ``signing_key: ${BEATD_SIGNING_KEY}``."""
+
+    signing_key: str | None = Field(None, min_length=16, description="HMAC key the beat signs and workers verify with")
+
+
+class WorkerSettings(_Strict):
+    """How ``beatd worker`` runs jobs; ``--concurrency`` and ``--grace`` override."""
+
+    concurrency: int = Field(defaults.WORKER_CONCURRENCY, ge=1, le=256, description="runs at once per worker")
+    grace: Duration = Field(defaults.WORKER_GRACE, description="on SIGTERM, how long running jobs may finish")
+    isolation: Literal["process", "thread"] = Field(
+        defaults.WORKER_ISOLATION, description="process: hard timeouts, crash-proof; thread: faster, soft timeouts"
+    )
 
 
 class HistoryPolicy(_Strict):
@@ -272,6 +290,8 @@ class ConfigFile(_Strict):
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     leader: LeaderSettings = Field(default_factory=LeaderSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     namespace: str = Field(defaults.NAMESPACE, pattern=NAME_PATTERN, description="prefix of every Redis key")
     timezone: str = Field(defaults.TIMEZONE, description="default time zone of every job")
     include: tuple[str, ...] = Field((), description="glob patterns of drop-in files holding more jobs")

@@ -18,9 +18,11 @@ For each N in --jobs, in a fresh private redis-server (free loopback port,
    evenly over one interval starting at the moment beat is launched:
    ``due_i = T0 + i * interval / N`` (``last_run_at = due_i - interval``), so
    the due rate is a steady ``N / interval`` fires/s from the start. T0 is
-   predicted from the creation speed; beat is launched at T0 or, if creation
-   overran, immediately (``launch_minus_first_due_s`` >= 0 in the JSON: entries
-   due in that gap are already overdue at launch).
+   set 1.5 x the predicted creation time (+1 s) ahead; the harness waits (polls
+   the clock) until T0 and launches beat then, so entry 0 is due exactly at
+   launch. If creation ever overran T0, beat is launched at once and
+   ``launch_minus_first_due_s`` > 0 in the JSON says by how much (entries due
+   in that gap are already overdue at launch).
 2. ``celery -A benchapp beat -S redbeat.RedBeatScheduler`` (generated minimal
    app, broker = redbeat_redis_url = that Redis, loglevel WARNING = celery's
    default, RedBeat defaults otherwise) runs for --duration seconds, then gets
@@ -107,13 +109,13 @@ def run_one(n: int, args) -> dict:
         app.conf.redbeat_redis_url = server.url
         names = [f"job-{i:06d}" for i in range(n)]
 
-        # Calibrate creation speed on the first 1,000 entries so that T0 (entry 0
-        # due) lands close to the beat launch; then create the rest.
+        # Calibrate creation speed on the first 1,000 entries, then put T0 (entry
+        # 0 due) safely after the predicted end of creation and launch at T0.
         t_c0 = time.time()
         calib = min(n, 1000)
         C.create_entries(app, names[:calib], interval, [t_c0 + 3600.0] * calib)
         per_entry = (time.time() - t_c0) / calib
-        est = per_entry * n + 0.1
+        est = per_entry * n * 1.5 + 1.0
         if est > args.create_timeout:
             result["error"] = f"entry creation estimated {est:.0f}s > --create-timeout"
             return result

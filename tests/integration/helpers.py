@@ -50,5 +50,6 @@ def leader_token(client: redis.Redis, namespace: str) -> str | None:
 
 
 def runs(client: redis.Redis, namespace: str, job: str) -> list[dict[str, Any]]:
-    """Run records of ``job``, oldest first."""
-    return [json.loads(fields["record"]) for _, fields in client.xrange(f"{namespace}:runs:{job}")]
+    """Run records of ``job``, oldest scheduled instant first."""
+    ids = client.zrange(f"{namespace}:runs:{job}:by-time", 0, -1)
+    return [json.loads(record) for record in client.hmget(f"{namespace}:runs:{job}", ids)] if ids else []

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from beatd.beat import Beat, Replica, to_ms
+from beatd.beat import Beat, Replica
 from beatd.clock import FixedClock
 from beatd.config import load_config
 from beatd.keys import Keys
-from beatd.messages import parse_utc
+from beatd.messages import parse_utc, to_ms
 from beatd.store import Op, Store, connect
 from tests.integration.helpers import messages, write_config
 from tests.redis_server import RedisServer

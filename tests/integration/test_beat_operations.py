@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from beatd.beat import to_ms
 from beatd.config import load_config
-from beatd.messages import parse_utc
+from beatd.messages import parse_utc, to_ms
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import assert_contiguous, messages, runs, scheduled, write_config
@@ -221,3 +220,21 @@ def test_sd_notify_over_a_real_socket(
     beat.signal(signal.SIGTERM)
     assert "STOPPING=1" in _receive_until(notify_socket, "STOPPING=1")
     assert beat.stop() == 0
+
+
+def test_status_marks_replicas_with_a_different_config(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """Replicas publish their config digest; status flags the one whose config differs from the local file."""
+    first = write_config(tmp_path / "a.yaml", shared_redis, namespace, "a: {command: [x], every: 1s}")
+    second = write_config(tmp_path / "b.yaml", shared_redis, namespace, "a: {command: [x], every: 2s}")
+    daemons("beat", "-c", str(first))
+    daemons("beat", "-c", str(second))
+    client = shared_redis.client()
+    wait_for(lambda: client.hlen(f"{namespace}:replicas") == 2, what="two heartbeats")
+    status = json.loads(cli("status", "-c", str(first), "--json").stdout)
+    differs = {replica["config_path"]: replica["config_differs"] for replica in status["replicas"]}
+    assert differs == {str(first): False, str(second): True}
+    assert status["leader"]["lease_left_s"] > 0
+    text = cli("status", "-c", str(first)).stdout
+    assert "(differs)" in text and "leader:" in text

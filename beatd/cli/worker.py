@@ -1,0 +1,82 @@
+"""``beatd worker``: run jobs from the queue streams until SIGTERM; SIGHUP reloads the config."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from beatd.cli.options import config_option, log_options
+from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.config import find_config, load_config
+from beatd.errors import ConfigError
+from beatd.keys import Keys
+from beatd.service import Notifier, Signals, configure_logging, run_loop
+from beatd.signing import Signer
+from beatd.store import RunStore, connect
+from beatd.worker import Worker, WorkerIdentity
+
+__all__ = ["worker"]
+
+log = logging.getLogger("beatd.worker")
+
+
+@click.command()
+@config_option
+@click.option("--queues", metavar="A,B", help="Queues to consume (default: every queue of the config's jobs).")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Runs at once (default: worker.concurrency).")
+@click.option("--grace", type=click.FloatRange(0), help="Seconds running jobs may finish after SIGTERM.")
+@click.option("--isolation", type=click.Choice(["process", "thread"]), help="How callables run (default: process).")
+@log_options
+@click.pass_obj
+def worker(
+    runtime: Runtime,
+    config_path: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    grace: float | None,
+    isolation: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Run jobs from the queue streams: only jobs declared in this worker's config."""
+    configure_logging(log_level, log_format)
+    path = find_config(config_path, runtime.environ, runtime.cwd)
+    config = load_config(path, runtime.environ)
+    settings = config.settings.worker
+    names = [name.strip() for name in queues.split(",") if name.strip()] if queues else None
+    if queues is not None and not names:
+        raise UsageProblem("--queues: expected a comma-separated list of queue names")
+    key = config.settings.security.signing_key
+    clock = runtime.clock
+    daemon = Worker(
+        config,
+        RunStore(connect(config.settings.redis.url), Keys(config.namespace)),
+        WorkerIdentity.here(clock.now()),
+        clock,
+        queues=names,
+        concurrency=concurrency or settings.concurrency,
+        grace=grace if grace is not None else settings.grace.total_seconds(),
+        isolation=isolation or settings.isolation,
+        signer=Signer(key) if key else None,
+    )
+    signals = Signals()
+    signals.install()
+    notifier = Notifier(runtime.environ)
+
+    def reload() -> None:
+        try:
+            daemon.reload(load_config(path, runtime.environ))
+            log.info("reloaded %s", path)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload rejected: %s", problem)
+
+    daemon.start()
+    try:
+        run_loop(daemon.tick, signals=signals, notifier=notifier, clock=clock, reload=reload, status=daemon.status)
+    finally:
+        log.info("draining: no new runs; running jobs have %.0fs to finish", daemon.grace)
+        daemon.drain()
+        notifier.close()
+        log.info("worker %s stopped", daemon.identity.id)

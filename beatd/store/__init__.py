@@ -1,0 +1,18 @@
+"""Everything beatd keeps in Redis. The only package that imports redis; Lua comes from ``beatd/lua``."""
+
+from beatd.store.base import StoreUnavailable, connect
+from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Op, Store
+from beatd.store.runs import Claim, Delivery, Finish, RunStore
+
+__all__ = [
+    "AUDIT_MAXLEN",
+    "ApplyResult",
+    "Claim",
+    "Delivery",
+    "Finish",
+    "Op",
+    "RunStore",
+    "Store",
+    "StoreUnavailable",
+    "connect",
+]

@@ -1,0 +1,303 @@
+"""The workers' side of Redis: consuming queue streams, run leases, overlap, retries, dead letters, history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from beatd import defaults
+from beatd.keys import GROUP, Keys
+from beatd.store.base import reachable, script
+
+__all__ = ["Claim", "Delivery", "Finish", "RunStore"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to this worker: the raw message text, its signature, how often delivered."""
+
+    queue: str
+    entry_id: str
+    message: str
+    signature: str
+    deliveries: int = 1
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The overlap decision for a fire: ``run`` (with the attempt number), ``skip`` or ``buffered``."""
+
+    decision: str
+    attempt: int = 0
+    replaced: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What to write when a run ends (see ``lua/finish.lua``)."""
+
+    job: str
+    queue: str
+    run_id: str
+    entry_id: str
+    record: str
+    score_ms: int
+    keep: int
+    oldest_ms: int
+    then: str = "none"  # none | retry | dead
+    message: str = ""
+    signature: str = ""
+    retry_at_ms: int = 0
+    reason: str = ""
+    fire_id: str = ""
+    fire_done: bool = False
+
+
+class RunStore:
+    """Queues, runs and history in one Redis namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client: Any = client  # see Store: replies are decoded str
+        self.keys = keys
+        self._claim = client.register_script(script("claim"))
+        self._finish = client.register_script(script("finish"))
+        self._requeue = client.register_script(script("requeue"))
+
+    # -- consuming ---------------------------------------------------------------------------------------
+    def ensure_groups(self, queues: Sequence[str]) -> None:
+        """Create the consumer group of each queue (reading from the start, so no fire is skipped)."""
+        with reachable():
+            for queue in queues:
+                try:
+                    self.client.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
+                except redis.exceptions.ResponseError as error:
+                    if "BUSYGROUP" not in str(error):
+                        raise
+
+    def read(self, queues: Sequence[str], consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """New entries for ``consumer``, at most ``count``, waiting up to ``block_ms`` for the first."""
+        streams = {self.keys.queue(queue): ">" for queue in queues}
+        with reachable():
+            reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        names = {self.keys.queue(queue): queue for queue in queues}
+        return [
+            Delivery(names[stream], entry_id, fields.get("message", ""), fields.get("sig", ""))
+            for stream, entries in reply or []
+            for entry_id, fields in entries
+            if fields is not None
+        ]
+
+    def reclaim(self, queue: str, consumer: str, now_ms: int, min_idle_ms: int, count: int = 100) -> list[Delivery]:
+        """Take over entries of ``queue`` whose run lease has ended (their worker died or gave them up)."""
+        stream, leases = self.keys.queue(queue), self.keys.leases(queue)
+        with reachable():
+            pending = self.client.xpending_range(stream, GROUP, min="-", max="+", count=count, idle=min_idle_ms)
+            if not pending:
+                return []
+            ids = [item["message_id"] for item in pending]
+            ends = self.client.hmget(leases, ids)
+            expired = [entry for entry, end in zip(ids, ends, strict=True) if end is None or int(end) < now_ms]
+            if not expired:
+                return []
+            claimed = self.client.xclaim(stream, GROUP, consumer, min_idle_time=min_idle_ms, message_ids=expired)
+        counts = {item["message_id"]: int(item["times_delivered"]) for item in pending}
+        return [
+            Delivery(queue, entry_id, fields.get("message", ""), fields.get("sig", ""), counts.get(entry_id, 1) + 1)
+            for entry_id, fields in claimed
+            if fields
+        ]
+
+    def requeue_due_retries(self, queue: str, now_ms: int) -> int:
+        """Move retries whose time has come back into the queue; return how many."""
+        with reachable():
+            return int(self._requeue(keys=[self.keys.retry(queue), self.keys.queue(queue)], args=[now_ms, 100]))
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def claim(
+        self, job: str, delivery: Delivery, fire_id: str, worker: str, now_ms: int, lease_ms: int, overlap: str
+    ) -> Claim:
+        """Apply ``overlap`` and, when the fire may run, register the run with its lease (``lua/claim.lua``)."""
+        keys = [
+            self.keys.active(job),
+            self.keys.leases(delivery.queue),
+            self.keys.attempts,
+            self.keys.buffer(job),
+            self.keys.cancel,
+        ]
+        args: list[str | int] = [
+            fire_id,
+            delivery.entry_id,
+            worker,
+            now_ms,
+            now_ms + lease_ms,
+            overlap,
+            delivery.message,
+            delivery.signature,
+        ]
+        with reachable():
+            reply = self._claim(keys=keys, args=args)
+        if reply[0] == "run":
+            return Claim("run", int(reply[1]), tuple(str(item) for item in reply[2:]))
+        return Claim(str(reply[0]))
+
+    def attempts(self, fire_id: str) -> int:
+        """Attempts of ``fire_id`` started so far."""
+        with reachable():
+            return int(self.client.hget(self.keys.attempts, fire_id) or 0)
+
+    def write_record(self, job: str, run: str, record: str, score_ms: int) -> None:
+        """Write (or overwrite) one run record, e.g. ``running`` at start or ``lost`` for a reclaimed run."""
+        with reachable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.keys.runs(job), run, record)
+            pipe.zadd(self.keys.runs_by_time(job), {run: score_ms})
+            pipe.execute()
+
+    def forget_run(self, job: str, run: str) -> None:
+        """Drop a run from the job's active runs (its worker is gone)."""
+        with reachable():
+            self.client.hdel(self.keys.active(job), run)
+
+    def renew(self, runs: Sequence[tuple[str, str, str, str]], worker: str, lease_end_ms: int) -> None:
+        """Extend the leases of this worker's runs: (job, queue, entry id, run id) each."""
+        if not runs:
+            return
+        lease = json.dumps({"worker": worker, "lease_until": lease_end_ms})
+        with reachable():
+            pipe = self.client.pipeline(transaction=False)
+            for job, queue, entry_id, run in runs:
+                pipe.hset(self.keys.leases(queue), entry_id, lease_end_ms)
+                pipe.hset(self.keys.active(job), run, lease.replace("}", f', "entry": "{entry_id}"}}'))
+            pipe.execute()
+
+    def release(self, queue: str, entry_id: str, job: str, run: str) -> None:
+        """Give a run up at once (shutdown): its entry becomes reclaimable without waiting for the lease."""
+        with reachable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(self.keys.leases(queue), entry_id)
+            pipe.hdel(self.keys.active(job), run)
+            pipe.execute()
+
+    def cancel_requests(self, runs: Sequence[str]) -> dict[str, str]:
+        """Which of ``runs`` were asked to stop (overlap: replace), with the reason."""
+        if not runs:
+            return {}
+        with reachable():
+            reasons = self.client.hmget(self.keys.cancel, list(runs))
+        return {run: str(reason) for run, reason in zip(runs, reasons, strict=True) if reason is not None}
+
+    def finish(self, end: Finish) -> None:
+        """Record the end of a run and acknowledge its entry, atomically (``lua/finish.lua``)."""
+        keys = [
+            self.keys.active(end.job),
+            self.keys.leases(end.queue),
+            self.keys.queue(end.queue),
+            self.keys.runs(end.job),
+            self.keys.runs_by_time(end.job),
+            self.keys.buffer(end.job),
+            self.keys.retry(end.queue),
+            self.keys.dead,
+            self.keys.attempts,
+            self.keys.cancel,
+        ]
+        args: list[str | int] = [
+            end.run_id, end.entry_id, GROUP, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
+            end.message, end.signature, end.retry_at_ms, end.reason, end.fire_id, "1" if end.fire_done else "0",
+            defaults.DEAD_MAXLEN,
+        ]  # fmt: skip
+        with reachable():
+            self._finish(keys=keys, args=args)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream."""
+        stream = self.keys.queue(delivery.queue)
+        fields = {"message": delivery.message, "sig": delivery.signature, "reason": reason, "queue": stream}
+        with reachable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(self.keys.dead, fields, maxlen=defaults.DEAD_MAXLEN)
+            pipe.xack(stream, GROUP, delivery.entry_id)
+            pipe.xdel(stream, delivery.entry_id)
+            pipe.execute()
+
+    # -- dead letters ------------------------------------------------------------------------------------
+    def dead(self, limit: int) -> list[dict[str, str]]:
+        """Dead letters, newest first, each with its ``id``."""
+        with reachable():
+            entries = self.client.xrevrange(self.keys.dead, count=limit)
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    def retry_dead(self, entry_id: str) -> bool:
+        """Put a dead letter back into its queue stream; False when there is no such entry."""
+        with reachable():
+            entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
+            if not entries:
+                return False
+            fields = entries[0][1]
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(fields["queue"], {"message": fields["message"], "sig": fields.get("sig", "")})
+            pipe.xdel(self.keys.dead, entry_id)
+            pipe.execute()
+        return True
+
+    def drop_dead(self, entry_id: str) -> bool:
+        """Delete a dead letter; False when there is no such entry."""
+        with reachable():
+            return bool(self.client.xdel(self.keys.dead, entry_id))
+
+    # -- workers -----------------------------------------------------------------------------------------
+    def heartbeat(self, worker: str, record: dict[str, Any]) -> None:
+        """Publish this worker's heartbeat."""
+        with reachable():
+            self.client.hset(self.keys.workers, worker, json.dumps(record))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Every worker's last heartbeat."""
+        with reachable():
+            raw = self.client.hgetall(self.keys.workers)
+        return {worker: json.loads(value) for worker, value in raw.items()}
+
+    def forget_workers(self, workers: Sequence[str]) -> None:
+        """Drop heartbeats of workers that are gone."""
+        if workers:
+            with reachable():
+                self.client.hdel(self.keys.workers, *workers)
+
+    # -- history -----------------------------------------------------------------------------------------
+    def run_records(self, job: str, limit: int, since_ms: int | None = None) -> list[str]:
+        """RunRecord JSON of ``job``, newest scheduled instant first, at most ``limit``."""
+        with reachable():
+            ids = self.client.zrevrangebyscore(
+                self.keys.runs_by_time(job), "+inf", since_ms if since_ms is not None else "-inf", start=0, num=limit
+            )
+            if not ids:
+                return []
+            return [record for record in self.client.hmget(self.keys.runs(job), ids) if record is not None]
+
+    def run_record(self, job: str, run: str) -> str | None:
+        """One RunRecord JSON by run id."""
+        with reachable():
+            value = self.client.hget(self.keys.runs(job), run)
+        return str(value) if value is not None else None
+
+    def fire_records(self, job: str, fire_id: str) -> list[str]:
+        """Every RunRecord JSON of one fire, by attempt."""
+        with reachable():
+            ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).split("#")[0] == fire_id]
+            ids.sort(key=lambda run: int(str(run).rsplit("#", 1)[1]))
+            return [record for record in self.client.hmget(self.keys.runs(job), ids) if record] if ids else []
+
+    def jobs_with_history(self) -> list[str]:
+        """Every job that has run records, including jobs no longer in the config."""
+        prefix = self.keys.runs_pattern()[:-1]
+        names = set()
+        with reachable():
+            for key in self.client.scan_iter(match=self.keys.runs_pattern(), count=1000):
+                name = str(key)[len(prefix) :]
+                if not name.endswith(":by-time"):
+                    names.add(name)
+        return sorted(names)

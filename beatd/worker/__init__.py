@@ -1,0 +1,6 @@
+"""Workers: claim fires from queue streams, run them with timeouts, retries and overlap rules, record them."""
+
+from beatd.worker.context import RunContext, previous_fire
+from beatd.worker.worker import Worker, WorkerIdentity
+
+__all__ = ["RunContext", "Worker", "WorkerIdentity", "previous_fire"]

@@ -1,0 +1,81 @@
+"""Code that runs inside a job's child process: receive a task, run the callable, send back the outcome.
+
+Kept small and free of Redis: the parent (the worker) owns every side effect but the job's own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from beatd.handlers import TargetError, resolve_call
+from beatd.records import cap_result
+from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
+
+__all__ = ["call_target", "serve"]
+
+TRACEBACK_LIMIT = 4000
+"""Characters of a failing job's traceback kept (the end of it)."""
+
+
+def serve(connection: Connection) -> None:
+    """Child main loop: one task at a time until the parent closes the pipe or sends None."""
+    while True:
+        try:
+            task = connection.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        connection.send(call_target(task))
+
+
+def call_target(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one task (target, args, kwargs, pythonpath, context) and describe how it ended."""
+    try:
+        function = resolve_call(task["target"], [Path(entry) for entry in task.get("pythonpath", [])])
+        args = list(task.get("args", []))
+        if _wants_context(function):
+            args.insert(0, _context(task["context"]))
+        value = function(*args, **task.get("kwargs", {}))
+    except TargetError as error:
+        return {"status": "failed", "error": {"type": "TargetError", "message": str(error), "traceback": ""}}
+    except BaseException as error:  # the job's own failure, whatever it is
+        text = "".join(traceback.format_exception(error))
+        return {
+            "status": "failed",
+            "error": {"type": type(error).__name__, "message": str(error), "traceback": text[-TRACEBACK_LIMIT:]},
+        }
+    result, truncated = cap_result(value)
+    return {"status": "succeeded", "result": result, "result_truncated": truncated}
+
+
+def _wants_context(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(parameters) and parameters[0] in CONTEXT_PARAMETERS
+
+
+def _context(raw: dict[str, Any]) -> RunContext:
+    zone = ZoneInfo(raw["timezone"])
+    scheduled = datetime.fromisoformat(raw["scheduled_at"]).astimezone(zone)
+    previous = datetime.fromisoformat(raw["previous_at"]).astimezone(zone) if raw.get("previous_at") else None
+    return RunContext(
+        run_id=raw["run_id"],
+        fire_id=raw["fire_id"],
+        job=raw["job"],
+        scheduled_at=scheduled,
+        data_interval=(previous, scheduled),
+        attempt=int(raw["attempt"]),
+        trigger=raw["trigger"],
+        logger=logging.getLogger(f"beatd.job.{raw['job']}"),
+    )

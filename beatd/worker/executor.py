@@ -1,0 +1,199 @@
+"""Running one job's target with a hard timeout: callables in a child process, commands as processes.
+
+A hung or crashing job cannot take the worker down: a callable runs in a long-lived child process (started
+by a fork server, reused from run to run) that is terminated (SIGTERM, then SIGKILL after a grace) on
+timeout or cancellation and replaced. ``ThreadExecutor`` is the fast mode: the callable runs in the worker
+thread itself, so a timeout is recorded but cannot be enforced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import IO, Any, Protocol
+
+from beatd.worker.child import call_target, serve
+
+__all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
+
+TAIL_LIMIT = 4000
+"""Characters kept from the end of a command's stdout and stderr."""
+
+POLL = 0.05
+"""How often (s) a waiting run checks for timeout and cancellation."""
+
+
+@dataclass
+class Outcome:
+    """How one attempt ended: ``succeeded``, ``failed``, ``timeout`` or ``cancelled`` (``reason`` says why)."""
+
+    status: str
+    result: Any = None
+    result_truncated: bool = False
+    error: dict[str, str] | None = None
+    exit_code: int | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    """Runs callable tasks (see :func:`beatd.worker.child.call_target`)."""
+
+    def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadExecutor:
+    """Fast mode: call the target in this thread. Timeouts are recorded, not enforced."""
+
+    def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
+        """Call the target and report; a run longer than ``timeout`` is recorded as ``timeout``."""
+        started = time.monotonic()
+        outcome = _outcome(call_target(task))
+        if time.monotonic() - started > timeout:
+            return Outcome("timeout", reason=f"ran past its timeout of {timeout:g}s (thread isolation cannot stop it)")
+        return outcome
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ChildExecutor:
+    """Process isolation: one reusable child process; replaced after a timeout, cancellation or crash."""
+
+    _context = multiprocessing.get_context("forkserver")
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self._connection: Connection | None = None
+
+    def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
+        """Send the task to the child and wait for its answer, the timeout, or ``stop``."""
+        connection = self._ensure_child()
+        try:
+            connection.send(task)
+        except (OSError, ValueError) as error:
+            self._discard(kill_grace)
+            return Outcome("failed", error={"type": "ChildError", "message": f"could not reach child: {error}"})
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if connection.poll(max(0.0, min(POLL, remaining))):
+                try:
+                    return _outcome(connection.recv())
+                except (EOFError, OSError):
+                    code = self._discard(kill_grace)
+                    message = f"the job's child process died (exit code {code})"
+                    return Outcome("failed", error={"type": "ChildDied", "message": message, "traceback": ""})
+            if stop.is_set():
+                self._discard(kill_grace)
+                return Outcome("cancelled")
+            if remaining <= 0:
+                self._discard(kill_grace)
+                return Outcome("timeout", reason=f"terminated after its timeout of {timeout:g}s")
+
+    def close(self) -> None:
+        """Stop the child."""
+        if self._connection is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._connection.send(None)
+        self._discard(1.0)
+
+    def _ensure_child(self) -> Connection:
+        if self._process is None or not self._process.is_alive():
+            self._discard(0.1)
+            parent, child = self._context.Pipe(duplex=True)
+            self._process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
+            self._process.start()
+            child.close()
+            self._connection = parent
+        assert self._connection is not None
+        return self._connection
+
+    def _discard(self, kill_grace: float) -> int | None:
+        process, self._process = self._process, None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if process is None:
+            return None
+        if process.is_alive():
+            process.terminate()
+            process.join(kill_grace)
+            if process.is_alive():
+                process.kill()
+        process.join(5)
+        return int(process.exitcode) if process.exitcode is not None else None
+
+
+def run_command(
+    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, stop: threading.Event, kill_grace: float
+) -> Outcome:
+    """Run ``argv`` (no shell; a shell job's argv is ``[/bin/sh, -c, text]``) in its own process group."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            process = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        except OSError as error:
+            return Outcome("failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
+        deadline = time.monotonic() + timeout
+        status: str | None = None
+        while process.poll() is None:
+            if stop.is_set():
+                status = "cancelled"
+            elif time.monotonic() >= deadline:
+                status = "timeout"
+            if status is not None:
+                _stop_group(process, kill_grace)
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(POLL)
+        code = process.wait()
+        outcome = Outcome(status or ("succeeded" if code == 0 else "failed"), exit_code=code)
+        outcome.stdout_tail, outcome.stderr_tail = _tail(out), _tail(err)
+    if status == "timeout":
+        outcome.reason = f"terminated after its timeout of {timeout:g}s"
+    elif outcome.status == "failed":
+        outcome.error = {"type": "ExitCode", "message": f"exit code {code}", "traceback": ""}
+    return outcome
+
+
+def _stop_group(process: subprocess.Popen[bytes], kill_grace: float) -> None:
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(kill_grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(stream: IO[bytes]) -> str:
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(max(0, size - TAIL_LIMIT))
+    return stream.read().decode(errors="replace")
+
+
+def _outcome(reply: dict[str, Any]) -> Outcome:
+    return Outcome(
+        status=reply["status"],
+        result=reply.get("result"),
+        result_truncated=bool(reply.get("result_truncated")),
+        error=reply.get("error"),
+    )

@@ -1,0 +1,419 @@
+"""The worker: claim fires from the queue streams, run them, record every attempt.
+
+Threads: the main thread reads streams (``tick``), moves due retries back and reclaims runs of dead
+workers; ``concurrency`` runner threads each run one fire at a time (a callable in their own child process,
+or a command); a heartbeat thread renews run leases, passes on cancellations (``overlap: replace``) and
+publishes the worker's heartbeat. A stream entry is acknowledged only in the same atomic step that writes
+its run record (``lua/finish.lua``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from beatd import defaults
+from beatd.clock import Clock
+from beatd.config import Config, JobSpec
+from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
+from beatd.records import RunRecord, run_id
+from beatd.signing import Signer
+from beatd.store import Delivery, Finish, RunStore, StoreUnavailable
+from beatd.worker.context import previous_fire
+from beatd.worker.executor import ChildExecutor, Executor, Outcome, ThreadExecutor, run_command
+
+__all__ = ["Worker", "WorkerIdentity"]
+
+log = logging.getLogger("beatd.worker")
+
+RECLAIM_MIN_IDLE = timedelta(seconds=2)
+"""An entry is reclaimed only after it has been pending this long and its run lease has ended."""
+
+HOUSEKEEPING_INTERVAL = 0.5
+"""How often (s) the main thread moves due retries back and looks for runs to reclaim."""
+
+HEARTBEAT_INTERVAL = 1.0
+"""How often (s) leases are renewed and the heartbeat published."""
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who this worker process is."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+
+    @classmethod
+    def here(cls, now: datetime) -> WorkerIdentity:
+        """This process."""
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(id=f"{host}:{pid}:{os.urandom(3).hex()}", host=host, pid=pid, started_at=now)
+
+
+@dataclass
+class ActiveRun:
+    """A run in progress in this worker."""
+
+    job: str
+    queue: str
+    entry_id: str
+    run_id: str
+    lease_ms: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    why_stopped: str | None = None
+
+
+class Worker:
+    """One worker process's runs."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: RunStore,
+        identity: WorkerIdentity,
+        clock: Clock,
+        *,
+        queues: list[str] | None,
+        concurrency: int,
+        grace: float,
+        isolation: str,
+        signer: Signer | None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.identity = identity
+        self.clock = clock
+        self.fixed_queues = queues
+        self.queues = queues or sorted({spec.queue for spec in config.jobs.values()})
+        self.concurrency = concurrency
+        self.grace = grace
+        self.isolation = isolation
+        self.signer = signer
+        self.processed = 0
+        self._work: queue.Queue[Delivery | None] = queue.Queue()
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._active: dict[str, ActiveRun] = {}
+        self._abandon = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._next_housekeeping = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the consumer groups and start the runner and heartbeat threads."""
+        self.store.ensure_groups(self.queues)
+        for index in range(self.concurrency):
+            thread = threading.Thread(target=self._runner, name=f"runner-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        log.info(
+            "worker %s consuming %s with %d runners (%s isolation)",
+            self.identity.id,
+            ",".join(self.queues),
+            self.concurrency,
+            self.isolation,
+        )
+
+    def tick(self) -> float:
+        """Read new entries for free runners (blocking briefly), and do housekeeping when due."""
+        try:
+            now_mono = self.clock.monotonic()
+            if now_mono >= self._next_housekeeping:
+                self._next_housekeeping = now_mono + HOUSEKEEPING_INTERVAL
+                self._housekeeping()
+            free = self.concurrency - self._busy - self._work.qsize()
+            if free <= 0:
+                return 0.01
+            for delivery in self.store.read(self.queues, self.identity.id, free, block_ms=200):
+                self._work.put(delivery)
+        except StoreUnavailable as error:
+            log.error("%s; retrying", error)
+            return 1.0
+        return 0.0
+
+    def reload(self, config: Config) -> None:
+        """Use a new config for the next runs (queues follow it unless given on the command line)."""
+        self.config = config
+        if self.fixed_queues is None:
+            self.queues = sorted({spec.queue for spec in config.jobs.values()})
+            self.store.ensure_groups(self.queues)
+
+    def drain(self) -> None:
+        """Stop taking work; let running jobs finish up to the grace; leave the rest to be reclaimed."""
+        while not self._work.empty():  # read but not started: pending in Redis, reclaimed by another worker
+            self._work.get_nowait()
+        for _ in self._threads:
+            self._work.put(None)
+        deadline = self.clock.monotonic() + self.grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - self.clock.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.warning("grace of %.0fs over: stopping the runs still going; they will be reclaimed", self.grace)
+            self._abandon.set()
+            with self._lock:
+                for run in self._active.values():
+                    run.why_stopped = "shutdown"
+                    run.stop.set()
+            for thread in self._threads:
+                thread.join(30)
+        self._stopped.set()
+        with contextlib.suppress(StoreUnavailable):
+            self.store.forget_workers([self.identity.id])
+
+    def status(self) -> str:
+        """One line for systemd: runs in progress and runs done."""
+        return f"{self._busy}/{self.concurrency} running, {self.processed} done, queues {','.join(self.queues)}"
+
+    # -- threads -----------------------------------------------------------------------------------------
+    def _runner(self) -> None:
+        executor: Executor = ChildExecutor() if self.isolation == "process" else ThreadExecutor()
+        try:
+            while (delivery := self._work.get()) is not None:
+                with self._lock:
+                    self._busy += 1
+                try:
+                    self._handle(delivery, executor)
+                except StoreUnavailable as error:
+                    log.error("run of entry %s left to be reclaimed: %s", delivery.entry_id, error)
+                except Exception:
+                    log.exception("unexpected error handling entry %s; left to be reclaimed", delivery.entry_id)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+        finally:
+            executor.close()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_INTERVAL):
+            try:
+                self._heartbeat()
+            except StoreUnavailable as error:
+                log.warning("heartbeat failed: %s", error)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _heartbeat(self) -> None:
+        now_ms = to_ms(self.clock.now())
+        with self._lock:
+            runs = list(self._active.values())
+        for lease in {run.lease_ms for run in runs}:
+            batch = [(run.job, run.queue, run.entry_id, run.run_id) for run in runs if run.lease_ms == lease]
+            self.store.renew(batch, self.identity.id, now_ms + lease)
+        for run_name, reason in self.store.cancel_requests([run.run_id for run in runs]).items():
+            with self._lock:
+                active = self._active.get(run_name)
+                if active is not None and not active.stop.is_set():
+                    log.info("cancelling run %s: %s", run_name, reason)
+                    active.why_stopped = reason
+                    active.stop.set()
+        self.store.heartbeat(self.identity.id, {
+            "worker": self.identity.id, "host": self.identity.host, "pid": self.identity.pid,
+            "queues": self.queues, "concurrency": self.concurrency, "isolation": self.isolation,
+            "started_at": format_utc(self.identity.started_at), "heartbeat_at": format_utc(self.clock.now()),
+            "runs": [run.run_id for run in runs], "processed": self.processed, "config_digest": self.config.digest,
+        })  # fmt: skip
+
+    def _housekeeping(self) -> None:
+        now_ms = to_ms(self.clock.now())
+        for name in self.queues:
+            self.store.requeue_due_retries(name, now_ms)
+            idle_ms = int(RECLAIM_MIN_IDLE.total_seconds() * 1000)
+            for delivery in self.store.reclaim(name, self.identity.id, now_ms, idle_ms):
+                log.info("reclaimed entry %s of queue %s (its run's lease ended)", delivery.entry_id, name)
+                self._work.put(delivery)
+
+    # -- one delivery ------------------------------------------------------------------------------------
+    def _handle(self, delivery: Delivery, executor: Executor) -> None:
+        try:
+            message = Message.from_json(delivery.message)
+        except MessageError as error:
+            self._dead_letter(delivery, f"not run: {error}")
+            return
+        if self.signer is not None and not self.signer.verify(delivery.message, delivery.signature):
+            problem = "unsigned" if not delivery.signature else "signature does not match"
+            self._dead_letter(delivery, f"not run: message {problem}")
+            return
+        spec = self.config.jobs.get(message.job)
+        if spec is None:
+            self._dead_letter(delivery, f"not run: job {message.job!r} is not declared in this worker's config")
+            return
+        if delivery.deliveries > 1:
+            self._record_lost(spec, message)
+        now = self.clock.now()
+        lease_ms = int(min(spec.timeout + defaults.KILL_GRACE, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
+        claim = self.store.claim(
+            spec.name, delivery, message.fire_id, self.identity.id, to_ms(now), lease_ms, spec.overlap
+        )
+        if claim.decision == "buffered":
+            log.info(
+                "fire %s of %s held back until the running one ends (overlap: buffer_one)", message.fire_id, spec.name
+            )
+            self.store.finish(
+                self._finish(spec, delivery, message, self._record(spec, message, 0, "skipped"), hold=True)
+            )
+            return
+        if claim.decision == "skip":
+            record = self._record(spec, message, 0, "skipped")
+            record.reason = f"a run of {spec.name} was still in progress (overlap: {spec.overlap})"
+            log.info("skipped fire %s of %s: %s", message.fire_id, spec.name, record.reason)
+            self.store.finish(self._finish(spec, delivery, message, record, fire_done=False))
+            return
+        for replaced in claim.replaced:
+            log.info("fire %s of %s replaces run %s (overlap: replace)", message.fire_id, spec.name, replaced)
+        self._run(spec, delivery, message, claim.attempt, lease_ms, executor)
+
+    def _run(
+        self, spec: JobSpec, delivery: Delivery, message: Message, attempt: int, lease_ms: int, executor: Executor
+    ) -> None:
+        record = self._record(spec, message, attempt, "running")
+        started = self.clock.now()
+        record.started_at = format_utc(started)
+        record.lag_s = round((started - parse_utc(message.scheduled_at)).total_seconds(), 6)
+        record.worker = f"{self.identity.host}:{self.identity.pid}"
+        self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+        run = ActiveRun(spec.name, delivery.queue, delivery.entry_id, record.run_id, lease_ms)
+        with self._lock:
+            self._active[run.run_id] = run
+        log.info("running %s run %s (attempt %d, %s)", spec.name, record.run_id, attempt, message.trigger)
+        try:
+            outcome = self._execute(spec, message, record, run, executor)
+        finally:
+            with self._lock:
+                self._active.pop(run.run_id, None)
+        finished = self.clock.now()
+        record.finished_at = format_utc(finished)
+        record.duration_s = round((finished - started).total_seconds(), 6)
+        _apply(record, outcome)
+        if outcome.status == "cancelled" and run.why_stopped == "shutdown":
+            record.status, record.reason = "lost", "the worker shut down before the run finished"
+            self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+            self.store.release(delivery.queue, delivery.entry_id, spec.name, record.run_id)
+            return
+        if outcome.status == "cancelled":
+            record.reason = run.why_stopped or "cancelled"
+        self.processed += 1
+        self.store.finish(self._conclude(spec, delivery, message, record))
+        log.info("%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0)
+
+    def _execute(
+        self, spec: JobSpec, message: Message, record: RunRecord, run: ActiveRun, executor: Executor
+    ) -> Outcome:
+        timeout = spec.timeout.total_seconds()
+        grace = defaults.KILL_GRACE.total_seconds()
+        if spec.call is not None:
+            scheduled = parse_utc(message.scheduled_at)
+            previous = previous_fire(spec.trigger(), scheduled)
+            task = {
+                "target": spec.call,
+                "args": message.args,
+                "kwargs": message.kwargs,
+                "pythonpath": [str(entry) for entry in self.config.pythonpath],
+                "context": {
+                    "run_id": record.run_id,
+                    "fire_id": message.fire_id,
+                    "job": spec.name,
+                    "scheduled_at": message.scheduled_at,
+                    "previous_at": previous.isoformat() if previous else None,
+                    "timezone": spec.timezone,
+                    "attempt": record.attempt,
+                    "trigger": message.trigger,
+                },
+            }
+            return executor.run(task, timeout, run.stop, grace)
+        argv = ["/bin/sh", "-c", (spec.command or ("",))[0]] if spec.shell else list(spec.command or ())
+        env = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")} | spec.env
+        cwd = str((self.config.path.parent / spec.cwd).resolve()) if spec.cwd else None
+        return run_command(argv, env, cwd, timeout, run.stop, grace)
+
+    # -- records -----------------------------------------------------------------------------------------
+    def _record(self, spec: JobSpec, message: Message, attempt: int, status: str) -> RunRecord:
+        return RunRecord(
+            run_id=run_id(message.fire_id, attempt),
+            fire_id=message.fire_id,
+            job=spec.name,
+            scheduled_at=message.scheduled_at,
+            trigger=message.trigger,
+            attempt=attempt,
+            status=status,  # type: ignore[arg-type]
+            emitted_at=message.emitted_at,
+            config_digest=message.config_digest,
+        )
+
+    def _record_lost(self, spec: JobSpec, message: Message) -> None:
+        attempts = self.store.attempts(message.fire_id)
+        if attempts == 0:
+            return
+        previous = run_id(message.fire_id, attempts)
+        raw = self.store.run_record(spec.name, previous)
+        if raw is None:
+            return
+        record = RunRecord.from_json(raw)
+        if record.status == "running":
+            record.status = "lost"
+            record.finished_at = format_utc(self.clock.now())
+            record.reason = f"worker {record.worker} stopped renewing the run's lease"
+            self.store.write_record(spec.name, previous, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+        self.store.forget_run(spec.name, previous)
+
+    def _conclude(self, spec: JobSpec, delivery: Delivery, message: Message, record: RunRecord) -> Finish:
+        if record.status not in ("failed", "timeout"):
+            return self._finish(spec, delivery, message, record, fire_done=True)
+        if record.attempt <= spec.retries:
+            ceiling = min(
+                spec.retry_delay_max.total_seconds(), spec.retry_delay.total_seconds() * 2 ** (record.attempt - 1)
+            )
+            delay = random.uniform(0, ceiling)  # full jitter
+            record.reason = f"{record.reason + '; ' if record.reason else ''}retry in {delay:.1f}s"
+            end = self._finish(spec, delivery, message, record, fire_done=False)
+            end_retry = to_ms(self.clock.now()) + int(delay * 1000)
+            return _replace(end, then="retry", retry_at_ms=end_retry)
+        reason = f"{record.status} on attempt {record.attempt} of {spec.retries + 1}: no retries left"
+        record.reason = f"{record.reason}; {reason}" if record.reason else reason
+        record.status = "dead"
+        return _replace(self._finish(spec, delivery, message, record, fire_done=True), then="dead", reason=reason)
+
+    def _finish(
+        self,
+        spec: JobSpec,
+        delivery: Delivery,
+        message: Message,
+        record: RunRecord,
+        *,
+        fire_done: bool = True,
+        hold: bool = False,
+    ) -> Finish:
+        oldest = self.clock.now() - spec.history.max_age
+        return Finish(
+            job=spec.name, queue=delivery.queue, run_id=record.run_id, entry_id=delivery.entry_id,
+            record="" if hold else record.to_json(), score_ms=to_ms(parse_utc(message.scheduled_at)),
+            keep=spec.history.keep, oldest_ms=to_ms(oldest), message=delivery.message, signature=delivery.signature,
+            fire_id=message.fire_id, fire_done=fire_done,
+        )  # fmt: skip
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
+        self.store.dead_letter(delivery, reason)
+
+
+def _apply(record: RunRecord, outcome: Outcome) -> None:
+    record.status = outcome.status  # type: ignore[assignment]
+    record.result, record.result_truncated = outcome.result, outcome.result_truncated
+    record.error, record.exit_code = outcome.error, outcome.exit_code
+    record.stdout_tail, record.stderr_tail = outcome.stdout_tail, outcome.stderr_tail
+    record.reason = outcome.reason
+
+
+def _replace(end: Finish, **changes: object) -> Finish:
+    return dataclasses.replace(end, **changes)  # type: ignore[arg-type]

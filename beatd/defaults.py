@@ -84,10 +84,10 @@ WORKER_ISOLATION: Final = "process"
 hard. ``thread`` runs them in the worker itself: faster, but a timeout can only be recorded, not enforced."""
 
 KILL_GRACE: Final = timedelta(seconds=5)
-"""After a timeout, how long a job has between SIGTERM and SIGKILL."""
+"""After a timeout or cancellation, how long a job has between SIGTERM and SIGKILL (``worker.kill_grace``)."""
 
 RUN_LEASE_MAX: Final = timedelta(seconds=30)
-"""A run's lease (visibility timeout) is its job's timeout plus KILL_GRACE, at most this; the worker renews
+"""A run's lease (visibility timeout) is its job's timeout plus the kill grace, at most this; the worker renews
 it while the run lives, so a run of a dead worker is reclaimed within one lease."""
 
 WORKER_STALE_AFTER: Final = timedelta(seconds=10)

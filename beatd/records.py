@@ -82,7 +82,11 @@ class RunRecord:
 
     def to_json(self) -> str:
         """Compact JSON, without empty optional fields."""
-        body = {key: value for key, value in asdict(self).items() if value not in (None, {}, False) or key == "attempt"}
+        body = {key: value for key, value in asdict(self).items() if value is not None}
+        if not self.extra:
+            del body["extra"]
+        if not self.result_truncated:
+            del body["result_truncated"]
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod

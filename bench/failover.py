@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lease", default="5s", help="leader lease (beatd duration)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of emission before the first event")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of emission after a takeover")
-    parser.add_argument("--takeover-cap", type=float, default=0.0, help="give up on a takeover after (0: 3 leases + 10 s)")
+    parser.add_argument("--takeover-cap", type=float, default=0.0, help="takeover wait cap, s (0: 3 leases + 10)")
     parser.add_argument("--max-wall", type=float, default=900.0, help="hard cap on the whole run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs)")
     parser.add_argument("--json-out", help="also write the final JSON line to this file")
@@ -241,18 +241,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"token after {row['token_s']}s, first fire after {row['takeover_s']}s",
                 flush=True,
             )
-            if not poll(lambda: replacement.pid in heartbeat_pids(client), 30):
+            if not poll(lambda pid=replacement.pid: pid in heartbeat_pids(client), 30):
                 notes.append(f"event {number}: replacement pid {replacement.pid} no heartbeat within 30 s")
             time.sleep(args.settle)
         end = time.time()
-    finally:
         exit_codes = {pid: beat.stop() for pid, beat in beats.items()}
         redis_alive = server.proc.poll() is None
-
-    fires = list(C.read_fires(client, QUEUE_KEY))
-    server.stop()
-    if not args.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fires = list(C.read_fires(client, QUEUE_KEY))
+    finally:
+        for beat in beats.values():
+            beat.stop()
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     ids = Counter(fire.fire_id for fire in fires)
     duplicates = sum(count - 1 for count in ids.values() if count > 1)
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         by_job.setdefault(fire.job, set()).add(fire.scheduled_ms)
     lost_by_event = [0] * len(events)
     lost_baseline = 0
+    off_schedule = 0
     for name, phase in zip(names, phases, strict=True):
         got = by_job.get(name, set())
         window = [instant for instant in got if instant >= measure_ms - interval_ms]
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 lost_baseline += 1
             else:
                 lost_by_event[index] += 1
-        assert (first - anchor_ms - phase) % interval_ms == 0, "fire off its schedule"
+        off_schedule += sum(1 for instant in got if (instant - anchor_ms - phase) % interval_ms)
     for index, row in enumerate(events):
         row["lost"] = lost_by_event[index]
         if row.get("capped"):
@@ -333,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "lost_total": sum(lost_by_event) + lost_baseline,
         "lost_baseline": lost_baseline,
         "messages": len(fires),
+        "off_schedule": off_schedule,
         "steady_lag_p99_s": round((C.percentile(steady_lags, 99) or 0) / 1000, 3) if steady_lags else None,
         "measured_s": round(end - measure_from, 1),
         "wall_s": round(time.monotonic() - wall0, 1),
@@ -343,7 +346,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     C.print_table(
-        ["event", "kind", "pid", "PTTL s", "token s", "takeover s", "new pid", "replacement?", "lost", "catch-up lag s"],
+        [
+            "event",
+            "kind",
+            "pid",
+            "PTTL s",
+            "token s",
+            "takeover s",
+            "new pid",
+            "replacement?",
+            "lost",
+            "catch-up lag s",
+        ],
         [
             [
                 row["event"],

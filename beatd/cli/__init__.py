@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import daemon, inspect, ops, worker
+from beatd.cli import daemon, inspect, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -57,6 +57,11 @@ for _command in (
     ops.backfill,
     ops.audit,
     worker.worker,
+    runs.history,
+    runs.show,
+    runs.export,
+    runs.workers,
+    runs.dead,
 ):
     cli.add_command(_command)
 

@@ -108,6 +108,9 @@ class WorkerSettings(_Strict):
     isolation: Literal["process", "thread"] = Field(
         defaults.WORKER_ISOLATION, description="process: hard timeouts, crash-proof; thread: faster, soft timeouts"
     )
+    kill_grace: PositiveDuration = Field(
+        defaults.KILL_GRACE, description="after a timeout or cancellation, time between SIGTERM and SIGKILL"
+    )
 
 
 class HistoryPolicy(_Strict):

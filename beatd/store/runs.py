@@ -285,11 +285,11 @@ class RunStore:
         return str(value) if value is not None else None
 
     def fire_records(self, job: str, fire_id: str) -> list[str]:
-        """Every RunRecord JSON of one fire, by attempt."""
+        """Every RunRecord JSON of one fire, by attempt (the fire's ``dead`` record last)."""
         with reachable():
-            ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).split("#")[0] == fire_id]
-            ids.sort(key=lambda run: int(str(run).rsplit("#", 1)[1]))
-            return [record for record in self.client.hmget(self.keys.runs(job), ids) if record] if ids else []
+            ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).rsplit("#", 1)[0] == fire_id]
+            records = [record for record in self.client.hmget(self.keys.runs(job), ids) if record] if ids else []
+        return sorted(records, key=lambda text: (json.loads(text)["attempt"], '"status":"dead"' in text))
 
     def jobs_with_history(self) -> list[str]:
         """Every job that has run records, including jobs no longer in the config."""

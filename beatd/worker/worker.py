@@ -99,6 +99,7 @@ class Worker:
         self.grace = grace
         self.isolation = isolation
         self.signer = signer
+        self.kill_grace = config.settings.worker.kill_grace
         self.processed = 0
         self._work: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = 0
@@ -252,7 +253,7 @@ class Worker:
         if delivery.deliveries > 1:
             self._record_lost(spec, message)
         now = self.clock.now()
-        lease_ms = int(min(spec.timeout + defaults.KILL_GRACE, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
+        lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
         claim = self.store.claim(
             spec.name, delivery, message.fire_id, self.identity.id, to_ms(now), lease_ms, spec.overlap
         )
@@ -304,14 +305,17 @@ class Worker:
         if outcome.status == "cancelled":
             record.reason = run.why_stopped or "cancelled"
         self.processed += 1
-        self.store.finish(self._conclude(spec, delivery, message, record))
+        end = self._conclude(spec, delivery, message, record)
+        self.store.finish(end)
+        if end.then == "dead":
+            self._record_dead(spec, message, record)
         log.info("%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0)
 
     def _execute(
         self, spec: JobSpec, message: Message, record: RunRecord, run: ActiveRun, executor: Executor
     ) -> Outcome:
         timeout = spec.timeout.total_seconds()
-        grace = defaults.KILL_GRACE.total_seconds()
+        grace = self.kill_grace.total_seconds()
         if spec.call is not None:
             scheduled = parse_utc(message.scheduled_at)
             previous = previous_fire(spec.trigger(), scheduled)
@@ -381,8 +385,14 @@ class Worker:
             return _replace(end, then="retry", retry_at_ms=end_retry)
         reason = f"{record.status} on attempt {record.attempt} of {spec.retries + 1}: no retries left"
         record.reason = f"{record.reason}; {reason}" if record.reason else reason
-        record.status = "dead"
         return _replace(self._finish(spec, delivery, message, record, fire_done=True), then="dead", reason=reason)
+
+    def _record_dead(self, spec: JobSpec, message: Message, last: RunRecord) -> None:
+        """The fire-level record of a fire that ran out of attempts: ``{fire_id}#dead``."""
+        record = self._record(spec, message, last.attempt, "dead")
+        record.run_id = f"{message.fire_id}#dead"
+        record.finished_at, record.reason = last.finished_at, last.reason
+        self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
 
     def _finish(
         self,

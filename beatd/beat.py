@@ -27,7 +27,7 @@ from beatd.messages import Message, fire_id, format_utc, from_ms, to_ms
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
-from beatd.store import Op, Store, StoreUnavailable
+from beatd.store import Op, Store, StoreError
 from beatd.triggers import Trigger, jitter_offset
 
 __all__ = ["Beat", "JobState", "Replica"]
@@ -42,6 +42,13 @@ PAUSED_POLL = 1.0
 
 BACKOFF_MAX = 5.0
 """Cap of the wait (s) between attempts while Redis is unreachable."""
+
+REFUSED_RETRY = 5.0
+"""Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
+
+
+def _no_jitter(_: datetime) -> timedelta:
+    return timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class Beat:
                 self._poll_paused(now)
                 self._next_paused_poll = monotonic + PAUSED_POLL
             self._emit_due(now)
-        except StoreUnavailable as error:
+        except StoreError as error:
             return self._unavailable(error, monotonic)
         if self.unavailable_since is not None:
             log.info("Redis reachable again")
@@ -142,7 +149,7 @@ class Beat:
     def shutdown(self) -> None:
         """Release the lease (a standby takes over at once) and withdraw the heartbeat."""
         self.leadership.release()
-        with contextlib.suppress(StoreUnavailable):
+        with contextlib.suppress(StoreError):
             self.store.forget_replicas([self.replica.id])
 
     # -- config reload -----------------------------------------------------------------------------------
@@ -154,30 +161,33 @@ class Beat:
     def apply_config(self, config: Config, now: datetime) -> list[str]:
         """Switch to ``config`` (already validated); return one line per job that changed.
 
-        New jobs and jobs whose schedule changed start from ``now``: nothing retroactive, nothing doubled.
-        Removed jobs stop being scheduled; their progress and history stay in Redis.
+        New jobs and jobs whose schedule changed start from ``now``: nothing retroactive, nothing doubled; a
+        changed job first settles every fire its old schedule had at or before ``now`` (one held back by
+        jitter is emitted early rather than lost). Removed jobs stop being scheduled; their progress and
+        history stay in Redis, and if they come back they start from now.
         """
         old, new = self.jobs, {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
         lines = [f"removed {name}" for name in old if name not in new]
-        restart: list[str] = []
+        restart: dict[str, JobState | None] = {}
         for name, state in new.items():
             before = old.get(name)
             if before is None:
                 lines.append(f"added {name}: {state.spec.schedule_text}")
-                restart.append(name)
+                restart[name] = None
             elif before.spec.schedule_digest != state.spec.schedule_digest:
                 lines.append(f"changed {name}: {before.spec.schedule_text} -> {state.spec.schedule_text}, from now on")
-                restart.append(name)
+                restart[name] = before
             elif before.spec.digest != state.spec.digest:
                 lines.append(f"changed {name}: target or policies (schedule unchanged)")
+        gone = [name for name in old if name not in new]
         self.config, self.jobs = config, new
-        for name in list(self.queued):
-            if name not in new:
-                del self.queued[name]
-        if self.synced and restart:
+        for name in gone:
+            self.queued.pop(name, None)
+        if self.synced and (restart or gone):
             try:
                 self._start_from_now(restart, now)
-            except StoreUnavailable:
+                self._flush([Op("forget", name, 0, "", "") for name in gone])
+            except StoreError:
                 self.synced = False  # a later sync compares schedule digests and does the same
         return lines
 
@@ -189,24 +199,32 @@ class Beat:
         self.paused = set(self.store.paused())
         self.progress = {name: from_ms(stored[name]) for name in self.jobs if name in stored}
         self.heap, self.queued = [], {}
-        fresh = [
-            name
+        fresh: dict[str, JobState | None] = {
+            name: None
             for name, state in self.jobs.items()
             if name not in stored or digests.get(name) != state.spec.schedule_digest
-        ]
+        }
         self.synced = True
+        # Jobs disabled or removed while no replica ran: forget their schedule so they restart from now.
+        self._flush([Op("forget", name, 0, "", "") for name in digests if name not in self.jobs])
         self._start_from_now(fresh, now)
         for name in self.jobs:
             if name not in fresh:
-                self._push(name, now)
+                self._push_at(name, now)
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
-    def _start_from_now(self, names: list[str], now: datetime) -> None:
-        ops = [Op("base", name, to_ms(now), "", self.jobs[name].spec.schedule_digest) for name in names]
+    def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
+        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first."""
+        ops: list[Op] = []
+        for name, before in names.items():
+            if before is not None and name in self.progress:
+                settle = plan_job(before.trigger, _no_jitter, self.progress[name], now, before.policy, self.late_after)
+                ops.extend(self._ops(before.spec, settle, now))
+            ops.append(Op("base", name, to_ms(now), "", self.jobs[name].spec.schedule_digest))
         self._flush(ops)
         for name in names:
             self.progress[name] = max(self.progress.get(name, now), now)
-            self._push(name, now)
+            self._push_at(name, now)
 
     def _poll_paused(self, now: datetime) -> None:
         paused = set(self.store.paused())
@@ -216,7 +234,7 @@ class Beat:
             for name, value in self.store.progress(resumed).items():
                 self.progress[name] = from_ms(value)
             for name in resumed:
-                self._push(name, now)
+                self._push_at(name, now)
 
     def _emit_due(self, now: datetime) -> None:
         ops: list[Op] = []
@@ -304,17 +322,28 @@ class Beat:
         if not ops or self.leadership.token is None:
             return
         result = self.store.apply(self.leadership.token, ops)
+        self.counters.emitted += result.emitted
+        self.counters.missed += result.missed
+        self.counters.duplicates += result.duplicates
         if not result.leader:
             self.leadership.lost()
             self.synced = False
             self.heap, self.queued = [], {}
             return
-        self.counters.emitted += result.emitted
-        self.counters.missed += result.missed
-        self.counters.duplicates += result.duplicates
+        if result.refused:
+            self._retry_refused(dict(result.refused))
 
-    def _push(self, name: str, now: datetime) -> None:
-        self._push_at(name, now)
+    def _retry_refused(self, refused: dict[str, str]) -> None:
+        """Redis refused some jobs' writes: their progress did not move; plan them again after a pause."""
+        for job, error in refused.items():
+            log.error("Redis refused the write for job %s: %s; retrying in %.0fs", job, error, REFUSED_RETRY)
+        stored = self.store.progress(list(refused))
+        retry_at = self._now + timedelta(seconds=REFUSED_RETRY)
+        for job in refused:
+            if job in stored:
+                self.progress[job] = from_ms(stored[job])
+            if job in self.jobs:
+                self._push_at(job, retry_at)
 
     def _push_at(self, name: str, due: datetime) -> None:
         self.queued[name] = due
@@ -353,7 +382,7 @@ class Beat:
             wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
         return wait
 
-    def _unavailable(self, error: StoreUnavailable, monotonic: float) -> float:
+    def _unavailable(self, error: StoreError, monotonic: float) -> float:
         if self.unavailable_since is None:
             self.unavailable_since = monotonic
             log.error("%s; retrying with backoff up to %.0fs", error, BACKOFF_MAX)

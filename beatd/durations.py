@@ -15,6 +15,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _EXPECTED = "expected a duration such as 250ms, 30s, 5m, 1h30m, 2d, or a number of seconds"
 
 
+MAX_DURATION = timedelta(days=36_500)
+"""Longest duration accepted (a century): longer ones are surely mistakes and overflow date arithmetic."""
+
+
 def parse_duration(value: object) -> timedelta:
     """Parse a duration from YAML: an int/float (seconds), a string of unit parts, or a timedelta.
 
@@ -23,15 +27,27 @@ def parse_duration(value: object) -> timedelta:
     """
     if isinstance(value, timedelta):
         return value
+    duration = _parse(value)
+    if duration > MAX_DURATION:
+        raise ScheduleError(f"invalid duration {value!r}: longer than {MAX_DURATION.days} days")
+    return duration
+
+
+def _parse(value: object) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ScheduleError(f"invalid duration {value!r}: {_EXPECTED}")
     if isinstance(value, int | float):
         if value < 0:
             raise ScheduleError(f"invalid duration {value!r}: must not be negative")
+        if value != value or value > MAX_DURATION.total_seconds():  # NaN or far too long
+            raise ScheduleError(f"invalid duration {value!r}: longer than {MAX_DURATION.days} days")
         return timedelta(seconds=value)
     text = value.strip().replace(" ", "")
     if _NUMBER.fullmatch(text):
-        return timedelta(seconds=float(text))
+        seconds = float(text)
+        if seconds > MAX_DURATION.total_seconds():
+            raise ScheduleError(f"invalid duration {value!r}: longer than {MAX_DURATION.days} days")
+        return timedelta(seconds=seconds)
     position, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != position:
@@ -40,6 +56,8 @@ def parse_duration(value: object) -> timedelta:
         position = match.end()
     if position != len(text) or position == 0:
         _fail(value)
+    if total > MAX_DURATION.total_seconds():
+        raise ScheduleError(f"invalid duration {value!r}: longer than {MAX_DURATION.days} days")
     return timedelta(seconds=total)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from beatd.store import Store, StoreUnavailable
+from beatd.store import Store, StoreError
 
 __all__ = ["Leadership"]
 
@@ -52,7 +52,7 @@ class Leadership:
     def step(self, monotonic: float) -> bool:
         """Renew or try to acquire when due; return whether this replica leads now.
 
-        Raises StoreUnavailable when Redis cannot be reached (after scheduling the next attempt and, once
+        Raises StoreError when Redis cannot be reached or refuses (after scheduling the next attempt and, once
         the lease may have lapsed, standing down).
         """
         if self.token is not None and monotonic >= self.valid_until:
@@ -86,14 +86,14 @@ class Leadership:
         try:
             self.store.release(self.token)
             log.info("lease released")
-        except StoreUnavailable as error:
+        except StoreError as error:
             log.warning("could not release the lease: %s", error)
         self.token = None
 
     def _try_acquire(self, monotonic: float) -> None:
         try:
             token = self.store.acquire(self.replica, self.lease_ms, self.leader_record())
-        except StoreUnavailable:
+        except StoreError:
             self.next_action = monotonic + min(self.lease_seconds, 1.0)
             raise
         if token is None:
@@ -109,7 +109,7 @@ class Leadership:
         assert self.token is not None
         try:
             renewed = self.store.renew(self.token, self.lease_ms)
-        except StoreUnavailable:
+        except StoreError:
             self.next_action = monotonic + min(0.5, self.lease_seconds / 10)
             raise
         if not renewed:

@@ -16,6 +16,7 @@ Rules (the contract of catch-up):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,91 +80,87 @@ def plan_job(
 ) -> Plan:
     """Decide the steps for one job whose last passed scheduled instant is ``progress``, at ``now``.
 
-    ``jitter(scheduled)`` gives the emission delay of a fire. All instants are timezone-aware.
+    ``jitter(scheduled)`` gives the emission delay of a fire. All instants are timezone-aware. A gap is
+    walked once; fires before the emission window (older than ``misfire_grace``, or than ``late_after``
+    under ``catchup: none``) are skipped after SCAN_LIMIT of them and counted as a range.
     """
-    window_start = now - max(late_after, policy.misfire_grace if policy.catchup != "none" else late_after)
-    steps: list[Step] = []
+    emit_late = {"none": 0, "latest": 1, "all": policy.catchup_limit}[policy.catchup]
+    window_start = now - max(late_after, policy.misfire_grace if emit_late else late_after)
+    missed = _Missed("catchup: none" if not emit_late else "older than misfire_grace")
+    candidates: deque[datetime] = deque()  # late fires that may still be caught up, newest last
+    on_time: list[datetime] = []
     fire = trigger.next_after(progress)
-    last = progress
-    if fire is not None and fire < window_start and fire + jitter(fire) <= now:
-        reason = "catchup: none" if policy.catchup == "none" else "older than misfire_grace"
-        fire, last = _skip_old(trigger, fire, window_start, steps, reason)
-    window: list[datetime] = []
-    while fire is not None and fire + jitter(fire) <= now and len(window) < SCAN_LIMIT:
-        window.append(fire)
-        fire = trigger.next_after(fire)
-    steps.extend(_decide(window, jitter, now, policy, late_after))
-    if window:
-        last = window[-1]
-    next_due = None if fire is None else fire + jitter(fire)
-    return Plan(steps=tuple(steps), progress=last, next_due=next_due)
-
-
-def _skip_old(
-    trigger: Trigger, fire: datetime, window_start: datetime, steps: list[Step], reason: str
-) -> tuple[datetime | None, datetime]:
-    """Record the fires before the emission window as missed; return the first fire inside it and the last
-    one recorded."""
-    singles: list[datetime] = []
-    range_first: datetime | None = None
-    range_count = 0
-    exact = True
-    current: datetime | None = fire
-    last = fire
     scanned = 0
-    while current is not None and current < window_start:
-        if scanned >= SCAN_LIMIT:
-            exact = False
-            current = trigger.next_after(window_start - _TINY)
-            break
-        if len(singles) < MISSED_RECORD_LIMIT:
-            singles.append(current)
+    while fire is not None and fire + jitter(fire) <= now:
+        if fire < window_start:
+            if scanned >= SCAN_LIMIT:  # a long gap: jump to the window, counting the rest as a range
+                missed.add_uncounted(window_start - _TINY)
+                fire = trigger.next_after(window_start - _TINY)
+                continue
+            missed.add(fire)
+        elif now - (fire + jitter(fire)) > late_after:
+            candidates.append(fire)
+            if len(candidates) > emit_late:
+                missed.add(candidates.popleft(), _superseded(policy))
         else:
-            range_first = range_first or current
-            range_count += 1
-        last = current
+            on_time.append(fire)
         scanned += 1
-        current = trigger.next_after(current)
-    steps.extend(Step("miss", instant, reason=reason) for instant in singles)
-    if range_first is not None or not exact:
-        end = last if exact else window_start - _TINY
-        steps.append(Step("miss", end, reason=reason, first=range_first or end, count=range_count, count_exact=exact))
-        last = end
-    return current, last
+        fire = trigger.next_after(fire)
+    if policy.catchup == "latest" and on_time:  # the on-time fire is the latest: no catch-up needed
+        for late in candidates:
+            missed.add(late, _superseded(policy))
+        candidates.clear()
+    steps = [*missed.steps(), *(Step("emit", late, trigger="catchup") for late in candidates)]
+    steps.extend(Step("emit", instant) for instant in on_time)
+    steps.sort(key=lambda step: step.scheduled_at)
+    last = max((step.scheduled_at for step in steps), default=progress)
+    next_due = None if fire is None else fire + jitter(fire)
+    return Plan(steps=tuple(steps), progress=max(last, progress), next_due=next_due)
 
 
-def _decide(
-    window: list[datetime],
-    jitter: Callable[[datetime], timedelta],
-    now: datetime,
-    policy: CatchupPolicy,
-    late_after: timedelta,
-) -> list[Step]:
-    late = [fire for fire in window if now - (fire + jitter(fire)) > late_after]
-    late_set = set(late)
-    any_on_time = len(late) < len(window)
-    chosen: set[datetime] = set()
-    if policy.catchup == "latest" and late and not any_on_time and now - late[-1] <= policy.misfire_grace:
-        chosen = {late[-1]}
-    elif policy.catchup == "all":
-        eligible = [fire for fire in late if now - fire <= policy.misfire_grace]
-        chosen = set(eligible[-policy.catchup_limit :])
-    steps: list[Step] = []
-    for fire in window:
-        if fire not in late_set:
-            steps.append(Step("emit", fire))
-        elif fire in chosen:
-            steps.append(Step("emit", fire, trigger="catchup"))
-        else:
-            steps.append(Step("miss", fire, reason=_miss_reason(policy, fire, now)))
-    return steps
-
-
-def _miss_reason(policy: CatchupPolicy, fire: datetime, now: datetime) -> str:
-    if policy.catchup == "none":
-        return "catchup: none"
-    if now - fire > policy.misfire_grace:
-        return "older than misfire_grace"
+def _superseded(policy: CatchupPolicy) -> str:
     if policy.catchup == "latest":
         return "superseded by a later fire (catchup: latest)"
-    return "beyond catchup_limit"
+    if policy.catchup == "all":
+        return "beyond catchup_limit"
+    return "catchup: none"
+
+
+class _Missed:
+    """Missed fires of one plan: the newest MISSED_RECORD_LIMIT as single steps, older ones as one range."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.singles: deque[tuple[datetime, str]] = deque()
+        self.range_first: datetime | None = None
+        self.range_last: datetime | None = None
+        self.range_count = 0
+        self.exact = True
+
+    def add(self, instant: datetime, reason: str | None = None) -> None:
+        self.singles.append((instant, reason or self.reason))
+        if len(self.singles) > MISSED_RECORD_LIMIT:
+            oldest, _ = self.singles.popleft()
+            self._extend_range(oldest)
+
+    def add_uncounted(self, until: datetime) -> None:
+        """Fires up to ``until`` were skipped without counting them."""
+        while self.singles and self.singles[0][0] <= until:
+            self._extend_range(self.singles.popleft()[0])
+        self.range_first = self.range_first or until
+        self.range_last = until
+        self.exact = False
+
+    def _extend_range(self, instant: datetime) -> None:
+        self.range_first = self.range_first or instant
+        self.range_last = instant
+        self.range_count += 1
+
+    def steps(self) -> list[Step]:
+        found = [Step("miss", instant, reason=reason) for instant, reason in self.singles]
+        if self.range_last is not None:
+            found.append(
+                Step("miss", self.range_last, reason=self.reason, first=self.range_first, count=self.range_count,
+                     count_exact=self.exact)
+            )  # fmt: skip
+        return found

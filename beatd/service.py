@@ -7,6 +7,7 @@ is set (``READY=1``, ``STATUS=``, ``WATCHDOG=1``, ``RELOADING=1``, ``STOPPING=1`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -129,8 +130,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        import json
-
         body = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),

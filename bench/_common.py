@@ -11,7 +11,7 @@ What is beatd-specific lives here:
 * :func:`write_config`: a beat config with any number of ``every`` jobs (built as text: 100k jobs in well under
   a second).
 * :func:`read_fires`: every message of a queue stream as :class:`Fire` (entry ms = Redis time of the XADD,
-  scheduled ms, fire id, emitter token epoch when known), read with XRANGE in chunks.
+  scheduled ms, job, fire id, trigger), read with XRANGE in chunks.
 * :func:`machine`: nproc, CPU model, load, Python, redis-server and beatd versions.
 """
 
@@ -93,6 +93,12 @@ def machine() -> dict[str, Any]:
         info["beatd"] = version("beatd")
         info["redis-py"] = version("redis")
     except Exception:  # informational only
+        pass
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "beatd"], cwd=REPO, capture_output=True, text=True)
+        info["git"] = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
         pass
     info["load_average"] = load_average()
     info["date"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

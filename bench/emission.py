@@ -36,6 +36,8 @@ Figures (per N and mode), defined as in ``bench/peers/redbeat_emission.py``:
   counts expected fires whose message came after the end of the run (during the graceful stop).
 * duplicates: messages beyond the first with the same ``fire_id``; unexpected: messages whose instant is not
   an expected one.
+* lag_p99_ms_series (JSON): p99 lag (ms) of the messages of each 5 s of the run, to see a backlog drain.
+* lease lost: ``standing down`` lines in the beat's log (the lease lapsed or a fenced write was refused).
 * beat CPU s: utime + stime from /proc/PID/stat at the end of the run (total, and the second half alone:
   the steady cost of emission); peak RSS: VmHWM; redis-server CPU s over the run.
 
@@ -62,6 +64,9 @@ import _common as C
 
 NAMESPACE = "bench"
 QUEUE_KEY = f"{NAMESPACE}:queue:default"
+LEADING = r"leading \d+ jobs"
+BUCKET_S = 5
+"""Width (s) of the buckets of ``lag_p99_ms_series``."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spread", action="store_true", help="spread the jobs evenly over the interval")
     parser.add_argument("--lease", default="5s", help="leader lease")
     parser.add_argument("--repeat", type=int, default=1, help="runs per N")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="give up when not leading by then")
+    parser.add_argument("--startup-timeout", type=float, default=240.0, help="give up when not leading by then")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log)")
     parser.add_argument("--json-out", help="also write the final JSON line to this file")
     return parser.parse_args(argv)
@@ -111,6 +116,18 @@ def expected_instants(phase_ms: int, interval_ms: int, after_ms: int, until_ms: 
     first = (after_ms - phase_ms) // interval_ms + 1
     last = (until_ms - phase_ms) // interval_ms
     return range(phase_ms + first * interval_ms, phase_ms + (last + 1) * interval_ms, interval_ms)
+
+
+def count_missed_records(client: Any) -> int:
+    """Run records the beat wrote (``missed`` ones: no worker runs here), whatever their key type."""
+    total = 0
+    for key in client.scan_iter(match=f"{NAMESPACE}:runs:*", count=10_000):
+        kind = client.type(key)
+        if kind == "hash":
+            total += int(client.hlen(key))
+        elif kind == "stream":
+            total += int(client.xlen(key))
+    return total
 
 
 def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -160,19 +177,24 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 rss = peak
             if now >= end:
                 break
-            if now - launch > args.startup_timeout and beat.find_line(r"leading \d+ jobs") is None:
+            if now - launch > args.startup_timeout and beat.find_line(LEADING) is None:
                 result["error"] = f"not leading after {args.startup_timeout:g}s"
                 break
             time.sleep(min(0.25, max(0.0, end - now)))
         stop_at = time.time()
         redis_cpu = (server.cpu_seconds() or 0.0) - redis_cpu0
+        if beat.find_line(LEADING) is None and "error" not in result:
+            # Not leading within the run: wait (bounded) for the line anyway, to report the load time.
+            beat.wait_line(LEADING, timeout=max(0.0, launch + args.startup_timeout - time.time()))
         exit_code = beat.stop()
         result["exit_code"] = exit_code
         if died is not None:
             tail = [line for _, line in beat.lines[-3:]]
             result["error"] = f"beat exited early with code {died}: " + " | ".join(tail)
         became = beat.find_line(r"became leader")
-        leading = beat.find_line(r"leading \d+ jobs")
+        result["leader_acquisitions"] = sum(1 for _, line in beat.lines if "became leader" in line)
+        result["lease_losses"] = sum(1 for _, line in beat.lines if "standing down" in line)
+        leading = beat.find_line(LEADING)
         client = server.client
         leader_records = [
             json.loads(fields["record"])
@@ -181,9 +203,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         ]
         base_ms = C.parse_ms(leader_records[0]["at"]) if leader_records else int(launch * 1000)
         progress = {job: int(value) for job, value in client.hgetall(f"{NAMESPACE}:progress").items()}
-        missed_recorded = sum(
-            int(client.xlen(key)) for key in client.scan_iter(match=f"{NAMESPACE}:runs:*", count=10_000)
-        )
+        missed_recorded = count_missed_records(client)
         end_ms = int(end * 1000)
         launch_ms = int(launch * 1000)
         half_ms = int(half * 1000)
@@ -197,6 +217,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         per_second = [0] * int(-(-args.duration // 1))
         entries_in_run: list[int] = []
         triggers: Counter[str] = Counter()
+        by_bucket: dict[int, list[int]] = {}
         total_messages = 0
         for fire in C.read_fires(client, QUEUE_KEY):
             total_messages += 1
@@ -217,6 +238,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             second = (fire.entry_ms - launch_ms) // 1000
             if 0 <= second < len(per_second):
                 per_second[second] += 1
+                by_bucket.setdefault(second // BUCKET_S, []).append(lag)
         lags.sort()
         lags_steady.sort()
 
@@ -282,6 +304,10 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 "redis_cpu_s": round(redis_cpu, 2),
                 "load_after": C.load_average(),
                 "fires_per_second_series": per_second,
+                "lag_p99_ms_series": [
+                    C.percentile(sorted(by_bucket.get(bucket, [])), 99)
+                    for bucket in range(-(-len(per_second) // BUCKET_S))
+                ],
             }
         )
         return result
@@ -340,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "lost",
             "overdue@end",
             "dup",
+            "lease lost",
             "CPU s",
             "steady CPU%",
             "RSS MiB",
@@ -364,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 r.get("lost", "-"),
                 r.get("overdue_at_end", "-"),
                 r.get("duplicates", "-"),
+                r.get("lease_losses", "-"),
                 C.fmt(r.get("beat_cpu_s"), digits=1),
                 C.fmt(r.get("beat_cpu_steady_pct"), digits=1),
                 C.fmt(r.get("beat_peak_rss_mib"), digits=1),

@@ -16,7 +16,7 @@ from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.service import Notifier, Signals, configure_logging, run_loop
 from beatd.signing import Signer
-from beatd.store import Store, StoreUnavailable, connect
+from beatd.store import Store, StoreError, connect
 
 __all__ = ["beat"]
 
@@ -45,10 +45,17 @@ def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: 
         try:
             fresh = load_config(path, runtime.environ)
         except ConfigError as error:
-            for problem in error.problems:
+            problems = [str(problem) for problem in error.problems]
+        except Exception as error:  # whatever goes wrong, the running config stays
+            log.exception("reload failed")
+            problems = [f"{path}: {type(error).__name__}: {error}"]
+        else:
+            problems = []
+        if problems:
+            for problem in problems:
                 log.error("reload rejected: %s", problem)
-            daemon.report_config_error(f"{len(error.problems)} problem(s): {error.problems[0]}")
-            _audit(store, audit_record("reload-failed", clock.now(), problems=[str(p) for p in error.problems]))
+            daemon.report_config_error(f"{len(problems)} problem(s): {problems[0]}")
+            _audit(store, audit_record("reload-failed", clock.now(), problems=problems))
             return
         changes = daemon.apply_config(fresh, clock.now())
         daemon.report_config_error(None)
@@ -86,5 +93,5 @@ def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: 
 def _audit(store: Store, record: dict[str, object]) -> None:
     try:
         store.audit(record)
-    except StoreUnavailable as error:
+    except StoreError as error:
         log.warning("audit record not written: %s", error)

@@ -16,7 +16,7 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
-from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc
+from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc, to_ms
 from beatd.signing import Signer
 from beatd.store import Store, connect
 from beatd.triggers import parse_instant
@@ -179,13 +179,8 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None)
     now = runtime.clock.now()
     scheduled = _instant(at, spec, "--at") if at else now
     message = _message(spec, scheduled, now, "manual")
-    store = _store(config)
-    store.enqueue(
-        spec.queue,
-        message.to_json(),
-        _signature(config, message),
-        audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at),
-    )
+    record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
+    _store(config).enqueue(spec.queue, [(message.to_json(), _signature(config, message))], record)
     click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
 
 
@@ -210,15 +205,14 @@ def backfill(runtime: Runtime, config_path: str | None, job: str, start: str, en
         instants.append(upcoming)
         upcoming = spec.trigger().next_after(upcoming)
     now = runtime.clock.now()
-    store = _store(config)
-    for instant in instants:
-        message = _message(spec, instant, now, "backfill")
-        store.enqueue(
-            spec.queue,
-            message.to_json(),
-            _signature(config, message),
-            audit_record("backfill", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at),
-        )
+    messages = [_message(spec, instant, now, "backfill") for instant in instants]
+    record = audit_record(
+        "backfill", now, job=job, count=len(messages), first=messages[0].fire_id if messages else None,
+        last=messages[-1].fire_id if messages else None, range=[format_utc(first), format_utc(last)],
+    )  # fmt: skip
+    _store(config).enqueue(
+        spec.queue, [(message.to_json(), _signature(config, message)) for message in messages], record
+    )
     click.echo(f"emitted {len(instants)} backfill fire(s) of {job} to queue {spec.queue}")
 
 
@@ -248,7 +242,7 @@ def resume(runtime: Runtime, config_path: str | None, job: str) -> None:
     find_job(config, job)
     now = runtime.clock.now()
     record = audit_record("resume", now, job=job)
-    if _store(config).resume(job, int(now.timestamp() * 1000), record):
+    if _store(config).resume(job, to_ms(now), record):
         click.echo(f"resumed {job}")
     else:
         click.echo(f"{job} was not paused")

@@ -29,6 +29,8 @@ def substitute(text: str, environ: Mapping[str, str]) -> str:
         if whole == "$${":
             return "${"
         name, default = match.group(1), match.group(2)
+        if default is not None and "${" in default:
+            raise MissingVariable(f"nested reference in the default of {whole!r}: a default must be plain text")
         if name is None:
             raise MissingVariable(f"malformed variable reference {whole!r}: expected ${{NAME}} or ${{NAME:-default}}")
         value = environ.get(name)

@@ -21,7 +21,7 @@ from beatd import defaults
 from beatd.config.model import NAME_PATTERN, SCHEDULE_KEYS, TARGET_KEYS, ConfigFile, JobSpec, Policies
 from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
-from beatd.errors import ConfigError, Problem
+from beatd.errors import ConfigError, Problem, ScheduleError
 
 __all__ = ["Config", "find_config", "load_config", "load_connection"]
 
@@ -215,6 +215,12 @@ def _validate_job(
         problems.append(
             source.problem((*base, "jitter"), f"must be shorter than every ({every}) to keep fires in order")
         )
+    if spec is not None:
+        try:
+            spec.trigger()
+        except ScheduleError as error:  # rules across keys, such as end before start
+            key = "end" if "end" in raw else next((name for name in SCHEDULE_KEYS if name in raw), "")
+            problems.append(source.problem((*base, key) if key else base, str(error)))
     return spec if len(problems) == count else None
 
 
@@ -277,6 +283,7 @@ _PATTERN_HINTS = {
     "call": "expected module:attribute such as jobs.stats:daily_signups",
     "queue": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
     "namespace": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
+    "url": "expected a redis://, rediss:// (TLS) or unix:// URL",
     "name": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
 }
 

@@ -69,6 +69,20 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
+def _whole_milliseconds(value: timedelta) -> timedelta:
+    if value.microseconds % 1000:
+        raise ValueError(f"{value.total_seconds()!r}s is not a whole number of milliseconds: progress is kept in ms")
+    return value
+
+
+def _known_zone(value: str) -> str:
+    load_zone(value)
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_known_zone)]
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
@@ -85,13 +99,19 @@ class _Strict(BaseModel):
 class RedisSettings(_Strict):
     """How to reach Redis. Put secrets in the environment: ``url: ${BEATD_REDIS_URL}``."""
 
-    url: str = Field(defaults.REDIS_URL, description="redis:// URL of the Redis that holds queues and state")
+    url: str = Field(
+        defaults.REDIS_URL,
+        pattern=r"^(redis|rediss|unix)://",
+        description="redis://, rediss:// (TLS) or unix:// URL of the Redis that holds queues and state",
+    )
 
 
 class LeaderSettings(_Strict):
     """Leader election."""
 
-    lease: PositiveDuration = Field(defaults.LEASE, description="leader lease TTL; failover takes about this long")
+    lease: Duration = Field(
+        defaults.LEASE, ge=timedelta(seconds=1), description="leader lease TTL; failover takes about this long"
+    )
 
 
 class SecuritySettings(_Strict):
@@ -123,7 +143,7 @@ class HistoryPolicy(_Strict):
 class Policies(_Strict):
     """The per-job keys that may also appear under ``defaults``: how a job is run, not what or when."""
 
-    timezone: str = Field(defaults.TIMEZONE, description="IANA time zone of the job's cron fields and instants")
+    timezone: Zone = Field(defaults.TIMEZONE, description="IANA time zone of the job's cron fields and instants")
     queue: str = Field(defaults.QUEUE, pattern=NAME_PATTERN, description="queue (Redis stream) fires go to")
     timeout: PositiveDuration = Field(defaults.TIMEOUT, description="hard limit of one run")
     retries: int = Field(defaults.RETRIES, ge=0, description="further attempts after a failed run")
@@ -142,12 +162,6 @@ class Policies(_Strict):
     history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
     jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        load_zone(value)
-        return value
-
 
 class JobSpec(Policies):
     """One declared job: what runs, when, with which policies. ``name`` comes from its key under ``jobs``."""
@@ -156,7 +170,9 @@ class JobSpec(Policies):
     description: str = Field("", description="one line for humans")
     # Schedule: exactly one of cron, every, at. start/end come after timezone so they can use it.
     cron: str | None = Field(None, description="5-field cron expression or @daily-style alias, in timezone")
-    every: PositiveDuration | None = Field(None, description="elapsed-time interval aligned to the epoch or start")
+    every: Annotated[PositiveDuration, AfterValidator(_whole_milliseconds)] | None = Field(
+        None, description="elapsed-time interval aligned to the epoch or start"
+    )
     at: tuple[datetime, ...] | None = Field(None, description="one ISO-8601 instant or a list of them")
     start: datetime | None = Field(None, description="no fire before this instant; anchors every")
     end: datetime | None = Field(None, description="no fire after this instant (inclusive)")
@@ -194,8 +210,8 @@ class JobSpec(Policies):
             items = value if isinstance(value, list) else [value]
             if not items:
                 raise ValueError("expected at least one instant")
-            return tuple(parse_instant(_text(item), zone) for item in items)
-        return parse_instant(_text(value), zone)
+            return tuple(_whole_ms_instant(parse_instant(_text(item), zone)) for item in items)
+        return _whole_ms_instant(parse_instant(_text(value), zone))
 
     @field_validator("command", mode="before")
     @classmethod
@@ -296,17 +312,11 @@ class ConfigFile(_Strict):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     namespace: str = Field(defaults.NAMESPACE, pattern=NAME_PATTERN, description="prefix of every Redis key")
-    timezone: str = Field(defaults.TIMEZONE, description="default time zone of every job")
+    timezone: Zone = Field(defaults.TIMEZONE, description="default time zone of every job")
     include: tuple[str, ...] = Field((), description="glob patterns of drop-in files holding more jobs")
     pythonpath: tuple[str, ...] = Field((), description="directories searched for call targets")
     defaults: dict[str, Any] = Field(default_factory=dict, description="per-job keys applied to every job")
     jobs: dict[str, Any] = Field(default_factory=dict, description="the jobs, by name")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        load_zone(value)
-        return value
 
 
 def _quote(part: str) -> str:
@@ -314,6 +324,12 @@ def _quote(part: str) -> str:
     if part and not any(char in part for char in " \t'\"$`\\"):
         return part
     return '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"' if "$" not in part else shlex.quote(part)
+
+
+def _whole_ms_instant(instant: datetime) -> datetime:
+    if instant.microsecond % 1000:
+        raise ValueError(f"{instant.isoformat()} is not a whole number of milliseconds: progress is kept in ms")
+    return instant
 
 
 def _text(value: Any) -> str:

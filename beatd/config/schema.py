@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from beatd.config.model import ConfigFile, JobSpec, Policies
+from beatd.config.model import NAME_PATTERN, ConfigFile, JobSpec, Policies
 
 __all__ = ["config_schema"]
 
@@ -26,7 +26,7 @@ def config_schema() -> dict[str, Any]:
     schema["properties"]["jobs"] = {
         "type": "object",
         "description": "the jobs, by name",
-        "propertyNames": {"pattern": job.get("properties", {}).get("queue", {}).get("pattern", ".*")},
+        "propertyNames": {"pattern": NAME_PATTERN},
         "additionalProperties": {"$ref": "#/$defs/JobSpec"},
     }
     schema["properties"]["defaults"] = {"$ref": "#/$defs/Policies", "description": "applied to every job"}

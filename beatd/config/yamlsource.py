@@ -119,7 +119,8 @@ class _Converter:
                 self.problems.append(
                     self._at(key_node, (*path, key_node.value), f"duplicate key (first written on line {first})")
                 )
-            seen.setdefault(key_node.value, key_node)
+            if isinstance(key_node, ScalarNode):
+                seen.setdefault(key_node.value, key_node)
         try:
             self.constructor.flatten_mapping(node)  # resolves "<<: *anchor" merge keys
         except yaml.MarkedYAMLError as error:

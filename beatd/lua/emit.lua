@@ -8,11 +8,19 @@
 --   miss: if scheduled > progress[job]: HSET A aux(run id) payload(run record); ZADD B scheduled aux;
 --         keep at most `keep` records in A/B (oldest dropped); progress[job] = scheduled
 --   base: progress[job] = max(progress[job], scheduled); schedules[job] = payload (the schedule digest)
--- Returns {-1} when the caller does not hold the lease (nothing is written), else {emitted, missed, duplicates}.
+--   forget: schedules[job] is removed (the job left the config or was disabled: it restarts from now)
+-- A step whose write Redis refuses (out of memory, a key of the wrong type) is skipped, progress unchanged.
+-- Returns {-1} when the caller does not hold the lease (nothing is written), else
+-- {emitted, missed, duplicates, job, error, job, error, ...} with one job/error pair per refused step.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return {-1}
 end
 local emitted, missed, duplicates = 0, 0, 0
+local refused = {}
+local function refuse(job, reply)
+    table.insert(refused, job)
+    table.insert(refused, reply.err)
+end
 for i = 2, #ARGV, 8 do
     local op, job, scheduled = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
     local a, b = KEYS[tonumber(ARGV[i + 3])], KEYS[tonumber(ARGV[i + 4])]
@@ -23,24 +31,38 @@ for i = 2, #ARGV, 8 do
             redis.call('HSET', KEYS[2], job, scheduled)
         end
         redis.call('HSET', KEYS[3], job, payload)
+    elseif op == 'forget' then
+        redis.call('HDEL', KEYS[3], job)
     elseif scheduled <= progress then
         duplicates = duplicates + 1
     elseif op == 'emit' then
-        redis.call('XADD', a, '*', 'message', payload, 'sig', aux)
-        redis.call('HSET', KEYS[2], job, scheduled)
-        redis.call('HSET', KEYS[4], job, payload)
-        emitted = emitted + 1
-    elseif op == 'miss' then
-        redis.call('HSET', a, aux, payload)
-        redis.call('ZADD', b, scheduled, aux)
-        local excess = redis.call('ZCARD', b) - keep
-        if excess > 0 then
-            local old = redis.call('ZRANGE', b, 0, excess - 1)
-            redis.call('HDEL', a, unpack(old))
-            redis.call('ZREMRANGEBYRANK', b, 0, excess - 1)
+        local reply = redis.pcall('XADD', a, '*', 'message', payload, 'sig', aux)
+        if type(reply) == 'table' and reply.err then
+            refuse(job, reply)
+        else
+            redis.call('HSET', KEYS[2], job, scheduled)
+            redis.call('HSET', KEYS[4], job, payload)
+            emitted = emitted + 1
         end
-        redis.call('HSET', KEYS[2], job, scheduled)
-        missed = missed + 1
+    elseif op == 'miss' then
+        local reply = redis.pcall('HSET', a, aux, payload)
+        if type(reply) == 'table' and reply.err then
+            refuse(job, reply)
+        else
+            redis.call('ZADD', b, scheduled, aux)
+            local excess = redis.call('ZCARD', b) - keep
+            if excess > 0 then
+                local old = redis.call('ZRANGE', b, 0, excess - 1)
+                redis.call('HDEL', a, unpack(old))
+                redis.call('ZREMRANGEBYRANK', b, 0, excess - 1)
+            end
+            redis.call('HSET', KEYS[2], job, scheduled)
+            missed = missed + 1
+        end
     end
 end
-return {emitted, missed, duplicates}
+local result = {emitted, missed, duplicates}
+for _, item in ipairs(refused) do
+    table.insert(result, item)
+end
+return result

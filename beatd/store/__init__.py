@@ -1,6 +1,6 @@
 """Everything beatd keeps in Redis. The only package that imports redis; Lua comes from ``beatd/lua``."""
 
-from beatd.store.base import StoreUnavailable, connect
+from beatd.store.base import StoreError, StoreRejected, StoreUnavailable, connect
 from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Op, Store
 from beatd.store.runs import Claim, Delivery, Finish, RunStore
 
@@ -13,6 +13,8 @@ __all__ = [
     "Op",
     "RunStore",
     "Store",
+    "StoreError",
+    "StoreRejected",
     "StoreUnavailable",
     "connect",
 ]

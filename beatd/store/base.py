@@ -15,11 +15,19 @@ import redis.exceptions
 
 from beatd.errors import BeatdError
 
-__all__ = ["StoreUnavailable", "connect", "reachable", "script"]
+__all__ = ["StoreError", "StoreRejected", "StoreUnavailable", "connect", "reachable", "script"]
 
 
-class StoreUnavailable(BeatdError):
+class StoreError(BeatdError):
+    """A Redis operation failed; daemons log it, back off and try again, they never crash on it."""
+
+
+class StoreUnavailable(StoreError):
     """Redis cannot be reached (connection refused, timeout, loading, failover in progress)."""
+
+
+class StoreRejected(StoreError):
+    """Redis refused an operation (out of memory, a key of the wrong type, no permission, ...)."""
 
 
 _UNAVAILABLE = (
@@ -34,11 +42,13 @@ _UNAVAILABLE = (
 
 @contextmanager
 def reachable() -> Iterator[None]:
-    """Raise StoreUnavailable, with the cause chained, for errors that mean Redis cannot be reached."""
+    """Turn Redis errors into StoreUnavailable (cannot reach) or StoreRejected (refused), cause chained."""
     try:
         yield
     except _UNAVAILABLE as error:
         raise StoreUnavailable(f"Redis unavailable: {error}") from error
+    except redis.exceptions.RedisError as error:
+        raise StoreRejected(f"Redis refused the operation: {type(error).__name__}: {error}") from error
 
 
 def connect(url: str, timeout: float = 2.0) -> redis.Redis:

@@ -29,7 +29,7 @@ class Op:
     run-record hash and its index for miss; empty for base); ``aux`` is the signature (emit) or run id (miss).
     """
 
-    kind: Literal["emit", "miss", "base"]
+    kind: Literal["emit", "miss", "base", "forget"]
     job: str
     scheduled_ms: int
     key: str
@@ -41,12 +41,14 @@ class Op:
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What a batch did; ``leader`` False means the lease was lost and nothing was written."""
+    """What a batch did; ``leader`` False means the lease was lost and nothing was written. ``refused`` lists
+    (job, Redis error) for steps Redis refused: those jobs' progress did not move."""
 
     leader: bool
     emitted: int = 0
     missed: int = 0
     duplicates: int = 0
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 class Store:
@@ -111,11 +113,15 @@ class Store:
         total = ApplyResult(leader=True)
         for start in range(0, len(ops), BATCH_LIMIT):
             result = self._apply_batch(token, ops[start : start + BATCH_LIMIT])
-            if not result.leader:
-                return ApplyResult(False, total.emitted, total.missed, total.duplicates)
             total = ApplyResult(
-                True, total.emitted + result.emitted, total.missed + result.missed, total.duplicates + result.duplicates
+                result.leader,
+                total.emitted + result.emitted,
+                total.missed + result.missed,
+                total.duplicates + result.duplicates,
+                total.refused + result.refused,
             )
+            if not result.leader:
+                break
         return total
 
     def _apply_batch(self, token: str, ops: Sequence[Op]) -> ApplyResult:
@@ -146,7 +152,8 @@ class Store:
             reply = self._emit(keys=keys, args=args)
         if int(reply[0]) == -1:
             return ApplyResult(leader=False)
-        return ApplyResult(True, int(reply[0]), int(reply[1]), int(reply[2]))
+        refused = tuple((str(job), str(error)) for job, error in zip(reply[3::2], reply[4::2], strict=True))
+        return ApplyResult(True, int(reply[0]), int(reply[1]), int(reply[2]), refused)
 
     def last_emitted(self) -> dict[str, dict[str, Any]]:
         """The last message emitted per job."""
@@ -154,14 +161,21 @@ class Store:
             raw = self.client.hgetall(self.keys.last)
         return {job: json.loads(value) for job, value in raw.items()}
 
-    def enqueue(self, queue: str, message: str, signature: str, audit: dict[str, Any]) -> str:
-        """Append a manual or backfill message to ``queue`` together with its audit record; return its id."""
+    def enqueue(self, queue: str, messages: Sequence[tuple[str, str]], audit: dict[str, Any]) -> None:
+        """Append manual or backfill messages (text, signature) to ``queue``, in order, and one audit record.
+
+        Each chunk of BATCH_LIMIT messages is one transaction; the audit record goes with the last one.
+        """
         with reachable():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.queue(queue), {"message": message, "sig": signature})
-            pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
-            entry_id, _ = pipe.execute()
-        return str(entry_id)
+            for start in range(0, max(len(messages), 1), BATCH_LIMIT):
+                pipe = self.client.pipeline(transaction=True)
+                for message, signature in messages[start : start + BATCH_LIMIT]:
+                    pipe.xadd(self.keys.queue(queue), {"message": message, "sig": signature})
+                if start + BATCH_LIMIT >= len(messages):
+                    pipe.xadd(
+                        self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN
+                    )
+                pipe.execute()
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream."""

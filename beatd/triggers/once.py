@@ -19,6 +19,11 @@ _EXPECTED = "expected ISO-8601 such as 2026-12-01T00:05:00+08:00"
 _PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+MIN_YEAR, MAX_YEAR = 1900, 9000
+"""Instants outside these years are refused: far from the limits of datetime, where time-zone arithmetic
+would overflow."""
+
+
 def parse_instant(value: str | date | datetime, zone: ZoneInfo) -> datetime:
     """Read an instant as a user wrote it and return it as an aware UTC datetime.
 
@@ -43,6 +48,8 @@ def parse_instant(value: str | date | datetime, zone: ZoneInfo) -> datetime:
             raise ScheduleError(f"invalid instant {value!r}: {_EXPECTED}") from error
     else:
         raise ScheduleError(f"invalid instant {value!r}: {_EXPECTED}")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ScheduleError(f"invalid instant {value!r}: expected a year from {MIN_YEAR} to {MAX_YEAR}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return resolve_wall_time(parsed.replace(tzinfo=None), zone)
     return parsed.astimezone(UTC)

@@ -26,7 +26,7 @@ from beatd.config import Config, JobSpec
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
-from beatd.store import Delivery, Finish, RunStore, StoreUnavailable
+from beatd.store import Delivery, Finish, RunStore, StoreError
 from beatd.worker.context import previous_fire
 from beatd.worker.executor import ChildExecutor, Executor, Outcome, ThreadExecutor, run_command
 
@@ -139,7 +139,7 @@ class Worker:
                 return 0.01
             for delivery in self.store.read(self.queues, self.identity.id, free, block_ms=200):
                 self._work.put(delivery)
-        except StoreUnavailable as error:
+        except StoreError as error:
             log.error("%s; retrying", error)
             return 1.0
         return 0.0
@@ -170,7 +170,7 @@ class Worker:
             for thread in self._threads:
                 thread.join(30)
         self._stopped.set()
-        with contextlib.suppress(StoreUnavailable):
+        with contextlib.suppress(StoreError):
             self.store.forget_workers([self.identity.id])
 
     def status(self) -> str:
@@ -186,7 +186,7 @@ class Worker:
                     self._busy += 1
                 try:
                     self._handle(delivery, executor)
-                except StoreUnavailable as error:
+                except StoreError as error:
                     log.error("run of entry %s left to be reclaimed: %s", delivery.entry_id, error)
                 except Exception:
                     log.exception("unexpected error handling entry %s; left to be reclaimed", delivery.entry_id)
@@ -200,7 +200,7 @@ class Worker:
         while not self._stopped.wait(HEARTBEAT_INTERVAL):
             try:
                 self._heartbeat()
-            except StoreUnavailable as error:
+            except StoreError as error:
                 log.warning("heartbeat failed: %s", error)
             except Exception:
                 log.exception("heartbeat failed")
@@ -385,7 +385,8 @@ class Worker:
             return _replace(end, then="retry", retry_at_ms=end_retry)
         reason = f"{record.status} on attempt {record.attempt} of {spec.retries + 1}: no retries left"
         record.reason = f"{record.reason}; {reason}" if record.reason else reason
-        return _replace(self._finish(spec, delivery, message, record, fire_done=True), then="dead", reason=reason)
+        # The attempt count is kept, so a dead letter put back with `beatd dead retry` runs as the next attempt.
+        return _replace(self._finish(spec, delivery, message, record, fire_done=False), then="dead", reason=reason)
 
     def _record_dead(self, spec: JobSpec, message: Message, last: RunRecord) -> None:
         """The fire-level record of a fire that ran out of attempts: ``{fire_id}#dead``."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from beatd.keys import Keys
 from beatd.messages import parse_utc
 from tests.redis_server import RedisServer
 
@@ -27,7 +28,7 @@ def write_config(path: Path, server: RedisServer, namespace: str, jobs: str, lea
 
 def messages(client: redis.Redis, namespace: str, queue: str = "default") -> list[dict[str, Any]]:
     """Every message in a queue stream, oldest first, with the stream entry id as ``_id``."""
-    entries = client.xrange(f"{namespace}:queue:{queue}")
+    entries = client.xrange(Keys(namespace).queue(queue))
     return [{"_id": entry_id, **json.loads(fields["message"])} for entry_id, fields in entries]
 
 
@@ -45,11 +46,12 @@ def assert_contiguous(instants: list[datetime], period_seconds: float) -> None:
 
 def leader_token(client: redis.Redis, namespace: str) -> str | None:
     """The current fencing token, or None."""
-    value = client.get(f"{namespace}:leader")
+    value = client.get(Keys(namespace).leader)
     return str(value) if value else None
 
 
 def runs(client: redis.Redis, namespace: str, job: str) -> list[dict[str, Any]]:
     """Run records of ``job``, oldest scheduled instant first."""
-    ids = client.zrange(f"{namespace}:runs:{job}:by-time", 0, -1)
-    return [json.loads(record) for record in client.hmget(f"{namespace}:runs:{job}", ids)] if ids else []
+    keys = Keys(namespace)
+    ids = client.zrange(keys.runs_by_time(job), 0, -1)
+    return [json.loads(record) for record in client.hmget(keys.runs(job), ids)] if ids else []

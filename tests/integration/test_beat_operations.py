@@ -137,7 +137,11 @@ def test_trigger_and_backfill(tmp_path: Path, shared_redis: RedisServer, namespa
     ]
     assert len({item["fire_id"] for item in items}) == 6
     events = [record["event"] for record in json.loads(cli("audit", "-c", str(config), "--json").stdout)]
-    assert events.count("backfill") == 5 and events.count("trigger") == 1
+    assert events.count("backfill") == 1 and events.count("trigger") == 1
+    backfill_record = next(
+        r for r in json.loads(cli("audit", "-c", str(config), "--json").stdout) if r["event"] == "backfill"
+    )
+    assert backfill_record["count"] == 5 and backfill_record["first"] == items[1]["fire_id"]
     assert cli("trigger", "-c", str(config), "nightly_typo").returncode == 2
 
 

@@ -159,6 +159,46 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ["{dir}/main.yaml:2:3: jobs.a b: invalid job name 'a b': expected letters, digits"],
     ),
     (
+        "end-before-start",
+        {"main.yaml": "jobs:\n  a:\n    call: m:f\n    every: 1m\n    start: 2026-02-01\n    end: 2026-01-01\n"},
+        ["{dir}/main.yaml:6:10: jobs.a.end: end", "is before start"],
+    ),
+    (
+        "sub-millisecond-interval",
+        {"main.yaml": "jobs:\n  a: {call: m:f, every: 0.0005}\n"},
+        ["{dir}/main.yaml:2:25: jobs.a.every: 0.0005s is not a whole number of milliseconds"],
+    ),
+    (
+        "instant-out-of-range",
+        {"main.yaml": "jobs:\n  a: {call: m:f, at: '0001-01-01T00:00'}\n"},
+        ["{dir}/main.yaml:2:22: jobs.a.at: invalid instant '0001-01-01T00:00': expected a year from 1900 to 9000"],
+    ),
+    (
+        "huge-duration",
+        {"main.yaml": "jobs:\n  a: {call: m:f, every: 1.0e+400}\n"},
+        ["{dir}/main.yaml:2:25: jobs.a.every: invalid duration"],
+    ),
+    (
+        "nested-default",
+        {"main.yaml": "redis:\n  url: ${A:-${B}}\n" + GOOD_JOB},
+        ["{dir}/main.yaml:2:8: redis.url: nested reference in the default"],
+    ),
+    (
+        "complex-mapping-key",
+        {"main.yaml": "jobs:\n  ? [a, b]\n  : {call: m:f, every: 1m}\n"},
+        ["{dir}/main.yaml:2:5: jobs: a mapping key must be a plain string"],
+    ),
+    (
+        "bad-redis-url",
+        {"main.yaml": "redis: {url: 'localhost:6379'}\n" + GOOD_JOB},
+        ["{dir}/main.yaml:1:14: redis.url: invalid value 'localhost:6379': expected a redis://"],
+    ),
+    (
+        "lease-too-short",
+        {"main.yaml": "leader: {lease: 1ms}\n" + GOOD_JOB},
+        ["{dir}/main.yaml:1:17: leader.lease: "],
+    ),
+    (
         "command-unbalanced-quote",
         {"main.yaml": "jobs:\n  a:\n    command: echo 'oops\n    every: 1m\n"},
         ["{dir}/main.yaml:3:14: jobs.a.command: cannot split"],

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from beatd.planner import MISSED_RECORD_LIMIT, CatchupPolicy, plan_job
+from beatd.planner import MISSED_RECORD_LIMIT, SCAN_LIMIT, CatchupPolicy, plan_job
 from beatd.triggers import CronTrigger, IntervalTrigger
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -107,18 +107,37 @@ def test_jitter_delays_due_but_keeps_instant() -> None:
 
 
 def test_long_gap_is_summarised_not_lost() -> None:
-    """A day-long gap of a 1 s job records single misses up to a limit and one range covering the rest."""
+    """A day-long gap of a 1 s job: fires before the grace window become one range, newer ones single records."""
     every_second = IntervalTrigger(timedelta(seconds=1), start=None, end=None)
     now = T0 + timedelta(days=1)
     plan = plan_job(every_second, no_jitter, T0, now, policy("latest", grace=60), LATE_AFTER)
     singles = [step for step in plan.steps if step.kind == "miss" and step.first is None]
     ranges = [step for step in plan.steps if step.first is not None]
-    assert len(singles) >= MISSED_RECORD_LIMIT
-    assert len(ranges) == 1 and ranges[0].count > 1000
+    assert len(ranges) == 1 and ranges[0].first == at(1) and ranges[0].count >= SCAN_LIMIT
+    assert not ranges[0].count_exact and ranges[0].scheduled_at < now - timedelta(seconds=60)
+    assert len(singles) == 49 and all(now - step.scheduled_at <= timedelta(seconds=60) for step in singles)
     emitted = [step for step in plan.steps if step.kind == "emit"]
-    assert emitted and all(now - step.scheduled_at <= LATE_AFTER for step in emitted)
+    assert len(emitted) == 12 and all(now - step.scheduled_at <= LATE_AFTER for step in emitted)  # ages 0..11 s
     assert [step.scheduled_at for step in plan.steps] == sorted(step.scheduled_at for step in plan.steps)
     assert plan.progress == now
+
+
+@pytest.mark.parametrize(("catchup", "limit", "emitted"), [("all", 100, 100), ("latest", 100, 1), ("none", 100, 0)])
+def test_catch_up_limits_hold_over_long_gaps(catchup: str, limit: int, emitted: int) -> None:
+    """After a 20 h gap of a 1 s job with a day of grace, all emits catchup_limit fires and latest exactly one."""
+    every_second = IntervalTrigger(timedelta(seconds=1), start=None, end=None)
+    now = T0 + timedelta(hours=20, seconds=0.5)
+    plan = plan_job(every_second, no_jitter, T0, now, policy(catchup, grace=86400, limit=limit), timedelta(0))
+    catchups = [step.scheduled_at for step in plan.steps if step.kind == "emit"]
+    assert len(catchups) == emitted
+    if emitted:
+        assert catchups[-1] == T0 + timedelta(hours=20)  # the most recent missed fire is among them
+    assert len([step for step in plan.steps if step.kind == "miss"]) <= MISSED_RECORD_LIMIT + 1
+    counted = sum(step.count for step in plan.steps if step.kind == "miss")
+    if catchup == "none":  # nothing can be emitted: the gap is walked only SCAN_LIMIT far, then counted as a range
+        assert counted >= SCAN_LIMIT and not any(step.count_exact for step in plan.steps if step.first is not None)
+    else:
+        assert counted == 72000 - emitted
 
 
 def test_finished_trigger_has_no_next_due() -> None:

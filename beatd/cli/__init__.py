@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import daemon, inspect, ops, runs, worker
+from beatd.cli import daemon, dev, inspect, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -62,6 +62,7 @@ for _command in (
     runs.export,
     runs.workers,
     runs.dead,
+    dev.dev,
 ):
     cli.add_command(_command)
 

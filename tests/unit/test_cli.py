@@ -31,7 +31,7 @@ def test_check_example_imports_targets() -> None:
     """`beatd check` on the example config imports its call targets and reports ok."""
     code, out, _ = invoke("check", "-c", EXAMPLE)
     assert code == 0
-    assert "ok, 5 jobs" in out
+    assert "ok, 6 jobs" in out
 
 
 def test_check_default_lookup_finds_repo_config() -> None:
@@ -60,7 +60,7 @@ def test_jobs_table_has_headers_and_rows() -> None:
     lines = out.splitlines()
     assert code == 0
     assert lines[0].split()[:3] == ["NAME", "SCHEDULE", "AS"]
-    assert len(lines) == 6
+    assert len(lines) == 7
 
 
 def test_next_json_after() -> None:

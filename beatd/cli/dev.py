@@ -1,0 +1,119 @@
+"""``beatd dev``: beat and a worker together on one config, against a private Redis, printing each run.
+
+For trying beatd out and for developing jobs. Ctrl-C (or ``--duration``) stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from beatd.cli.options import config_option
+from beatd.cli.runtime import Runtime
+from beatd.config import find_config, load_config
+from beatd.keys import Keys
+from beatd.localredis import RedisServer
+from beatd.records import FINAL_STATUSES
+from beatd.store import RunStore, StoreError, connect
+
+__all__ = ["dev"]
+
+POLL = 0.5
+"""How often (s) the run history is read for new finished runs."""
+
+
+@click.command()
+@config_option
+@click.option("--redis-url", metavar="URL", help="Use this Redis instead of starting a private one.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the private Redis keeps its data."
+)
+@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop by itself after this many seconds.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+              show_default=True, help="Log level of the beat and the worker (runs are printed anyway).")  # fmt: skip
+@click.pass_obj
+def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_dir: Path | None,
+        duration: float | None, log_level: str) -> None:  # fmt: skip
+    """Run a beat and a worker on the config, with a private Redis, and print each run as it finishes."""
+    path = find_config(config_path, runtime.environ, runtime.cwd).resolve()
+    load_config(path, {**runtime.environ, "BEATD_REDIS_URL": redis_url or "redis://127.0.0.1:1/0"})  # fail fast
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with tempfile.TemporaryDirectory(prefix="beatd-dev-") as scratch:
+        server = None if redis_url else RedisServer(data_dir or Path(scratch) / "redis")
+        if server is not None:
+            server.start()
+            redis_url = server.url
+            click.echo(f"beatd dev: private redis-server at {redis_url} (data in {server.directory})")
+        assert redis_url is not None
+        environ = {**runtime.environ, "BEATD_REDIS_URL": redis_url}
+        config = load_config(path, environ)
+        children = [_spawn(kind, path, environ, log_level) for kind in ("beat", "worker")]
+        click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "
+                   "Ctrl-C stops everything")  # fmt: skip
+        try:
+            _watch(RunStore(connect(redis_url), Keys(config.namespace)), list(config.jobs), stop, duration, children)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+            for child in children:
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            if server is not None:
+                server.stop()
+            click.echo("beatd dev: stopped")
+
+
+def _spawn(kind: str, path: Path, environ: dict[str, str], log_level: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "beatd", kind, "-c", str(path), "--log-level", log_level], env=environ
+    )
+
+
+def _watch(
+    store: RunStore, jobs: list[str], stop: threading.Event, duration: float | None, children: list[Any]
+) -> None:
+    seen: set[str] = set()
+    waited = 0.0
+    while not stop.wait(POLL):
+        waited += POLL
+        if duration is not None and waited >= duration:
+            return
+        if any(child.poll() is not None for child in children):
+            click.echo("beatd dev: a child process exited; stopping", err=True)
+            return
+        try:
+            for job in jobs:
+                for text in reversed(store.run_records(job, 20)):
+                    record = json.loads(text)
+                    if record["run_id"] in seen or record["status"] not in FINAL_STATUSES:
+                        continue
+                    seen.add(record["run_id"])
+                    click.echo(_line(record))
+        except StoreError as error:
+            click.echo(f"beatd dev: {error}", err=True)
+
+
+def _line(record: dict[str, Any]) -> str:
+    detail = record.get("reason") or ""
+    if record.get("error"):
+        detail = f"{record['error'].get('type')}: {record['error'].get('message')}"
+    elif record.get("result") is not None:
+        detail = json.dumps(record["result"])
+    elif record.get("exit_code") is not None:
+        detail = f"exit {record['exit_code']} {(record.get('stdout_tail') or '').strip()[-60:]}"
+    duration = f"{record['duration_s']:.3f}s" if record.get("duration_s") is not None else "-"
+    return f"{record['scheduled_at']}  {record['status']:<9} {duration:>8}  {record['run_id']}  {detail}"[:200]

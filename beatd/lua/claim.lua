@@ -1,9 +1,11 @@
 -- Start a run of a fire, applying the job's overlap policy, atomically.
 -- KEYS[1] active runs hash of the job     KEYS[2] leases hash of the queue     KEYS[3] attempts hash
 -- KEYS[4] buffer hash of the job          KEYS[5] cancel hash
+-- KEYS[6] run records hash of the job     KEYS[7] run records index (sorted set) of the job
 -- ARGV[1] fire id     ARGV[2] stream entry id     ARGV[3] worker id     ARGV[4] now, ms
 -- ARGV[5] lease end, ms     ARGV[6] overlap: allow | skip | buffer_one | replace
 -- ARGV[7] message JSON     ARGV[8] signature (kept with a buffered fire)
+-- ARGV[9] the 'running' run record JSON, without run_id and attempt (filled in here)     ARGV[10] its score
 -- Runs whose lease ended (their worker died) no longer count as running.
 -- Returns {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'}
 local now = tonumber(ARGV[4])
@@ -37,6 +39,11 @@ local attempt = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 local run = ARGV[1] .. '#' .. attempt
 redis.call('HSET', KEYS[1], run, cjson.encode({worker = ARGV[3], entry = ARGV[2], lease_until = tonumber(ARGV[5])}))
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[5])
+local record = cjson.decode(ARGV[9])
+record['run_id'] = run
+record['attempt'] = attempt
+redis.call('HSET', KEYS[6], run, cjson.encode(record))
+redis.call('ZADD', KEYS[7], ARGV[10], run)
 local reply = {'run', attempt}
 if policy == 'replace' then
     for _, id in ipairs(running) do

@@ -119,26 +119,32 @@ class RunStore:
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(
-        self, job: str, delivery: Delivery, fire_id: str, worker: str, now_ms: int, lease_ms: int, overlap: str
+        self,
+        job: str,
+        delivery: Delivery,
+        fire_id: str,
+        worker: str,
+        now_ms: int,
+        lease_ms: int,
+        overlap: str,
+        running_record: str,
+        score_ms: int,
     ) -> Claim:
-        """Apply ``overlap`` and, when the fire may run, register the run with its lease (``lua/claim.lua``)."""
+        """Apply ``overlap`` and, when the fire may run, register the run with its lease and write its
+        ``running`` record (``running_record`` without run_id and attempt), atomically (``lua/claim.lua``)."""
         keys = [
             self.keys.active(job),
             self.keys.leases(delivery.queue),
             self.keys.attempts,
             self.keys.buffer(job),
             self.keys.cancel,
+            self.keys.runs(job),
+            self.keys.runs_by_time(job),
         ]
         args: list[str | int] = [
-            fire_id,
-            delivery.entry_id,
-            worker,
-            now_ms,
-            now_ms + lease_ms,
-            overlap,
-            delivery.message,
-            delivery.signature,
-        ]
+            fire_id, delivery.entry_id, worker, now_ms, now_ms + lease_ms, overlap, delivery.message,
+            delivery.signature, running_record, score_ms,
+        ]  # fmt: skip
         with reachable():
             reply = self._claim(keys=keys, args=args)
         if reply[0] == "run":

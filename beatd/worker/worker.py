@@ -40,6 +40,10 @@ RECLAIM_MIN_IDLE = timedelta(seconds=2)
 HOUSEKEEPING_INTERVAL = 0.5
 """How often (s) the main thread moves due retries back and looks for runs to reclaim."""
 
+PREFETCH = 2
+"""Entries read ahead per runner: enough to keep runners busy, few enough that a dying worker strands little
+(entries read but not started are reclaimed like any other)."""
+
 HEARTBEAT_INTERVAL = 1.0
 """How often (s) leases are renewed and the heartbeat published."""
 
@@ -106,6 +110,7 @@ class Worker:
         self._lock = threading.Lock()
         self._active: dict[str, ActiveRun] = {}
         self._abandon = threading.Event()
+        self._capacity = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._next_housekeeping = 0.0
@@ -134,9 +139,12 @@ class Worker:
             if now_mono >= self._next_housekeeping:
                 self._next_housekeeping = now_mono + HOUSEKEEPING_INTERVAL
                 self._housekeeping()
-            free = self.concurrency - self._busy - self._work.qsize()
+            # Keep one batch ready beyond the runners, so a runner that finishes starts the next run at once.
+            free = PREFETCH * self.concurrency - self._busy - self._work.qsize()
             if free <= 0:
-                return 0.01
+                self._capacity.wait(0.1)
+                self._capacity.clear()
+                return 0.0
             for delivery in self.store.read(self.queues, self.identity.id, free, block_ms=200):
                 self._work.put(delivery)
         except StoreError as error:
@@ -193,6 +201,7 @@ class Worker:
                 finally:
                     with self._lock:
                         self._busy -= 1
+                    self._capacity.set()
         finally:
             executor.close()
 
@@ -254,9 +263,15 @@ class Worker:
             self._record_lost(spec, message)
         now = self.clock.now()
         lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
+        scheduled = parse_utc(message.scheduled_at)
+        running = self._record(spec, message, 0, "running")
+        running.started_at = format_utc(now)
+        running.lag_s = round((now - scheduled).total_seconds(), 6)
+        running.worker = f"{self.identity.host}:{self.identity.pid}"
         claim = self.store.claim(
-            spec.name, delivery, message.fire_id, self.identity.id, to_ms(now), lease_ms, spec.overlap
-        )
+            spec.name, delivery, message.fire_id, self.identity.id, to_ms(now), lease_ms, spec.overlap,
+            running.to_json(), to_ms(scheduled),
+        )  # fmt: skip
         if claim.decision == "buffered":
             log.info(
                 "fire %s of %s held back until the running one ends (overlap: buffer_one)", message.fire_id, spec.name
@@ -273,21 +288,24 @@ class Worker:
             return
         for replaced in claim.replaced:
             log.info("fire %s of %s replaces run %s (overlap: replace)", message.fire_id, spec.name, replaced)
-        self._run(spec, delivery, message, claim.attempt, lease_ms, executor)
+        running.attempt, running.run_id = claim.attempt, run_id(message.fire_id, claim.attempt)
+        self._run(spec, delivery, message, running, lease_ms, executor, now)
 
     def _run(
-        self, spec: JobSpec, delivery: Delivery, message: Message, attempt: int, lease_ms: int, executor: Executor
+        self,
+        spec: JobSpec,
+        delivery: Delivery,
+        message: Message,
+        record: RunRecord,
+        lease_ms: int,
+        executor: Executor,
+        started: datetime,
     ) -> None:
-        record = self._record(spec, message, attempt, "running")
-        started = self.clock.now()
-        record.started_at = format_utc(started)
-        record.lag_s = round((started - parse_utc(message.scheduled_at)).total_seconds(), 6)
-        record.worker = f"{self.identity.host}:{self.identity.pid}"
-        self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+        """Run a claimed fire; ``record`` is its ``running`` record, already written by the claim."""
         run = ActiveRun(spec.name, delivery.queue, delivery.entry_id, record.run_id, lease_ms)
         with self._lock:
             self._active[run.run_id] = run
-        log.info("running %s run %s (attempt %d, %s)", spec.name, record.run_id, attempt, message.trigger)
+        log.info("running %s run %s (attempt %d, %s)", spec.name, record.run_id, record.attempt, message.trigger)
         try:
             outcome = self._execute(spec, message, record, run, executor)
         finally:

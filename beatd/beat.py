@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -22,6 +20,7 @@ from functools import partial
 from beatd import defaults
 from beatd.audit import audit_record
 from beatd.config import Config, JobSpec
+from beatd.identity import Identity
 from beatd.leader import Leadership
 from beatd.messages import Message, fire_id, format_utc, from_ms, to_ms
 from beatd.planner import CatchupPolicy, Plan, plan_job
@@ -30,7 +29,7 @@ from beatd.signing import Signer
 from beatd.store import Op, Store, StoreError
 from beatd.triggers import Trigger, jitter_offset
 
-__all__ = ["Beat", "JobState", "Replica"]
+__all__ = ["Beat", "JobState"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -49,22 +48,6 @@ REFUSED_RETRY = 5.0
 
 def _no_jitter(_: datetime) -> timedelta:
     return timedelta(0)
-
-
-@dataclass(frozen=True)
-class Replica:
-    """Who this beat process is, for the lease, the heartbeat and the audit log."""
-
-    id: str
-    host: str
-    pid: int
-    started_at: datetime
-
-    @classmethod
-    def here(cls, now: datetime) -> Replica:
-        """This process."""
-        host, pid = socket.gethostname(), os.getpid()
-        return cls(id=f"{host}:{pid}:{os.urandom(3).hex()}", host=host, pid=pid, started_at=now)
 
 
 @dataclass
@@ -95,7 +78,7 @@ class Counters:
 class Beat:
     """One beat replica."""
 
-    def __init__(self, config: Config, store: Store, replica: Replica, signer: Signer | None = None) -> None:
+    def __init__(self, config: Config, store: Store, replica: Identity, signer: Signer | None = None) -> None:
         self.store = store
         self.signer = signer
         self.replica = replica

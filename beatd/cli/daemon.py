@@ -7,11 +7,12 @@ import logging
 import click
 
 from beatd.audit import audit_record
-from beatd.beat import Beat, Replica
+from beatd.beat import Beat
 from beatd.cli.options import config_option, log_options
 from beatd.cli.runtime import Runtime
 from beatd.config import find_config, load_config
 from beatd.errors import ConfigError
+from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.service import Notifier, Signals, configure_logging, run_loop
@@ -34,7 +35,7 @@ def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: 
     config = load_config(path, runtime.environ)
     clock = runtime.clock
     store = Store(connect(config.settings.redis.url), Keys(config.namespace))
-    replica = Replica.here(clock.now())
+    replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
     daemon = Beat(config, store, replica, Signer(key) if key else None)
     signals = Signals()

@@ -10,11 +10,12 @@ from beatd.cli.options import config_option, log_options
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import find_config, load_config
 from beatd.errors import ConfigError
+from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.service import Notifier, Signals, configure_logging, run_loop
 from beatd.signing import Signer
 from beatd.store import RunStore, connect
-from beatd.worker import Worker, WorkerIdentity
+from beatd.worker import Worker
 
 __all__ = ["worker"]
 
@@ -52,7 +53,7 @@ def worker(
     daemon = Worker(
         config,
         RunStore(connect(config.settings.redis.url), Keys(config.namespace)),
-        WorkerIdentity.here(clock.now()),
+        Identity.here(clock.now()),
         clock,
         queues=names,
         concurrency=concurrency or settings.concurrency,

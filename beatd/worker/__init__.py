@@ -1,6 +1,6 @@
 """Workers: claim fires from queue streams, run them with timeouts, retries and overlap rules, record them."""
 
 from beatd.worker.context import RunContext, previous_fire
-from beatd.worker.worker import Worker, WorkerIdentity
+from beatd.worker.worker import Worker
 
-__all__ = ["RunContext", "Worker", "WorkerIdentity", "previous_fire"]
+__all__ = ["RunContext", "Worker", "previous_fire"]

@@ -15,7 +15,6 @@ import logging
 import os
 import queue
 import random
-import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from datetime import datetime, timedelta
 from beatd import defaults
 from beatd.clock import Clock
 from beatd.config import Config, JobSpec
+from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
@@ -30,7 +30,7 @@ from beatd.store import Delivery, Finish, RunStore, StoreError
 from beatd.worker.context import previous_fire
 from beatd.worker.executor import ChildExecutor, Executor, Outcome, ThreadExecutor, run_command
 
-__all__ = ["Worker", "WorkerIdentity"]
+__all__ = ["Identity", "Worker"]
 
 log = logging.getLogger("beatd.worker")
 
@@ -46,22 +46,6 @@ PREFETCH = 2
 
 HEARTBEAT_INTERVAL = 1.0
 """How often (s) leases are renewed and the heartbeat published."""
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who this worker process is."""
-
-    id: str
-    host: str
-    pid: int
-    started_at: datetime
-
-    @classmethod
-    def here(cls, now: datetime) -> WorkerIdentity:
-        """This process."""
-        host, pid = socket.gethostname(), os.getpid()
-        return cls(id=f"{host}:{pid}:{os.urandom(3).hex()}", host=host, pid=pid, started_at=now)
 
 
 @dataclass
@@ -84,7 +68,7 @@ class Worker:
         self,
         config: Config,
         store: RunStore,
-        identity: WorkerIdentity,
+        identity: Identity,
         clock: Clock,
         *,
         queues: list[str] | None,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from beatd.beat import Beat, Replica
+from beatd.beat import Beat
 from beatd.clock import FixedClock
 from beatd.config import load_config
+from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
 from beatd.store import Op, Store, connect
@@ -28,7 +29,7 @@ def make_beat(tmp_path: Path, shared_redis: RedisServer, namespace: str):  # typ
 
     def make(name: str) -> Beat:
         store = Store(connect(shared_redis.url), Keys(namespace))
-        return Beat(config, store, Replica(id=name, host="test", pid=0, started_at=T0))
+        return Beat(config, store, Identity(id=name, host="test", pid=0, started_at=T0))
 
     return make
 

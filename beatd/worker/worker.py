@@ -30,7 +30,7 @@ from beatd.store import Delivery, Finish, RunStore, StoreError
 from beatd.worker.context import previous_fire
 from beatd.worker.executor import ChildExecutor, Executor, Outcome, ThreadExecutor, run_command
 
-__all__ = ["Identity", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("beatd.worker")
 

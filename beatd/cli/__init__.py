@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import daemon, dev, inspect, ops, runs, worker
+from beatd.cli import daemon, dev, inspect, install, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -63,6 +63,7 @@ for _command in (
     runs.workers,
     runs.dead,
     dev.dev,
+    install.install_systemd,
 ):
     cli.add_command(_command)
 

@@ -297,6 +297,7 @@ class Beat:
                     second_key=keys.runs_by_time(spec.name),
                     keep=spec.history.keep,
                     aux=record.run_id,
+                    score_ms=to_ms(now),
                 )
             )
         return ops

@@ -62,6 +62,7 @@ __all__ = [
     "proc_cpu_seconds",
     "proc_status_kb",
     "read_fires",
+    "wait_for_quiet",
     "write_config",
 ]
 
@@ -79,6 +80,14 @@ def load_average() -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages."""
     one, five, fifteen = os.getloadavg()
     return round(one, 2), round(five, 2), round(fifteen, 2)
+
+
+def wait_for_quiet(load: float, timeout: float) -> float:
+    """Wait (at most ``timeout`` s) until the 1-minute load average is at most ``load``; return the wait."""
+    started = time.monotonic()
+    while os.getloadavg()[0] > load and time.monotonic() - started < timeout:
+        time.sleep(2)
+    return round(time.monotonic() - started, 1)
 
 
 def machine() -> dict[str, Any]:

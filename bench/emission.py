@@ -43,6 +43,8 @@ Figures (per N and mode), defined as in ``bench/peers/redbeat_emission.py``:
 * beat CPU s: utime + stime from /proc/PID/stat at the end of the run (total, and the second half alone:
   the steady cost of emission); peak RSS: VmHWM; redis-server CPU s over the run.
 
+Other processes skew the figures on a small machine: before each run the script waits (at most --quiet-wait
+seconds) for the 1-minute load average to fall to --quiet-load, and records the load before and after.
 Every loop is bounded (start-up by --startup-timeout, the run by --duration, the stop by 15 s + SIGKILL).
 Prints one table and a final JSON line.
 """
@@ -84,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lease", default="5s", help="leader lease")
     parser.add_argument("--repeat", type=int, default=1, help="runs per N")
     parser.add_argument("--startup-timeout", type=float, default=240.0, help="give up when not leading by then")
+    parser.add_argument("--quiet-load", type=float, default=1.0, help="before each run, wait for this 1-min load")
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="longest wait for --quiet-load, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log)")
     parser.add_argument("--json-out", help="also write the final JSON line to this file")
     return parser.parse_args(argv)
@@ -339,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"run {repeat + 1}/{args.repeat} (load {C.load_average()}) ...",
                 flush=True,
             )
+            waited = C.wait_for_quiet(args.quiet_load, args.quiet_wait)
             started = time.monotonic()
             result = run_one(n, args)
+            result["waited_for_quiet_s"] = waited
             result["run"] = repeat + 1
             result["wall_s"] = round(time.monotonic() - started, 1)
             results.append(result)

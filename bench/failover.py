@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of emission after a takeover")
     parser.add_argument("--takeover-cap", type=float, default=0.0, help="takeover wait cap, s (0: 3 leases + 10)")
     parser.add_argument("--max-wall", type=float, default=900.0, help="hard cap on the whole run, seconds")
+    parser.add_argument("--quiet-load", type=float, default=1.0, help="first wait for this 1-min load average")
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="longest wait for --quiet-load, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs)")
     parser.add_argument("--json-out", help="also write the final JSON line to this file")
     return parser.parse_args(argv)
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lease = lease_seconds(args.lease)
     cap = args.takeover_cap or 3 * lease + 10
+    waited = C.wait_for_quiet(args.quiet_load, args.quiet_wait)
     info = C.machine()
     print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
     print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu", "load_average")))
@@ -341,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - wall0, 1),
         "redis_alive_at_end": redis_alive,
         "final_exit_codes": sorted(str(code) for code in exit_codes.values()),
+        "waited_for_quiet_s": waited,
+        "load_before": info["load_average"],
         "load_after": C.load_average(),
     }
 

@@ -1,36 +1,53 @@
-"""Create a demo users table for the signups job: ``python -m jobs.seed sqlite:///PATH --days 30``."""
+"""Create a demo users table for the signups job: ``python -m jobs.seed DSN --days 30``.
+
+DSN is an SQLAlchemy URL: ``sqlite:///PATH`` or ``postgresql+psycopg://user@host/db``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import random
-import sqlite3
-from contextlib import closing
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from jobs.stats import as_stored, engine_for, users_table
+
+
+def insert_users(dsn: str, instants: Iterable[datetime], table: str = "users", fresh: bool = True) -> int:
+    """(Re)create ``table`` (when ``fresh``) and insert one user created at each instant."""
+    if dsn.startswith("sqlite:///"):
+        Path(dsn.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = engine_for(dsn)
+    users = users_table(table)
+    rows = [{"email": f"user{index}@example.com", "created_at": as_stored(engine, instant)}
+            for index, instant in enumerate(instants)]  # fmt: skip
+    with engine.begin() as connection:
+        if fresh:
+            users.drop(connection, checkfirst=True)
+        users.create(connection, checkfirst=True)
+        if rows:
+            connection.execute(sa.insert(users), rows)
+    return len(rows)
+
 
 def seed(dsn: str, days: int, per_day: int, now: datetime) -> int:
-    """(Re)create table ``users`` with about ``per_day`` sign-ups on each of the last ``days`` days."""
-    path = Path(dsn.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    """About ``per_day`` sign-ups on each of the last ``days`` days, reproducibly."""
     generator = random.Random(42)
-    for day in range(days):
-        for _ in range(generator.randint(per_day // 2, per_day * 3 // 2)):
-            created = now - timedelta(days=day, seconds=generator.randint(0, 86399))
-            rows.append((f"user{len(rows)}@example.com", created.isoformat()))
-    with closing(sqlite3.connect(path)) as connection, connection:
-        connection.execute("DROP TABLE IF EXISTS users")
-        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, created_at TEXT NOT NULL)")
-        connection.executemany("INSERT INTO users (email, created_at) VALUES (?, ?)", rows)
-    return len(rows)
+    instants = [
+        now - timedelta(days=day, seconds=generator.randint(0, 86399))
+        for day in range(days)
+        for _ in range(generator.randint(per_day // 2, per_day * 3 // 2))
+    ]
+    return insert_users(dsn, instants)
 
 
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("dsn", help="sqlite:///PATH")
+    parser.add_argument("dsn", help="sqlite:///PATH or postgresql+psycopg://...")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--per-day", type=int, default=40)
     arguments = parser.parse_args()

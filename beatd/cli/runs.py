@@ -41,7 +41,7 @@ def _since(text: str | None, option: str) -> int | None:
 def _records(store: RunStore, jobs: list[str], limit: int, since_ms: int | None) -> list[dict[str, Any]]:
     """Newest first across ``jobs`` (each job's records are already newest first)."""
     streams = [[json.loads(text) for text in store.run_records(job, limit, since_ms)] for job in jobs]
-    merged = heapq.merge(*streams, key=lambda record: (record["scheduled_at"], record["run_id"]), reverse=True)
+    merged = heapq.merge(*streams, key=_record_time, reverse=True)
     return list(merged)
 
 
@@ -49,7 +49,9 @@ def _records(store: RunStore, jobs: list[str], limit: int, since_ms: int | None)
 @config_option
 @click.argument("job", required=False)
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs that ended so (or are so).")
-@click.option("--since", metavar="ISO8601", help="Only fires scheduled at or after this instant (UTC if no offset).")
+@click.option(
+    "--since", metavar="ISO8601", help="Only runs started (or recorded) at or after this instant (UTC if no offset)."
+)
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Most records.")
 @json_option
 @click.pass_obj
@@ -106,8 +108,8 @@ def show(runtime: Runtime, config_path: str | None, identifier: str, as_json: bo
 
 @click.command()
 @config_option
-@click.option("--since", metavar="ISO8601", help="Only fires scheduled at or after this instant.")
-@click.option("--until", metavar="ISO8601", help="Only fires scheduled before this instant.")
+@click.option("--since", metavar="ISO8601", help="Only runs started (or recorded) at or after this instant.")
+@click.option("--until", metavar="ISO8601", help="Only runs started (or recorded) before this instant.")
 @click.pass_obj
 def export(runtime: Runtime, config_path: str | None, since: str | None, until: str | None) -> None:
     """Every run record as JSON Lines (oldest first), for archiving outside Redis."""
@@ -117,7 +119,7 @@ def export(runtime: Runtime, config_path: str | None, since: str | None, until: 
     jobs = sorted(set(config.jobs) | set(store.jobs_with_history()))
     records = _records(store, jobs, 10_000_000, low)
     for record in reversed(records):
-        if high is None or to_ms(parse_utc(record["scheduled_at"])) < high:
+        if high is None or to_ms(parse_utc(_record_time(record)[0])) < high:
             click.echo(json.dumps(record, separators=(",", ":")))
 
 
@@ -186,6 +188,11 @@ def dead_drop(ctx: click.Context, entry_id: str, config_path: str | None) -> Non
     if not _store(ctx.obj.load(config_path or ctx.meta.get("config_path"))).drop_dead(entry_id):
         raise UsageProblem(f"no dead letter {entry_id!r}")
     click.echo(f"dropped {entry_id}")
+
+
+def _record_time(record: dict[str, Any]) -> tuple[str, str]:
+    """Where a record sits in history: when its run started, else when it was written."""
+    return (record.get("started_at") or record.get("finished_at") or record["scheduled_at"], record["run_id"])
 
 
 def _job_in(message: str) -> str:

@@ -6,6 +6,8 @@
 -- ARGV[5] lease end, ms     ARGV[6] overlap: allow | skip | buffer_one | replace
 -- ARGV[7] message JSON     ARGV[8] signature (kept with a buffered fire)
 -- ARGV[9] the 'running' run record JSON, without run_id and attempt (filled in here)     ARGV[10] its score
+-- ARGV[11] 'scheduled' for fires of the schedule (and catch-up), else 'requested' (manual, backfill):
+--          a requested fire is never held in the buffer; the worker defers it instead of skipping it
 -- Runs whose lease ended (their worker died) no longer count as running.
 -- Returns {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'}
 local now = tonumber(ARGV[4])
@@ -21,9 +23,9 @@ for i = 1, #active, 2 do
 end
 local policy = ARGV[6]
 if #running > 0 then
-    if policy == 'skip' then
+    if policy == 'skip' or policy == 'buffer_one' and ARGV[11] ~= 'scheduled' then
         return {'skip'}
-    elseif policy == 'buffer_one' then
+    elseif policy == 'buffer_one' and ARGV[11] == 'scheduled' then
         if redis.call('EXISTS', KEYS[4]) == 1 then
             return {'skip'}
         end

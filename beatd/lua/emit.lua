@@ -2,10 +2,11 @@
 -- KEYS[1] leader lease key      KEYS[2] progress hash      KEYS[3] schedules hash      KEYS[4] last hash
 -- KEYS[5..] the streams, hashes and sorted sets the operations write to, named by index
 -- ARGV[1] fencing token
--- then 8 values per operation: op, job, scheduled ms, key index A, key index B, keep, payload, aux
+-- then 9 values per operation: op, job, scheduled ms, key index A, key index B, keep, payload, aux, score
 --   emit: if scheduled > progress[job]: XADD A message=payload sig=aux (aux: signature or '');
 --         progress[job] = scheduled; last[job] = payload
---   miss: if scheduled > progress[job]: HSET A aux(run id) payload(run record); ZADD B scheduled aux;
+--   miss: if scheduled > progress[job]: HSET A aux(run id) payload(run record); ZADD B score aux
+--         (score: when the record was written, ms);
 --         keep at most `keep` records in A/B (oldest dropped); progress[job] = scheduled
 --   base: progress[job] = max(progress[job], scheduled); schedules[job] = payload (the schedule digest)
 --   forget: schedules[job] is removed (the job left the config or was disabled: it restarts from now)
@@ -21,10 +22,10 @@ local function refuse(job, reply)
     table.insert(refused, job)
     table.insert(refused, reply.err)
 end
-for i = 2, #ARGV, 8 do
+for i = 2, #ARGV, 9 do
     local op, job, scheduled = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
     local a, b = KEYS[tonumber(ARGV[i + 3])], KEYS[tonumber(ARGV[i + 4])]
-    local keep, payload, aux = tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7]
+    local keep, payload, aux, score = tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
     local progress = tonumber(redis.call('HGET', KEYS[2], job) or '-1')
     if op == 'base' then
         if scheduled > progress then
@@ -49,7 +50,7 @@ for i = 2, #ARGV, 8 do
         if type(reply) == 'table' and reply.err then
             refuse(job, reply)
         else
-            redis.call('ZADD', b, scheduled, aux)
+            redis.call('ZADD', b, score, aux)
             local excess = redis.call('ZCARD', b) - keep
             if excess > 0 then
                 local old = redis.call('ZRANGE', b, 0, excess - 1)

@@ -37,6 +37,7 @@ class Op:
     second_key: str = ""
     keep: int = 0
     aux: str = ""
+    score_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class Store:
                     op.keep,
                     op.payload,
                     op.aux,
+                    op.score_ms,
                 )
             )
         with reachable():

@@ -129,6 +129,7 @@ class RunStore:
         overlap: str,
         running_record: str,
         score_ms: int,
+        requested: bool = False,
     ) -> Claim:
         """Apply ``overlap`` and, when the fire may run, register the run with its lease and write its
         ``running`` record (``running_record`` without run_id and attempt), atomically (``lua/claim.lua``)."""
@@ -143,7 +144,7 @@ class RunStore:
         ]
         args: list[str | int] = [
             fire_id, delivery.entry_id, worker, now_ms, now_ms + lease_ms, overlap, delivery.message,
-            delivery.signature, running_record, score_ms,
+            delivery.signature, running_record, score_ms, "requested" if requested else "scheduled",
         ]  # fmt: skip
         with reachable():
             reply = self._claim(keys=keys, args=args)

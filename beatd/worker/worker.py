@@ -44,6 +44,10 @@ PREFETCH = 2
 """Entries read ahead per runner: enough to keep runners busy, few enough that a dying worker strands little
 (entries read but not started are reclaimed like any other)."""
 
+DEFER_DELAY = 0.5
+"""A manual or backfill fire that finds its job running (overlap skip or buffer_one) waits this long (s) and
+is tried again, instead of being skipped."""
+
 HEARTBEAT_INTERVAL = 1.0
 """How often (s) leases are renewed and the heartbeat published."""
 
@@ -254,7 +258,7 @@ class Worker:
         running.worker = f"{self.identity.host}:{self.identity.pid}"
         claim = self.store.claim(
             spec.name, delivery, message.fire_id, self.identity.id, to_ms(now), lease_ms, spec.overlap,
-            running.to_json(), to_ms(scheduled),
+            running.to_json(), to_ms(now), requested=message.trigger in ("manual", "backfill"),
         )  # fmt: skip
         if claim.decision == "buffered":
             log.info(
@@ -263,6 +267,13 @@ class Worker:
             self.store.finish(
                 self._finish(spec, delivery, message, self._record(spec, message, 0, "skipped"), hold=True)
             )
+            return
+        if claim.decision == "skip" and message.trigger in ("manual", "backfill"):
+            # Asked for on purpose: wait for the running fire instead of skipping (a backfill keeps every day).
+            log.info("fire %s of %s waits for the running one (%s)", message.fire_id, spec.name, message.trigger)
+            end = self._finish(spec, delivery, message, self._record(spec, message, 0, "queued"), fire_done=False)
+            retry_at = to_ms(now) + int(DEFER_DELAY * 1000)
+            self.store.finish(_replace(end, record="", then="retry", retry_at_ms=retry_at))
             return
         if claim.decision == "skip":
             record = self._record(spec, message, 0, "skipped")
@@ -301,7 +312,7 @@ class Worker:
         _apply(record, outcome)
         if outcome.status == "cancelled" and run.why_stopped == "shutdown":
             record.status, record.reason = "lost", "the worker shut down before the run finished"
-            self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+            self.store.write_record(spec.name, record.run_id, record.to_json(), _record_time(record, self.clock.now()))
             self.store.release(delivery.queue, delivery.entry_id, spec.name, record.run_id)
             return
         if outcome.status == "cancelled":
@@ -370,7 +381,7 @@ class Worker:
             record.status = "lost"
             record.finished_at = format_utc(self.clock.now())
             record.reason = f"worker {record.worker} stopped renewing the run's lease"
-            self.store.write_record(spec.name, previous, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+            self.store.write_record(spec.name, previous, record.to_json(), _record_time(record, self.clock.now()))
         self.store.forget_run(spec.name, previous)
 
     def _conclude(self, spec: JobSpec, delivery: Delivery, message: Message, record: RunRecord) -> Finish:
@@ -395,7 +406,7 @@ class Worker:
         record = self._record(spec, message, last.attempt, "dead")
         record.run_id = f"{message.fire_id}#dead"
         record.finished_at, record.reason = last.finished_at, last.reason
-        self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(parse_utc(message.scheduled_at)))
+        self.store.write_record(spec.name, record.run_id, record.to_json(), _record_time(record, self.clock.now()))
 
     def _finish(
         self,
@@ -410,7 +421,7 @@ class Worker:
         oldest = self.clock.now() - spec.history.max_age
         return Finish(
             job=spec.name, queue=delivery.queue, run_id=record.run_id, entry_id=delivery.entry_id,
-            record="" if hold else record.to_json(), score_ms=to_ms(parse_utc(message.scheduled_at)),
+            record="" if hold else record.to_json(), score_ms=_record_time(record, self.clock.now()),
             keep=spec.history.keep, oldest_ms=to_ms(oldest), message=delivery.message, signature=delivery.signature,
             fire_id=message.fire_id, fire_done=fire_done,
         )  # fmt: skip
@@ -426,6 +437,11 @@ def _apply(record: RunRecord, outcome: Outcome) -> None:
     record.error, record.exit_code = outcome.error, outcome.exit_code
     record.stdout_tail, record.stderr_tail = outcome.stdout_tail, outcome.stderr_tail
     record.reason = outcome.reason
+
+
+def _record_time(record: RunRecord, now: datetime) -> int:
+    """A record's place in history (ms): when its run started, else when it was written."""
+    return to_ms(parse_utc(record.started_at)) if record.started_at else to_ms(now)
 
 
 def _replace(end: Finish, **changes: object) -> Finish:

@@ -276,6 +276,33 @@ def proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def machine_busy_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    total = sum(vals[:8])
+    return total - idle, total
+
+
+def other_cpu_pct(start, end, own_cpu_s: float) -> float | None:
+    """Machine CPU busy over [start, end] not accounted for by own_cpu_s, in % of
+    one core. A quiet machine gives ~0; anything large means other processes
+    (other sessions, tests) competed with the benchmark."""
+    if not start or not end or end[1] <= start[1]:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    ncpu = os.cpu_count() or 1
+    busy_s = (end[0] - start[0]) / ticks
+    wall_s = (end[1] - start[1]) / ticks / ncpu
+    if wall_s <= 0:
+        return None
+    return round(100.0 * (busy_s - own_cpu_s) / wall_s, 1)
+
+
 def proc_status_kb(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -51,6 +51,9 @@ Figures (per N):
 * startup: first publication - process launch (entry 0 is due at launch).
 * beat CPU s (utime+stime from /proc at T_end), peak RSS (VmHWM at T_end),
   redis-server CPU s over the run.
+* other CPU %: machine-wide busy CPU during the run (/proc/stat) minus beat
+  and redis-server CPU, in % of one core. ~0 on a quiet machine; a large value
+  means other processes competed with the benchmark (2 cores!).
 * msgs in broker: LLEN of the ``celery`` list after beat stopped, a
   cross-check that every recorded publication reached the broker.
 
@@ -133,6 +136,7 @@ def run_one(n: int, args) -> dict:
 
         env = C.beat_env(tmp, server.url, events_dir)
         redis_cpu0 = server.cpu_seconds() or 0.0
+        busy0 = C.machine_busy_jiffies()
         t_launch = time.time()
         proc = C.start_beat(tmp, env, tmp / "beat.log", args.loglevel)
         result["launch_minus_first_due_s"] = round(t_launch - t0, 3)
@@ -155,6 +159,8 @@ def run_one(n: int, args) -> dict:
             time.sleep(min(0.25, max(0.0, t_end - now)))
         t_stop = time.time()
         redis_cpu = (server.cpu_seconds() or 0.0) - redis_cpu0
+        busy1 = C.machine_busy_jiffies()
+        result["other_cpu_pct"] = C.other_cpu_pct(busy0, busy1, (cpu or 0.0) + redis_cpu)
         C.stop_process(proc)
         if died is not None:
             tail = (tmp / "beat.log.stderr").read_text(errors="replace").strip().splitlines()[-3:]
@@ -246,14 +252,15 @@ def main(argv=None) -> int:
     print()
     C.print_table(
         ["N", "run", "due/s", "fires/s", "fires/s steady", "lag p50", "lag p99", "lag max",
-         "steady p99", "max gap", "overdue@end", "startup s", "CPU s", "peak RSS MiB", "redis CPU s"],
+         "steady p99", "max gap", "overdue@end", "startup s", "CPU s", "peak RSS MiB", "redis CPU s", "other CPU %"],
         [[r["jobs"], r["run"], C.fmt(r["due_per_s"], digits=0), C.fmt(r.get("fires_per_s"), digits=1),
           C.fmt(r.get("fires_per_s_steady"), digits=1),
           C.fmt(r.get("lag_p50_s"), "s"), C.fmt(r.get("lag_p99_s"), "s"),
           C.fmt(r.get("lag_max_s"), "s"), C.fmt(r.get("lag_steady_p99_s"), "s"),
           C.fmt(r.get("max_gap_s"), "s"), r.get("overdue_at_end", "-"), C.fmt(r.get("startup_s"), digits=2),
           C.fmt(r.get("beat_cpu_s"), digits=1), C.fmt(r.get("beat_peak_rss_mib"), digits=1),
-          C.fmt(r.get("redis_cpu_s"), digits=1)] for r in results],
+          C.fmt(r.get("redis_cpu_s"), digits=1),
+          C.fmt(r.get("other_cpu_pct"), digits=0)] for r in results],
     )
     for r in results:
         if r.get("error"):

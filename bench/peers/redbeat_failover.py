@@ -199,6 +199,8 @@ def main(argv=None) -> int:
             return p
 
         tail = EventTail(events_dir)
+        busy0 = C.machine_busy_jiffies()
+        own_cpu = 0.0  # CPU of replicas that were killed (live ones are read at the end)
         for _ in range(args.replicas):
             start_replica()
 
@@ -229,6 +231,7 @@ def main(argv=None) -> int:
                 leader = last_pub_pid
             if leader not in procs:
                 raise RuntimeError(f"kill {k + 1}: cannot identify leader")
+            own_cpu += C.proc_cpu_seconds(leader) or 0.0
             t_kill = time.time()
             os.kill(leader, signal.SIGKILL)
             procs.pop(leader).wait(timeout=10)
@@ -277,6 +280,9 @@ def main(argv=None) -> int:
         if capped:
             t_end = t_cap_end
     finally:
+        busy1 = C.machine_busy_jiffies()
+        own_cpu += sum(C.proc_cpu_seconds(pid) or 0.0 for pid in procs)
+        own_cpu += server.cpu_seconds() or 0.0
         for p in list(procs.values()):
             C.stop_process(p)
         redis_ok = server.proc.poll() is None
@@ -355,6 +361,7 @@ def main(argv=None) -> int:
         "measured_s": round(t_end - t_measure0, 1),
         "wall_s": round(time.monotonic() - t_wall0, 1),
         "redis_alive_at_end": redis_ok,
+        "other_cpu_pct": C.other_cpu_pct(busy0, busy1, own_cpu),
     }
 
     print()
@@ -378,6 +385,8 @@ def main(argv=None) -> int:
           C.fmt(summary["lost_per_kill_min"]), C.fmt(summary["lost_per_kill_max"]),
           dup_same_due, lost_baseline]],
     )
+    print(f"other CPU during the run (machine busy minus beats and redis): "
+          f"{summary['other_cpu_pct']}% of one core")
     for n in notes:
         print("note:", n)
     out = {"bench": "redbeat_failover", "machine": info, "summary": summary,

@@ -38,7 +38,7 @@ def config_file(tmp_path: Path, server: RedisServer, namespace: str, jobs: str, 
     return path
 
 
-def enqueue(config: Path, job: str, scheduled: datetime | None = None, trigger: str = "manual") -> str:
+def enqueue(config: Path, job: str, scheduled: datetime | None = None, trigger: str = "schedule") -> str:
     """Put one fire of ``job`` into its queue as the beat or the CLI would; return its fire id."""
     loaded = load_config(config, {})
     spec = loaded.jobs[job]
@@ -217,6 +217,25 @@ def test_overlap_policies(
         assert all("replaced by" in record["reason"] for record in records if record["status"] == "cancelled")
 
 
+@pytest.mark.parametrize("policy", ["skip", "buffer_one"])
+def test_requested_fires_wait_instead_of_being_skipped(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], policy: str
+) -> None:
+    """Backfill and manual fires of a job that is running wait for it rather than being skipped or dropped."""
+    log = tmp_path / "overlap.jsonl"
+    config = config_file(tmp_path, shared_redis, namespace, f"""
+        long: {{call: tests.worker_jobs:sleep_and_log, kwargs: {{seconds: 0.5, log: '{log}'}}, every: 1h,
+                overlap: {policy}}}
+    """)  # fmt: skip
+    daemons("worker", "-c", str(config), "--concurrency", "3", name="worker")
+    start = datetime.now(UTC)
+    for index in range(3):
+        enqueue(config, "long", start + timedelta(milliseconds=index), trigger="backfill")
+    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["succeeded"] * 3, timeout=15, what="all three")
+    spans = sorted((entry["t"], entry["event"]) for entry in lines(log))
+    assert [event for _, event in spans] == ["start", "end"] * 3  # one at a time
+
+
 def test_unknown_bad_and_forged_messages_are_dead_lettered(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
@@ -289,20 +308,24 @@ def test_sigterm_past_grace_leaves_the_run_to_be_reclaimed(
 def test_history_retention_keep_and_max_age(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """history.keep bounds the records of a job; records older than history.max_age are pruned."""
+    """history.keep bounds the records of a job; records written longer ago than history.max_age are pruned."""
     config = config_file(tmp_path, shared_redis, namespace, """
-        often: {call: tests.worker_jobs:noop, every: 1h, history: {keep: 3, max_age: 30d}}
+        often: {call: tests.worker_jobs:noop, every: 1h, overlap: allow, history: {keep: 3, max_age: 30d}}
     """)  # fmt: skip
-    daemons("worker", "-c", str(config), name="worker")
+    client = shared_redis.client()
+    keys = Keys(namespace)
     old = datetime.now(UTC) - timedelta(days=40)
-    enqueue(config, "often", old)
-    wait_for(lambda: len(statuses(shared_redis, namespace, "often")) == 1, what="the old run")
-    for _ in range(5):
-        enqueue(config, "often")
-    wait_for(lambda: shared_redis.client().xlen(f"{namespace}:queue:default") == 0, what="all ran")
-    records = runs(shared_redis.client(), namespace, "often")
-    assert len(records) == 3
-    assert all(datetime.fromisoformat(record["scheduled_at"]) > old + timedelta(days=1) for record in records)
+    client.hset(keys.runs("often"), "often@old#1", json.dumps({"run_id": "often@old#1", "status": "succeeded"}))
+    client.zadd(keys.runs_by_time("often"), {"often@old#1": int(old.timestamp() * 1000)})
+    daemons("worker", "-c", str(config), name="worker")
+    enqueue(config, "often")
+    wait_for(lambda: client.hget(keys.runs("often"), "often@old#1") is None, what="the 40-day-old record pruned")
+    now = datetime.now(UTC)
+    for index in range(5):
+        enqueue(config, "often", now + timedelta(milliseconds=index + 1))
+    wait_for(lambda: client.xlen(keys.queue("default")) == 0 and client.hlen(keys.active("often")) == 0, what="all ran")
+    wait_for(lambda: len(runs(client, namespace, "often")) == 3, what="three records kept")
+    assert all(record["status"] == "succeeded" for record in runs(client, namespace, "often"))
 
 
 def test_context_scheduled_at_on_retry_and_backfill(

@@ -83,6 +83,7 @@ def test_example_config_loads() -> None:
         "weekly_report",
         "year_end_close",
         "vacuum_history",
+        "signups_demo",
     }
     signups = config.jobs["daily_signups"]
     assert (signups.cron, signups.timezone, signups.call) == (

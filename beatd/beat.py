@@ -23,6 +23,7 @@ from beatd.config import Config, JobSpec
 from beatd.identity import Identity
 from beatd.leader import Leadership
 from beatd.messages import Message, fire_id, format_utc, from_ms, to_ms
+from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
@@ -78,9 +79,19 @@ class Counters:
 class Beat:
     """One beat replica."""
 
-    def __init__(self, config: Config, store: Store, replica: Identity, signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        replica: Identity,
+        signer: Signer | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
         self.store = store
         self.signer = signer
+        self.metrics = metrics or Metrics(len(config.jobs))
+        self.health = health or Health()
         self.replica = replica
         self.config = config
         self.jobs = {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
@@ -98,6 +109,7 @@ class Beat:
         self._next_paused_poll = 0.0
         self._backoff = 0.1
         self._now = replica.started_at
+        self._changes_seen = 0
 
     # -- the loop step -----------------------------------------------------------------------------------
     def tick(self, now: datetime, monotonic: float) -> float:
@@ -116,7 +128,15 @@ class Beat:
                 self._next_paused_poll = monotonic + PAUSED_POLL
             self._emit_due(now)
         except StoreError as error:
+            self.metrics.redis_errors.inc()
+            self.metrics.leader.set(1 if self.leadership.is_leader(monotonic) else 0)
+            self.health.step(redis_ok=False)
             return self._unavailable(error, monotonic)
+        self.metrics.leader.set(1 if self.leadership.is_leader(monotonic) else 0)
+        if self.leadership.changes > self._changes_seen:
+            self.metrics.leader_changes.inc(self.leadership.changes - self._changes_seen)
+            self._changes_seen = self.leadership.changes
+        self.health.step(redis_ok=True)
         if self.unavailable_since is not None:
             log.info("Redis reachable again")
             self.unavailable_since = None
@@ -267,6 +287,9 @@ class Beat:
                     kwargs=dict(spec.kwargs),
                 ).to_json()
                 signature = self.signer.sign(message) if self.signer else ""
+                due = step.scheduled_at + jitter_offset(spec.name, step.scheduled_at, spec.jitter)
+                self.metrics.emission_lag.observe(max(0.0, (now - due).total_seconds()))
+                self.metrics.fires_emitted.labels(self.metrics.job(spec.name), step.trigger).inc()
                 ops.append(
                     Op("emit", spec.name, to_ms(step.scheduled_at), keys.queue(spec.queue), message, aux=signature)
                 )
@@ -287,6 +310,7 @@ class Beat:
             if step.first is not None:
                 record.extra = {"first": format_utc(step.first), "count": step.count, "count_exact": step.count_exact}
             log.info("missed %s fire %s (%s)", spec.name, identifier, step.reason)
+            self.metrics.fires_missed.labels(self.metrics.job(spec.name)).inc(step.count)
             ops.append(
                 Op(
                     "miss",

@@ -8,13 +8,14 @@ import click
 
 from beatd.audit import audit_record
 from beatd.beat import Beat
-from beatd.cli.options import config_option, log_options
+from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
 from beatd.config import find_config, load_config
 from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import format_utc
+from beatd.metrics import Health, Metrics, serve
 from beatd.service import Notifier, Signals, configure_logging, run_loop
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
@@ -27,8 +28,16 @@ log = logging.getLogger("beatd.beat")
 @click.command()
 @config_option
 @log_options
+@metrics_options
 @click.pass_obj
-def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: str) -> None:
+def beat(
+    runtime: Runtime,
+    config_path: str | None,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run a beat replica: elect a leader, emit every due fire exactly once."""
     configure_logging(log_level, log_format)
     path = find_config(config_path, runtime.environ, runtime.cwd)
@@ -37,7 +46,10 @@ def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: 
     store = Store(connect(config.settings.redis.url), Keys(config.namespace))
     replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
-    daemon = Beat(config, store, replica, Signer(key) if key else None)
+    metrics, health = Metrics(len(config.jobs)), Health()
+    daemon = Beat(config, store, replica, Signer(key) if key else None, metrics, health)
+    if metrics_port is not None:
+        serve(metrics_port, metrics, health, metrics_host)
     signals = Signals()
     signals.install()
     notifier = Notifier(runtime.environ)
@@ -53,6 +65,7 @@ def beat(runtime: Runtime, config_path: str | None, log_level: str, log_format: 
         else:
             problems = []
         if problems:
+            metrics.reload_failures.inc()
             for problem in problems:
                 log.error("reload rejected: %s", problem)
             daemon.report_config_error(f"{len(problems)} problem(s): {problems[0]}")

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["config_option", "json_option", "log_options"]
+__all__ = ["config_option", "json_option", "log_options", "metrics_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,4 +39,14 @@ def log_options(function: F) -> F:
         default="info",
         show_default=True,
         help="Least severe level logged.",
+    )(function)
+
+
+def metrics_options(function: F) -> F:
+    """``--metrics-port`` and ``--metrics-host``: serve /metrics, /healthz and /readyz."""
+    function = click.option(
+        "--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics endpoint listens on."
+    )(function)
+    return click.option(
+        "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus /metrics, /healthz and /readyz here."
     )(function)

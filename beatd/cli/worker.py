@@ -6,12 +6,13 @@ import logging
 
 import click
 
-from beatd.cli.options import config_option, log_options
+from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import find_config, load_config
 from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
+from beatd.metrics import Health, Metrics, serve
 from beatd.service import Notifier, Signals, configure_logging, run_loop
 from beatd.signing import Signer
 from beatd.store import RunStore, connect
@@ -29,6 +30,7 @@ log = logging.getLogger("beatd.worker")
 @click.option("--grace", type=click.FloatRange(0), help="Seconds running jobs may finish after SIGTERM.")
 @click.option("--isolation", type=click.Choice(["process", "thread"]), help="How callables run (default: process).")
 @log_options
+@metrics_options
 @click.pass_obj
 def worker(
     runtime: Runtime,
@@ -39,6 +41,8 @@ def worker(
     isolation: str | None,
     log_level: str,
     log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run jobs from the queue streams: only jobs declared in this worker's config."""
     configure_logging(log_level, log_format)
@@ -50,6 +54,7 @@ def worker(
         raise UsageProblem("--queues: expected a comma-separated list of queue names")
     key = config.settings.security.signing_key
     clock = runtime.clock
+    metrics, health = Metrics(len(config.jobs)), Health()
     daemon = Worker(
         config,
         RunStore(connect(config.settings.redis.url), Keys(config.namespace)),
@@ -60,7 +65,11 @@ def worker(
         grace=grace if grace is not None else settings.grace.total_seconds(),
         isolation=isolation or settings.isolation,
         signer=Signer(key) if key else None,
+        metrics=metrics,
+        health=health,
     )
+    if metrics_port is not None:
+        serve(metrics_port, metrics, health, metrics_host)
     signals = Signals()
     signals.install()
     notifier = Notifier(runtime.environ)
@@ -70,6 +79,7 @@ def worker(
             daemon.reload(load_config(path, runtime.environ))
             log.info("reloaded %s", path)
         except ConfigError as error:
+            metrics.reload_failures.inc()
             for problem in error.problems:
                 log.error("reload rejected: %s", problem)
 

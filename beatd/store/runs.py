@@ -117,6 +117,14 @@ class RunStore:
         with reachable():
             return int(self._requeue(keys=[self.keys.retry(queue), self.keys.queue(queue)], args=[now_ms, 100]))
 
+    def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
+        """Entries in each queue stream (read but not yet acknowledged ones included)."""
+        with reachable():
+            pipe = self.client.pipeline(transaction=False)
+            for queue in queues:
+                pipe.xlen(self.keys.queue(queue))
+            return dict(zip(queues, (int(length) for length in pipe.execute()), strict=True))
+
     # -- runs --------------------------------------------------------------------------------------------
     def claim(
         self,

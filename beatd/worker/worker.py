@@ -24,6 +24,7 @@ from beatd.clock import Clock
 from beatd.config import Config, JobSpec
 from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
+from beatd.metrics import Health, Metrics
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import Delivery, Finish, RunStore, StoreError
@@ -80,6 +81,8 @@ class Worker:
         grace: float,
         isolation: str,
         signer: Signer | None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -91,6 +94,8 @@ class Worker:
         self.grace = grace
         self.isolation = isolation
         self.signer = signer
+        self.metrics = metrics or Metrics(len(config.jobs))
+        self.health = health or Health()
         self.kill_grace = config.settings.worker.kill_grace
         self.processed = 0
         self._work: queue.Queue[Delivery | None] = queue.Queue()
@@ -137,7 +142,10 @@ class Worker:
                 self._work.put(delivery)
         except StoreError as error:
             log.error("%s; retrying", error)
+            self.metrics.redis_errors.inc()
+            self.health.step(redis_ok=False)
             return 1.0
+        self.health.step(redis_ok=True)
         return 0.0
 
     def reload(self, config: Config) -> None:
@@ -216,6 +224,8 @@ class Worker:
                     log.info("cancelling run %s: %s", run_name, reason)
                     active.why_stopped = reason
                     active.stop.set()
+        for queue_name, depth in self.store.queue_lengths(self.queues).items():
+            self.metrics.queue_depth.labels(queue_name).set(depth)
         self.store.heartbeat(self.identity.id, {
             "worker": self.identity.id, "host": self.identity.host, "pid": self.identity.pid,
             "queues": self.queues, "concurrency": self.concurrency, "isolation": self.isolation,
@@ -279,6 +289,7 @@ class Worker:
             record = self._record(spec, message, 0, "skipped")
             record.reason = f"a run of {spec.name} was still in progress (overlap: {spec.overlap})"
             log.info("skipped fire %s of %s: %s", message.fire_id, spec.name, record.reason)
+            self.metrics.fires_skipped.labels(self.metrics.job(spec.name)).inc()
             self.store.finish(self._finish(spec, delivery, message, record, fire_done=False))
             return
         for replaced in claim.replaced:
@@ -320,6 +331,8 @@ class Worker:
         self.processed += 1
         end = self._conclude(spec, delivery, message, record)
         self.store.finish(end)
+        self.metrics.runs.labels(self.metrics.job(spec.name), record.status).inc()
+        self.metrics.run_duration.labels(self.metrics.job(spec.name)).observe(record.duration_s or 0.0)
         if end.then == "dead":
             self._record_dead(spec, message, record)
         log.info("%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0)

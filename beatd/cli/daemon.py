@@ -43,7 +43,7 @@ def beat(
     path = find_config(config_path, runtime.environ, runtime.cwd)
     config = load_config(path, runtime.environ)
     clock = runtime.clock
-    store = Store(connect(config.settings.redis.url), Keys(config.namespace))
+    store = Store(connect(config.settings.redis), Keys(config.namespace))
     replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
     metrics, health = Metrics(len(config.jobs)), Health()

@@ -61,7 +61,13 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
         click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "
                    "Ctrl-C stops everything")  # fmt: skip
         try:
-            _watch(RunStore(connect(redis_url), Keys(config.namespace)), list(config.jobs), stop, duration, children)
+            _watch(
+                RunStore(connect(config.settings.redis), Keys(config.namespace)),
+                list(config.jobs),
+                stop,
+                duration,
+                children,
+            )
         finally:
             for child in children:
                 if child.poll() is None:

@@ -28,7 +28,7 @@ BACKFILL_LIMIT = 10_000
 
 
 def _store(config: Config) -> Store:
-    return Store(connect(config.settings.redis.url), Keys(config.namespace))
+    return Store(connect(config.settings.redis), Keys(config.namespace))
 
 
 def _signature(config: Config, message: Message) -> str:

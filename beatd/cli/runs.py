@@ -24,7 +24,7 @@ STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "lost", "canc
 
 
 def _store(config: Config) -> RunStore:
-    return RunStore(connect(config.settings.redis.url), Keys(config.namespace))
+    return RunStore(connect(config.settings.redis), Keys(config.namespace))
 
 
 def _since(text: str | None, option: str) -> int | None:

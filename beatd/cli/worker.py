@@ -57,7 +57,7 @@ def worker(
     metrics, health = Metrics(len(config.jobs)), Health()
     daemon = Worker(
         config,
-        RunStore(connect(config.settings.redis.url), Keys(config.namespace)),
+        RunStore(connect(config.settings.redis), Keys(config.namespace)),
         Identity.here(clock.now()),
         clock,
         queues=names,

@@ -41,6 +41,8 @@ __all__ = [
     "Policies",
     "RedisSettings",
     "SecuritySettings",
+    "SentinelSettings",
+    "TlsSettings",
     "WorkerSettings",
 ]
 
@@ -96,14 +98,49 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TlsSettings(_Strict):
+    """TLS options for ``rediss://`` URLs (and TLS sentinels)."""
+
+    ca_file: str | None = Field(None, description="CA bundle that signed the server's certificate")
+    cert_file: str | None = Field(None, description="client certificate, when the server asks for one")
+    key_file: str | None = Field(None, description="the client certificate's private key")
+    verify: bool = Field(True, description="check the server's certificate and host name")
+
+
+class SentinelSettings(_Strict):
+    """Redis Sentinel: ask these sentinels where the master named ``master`` is (fails over with it)."""
+
+    hosts: tuple[str, ...] = Field(min_length=1, description="sentinel addresses, host:port")
+    master: str = Field(min_length=1, description="the monitored master's name")
+    username: str | None = Field(None, description="ACL user for the sentinels, if they need one")
+    password: str | None = Field(None, description="password for the sentinels (from the environment)")
+    tls: bool = Field(False, description="talk TLS to the sentinels (options from redis.tls)")
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(f"invalid sentinel address {host!r}: expected host:port")
+        return value
+
+
 class RedisSettings(_Strict):
-    """How to reach Redis. Put secrets in the environment: ``url: ${BEATD_REDIS_URL}``."""
+    """How to reach Redis. Put secrets in the environment: ``url: ${BEATD_REDIS_URL}``.
+
+    ``url`` takes ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS, see ``tls``) and
+    ``unix:///path/to/socket?db=0``. With ``sentinel``, the host in ``url`` is ignored: the master comes
+    from the sentinels, and the URL still gives the user, password and database.
+    """
 
     url: str = Field(
         defaults.REDIS_URL,
         pattern=r"^(redis|rediss|unix)://",
         description="redis://, rediss:// (TLS) or unix:// URL of the Redis that holds queues and state",
     )
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="certificates for rediss://")
+    sentinel: SentinelSettings | None = Field(None, description="find the master through Redis Sentinel")
 
 
 class LeaderSettings(_Strict):

@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 import redis
 import redis.exceptions
+from redis.sentinel import MasterNotFoundError, Sentinel
 
+from beatd.config.model import RedisSettings
 from beatd.errors import BeatdError
 
 __all__ = ["StoreError", "StoreRejected", "StoreUnavailable", "connect", "reachable", "script"]
@@ -31,6 +35,7 @@ class StoreRejected(StoreError):
 
 
 _UNAVAILABLE = (
+    MasterNotFoundError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
@@ -46,14 +51,54 @@ def reachable() -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as error:
-        raise StoreUnavailable(f"Redis unavailable: {error}") from error
+        # redis-py's MasterNotFoundError text ends with the whole client's repr: keep the sentence only.
+        raise StoreUnavailable(f"Redis unavailable: {str(error).split(' : <')[0]}") from error
     except redis.exceptions.RedisError as error:
         raise StoreRejected(f"Redis refused the operation: {type(error).__name__}: {error}") from error
 
 
-def connect(url: str, timeout: float = 2.0) -> redis.Redis:
-    """A Redis client for ``url`` (``redis://``, ``rediss://``, ``unix://``) with bounded timeouts."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
+def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
+    """A Redis client for the configured URL (or a bare URL), TLS options and Sentinel, with bounded timeouts.
+
+    Behind Sentinel the client asks the sentinels for the master again after a failover; the errors in
+    between are StoreUnavailable like any other outage.
+    """
+    if isinstance(settings, str):
+        settings = RedisSettings(url=settings)
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": True}
+    tls = settings.tls
+    if settings.url.startswith("rediss://") or (settings.sentinel and settings.sentinel.tls):
+        options |= {
+            "ssl_ca_certs": tls.ca_file,
+            "ssl_certfile": tls.cert_file,
+            "ssl_keyfile": tls.key_file,
+            "ssl_cert_reqs": "required" if tls.verify else "none",
+            "ssl_check_hostname": tls.verify,
+        }
+    if settings.sentinel is None:
+        return redis.Redis.from_url(settings.url, **options)
+    parsed = urlparse(settings.url)
+    sentinel = settings.sentinel
+    addresses = [(host.rpartition(":")[0], int(host.rpartition(":")[2])) for host in sentinel.hosts]
+    sentinel_options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if sentinel.password:
+        sentinel_options |= {"username": sentinel.username, "password": sentinel.password}
+    if sentinel.tls:
+        sentinel_options |= {key: value for key, value in options.items() if key.startswith("ssl")} | {"ssl": True}
+    if parsed.scheme == "rediss":
+        options["ssl"] = True
+    database = int(parsed.path.lstrip("/") or 0) if parsed.scheme != "unix" else 0
+    manager = Sentinel(addresses, sentinel_kwargs=sentinel_options, **{  # type: ignore[no-untyped-call]
+        key: value for key, value in options.items() if key != "decode_responses"
+    })  # fmt: skip
+    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+        sentinel.master,
+        decode_responses=True,
+        db=database,
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+    )
+    return client
 
 
 def script(name: str) -> str:

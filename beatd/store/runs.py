@@ -83,7 +83,14 @@ class RunStore:
         """New entries for ``consumer``, at most ``count``, waiting up to ``block_ms`` for the first."""
         streams = {self.keys.queue(queue): ">" for queue in queues}
         with reachable():
-            reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+            try:
+                reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+            except redis.exceptions.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                # The stream or group is gone (deleted, or a failover to a replica that had not synced it).
+                self.ensure_groups(queues)
+                reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
         names = {self.keys.queue(queue): queue for queue in queues}
         return [
             Delivery(names[stream], entry_id, fields.get("message", ""), fields.get("sig", ""))

@@ -28,7 +28,7 @@ def make_beat(tmp_path: Path, shared_redis: RedisServer, namespace: str):  # typ
     )
 
     def make(name: str) -> Beat:
-        store = Store(connect(shared_redis.url), Keys(namespace))
+        store = Store(connect(config.settings.redis), Keys(namespace))
         return Beat(config, store, Identity(id=name, host="test", pid=0, started_at=T0))
 
     return make

@@ -56,7 +56,7 @@ def enqueue(config: Path, job: str, scheduled: datetime | None = None, trigger: 
     )
     key = loaded.settings.security.signing_key
     text = message.to_json()
-    store = Store(connect(loaded.settings.redis.url), Keys(loaded.namespace))
+    store = Store(connect(loaded.settings.redis), Keys(loaded.namespace))
     store.enqueue(spec.queue, [(text, Signer(key).sign(text) if key else "")], audit_record("trigger", now, job=job))
     return message.fire_id
 

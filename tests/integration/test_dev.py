@@ -74,3 +74,28 @@ def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     assert redis_port is not None
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert f"127.0.0.1:{redis_port.group(1)}" not in listing
+
+
+def test_quick_start_command_without_redis_on_path(tmp_path: Path) -> None:
+    """`./dev run` (the README's first command) works with no redis-server on PATH: the signups job succeeds."""
+    if bundled_redis_server() is None:
+        pytest.skip("no bundled redis-server (pip install 'beatd[embedded]')")
+    shadow = tmp_path / "bin"  # every command on PATH except redis-*
+    shadow.mkdir()
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        folder = Path(entry)
+        if not folder.is_dir():
+            continue
+        for tool in folder.iterdir():
+            if not tool.name.startswith("redis") and not (shadow / tool.name).exists():
+                (shadow / tool.name).symlink_to(tool)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("BEATD_", "SIGNUPS_"))}
+    environment |= {"PATH": str(shadow), "BEATD_VENV": sys.prefix, "BEATD_DEV_DIR": str(tmp_path / "state")}
+    result = subprocess.run(
+        [str(REPO / "dev"), "run", "--duration", "25"],
+        capture_output=True, text=True, env=environment, cwd=REPO, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"succeeded .* signups_demo@\S+#1\s+\{\"day\": \"\d{4}-\d\d-\d\d\", \"signups\": \d+\}",
+                     result.stdout), result.stdout[-3000:]  # fmt: skip
+    assert "private redis-server" in result.stdout

@@ -6,7 +6,8 @@ now" become :class:`StoreUnavailable`, which daemons treat as a reason to back o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -19,7 +20,16 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from beatd.config.model import RedisSettings
 from beatd.errors import BeatdError
 
-__all__ = ["StoreError", "StoreRejected", "StoreUnavailable", "connect", "reachable", "script"]
+__all__ = [
+    "Heartbeats",
+    "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
+    "connect",
+    "queue_lengths",
+    "reachable",
+    "script",
+]
 
 
 class StoreError(BeatdError):
@@ -104,3 +114,37 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
 def script(name: str) -> str:
     """The text of ``beatd/lua/NAME.lua``."""
     return (resources.files("beatd") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class Heartbeats:
+    """A hash of JSON heartbeats (member -> record): beat replicas or workers."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+
+    def publish(self, member: str, record: dict[str, Any]) -> None:
+        """Write ``member``'s heartbeat."""
+        with reachable():
+            self.client.hset(self.key, member, json.dumps(record))
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Every member's last heartbeat, stale ones included (callers judge by age)."""
+        with reachable():
+            raw = self.client.hgetall(self.key)
+        return {member: json.loads(value) for member, value in raw.items()}
+
+    def forget(self, members: Sequence[str]) -> None:
+        """Drop the heartbeats of members that are gone."""
+        if members:
+            with reachable():
+                self.client.hdel(self.key, *members)
+
+
+def queue_lengths(client: Any, streams: dict[str, str]) -> dict[str, int]:
+    """Entries in each queue stream: ``streams`` maps queue name -> stream key."""
+    with reachable():
+        pipe = client.pipeline(transaction=False)
+        for key in streams.values():
+            pipe.xlen(key)
+        return dict(zip(streams, (int(length) for length in pipe.execute()), strict=True))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import redis
 
 from beatd.keys import Keys
-from beatd.store.base import reachable, script
+from beatd.store.base import Heartbeats, queue_lengths, reachable, script
 
 __all__ = ["AUDIT_MAXLEN", "ApplyResult", "Op", "Store"]
 
@@ -64,6 +64,7 @@ class Store:
         self._release = client.register_script(script("release"))
         self._emit = client.register_script(script("emit"))
         self._resume = client.register_script(script("resume"))
+        self._heartbeats = Heartbeats(self.client, keys.replicas)
 
     # -- the lease ---------------------------------------------------------------------------------------
     def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> str | None:
@@ -181,11 +182,7 @@ class Store:
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream."""
-        with reachable():
-            pipe = self.client.pipeline(transaction=False)
-            for queue in queues:
-                pipe.xlen(self.keys.queue(queue))
-            return dict(zip(queues, (int(length) for length in pipe.execute()), strict=True))
+        return queue_lengths(self.client, {queue: self.keys.queue(queue) for queue in queues})
 
     def read_queue(self, queue: str, count: int = 1000) -> list[tuple[str, str]]:
         """The oldest ``count`` entries of a queue as (entry id, message JSON); for tests and tools."""
@@ -237,17 +234,12 @@ class Store:
 
     def heartbeat(self, replica: str, record: dict[str, Any]) -> None:
         """Publish this replica's heartbeat."""
-        with reachable():
-            self.client.hset(self.keys.replicas, replica, json.dumps(record))
+        self._heartbeats.publish(replica, record)
 
     def replicas(self) -> dict[str, dict[str, Any]]:
         """Every replica's last heartbeat, stale ones included (callers judge by age)."""
-        with reachable():
-            raw = self.client.hgetall(self.keys.replicas)
-        return {replica: json.loads(value) for replica, value in raw.items()}
+        return self._heartbeats.read()
 
     def forget_replicas(self, replicas: Sequence[str]) -> None:
         """Drop heartbeats of replicas that are long gone."""
-        if replicas:
-            with reachable():
-                self.client.hdel(self.keys.replicas, *replicas)
+        self._heartbeats.forget(replicas)

@@ -12,7 +12,7 @@ import redis.exceptions
 
 from beatd import defaults
 from beatd.keys import GROUP, Keys
-from beatd.store.base import reachable, script
+from beatd.store.base import Heartbeats, queue_lengths, reachable, script
 
 __all__ = ["Claim", "Delivery", "Finish", "RunStore"]
 
@@ -67,6 +67,7 @@ class RunStore:
         self._claim = client.register_script(script("claim"))
         self._finish = client.register_script(script("finish"))
         self._requeue = client.register_script(script("requeue"))
+        self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
     def ensure_groups(self, queues: Sequence[str]) -> None:
@@ -126,11 +127,7 @@ class RunStore:
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream (read but not yet acknowledged ones included)."""
-        with reachable():
-            pipe = self.client.pipeline(transaction=False)
-            for queue in queues:
-                pipe.xlen(self.keys.queue(queue))
-            return dict(zip(queues, (int(length) for length in pipe.execute()), strict=True))
+        return queue_lengths(self.client, {queue: self.keys.queue(queue) for queue in queues})
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(
@@ -274,20 +271,15 @@ class RunStore:
     # -- workers -----------------------------------------------------------------------------------------
     def heartbeat(self, worker: str, record: dict[str, Any]) -> None:
         """Publish this worker's heartbeat."""
-        with reachable():
-            self.client.hset(self.keys.workers, worker, json.dumps(record))
+        self._heartbeats.publish(worker, record)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every worker's last heartbeat."""
-        with reachable():
-            raw = self.client.hgetall(self.keys.workers)
-        return {worker: json.loads(value) for worker, value in raw.items()}
+        return self._heartbeats.read()
 
     def forget_workers(self, workers: Sequence[str]) -> None:
         """Drop heartbeats of workers that are gone."""
-        if workers:
-            with reachable():
-                self.client.hdel(self.keys.workers, *workers)
+        self._heartbeats.forget(workers)
 
     # -- history -----------------------------------------------------------------------------------------
     def run_records(self, job: str, limit: int, since_ms: int | None = None) -> list[str]:

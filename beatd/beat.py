@@ -22,7 +22,7 @@ from beatd.audit import audit_record
 from beatd.config import Config, JobSpec
 from beatd.identity import Identity
 from beatd.leader import Leadership
-from beatd.messages import Message, fire_id, format_utc, from_ms, to_ms
+from beatd.messages import Message, format_utc, from_ms, scheduled_fire_id, to_ms
 from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.records import RunRecord, run_id
@@ -42,6 +42,10 @@ PAUSED_POLL = 1.0
 
 BACKOFF_MAX = 5.0
 """Cap of the wait (s) between attempts while Redis is unreachable."""
+
+PLANS_PER_TICK = 2000
+"""Most jobs planned in one tick (about 0.1 s of work): a long backlog is worked off over several ticks, with
+the lease renewed between them."""
 
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
@@ -240,8 +244,11 @@ class Beat:
                 self._push_at(name, now)
 
     def _emit_due(self, now: datetime) -> None:
+        """Plan and emit the due jobs, at most PLANS_PER_TICK of them, so the loop returns to renew the lease
+        (and heartbeat) in time even under a backlog; what is left is done in the next tick, at once."""
         ops: list[Op] = []
-        while self.heap and self.heap[0][0] <= now:
+        budget = PLANS_PER_TICK
+        while self.heap and self.heap[0][0] <= now and budget > 0:
             due, name = heapq.heappop(self.heap)
             if self.queued.get(name) != due:
                 continue  # superseded entry
@@ -249,6 +256,7 @@ class Beat:
             state = self.jobs.get(name)
             if state is None or name in self.paused:
                 continue
+            budget -= 1
             spec = state.spec
             progress = self.progress.get(name, now)
             plan = plan_job(
@@ -272,9 +280,10 @@ class Beat:
         ops = []
         keys = self.store.keys
         emitted_at = format_utc(now)
+        missed: list[str] = []
         for step in plan.steps:
             scheduled = format_utc(step.scheduled_at)
-            identifier = fire_id(spec.name, step.scheduled_at)
+            identifier = scheduled_fire_id(spec.name, scheduled)
             if step.kind == "emit":
                 message = Message(
                     fire_id=identifier,
@@ -287,7 +296,9 @@ class Beat:
                     kwargs=dict(spec.kwargs),
                 ).to_json()
                 signature = self.signer.sign(message) if self.signer else ""
-                due = step.scheduled_at + jitter_offset(spec.name, step.scheduled_at, spec.jitter)
+                due = step.scheduled_at
+                if spec.jitter:
+                    due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
                 self.metrics.emission_lag.observe(max(0.0, (now - due).total_seconds()))
                 self.metrics.fires_emitted.labels(self.metrics.job(spec.name), step.trigger).inc()
                 ops.append(
@@ -309,7 +320,7 @@ class Beat:
             )
             if step.first is not None:
                 record.extra = {"first": format_utc(step.first), "count": step.count, "count_exact": step.count_exact}
-            log.info("missed %s fire %s (%s)", spec.name, identifier, step.reason)
+            missed.append(f"{identifier} ({step.reason}{', ' + str(step.count) + ' fires' if step.first else ''})")
             self.metrics.fires_missed.labels(self.metrics.job(spec.name)).inc(step.count)
             ops.append(
                 Op(
@@ -324,6 +335,9 @@ class Beat:
                     score_ms=to_ms(now),
                 )
             )
+        if missed:  # one line per job and tick, however long the gap
+            more = f" and {len(missed) - 1} more" if len(missed) > 1 else ""
+            log.info("missed %s: %s%s", spec.name, missed[-1], more)
         return ops
 
     def _flush(self, ops: list[Op]) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,9 +49,9 @@ class Config:
         """Directories searched for ``call`` targets, resolved against the config file's directory."""
         return tuple((self.path.parent / entry).resolve() for entry in self.settings.pythonpath)
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """Short hash of every job's spec: replicas with equal digests schedule the same jobs."""
+        """Short hash of every job's spec: replicas with equal digests schedule the same jobs (computed once)."""
         joined = ",".join(f"{name}={spec.digest}" for name, spec in sorted(self.jobs.items()))
         return hashlib.sha256(joined.encode()).hexdigest()[:16]
 

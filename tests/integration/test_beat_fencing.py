@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from beatd.beat import Beat
+from beatd.beat import PLANS_PER_TICK, Beat
 from beatd.clock import FixedClock
 from beatd.config import load_config
 from beatd.identity import Identity
@@ -93,3 +93,15 @@ def test_restart_continues_from_persisted_progress(make_beat, shared_redis: Redi
     clock.advance(2)
     second.tick(clock.now(), clock.monotonic())
     assert emitted(shared_redis, namespace) == [T0 + timedelta(seconds=s) for s in (1, 2, 3, 4)]
+
+
+def test_a_backlog_is_worked_off_over_several_ticks(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
+    """A tick plans at most PLANS_PER_TICK jobs and asks to run again at once, so the lease is renewed between."""
+    jobs = "\n".join(f"j{index}: {{command: [x], every: 1h}}" for index in range(PLANS_PER_TICK + 500))
+    config = load_config(write_config(tmp_path / "beatd.yaml", shared_redis, namespace, jobs, lease="30s"), {})
+    beat = Beat(config, Store(connect(config.settings.redis), Keys(namespace)), Identity("one", "test", 0, T0))
+    clock = FixedClock(T0)
+    assert beat.tick(clock.now(), clock.monotonic()) == 0.0  # work left: come back at once
+    assert sum(1 for due, _ in beat.heap if due <= clock.now()) == 500
+    assert beat.tick(clock.now(), clock.monotonic()) > 0.0  # done: sleep until the next fire
+    assert all(due > clock.now() for due, name in beat.heap if beat.queued.get(name) == due)

@@ -16,7 +16,7 @@ from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.metrics import Health, Metrics, serve
-from beatd.service import Notifier, Signals, configure_logging, run_loop
+from beatd.service import Notifier, Signals, configure_logging, keep_out_of_collections, run_loop
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
 
@@ -42,6 +42,7 @@ def beat(
     configure_logging(log_level, log_format)
     path = find_config(config_path, runtime.environ, runtime.cwd)
     config = load_config(path, runtime.environ)
+    keep_out_of_collections()
     clock = runtime.clock
     store = Store(connect(config.settings.redis), Keys(config.namespace))
     replica = Identity.here(clock.now())
@@ -72,6 +73,7 @@ def beat(
             _audit(store, audit_record("reload-failed", clock.now(), problems=problems))
             return
         changes = daemon.apply_config(fresh, clock.now())
+        keep_out_of_collections()
         daemon.report_config_error(None)
         for line in changes:
             log.info("reload: %s", line)

@@ -13,7 +13,7 @@ from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
-from beatd.service import Notifier, Signals, configure_logging, run_loop
+from beatd.service import Notifier, Signals, configure_logging, keep_out_of_collections, run_loop
 from beatd.signing import Signer
 from beatd.store import RunStore, connect
 from beatd.worker import Worker
@@ -48,6 +48,7 @@ def worker(
     configure_logging(log_level, log_format)
     path = find_config(config_path, runtime.environ, runtime.cwd)
     config = load_config(path, runtime.environ)
+    keep_out_of_collections()
     settings = config.settings.worker
     names = [name.strip() for name in queues.split(",") if name.strip()] if queues else None
     if queues is not None and not names:
@@ -77,6 +78,7 @@ def worker(
     def reload() -> None:
         try:
             daemon.reload(load_config(path, runtime.environ))
+            keep_out_of_collections()
             log.info("reloaded %s", path)
         except ConfigError as error:
             metrics.reload_failures.inc()

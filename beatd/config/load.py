@@ -7,10 +7,12 @@ Nothing is half-applied: either every file and job is valid and a Config is retu
 from __future__ import annotations
 
 import difflib
+import gc
 import glob
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -76,6 +78,25 @@ def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:
     """Read, substitute, merge and validate ``path`` and its includes; raise ConfigError on any problem."""
+    with _collector_paused():
+        return _load(path, environ)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a config is built: the millions of objects of a
+    100,000-job config would otherwise trigger full collections that more than double the load time. The
+    config holds no reference cycles worth collecting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(path: Path, environ: Mapping[str, str]) -> Config:
     main, problems = read_yaml(path, environ)
     if main.value is None and problems:
         raise ConfigError(problems)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from beatd.errors import ScheduleError
 
@@ -27,10 +28,16 @@ def parse_duration(value: object) -> timedelta:
     """
     if isinstance(value, timedelta):
         return value
-    duration = _parse(value)
+    duration = _parse_text(value) if isinstance(value, str) else _parse(value)
     if duration > MAX_DURATION:
         raise ScheduleError(f"invalid duration {value!r}: longer than {MAX_DURATION.days} days")
     return duration
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(value: str) -> timedelta:
+    """Configs repeat the same few duration strings (``10s``) thousands of times: parse each once."""
+    return _parse(value)
 
 
 def _parse(value: object) -> timedelta:

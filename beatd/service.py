@@ -117,12 +117,13 @@ def run_loop(
     notifier.send("STOPPING=1")
 
 
-def keep_out_of_collections() -> None:
+def keep_out_of_collections(replacing: bool = False) -> None:
     """Move everything alive now (the loaded config) out of the garbage collector's reach, so full
     collections do not rescan it every time: with 100,000 jobs each would stall the loop for seconds.
-    Called after loading a config; ``gc.unfreeze()`` first when replacing one, so the old one can go."""
-    gc.unfreeze()
-    gc.collect()
+    Called after loading a config; with ``replacing`` (a reload) the previous config is collected first."""
+    if replacing:
+        gc.unfreeze()
+        gc.collect()
     gc.freeze()
 
 

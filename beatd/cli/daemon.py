@@ -73,7 +73,7 @@ def beat(
             _audit(store, audit_record("reload-failed", clock.now(), problems=problems))
             return
         changes = daemon.apply_config(fresh, clock.now())
-        keep_out_of_collections()
+        keep_out_of_collections(replacing=True)
         daemon.report_config_error(None)
         for line in changes:
             log.info("reload: %s", line)

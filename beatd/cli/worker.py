@@ -78,7 +78,7 @@ def worker(
     def reload() -> None:
         try:
             daemon.reload(load_config(path, runtime.environ))
-            keep_out_of_collections()
+            keep_out_of_collections(replacing=True)
             log.info("reloaded %s", path)
         except ConfigError as error:
             metrics.reload_failures.inc()

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from beatd import defaults
 from beatd.config.model import NAME_PATTERN, SCHEDULE_KEYS, TARGET_KEYS, ConfigFile, JobSpec, Policies
@@ -29,6 +29,7 @@ from beatd.errors import ConfigError, Problem, ScheduleError
 __all__ = ["Config", "find_config", "load_config", "load_connection"]
 
 M = TypeVar("M", bound=BaseModel)
+_JOBS_ADAPTER = TypeAdapter(dict[str, JobSpec])  # serialises a whole config's jobs in one call
 _EXTENSION_PREFIX = "x-"  # top-level keys for YAML anchors, ignored as in docker compose
 
 
@@ -54,8 +55,8 @@ class Config:
     @cached_property
     def digest(self) -> str:
         """Short hash of every job's spec: replicas with equal digests schedule the same jobs (computed once)."""
-        joined = ",".join(f"{name}={spec.digest}" for name, spec in sorted(self.jobs.items()))
-        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+        serialised = _JOBS_ADAPTER.dump_json({name: self.jobs[name] for name in sorted(self.jobs)})
+        return hashlib.sha256(serialised).hexdigest()[:16]
 
     def problem(self, job: str, key: str, message: str) -> Problem:
         """A Problem located at ``jobs.JOB.KEY`` in the file that declared the job."""

@@ -311,7 +311,11 @@ class JobSpec(Policies):
         return "command " + " ".join(_quote(part) for part in self.command or ())
 
     def trigger(self) -> Trigger:
-        """Build this job's trigger (pure; callers keep the result)."""
+        """This job's trigger (pure; built once per spec)."""
+        return self._compiled_trigger
+
+    @cached_property
+    def _compiled_trigger(self) -> Trigger:
         if self.cron is not None:
             return CronTrigger.parse(self.cron, self.zone, hash_key=self.name, start=self.start, end=self.end)
         if self.every is not None:

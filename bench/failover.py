@@ -14,8 +14,11 @@ Kill series, --kills times: read the leader from ``{ns}:leader`` (token ``{epoch
 its PTTL, ``kill -9`` that pid (``t_kill`` = ``time.time()`` just before ``os.kill``), start a replacement
 at once (so there are always --replicas processes), wait (polling 10 ms) until another token holds the lease
 and a message was emitted after it, then until the replacement publishes its first heartbeat (it is up, a
-standby), then let emission run --settle seconds. SIGTERM series, --terms times: the same with SIGTERM (a
-graceful stop releases the lease); the stopped replica must exit 0 and is replaced too.
+standby), then let emission run --settle seconds plus a random 0 .. --phase-jitter (default: a third of the
+lease, the renewal period), so that events hit random phases of the leader's renewal cycle (with a fixed
+settle every kill lands at the same phase and the takeover time is the same every time).
+SIGTERM series, --terms times: the same with SIGTERM (a graceful stop releases the lease); the stopped replica
+must exit 0 and is replaced too.
 
 Definitions (those of ``bench/peers/redbeat_failover.py``, with beatd's exact data instead of inference):
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import sys
@@ -73,6 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lease", default="5s", help="leader lease (beatd duration)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of emission before the first event")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of emission after a takeover")
+    parser.add_argument(
+        "--phase-jitter",
+        type=float,
+        default=-1.0,
+        help="extra settle, uniform in [0, this) s, so events hit random phases of the lease renewal (-1: lease/3)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the phase jitter")
     parser.add_argument("--takeover-cap", type=float, default=0.0, help="takeover wait cap, s (0: 3 leases + 10)")
     parser.add_argument("--max-wall", type=float, default=900.0, help="hard cap on the whole run, seconds")
     parser.add_argument("--quiet-load", type=float, default=1.0, help="first wait for this 1-min load average")
@@ -133,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lease = lease_seconds(args.lease)
     cap = args.takeover_cap or 3 * lease + 10
+    phase_jitter = lease / 3 if args.phase_jitter < 0 else args.phase_jitter
+    rng = random.Random(args.seed)
     waited = C.wait_for_quiet(args.quiet_load, args.quiet_wait)
     info = C.machine()
     print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
@@ -246,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not poll(lambda pid=replacement.pid: pid in heartbeat_pids(client), 30):
                 notes.append(f"event {number}: replacement pid {replacement.pid} no heartbeat within 30 s")
-            time.sleep(args.settle)
+            time.sleep(args.settle + rng.uniform(0.0, phase_jitter))
         end = time.time()
         exit_codes = {pid: beat.stop() for pid, beat in beats.items()}
         redis_alive = server.proc.poll() is None
@@ -330,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "replicas": args.replicas,
         "entries": args.entries,
         "interval_s": args.interval,
+        "settle_s": args.settle,
+        "phase_jitter_s": round(phase_jitter, 3),
         "target_kill_s": lease + 1,
         "target_term_s": 1.0,
         "kill": summary_of("SIGKILL"),

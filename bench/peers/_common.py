@@ -30,6 +30,7 @@ message to the broker list). ``lag = pub - due``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,9 +56,7 @@ def ensure_peer_venv() -> None:
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
     if not VENV_PY.exists():
-        sys.exit(
-            f"peer venv {VENV} not found: run `bash bench/peers/setup.sh` first"
-        )
+        sys.exit(f"peer venv {VENV} not found: run `bash bench/peers/setup.sh` first")
     os.execv(str(VENV_PY), [str(VENV_PY), *sys.argv])
 
 
@@ -78,9 +78,7 @@ def machine_info() -> dict:
     except Exception:  # pragma: no cover - informational only
         pass
     try:
-        out = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, timeout=10
-        ).stdout
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout
         info["redis-server"] = out.split("v=")[1].split()[0] if "v=" in out else out.strip()
     except Exception:
         pass
@@ -103,15 +101,20 @@ class RedisServer:
         if self.port == 6379:  # never the system Redis
             self.port = free_port()
         self.workdir = workdir
-        self.log = open(workdir / f"redis-{self.port}.log", "wb")
+        self.log = (workdir / f"redis-{self.port}.log").open("wb")
         self.proc = subprocess.Popen(
             [
                 "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(workdir),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -140,10 +143,8 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         self.log.close()
 
 
@@ -222,8 +223,7 @@ def write_celery_app(dirpath: Path) -> Path:
     return path
 
 
-def beat_env(app_dir: Path, redis_url: str, events_dir: Path, lock_timeout=None,
-             max_loop_interval=None) -> dict:
+def beat_env(app_dir: Path, redis_url: str, events_dir: Path, lock_timeout=None, max_loop_interval=None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(app_dir)
     env["BENCH_REDIS_URL"] = redis_url
@@ -240,14 +240,23 @@ def beat_env(app_dir: Path, redis_url: str, events_dir: Path, lock_timeout=None,
 
 def start_beat(app_dir: Path, env: dict, logfile: Path, loglevel: str) -> subprocess.Popen:
     cmd = [
-        str(VENV_CELERY), "-A", "benchapp", "beat",
-        "-S", "redbeat.RedBeatScheduler",
-        "--loglevel", loglevel,
-        "--logfile", str(logfile),
+        str(VENV_CELERY),
+        "-A",
+        "benchapp",
+        "beat",
+        "-S",
+        "redbeat.RedBeatScheduler",
+        "--loglevel",
+        loglevel,
+        "--logfile",
+        str(logfile),
     ]
     return subprocess.Popen(
-        cmd, cwd=str(app_dir), env=env,
-        stdout=subprocess.DEVNULL, stderr=open(str(logfile) + ".stderr", "ab"),
+        cmd,
+        cwd=str(app_dir),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=Path(str(logfile) + ".stderr").open("ab"),
         start_new_session=True,
     )
 
@@ -279,7 +288,7 @@ def proc_cpu_seconds(pid: int) -> float | None:
 def machine_busy_jiffies() -> tuple[int, int] | None:
     """(busy, total) jiffies of all CPUs from /proc/stat."""
     try:
-        with open("/proc/stat") as fh:
+        with Path("/proc/stat").open() as fh:
             vals = [int(x) for x in fh.readline().split()[1:]]
     except (OSError, ValueError):
         return None
@@ -313,8 +322,9 @@ def proc_status_kb(pid: int, key: str) -> int | None:
     return None
 
 
-def create_entries(app, names, interval: float, first_due: list[float] | float,
-                   batch: int = 1000, task: str = "bench.noop") -> None:
+def create_entries(
+    app, names, interval: float, first_due: list[float] | float, batch: int = 1000, task: str = "bench.noop"
+) -> None:
     """Create RedBeat interval entries whose first due instant is first_due[i].
 
     Uses RedBeat's own RedBeatSchedulerEntry.save() (definition + meta + zset
@@ -322,7 +332,7 @@ def create_entries(app, names, interval: float, first_due: list[float] | float,
     per-entry pipelines into one shared pipeline executed every `batch` entries.
     last_run_at is set to first_due - interval, so the entry is due at first_due.
     """
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
     from unittest import mock
 
     import redbeat.schedulers as rs
@@ -354,13 +364,11 @@ def create_entries(app, names, interval: float, first_due: list[float] | float,
     for start in range(0, len(names), batch):
         pipe = real.pipeline(transaction=False)
         shared = _SharedPipe(pipe)
-        with mock.patch.object(rs, "get_redis", lambda app=None: shared):
+        with mock.patch.object(rs, "get_redis", lambda app=None, shared=shared: shared):
             for i in range(start, min(start + batch, len(names))):
                 fd = first_due[i] if isinstance(first_due, list) else first_due
-                lra = datetime.fromtimestamp(fd - interval, tz=timezone.utc)
-                entry = rs.RedBeatSchedulerEntry(
-                    names[i], task, sched, args=[], kwargs={}, app=app, last_run_at=lra
-                )
+                lra = datetime.fromtimestamp(fd - interval, tz=UTC)
+                entry = rs.RedBeatSchedulerEntry(names[i], task, sched, args=[], kwargs={}, app=app, last_run_at=lra)
                 entry.save()
                 entry.reschedule(last_run_at=lra)
         pipe.execute()
@@ -370,7 +378,7 @@ def read_events(events_dir: Path) -> tuple[list[dict], list[dict]]:
     """Return (publications, other events) from all events-*.jsonl files."""
     pubs, other = [], []
     for path in sorted(events_dir.glob("events-*.jsonl")):
-        with open(path) as fh:
+        with path.open() as fh:
             for line in fh:
                 if not line.endswith("\n"):
                     continue  # torn last line of a killed process
@@ -406,7 +414,7 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, r in enumerate(cells):
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
 

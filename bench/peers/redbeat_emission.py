@@ -73,7 +73,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import itertools
+
+import _common as C
 
 
 def parse_args(argv=None):
@@ -81,15 +83,25 @@ def parse_args(argv=None):
         description="Measure RedBeat emission throughput, lag, CPU, RSS and start-up.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000],
-                   help="number(s) of entries; one fresh Redis + beat run per value")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        nargs="+",
+        default=[1000, 10000],
+        help="number(s) of entries; one fresh Redis + beat run per value",
+    )
     p.add_argument("--interval", type=float, default=10.0, help="entry interval, seconds")
     p.add_argument("--duration", type=float, default=60.0, help="beat run time per N, seconds")
     p.add_argument("--loglevel", default="WARNING", help="celery beat --loglevel")
-    p.add_argument("--create-timeout", type=float, default=300.0,
-                   help="give up on an N whose entries take longer than this to store")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs per N (RedBeat's behaviour varies run to run, see RESULTS.md)")
+    p.add_argument(
+        "--create-timeout",
+        type=float,
+        default=300.0,
+        help="give up on an N whose entries take longer than this to store",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per N (RedBeat's behaviour varies run to run, see RESULTS.md)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (events, logs)")
     p.add_argument("--json-out", help="also write the final JSON to this file")
     return p.parse_args(argv)
@@ -104,8 +116,13 @@ def run_one(n: int, args) -> dict:
     events_dir.mkdir()
     C.write_celery_app(tmp)
     server = C.RedisServer(tmp)
-    result: dict = {"jobs": n, "interval_s": interval, "duration_s": args.duration,
-                    "due_per_s": n / interval, "tmp": str(tmp)}
+    result: dict = {
+        "jobs": n,
+        "interval_s": interval,
+        "duration_s": args.duration,
+        "due_per_s": n / interval,
+        "tmp": str(tmp),
+    }
     proc = None
     try:
         app = Celery("harness", broker=server.url)
@@ -166,7 +183,7 @@ def run_one(n: int, args) -> dict:
             tail = (tmp / "beat.log.stderr").read_text(errors="replace").strip().splitlines()[-3:]
             result["error"] = f"beat exited early with code {died}: " + " | ".join(tail)
 
-        pubs, other = C.read_events(events_dir)
+        pubs, _other = C.read_events(events_dir)
         in_run = [e for e in pubs if e["pub"] <= t_end]
         half = t_launch + args.duration / 2.0
         steady = [e for e in in_run if e["pub"] >= half]
@@ -180,7 +197,7 @@ def run_one(n: int, args) -> dict:
         cli = server.client
         for start in range(0, n, 5000):
             pipe = cli.pipeline(transaction=False)
-            for name in names[start:start + 5000]:
+            for name in names[start : start + 5000]:
                 pipe.hget("redbeat:" + name, "meta")
             for raw in pipe.execute():
                 meta = RedBeatSchedulerEntry.decode_meta(raw)
@@ -191,35 +208,37 @@ def run_one(n: int, args) -> dict:
                     oldest = nxt if oldest is None or nxt < oldest else oldest
 
         times = [e["pub"] for e in in_run]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        per_sec = [0] * int(math.ceil(args.duration))
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        per_sec = [0] * math.ceil(args.duration)
         for t in times:
             i = int(t - t_launch)
             if 0 <= i < len(per_sec):
                 per_sec[i] += 1
-        result.update({
-            "max_gap_s": round(max(gaps), 3) if gaps else None,
-            "fires_per_second_series": per_sec,
-            "fires": len(in_run),
-            "fires_per_s": round(len(in_run) / args.duration, 1),
-            "fires_per_s_steady": round(len(steady) / (args.duration / 2.0), 1),
-            "lag_p50_s": C.percentile(lags, 50),
-            "lag_p99_s": C.percentile(lags, 99),
-            "lag_max_s": lags[-1] if lags else None,
-            "lag_steady_p50_s": C.percentile(lags_steady, 50),
-            "lag_steady_p99_s": C.percentile(lags_steady, 99),
-            "lag_steady_max_s": lags_steady[-1] if lags_steady else None,
-            "overdue_at_end": overdue,
-            "oldest_overdue_age_s": round(t_end - oldest, 3) if oldest else 0.0,
-            "startup_s": round(pubs[0]["pub"] - t_launch, 3) if pubs else None,
-            "beat_cpu_s": cpu,
-            "beat_cpu_pct": round(100.0 * cpu / (t_stop - t_launch), 1) if cpu else None,
-            "beat_peak_rss_mib": round(rss_peak / 1024.0, 1) if rss_peak else None,
-            "redis_cpu_s": round(redis_cpu, 2),
-            "pubs_recorded_total": len(pubs),
-            "msgs_in_broker": cli.llen("celery"),
-            "pubs_without_entry": sum(1 for e in pubs if e["e"] is None),
-        })
+        result.update(
+            {
+                "max_gap_s": round(max(gaps), 3) if gaps else None,
+                "fires_per_second_series": per_sec,
+                "fires": len(in_run),
+                "fires_per_s": round(len(in_run) / args.duration, 1),
+                "fires_per_s_steady": round(len(steady) / (args.duration / 2.0), 1),
+                "lag_p50_s": C.percentile(lags, 50),
+                "lag_p99_s": C.percentile(lags, 99),
+                "lag_max_s": lags[-1] if lags else None,
+                "lag_steady_p50_s": C.percentile(lags_steady, 50),
+                "lag_steady_p99_s": C.percentile(lags_steady, 99),
+                "lag_steady_max_s": lags_steady[-1] if lags_steady else None,
+                "overdue_at_end": overdue,
+                "oldest_overdue_age_s": round(t_end - oldest, 3) if oldest else 0.0,
+                "startup_s": round(pubs[0]["pub"] - t_launch, 3) if pubs else None,
+                "beat_cpu_s": cpu,
+                "beat_cpu_pct": round(100.0 * cpu / (t_stop - t_launch), 1) if cpu else None,
+                "beat_peak_rss_mib": round(rss_peak / 1024.0, 1) if rss_peak else None,
+                "redis_cpu_s": round(redis_cpu, 2),
+                "pubs_recorded_total": len(pubs),
+                "msgs_in_broker": cli.llen("celery"),
+                "pubs_without_entry": sum(1 for e in pubs if e["e"] is None),
+            }
+        )
         for k in list(result):
             if k.startswith("lag_") and result[k] is not None:
                 result[k] = round(result[k], 4)
@@ -237,13 +256,14 @@ def main(argv=None) -> int:
     C.ensure_peer_venv()
     info = C.machine_info()
     print(f"machine: nproc={info['nproc']} cpu={info['cpu']}")
-    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items()
-                                   if k not in ("nproc", "cpu")))
+    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu")))
     results = []
     for n in args.jobs:
         for rep in range(args.repeat):
-            print(f"\n== N={n} interval={args.interval}s duration={args.duration}s "
-                  f"run {rep + 1}/{args.repeat} ...", flush=True)
+            print(
+                f"\n== N={n} interval={args.interval}s duration={args.duration}s run {rep + 1}/{args.repeat} ...",
+                flush=True,
+            )
             r = run_one(n, args)
             r["run"] = rep + 1
             results.append(r)
@@ -251,24 +271,55 @@ def main(argv=None) -> int:
 
     print()
     C.print_table(
-        ["N", "run", "due/s", "fires/s", "fires/s steady", "lag p50", "lag p99", "lag max",
-         "steady p99", "max gap", "overdue@end", "startup s", "CPU s", "peak RSS MiB", "redis CPU s", "other CPU %"],
-        [[r["jobs"], r["run"], C.fmt(r["due_per_s"], digits=0), C.fmt(r.get("fires_per_s"), digits=1),
-          C.fmt(r.get("fires_per_s_steady"), digits=1),
-          C.fmt(r.get("lag_p50_s"), "s"), C.fmt(r.get("lag_p99_s"), "s"),
-          C.fmt(r.get("lag_max_s"), "s"), C.fmt(r.get("lag_steady_p99_s"), "s"),
-          C.fmt(r.get("max_gap_s"), "s"), r.get("overdue_at_end", "-"), C.fmt(r.get("startup_s"), digits=2),
-          C.fmt(r.get("beat_cpu_s"), digits=1), C.fmt(r.get("beat_peak_rss_mib"), digits=1),
-          C.fmt(r.get("redis_cpu_s"), digits=1),
-          C.fmt(r.get("other_cpu_pct"), digits=0)] for r in results],
+        [
+            "N",
+            "run",
+            "due/s",
+            "fires/s",
+            "fires/s steady",
+            "lag p50",
+            "lag p99",
+            "lag max",
+            "steady p99",
+            "max gap",
+            "overdue@end",
+            "startup s",
+            "CPU s",
+            "peak RSS MiB",
+            "redis CPU s",
+            "other CPU %",
+        ],
+        [
+            [
+                r["jobs"],
+                r["run"],
+                C.fmt(r["due_per_s"], digits=0),
+                C.fmt(r.get("fires_per_s"), digits=1),
+                C.fmt(r.get("fires_per_s_steady"), digits=1),
+                C.fmt(r.get("lag_p50_s"), "s"),
+                C.fmt(r.get("lag_p99_s"), "s"),
+                C.fmt(r.get("lag_max_s"), "s"),
+                C.fmt(r.get("lag_steady_p99_s"), "s"),
+                C.fmt(r.get("max_gap_s"), "s"),
+                r.get("overdue_at_end", "-"),
+                C.fmt(r.get("startup_s"), digits=2),
+                C.fmt(r.get("beat_cpu_s"), digits=1),
+                C.fmt(r.get("beat_peak_rss_mib"), digits=1),
+                C.fmt(r.get("redis_cpu_s"), digits=1),
+                C.fmt(r.get("other_cpu_pct"), digits=0),
+            ]
+            for r in results
+        ],
     )
     for r in results:
         if r.get("error"):
             print(f"N={r['jobs']}: {r['error']}")
-    out = {"bench": "redbeat_emission", "machine": info,
-           "args": {"interval": args.interval, "duration": args.duration,
-                    "loglevel": args.loglevel},
-           "results": [{k: v for k, v in r.items() if k != "tmp"} for r in results]}
+    out = {
+        "bench": "redbeat_emission",
+        "machine": info,
+        "args": {"interval": args.interval, "duration": args.duration, "loglevel": args.loglevel},
+        "results": [{k: v for k, v in r.items() if k != "tmp"} for r in results],
+    }
     line = json.dumps(out)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")

@@ -52,6 +52,9 @@ Definitions (same ones for beatd's own bench):
   equals "nominal slots with no publication" when nothing is late by more than
   one interval. An open gap at the end (cap hit) counts
   ``floor((T_end - a) / interval)`` slots.
+* other_cpu_pct: machine busy CPU (/proc/stat) during the run minus the
+  beats' and redis-server's CPU, in % of one core: ~0 (plus the harness's own
+  polling) on a quiet machine; large values mean other processes competed.
 """
 
 from __future__ import annotations
@@ -69,35 +72,50 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import itertools
+
+import _common as C
 
 LOCK_KEY = "redbeat::lock"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Kill -9 the RedBeat leader repeatedly; measure takeover, lost and "
-                    "duplicated fires.",
+        description="Kill -9 the RedBeat leader repeatedly; measure takeover, lost and duplicated fires.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--entries", type=int, default=20)
     p.add_argument("--interval", type=float, default=1.0, help="entry interval, seconds")
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--lock-timeout", type=float, default=None,
-                   help="redbeat_lock_timeout, s (default: RedBeat's 5 x max loop interval)")
-    p.add_argument("--max-loop-interval", type=float, default=None,
-                   help="beat_max_loop_interval, s (default: RedBeat/celery beat 300 s)")
-    p.add_argument("--takeover-cap", type=float, default=120.0,
-                   help="give up waiting for a takeover after this many seconds "
-                        "and stop this configuration")
-    p.add_argument("--warmup", type=float, default=5.0,
-                   help="seconds of emission before the first kill")
-    p.add_argument("--settle", type=float, default=3.0,
-                   help="seconds of emission after a takeover (and the replacement "
-                        "standby being up) before the next kill")
-    p.add_argument("--max-wall", type=float, default=840.0,
-                   help="hard cap on the whole run, seconds; stops killing when reached")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        help="redbeat_lock_timeout, s (default: RedBeat's 5 x max loop interval)",
+    )
+    p.add_argument(
+        "--max-loop-interval",
+        type=float,
+        default=None,
+        help="beat_max_loop_interval, s (default: RedBeat/celery beat 300 s)",
+    )
+    p.add_argument(
+        "--takeover-cap",
+        type=float,
+        default=120.0,
+        help="give up waiting for a takeover after this many seconds and stop this configuration",
+    )
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds of emission before the first kill")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds of emission after a takeover (and the replacement standby being up) before the next kill",
+    )
+    p.add_argument(
+        "--max-wall", type=float, default=840.0, help="hard cap on the whole run, seconds; stops killing when reached"
+    )
     p.add_argument("--loglevel", default="INFO", help="celery beat --loglevel")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (events, logs)")
     p.add_argument("--json-out", help="also write the final JSON to this file")
@@ -118,7 +136,7 @@ class EventTail:
         new = []
         for path in sorted(self.dir.glob("events-*.jsonl")):
             off = self.offsets.get(path, 0)
-            with open(path, "rb") as fh:
+            with path.open("rb") as fh:
                 fh.seek(off)
                 data = fh.read()
             end = data.rfind(b"\n")
@@ -165,11 +183,13 @@ def main(argv=None) -> int:
     eff_max_loop = args.max_loop_interval or 300.0
     eff_lock_timeout = args.lock_timeout or eff_max_loop * 5
     print(f"machine: nproc={info['nproc']} cpu={info['cpu']}")
-    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items()
-                                   if k not in ("nproc", "cpu")))
-    print(f"config: {config} (lock timeout {eff_lock_timeout:g}s, max loop interval "
-          f"{eff_max_loop:g}s), replicas={args.replicas}, entries={args.entries} every "
-          f"{args.interval:g}s, kills={args.kills}", flush=True)
+    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu")))
+    print(
+        f"config: {config} (lock timeout {eff_lock_timeout:g}s, max loop interval "
+        f"{eff_max_loop:g}s), replicas={args.replicas}, entries={args.entries} every "
+        f"{args.interval:g}s, kills={args.kills}",
+        flush=True,
+    )
 
     t_wall0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="redbeat-failover-"))
@@ -182,13 +202,16 @@ def main(argv=None) -> int:
     kills: list[dict] = []
     capped = False
     notes: list[str] = []
+    busy0 = None
+    own_cpu = 0.0  # CPU of replicas that were killed (live ones are read at the end)
     try:
         app = Celery("harness", broker=server.url)
         app.conf.redbeat_redis_url = server.url
         names = [f"fo-{i:03d}" for i in range(args.entries)]
         t0 = time.time() + 1.0
-        C.create_entries(app, names, args.interval,
-                         [t0 + i * args.interval / args.entries for i in range(args.entries)])
+        C.create_entries(
+            app, names, args.interval, [t0 + i * args.interval / args.entries for i in range(args.entries)]
+        )
         env = C.beat_env(tmp, server.url, events_dir, args.lock_timeout, args.max_loop_interval)
 
         def start_replica():
@@ -200,7 +223,6 @@ def main(argv=None) -> int:
 
         tail = EventTail(events_dir)
         busy0 = C.machine_busy_jiffies()
-        own_cpu = 0.0  # CPU of replicas that were killed (live ones are read at the end)
         for _ in range(args.replicas):
             start_replica()
 
@@ -239,14 +261,17 @@ def main(argv=None) -> int:
 
             scan_from = len(tail.pubs)
 
-            def takeover():
-                return next((e for e in tail.pubs[scan_from:]
-                             if e["pub"] > t_kill and e["pid"] != leader), None)
+            def takeover(scan_from=scan_from, t_kill=t_kill, leader=leader):
+                return next((e for e in tail.pubs[scan_from:] if e["pub"] > t_kill and e["pid"] != leader), None)
 
             first = wait_for(takeover, args.takeover_cap, tail)
-            row = {"kill": k + 1, "killed_pid": leader, "t_kill": t_kill,
-                   "leader_was_last_publisher": last_pub_pid == leader,
-                   "lock_pttl_at_kill_s": round(pttl_ms / 1000.0, 3) if pttl_ms else None}
+            row = {
+                "kill": k + 1,
+                "killed_pid": leader,
+                "t_kill": t_kill,
+                "leader_was_last_publisher": last_pub_pid == leader,
+                "lock_pttl_at_kill_s": round(pttl_ms / 1000.0, 3) if pttl_ms else None,
+            }
             if first is None:
                 row["takeover_s"] = f">{args.takeover_cap:g}"
                 row["capped"] = True
@@ -257,22 +282,26 @@ def main(argv=None) -> int:
                     f"kill {k + 1}: no takeover within {args.takeover_cap:g}s; lock PTTL at "
                     f"kill was {row['lock_pttl_at_kill_s']}s and standbys retry every "
                     f"{eff_max_loop:g}s, so takeover would take >= {row['lock_pttl_at_kill_s']}s"
-                    f" (<= PTTL + {eff_max_loop:g}s); configuration stopped")
+                    f" (<= PTTL + {eff_max_loop:g}s); configuration stopped"
+                )
                 break
-            new_lock = next((e for e in tail.lock_events
-                             if e["t"] > t_kill and e["pid"] != leader), None)
-            row.update({
-                "new_leader_pid": first["pid"],
-                "new_leader_is_replacement": first["pid"] == replacement.pid,
-                "takeover_s": round(first["pub"] - t_kill, 3),
-                "lock_acquired_s": round(new_lock["t"] - t_kill, 3) if new_lock else None,
-            })
+            new_lock = next((e for e in tail.lock_events if e["t"] > t_kill and e["pid"] != leader), None)
+            row.update(
+                {
+                    "new_leader_pid": first["pid"],
+                    "new_leader_is_replacement": first["pid"] == replacement.pid,
+                    "takeover_s": round(first["pub"] - t_kill, 3),
+                    "lock_acquired_s": round(new_lock["t"] - t_kill, 3) if new_lock else None,
+                }
+            )
             kills.append(row)
-            print(f"kill {k + 1}: pid {leader} (lock PTTL {row['lock_pttl_at_kill_s']}s) -> "
-                  f"pid {first['pid']} publishes after {row['takeover_s']}s", flush=True)
+            print(
+                f"kill {k + 1}: pid {leader} (lock PTTL {row['lock_pttl_at_kill_s']}s) -> "
+                f"pid {first['pid']} publishes after {row['takeover_s']}s",
+                flush=True,
+            )
             # the replacement must be up (standby, blocked on the lock) before next kill
-            if not wait_for(lambda: any(e["pid"] == replacement.pid for e in tail.init_events),
-                            60, tail):
+            if not wait_for(lambda r=replacement: any(e["pid"] == r.pid for e in tail.init_events), 60, tail):
                 notes.append(f"kill {k + 1}: replacement pid {replacement.pid} not up in 60 s")
             wait_for(lambda: False, args.settle, tail, step=0.25)
 
@@ -303,9 +332,9 @@ def main(argv=None) -> int:
     lost_by_kill = [0] * len(kills)
     lost_baseline = 0
     lost_open = 0
-    for name, times in by_entry.items():
+    for _name, times in by_entry.items():
         times.sort()
-        for a, b in zip(times, times[1:]):
+        for a, b in itertools.pairwise(times):
             if b - a < interval / 2:
                 close_pairs += 1
             if b <= t_measure0:
@@ -339,8 +368,11 @@ def main(argv=None) -> int:
         "config": config,
         "lock_timeout_s": eff_lock_timeout,
         "max_loop_interval_s": eff_max_loop,
-        "replicas": args.replicas, "entries": args.entries, "interval_s": interval,
-        "kills_requested": args.kills, "kills_done": len(kills),
+        "replicas": args.replicas,
+        "entries": args.entries,
+        "interval_s": interval,
+        "kills_requested": args.kills,
+        "kills_done": len(kills),
         "capped": capped,
         "takeover_cap_s": args.takeover_cap,
         "takeover_min_s": s_ok[0] if s_ok else None,
@@ -366,31 +398,60 @@ def main(argv=None) -> int:
 
     print()
     C.print_table(
-        ["kill", "killed pid", "lock PTTL s", "takeover s", "lock acq s", "new leader",
-         "replacement?", "lost"],
-        [[r["kill"], r["killed_pid"], C.fmt(r["lock_pttl_at_kill_s"], digits=2),
-          C.fmt(r["takeover_s"]), C.fmt(r.get("lock_acquired_s")),
-          r.get("new_leader_pid", "-"), r.get("new_leader_is_replacement", "-"), r["lost"]]
-         for r in kills],
+        ["kill", "killed pid", "lock PTTL s", "takeover s", "lock acq s", "new leader", "replacement?", "lost"],
+        [
+            [
+                r["kill"],
+                r["killed_pid"],
+                C.fmt(r["lock_pttl_at_kill_s"], digits=2),
+                C.fmt(r["takeover_s"]),
+                C.fmt(r.get("lock_acquired_s")),
+                r.get("new_leader_pid", "-"),
+                r.get("new_leader_is_replacement", "-"),
+                r["lost"],
+            ]
+            for r in kills
+        ],
     )
     print()
     C.print_table(
-        ["config", "lock timeout", "max loop", "kills", "takeover p50", "mean", "max",
-         "lost/kill mean", "min", "max", "dup", "baseline lost"],
-        [[config, f"{eff_lock_timeout:g}s", f"{eff_max_loop:g}s", len(kills),
-          C.fmt(summary["takeover_p50_s"]) if s_ok else kills[-1]["takeover_s"] if kills else "-",
-          C.fmt(summary["takeover_mean_s"]), C.fmt(summary["takeover_max_s"]),
-          C.fmt(summary["lost_per_kill_mean"], digits=1) if lost_ok else
-          (f"{kills[-1]['lost']} (open)" if kills else "-"),
-          C.fmt(summary["lost_per_kill_min"]), C.fmt(summary["lost_per_kill_max"]),
-          dup_same_due, lost_baseline]],
+        [
+            "config",
+            "lock timeout",
+            "max loop",
+            "kills",
+            "takeover p50",
+            "mean",
+            "max",
+            "lost/kill mean",
+            "min",
+            "max",
+            "dup",
+            "baseline lost",
+        ],
+        [
+            [
+                config,
+                f"{eff_lock_timeout:g}s",
+                f"{eff_max_loop:g}s",
+                len(kills),
+                C.fmt(summary["takeover_p50_s"]) if s_ok else kills[-1]["takeover_s"] if kills else "-",
+                C.fmt(summary["takeover_mean_s"]),
+                C.fmt(summary["takeover_max_s"]),
+                C.fmt(summary["lost_per_kill_mean"], digits=1)
+                if lost_ok
+                else (f"{kills[-1]['lost']} (open)" if kills else "-"),
+                C.fmt(summary["lost_per_kill_min"]),
+                C.fmt(summary["lost_per_kill_max"]),
+                dup_same_due,
+                lost_baseline,
+            ]
+        ],
     )
-    print(f"other CPU during the run (machine busy minus beats and redis): "
-          f"{summary['other_cpu_pct']}% of one core")
+    print(f"other CPU during the run (machine busy minus beats and redis): {summary['other_cpu_pct']}% of one core")
     for n in notes:
         print("note:", n)
-    out = {"bench": "redbeat_failover", "machine": info, "summary": summary,
-           "kills": kills, "notes": notes}
+    out = {"bench": "redbeat_failover", "machine": info, "summary": summary, "kills": kills, "notes": notes}
     line = json.dumps(out)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")

@@ -101,3 +101,16 @@ def test_worker_speaks_sd_notify(
     assert "STOPPING=1" in _receive_until(receiver, "STOPPING=1")
     assert worker.stop() == 0
     receiver.close()
+
+
+def test_install_user_units(tmp_path: Path) -> None:
+    """--user writes user units (config under ~/.config/beatd, no system sandbox) below the root."""
+    output = subprocess.run(
+        [sys.executable, "-m", "beatd", "install-systemd", "--root", str(tmp_path), "--user"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    ).stdout  # fmt: skip
+    home = tmp_path / Path.home().relative_to("/")
+    unit = (home / ".config/systemd/user/beatd-beat.service").read_text()
+    assert "ExecStart=" in unit and "%h/.config/beatd/beatd.yaml" in unit and "DynamicUser" not in unit
+    assert (home / ".config/beatd/beatd.yaml").exists()
+    assert "systemctl --user enable --now beatd.target" in output

@@ -7,7 +7,7 @@ Fires the beat did not emit (``missed``) and fires a worker did not run (``skipp
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -81,8 +81,8 @@ class RunRecord:
     v: int = RECORD_VERSION
 
     def to_json(self) -> str:
-        """Compact JSON, without empty optional fields."""
-        body = {key: value for key, value in asdict(self).items() if value is not None}
+        """Compact JSON, without empty optional fields (built from ``__dict__``: this runs twice per run)."""
+        body = {key: value for key, value in self.__dict__.items() if value is not None}
         if not self.extra:
             del body["extra"]
         if not self.result_truncated:

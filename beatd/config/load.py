@@ -47,7 +47,7 @@ class Config:
         """Prefix of every Redis key of this deployment."""
         return self.settings.namespace
 
-    @property
+    @cached_property
     def pythonpath(self) -> tuple[Path, ...]:
         """Directories searched for ``call`` targets, resolved against the config file's directory."""
         return tuple((self.path.parent / entry).resolve() for entry in self.settings.pythonpath)

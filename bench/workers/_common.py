@@ -4,6 +4,7 @@
   port, AOF with ``appendfsync always``), optionally switched to ``appendfsync no`` with CONFIG SET;
 * :func:`wait_for_quiet`: wait (bounded) until the machine's 1-minute load is low enough to measure;
 * :func:`tree_cpu_seconds`: CPU seconds of a process and all of its descendants (job children included);
+  :func:`machine_cpu_seconds`: busy CPU seconds of the whole machine (to tell what other processes took);
 * :func:`beatd_source`: beatd's package as committed at a git ref (default ``HEAD``), exported to a temporary
   directory that the benchmarks put first on PYTHONPATH (and use as the working directory), with the job module
   ``tests/worker_jobs.py`` of the same ref in a second directory (the config's ``pythonpath``), so a
@@ -45,6 +46,7 @@ __all__ = [
     "beatd_source",
     "load_average",
     "machine",
+    "machine_cpu_seconds",
     "percentile",
     "print_table",
     "revision",
@@ -151,6 +153,13 @@ def stop(process: subprocess.Popen[Any], grace: float = 10.0) -> int:
             process.kill()
             process.wait()
     return int(process.returncode)
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of all cores so far (user, nice, system, irq, softirq, steal; /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

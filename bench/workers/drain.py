@@ -19,7 +19,9 @@ the harness polls every ``--poll`` s until every job is done and recorded, and c
 
 Reported per variant: ``jobs/s`` = jobs done after the first completion / time from the first completion to
 the last (steady state, startup excluded); ``wall/s`` = N / time from spawning the worker; CPU ms per job of
-the worker's process tree and of redis-server in the steady state. Each variant is bounded by
+the worker's process tree and of redis-server in the steady state; ``others`` = cores that every other
+process on the machine used meanwhile (other benchmarks: a disturbed run shows here). ``--repeat K`` runs
+each variant K times and adds a summary (median, range). Each variant is bounded by
 ``--time-limit``; ``--profile DIR`` records each beatd worker with py-spy (raw format) instead of measuring
 cleanly. Prints a table and, last, one JSON line.
 """
@@ -31,6 +33,7 @@ import collections
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +51,9 @@ from _common import (  # type: ignore[import-not-found]
     PY_SPY,
     beatd_env,
     beatd_source,
+    load_average,
     machine,
+    machine_cpu_seconds,
     print_table,
     revision,
     start_redis,
@@ -101,6 +106,9 @@ class Result:
     wall_jobs_per_s: float | None = None
     worker_cpu_ms_per_job: float | None = None
     redis_cpu_ms_per_job: float | None = None
+    other_cores: float | None = None
+    load_end: float | None = None
+    repeat: int = 1
     verified: str = ""
     timed_out: bool = False
     profile: str | None = None
@@ -158,7 +166,7 @@ def poll_until_done(
     """Poll ``remaining()`` until 0 (or the time limit, or the worker's exit); fill in rates and CPU.
     ``on_first`` is called once, when the first job is done (after startup)."""
     spawned = time.monotonic()
-    first: tuple[float, int, float, float] | None = None  # time, remaining, worker CPU, redis CPU
+    first: tuple[float, int, float, float, float] | None = None  # time, remaining, worker, redis, machine CPU
     left = jobs
     while True:
         left = remaining()
@@ -167,7 +175,7 @@ def poll_until_done(
             if on_first is not None:
                 on_first()
                 left, now = remaining(), time.monotonic()
-            first = (now, left, tree_cpu_seconds(worker.pid), tree_cpu_seconds(redis_pid))
+            first = (now, left, tree_cpu_seconds(worker.pid), tree_cpu_seconds(redis_pid), machine_cpu_seconds())
         if left <= 0:
             break
         if now - spawned > limit:
@@ -178,7 +186,8 @@ def poll_until_done(
             break
         time.sleep(poll)
     end = time.monotonic()
-    worker_cpu, redis_cpu = tree_cpu_seconds(worker.pid), tree_cpu_seconds(redis_pid)
+    worker_cpu, redis_cpu, busy = tree_cpu_seconds(worker.pid), tree_cpu_seconds(redis_pid), machine_cpu_seconds()
+    result.load_end = load_average()
     result.done = jobs - max(left, 0)
     result.wall_jobs_per_s = round(result.done / (end - spawned), 1)
     if first is not None and end > first[0]:
@@ -189,6 +198,8 @@ def poll_until_done(
         if done_in_steady > 0:
             result.worker_cpu_ms_per_job = round((worker_cpu - first[2]) * 1000 / done_in_steady, 3)
             result.redis_cpu_ms_per_job = round((redis_cpu - first[3]) * 1000 / done_in_steady, 3)
+        others = (busy - first[4]) - (worker_cpu - first[2]) - (redis_cpu - first[3])
+        result.other_cores = round(others / (end - first[0]), 2)
 
 
 def start_profiler(pid: int, path: Path, mode: str) -> subprocess.Popen[bytes]:
@@ -336,6 +347,7 @@ def main() -> None:
     fsync_help = "redis-server appendfsync (default always, as tests/redis_server.py starts it)"
     parser.add_argument("--fsync", choices=["always", "everysec", "no"], default="always", help=fsync_help)
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per variant at most (default 600)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each variant (default 1)")
     parser.add_argument("--poll", type=float, default=0.02, help="seconds between completion checks")
     parser.add_argument("--max-load", type=float, default=1.0, help="wait before each variant until load <= this")
     parser.add_argument("--profile", metavar="DIR", help="record each beatd worker with py-spy into DIR")
@@ -355,29 +367,39 @@ def main() -> None:
     if options.profile:
         Path(options.profile).mkdir(parents=True, exist_ok=True)
 
-    results, loads = [], {}
+    results, loads = [], []
     source = tempfile.TemporaryDirectory(prefix="beatd-src-")
     options.beatd_src, options.beatd_jobs = beatd_source(options.beatd_ref, Path(source.name))
-    for variant in chosen:
-        loads[variant.name] = wait_for_quiet(options.max_load)
-        jobs = options.slow_jobs if variant.slow else options.jobs
-        print(f"# {variant.name}: {jobs} jobs (load {loads[variant.name]:.2f})", file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="beatd-drain-") as directory:
-            result = RUNNERS[variant.system](variant, jobs, Path(directory), options)
-        print(f"#   {result}", file=sys.stderr, flush=True)
-        results.append(result)
+    for repeat in range(1, options.repeat + 1):
+        for variant in chosen:
+            loads.append(wait_for_quiet(options.max_load))
+            jobs = options.slow_jobs if variant.slow else options.jobs
+            print(f"# {variant.name} #{repeat}: {jobs} jobs (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
+            with tempfile.TemporaryDirectory(prefix="beatd-drain-") as directory:
+                result = RUNNERS[variant.system](variant, jobs, Path(directory), options)
+            result.repeat = repeat
+            print(f"#   {result}", file=sys.stderr, flush=True)
+            results.append(result)
     source.cleanup()
 
     print(f"# beatd {revision(options.beatd_ref)}, fsync {options.fsync}, patches {options.patches or 'none'}")
     print_table(
-        ["variant", "jobs", "done", "jobs/s", "wall/s", "startup s", "worker ms/job", "redis ms/job", "load", "check"],
+        ["variant", "#", "jobs", "done", "jobs/s", "wall/s", "startup s", "worker ms/job", "redis ms/job", "others",
+         "load", "check"],
         [
-            [r.variant, r.jobs, r.done, r.steady_jobs_per_s, r.wall_jobs_per_s, r.first_done_s,
-             r.worker_cpu_ms_per_job, r.redis_cpu_ms_per_job, f"{loads[r.variant]:.2f}",
+            [r.variant, r.repeat, r.jobs, r.done, r.steady_jobs_per_s, r.wall_jobs_per_s, r.first_done_s,
+             r.worker_cpu_ms_per_job, r.redis_cpu_ms_per_job, r.other_cores, f"{load:.2f}-{r.load_end:.2f}",
              r.verified.split(":")[0] + (" TIMEOUT" if r.timed_out else "")]
-            for r in results
+            for r, load in zip(results, loads, strict=True)
         ],
     )  # fmt: skip
+    if options.repeat > 1:
+        print()
+        rows = []
+        for variant in chosen:
+            rates = sorted(r.steady_jobs_per_s or 0.0 for r in results if r.variant == variant.name)
+            rows.append([variant.name, len(rates), statistics.median(rates), f"{rates[0]}-{rates[-1]}"])
+        print_table(["variant", "runs", "median jobs/s", "range"], rows)
     for r in results:
         print(f"{r.variant}: {r.verified}" + "".join(f"; {note}" for note in r.notes))
     report = {
@@ -387,7 +409,7 @@ def main() -> None:
         "patches": options.patches,
         "beatd_revision": revision(options.beatd_ref),
         "machine": machine(),
-        "results": [{**vars(r), "load": loads[r.variant]} for r in results],
+        "results": [{**vars(r), "load": load} for r, load in zip(results, loads, strict=True)],
     }
     print(json.dumps(report))
 

@@ -13,6 +13,8 @@ on throughput is measured, not guessed. Patches (comma-separated, or ``all``):
 * ``prefetch``: ``beatd.worker.worker.PREFETCH`` = 8 instead of 2 (fewer, larger XREADGROUP calls);
 * ``hiredis``: redis-py with the hiredis parser and packer (``bench/workers/.venv/hiredis-site``, installed
   by ``setup.sh``).
+
+``none`` applies nothing: the launcher alone, as a control.
 """
 
 from __future__ import annotations
@@ -89,10 +91,11 @@ def patch_prefetch() -> None:
 def main() -> None:
     """Apply the patches, then run beatd's CLI with the arguments after ``--``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patches", default="", help=f"comma-separated subset of {','.join(PATCHES)}, or all")
+    parser.add_argument("--patches", default="", help=f"comma-separated subset of {','.join(PATCHES)}, all, or none")
     parser.add_argument("beatd_args", nargs=argparse.REMAINDER, help="-- then beatd's own arguments")
     options = parser.parse_args()
-    chosen = PATCHES if options.patches == "all" else tuple(name for name in options.patches.split(",") if name)
+    names = tuple(name for name in options.patches.split(",") if name and name != "none")
+    chosen = PATCHES if options.patches == "all" else names
     unknown = set(chosen) - set(PATCHES)
     if unknown:
         parser.error(f"unknown patches: {', '.join(sorted(unknown))}")

@@ -18,6 +18,11 @@ class Signer:
     def __init__(self, key: str) -> None:
         self._key = key.encode()
 
+    @classmethod
+    def optional(cls, key: str | None) -> Signer | None:
+        """A signer for ``key``, or None when signing is not configured."""
+        return cls(key) if key else None
+
     def sign(self, message: str) -> str:
         """Hex HMAC-SHA256 of the message text."""
         return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()

@@ -10,13 +10,13 @@ from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
-from beatd.config import find_config, load_config
+from beatd.config import load_config
 from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.metrics import Health, Metrics, serve
-from beatd.service import Notifier, Signals, configure_logging, keep_out_of_collections, run_loop
+from beatd.service import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
 
@@ -39,16 +39,13 @@ def beat(
     metrics_host: str,
 ) -> None:
     """Run a beat replica: elect a leader, emit every due fire exactly once."""
-    configure_logging(log_level, log_format)
-    path = find_config(config_path, runtime.environ, runtime.cwd)
-    config = load_config(path, runtime.environ)
-    keep_out_of_collections()
+    path, config = runtime.start_daemon(config_path, log_level, log_format)
     clock = runtime.clock
     store = Store(connect(config.settings.redis), Keys(config.namespace))
     replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
     metrics, health = Metrics(len(config.jobs)), Health()
-    daemon = Beat(config, store, replica, Signer(key) if key else None, metrics, health)
+    daemon = Beat(config, store, replica, Signer.optional(key), metrics, health)
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)
     signals = Signals()

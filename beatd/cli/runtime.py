@@ -10,6 +10,7 @@ from pathlib import Path
 from beatd.clock import Clock, SystemClock
 from beatd.config import Config, find_config, load_config, load_connection
 from beatd.errors import BeatdError, ConfigError, Problem
+from beatd.service import configure_logging, keep_out_of_collections
 
 __all__ = ["Runtime", "UsageProblem"]
 
@@ -37,3 +38,11 @@ class Runtime:
             return load_config(path, self.environ), []
         except ConfigError as error:
             return load_connection(path, self.environ), error.problems
+
+    def start_daemon(self, config_path: str | None, log_level: str, log_format: str) -> tuple[Path, Config]:
+        """What every daemon does first: set up logging, find and load the config, keep it out of collections."""
+        configure_logging(log_level, log_format)
+        path = find_config(config_path, self.environ, self.cwd)
+        config = load_config(path, self.environ)
+        keep_out_of_collections()
+        return path, config

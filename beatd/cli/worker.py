@@ -8,12 +8,12 @@ import click
 
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.config import find_config, load_config
+from beatd.config import load_config
 from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
-from beatd.service import Notifier, Signals, configure_logging, keep_out_of_collections, run_loop
+from beatd.service import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.signing import Signer
 from beatd.store import RunStore, connect
 from beatd.worker import Worker
@@ -45,10 +45,7 @@ def worker(
     metrics_host: str,
 ) -> None:
     """Run jobs from the queue streams: only jobs declared in this worker's config."""
-    configure_logging(log_level, log_format)
-    path = find_config(config_path, runtime.environ, runtime.cwd)
-    config = load_config(path, runtime.environ)
-    keep_out_of_collections()
+    path, config = runtime.start_daemon(config_path, log_level, log_format)
     settings = config.settings.worker
     names = [name.strip() for name in queues.split(",") if name.strip()] if queues else None
     if queues is not None and not names:
@@ -65,7 +62,7 @@ def worker(
         concurrency=concurrency or settings.concurrency,
         grace=grace if grace is not None else settings.grace.total_seconds(),
         isolation=isolation or settings.isolation,
-        signer=Signer(key) if key else None,
+        signer=Signer.optional(key),
         metrics=metrics,
         health=health,
     )

@@ -8,8 +8,10 @@ whose ``start:`` instants are spread evenly over one interval, so ``rate`` fires
 ones ``--lead`` s after the processes are started; one ``beatd beat`` and one ``beatd worker``
 (``--concurrency``, ``--isolation``). Fires scheduled in the window [first + warmup, first + warmup +
 duration) are measured: latency = the RunRecord's ``lag_s`` (started_at - scheduled_at), split into emission
-(emitted_at - scheduled_at, the beat) and pickup (started_at - emitted_at, queue + worker). Every expected fire
-must have a ``succeeded`` record.
+(emitted_at - scheduled_at, the beat) and pickup (started_at - emitted_at, queue + worker); both are
+millisecond-rounded, as the record's instants are. Every expected fire must have a ``succeeded`` record. CPU
+shares (cores) over the window are reported per process tree and ``others`` (every other process on the
+machine: a run disturbed by other work shows there).
 
 Celery (``--celery``): the same schedule in ``celery beat`` (in-memory ``peer_celery:SpreadScheduler``) and a
 prefork worker (concurrency 2, Redis broker). The task reads the clock first and records it with the fire's
@@ -42,6 +44,7 @@ from _common import (  # type: ignore[import-not-found]
     beatd_env,
     beatd_source,
     machine,
+    machine_cpu_seconds,
     percentile,
     print_table,
     revision,
@@ -98,8 +101,15 @@ def wait_until(instant: float) -> None:
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process tree."""
-    return {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+    """CPU seconds so far of each named process tree, and of the whole machine (``machine``)."""
+    return {name: tree_cpu_seconds(pid) for name, pid in pids.items()} | {"machine": machine_cpu_seconds()}
+
+
+def cpu_share(start: dict[str, float], end: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used by each process tree over the window; ``others``: by every other process on the machine."""
+    used = {name: (end[name] - start[name]) / seconds for name in start if name != "machine"}
+    others = (end["machine"] - start["machine"]) / seconds - sum(used.values())
+    return {name: round(value, 3) for name, value in (used | {"others": others}).items()}
 
 
 def run_beatd(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def run_beatd(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "latency": summary(lags),
         "emission": summary(emission),
         "pickup": summary(pickup),
-        "cpu_share": {name: round((cpu_end[name] - cpu_start[name]) / options.duration, 3) for name in pids},
+        "cpu_share": cpu_share(cpu_start, cpu_end, options.duration),
         "stderr": {name: text for name, text in errors.items() if text.strip()},
     }
 
@@ -209,7 +219,7 @@ def run_celery(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "latency": summary([r["started"] - r["due"] for r in inside]),
         "vs_grid": summary([r["started"] - r["grid"] for r in inside]),
         "drift": summary([r["due"] - r["grid"] for r in inside]),
-        "cpu_share": {name: round((cpu_end[name] - cpu_start[name]) / options.duration, 3) for name in pids},
+        "cpu_share": cpu_share(cpu_start, cpu_end, options.duration),
         "stderr": {name: text for name, text in errors.items() if text.strip()},
     }
 

@@ -52,11 +52,8 @@ def from_ms(value: int) -> datetime:
 
 def format_utc(instant: datetime) -> str:
     """ISO-8601 in UTC with a ``Z`` and milliseconds only when needed: ``2026-11-21T16:05:00Z``."""
-    utc = instant.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond // 1000:03d}"
-    return text + "Z"
+    utc = instant.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds") + "Z"
 
 
 def parse_utc(text: str) -> datetime:

@@ -80,13 +80,16 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     v: int = RECORD_VERSION
 
-    def to_json(self) -> str:
-        """Compact JSON, without empty optional fields (built from ``__dict__``: this runs twice per run)."""
+    def to_json(self, omit: tuple[str, ...] = ()) -> str:
+        """Compact JSON, without empty optional fields nor the ``omit`` ones (built from ``__dict__``: this
+        runs twice per run)."""
         body = {key: value for key, value in self.__dict__.items() if value is not None}
         if not self.extra:
             del body["extra"]
         if not self.result_truncated:
             del body["result_truncated"]
+        for key in omit:
+            del body[key]
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod

@@ -2,12 +2,13 @@
 
 from beatd.store.base import StoreError, StoreRejected, StoreUnavailable, connect
 from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Op, Store
-from beatd.store.runs import Claim, Delivery, Finish, RunStore
+from beatd.store.runs import Claim, ClaimRequest, Delivery, Finish, RunStore
 
 __all__ = [
     "AUDIT_MAXLEN",
     "ApplyResult",
     "Claim",
+    "ClaimRequest",
     "Delivery",
     "Finish",
     "Op",

@@ -22,6 +22,7 @@ from beatd.errors import BeatdError
 
 __all__ = [
     "Heartbeats",
+    "KeyTable",
     "StoreError",
     "StoreRejected",
     "StoreUnavailable",
@@ -114,6 +115,23 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
 def script(name: str) -> str:
     """The text of ``beatd/lua/NAME.lua``."""
     return (resources.files("beatd") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class KeyTable:
+    """The KEYS of one batched script call: fixed keys first, then each other key numbered when first named
+    (the script's per-item values carry these numbers)."""
+
+    def __init__(self, *fixed: str) -> None:
+        self.keys = list(fixed)
+        self._index = {key: number for number, key in enumerate(self.keys, 1)}
+
+    def position(self, key: str) -> int:
+        """The 1-based index of ``key`` in ``keys``, adding it if new."""
+        number = self._index.get(key)
+        if number is None:
+            self.keys.append(key)
+            number = self._index[key] = len(self.keys)
+        return number
 
 
 class Heartbeats:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import redis
 
 from beatd.keys import Keys
-from beatd.store.base import Heartbeats, queue_lengths, reachable, script
+from beatd.store.base import Heartbeats, KeyTable, queue_lengths, reachable, script
 
 __all__ = ["AUDIT_MAXLEN", "ApplyResult", "Op", "Store"]
 
@@ -127,14 +127,10 @@ class Store:
         return total
 
     def _apply_batch(self, token: str, ops: Sequence[Op]) -> ApplyResult:
-        keys = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
-        index: dict[str, int] = {"": 1}
+        table = KeyTable(self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last)
 
         def position(key: str) -> int:
-            if key not in index:
-                keys.append(key)
-                index[key] = len(keys)
-            return index[key]
+            return table.position(key) if key else 1  # base and forget name no key
 
         args: list[Any] = [token]
         for op in ops:
@@ -152,7 +148,7 @@ class Store:
                 )
             )
         with reachable():
-            reply = self._emit(keys=keys, args=args)
+            reply = self._emit(keys=table.keys, args=args)
         if int(reply[0]) == -1:
             return ApplyResult(leader=False)
         refused = tuple((str(job), str(error)) for job, error in zip(reply[3::2], reply[4::2], strict=True))

@@ -12,9 +12,9 @@ import redis.exceptions
 
 from beatd import defaults
 from beatd.keys import GROUP, Keys
-from beatd.store.base import Heartbeats, queue_lengths, reachable, script
+from beatd.store.base import Heartbeats, KeyTable, queue_lengths, reachable, script
 
-__all__ = ["Claim", "Delivery", "Finish", "RunStore"]
+__all__ = ["Claim", "ClaimRequest", "Delivery", "Finish", "RunStore"]
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,35 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """A fire a worker wants to run: its delivery, its job's overlap policy and lease, its ``running`` record
+    (JSON without run_id and attempt: the claim numbers the attempt)."""
+
+    job: str
+    delivery: Delivery
+    fire_id: str
+    overlap: str
+    lease_end_ms: int
+    record: str
+    score_ms: int
+    requested: bool = False
+
+
+@dataclass(frozen=True)
 class Claim:
-    """The overlap decision for a fire: ``run`` (with the attempt number), ``skip`` or ``buffered``."""
+    """The decision for a fire: ``run`` (with the attempt number), ``skip``, ``buffered``, or ``error`` (Redis
+    refused a write; ``error`` says why)."""
 
     decision: str
     attempt: int = 0
     replaced: tuple[str, ...] = ()
+    error: str = ""
 
 
 @dataclass(frozen=True)
 class Finish:
-    """What to write when a run ends (see ``lua/finish.lua``)."""
+    """What to write when a run ends (see ``lua/finish.lua``); ``dead_record``: the fire-level record of a
+    fire out of attempts."""
 
     job: str
     queue: str
@@ -56,6 +74,7 @@ class Finish:
     reason: str = ""
     fire_id: str = ""
     fire_done: bool = False
+    dead_record: str = ""
 
 
 class RunStore:
@@ -67,6 +86,7 @@ class RunStore:
         self._claim = client.register_script(script("claim"))
         self._finish = client.register_script(script("finish"))
         self._requeue = client.register_script(script("requeue"))
+        self._unclaim = client.register_script(script("unclaim"))
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -130,39 +150,42 @@ class RunStore:
         return queue_lengths(self.client, {queue: self.keys.queue(queue) for queue in queues})
 
     # -- runs --------------------------------------------------------------------------------------------
-    def claim(
-        self,
-        job: str,
-        delivery: Delivery,
-        fire_id: str,
-        worker: str,
-        now_ms: int,
-        lease_ms: int,
-        overlap: str,
-        running_record: str,
-        score_ms: int,
-        requested: bool = False,
-    ) -> Claim:
-        """Apply ``overlap`` and, when the fire may run, register the run with its lease and write its
-        ``running`` record (``running_record`` without run_id and attempt), atomically (``lua/claim.lua``)."""
-        keys = [
-            self.keys.active(job),
-            self.keys.leases(delivery.queue),
-            self.keys.attempts,
-            self.keys.buffer(job),
-            self.keys.cancel,
-            self.keys.runs(job),
-            self.keys.runs_by_time(job),
-        ]
-        args: list[str | int] = [
-            fire_id, delivery.entry_id, worker, now_ms, now_ms + lease_ms, overlap, delivery.message,
-            delivery.signature, running_record, score_ms, "requested" if requested else "scheduled",
-        ]  # fmt: skip
+    def claim(self, requests: Sequence[ClaimRequest], worker: str, now_ms: int) -> list[Claim]:
+        """Apply each fire's overlap policy and, when it may run, register the run with its lease and write its
+        ``running`` record; one script call for the batch, each fire atomic (``lua/claim.lua``)."""
+        if not requests:
+            return []
+        table = KeyTable(self.keys.attempts, self.keys.cancel)
+        args: list[str | int] = [worker, now_ms]
+        for request in requests:
+            job, delivery = request.job, request.delivery
+            held = request.overlap == "buffer_one"
+            args.extend((
+                request.fire_id, delivery.entry_id, request.lease_end_ms, request.overlap,
+                delivery.message if held else "", delivery.signature if held else "", request.record,
+                request.score_ms, "requested" if request.requested else "scheduled",
+                table.position(self.keys.active(job)), table.position(self.keys.leases(delivery.queue)),
+                table.position(self.keys.buffer(job)), table.position(self.keys.runs(job)),
+                table.position(self.keys.runs_by_time(job)),
+            ))  # fmt: skip
         with reachable():
-            reply = self._claim(keys=keys, args=args)
-        if reply[0] == "run":
-            return Claim("run", int(reply[1]), tuple(str(item) for item in reply[2:]))
-        return Claim(str(reply[0]))
+            replies = self._claim(keys=table.keys, args=args)
+        return [_claim(reply) for reply in replies]
+
+    def unclaim(self, runs: Sequence[tuple[str, str, str, str]], worker: str) -> int:
+        """Undo claims of fires not started: (job, queue, entry id, run id) each (``lua/unclaim.lua``)."""
+        if not runs:
+            return 0
+        table = KeyTable(self.keys.attempts)
+        args: list[str | int] = [worker]
+        for job, queue, entry_id, run in runs:
+            args.extend((
+                run.rsplit("#", 1)[0], run, entry_id, table.position(self.keys.active(job)),
+                table.position(self.keys.leases(queue)), table.position(self.keys.runs(job)),
+                table.position(self.keys.runs_by_time(job)),
+            ))  # fmt: skip
+        with reachable():
+            return int(self._unclaim(keys=table.keys, args=args))
 
     def attempts(self, fire_id: str) -> int:
         """Attempts of ``fire_id`` started so far."""
@@ -210,27 +233,27 @@ class RunStore:
             reasons = self.client.hmget(self.keys.cancel, list(runs))
         return {run: str(reason) for run, reason in zip(runs, reasons, strict=True) if reason is not None}
 
-    def finish(self, end: Finish) -> None:
-        """Record the end of a run and acknowledge its entry, atomically (``lua/finish.lua``)."""
-        keys = [
-            self.keys.active(end.job),
-            self.keys.leases(end.queue),
-            self.keys.queue(end.queue),
-            self.keys.runs(end.job),
-            self.keys.runs_by_time(end.job),
-            self.keys.buffer(end.job),
-            self.keys.retry(end.queue),
-            self.keys.dead,
-            self.keys.attempts,
-            self.keys.cancel,
-        ]
-        args: list[str | int] = [
-            end.run_id, end.entry_id, GROUP, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
-            end.message, end.signature, end.retry_at_ms, end.reason, end.fire_id, "1" if end.fire_done else "0",
-            defaults.DEAD_MAXLEN,
-        ]  # fmt: skip
+    def finish(self, ends: Sequence[Finish], now_ms: int) -> dict[str, str]:
+        """Record the ends of runs and acknowledge their entries; one script call for the batch, each end atomic
+        (``lua/finish.lua``). Returns run id -> error for ends Redis refused (their entries stay pending)."""
+        if not ends:
+            return {}
+        table = KeyTable(self.keys.attempts, self.keys.cancel, self.keys.dead)
+        args: list[str | int] = [GROUP, defaults.DEAD_MAXLEN, now_ms]
+        for end in ends:
+            queued = end.then != "none"
+            args.extend((
+                end.run_id, end.entry_id, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
+                end.message if queued else "", end.signature if queued else "", end.retry_at_ms, end.reason,
+                end.fire_id, "1" if end.fire_done else "0", end.dead_record,
+                table.position(self.keys.active(end.job)), table.position(self.keys.leases(end.queue)),
+                table.position(self.keys.queue(end.queue)), table.position(self.keys.runs(end.job)),
+                table.position(self.keys.runs_by_time(end.job)), table.position(self.keys.buffer(end.job)),
+                table.position(self.keys.retry(end.queue)),
+            ))  # fmt: skip
         with reachable():
-            self._finish(keys=keys, args=args)
+            refused = self._finish(keys=table.keys, args=args)
+        return {str(run): str(error) for run, error in zip(refused[::2], refused[1::2], strict=True)}
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream."""
@@ -315,3 +338,11 @@ class RunStore:
                 if not name.endswith(":by-time"):
                     names.add(name)
         return sorted(names)
+
+
+def _claim(reply: list[Any]) -> Claim:
+    if reply[0] == "run":
+        return Claim("run", int(reply[1]), tuple(str(item) for item in reply[2:]))
+    if reply[0] == "error":
+        return Claim("error", error=str(reply[1]))
+    return Claim(str(reply[0]))

@@ -5,6 +5,7 @@ Kept small and free of Redis: the parent (the worker) owns every side effect but
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import traceback
@@ -40,9 +41,9 @@ def serve(connection: Connection) -> None:
 def call_target(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task (target, args, kwargs, pythonpath, context) and describe how it ended."""
     try:
-        function = resolve_call(task["target"], [Path(entry) for entry in task.get("pythonpath", [])])
+        function, wants_context = _resolve(task["target"], tuple(task.get("pythonpath", ())))
         args = list(task.get("args", []))
-        if _wants_context(function):
+        if wants_context:
             args.insert(0, _context(task["context"]))
         value = function(*args, **task.get("kwargs", {}))
     except TargetError as error:
@@ -55,6 +56,13 @@ def call_target(task: dict[str, Any]) -> dict[str, Any]:
         }
     result, truncated = cap_result(value)
     return {"status": "succeeded", "result": result, "result_truncated": truncated}
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve(target: str, pythonpath: tuple[str, ...]) -> tuple[Callable[..., Any], bool]:
+    """The callable of ``target`` and whether it takes a context; remembered (imports are anyway)."""
+    function = resolve_call(target, [Path(entry) for entry in pythonpath])
+    return function, _wants_context(function)
 
 
 def _wants_context(function: Callable[..., Any]) -> bool:

@@ -1,10 +1,11 @@
 """The worker: claim fires from the queue streams, run them, record every attempt.
 
-Threads: the main thread reads streams (``tick``), moves due retries back and reclaims runs of dead
-workers; ``concurrency`` runner threads each run one fire at a time (a callable in their own child process,
-or a command); a heartbeat thread renews run leases, passes on cancellations (``overlap: replace``) and
-publishes the worker's heartbeat. A stream entry is acknowledged only in the same atomic step that writes
-its run record (``lua/finish.lua``).
+Threads: the main thread reads streams (``tick``), claims what it read in one script call per batch
+(``lua/claim.lua``: overlap, attempt, lease and ``running`` record), moves due retries back and reclaims
+runs of dead workers; ``concurrency`` runner threads each run one claimed fire at a time (a callable in their
+own child process, or a command); the finisher thread writes run ends in batches (``lua/finish.lua``: a
+stream entry is acknowledged only in the same atomic step that writes its run record); a heartbeat thread
+renews run leases, passes on cancellations (``overlap: replace``) and publishes the worker's heartbeat.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Health, Metrics
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
-from beatd.store import Delivery, Finish, RunStore, StoreError
+from beatd.store import Claim, ClaimRequest, Delivery, Finish, RunStore, StoreError
 from beatd.worker.context import previous_fire
 from beatd.worker.executor import ChildExecutor, Executor, Outcome, ThreadExecutor, run_command
+from beatd.worker.finisher import Finisher
 
 __all__ = ["Worker"]
 
@@ -42,8 +44,16 @@ HOUSEKEEPING_INTERVAL = 0.5
 """How often (s) the main thread moves due retries back and looks for runs to reclaim."""
 
 PREFETCH = 2
-"""Entries read ahead per runner: enough to keep runners busy, few enough that a dying worker strands little
-(entries read but not started are reclaimed like any other)."""
+"""Fires claimed per runner (running or waiting for a runner): enough to keep runners busy and to claim in
+batches, few enough that a worker holds little back from the others (like Celery's prefetch multiplier)."""
+
+RESTAMP_AFTER = 1.0
+"""A claimed fire that waited longer than this (s) for a runner has its ``running`` record rewritten with
+the instant it really started; sooner, the claim's instant stands until the final record."""
+
+REQUESTED = frozenset({"manual", "backfill"})
+"""Triggers of fires asked for on purpose: they wait for a running fire of their job instead of being
+skipped, and are never held back by ``buffer_one``."""
 
 DEFER_DELAY = 0.5
 """A manual or backfill fire that finds its job running (overlap skip or buffer_one) waits this long (s) and
@@ -52,18 +62,27 @@ is tried again, instead of being skipped."""
 HEARTBEAT_INTERVAL = 1.0
 """How often (s) leases are renewed and the heartbeat published."""
 
+PREVIOUS_CACHE = 4096
+"""Most data-interval starts remembered (see ``Worker._previous_at``)."""
+
 
 @dataclass
-class ActiveRun:
-    """A run in progress in this worker."""
+class Run:
+    """A fire this worker claimed: waiting for a runner, then running."""
 
-    job: str
-    queue: str
-    entry_id: str
-    run_id: str
+    spec: JobSpec
+    delivery: Delivery
+    message: Message
+    record: RunRecord
     lease_ms: int
+    claimed: float
     stop: threading.Event = field(default_factory=threading.Event)
     why_stopped: str | None = None
+
+    @property
+    def lease(self) -> tuple[str, str, str, str]:
+        """(job, queue, entry id, run id): what names the run's lease."""
+        return self.spec.name, self.delivery.queue, self.delivery.entry_id, self.record.run_id
 
 
 class Worker:
@@ -84,34 +103,42 @@ class Worker:
         metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
-        self.config = config
         self.store = store
         self.identity = identity
         self.clock = clock
         self.fixed_queues = queues
-        self.queues = queues or sorted({spec.queue for spec in config.jobs.values()})
         self.concurrency = concurrency
         self.grace = grace
         self.isolation = isolation
         self.signer = signer
         self.metrics = metrics or Metrics(len(config.jobs))
         self.health = health or Health()
-        self.kill_grace = config.settings.worker.kill_grace
         self.processed = 0
-        self._work: queue.Queue[Delivery | None] = queue.Queue()
-        self._busy = 0
+        self._use(config)
+        self._name = f"{identity.host}:{identity.pid}"
+        self._work: queue.Queue[Run | None] = queue.Queue()
+        self._running = 0
         self._lock = threading.Lock()
-        self._active: dict[str, ActiveRun] = {}
+        self._active: dict[str, Run] = {}
         self._abandon = threading.Event()
         self._capacity = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._finisher = Finisher(store, clock, written=self._capacity.set, failed=self.metrics.redis_errors.inc)
         self._next_housekeeping = 0.0
+        self._previous: dict[tuple[str, str, str], str | None] = {}
+
+    def _use(self, config: Config) -> None:
+        self.config = config
+        self.queues = self.fixed_queues or sorted({spec.queue for spec in config.jobs.values()})
+        self.kill_grace = config.settings.worker.kill_grace
+        self._pythonpath = [str(entry) for entry in config.pythonpath]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the consumer groups and start the runner and heartbeat threads."""
+        """Create the consumer groups and start the runner, finisher and heartbeat threads."""
         self.store.ensure_groups(self.queues)
+        self._finisher.start()
         for index in range(self.concurrency):
             thread = threading.Thread(target=self._runner, name=f"runner-{index}", daemon=True)
             thread.start()
@@ -126,20 +153,19 @@ class Worker:
         )
 
     def tick(self) -> float:
-        """Read new entries for free runners (blocking briefly), and do housekeeping when due."""
+        """Read and claim new entries for free runners (blocking briefly), and do housekeeping when due."""
         try:
             now_mono = self.clock.monotonic()
             if now_mono >= self._next_housekeeping:
                 self._next_housekeeping = now_mono + HOUSEKEEPING_INTERVAL
                 self._housekeeping()
-            # Keep one batch ready beyond the runners, so a runner that finishes starts the next run at once.
-            free = PREFETCH * self.concurrency - self._busy - self._work.qsize()
+            # Claim one batch beyond the runners, so a runner that finishes starts the next run at once.
+            free = PREFETCH * self.concurrency - len(self._active) - self._finisher.pending()
             if free <= 0:
                 self._capacity.wait(0.1)
                 self._capacity.clear()
                 return 0.0
-            for delivery in self.store.read(self.queues, self.identity.id, free, block_ms=200):
-                self._work.put(delivery)
+            self._admit(self.store.read(self.queues, self.identity.id, free, block_ms=200))
         except StoreError as error:
             log.error("%s; retrying", error)
             self.metrics.redis_errors.inc()
@@ -150,15 +176,18 @@ class Worker:
 
     def reload(self, config: Config) -> None:
         """Use a new config for the next runs (queues follow it unless given on the command line)."""
-        self.config = config
-        if self.fixed_queues is None:
-            self.queues = sorted({spec.queue for spec in config.jobs.values()})
-            self.store.ensure_groups(self.queues)
+        self._use(config)
+        self.store.ensure_groups(self.queues)
 
     def drain(self) -> None:
-        """Stop taking work; let running jobs finish up to the grace; leave the rest to be reclaimed."""
-        while not self._work.empty():  # read but not started: pending in Redis, reclaimed by another worker
-            self._work.get_nowait()
+        """Stop taking work; give back fires claimed but not started; let running jobs finish up to the grace;
+        leave the rest to be reclaimed."""
+        waiting = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (run := self._work.get_nowait()) is not None:
+                    waiting.append(run)
+        self._give_back(waiting)
         for _ in self._threads:
             self._work.put(None)
         deadline = self.clock.monotonic() + self.grace
@@ -173,30 +202,29 @@ class Worker:
                     run.stop.set()
             for thread in self._threads:
                 thread.join(30)
+        self._finisher.close()
         self._stopped.set()
         with contextlib.suppress(StoreError):
             self.store.forget_workers([self.identity.id])
 
     def status(self) -> str:
         """One line for systemd: runs in progress and runs done."""
-        return f"{self._busy}/{self.concurrency} running, {self.processed} done, queues {','.join(self.queues)}"
+        return f"{self._running}/{self.concurrency} running, {self.processed} done, queues {','.join(self.queues)}"
 
     # -- threads -----------------------------------------------------------------------------------------
     def _runner(self) -> None:
         executor: Executor = ChildExecutor() if self.isolation == "process" else ThreadExecutor()
         try:
-            while (delivery := self._work.get()) is not None:
-                with self._lock:
-                    self._busy += 1
+            while (run := self._work.get()) is not None:
                 try:
-                    self._handle(delivery, executor)
+                    self._perform(run, executor)
                 except StoreError as error:
-                    log.error("run of entry %s left to be reclaimed: %s", delivery.entry_id, error)
+                    log.error("run %s left to be reclaimed: %s", run.record.run_id, error)
                 except Exception:
-                    log.exception("unexpected error handling entry %s; left to be reclaimed", delivery.entry_id)
+                    log.exception("unexpected error in run %s; left to be reclaimed", run.record.run_id)
                 finally:
                     with self._lock:
-                        self._busy -= 1
+                        self._active.pop(run.record.run_id, None)
                     self._capacity.set()
         finally:
             executor.close()
@@ -215,9 +243,8 @@ class Worker:
         with self._lock:
             runs = list(self._active.values())
         for lease in {run.lease_ms for run in runs}:
-            batch = [(run.job, run.queue, run.entry_id, run.run_id) for run in runs if run.lease_ms == lease]
-            self.store.renew(batch, self.identity.id, now_ms + lease)
-        for run_name, reason in self.store.cancel_requests([run.run_id for run in runs]).items():
+            self.store.renew([run.lease for run in runs if run.lease_ms == lease], self.identity.id, now_ms + lease)
+        for run_name, reason in self.store.cancel_requests([run.record.run_id for run in runs]).items():
             with self._lock:
                 active = self._active.get(run_name)
                 if active is not None and not active.stop.is_set():
@@ -230,7 +257,8 @@ class Worker:
             "worker": self.identity.id, "host": self.identity.host, "pid": self.identity.pid,
             "queues": self.queues, "concurrency": self.concurrency, "isolation": self.isolation,
             "started_at": format_utc(self.identity.started_at), "heartbeat_at": format_utc(self.clock.now()),
-            "runs": [run.run_id for run in runs], "processed": self.processed, "config_digest": self.config.digest,
+            "runs": [run.record.run_id for run in runs], "processed": self.processed,
+            "config_digest": self.config.digest,
         })  # fmt: skip
 
     def _housekeeping(self) -> None:
@@ -238,124 +266,154 @@ class Worker:
         for name in self.queues:
             self.store.requeue_due_retries(name, now_ms)
             idle_ms = int(RECLAIM_MIN_IDLE.total_seconds() * 1000)
-            for delivery in self.store.reclaim(name, self.identity.id, now_ms, idle_ms):
+            reclaimed = self.store.reclaim(name, self.identity.id, now_ms, idle_ms)
+            for delivery in reclaimed:
                 log.info("reclaimed entry %s of queue %s (its run's lease ended)", delivery.entry_id, name)
-                self._work.put(delivery)
+            self._admit(reclaimed)
 
-    # -- one delivery ------------------------------------------------------------------------------------
-    def _handle(self, delivery: Delivery, executor: Executor) -> None:
+    # -- claiming ----------------------------------------------------------------------------------------
+    def _admit(self, deliveries: list[Delivery]) -> None:
+        """Check the deliveries, claim the runnable ones in one batch, and hand each to a runner or record why
+        it does not run."""
+        now = self.clock.now()
+        now_ms = to_ms(now)
+        requests, pending = [], []
+        for delivery in deliveries:
+            checked = self._check(delivery)
+            if checked is None:
+                continue
+            spec, message = checked
+            if delivery.deliveries > 1:
+                self._record_lost(spec, message)
+            lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
+            record = self._record(spec, message, 0, "running")
+            record.started_at = format_utc(now)
+            record.lag_s = round((now - parse_utc(message.scheduled_at)).total_seconds(), 6)
+            record.worker = self._name
+            requests.append(ClaimRequest(
+                spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
+                record.to_json(omit=("run_id", "attempt")), now_ms, requested=message.trigger in REQUESTED,
+            ))  # fmt: skip
+            pending.append(Run(spec, delivery, message, record, lease_ms, self.clock.monotonic()))
+        for run, claim in zip(pending, self.store.claim(requests, self.identity.id, now_ms), strict=True):
+            self._decide(run, claim, now_ms)
+
+    def _check(self, delivery: Delivery) -> tuple[JobSpec, Message] | None:
+        """The job and message of a delivery this worker may run; else dead-letter it and return None."""
         try:
             message = Message.from_json(delivery.message)
         except MessageError as error:
             self._dead_letter(delivery, f"not run: {error}")
-            return
+            return None
         if self.signer is not None and not self.signer.verify(delivery.message, delivery.signature):
             problem = "unsigned" if not delivery.signature else "signature does not match"
             self._dead_letter(delivery, f"not run: message {problem}")
-            return
+            return None
         spec = self.config.jobs.get(message.job)
         if spec is None:
             self._dead_letter(delivery, f"not run: job {message.job!r} is not declared in this worker's config")
-            return
-        if delivery.deliveries > 1:
-            self._record_lost(spec, message)
-        now = self.clock.now()
-        lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
-        scheduled = parse_utc(message.scheduled_at)
-        running = self._record(spec, message, 0, "running")
-        running.started_at = format_utc(now)
-        running.lag_s = round((now - scheduled).total_seconds(), 6)
-        running.worker = f"{self.identity.host}:{self.identity.pid}"
-        claim = self.store.claim(
-            spec.name, delivery, message.fire_id, self.identity.id, to_ms(now), lease_ms, spec.overlap,
-            running.to_json(), to_ms(now), requested=message.trigger in ("manual", "backfill"),
-        )  # fmt: skip
-        if claim.decision == "buffered":
+            return None
+        return spec, message
+
+    def _decide(self, run: Run, claim: Claim, now_ms: int) -> None:
+        spec, delivery, message = run.spec, run.delivery, run.message
+        if claim.decision == "run":
+            for replaced in claim.replaced:
+                log.info("fire %s of %s replaces run %s (overlap: replace)", message.fire_id, spec.name, replaced)
+            run.record.attempt, run.record.run_id = claim.attempt, run_id(message.fire_id, claim.attempt)
+            with self._lock:
+                self._active[run.record.run_id] = run
+            self._work.put(run)
+        elif claim.decision == "error":
+            log.error("fire %s of %s not started, left to be reclaimed: %s", message.fire_id, spec.name, claim.error)
+        elif claim.decision == "buffered":
             log.info(
                 "fire %s of %s held back until the running one ends (overlap: buffer_one)", message.fire_id, spec.name
             )
-            self.store.finish(
+            self._finisher.submit(
                 self._finish(spec, delivery, message, self._record(spec, message, 0, "skipped"), hold=True)
             )
-            return
-        if claim.decision == "skip" and message.trigger in ("manual", "backfill"):
+        elif message.trigger in REQUESTED:
             # Asked for on purpose: wait for the running fire instead of skipping (a backfill keeps every day).
             log.info("fire %s of %s waits for the running one (%s)", message.fire_id, spec.name, message.trigger)
             end = self._finish(spec, delivery, message, self._record(spec, message, 0, "queued"), fire_done=False)
-            retry_at = to_ms(now) + int(DEFER_DELAY * 1000)
-            self.store.finish(_replace(end, record="", then="retry", retry_at_ms=retry_at))
-            return
-        if claim.decision == "skip":
+            retry_at = now_ms + int(DEFER_DELAY * 1000)
+            self._finisher.submit(_replace(end, record="", then="retry", retry_at_ms=retry_at))
+        else:
             record = self._record(spec, message, 0, "skipped")
             record.reason = f"a run of {spec.name} was still in progress (overlap: {spec.overlap})"
             log.info("skipped fire %s of %s: %s", message.fire_id, spec.name, record.reason)
             self.metrics.fires_skipped.labels(self.metrics.job(spec.name)).inc()
-            self.store.finish(self._finish(spec, delivery, message, record, fire_done=False))
-            return
-        for replaced in claim.replaced:
-            log.info("fire %s of %s replaces run %s (overlap: replace)", message.fire_id, spec.name, replaced)
-        running.attempt, running.run_id = claim.attempt, run_id(message.fire_id, claim.attempt)
-        self._run(spec, delivery, message, running, lease_ms, executor, now)
+            self._finisher.submit(self._finish(spec, delivery, message, record, fire_done=False))
 
-    def _run(
-        self,
-        spec: JobSpec,
-        delivery: Delivery,
-        message: Message,
-        record: RunRecord,
-        lease_ms: int,
-        executor: Executor,
-        started: datetime,
-    ) -> None:
-        """Run a claimed fire; ``record`` is its ``running`` record, already written by the claim."""
-        run = ActiveRun(spec.name, delivery.queue, delivery.entry_id, record.run_id, lease_ms)
-        with self._lock:
-            self._active[run.run_id] = run
-        log.info("running %s run %s (attempt %d, %s)", spec.name, record.run_id, record.attempt, message.trigger)
+    def _give_back(self, runs: list[Run]) -> None:
+        """Undo the claims of fires not started (shutdown), so the next worker runs them as if unclaimed."""
+        if not runs:
+            return
         try:
-            outcome = self._execute(spec, message, record, run, executor)
+            self.store.unclaim([run.lease for run in runs], self.identity.id)
+            log.info("gave back %d claimed fires not started", len(runs))
+        except StoreError as error:
+            log.warning("could not give back %d claimed fires (reclaimed when their leases end): %s", len(runs), error)
+        with self._lock:
+            for run in runs:
+                self._active.pop(run.record.run_id, None)
+
+    # -- running -----------------------------------------------------------------------------------------
+    def _perform(self, run: Run, executor: Executor) -> None:
+        """Run a claimed fire and hand its end to the finisher."""
+        spec, message, record = run.spec, run.message, run.record
+        started = self.clock.now()
+        with self._lock:
+            self._running += 1
+        try:
+            if run.stop.is_set():  # replaced while it waited for a runner
+                outcome = Outcome("cancelled")
+            else:
+                record.started_at = format_utc(started)
+                record.lag_s = round((started - parse_utc(message.scheduled_at)).total_seconds(), 6)
+                if self.clock.monotonic() - run.claimed > RESTAMP_AFTER:
+                    self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(started))
+                log.debug("running %s (attempt %d, %s)", record.run_id, record.attempt, message.trigger)
+                outcome = self._execute(spec, message, record, run, executor)
         finally:
             with self._lock:
-                self._active.pop(run.run_id, None)
+                self._running -= 1
         finished = self.clock.now()
         record.finished_at = format_utc(finished)
         record.duration_s = round((finished - started).total_seconds(), 6)
         _apply(record, outcome)
         if outcome.status == "cancelled" and run.why_stopped == "shutdown":
             record.status, record.reason = "lost", "the worker shut down before the run finished"
-            self.store.write_record(spec.name, record.run_id, record.to_json(), _record_time(record, self.clock.now()))
-            self.store.release(delivery.queue, delivery.entry_id, spec.name, record.run_id)
+            self.store.write_record(spec.name, record.run_id, record.to_json(), _record_time(record, finished))
+            self.store.release(run.delivery.queue, run.delivery.entry_id, spec.name, record.run_id)
             return
         if outcome.status == "cancelled":
             record.reason = run.why_stopped or "cancelled"
-        self.processed += 1
-        end = self._conclude(spec, delivery, message, record)
-        self.store.finish(end)
-        self.metrics.runs.labels(self.metrics.job(spec.name), record.status).inc()
-        self.metrics.run_duration.labels(self.metrics.job(spec.name)).observe(record.duration_s or 0.0)
-        if end.then == "dead":
-            self._record_dead(spec, message, record)
+        end = self._conclude(spec, run.delivery, message, record)
+        self._finisher.submit(end)
+        with self._lock:
+            self.processed += 1
+        job = self.metrics.job(spec.name)
+        self.metrics.runs.labels(job, record.status).inc()
+        self.metrics.run_duration.labels(job).observe(record.duration_s or 0.0)
         log.info("%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0)
 
-    def _execute(
-        self, spec: JobSpec, message: Message, record: RunRecord, run: ActiveRun, executor: Executor
-    ) -> Outcome:
+    def _execute(self, spec: JobSpec, message: Message, record: RunRecord, run: Run, executor: Executor) -> Outcome:
         timeout = spec.timeout.total_seconds()
         grace = self.kill_grace.total_seconds()
         if spec.call is not None:
-            scheduled = parse_utc(message.scheduled_at)
-            previous = previous_fire(spec.trigger(), scheduled)
             task = {
                 "target": spec.call,
                 "args": message.args,
                 "kwargs": message.kwargs,
-                "pythonpath": [str(entry) for entry in self.config.pythonpath],
+                "pythonpath": self._pythonpath,
                 "context": {
                     "run_id": record.run_id,
                     "fire_id": message.fire_id,
                     "job": spec.name,
                     "scheduled_at": message.scheduled_at,
-                    "previous_at": previous.isoformat() if previous else None,
+                    "previous_at": self._previous_at(spec, message.scheduled_at),
                     "timezone": spec.timezone,
                     "attempt": record.attempt,
                     "trigger": message.trigger,
@@ -366,6 +424,17 @@ class Worker:
         env = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")} | spec.env
         cwd = str((self.config.path.parent / spec.cwd).resolve()) if spec.cwd else None
         return run_command(argv, env, cwd, timeout, run.stop, grace)
+
+    def _previous_at(self, spec: JobSpec, scheduled_at: str) -> str | None:
+        """The job's scheduled instant before ``scheduled_at`` (the start of the data interval), remembered:
+        every retry, and every manual fire of one instant, asks again."""
+        key = (spec.name, spec.schedule_digest, scheduled_at)
+        if key not in self._previous:
+            if len(self._previous) >= PREVIOUS_CACHE:
+                self._previous.clear()
+            previous = previous_fire(spec.trigger(), parse_utc(scheduled_at))
+            self._previous[key] = previous.isoformat() if previous else None
+        return self._previous[key]
 
     # -- records -----------------------------------------------------------------------------------------
     def _record(self, spec: JobSpec, message: Message, attempt: int, status: str) -> RunRecord:
@@ -411,15 +480,13 @@ class Worker:
             return _replace(end, then="retry", retry_at_ms=end_retry)
         reason = f"{record.status} on attempt {record.attempt} of {spec.retries + 1}: no retries left"
         record.reason = f"{record.reason}; {reason}" if record.reason else reason
-        # The attempt count is kept, so a dead letter put back with `beatd dead retry` runs as the next attempt.
-        return _replace(self._finish(spec, delivery, message, record, fire_done=False), then="dead", reason=reason)
-
-    def _record_dead(self, spec: JobSpec, message: Message, last: RunRecord) -> None:
-        """The fire-level record of a fire that ran out of attempts: ``{fire_id}#dead``."""
-        record = self._record(spec, message, last.attempt, "dead")
-        record.run_id = f"{message.fire_id}#dead"
-        record.finished_at, record.reason = last.finished_at, last.reason
-        self.store.write_record(spec.name, record.run_id, record.to_json(), _record_time(record, self.clock.now()))
+        # The fire-level record ({fire_id}#dead) is written with the last attempt's. The attempt count is kept,
+        # so a dead letter put back with `beatd dead retry` runs as the next attempt.
+        dead = self._record(spec, message, record.attempt, "dead")
+        dead.run_id = f"{message.fire_id}#dead"
+        dead.finished_at, dead.reason = record.finished_at, record.reason
+        end = self._finish(spec, delivery, message, record, fire_done=False)
+        return _replace(end, then="dead", reason=reason, dead_record=dead.to_json())
 
     def _finish(
         self,
@@ -431,12 +498,12 @@ class Worker:
         fire_done: bool = True,
         hold: bool = False,
     ) -> Finish:
-        oldest = self.clock.now() - spec.history.max_age
+        now = self.clock.now()
         return Finish(
             job=spec.name, queue=delivery.queue, run_id=record.run_id, entry_id=delivery.entry_id,
-            record="" if hold else record.to_json(), score_ms=_record_time(record, self.clock.now()),
-            keep=spec.history.keep, oldest_ms=to_ms(oldest), message=delivery.message, signature=delivery.signature,
-            fire_id=message.fire_id, fire_done=fire_done,
+            record="" if hold else record.to_json(), score_ms=_record_time(record, now),
+            keep=spec.history.keep, oldest_ms=to_ms(now - spec.history.max_age), message=delivery.message,
+            signature=delivery.signature, fire_id=message.fire_id, fire_done=fire_done,
         )  # fmt: skip
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:

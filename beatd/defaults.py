@@ -76,6 +76,11 @@ HISTORY_MAX_AGE: Final = timedelta(days=30)
 WORKER_CONCURRENCY: Final = 4
 """Runs one worker process executes at once."""
 
+WORKER_PREFETCH: Final = 2
+"""Fires a worker claims per runner, running or waiting for a runner (Celery's prefetch multiplier): enough
+to keep runners busy and to claim in batches, few enough that a worker holds little back from the others.
+Short jobs run faster with more (bigger batches); a worker of long jobs should claim 1 per runner."""
+
 WORKER_GRACE: Final = timedelta(seconds=30)
 """On SIGTERM, how long running jobs may finish before they are stopped and left to be reclaimed."""
 

@@ -43,6 +43,8 @@ def job_of(identifier: str) -> str:
 
 def cap_result(value: Any) -> tuple[Any, bool]:
     """A JSON-safe form of a job's return value, cut to RESULT_LIMIT characters; and whether it was cut."""
+    if value is None or isinstance(value, bool | int):
+        return value, False
     try:
         text = json.dumps(value, allow_nan=False, default=repr)
     except (TypeError, ValueError):

@@ -27,6 +27,7 @@ log = logging.getLogger("beatd.worker")
 @config_option
 @click.option("--queues", metavar="A,B", help="Queues to consume (default: every queue of the config's jobs).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Runs at once (default: worker.concurrency).")
+@click.option("--prefetch", type=click.IntRange(1, 100), help="Fires claimed per runner (default: worker.prefetch).")
 @click.option("--grace", type=click.FloatRange(0), help="Seconds running jobs may finish after SIGTERM.")
 @click.option("--isolation", type=click.Choice(["process", "thread"]), help="How callables run (default: process).")
 @log_options
@@ -37,6 +38,7 @@ def worker(
     config_path: str | None,
     queues: str | None,
     concurrency: int | None,
+    prefetch: int | None,
     grace: float | None,
     isolation: str | None,
     log_level: str,
@@ -60,6 +62,7 @@ def worker(
         clock,
         queues=names,
         concurrency=concurrency or settings.concurrency,
+        prefetch=prefetch or settings.prefetch,
         grace=grace if grace is not None else settings.grace.total_seconds(),
         isolation=isolation or settings.isolation,
         signer=Signer.optional(key),

@@ -158,9 +158,12 @@ class SecuritySettings(_Strict):
 
 
 class WorkerSettings(_Strict):
-    """How ``beatd worker`` runs jobs; ``--concurrency`` and ``--grace`` override."""
+    """How ``beatd worker`` runs jobs; the command line's options override."""
 
     concurrency: int = Field(defaults.WORKER_CONCURRENCY, ge=1, le=256, description="runs at once per worker")
+    prefetch: int = Field(
+        defaults.WORKER_PREFETCH, ge=1, le=100, description="fires claimed per runner (running or waiting)"
+    )
     grace: Duration = Field(defaults.WORKER_GRACE, description="on SIGTERM, how long running jobs may finish")
     isolation: Literal["process", "thread"] = Field(
         defaults.WORKER_ISOLATION, description="process: hard timeouts, crash-proof; thread: faster, soft timeouts"

@@ -20,7 +20,7 @@ from beatd.handlers import TargetError, resolve_call
 from beatd.records import cap_result
 from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
 
-__all__ = ["call_target", "serve"]
+__all__ = ["call_target", "serve", "takes_context"]
 
 TRACEBACK_LIMIT = 4000
 """Characters of a failing job's traceback kept (the end of it)."""
@@ -41,9 +41,10 @@ def serve(connection: Connection) -> None:
 def call_target(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task (target, args, kwargs, pythonpath, context) and describe how it ended."""
     try:
-        function, wants_context = _resolve(task["target"], tuple(task.get("pythonpath", ())))
+        pythonpath = tuple(task.get("pythonpath", ()))
+        function = _resolve(task["target"], pythonpath)
         args = list(task.get("args", []))
-        if wants_context:
+        if takes_context(task["target"], pythonpath):
             args.insert(0, _context(task["context"]))
         value = function(*args, **task.get("kwargs", {}))
     except TargetError as error:
@@ -59,13 +60,15 @@ def call_target(task: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _resolve(target: str, pythonpath: tuple[str, ...]) -> tuple[Callable[..., Any], bool]:
-    """The callable of ``target`` and whether it takes a context; remembered (imports are anyway)."""
-    function = resolve_call(target, [Path(entry) for entry in pythonpath])
-    return function, _wants_context(function)
+def _resolve(target: str, pythonpath: tuple[str, ...]) -> Callable[..., Any]:
+    """The callable of ``target``, remembered (imports are anyway)."""
+    return resolve_call(target, [Path(entry) for entry in pythonpath])
 
 
-def _wants_context(function: Callable[..., Any]) -> bool:
+@functools.lru_cache(maxsize=1024)
+def takes_context(target: str, pythonpath: tuple[str, ...]) -> bool:
+    """Whether the callable of ``target`` takes a RunContext first; raise TargetError when it cannot be imported."""
+    function = _resolve(target, pythonpath)
     try:
         parameters = list(inspect.signature(function).parameters)
     except (TypeError, ValueError):

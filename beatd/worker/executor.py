@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import IO, Any, Protocol
 
-from beatd.worker.child import call_target, serve
+from beatd.handlers import TargetError
+from beatd.worker.child import call_target, serve, takes_context
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
 
@@ -51,6 +52,10 @@ class Executor(Protocol):
 
     def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome: ...
 
+    def wants_context(self, target: str, pythonpath: list[str]) -> bool:
+        """Whether the task's ``context`` may be used (when not, the worker need not work it out)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -65,6 +70,13 @@ class ThreadExecutor:
             return Outcome("timeout", reason=f"ran past its timeout of {timeout:g}s (thread isolation cannot stop it)")
         return outcome
 
+    def wants_context(self, target: str, pythonpath: list[str]) -> bool:
+        """Whether the target takes a context (it is imported here anyway); True when it cannot be imported."""
+        try:
+            return takes_context(target, tuple(pythonpath))
+        except TargetError:
+            return True
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -77,6 +89,10 @@ class ChildExecutor:
     def __init__(self) -> None:
         self._process: Any = None
         self._connection: Connection | None = None
+
+    def wants_context(self, target: str, pythonpath: list[str]) -> bool:
+        """Always: the target is imported in the child only."""
+        return True
 
     def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
         """Send the task to the child and wait for its answer, the timeout, or ``stop``."""

@@ -43,10 +43,6 @@ RECLAIM_MIN_IDLE = timedelta(seconds=2)
 HOUSEKEEPING_INTERVAL = 0.5
 """How often (s) the main thread moves due retries back and looks for runs to reclaim."""
 
-PREFETCH = 2
-"""Fires claimed per runner (running or waiting for a runner): enough to keep runners busy and to claim in
-batches, few enough that a worker holds little back from the others (like Celery's prefetch multiplier)."""
-
 RESTAMP_AFTER = 1.0
 """A claimed fire that waited longer than this (s) for a runner has its ``running`` record rewritten with
 the instant it really started; sooner, the claim's instant stands until the final record."""
@@ -97,6 +93,7 @@ class Worker:
         *,
         queues: list[str] | None,
         concurrency: int,
+        prefetch: int = defaults.WORKER_PREFETCH,
         grace: float,
         isolation: str,
         signer: Signer | None,
@@ -108,6 +105,7 @@ class Worker:
         self.clock = clock
         self.fixed_queues = queues
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.grace = grace
         self.isolation = isolation
         self.signer = signer
@@ -159,8 +157,8 @@ class Worker:
             if now_mono >= self._next_housekeeping:
                 self._next_housekeeping = now_mono + HOUSEKEEPING_INTERVAL
                 self._housekeeping()
-            # Claim one batch beyond the runners, so a runner that finishes starts the next run at once.
-            free = PREFETCH * self.concurrency - len(self._active) - self._finisher.pending()
+            # Claim beyond the runners, so a runner that finishes starts the next run at once.
+            free = self.prefetch * self.concurrency - len(self._active) - self._finisher.pending()
             if free <= 0:
                 self._capacity.wait(0.1)
                 self._capacity.clear()
@@ -403,6 +401,7 @@ class Worker:
         timeout = spec.timeout.total_seconds()
         grace = self.kill_grace.total_seconds()
         if spec.call is not None:
+            wanted = executor.wants_context(spec.call, self._pythonpath)
             task = {
                 "target": spec.call,
                 "args": message.args,
@@ -413,7 +412,7 @@ class Worker:
                     "fire_id": message.fire_id,
                     "job": spec.name,
                     "scheduled_at": message.scheduled_at,
-                    "previous_at": self._previous_at(spec, message.scheduled_at),
+                    "previous_at": self._previous_at(spec, message.scheduled_at) if wanted else None,
                     "timezone": spec.timezone,
                     "attempt": record.attempt,
                     "trigger": message.trigger,

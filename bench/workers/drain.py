@@ -76,6 +76,7 @@ class Variant:
     system: str  # beatd | rq | celery
     isolation: str = ""
     concurrency: int = 1
+    prefetch: int = 0  # beatd --prefetch (0: the worker's default)
     worker_class: str = ""
     slow: bool = False  # a slow peer: measured with --slow-jobs
 
@@ -86,6 +87,9 @@ VARIANTS = [
     Variant("beatd-process-c4", "beatd", "process", 4),
     Variant("beatd-thread-c4", "beatd", "thread", 4),
     Variant("beatd-thread-c8", "beatd", "thread", 8),
+    Variant("beatd-thread-c8-p8", "beatd", "thread", 8, prefetch=8),
+    Variant("beatd-thread-c16", "beatd", "thread", 16),
+    Variant("beatd-thread-c32", "beatd", "thread", 32),
     Variant("rq-simple", "rq", worker_class="rq.SimpleWorker"),
     Variant("rq-fork", "rq", worker_class="rq.Worker", slow=True),
     Variant("celery-prefork-c2", "celery", concurrency=2),
@@ -227,6 +231,8 @@ def run_beatd(variant: Variant, jobs: int, workdir: Path, options: argparse.Name
             result.notes.append(f"patched: {options.patches}")
         argv = [str(BEATD_PYTHON), *launcher, "worker", "-c", str(config), "--log-level", "warning"]
         argv += ["--concurrency", str(variant.concurrency), "--isolation", variant.isolation]
+        if variant.prefetch:
+            argv += ["--prefetch", str(variant.prefetch)]
         worker = subprocess.Popen(
             argv, cwd=options.beatd_src, env=beatd_env(options.beatd_src), stderr=(workdir / "worker.log").open("wb")
         )

@@ -3,7 +3,9 @@ script call. At a high rate many ends share a round trip to Redis; at a low rate
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 from collections.abc import Callable
 
@@ -29,10 +31,8 @@ class Finisher:
         self.clock = clock
         self.written = written
         self.failed = failed
-        self._ends: list[Finish] = []
+        self._ends: queue.SimpleQueue[Finish | None] = queue.SimpleQueue()
         self._writing = 0
-        self._closing = False
-        self._condition = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="finisher", daemon=True)
 
     def start(self) -> None:
@@ -41,35 +41,36 @@ class Finisher:
 
     def submit(self, end: Finish) -> None:
         """Queue one end for writing."""
-        with self._condition:
-            self._ends.append(end)
-            self._condition.notify()
+        self._ends.put(end)
 
     def pending(self) -> int:
         """Ends submitted and not yet written."""
-        return len(self._ends) + self._writing
+        return self._ends.qsize() + self._writing
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is left, then stop the thread."""
-        with self._condition:
-            self._closing = True
-            self._condition.notify()
+        self._ends.put(None)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while True:
-            with self._condition:
-                while not self._ends and not self._closing:
-                    self._condition.wait()
-                if not self._ends:
-                    return
-                batch, self._ends = self._ends[:BATCH_LIMIT], self._ends[BATCH_LIMIT:]
-                self._writing = len(batch)
+        closing = False
+        while not closing:
+            first = self._ends.get()
+            batch = [first] if first is not None else []
+            closing = first is None
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < BATCH_LIMIT and not closing:
+                    end = self._ends.get_nowait()
+                    if end is None:
+                        closing = True
+                    else:
+                        batch.append(end)
+            self._writing = len(batch)
             try:
-                self._write(batch)
+                if batch:
+                    self._write(batch)
             finally:
-                with self._condition:
-                    self._writing = 0
+                self._writing = 0
                 self.written()
 
     def _write(self, batch: list[Finish]) -> None:

@@ -114,7 +114,7 @@ class Worker:
         self.processed = 0
         self._use(config)
         self._name = f"{identity.host}:{identity.pid}"
-        self._work: queue.Queue[Run | None] = queue.Queue()
+        self._work: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
         self._running = 0
         self._lock = threading.Lock()
         self._active: dict[str, Run] = {}
@@ -157,9 +157,12 @@ class Worker:
             if now_mono >= self._next_housekeeping:
                 self._next_housekeeping = now_mono + HOUSEKEEPING_INTERVAL
                 self._housekeeping()
-            # Claim beyond the runners, so a runner that finishes starts the next run at once.
-            free = self.prefetch * self.concurrency - len(self._active) - self._finisher.pending()
-            if free <= 0:
+            # Claim beyond the runners, so a runner that finishes starts the next run at once; and, unless a
+            # runner is idle, only once half the window is free, so claims go in batches under load.
+            window = self.prefetch * self.concurrency
+            free = window - len(self._active) - self._finisher.pending()
+            idle = self._running + self._work.qsize() < self.concurrency
+            if free <= 0 or (free < window // 2 and not idle):
                 self._capacity.wait(0.1)
                 self._capacity.clear()
                 return 0.0

@@ -88,6 +88,8 @@ VARIANTS = [
     Variant("beatd-thread-c4", "beatd", "thread", 4),
     Variant("beatd-thread-c8", "beatd", "thread", 8),
     Variant("beatd-thread-c8-p8", "beatd", "thread", 8, prefetch=8),
+    Variant("beatd-thread-c8-p16", "beatd", "thread", 8, prefetch=16),
+    Variant("beatd-thread-c8-p32", "beatd", "thread", 8, prefetch=32),
     Variant("beatd-thread-c16", "beatd", "thread", 16),
     Variant("beatd-thread-c32", "beatd", "thread", 32),
     Variant("rq-simple", "rq", worker_class="rq.SimpleWorker"),
@@ -225,11 +227,7 @@ def run_beatd(variant: Variant, jobs: int, workdir: Path, options: argparse.Name
         config = write_beatd_config(workdir, server.url, options.beatd_jobs)
         enqueue_beatd(client, jobs)
         assert client.xlen(QUEUE_KEY) == jobs
-        launcher = ["-m", "beatd"]
-        if options.patches:
-            launcher = [str(HERE / "whatif.py"), "--patches", options.patches, "--"]
-            result.notes.append(f"patched: {options.patches}")
-        argv = [str(BEATD_PYTHON), *launcher, "worker", "-c", str(config), "--log-level", "warning"]
+        argv = [str(BEATD_PYTHON), "-m", "beatd", "worker", "-c", str(config), "--log-level", "warning"]
         argv += ["--concurrency", str(variant.concurrency), "--isolation", variant.isolation]
         if variant.prefetch:
             argv += ["--prefetch", str(variant.prefetch)]
@@ -361,8 +359,6 @@ def main() -> None:
                         help="py-spy: threads holding the GIL (default) or every non-idle thread")  # fmt: skip
     ref_help = "git ref of beatd to measure (exported from git), or worktree for the files as they are (default HEAD)"
     parser.add_argument("--beatd-ref", default="HEAD", help=ref_help)
-    patches_help = "start beatd workers through whatif.py with these candidate fixes (see whatif.py)"
-    parser.add_argument("--patches", default="", help=patches_help)
     options = parser.parse_args()
     chosen = [variant for variant in VARIANTS if variant.name in options.variants.split(",")]
     unknown = set(options.variants.split(",")) - {variant.name for variant in VARIANTS}
@@ -388,7 +384,7 @@ def main() -> None:
             results.append(result)
     source.cleanup()
 
-    print(f"# beatd {revision(options.beatd_ref)}, fsync {options.fsync}, patches {options.patches or 'none'}")
+    print(f"# beatd {revision(options.beatd_ref)}, fsync {options.fsync}")
     print_table(
         ["variant", "#", "jobs", "done", "jobs/s", "wall/s", "startup s", "worker ms/job", "redis ms/job", "others",
          "load", "check"],
@@ -412,7 +408,6 @@ def main() -> None:
         "benchmark": "workers/drain",
         "fsync": options.fsync,
         "profiled": options.profile_mode if options.profile else False,
-        "patches": options.patches,
         "beatd_revision": revision(options.beatd_ref),
         "machine": machine(),
         "results": [{**vars(r), "load": load} for r, load in zip(results, loads, strict=True)],

@@ -122,8 +122,6 @@ def run_beatd(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config = workdir / "beatd.yaml"
     write_config(config, server.url, options.beatd_jobs, names, options.interval, first)
     launcher = ["-m", "beatd"]
-    if options.patches:
-        launcher = [str(HERE / "whatif.py"), "--patches", options.patches, "--"]
     common = ["-c", str(config), "--log-level", "warning"]
     worker_argv = [str(BEATD_PYTHON), *launcher, "worker", *common, "--concurrency", str(options.concurrency)]
     worker_argv += ["--isolation", options.isolation]
@@ -160,8 +158,7 @@ def run_beatd(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     expected = round(options.rate * options.duration)
     errors = {name: (workdir / f"{name}.log").read_text(errors="replace")[-500:] for name in ("worker", "beat")}
     return {
-        "system": f"beatd ({options.isolation}, c{options.concurrency})"
-        + (f" +{options.patches}" if options.patches else ""),
+        "system": f"beatd ({options.isolation}, c{options.concurrency})",
         "expected": expected,
         "measured": len(ran),
         "statuses": dict(statuses),
@@ -235,7 +232,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="beatd worker --concurrency (default 4)")
     parser.add_argument("--isolation", choices=["process", "thread"], default="process", help="beatd worker")
     parser.add_argument("--fsync", choices=["always", "everysec", "no"], default="always", help="redis appendfsync")
-    parser.add_argument("--patches", default="", help="start the beatd worker through whatif.py with these fixes")
     ref_help = "git ref of beatd to measure (exported from git), or worktree for the files as they are (default HEAD)"
     parser.add_argument("--beatd-ref", default="HEAD", help=ref_help)
     parser.add_argument("--celery", action="store_true", help="also measure celery beat + worker")

@@ -7,8 +7,7 @@ job, then, for each batch size B, drives a (not started) thread-isolation ``Work
 threads take, each timed on its own (``time.perf_counter_ns``; CPU by ``time.thread_time_ns``): reading B
 entries (XREADGROUP COUNT B), admitting them (decode, check, ``running`` records, one ``claim.lua`` call),
 performing each run (call the target, final record, hand the end over), and writing the B ends (one
-``finish.lua`` call). Costs are per run. With ``--hiredis DIR`` (a directory holding the ``hiredis``
-package) redis-py uses hiredis. Prints a table and, last, one JSON line.
+``finish.lua`` call). Costs are per run. Prints a table and, last, one JSON line.
 """
 
 from __future__ import annotations
@@ -26,11 +25,8 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--runs", type=int, default=3000, help="runs per batch size (default 3000)")
 parser.add_argument("--batches", default="1,16,64", help="batch sizes (default 1,16,64)")
 parser.add_argument("--fsync", choices=["always", "everysec", "no"], default="always", help="redis appendfsync")
-parser.add_argument("--hiredis", metavar="DIR", help="put DIR (holding hiredis) first on sys.path")
 parser.add_argument("--beatd-ref", default="HEAD", help="git ref of beatd to measure, or worktree (default HEAD)")
 OPTIONS = parser.parse_args()
-if OPTIONS.hiredis:
-    sys.path.insert(0, str(Path(OPTIONS.hiredis).resolve()))
 
 from _common import beatd_source, machine, print_table, revision, start_redis  # type: ignore[import-not-found]  # noqa: E402
 
@@ -38,7 +34,7 @@ SOURCE = tempfile.TemporaryDirectory(prefix="beatd-src-")
 BEATD_SRC, JOBS_PATH = beatd_source(OPTIONS.beatd_ref, Path(SOURCE.name))
 sys.path.insert(0, str(BEATD_SRC))  # beatd at --beatd-ref, before the editable install's finder
 
-import redis.utils  # noqa: E402  (after --hiredis changed sys.path)
+import redis.utils  # noqa: E402
 from drain import NAMESPACE, enqueue_beatd, write_beatd_config  # type: ignore[import-not-found]  # noqa: E402
 
 from beatd.clock import SystemClock  # noqa: E402

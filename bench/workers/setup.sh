@@ -8,8 +8,5 @@ VENV="$HERE/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet "rq==2.12.0" "celery[redis]==5.7.0" "kombu==5.7.0" "redis==6.4.0"
-# hiredis for the beatd worker's own interpreter (the repo's .venv), kept apart: only whatif.py --patches hiredis
-# puts it on sys.path.
-"$HERE/../../.venv/bin/python" -m pip install --quiet --no-deps --target "$VENV/hiredis-site" "hiredis==3.5.0"
+"$VENV/bin/python" -m pip install --quiet "rq==2.12.0" "celery[redis]==5.7.0" "kombu==5.7.0" "redis==6.4.0" "hiredis==3.5.0"
 "$VENV/bin/python" -c "from importlib.metadata import version as v; print('rq', v('rq'), 'celery', v('celery'))"

@@ -287,6 +287,36 @@ def test_sigterm_drains_running_jobs(
     assert statuses(shared_redis, namespace, "long") == ["succeeded"]
 
 
+def test_claimed_fires_wait_for_a_runner_and_are_given_back_on_sigterm(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """Fires claimed beyond the runners show their real start once they run; on SIGTERM the ones not started
+    are given back, so the next worker runs them as attempt 1 and no run is recorded lost."""
+    log = tmp_path / "runs.jsonl"
+    config = config_file(tmp_path, shared_redis, namespace, f"""
+        long: {{call: tests.worker_jobs:sleep_and_log, kwargs: {{seconds: 2, log: '{log}'}}, every: 1h,
+                overlap: allow}}
+    """)  # fmt: skip
+    first = daemons("worker", "-c", str(config), "--concurrency", "1", "--prefetch", "3", "--grace", "10", name="1st")
+    now = datetime.now(UTC)
+    fires = [enqueue(config, "long", now + timedelta(milliseconds=index)) for index in range(3)]
+    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["running"] * 3, what="all three claimed")
+    second_start = wait_for(lambda: [line for line in lines(log) if line["event"] == "start"][1:], what="2nd started")
+    first_end = next(line["t"] for line in lines(log) if line["event"] == "end")
+    client = shared_redis.client()
+    second = json.loads(client.hget(Keys(namespace).runs("long"), f"{fires[1]}#1") or "{}")
+    assert second["status"] == "running" and second_start
+    assert datetime.fromisoformat(second["started_at"]).timestamp() >= first_end - 0.01  # not the claim's instant
+    first.signal(signal.SIGTERM)
+    assert first.process is not None and first.process.wait(15) == 0
+    assert statuses(shared_redis, namespace, "long") == ["succeeded", "succeeded"]
+    assert client.hget(Keys(namespace).attempts, fires[2]) is None and client.hlen(Keys(namespace).active("long")) == 0
+    daemons("worker", "-c", str(config), name="2nd")
+    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["succeeded"] * 3, timeout=15, what="third ran")
+    third = json.loads(client.hget(Keys(namespace).runs("long"), f"{fires[2]}#1") or "{}")
+    assert third["attempt"] == 1
+
+
 def test_sigterm_past_grace_leaves_the_run_to_be_reclaimed(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from beatd.errors import BeatdError
 
@@ -30,6 +30,7 @@ __all__ = [
 
 MESSAGE_VERSION = 1
 FireTrigger = Literal["schedule", "catchup", "manual", "backfill"]
+_TRIGGERS = frozenset(get_args(FireTrigger))
 
 
 class MessageError(BeatdError):
@@ -120,6 +121,18 @@ class Message:
         if body.get("v") != MESSAGE_VERSION:
             raise MessageError(f"unknown message version {body.get('v')!r}, expected {MESSAGE_VERSION}")
         try:
-            return cls(**body)
+            message = cls(**body)
         except TypeError as error:
             raise MessageError(f"malformed message: {error}") from error
+        for name in ("fire_id", "job", "scheduled_at", "emitted_at", "trigger", "config_digest"):
+            if not isinstance(getattr(message, name), str):
+                raise MessageError(f"malformed message: {name} is not a string")
+        if message.trigger not in _TRIGGERS:
+            raise MessageError(f"malformed message: unknown trigger {message.trigger!r}")
+        if not isinstance(message.args, list) or not isinstance(message.kwargs, dict):
+            raise MessageError("malformed message: args must be a list and kwargs an object")
+        try:
+            parse_utc(message.scheduled_at)
+        except ValueError as error:
+            raise MessageError(f"malformed message: scheduled_at: {error}") from error
+        return message

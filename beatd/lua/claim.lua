@@ -1,4 +1,4 @@
--- Start runs of a batch of fires, each under its job's overlap policy and each atomically.
+-- Start runs of a batch of fires, each under its job's overlap policy, each in one uninterrupted step.
 -- KEYS[1] attempts hash     KEYS[2] cancel hash
 -- KEYS[3..] the hashes and sorted sets of the runs' jobs and queues, named by index below
 -- ARGV[1] worker id     ARGV[2] now, ms
@@ -11,7 +11,8 @@
 --   key indexes: active runs hash of the job, leases hash of the queue, buffer hash of the job,
 --   run records hash of the job, run records index (sorted set) of the job
 -- Runs whose lease ended (their worker died) no longer count as running. Later fires of the batch see the
--- runs started by earlier ones. A fire whose write Redis refuses gets {'error', message}; the rest go on.
+-- runs started by earlier ones. A fire whose write Redis refuses gets {'error', message}; the rest go on
+-- (Redis has no rollback: a refusal after the first write of a fire leaves the writes before it).
 -- Returns one reply per fire: {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'} | {'error', text}
 local now = tonumber(ARGV[2])
 

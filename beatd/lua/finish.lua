@@ -1,5 +1,5 @@
--- Record the ends of a batch of runs (or of fires not run) and acknowledge their stream entries; each end
--- is atomic: its record is written in the same step that acknowledges its entry.
+-- Record the ends of a batch of runs (or of fires not run) and acknowledge their stream entries; each end is
+-- one uninterrupted step: its record is written in the same step that acknowledges its entry.
 -- KEYS[1] attempts hash     KEYS[2] cancel hash     KEYS[3] dead-letter stream
 -- KEYS[4..] the hashes, sorted sets and streams of the runs' jobs and queues, named by index below
 -- ARGV[1] consumer group     ARGV[2] dead-letter max length     ARGV[3] now, ms
@@ -12,7 +12,8 @@
 --   key indexes: active runs hash of the job, leases hash of the queue, queue stream, run records hash of
 --   the job, run records index (sorted set) of the job, buffer hash of the job, retry sorted set of the queue
 -- A fire held back by overlap: buffer_one goes to the queue once no run of its job is left.
--- An end whose write Redis refuses is reported and the rest go on.
+-- An end whose write Redis refuses is reported and the rest go on; Redis keeps the writes made before the
+-- refusal (it has no rollback), which is why the entry is acknowledged last.
 -- Returns {run id, error, run id, error, ...}: one pair per refused end (empty when all were written).
 local function put_record(records, index, run, record, score)
     redis.call('HSET', records, run, record)
@@ -41,13 +42,6 @@ local function finish(i)
     local active, leases, stream = KEYS[tonumber(ARGV[i + 14])], KEYS[tonumber(ARGV[i + 15])], KEYS[tonumber(ARGV[i + 16])]
     local records, index = KEYS[tonumber(ARGV[i + 17])], KEYS[tonumber(ARGV[i + 18])]
     local buffer, retry = KEYS[tonumber(ARGV[i + 19])], KEYS[tonumber(ARGV[i + 20])]
-    redis.call('HDEL', active, run)
-    redis.call('HDEL', KEYS[2], run)
-    if entry ~= '' then
-        redis.call('HDEL', leases, entry)
-        redis.call('XACK', stream, ARGV[1], entry)
-        redis.call('XDEL', stream, entry)
-    end
     if record ~= '' then
         put_record(records, index, run, record, ARGV[i + 3])
     end
@@ -63,6 +57,14 @@ local function finish(i)
     end
     if ARGV[i + 12] == '1' then
         redis.call('HDEL', KEYS[1], fire)
+    end
+    -- Last, so an end whose writes Redis refuses leaves its entry pending, to be reclaimed.
+    redis.call('HDEL', active, run)
+    redis.call('HDEL', KEYS[2], run)
+    if entry ~= '' then
+        redis.call('HDEL', leases, entry)
+        redis.call('XACK', stream, ARGV[1], entry)
+        redis.call('XDEL', stream, entry)
     end
     if redis.call('HLEN', active) == 0 and redis.call('EXISTS', buffer) == 1 then
         local held = redis.call('HMGET', buffer, 'message', 'sig')

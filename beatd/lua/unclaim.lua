@@ -1,7 +1,7 @@
 -- Give back fires claimed but not started (their worker is stopping): undo each claim, so the next worker
 -- to take the entry runs the fire as if this one had never claimed it.
--- KEYS[1] attempts hash
--- KEYS[2..] the hashes and sorted sets of the runs' jobs and queues, named by index below
+-- KEYS[1] attempts hash     KEYS[2] cancel hash
+-- KEYS[3..] the hashes and sorted sets of the runs' jobs and queues, named by index below
 -- ARGV[1] worker id
 -- then 7 values per run: fire id, run id, stream entry id, key indexes: active runs hash of the job, leases
 --   hash of the queue, run records hash of the job, run records index (sorted set) of the job
@@ -16,6 +16,7 @@ for i = 2, #ARGV, 7 do
     if lease and cjson.decode(lease)['worker'] == ARGV[1] then
         redis.call('HDEL', active, run)
         redis.call('HDEL', leases, entry)
+        redis.call('HDEL', KEYS[2], run)
         redis.call('HDEL', records, run)
         redis.call('ZREM', index, run)
         if redis.call('HINCRBY', KEYS[1], fire, -1) <= 0 then

@@ -87,6 +87,7 @@ class RunStore:
         self._finish = client.register_script(script("finish"))
         self._requeue = client.register_script(script("requeue"))
         self._unclaim = client.register_script(script("unclaim"))
+        self._extend = client.register_script(script("extend"))
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ class RunStore:
         """Undo claims of fires not started: (job, queue, entry id, run id) each (``lua/unclaim.lua``)."""
         if not runs:
             return 0
-        table = KeyTable(self.keys.attempts)
+        table = KeyTable(self.keys.attempts, self.keys.cancel)
         args: list[str | int] = [worker]
         for job, queue, entry_id, run in runs:
             args.extend((
@@ -205,17 +206,17 @@ class RunStore:
         with reachable():
             self.client.hdel(self.keys.active(job), run)
 
-    def renew(self, runs: Sequence[tuple[str, str, str, str]], worker: str, lease_end_ms: int) -> None:
-        """Extend the leases of this worker's runs: (job, queue, entry id, run id) each."""
+    def renew(self, runs: Sequence[tuple[str, str, str, str]], worker: str, lease_end_ms: int) -> int:
+        """Extend the leases of this worker's runs still registered to it: (job, queue, entry id, run id) each
+        (``lua/extend.lua``: a run whose end was written meanwhile is not brought back). Returns how many."""
         if not runs:
-            return
-        lease = json.dumps({"worker": worker, "lease_until": lease_end_ms})
+            return 0
+        table = KeyTable()
+        args: list[str | int] = [worker, lease_end_ms]
+        for job, queue, entry_id, run in runs:
+            args.extend((run, entry_id, table.position(self.keys.active(job)), table.position(self.keys.leases(queue))))
         with reachable():
-            pipe = self.client.pipeline(transaction=False)
-            for job, queue, entry_id, run in runs:
-                pipe.hset(self.keys.leases(queue), entry_id, lease_end_ms)
-                pipe.hset(self.keys.active(job), run, lease.replace("}", f', "entry": "{entry_id}"}}'))
-            pipe.execute()
+            return int(self._extend(keys=table.keys, args=args))
 
     def release(self, queue: str, entry_id: str, job: str, run: str) -> None:
         """Give a run up at once (shutdown): its entry becomes reclaimable without waiting for the lease."""

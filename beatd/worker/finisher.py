@@ -7,11 +7,12 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from beatd.clock import Clock
 from beatd.messages import to_ms
-from beatd.store import Finish, RunStore, StoreError
+from beatd.store import Finish, RunStore, StoreError, StoreUnavailable
 
 __all__ = ["Finisher"]
 
@@ -19,6 +20,10 @@ log = logging.getLogger("beatd.worker")
 
 BATCH_LIMIT = 500
 """Most ends written in one script call."""
+
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+"""Waits (s) between tries of a batch while Redis is unreachable; after the last, the ends are left to be
+reclaimed (their runs run again)."""
 
 
 class Finisher:
@@ -73,9 +78,21 @@ class Finisher:
                 self._writing = 0
                 self.written()
 
+    def _finish(self, batch: list[Finish]) -> dict[str, str]:
+        """One script call; retried while Redis is unreachable, for a few seconds (the writes are idempotent
+        but for a dead letter, which a retry after a lost reply may add twice)."""
+        for delay in RETRY_DELAYS:
+            try:
+                return self.store.finish(batch, to_ms(self.clock.now()))
+            except StoreUnavailable as error:
+                log.warning("writing %d run ends: %s; again in %.1fs", len(batch), error, delay)
+                self.failed()
+                time.sleep(delay)
+        return self.store.finish(batch, to_ms(self.clock.now()))
+
     def _write(self, batch: list[Finish]) -> None:
         try:
-            refused = self.store.finish(batch, to_ms(self.clock.now()))
+            refused = self._finish(batch)
         except StoreError as error:
             # Their entries stay pending with leases that are no longer renewed: they are reclaimed and re-run.
             log.error("%d run ends not written, left to be reclaimed: %s", len(batch), error)

@@ -40,6 +40,9 @@ log = logging.getLogger("beatd.worker")
 RECLAIM_MIN_IDLE = timedelta(seconds=2)
 """An entry is reclaimed only after it has been pending this long and its run lease has ended."""
 
+CLAIM_BATCH_LIMIT = 500
+"""Most entries read and claimed in one go, so one script call stays short whatever the claim window."""
+
 HOUSEKEEPING_INTERVAL = 0.5
 """How often (s) the main thread moves due retries back and looks for runs to reclaim."""
 
@@ -166,7 +169,8 @@ class Worker:
                 self._capacity.wait(0.1)
                 self._capacity.clear()
                 return 0.0
-            self._admit(self.store.read(self.queues, self.identity.id, free, block_ms=200))
+            count = min(free, CLAIM_BATCH_LIMIT)
+            self._admit(self.store.read(self.queues, self.identity.id, count, block_ms=200))
         except StoreError as error:
             log.error("%s; retrying", error)
             self.metrics.redis_errors.inc()
@@ -188,6 +192,10 @@ class Worker:
             while True:
                 if (run := self._work.get_nowait()) is not None:
                     waiting.append(run)
+        for run in [run for run in waiting if run.stop.is_set()]:  # replaced: recorded cancelled, not given back
+            waiting.remove(run)
+            with contextlib.suppress(StoreError):
+                self._perform(run, ThreadExecutor())
         self._give_back(waiting)
         for _ in self._threads:
             self._work.put(None)
@@ -246,12 +254,7 @@ class Worker:
         for lease in {run.lease_ms for run in runs}:
             self.store.renew([run.lease for run in runs if run.lease_ms == lease], self.identity.id, now_ms + lease)
         for run_name, reason in self.store.cancel_requests([run.record.run_id for run in runs]).items():
-            with self._lock:
-                active = self._active.get(run_name)
-                if active is not None and not active.stop.is_set():
-                    log.info("cancelling run %s: %s", run_name, reason)
-                    active.why_stopped = reason
-                    active.stop.set()
+            self._stop(run_name, reason)
         for queue_name, depth in self.store.queue_lengths(self.queues).items():
             self.metrics.queue_depth.labels(queue_name).set(depth)
         self.store.heartbeat(self.identity.id, {
@@ -261,6 +264,15 @@ class Worker:
             "runs": [run.record.run_id for run in runs], "processed": self.processed,
             "config_digest": self.config.digest,
         })  # fmt: skip
+
+    def _stop(self, run_name: str, reason: str) -> None:
+        """Ask a run of this worker to stop (``overlap: replace``); a run still waiting for a runner never starts."""
+        with self._lock:
+            active = self._active.get(run_name)
+            if active is not None and not active.stop.is_set():
+                log.info("cancelling run %s: %s", run_name, reason)
+                active.why_stopped = reason
+                active.stop.set()
 
     def _housekeeping(self) -> None:
         now_ms = to_ms(self.clock.now())
@@ -280,22 +292,28 @@ class Worker:
         now_ms = to_ms(now)
         requests, pending = [], []
         for delivery in deliveries:
-            checked = self._check(delivery)
-            if checked is None:
-                continue
-            spec, message = checked
-            if delivery.deliveries > 1:
-                self._record_lost(spec, message)
-            lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
-            record = self._record(spec, message, 0, "running")
-            record.started_at = format_utc(now)
-            record.lag_s = round((now - parse_utc(message.scheduled_at)).total_seconds(), 6)
-            record.worker = self._name
-            requests.append(ClaimRequest(
-                spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
-                record.to_json(omit=("run_id", "attempt")), now_ms, requested=message.trigger in REQUESTED,
-            ))  # fmt: skip
-            pending.append(Run(spec, delivery, message, record, lease_ms, self.clock.monotonic()))
+            try:
+                checked = self._check(delivery)
+                if checked is None:
+                    continue
+                spec, message = checked
+                if delivery.deliveries > 1:
+                    self._record_lost(spec, message)
+                lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
+                record = self._record(spec, message, 0, "running")
+                record.started_at = format_utc(now)
+                record.lag_s = round((now - parse_utc(message.scheduled_at)).total_seconds(), 6)
+                record.worker = self._name
+                requests.append(ClaimRequest(
+                    spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
+                    record.to_json(omit=("run_id", "attempt")), now_ms, requested=message.trigger in REQUESTED,
+                ))  # fmt: skip
+                pending.append(Run(spec, delivery, message, record, lease_ms, self.clock.monotonic()))
+            except StoreError:
+                raise
+            except Exception as error:  # a message that passed the checks and still breaks something
+                log.exception("entry %s of queue %s cannot be run", delivery.entry_id, delivery.queue)
+                self._dead_letter(delivery, f"not run: {type(error).__name__}: {error}")
         for run, claim in zip(pending, self.store.claim(requests, self.identity.id, now_ms), strict=True):
             self._decide(run, claim, now_ms)
 
@@ -321,6 +339,7 @@ class Worker:
         if claim.decision == "run":
             for replaced in claim.replaced:
                 log.info("fire %s of %s replaces run %s (overlap: replace)", message.fire_id, spec.name, replaced)
+                self._stop(replaced, f"replaced by {message.fire_id}")
             run.record.attempt, run.record.run_id = claim.attempt, run_id(message.fire_id, claim.attempt)
             with self._lock:
                 self._active[run.record.run_id] = run
@@ -351,14 +370,14 @@ class Worker:
         """Undo the claims of fires not started (shutdown), so the next worker runs them as if unclaimed."""
         if not runs:
             return
-        try:
-            self.store.unclaim([run.lease for run in runs], self.identity.id)
-            log.info("gave back %d claimed fires not started", len(runs))
-        except StoreError as error:
-            log.warning("could not give back %d claimed fires (reclaimed when their leases end): %s", len(runs), error)
-        with self._lock:
+        with self._lock:  # first, so no heartbeat renews them meanwhile
             for run in runs:
                 self._active.pop(run.record.run_id, None)
+        try:
+            undone = self.store.unclaim([run.lease for run in runs], self.identity.id)
+            log.info("gave back %d claimed fires not started", undone)
+        except StoreError as error:
+            log.warning("could not give back %d claimed fires (reclaimed when their leases end): %s", len(runs), error)
 
     # -- running -----------------------------------------------------------------------------------------
     def _perform(self, run: Run, executor: Executor) -> None:
@@ -374,7 +393,10 @@ class Worker:
                 record.started_at = format_utc(started)
                 record.lag_s = round((started - parse_utc(message.scheduled_at)).total_seconds(), 6)
                 if self.clock.monotonic() - run.claimed > RESTAMP_AFTER:
-                    self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(started))
+                    try:
+                        self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(started))
+                    except StoreError as error:  # only the running record's start is stale; the run goes on
+                        log.warning("running record of %s not restamped: %s", record.run_id, error)
                 log.debug("running %s (attempt %d, %s)", record.run_id, record.attempt, message.trigger)
                 outcome = self._execute(spec, message, record, run, executor)
         finally:

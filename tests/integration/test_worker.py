@@ -239,7 +239,7 @@ def test_requested_fires_wait_instead_of_being_skipped(
 def test_unknown_bad_and_forged_messages_are_dead_lettered(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """Undeclared jobs, bad JSON, unknown versions, unsigned and forged messages are never run."""
+    """Undeclared jobs, bad JSON, malformed fields, unknown versions, unsigned and forged messages are never run."""
     config = config_file(tmp_path, shared_redis, namespace, """
         good: {call: tests.worker_jobs:noop, every: 1h}
     """, extra=f"security: {{signing_key: '{KEY}'}}\n")  # fmt: skip
@@ -255,10 +255,12 @@ def test_unknown_bad_and_forged_messages_are_dead_lettered(
     client.xadd(queue, {"message": json.dumps(good | {"v": 99}), "sig": signer.sign(json.dumps(good | {"v": 99}))})
     client.xadd(queue, {"message": json.dumps(good), "sig": ""})
     client.xadd(queue, {"message": json.dumps(good), "sig": Signer("x" * 32).sign(json.dumps(good))})
+    for malformed in (good | {"job": ["good"]}, good | {"scheduled_at": "yesterday"}):
+        client.xadd(queue, {"message": json.dumps(malformed), "sig": signer.sign(json.dumps(malformed))})
     daemons("worker", "-c", str(config), name="worker")
     enqueue(config, "good")
     wait_for(lambda: statuses(shared_redis, namespace, "good") == ["succeeded"], what="the signed good message ran")
-    wait_for(lambda: client.xlen(f"{namespace}:dead") == 5, what="five dead letters")
+    wait_for(lambda: client.xlen(f"{namespace}:dead") == 7, what="seven dead letters")
     reasons = sorted(fields["reason"] for _, fields in client.xrange(f"{namespace}:dead"))
     assert reasons == sorted(
         [
@@ -267,6 +269,8 @@ def test_unknown_bad_and_forged_messages_are_dead_lettered(
             "not run: unknown message version 99, expected 1",
             "not run: message unsigned",
             "not run: message signature does not match",
+            "not run: malformed message: job is not a string",
+            "not run: malformed message: scheduled_at: Invalid isoformat string: 'yesterday'",
         ]
     )
 

@@ -1,0 +1,101 @@
+"""The workers' scripts against a real redis-server: batched claims and ends, giving back, lease extension."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from beatd.keys import Keys
+from beatd.store import ClaimRequest, Delivery, Finish, RunStore, connect
+from tests.redis_server import RedisServer
+
+NOW = 1_800_000_000_000
+WORKER = "w1"
+
+
+@pytest.fixture
+def store(shared_redis: RedisServer, namespace: str) -> RunStore:
+    """A RunStore on the shared server, in a fresh namespace, with the default queue's group created."""
+    runs = RunStore(connect(shared_redis.url), Keys(namespace))
+    runs.ensure_groups(["default"])
+    return runs
+
+
+def deliver(store: RunStore, *fires: str) -> list[Delivery]:
+    """Add one entry per fire id to the default queue and read them as worker ``WORKER``."""
+    for fire in fires:
+        store.client.xadd(store.keys.queue("default"), {"message": json.dumps({"fire_id": fire}), "sig": ""})
+    return store.read(["default"], WORKER, len(fires), block_ms=0)
+
+
+def request(delivery: Delivery, job: str, overlap: str) -> ClaimRequest:
+    """A claim of ``delivery``'s fire with a 30 s lease."""
+    fire = json.loads(delivery.message)["fire_id"]
+    record = json.dumps({"fire_id": fire, "job": job, "status": "running"})
+    return ClaimRequest(job, delivery, fire, overlap, NOW + 30_000, record, NOW)
+
+
+def end(delivery: Delivery, job: str, run: str, status: str = "succeeded") -> Finish:
+    """The end of ``run`` with a record of ``status``."""
+    record = json.dumps({"run_id": run, "status": status})
+    return Finish(job, "default", run, delivery.entry_id, record, NOW, 100, 0, fire_id=run.split("#")[0])
+
+
+def test_later_fires_of_a_batch_see_runs_claimed_by_earlier_ones(store: RunStore) -> None:
+    """In one claim call, a second fire of a `skip` job is skipped and a second fire of a `replace` job replaces
+    the first; each claimed run gets attempt 1 and a running record carrying its run id and attempt."""
+    first, second, third, fourth = deliver(store, "s@1", "s@2", "r@1", "r@2")
+    claims = store.claim(
+        [request(first, "s", "skip"), request(second, "s", "skip"), request(third, "r", "replace"),
+         request(fourth, "r", "replace")], WORKER, NOW,
+    )  # fmt: skip
+    assert [(claim.decision, claim.attempt, claim.replaced) for claim in claims] == [
+        ("run", 1, ()), ("skip", 0, ()), ("run", 1, ()), ("run", 1, ("r@1#1",)),
+    ]  # fmt: skip
+    record = json.loads(store.client.hget(store.keys.runs("s"), "s@1#1"))
+    assert (record["run_id"], record["attempt"], record["status"]) == ("s@1#1", 1, "running")
+    assert store.client.hget(store.keys.cancel, "r@1#1") == "replaced by r@2"
+
+
+def test_giving_back_undoes_a_claim_entirely(store: RunStore) -> None:
+    """unclaim removes the lease, the active entry, the running record, the attempt and a cancel request."""
+    first, second = deliver(store, "r@1", "r@2")
+    store.claim([request(first, "r", "replace"), request(second, "r", "replace")], WORKER, NOW)
+    undone = store.unclaim([("r", "default", first.entry_id, "r@1#1"), ("r", "other", "0-0", "r@9#1")], WORKER)
+    keys, client = store.keys, store.client
+    assert undone == 1
+    assert (
+        client.hget(keys.active("r"), "r@1#1") is None and client.hget(keys.leases("default"), first.entry_id) is None
+    )
+    assert client.hget(keys.runs("r"), "r@1#1") is None and client.zscore(keys.runs_by_time("r"), "r@1#1") is None
+    assert client.hget(keys.attempts, "r@1") is None and client.hget(keys.cancel, "r@1#1") is None
+    assert client.hget(keys.attempts, "r@2") == "1"  # the other claim stands
+
+
+def test_renewing_extends_only_runs_still_registered_to_the_worker(store: RunStore) -> None:
+    """A lease renewal that comes after a run's end was written does not bring the run back."""
+    first, second = deliver(store, "a@1", "a@2")
+    store.claim([request(first, "a", "allow"), request(second, "a", "allow")], WORKER, NOW)
+    assert store.finish([end(first, "a", "a@1#1")], NOW) == {}
+    extended = store.renew([("a", "default", first.entry_id, "a@1#1"), ("a", "default", second.entry_id, "a@2#1")],
+                           WORKER, NOW + 60_000)  # fmt: skip
+    assert extended == 1
+    assert set(store.client.hkeys(store.keys.active("a"))) == {"a@2#1"}
+    assert store.client.hget(store.keys.leases("default"), second.entry_id) == str(NOW + 60_000)
+    assert store.client.hget(store.keys.leases("default"), first.entry_id) is None
+    assert store.renew([("a", "default", second.entry_id, "a@2#1")], "another-worker", NOW + 90_000) == 0
+
+
+def test_a_refused_end_leaves_its_entry_pending_and_the_rest_of_the_batch_is_written(store: RunStore) -> None:
+    """When Redis refuses an end's record (a key of the wrong type), that end is reported and its entry stays
+    pending, to be reclaimed; the other ends of the batch are written and acknowledged."""
+    first, second = deliver(store, "bad@1", "good@1")
+    store.claim([request(first, "bad", "allow"), request(second, "good", "allow")], WORKER, NOW)
+    store.client.delete(store.keys.runs("bad"))
+    store.client.set(store.keys.runs("bad"), "not a hash")
+    refused = store.finish([end(first, "bad", "bad@1#1"), end(second, "good", "good@1#1")], NOW)
+    assert list(refused) == ["bad@1#1"] and "WRONGTYPE" in refused["bad@1#1"]
+    pending = store.client.xpending_range(store.keys.queue("default"), "workers", min="-", max="+", count=10)
+    assert [item["message_id"] for item in pending] == [first.entry_id]
+    assert json.loads(store.client.hget(store.keys.runs("good"), "good@1#1"))["status"] == "succeeded"

@@ -90,6 +90,7 @@ VARIANTS = [
     Variant("beatd-thread-c8-p8", "beatd", "thread", 8, prefetch=8),
     Variant("beatd-thread-c8-p16", "beatd", "thread", 8, prefetch=16),
     Variant("beatd-thread-c8-p32", "beatd", "thread", 8, prefetch=32),
+    Variant("beatd-thread-c4-p32", "beatd", "thread", 4, prefetch=32),
     Variant("beatd-thread-c16", "beatd", "thread", 16),
     Variant("beatd-thread-c32", "beatd", "thread", 32),
     Variant("rq-simple", "rq", worker_class="rq.SimpleWorker"),

@@ -95,7 +95,9 @@ def main() -> None:
                         assert run is not None
                         timer.time("perform (call, final record)", lambda r=run: worker._perform(r, executor))
                         worker._active.pop(run.record.run_id, None)
-                    ends, worker._finisher._ends = worker._finisher._ends, []
+                    ends = []
+                    while not worker._finisher._ends.empty():
+                        ends.append(worker._finisher._ends.get_nowait())
                     timer.time("write ends (finish.lua)", lambda e=ends: store.finish(e, to_ms(clock.now())))
                     done += len(deliveries)
             statuses = [json.loads(raw)["status"] for raw in client.hvals(f"{NAMESPACE}:runs:noop")]

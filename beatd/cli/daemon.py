@@ -10,8 +10,6 @@ from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
-from beatd.config import load_config
-from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import format_utc
@@ -53,19 +51,8 @@ def beat(
     notifier = Notifier(runtime.environ)
 
     def reload() -> None:
-        try:
-            fresh = load_config(path, runtime.environ)
-        except ConfigError as error:
-            problems = [str(problem) for problem in error.problems]
-        except Exception as error:  # whatever goes wrong, the running config stays
-            log.exception("reload failed")
-            problems = [f"{path}: {type(error).__name__}: {error}"]
-        else:
-            problems = []
-        if problems:
-            metrics.reload_failures.inc()
-            for problem in problems:
-                log.error("reload rejected: %s", problem)
+        fresh, problems = runtime.reload(path, metrics)
+        if fresh is None:
             daemon.report_config_error(f"{len(problems)} problem(s): {problems[0]}")
             _audit(store, audit_record("reload-failed", clock.now(), problems=problems))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,9 +11,12 @@ from pathlib import Path
 from beatd.clock import Clock, SystemClock
 from beatd.config import Config, find_config, load_config, load_connection
 from beatd.errors import BeatdError, ConfigError, Problem
+from beatd.metrics import Metrics
 from beatd.service import configure_logging, keep_out_of_collections
 
 __all__ = ["Runtime", "UsageProblem"]
+
+log = logging.getLogger("beatd")
 
 
 class UsageProblem(BeatdError):
@@ -38,6 +42,21 @@ class Runtime:
             return load_config(path, self.environ), []
         except ConfigError as error:
             return load_connection(path, self.environ), error.problems
+
+    def reload(self, path: Path, metrics: Metrics) -> tuple[Config | None, list[str]]:
+        """The config at ``path`` again, for SIGHUP; or None and the problems, each logged as rejected and the
+        failure counted. Whatever goes wrong, the running config stays."""
+        try:
+            return load_config(path, self.environ), []
+        except ConfigError as error:
+            problems = [str(problem) for problem in error.problems]
+        except Exception as error:
+            log.exception("reload failed")
+            problems = [f"{path}: {type(error).__name__}: {error}"]
+        metrics.reload_failures.inc()
+        for problem in problems:
+            log.error("reload rejected: %s", problem)
+        return None, problems
 
     def start_daemon(self, config_path: str | None, log_level: str, log_format: str) -> tuple[Path, Config]:
         """What every daemon does first: set up logging, find and load the config, keep it out of collections."""

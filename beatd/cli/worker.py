@@ -8,14 +8,12 @@ import click
 
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.config import load_config
-from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
 from beatd.service import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.signing import Signer
-from beatd.store import RunStore, connect
+from beatd.store import RunStore, StoreError, connect
 from beatd.worker import Worker
 
 __all__ = ["worker"]
@@ -76,14 +74,15 @@ def worker(
     notifier = Notifier(runtime.environ)
 
     def reload() -> None:
+        fresh, _ = runtime.reload(path, metrics)
+        if fresh is None:
+            return
         try:
-            daemon.reload(load_config(path, runtime.environ))
-            keep_out_of_collections(replacing=True)
-            log.info("reloaded %s", path)
-        except ConfigError as error:
-            metrics.reload_failures.inc()
-            for problem in error.problems:
-                log.error("reload rejected: %s", problem)
+            daemon.reload(fresh)
+        except StoreError as error:  # the new config is in use; a queue's group is created when first read
+            log.warning("reloaded, but could not create consumer groups yet: %s", error)
+        keep_out_of_collections(replacing=True)
+        log.info("reloaded %s", path)
 
     daemon.start()
     try:

@@ -73,6 +73,7 @@ class Run:
     delivery: Delivery
     message: Message
     record: RunRecord
+    scheduled: datetime
     lease_ms: int
     claimed: float
     stop: threading.Event = field(default_factory=threading.Event)
@@ -192,11 +193,11 @@ class Worker:
             while True:
                 if (run := self._work.get_nowait()) is not None:
                     waiting.append(run)
-        for run in [run for run in waiting if run.stop.is_set()]:  # replaced: recorded cancelled, not given back
-            waiting.remove(run)
-            with contextlib.suppress(StoreError):
-                self._perform(run, ThreadExecutor())
-        self._give_back(waiting)
+        for run in waiting:
+            if run.stop.is_set():  # replaced while waiting: recorded cancelled, not given back
+                with contextlib.suppress(StoreError):
+                    self._perform(run, ThreadExecutor())
+        self._give_back([run for run in waiting if not run.stop.is_set()])
         for _ in self._threads:
             self._work.put(None)
         deadline = self.clock.monotonic() + self.grace
@@ -301,14 +302,15 @@ class Worker:
                     self._record_lost(spec, message)
                 lease_ms = int(min(spec.timeout + self.kill_grace, defaults.RUN_LEASE_MAX).total_seconds() * 1000)
                 record = self._record(spec, message, 0, "running")
+                scheduled = parse_utc(message.scheduled_at)
                 record.started_at = format_utc(now)
-                record.lag_s = round((now - parse_utc(message.scheduled_at)).total_seconds(), 6)
+                record.lag_s = round((now - scheduled).total_seconds(), 6)
                 record.worker = self._name
                 requests.append(ClaimRequest(
                     spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
                     record.to_json(omit=("run_id", "attempt")), now_ms, requested=message.trigger in REQUESTED,
                 ))  # fmt: skip
-                pending.append(Run(spec, delivery, message, record, lease_ms, self.clock.monotonic()))
+                pending.append(Run(spec, delivery, message, record, scheduled, lease_ms, self.clock.monotonic()))
             except StoreError:
                 raise
             except Exception as error:  # a message that passed the checks and still breaks something
@@ -391,7 +393,7 @@ class Worker:
                 outcome = Outcome("cancelled")
             else:
                 record.started_at = format_utc(started)
-                record.lag_s = round((started - parse_utc(message.scheduled_at)).total_seconds(), 6)
+                record.lag_s = round((started - run.scheduled).total_seconds(), 6)
                 if self.clock.monotonic() - run.claimed > RESTAMP_AFTER:
                     try:
                         self.store.write_record(spec.name, record.run_id, record.to_json(), to_ms(started))

@@ -339,6 +339,32 @@ def test_sigterm_past_grace_leaves_the_run_to_be_reclaimed(
     wait_for(lambda: statuses(shared_redis, namespace, "batch") == ["lost", "succeeded"], timeout=15, what="rerun")
 
 
+def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """SIGHUP makes a worker run a job added to its config, on a new queue; a broken config is rejected with
+    a located message and the worker goes on with the config it had."""
+    config = config_file(tmp_path, shared_redis, namespace, """
+        first: {call: tests.worker_jobs:noop, every: 1h}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), name="worker")
+    worker.wait_log("consuming default")
+    good = config.read_text() + "  second: {call: tests.worker_jobs:noop, every: 1h, queue: other}\n"
+    config.write_text(good)
+    worker.signal(signal.SIGHUP)
+    worker.wait_log("reloaded ")
+    enqueue(config, "second")
+    wait_for(lambda: statuses(shared_redis, namespace, "second") == ["succeeded"], what="the added job ran")
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(good)
+    config.write_text(good + "  third: {call: tests.worker_jobs:noop, evry: 1h}\n")
+    worker.signal(signal.SIGHUP)
+    worker.wait_log(r"reload rejected: .*beatd\.yaml:8:\d+: jobs\.third\.evry: .*did you mean 'every'")
+    enqueue(copy, "second", datetime.now(UTC) + timedelta(seconds=1))
+    wait_for(lambda: statuses(shared_redis, namespace, "second") == ["succeeded"] * 2, what="still running jobs")
+    assert worker.process is not None and worker.process.poll() is None
+
+
 def test_history_retention_keep_and_max_age(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:

@@ -56,6 +56,11 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ["{dir}/main.yaml:4:12: jobs.a.every: invalid duration '5mins': expected a duration such as"],
     ),
     (
+        "worker-prefetch-out-of-range",
+        {"main.yaml": "worker:\n  prefetch: 0\n" + GOOD_JOB},
+        ["{dir}/main.yaml:2:13: worker.prefetch: "],
+    ),
+    (
         "both-schedules",
         {"main.yaml": GOOD_JOB + "    every: 30s\n"},
         ["{dir}/main.yaml:5:5: jobs.a.every: both cron and every given: expected exactly one schedule key"],

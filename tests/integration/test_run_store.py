@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
+from beatd.clock import SystemClock
 from beatd.keys import Keys
 from beatd.store import ClaimRequest, Delivery, Finish, RunStore, connect
+from beatd.worker.finisher import Finisher
 from tests.redis_server import RedisServer
 
 NOW = 1_800_000_000_000
@@ -99,3 +102,21 @@ def test_a_refused_end_leaves_its_entry_pending_and_the_rest_of_the_batch_is_wri
     pending = store.client.xpending_range(store.keys.queue("default"), "workers", min="-", max="+", count=10)
     assert [item["message_id"] for item in pending] == [first.entry_id]
     assert json.loads(store.client.hget(store.keys.runs("good"), "good@1#1"))["status"] == "succeeded"
+
+
+def test_the_finisher_writes_ends_submitted_while_redis_was_down(own_redis: RedisServer, namespace: str) -> None:
+    """Ends handed to the finisher while Redis is unreachable are written once it is back, not dropped."""
+    store = RunStore(connect(own_redis.url), Keys(namespace))
+    store.ensure_groups(["default"])
+    [delivery] = deliver(store, "a@1")
+    store.claim([request(delivery, "a", "allow")], WORKER, NOW)
+    failed = threading.Event()
+    finisher = Finisher(store, SystemClock(), written=lambda: None, failed=failed.set)
+    finisher.start()
+    own_redis.stop()
+    finisher.submit(end(delivery, "a", "a@1#1"))
+    assert failed.wait(10), "the finisher never tried"
+    own_redis.start()
+    finisher.close()
+    assert json.loads(store.client.hget(store.keys.runs("a"), "a@1#1"))["status"] == "succeeded"
+    assert store.client.xlen(store.keys.queue("default")) == 0

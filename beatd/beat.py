@@ -1,7 +1,7 @@
 """The beat: as leader, emit every due fire exactly once; as standby, wait for the lease.
 
 ``Beat.tick(now, monotonic)`` is one step of the loop and returns how long the loop may sleep; ``run`` lives
-in :mod:`beatd.service`. This module knows neither YAML nor Redis commands: it decides with the pure
+in :mod:`beatd.daemon`. This module knows neither YAML nor Redis commands: it decides with the pure
 planner and writes through the :class:`~beatd.store.Store`, whose every write is fenced by the lease.
 
 Due work is found in a heap ordered by due instant, so a tick costs in proportion to the fires due, not to

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import daemon, dev, inspect, install, ops, runs, worker
+from beatd.cli import beat, dev, inspect, install, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -49,7 +49,7 @@ for _command in (
     inspect.jobs,
     inspect.next_fires,
     inspect.schema,
-    daemon.beat,
+    beat.beat,
     ops.status,
     ops.trigger,
     ops.pause,

@@ -14,7 +14,7 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.config.schema import config_schema
 from beatd.errors import ConfigError, ScheduleError
-from beatd.handlers import check_targets
+from beatd.targets import check_targets
 from beatd.triggers import parse_instant
 
 __all__ = ["check", "find_job", "jobs", "next_fires", "schema"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from beatd.units import render_units, render_user_units
+from beatd.systemd_units import render_units, render_user_units
 
 __all__ = ["install_systemd"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from beatd.clock import Clock, SystemClock
 from beatd.config import Config, find_config, load_config, load_connection
+from beatd.daemon import configure_logging, keep_out_of_collections
 from beatd.errors import BeatdError, ConfigError, Problem
 from beatd.metrics import Metrics
-from beatd.service import configure_logging, keep_out_of_collections
 
 __all__ = ["Runtime", "UsageProblem"]
 

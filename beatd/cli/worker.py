@@ -8,10 +8,10 @@ import click
 
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
-from beatd.service import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
 from beatd.worker import Worker

@@ -113,8 +113,8 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
 
 
 def script(name: str) -> str:
-    """The text of ``beatd/lua/NAME.lua``."""
-    return (resources.files("beatd") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``beatd/store/lua/NAME.lua``."""
+    return (resources.files("beatd.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 class KeyTable:

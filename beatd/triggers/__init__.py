@@ -5,12 +5,12 @@ period since an anchor), ``AtTrigger`` (given instants); ``parse_instant`` reads
 them; ``jitter_offset`` spreads fires deterministically; :mod:`beatd.triggers.zones` knows time zones.
 """
 
+from beatd.triggers.at import AtTrigger, format_instant, parse_instant
 from beatd.triggers.base import Trigger, ensure_aware
 from beatd.triggers.cron import CronTrigger
 from beatd.triggers.cron_fields import CronFields
 from beatd.triggers.interval import EPOCH, IntervalTrigger
 from beatd.triggers.jitter import jitter_offset
-from beatd.triggers.once import AtTrigger, format_instant, parse_instant
 from beatd.triggers.zones import (
     load_zone,
     next_transition,

@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 from cron_descriptor import Options, get_description
 
 from beatd.errors import ScheduleError
+from beatd.triggers.at import format_instant
 from beatd.triggers.base import ensure_aware
 from beatd.triggers.cron_fields import HORIZON_YEARS, CronFields, parse_cron_fields
-from beatd.triggers.once import format_instant
 from beatd.triggers.zones import load_zone, offset_at, offset_segment_end, resolve_wall_time
 
 __all__ = ["CronTrigger"]

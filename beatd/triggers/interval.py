@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from beatd.durations import format_duration
 from beatd.errors import ScheduleError
+from beatd.triggers.at import format_instant
 from beatd.triggers.base import ensure_aware
-from beatd.triggers.once import format_instant
 
 __all__ = ["EPOCH", "IntervalTrigger"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from beatd.handlers import TargetError, resolve_call
 from beatd.records import cap_result
+from beatd.targets import TargetError, resolve_call
 from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
 
 __all__ = ["call_target", "serve", "takes_context"]

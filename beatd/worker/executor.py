@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import IO, Any, Protocol
 
-from beatd.handlers import TargetError
+from beatd.targets import TargetError
 from beatd.worker.child import call_target, serve, takes_context
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from beatd.units import render_units
+from beatd.systemd_units import render_units
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon
 from tests.integration.helpers import write_config

@@ -10,11 +10,11 @@ from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
+from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.metrics import Health, Metrics, serve
-from beatd.service import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
 

@@ -23,7 +23,7 @@ from beatd.clock import Clock
 
 __all__ = ["Notifier", "Signals", "configure_logging", "keep_out_of_collections", "run_loop"]
 
-log = logging.getLogger("beatd.service")
+log = logging.getLogger("beatd.daemon")
 
 
 class Notifier:

@@ -112,9 +112,11 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
     return client
 
 
-def script(name: str) -> str:
-    """The text of ``beatd/store/lua/NAME.lua``."""
-    return (resources.files("beatd.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+def script(name: str, *, prelude: bool = True) -> str:
+    """The text of ``beatd/store/lua/NAME.lua``, after the prelude every script shares (``_prelude.lua``)."""
+    folder = resources.files("beatd.store") / "lua"
+    text = (folder / f"{name}.lua").read_text(encoding="utf-8")
+    return (folder / "_prelude.lua").read_text(encoding="utf-8") + text if prelude else text
 
 
 class KeyTable:

@@ -52,7 +52,7 @@ class BatchScript(Generic[Item]):
         self.batch_limit = batch_limit
         self._script = client.register_script(script(name))
         fields = item_fields(item)
-        self._values: Callable[[Item], tuple[Any, ...]] = operator.attrgetter(*fields)  # type: ignore[assignment]
+        self._values: Callable[[Item], tuple[Any, ...]] = operator.attrgetter(*fields)
         self._key_positions = tuple(index for index, field in enumerate(fields) if field.endswith("_key"))
 
     def __call__(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> list[Any]:

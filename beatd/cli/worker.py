@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
@@ -14,7 +15,7 @@ from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
-from beatd.worker import Worker
+from beatd.worker import Worker, needs_restart
 
 __all__ = ["worker"]
 
@@ -73,16 +74,38 @@ def worker(
     signals.install()
     notifier = Notifier(runtime.environ)
 
+    fixed = frozenset(
+        name for name, given in (("worker.concurrency", concurrency), ("worker.isolation", isolation)) if given
+    )
+    running = config
+
     def reload() -> None:
-        fresh, _ = runtime.reload(path, metrics)
+        nonlocal running
+        fresh, problems = runtime.reload(path, metrics)
         if fresh is None:
+            _audit(
+                daemon.store, audit_record("reload-failed", clock.now(), worker=daemon.identity.id, problems=problems)
+            )
             return
+        restart = needs_restart(running, fresh, fixed)
+        worker_settings = fresh.settings.worker
         try:
-            daemon.reload(fresh)
+            daemon.reload(
+                fresh,
+                prefetch=prefetch or worker_settings.prefetch,
+                grace=grace if grace is not None else worker_settings.grace.total_seconds(),
+                signer=Signer.optional(fresh.settings.security.signing_key),
+            )
         except StoreError as error:  # the new config is in use; a queue's group is created when first read
             log.warning("reloaded, but could not create consumer groups yet: %s", error)
+        running = fresh
         keep_out_of_collections(replacing=True)
-        log.info("reloaded %s", path)
+        if restart:
+            log.warning("reload: %s changed and take effect only after a restart", ", ".join(restart))
+        log.info("reloaded %s, digest %s", path, fresh.digest)
+        _audit(daemon.store, audit_record(
+            "reload", clock.now(), worker=daemon.identity.id, config_digest=fresh.digest, restart_required=restart
+        ))  # fmt: skip
 
     daemon.start()
     try:
@@ -92,3 +115,10 @@ def worker(
         daemon.drain()
         notifier.close()
         log.info("worker %s stopped", daemon.identity.id)
+
+
+def _audit(store: RunStore, record: dict[str, object]) -> None:
+    try:
+        store.audit(record)
+    except StoreError as error:
+        log.warning("audit record not written: %s", error)

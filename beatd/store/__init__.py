@@ -2,7 +2,7 @@
 
 from beatd.store.base import StoreError, StoreRejected, StoreUnavailable, connect
 from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Op, Store
-from beatd.store.runs import Claim, ClaimRequest, Delivery, Finish, RunStore
+from beatd.store.runs import Claim, ClaimRequest, Delivery, Finish, LostRun, RunStore
 
 __all__ = [
     "AUDIT_MAXLEN",
@@ -11,6 +11,7 @@ __all__ = [
     "ClaimRequest",
     "Delivery",
     "Finish",
+    "LostRun",
     "Op",
     "RunStore",
     "Store",

@@ -21,6 +21,7 @@ from beatd.config.model import RedisSettings
 from beatd.errors import BeatdError
 
 __all__ = [
+    "AUDIT_MAXLEN",
     "Heartbeats",
     "KeyTable",
     "StoreError",
@@ -31,6 +32,10 @@ __all__ = [
     "reachable",
     "script",
 ]
+
+
+AUDIT_MAXLEN = 10_000
+"""Audit records kept (approximately: Redis trims whole nodes)."""
 
 
 class StoreError(BeatdError):
@@ -159,6 +164,12 @@ class Heartbeats:
         if members:
             with reachable():
                 self.client.hdel(self.key, *members)
+
+
+def append_audit(client: Any, key: str, record: dict[str, Any], maxlen: int) -> None:
+    """Append ``record`` (its ``event`` names what happened) to the capped audit stream ``key``."""
+    with reachable():
+        client.xadd(key, {"event": record["event"], "record": json.dumps(record)}, maxlen=maxlen)
 
 
 def queue_lengths(client: Any, streams: dict[str, str]) -> dict[str, int]:

@@ -12,9 +12,16 @@ import redis.exceptions
 
 from beatd import defaults
 from beatd.keys import GROUP, Keys
-from beatd.store.base import Heartbeats, KeyTable, queue_lengths, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
+from beatd.store.codec import BatchScript
 
-__all__ = ["Claim", "ClaimRequest", "Delivery", "Finish", "RunStore"]
+__all__ = ["Claim", "ClaimItem", "ClaimRequest", "Delivery", "Finish", "FinishItem", "LostRun", "RunLease", "RunStore"]
+
+BATCH_LIMIT = 500
+"""Most items sent in one call of a worker's batched script, so one call stays short."""
+
+RECLAIM_SCAN = 100
+"""Most pending entries of a queue one reclaim looks at."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,16 @@ class Delivery:
     message: str
     signature: str
     deliveries: int = 1
+
+
+@dataclass(frozen=True)
+class LostRun:
+    """A redelivered fire's previous attempt, to be recorded ``lost`` by the claim unless its record changed
+    since it was read (a slow former owner wrote its end meanwhile)."""
+
+    run_id: str
+    expect: str
+    record: str
 
 
 @dataclass(frozen=True)
@@ -41,12 +58,17 @@ class ClaimRequest:
     record: str
     score_ms: int
     requested: bool = False
+    scheduled_ms: int = 0
+    busy_here: bool = False
+    lost: LostRun | None = None
 
 
 @dataclass(frozen=True)
 class Claim:
-    """The decision for a fire: ``run`` (with the attempt number), ``skip``, ``buffered``, or ``error`` (Redis
-    refused a write; ``error`` says why)."""
+    """The decision for a fire: ``run`` (with the attempt number), ``skip``, ``buffered``, ``defer`` (a run of
+    its job on another worker started after the fire was due: try again soon), ``taken`` (the entry
+    is no longer this worker's: a reclaimer took it over), or ``error`` (Redis refused a write; ``error`` says
+    why)."""
 
     decision: str
     attempt: int = 0
@@ -77,17 +99,83 @@ class Finish:
     dead_record: str = ""
 
 
+@dataclass(frozen=True)
+class ClaimItem:
+    """The wire layout of one fire in ``lua/claim.lua`` (field order = argument order; see beatd.store.codec)."""
+
+    fire_id: str
+    entry_id: str
+    lease_end_ms: int
+    overlap: str
+    message: str
+    signature: str
+    record: str
+    score_ms: int
+    origin: str
+    scheduled_ms: int
+    busy_here: str
+    lost_run: str
+    lost_expect: str
+    lost_record: str
+    stream_key: str
+    active_key: str
+    leases_key: str
+    buffer_key: str
+    records_key: str
+    index_key: str
+
+
+@dataclass(frozen=True)
+class FinishItem:
+    """The wire layout of one end in ``lua/finish.lua``."""
+
+    run_id: str
+    entry_id: str
+    record: str
+    score_ms: int
+    keep: int
+    oldest_ms: int
+    then_: str
+    message: str
+    signature: str
+    retry_at_ms: int
+    reason: str
+    fire_id: str
+    fire_done: str
+    dead_record: str
+    active_key: str
+    leases_key: str
+    stream_key: str
+    records_key: str
+    index_key: str
+    buffer_key: str
+    retry_key: str
+
+
+@dataclass(frozen=True)
+class RunLease:
+    """The wire layout of one run in ``lua/unclaim.lua`` and ``lua/extend.lua``: what names a run's lease."""
+
+    run_id: str
+    entry_id: str
+    active_key: str
+    leases_key: str
+    records_key: str
+    index_key: str
+
+
 class RunStore:
     """Queues, runs and history in one Redis namespace."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client: Any = client  # see Store: replies are decoded str
         self.keys = keys
-        self._claim = client.register_script(script("claim"))
-        self._finish = client.register_script(script("finish"))
+        self._claim = BatchScript(client, "claim", ClaimItem, BATCH_LIMIT)
+        self._finish = BatchScript(client, "finish", FinishItem, BATCH_LIMIT)
+        self._unclaim = BatchScript(client, "unclaim", RunLease, BATCH_LIMIT)
+        self._extend = BatchScript(client, "extend", RunLease, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
-        self._unclaim = client.register_script(script("unclaim"))
-        self._extend = client.register_script(script("extend"))
+        self._reclaim = client.register_script(script("reclaim"))
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -121,24 +209,17 @@ class RunStore:
             if fields is not None
         ]
 
-    def reclaim(self, queue: str, consumer: str, now_ms: int, min_idle_ms: int, count: int = 100) -> list[Delivery]:
-        """Take over entries of ``queue`` whose run lease has ended (their worker died or gave them up)."""
-        stream, leases = self.keys.queue(queue), self.keys.leases(queue)
+    def reclaim(self, queue: str, consumer: str, now_ms: int, min_idle_ms: int) -> list[Delivery]:
+        """Take over entries of ``queue`` whose run lease has ended (their worker died or gave them up), checked
+        and taken in one step (``lua/reclaim.lua``)."""
         with reachable():
-            pending = self.client.xpending_range(stream, GROUP, min="-", max="+", count=count, idle=min_idle_ms)
-            if not pending:
-                return []
-            ids = [item["message_id"] for item in pending]
-            ends = self.client.hmget(leases, ids)
-            expired = [entry for entry, end in zip(ids, ends, strict=True) if end is None or int(end) < now_ms]
-            if not expired:
-                return []
-            claimed = self.client.xclaim(stream, GROUP, consumer, min_idle_time=min_idle_ms, message_ids=expired)
-        counts = {item["message_id"]: int(item["times_delivered"]) for item in pending}
+            reply = self._reclaim(
+                keys=[self.keys.queue(queue), self.keys.leases(queue)],
+                args=[GROUP, consumer, now_ms, min_idle_ms, RECLAIM_SCAN],
+            )
         return [
-            Delivery(queue, entry_id, fields.get("message", ""), fields.get("sig", ""), counts.get(entry_id, 1) + 1)
-            for entry_id, fields in claimed
-            if fields
+            Delivery(queue, str(entry_id), str(message), str(signature), int(delivered) + 1)
+            for entry_id, delivered, message, signature in zip(*[iter(reply)] * 4, strict=True)
         ]
 
     def requeue_due_retries(self, queue: str, now_ms: int) -> int:
@@ -153,40 +234,39 @@ class RunStore:
     # -- runs --------------------------------------------------------------------------------------------
     def claim(self, requests: Sequence[ClaimRequest], worker: str, now_ms: int) -> list[Claim]:
         """Apply each fire's overlap policy and, when it may run, register the run with its lease and write its
-        ``running`` record; one script call for the batch, each fire atomic (``lua/claim.lua``)."""
-        if not requests:
-            return []
-        table = KeyTable(self.keys.attempts, self.keys.cancel)
-        args: list[str | int] = [worker, now_ms]
+        ``running`` record; each fire atomic (``lua/claim.lua``). ``worker`` is also the consumer name."""
+        keys = self.keys
+        items = []
         for request in requests:
-            job, delivery = request.job, request.delivery
+            job, delivery, lost = request.job, request.delivery, request.lost
             held = request.overlap == "buffer_one"
-            args.extend((
+            items.append(ClaimItem(
                 request.fire_id, delivery.entry_id, request.lease_end_ms, request.overlap,
                 delivery.message if held else "", delivery.signature if held else "", request.record,
-                request.score_ms, "requested" if request.requested else "scheduled",
-                table.position(self.keys.active(job)), table.position(self.keys.leases(delivery.queue)),
-                table.position(self.keys.buffer(job)), table.position(self.keys.runs(job)),
-                table.position(self.keys.runs_by_time(job)),
+                request.score_ms, "requested" if request.requested else "scheduled", request.scheduled_ms,
+                "1" if request.busy_here else "0",
+                lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
+                keys.queue(delivery.queue), keys.active(job), keys.leases(delivery.queue), keys.buffer(job),
+                keys.runs(job), keys.runs_by_time(job),
             ))  # fmt: skip
         with reachable():
-            replies = self._claim(keys=table.keys, args=args)
-        return [_claim(reply) for reply in replies]
+            replies = self._claim([keys.attempts, keys.cancel], [worker, now_ms, GROUP], items)
+        return [_claim(reply) for batch in replies for reply in batch]
+
+    def _leases(self, runs: Sequence[tuple[str, str, str, str]]) -> list[RunLease]:
+        keys = self.keys
+        return [
+            RunLease(run, entry_id, keys.active(job), keys.leases(queue), keys.runs(job), keys.runs_by_time(job))
+            for job, queue, entry_id, run in runs
+        ]
 
     def unclaim(self, runs: Sequence[tuple[str, str, str, str]], worker: str) -> int:
         """Undo claims of fires not started: (job, queue, entry id, run id) each (``lua/unclaim.lua``)."""
-        if not runs:
-            return 0
-        table = KeyTable(self.keys.attempts, self.keys.cancel)
-        args: list[str | int] = [worker]
-        for job, queue, entry_id, run in runs:
-            args.extend((
-                run.rsplit("#", 1)[0], run, entry_id, table.position(self.keys.active(job)),
-                table.position(self.keys.leases(queue)), table.position(self.keys.runs(job)),
-                table.position(self.keys.runs_by_time(job)),
-            ))  # fmt: skip
         with reachable():
-            return int(self._unclaim(keys=table.keys, args=args))
+            return sum(
+                int(done)
+                for done in self._unclaim([self.keys.attempts, self.keys.cancel], [worker], self._leases(runs))
+            )
 
     def attempts(self, fire_id: str) -> int:
         """Attempts of ``fire_id`` started so far."""
@@ -209,14 +289,8 @@ class RunStore:
     def renew(self, runs: Sequence[tuple[str, str, str, str]], worker: str, lease_end_ms: int) -> int:
         """Extend the leases of this worker's runs still registered to it: (job, queue, entry id, run id) each
         (``lua/extend.lua``: a run whose end was written meanwhile is not brought back). Returns how many."""
-        if not runs:
-            return 0
-        table = KeyTable()
-        args: list[str | int] = [worker, lease_end_ms]
-        for job, queue, entry_id, run in runs:
-            args.extend((run, entry_id, table.position(self.keys.active(job)), table.position(self.keys.leases(queue))))
         with reachable():
-            return int(self._extend(keys=table.keys, args=args))
+            return sum(int(done) for done in self._extend([], [worker, lease_end_ms], self._leases(runs)))
 
     def release(self, queue: str, entry_id: str, job: str, run: str) -> None:
         """Give a run up at once (shutdown): its entry becomes reclaimable without waiting for the lease."""
@@ -235,26 +309,26 @@ class RunStore:
         return {run: str(reason) for run, reason in zip(runs, reasons, strict=True) if reason is not None}
 
     def finish(self, ends: Sequence[Finish], now_ms: int) -> dict[str, str]:
-        """Record the ends of runs and acknowledge their entries; one script call for the batch, each end atomic
-        (``lua/finish.lua``). Returns run id -> error for ends Redis refused (their entries stay pending)."""
-        if not ends:
-            return {}
-        table = KeyTable(self.keys.attempts, self.keys.cancel, self.keys.dead)
-        args: list[str | int] = [GROUP, defaults.DEAD_MAXLEN, now_ms]
+        """Record the ends of runs and acknowledge their entries; each end atomic (``lua/finish.lua``). Returns
+        run id -> error for ends Redis refused (their entries stay pending)."""
+        keys = self.keys
+        items = []
         for end in ends:
             queued = end.then != "none"
-            args.extend((
+            items.append(FinishItem(
                 end.run_id, end.entry_id, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
                 end.message if queued else "", end.signature if queued else "", end.retry_at_ms, end.reason,
                 end.fire_id, "1" if end.fire_done else "0", end.dead_record,
-                table.position(self.keys.active(end.job)), table.position(self.keys.leases(end.queue)),
-                table.position(self.keys.queue(end.queue)), table.position(self.keys.runs(end.job)),
-                table.position(self.keys.runs_by_time(end.job)), table.position(self.keys.buffer(end.job)),
-                table.position(self.keys.retry(end.queue)),
+                keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
+                keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue),
             ))  # fmt: skip
         with reachable():
-            refused = self._finish(keys=table.keys, args=args)
-        return {str(run): str(error) for run, error in zip(refused[::2], refused[1::2], strict=True)}
+            replies = self._finish(
+                [keys.attempts, keys.cancel, keys.dead], [GROUP, defaults.DEAD_MAXLEN, now_ms], items
+            )
+        return {
+            str(run): str(error) for refused in replies for run, error in zip(refused[::2], refused[1::2], strict=True)
+        }
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream."""
@@ -265,6 +339,7 @@ class RunStore:
             pipe.xadd(self.keys.dead, fields, maxlen=defaults.DEAD_MAXLEN)
             pipe.xack(stream, GROUP, delivery.entry_id)
             pipe.xdel(stream, delivery.entry_id)
+            pipe.hdel(self.keys.leases(delivery.queue), delivery.entry_id)
             pipe.execute()
 
     # -- dead letters ------------------------------------------------------------------------------------
@@ -293,6 +368,10 @@ class RunStore:
             return bool(self.client.xdel(self.keys.dead, entry_id))
 
     # -- workers -----------------------------------------------------------------------------------------
+    def audit(self, record: dict[str, Any]) -> None:
+        """Append an audit record (a worker's reload)."""
+        append_audit(self.client, self.keys.audit, record, AUDIT_MAXLEN)
+
     def heartbeat(self, worker: str, record: dict[str, Any]) -> None:
         """Publish this worker's heartbeat."""
         self._heartbeats.publish(worker, record)

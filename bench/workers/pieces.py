@@ -88,16 +88,15 @@ def main() -> None:
                 done = 0
                 while done < runs:
                     count = min(size, runs - done)
-                    deliveries = timer.time("read", lambda n=count: store.read(worker.queues, "c", n, 0))
-                    timer.time("admit (checks, records, claim.lua)", lambda d=deliveries: worker._admit(d))
-                    while not worker._work.empty():
-                        run = worker._work.get_nowait()
+                    deliveries = timer.time("read", lambda n=count: store.read(worker.queues, worker.identity.id, n, 0))
+                    timer.time("admit (checks, records, claim.lua)", lambda d=deliveries: worker.intake.admit(d))
+                    while not worker.runners.work.empty():
+                        run = worker.runners.work.get_nowait()
                         assert run is not None
-                        timer.time("perform (call, final record)", lambda r=run: worker._perform(r, executor))
-                        worker._active.pop(run.record.run_id, None)
+                        timer.time("perform (call, final record)", lambda r=run: worker.runners.perform(r, executor))
                     ends = []
-                    while not worker._finisher._ends.empty():
-                        ends.append(worker._finisher._ends.get_nowait())
+                    while not worker.finisher._ends.empty():
+                        ends.append(worker.finisher._ends.get_nowait())
                     timer.time("write ends (finish.lua)", lambda e=ends: store.finish(e, to_ms(clock.now())))
                     done += len(deliveries)
             statuses = [json.loads(raw)["status"] for raw in client.hvals(f"{NAMESPACE}:runs:noop")]

@@ -34,7 +34,7 @@ def test_dev_runs_jobs_without_a_redis_on_path(tmp_path: Path) -> None:
         "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--duration", "5"],
+        [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--duration", "10"],
         capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=90, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -187,10 +187,12 @@ def test_retries_with_backoff_then_dead(
 def test_overlap_policies(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], policy: str
 ) -> None:
-    """Three fires of a 1.5 s job sent together: skip, allow, buffer_one and replace each behave as documented."""
+    """Three fires of a 1.5 s job sent together: skip, allow, buffer_one and replace each behave as documented
+    (the `allow` job runs 4 s, so that starting two more child processes under load still overlaps it)."""
     log = tmp_path / "overlap.jsonl"
+    seconds = 4 if policy == "allow" else 1.5
     config = config_file(tmp_path, shared_redis, namespace, f"""
-        long: {{call: tests.worker_jobs:sleep_and_log, kwargs: {{seconds: 1.5, log: '{log}'}}, every: 1h,
+        long: {{call: tests.worker_jobs:sleep_and_log, kwargs: {{seconds: {seconds}, log: '{log}'}}, every: 1h,
                 overlap: {policy}}}
     """)  # fmt: skip
     daemons("worker", "-c", str(config), "--concurrency", "3", name="worker")
@@ -215,6 +217,27 @@ def test_overlap_policies(
     if policy == "replace":
         records = runs(shared_redis.client(), namespace, "long")
         assert all("replaced by" in record["reason"] for record in records if record["status"] == "cancelled")
+
+
+@pytest.mark.parametrize("concurrency", ["1", "3"])
+def test_a_backlog_of_a_quick_skip_job_runs_one_fire_after_another(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], concurrency: str
+) -> None:
+    """Twenty fires of a 6 ms `overlap: skip` job waiting in the queue (a delay) are claimed together and all
+    run, one after another: a fire is skipped only when a run of its job is really running when it would start."""
+    log = tmp_path / "quick.jsonl"
+    config = config_file(tmp_path, shared_redis, namespace, f"""
+        quick: {{call: tests.worker_jobs:sleep_and_log, kwargs: {{seconds: 0.006, log: '{log}'}}, every: 1s,
+                 overlap: skip}}
+    """)  # fmt: skip
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    for second in range(20):
+        enqueue(config, "quick", start + timedelta(seconds=second))
+    daemons("worker", "-c", str(config), "--concurrency", concurrency, name="worker")
+    wait_for(lambda: statuses(shared_redis, namespace, "quick").count("succeeded") == 20, timeout=20, what="20 runs")
+    assert statuses(shared_redis, namespace, "quick") == ["succeeded"] * 20
+    spans = sorted((entry["t"], entry["event"]) for entry in lines(log))
+    assert [event for _, event in spans] == ["start", "end"] * 20  # never two at once
 
 
 @pytest.mark.parametrize("policy", ["skip", "buffer_one"])
@@ -363,6 +386,32 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(
     enqueue(copy, "second", datetime.now(UTC) + timedelta(seconds=1))
     wait_for(lambda: statuses(shared_redis, namespace, "second") == ["succeeded"] * 2, what="still running jobs")
     assert worker.process is not None and worker.process.poll() is None
+
+
+def test_sighup_applies_the_signing_key_and_names_settings_that_need_a_restart(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A reload takes over a new signing key (an unsigned fire is then dead-lettered) and says, in the log and
+    the audit record, that a changed worker.concurrency needs a restart."""
+    config = config_file(tmp_path, shared_redis, namespace, """
+        first: {call: tests.worker_jobs:noop, every: 1h}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), name="worker")
+    worker.wait_log("consuming default")
+    unsigned = config.read_text()
+    signed = unsigned.replace("\njobs:\n", f"\nsecurity: {{signing_key: {KEY}}}\njobs:\n", 1)
+    config.write_text(signed.replace("concurrency: 2}", "concurrency: 3}"))
+    worker.signal(signal.SIGHUP)
+    worker.wait_log(r"reload: worker\.concurrency changed and take effect only after a restart")
+    copy = tmp_path / "unsigned.yaml"
+    copy.write_text(unsigned)
+    enqueue(copy, "first")
+    client = shared_redis.client()
+    wait_for(lambda: client.xlen(f"{namespace}:dead") == 1, what="the unsigned fire dead-lettered")
+    assert "unsigned" in client.xrange(f"{namespace}:dead")[0][1]["reason"]
+    reloads = [json.loads(fields["record"]) for _, fields in client.xrange(f"{namespace}:audit")
+               if fields["event"] == "reload"]  # fmt: skip
+    assert [record["restart_required"] for record in reloads] == [["worker.concurrency"]]
 
 
 def test_history_retention_keep_and_max_age(

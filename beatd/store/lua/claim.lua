@@ -1,65 +1,94 @@
 -- Start runs of a batch of fires, each under its job's overlap policy, each in one uninterrupted step.
--- KEYS[1] attempts hash     KEYS[2] cancel hash
--- KEYS[3..] the hashes and sorted sets of the runs' jobs and queues, named by index below
--- ARGV[1] worker id     ARGV[2] now, ms
--- then 14 values per fire:
---   fire id, stream entry id, lease end (ms), overlap (allow | skip | buffer_one | replace),
---   message JSON and signature (kept only when the fire is held back by buffer_one),
---   the 'running' run record JSON without run_id and attempt (put in front here), its score (ms),
---   'scheduled' (fires of the schedule and catch-up) | 'requested' (manual, backfill: never held back; the
---   worker defers one that finds its job running instead of skipping it),
---   key indexes: active runs hash of the job, leases hash of the queue, buffer hash of the job,
---   run records hash of the job, run records index (sorted set) of the job
--- Runs whose lease ended (their worker died) no longer count as running. Later fires of the batch see the
--- runs started by earlier ones. A fire whose write Redis refuses gets {'error', message}; the rest go on
--- (Redis has no rollback: a refusal after the first write of a fire leaves the writes before it).
--- Returns one reply per fire: {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'} | {'error', text}
-local now = tonumber(ARGV[2])
+-- KEYS[1] attempts hash     KEYS[2] cancel hash     KEYS[3..] named by the items' *_key fields
+-- ARGV[1] worker id (its consumer name)     ARGV[2] now, ms     ARGV[3] consumer group
+-- then one ITEM per fire (beatd.store.runs.ClaimItem):
+--   fire_id, entry_id, lease_end_ms, overlap (allow | skip | buffer_one | replace),
+--   message and signature (kept only when the fire is held back by buffer_one),
+--   record: the 'running' run record JSON without run_id and attempt (put in front here), score_ms: its score,
+--   origin: 'scheduled' (fires of the schedule and catch-up) | 'requested' (manual, backfill: never held back;
+--   the worker defers one that finds its job running instead of skipping it),
+--   scheduled_ms: the fire's scheduled instant,
+--   busy_here: '1' when a run of the job that started at or before the fire's instant executes on this worker
+--   (this worker's other runs of the job are its own to order: it runs them one after another),
+--   lost_run, lost_expect, lost_record: a redelivered fire's previous attempt (run id), the record the worker
+--   read for it, and that record marked 'lost'; written only if the stored record is still the one read, so a
+--   slow former owner's end is never overwritten ('' when there is none),
+--   stream_key: the queue stream, active_key: active runs hash of the job, leases_key: leases hash of the queue,
+--   buffer_key: buffer hash of the job, records_key / index_key: run records hash / index of the job
+-- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started.
+-- Runs whose lease ended (their worker died) no longer count as running. A run on another worker that started
+-- at or before the fire's instant overlaps it (the policy decides); one that started later (a backlog worked
+-- off after a delay) does not: the fire is deferred until it ends ({'defer'}), never skipped for it. A fire whose write Redis refuses gets
+-- {'error', message}; the rest go on (no rollback: a refusal after the first write of a fire keeps those before).
+-- Returns one reply per fire: {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'} | {'defer'} |
+-- {'taken'} | {'error', text}
+local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key'}
+local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
-local function running_runs(active)
+-- Live runs of the job on other workers: those that started at or before `scheduled`, and those after.
+local function running_elsewhere(active, scheduled)
     local entries = redis.call('HGETALL', active)
-    local running = {}
+    local before, after = {}, {}
     for i = 1, #entries, 2 do
         local lease = cjson.decode(entries[i + 1])
         if tonumber(lease['lease_until']) < now then
             redis.call('HDEL', active, entries[i])
-        else
-            table.insert(running, entries[i])
+        elseif lease['worker'] ~= worker then
+            table.insert(tonumber(lease['since'] or 0) <= scheduled and before or after, entries[i])
         end
     end
-    return running
+    return before, after
 end
 
-local function claim(i)
-    local fire, entry, lease_end, policy = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local active, leases, buffer = KEYS[tonumber(ARGV[i + 9])], KEYS[tonumber(ARGV[i + 10])], KEYS[tonumber(ARGV[i + 11])]
-    local records, index = KEYS[tonumber(ARGV[i + 12])], KEYS[tonumber(ARGV[i + 13])]
-    local scheduled = ARGV[i + 8] == 'scheduled'
-    local running = {}
-    if policy ~= 'allow' then
-        running = running_runs(active)
+local function owned(item)
+    local pending = redis.call('XPENDING', item.stream_key, group, item.entry_id, item.entry_id, 1)
+    return #pending == 1 and pending[1][2] == worker
+end
+
+local function claim(item)
+    if not owned(item) then
+        return {'taken'}
     end
-    if #running > 0 then
-        if policy == 'skip' or policy == 'buffer_one' and not scheduled then
+    if item.lost_run ~= '' then
+        if redis.call('HGET', item.records_key, item.lost_run) == item.lost_expect then
+            redis.call('HSET', item.records_key, item.lost_run, item.lost_record)
+        end
+        redis.call('HDEL', item.active_key, item.lost_run)
+    end
+    local policy = item.overlap
+    local running, later = {}, {}
+    if policy ~= 'allow' then
+        running, later = running_elsewhere(item.active_key, tonumber(item.scheduled_ms))
+    end
+    if #running == 0 and item.busy_here ~= '1' and #later > 0 then
+        if policy ~= 'replace' then
+            return {'defer'}
+        end
+        running = later
+    end
+    if #running > 0 or item.busy_here == '1' then
+        if policy == 'skip' or policy == 'buffer_one' and item.origin ~= 'scheduled' then
             return {'skip'}
         elseif policy == 'buffer_one' then
-            if redis.call('EXISTS', buffer) == 1 then
+            if redis.call('EXISTS', item.buffer_key) == 1 then
                 return {'skip'}
             end
-            redis.call('HSET', buffer, 'message', ARGV[i + 4], 'sig', ARGV[i + 5])
+            redis.call('HSET', item.buffer_key, 'message', item.message, 'sig', item.signature)
             return {'buffered'}
         end
-        for _, id in ipairs(running) do  -- replace
-            redis.call('HSET', KEYS[2], id, 'replaced by ' .. fire)
+        for _, id in ipairs(running) do  -- replace (a run on this worker is stopped by the worker)
+            redis.call('HSET', KEYS[2], id, 'replaced by ' .. item.fire_id)
         end
     end
-    local attempt = redis.call('HINCRBY', KEYS[1], fire, 1)
-    local run = fire .. '#' .. attempt
-    redis.call('HSET', active, run, cjson.encode({worker = ARGV[1], entry = entry, lease_until = tonumber(lease_end)}))
-    redis.call('HSET', leases, entry, lease_end)
-    local record = ARGV[i + 6]
-    redis.call('HSET', records, run, '{"run_id":' .. cjson.encode(run) .. ',"attempt":' .. attempt .. ',' .. string.sub(record, 2))
-    redis.call('ZADD', index, ARGV[i + 7], run)
+    local attempt = redis.call('HINCRBY', KEYS[1], item.fire_id, 1)
+    local run = item.fire_id .. '#' .. attempt
+    local lease = cjson.encode({worker = worker, entry = item.entry_id, lease_until = tonumber(item.lease_end_ms),
+        since = now})
+    redis.call('HSET', item.active_key, run, lease)
+    redis.call('HSET', item.leases_key, item.entry_id, item.lease_end_ms)
+    local record = '{"run_id":' .. cjson.encode(run) .. ',"attempt":' .. attempt .. ',' .. string.sub(item.record, 2)
+    redis.call('HSET', item.records_key, run, record)
+    redis.call('ZADD', item.index_key, item.score_ms, run)
     local reply = {'run', attempt}
     for _, id in ipairs(running) do
         table.insert(reply, id)
@@ -68,8 +97,8 @@ local function claim(i)
 end
 
 local replies = {}
-for i = 3, #ARGV, 14 do
-    local ok, reply = pcall(claim, i)
+for _, item in ipairs(items(4, ITEM)) do
+    local ok, reply = pcall(claim, item)
     if not ok then
         reply = {'error', type(reply) == 'table' and reply.err or tostring(reply)}
     end

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # beatd image: the `beatd` console script on python:3.11-slim, run as an unprivileged user (uid 10001).
 #
 #   docker build -t beatd:0.1.0 .                # from the repository root (the build context)
@@ -23,9 +22,9 @@ WORKDIR /src
 # pyproject.toml names README.md as the long description, so the build needs it.
 COPY pyproject.toml README.md ./
 COPY beatd ./beatd
-# "jobs" brings what the example jobs in /app/jobs import (SQLAlchemy, psycopg); build with EXTRAS= for none.
+# "jobs" brings what the example jobs in /app/jobs import (SQLAlchemy, psycopg); --build-arg EXTRAS= for none.
 ARG EXTRAS=jobs
-RUN /opt/beatd/bin/pip install --no-cache-dir ".[${EXTRAS}]"
+RUN /opt/beatd/bin/pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 
 # --- runtime: the virtualenv, the example job code, an unprivileged user --------------------------------------
 FROM python:${PYTHON_VERSION}-slim

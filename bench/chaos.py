@@ -20,9 +20,10 @@ SIGTERM or kill -9, then a restart on the same port and data directory after 0.2
 on its own is reported and restarted.
 
 Settle: when the faults stop, wait (bounded) until the leader emits on time again, run 3 s more, SIGTERM the
-beats (the window ends 1 s before), wait (``--settle-timeout``) until queues, pending lists, retries and run
-leases are empty and no record is ``running``, read every run record and the pending entries, SIGTERM the
-workers and Redis, and parse the AOF. The counts and their definitions are in ``bench/chaos_count.py``.
+beats (the window ends there: see ``bench/chaos_count.py``), wait (``--settle-timeout``) until queues, pending
+lists, retries and run leases are empty and no record is ``running``, read every run record and the pending
+entries, SIGTERM the workers and Redis, and parse the AOF. The counts and their definitions are in
+``bench/chaos_count.py``.
 
 Prints the fault log summary, one row per job and totals, and a final JSON line; exits 1 on any double
 emission, silent loss, stuck run, run never run, or job process that outlived its killed worker; 3 when the
@@ -330,7 +331,7 @@ class Soak:
         return all(self.read(check, False) for check in checks)
 
     def settle(self, names: list[str]) -> float:
-        """Recover, stop the beats, drain; returns the end of the window (epoch s)."""
+        """Recover, stop the beats, drain; returns when the beats were stopped (epoch s)."""
         self.keep_alive()
         if not poll(self.on_time, 30.0, 0.2):
             self.notes.append("the leader was not on time 30 s after the last fault")
@@ -342,7 +343,7 @@ class Soak:
                 self.unexpected.append(f"beat {beat.pid} exited {code} on the final SIGTERM")
         if not poll(lambda: self.quiet(names), self.args.settle_timeout, 0.5):
             self.notes.append(f"not drained within --settle-timeout {self.args.settle_timeout:g}s")
-        return stopped_at - 1.0
+        return stopped_at
 
     def collect(self, names: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """Every run record (run id -> record) and the entry ids still pending."""

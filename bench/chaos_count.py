@@ -4,8 +4,10 @@ Definitions (per job):
 
 * **instants**: the window's instants, plus those after it that were emitted or recorded missed anyway.
 * **window**: the job's scheduled instants after its first progress value in the AOF (the ``base`` step a
-  new job starts from: nothing at or before it may be emitted) and at most ``end_ms`` (when the harness
-  stopped the beats, minus a margin). Instants come from the job's trigger (``JobSpec.trigger().next_after``).
+  new job starts from: nothing at or before it may be emitted) up to the job's last progress value, and at
+  least up to ``slack`` before ``end`` (when the harness stopped the beats): an instant the beat had not
+  reached when it was stopped is not lost, but one more than ``slack`` (the on-time tolerance) before the
+  stop is. Instants come from the job's trigger (``JobSpec.trigger().next_after``).
 * **emitted**: an ``XADD`` to a queue stream in a transaction that also advances ``{ns}:progress`` (the
   fenced ``emit.lua``; the worker's retry ``XADD``, in a transaction with ``ZREM {ns}:retry:*``, is a re-run,
   not an emission). ``emitted once`` / ``emitted twice`` count fire ids with one / more such XADDs.
@@ -56,6 +58,7 @@ class Applied:
     requeues: Counter[str] = field(default_factory=Counter)  # fire id -> retry XADDs
     missed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # job -> missed records
     base_ms: dict[str, int] = field(default_factory=dict)  # job -> first progress value
+    progress_ms: dict[str, int] = field(default_factory=dict)  # job -> last progress value
     entry_fire: dict[str, str] = field(default_factory=dict)  # queue entry id -> fire id (any XADD)
     transactions: int = 0
 
@@ -78,6 +81,7 @@ def read_applied(transactions: Iterable[list[Command]], namespace: str) -> Appli
             if name == "HSET" and command[1] == progress:
                 for job, value in zip(command[2::2], command[3::2], strict=False):
                     applied.base_ms.setdefault(job, int(value))
+                    applied.progress_ms[job] = int(value)
             elif name == "XADD" and command[1].startswith(queue_prefix):
                 fields = dict(zip(command[3::2], command[4::2], strict=False))
                 body = json.loads(fields["message"])
@@ -141,9 +145,10 @@ def count_job(
     records: Mapping[str, Mapping[str, Any]],
     pending_fires: Iterable[str] = (),
     orphans: int = 0,
+    slack: float = 5.0,
 ) -> JobCount:
     """Count one job. ``records``: run id -> RunRecord JSON (as read after the settle); ``pending_fires``:
-    fire ids of entries still pending; ``end``: the end of the window (aware)."""
+    fire ids of entries still pending; ``end``: when the beats were stopped (aware); ``slack``: seconds."""
     row = JobCount(job, orphans=orphans)
     if job not in applied.base_ms:
         return row
@@ -151,6 +156,7 @@ def count_job(
     emitted = Counter(emission.scheduled_ms for emission in applied.emissions.get(job, ()))
     by_ms = {emission.scheduled_ms: emission.fire_id for emission in applied.emissions.get(job, ())}
     end_ms = int(end.timestamp() * 1000)
+    end_ms = min(end_ms, max(applied.progress_ms[job], end_ms - int(slack * 1000)))
     written = [_parse_ms(record["scheduled_at"]) for record in applied.missed.get(job, ())]
     horizon = datetime.fromtimestamp(max([end_ms, *emitted, *written]) / 1000, end.tzinfo)
     scheduled = {int(instant.timestamp() * 1000) for instant in _instants(next_after, base, horizon)}

@@ -71,12 +71,12 @@ def base(ms: int = BASE_MS, job: str = "j") -> bytes:
     )
 
 
-def count(aof: bytes, records: dict[str, Any] | None = None) -> chaos_count.JobCount:
-    """The count of job ``j`` (every 1 s) for an AOF."""
+def count(aof: bytes, records: dict[str, Any] | None = None, slack: float = 0.0) -> chaos_count.JobCount:
+    """The count of job ``j`` (every 1 s) for an AOF, the beats stopped at END."""
     transactions = chaos_aof.transactions(chaos_aof.parse_commands(aof))
     applied = chaos_count.read_applied(transactions, NS)
     trigger = IntervalTrigger(timedelta(seconds=1))
-    return chaos_count.count_job("j", trigger.next_after, applied, END, records or {})
+    return chaos_count.count_job("j", trigger.next_after, applied, END, records or {}, slack=slack)
 
 
 def test_torn_tail_and_open_multi_are_dropped() -> None:
@@ -113,6 +113,12 @@ def test_emissions_against_the_trigger(aof: bytes, expected: dict[str, int]) -> 
     """Each instant after the base is counted emitted once, twice, missed or silently lost."""
     row = count(base() + aof)
     assert {key: getattr(row, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(("slack", "lost"), [(0.0, 3), (1.5, 1), (5.0, 0)])
+def test_instants_the_beat_had_not_reached_are_lost_only_past_the_slack(slack: float, lost: int) -> None:
+    """Instants after the last progress are lost only when they were due more than ``slack`` before the stop."""
+    assert count(base() + emit(BASE_MS + 1000) + emit(BASE_MS + 2000), slack=slack).lost == lost
 
 
 def test_retry_xadd_is_a_rerun_not_an_emission() -> None:

@@ -15,9 +15,9 @@ a ledger (job, fire id, attempt, pid); 3 ``beatd beat`` replicas; 2 ``beatd work
 Faults, one every ``--fault-min`` .. ``--fault-max`` s (seeded by ``--seed``; kinds weighted by
 :data:`FAULTS`): kill -9 of the leader (read from ``{ns}:leader``) and a replacement started; SIGSTOP of the
 leader for the lease plus 0.5-2 s, then SIGCONT; SIGTERM of any beat (it must exit 0) and a restart; kill -9
-of the worker with the most runs in its heartbeat, its process tree noted first, and a restart; Redis
-SIGTERM or kill -9, then a restart on the same port and data directory after 0.2-2 s. A daemon that exits
-on its own is reported and restarted.
+of a worker (process and thread isolation in turn, once its heartbeat shows a run), its process tree
+noted first, and a restart; Redis SIGTERM or kill -9, then a restart on the same port and data directory
+after 0.2-2 s. A daemon that exits on its own is reported and restarted.
 
 Settle: when the faults stop, wait (bounded) until the leader emits on time again, run 3 s more, SIGTERM the
 beats (the window ends there: see ``bench/chaos_count.py``), wait (``--settle-timeout``) until queues, pending
@@ -155,6 +155,7 @@ class Soak:
         self.server = RedisServer(tmp / "redis")
         self.client = redis.Redis(port=self.server.port, decode_responses=True, socket_timeout=3)
         self.started = 0
+        self.worker_kills = 0
         self.beats: list[C.Beat] = []
         self.workers: dict[str, C.Beat] = {}
         self.faults: list[dict[str, Any]] = []
@@ -186,7 +187,7 @@ class Soak:
         C.write_config(self.config, self.server.url, NAMESPACE, self.args.lease, jobs(self.ledger), settings)
         self.beats = [self.spawn(("beat",)) for _ in range(3)]
         for isolation in ("process", "thread"):
-            self.workers[isolation] = self.spawn(("worker", "--isolation", isolation))
+            self.workers[isolation] = self.start_worker(isolation)
 
     def redis_up(self) -> bool:
         """Whether our redis-server process runs."""
@@ -254,19 +255,18 @@ class Soak:
         return event
 
     def kill_worker(self) -> dict[str, Any]:
-        """kill -9 the worker with the most runs (waiting up to 3 s for one mid-job); note its process tree
-        first and which of those processes still run 1 s later."""
-
-        def busiest() -> tuple[str, int] | None:
-            heartbeats = [json.loads(raw) for raw in self.read(lambda: self.client.hvals(KEYS.workers), []) or []]
-            runs = {int(beat["pid"]): len(beat.get("runs", [])) for beat in heartbeats}
-            live = [(runs.get(w.pid, 0), name) for name, w in self.workers.items() if w.alive()]
-            busy = [item for item in live if item[0] > 0]
-            return (max(busy)[1], max(busy)[0]) if busy else None
-
-        found = poll(busiest, 3.0, 0.1)
-        name = found[0] if found else self.rng.choice(sorted(self.workers))
+        """kill -9 a worker, the process-isolation one and the thread one in turn, once it is mid-job (waiting
+        up to 3 s for a run in its heartbeat); note its process tree first and which of those processes still
+        run 1 s later."""
+        name = ("process", "thread")[self.worker_kills % 2]
+        self.worker_kills += 1
         victim = self.workers[name]
+
+        def runs() -> int:
+            heartbeats = [json.loads(raw) for raw in self.read(lambda: self.client.hvals(KEYS.workers), []) or []]
+            return next((len(beat.get("runs", [])) for beat in heartbeats if beat.get("pid") == victim.pid), 0)
+
+        busy = poll(runs, 3.0, 0.1)
         tree = descendants(victim.pid)
         killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)
@@ -280,8 +280,21 @@ class Soak:
                 {"pid": pid, "start": started, "worker": victim.pid, "isolation": name, "killed_at": killed_at}
             )
         poll(self.redis_up, 30.0, 0.1)
-        self.workers[name] = self.spawn(("worker", "--isolation", name))
-        return {"pid": victim.pid, "isolation": name, "runs": found[1] if found else 0, "outlived": len(survivors)}
+        self.workers[name] = self.start_worker(name)
+        return {"pid": victim.pid, "isolation": name, "runs": busy, "outlived": len(survivors)}
+
+    def start_worker(self, isolation: str) -> C.Beat:
+        """Start a worker and wait (bounded) for its first heartbeat: a worker started while Redis is down
+        exits (issue 9 item 12), so no Redis fault may land while one is starting."""
+        worker = self.spawn(("worker", "--isolation", isolation))
+
+        def beating() -> bool:
+            heartbeats = self.read(lambda: self.client.hvals(KEYS.workers), []) or []
+            return any(json.loads(raw).get("pid") == worker.pid for raw in heartbeats)
+
+        if not poll(beating, 30.0, 0.1):
+            self.notes.append(f"worker {worker.pid} ({isolation}) published no heartbeat within 30 s")
+        return worker
 
     def keep_alive(self) -> None:
         """Restart any daemon that exited on its own (reported as unexpected)."""
@@ -296,7 +309,7 @@ class Soak:
                     f"worker {worker.pid} exited {worker.process and worker.process.returncode}: {tail}"
                 )
                 worker.stop()
-                self.workers[name] = self.spawn(("worker", "--isolation", name))
+                self.workers[name] = self.start_worker(name)
 
     def run_faults(self) -> None:
         """Inject faults until ``--duration`` has passed."""

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO
 
 DURATION = 45  # seconds of faults; with start, settle and counting the soak takes about 70 s
-SEED = 5
+SEED = 113  # its first faults: redis-term, worker-kill, redis-term, worker-kill, leader-stop, beat-term, ...
 pytestmark = pytest.mark.timeout(240)
 
 

@@ -15,7 +15,7 @@ a ledger (job, fire id, attempt, pid); 3 ``beatd beat`` replicas; 2 ``beatd work
 Faults, one every ``--fault-min`` .. ``--fault-max`` s (seeded by ``--seed``; kinds weighted by
 :data:`FAULTS`): kill -9 of the leader (read from ``{ns}:leader``) and a replacement started; SIGSTOP of the
 leader for the lease plus 0.5-2 s, then SIGCONT; SIGTERM of any beat (it must exit 0) and a restart; kill -9
-of a worker (process and thread isolation in turn, once its heartbeat shows a run), its process tree
+of a worker (process and thread isolation in turn, once the ledger shows it mid-job), its process tree
 noted first, and a restart; Redis SIGTERM or kill -9, then a restart on the same port and data directory
 after 0.2-2 s. A daemon that exits on its own is reported and restarted.
 
@@ -256,17 +256,19 @@ class Soak:
 
     def kill_worker(self) -> dict[str, Any]:
         """kill -9 a worker, the process-isolation one and the thread one in turn, once it is mid-job (waiting
-        up to 3 s for a run in its heartbeat); note its process tree first and which of those processes still
+        up to 5 s for a run in progress by the ledger); note its process tree first and which of those processes still
         run 1 s later."""
         name = ("process", "thread")[self.worker_kills % 2]
         self.worker_kills += 1
         victim = self.workers[name]
 
         def runs() -> int:
-            heartbeats = [json.loads(raw) for raw in self.read(lambda: self.client.hvals(KEYS.workers), []) or []]
-            return next((len(beat.get("runs", [])) for beat in heartbeats if beat.get("pid") == victim.pid), 0)
+            """Runs of the victim in progress by the ledger: its own pid or a descendant's, last line ``start``."""
+            last = {line["pid"]: line["event"] for line in ledger_lines(self.ledger)}
+            pids = {victim.pid, *descendants(victim.pid)}
+            return sum(1 for pid, event in last.items() if pid in pids and event == "start")
 
-        busy = poll(runs, 3.0, 0.1)
+        busy = poll(runs, 5.0, 0.1)
         tree = descendants(victim.pid)
         killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)

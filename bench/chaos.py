@@ -65,6 +65,8 @@ QUEUE = "default"
 KEYS = Keys(NAMESPACE)
 FAULTS = {"leader-kill": 3, "leader-stop": 2, "beat-term": 2, "worker-kill": 4, "redis-term": 1, "redis-kill": 1}
 """Fault kinds and their weights."""
+LONG_JOBS = frozenset({"slow5", "cmd3"})
+"""Jobs that run for seconds: a worker is killed while one of them runs (waiting a little for one)."""
 
 
 def jobs(ledger: Path) -> dict[str, dict[str, Any]]:
@@ -256,19 +258,24 @@ class Soak:
 
     def kill_worker(self) -> dict[str, Any]:
         """kill -9 a worker, the process-isolation one and the thread one in turn, once it is mid-job (waiting
-        up to 5 s for a run in progress by the ledger); note its process tree first and which of those processes still
-        run 1 s later."""
+        up to 6 s for a run of a long job in progress by the ledger); note its process tree first and which of
+        those processes still run 1 s later."""
         name = ("process", "thread")[self.worker_kills % 2]
         self.worker_kills += 1
         victim = self.workers[name]
 
-        def runs() -> int:
-            """Runs of the victim in progress by the ledger: its own pid or a descendant's, last line ``start``."""
-            last = {line["pid"]: line["event"] for line in ledger_lines(self.ledger)}
+        def runs(jobs: frozenset[str] | None = None) -> int:
+            """Runs of the victim in progress by the ledger (its own pid or a descendant's, last line ``start``),
+            of ``jobs`` only when given."""
+            last = {line["pid"]: line for line in ledger_lines(self.ledger)}
             pids = {victim.pid, *descendants(victim.pid)}
-            return sum(1 for pid, event in last.items() if pid in pids and event == "start")
+            return sum(
+                1
+                for pid, line in last.items()
+                if pid in pids and line["event"] == "start" and (jobs is None or line["job"] in jobs)
+            )
 
-        busy = poll(runs, 5.0, 0.1)
+        busy = poll(lambda: runs(LONG_JOBS), 6.0, 0.1) or runs()
         tree = descendants(victim.pid)
         killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)

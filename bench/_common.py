@@ -5,11 +5,11 @@ The definitions and the plumbing that must match the RedBeat peer benchmarks com
 percentile, same /proc readings, same table printer), so beatd's figures and RedBeat's compare side by side.
 What is beatd-specific lives here:
 
-* :class:`Beat`: one ``python -m beatd beat -c CONFIG`` subprocess whose stderr is read by a thread that
+* :class:`Beat`: one ``python -m beatd beat -c CONFIG`` (or ``worker``) subprocess whose stderr is read by a thread that
   stamps every line with ``time.time()`` on arrival (beatd's text log lines carry no time) and copies it to
   a file; ``wait_line`` waits for a pattern.
-* :func:`write_config`: a beat config with any number of ``every`` jobs (built as text: 100k jobs in well under
-  a second).
+* :func:`write_config`: a beat config with any number of jobs and optional top-level settings (built as text:
+  100k jobs in well under a second).
 * :func:`read_fires`: every message of a queue stream as :class:`Fire` (entry ms = Redis time of the XADD,
   scheduled ms, job, fire id, trigger), read with XRANGE in chunks.
 * :func:`machine`: nproc, CPU model, load, Python, redis-server and beatd versions.
@@ -114,12 +114,21 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write_config(path: Path, url: str, namespace: str, lease: str, jobs: dict[str, dict[str, Any]]) -> Path:
-    """Write a beat config whose jobs are given as flow mappings (values are JSON, which YAML reads)."""
+def write_config(
+    path: Path,
+    url: str,
+    namespace: str,
+    lease: str,
+    jobs: dict[str, dict[str, Any]],
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """Write a beat config whose jobs are given as flow mappings (values are JSON, which YAML reads);
+    ``settings``: more top-level keys (``pythonpath``, ``worker``, ``defaults``), also as JSON."""
     lines = [
         f"redis: {{url: '{url}'}}",
         f"namespace: {namespace}",
         f"leader: {{lease: {lease}}}",
+        *(f"{key}: " + json.dumps(value, separators=(", ", ": ")) for key, value in (settings or {}).items()),
         "jobs:",
     ]
     for name, body in jobs.items():
@@ -130,10 +139,12 @@ def write_config(path: Path, url: str, namespace: str, lease: str, jobs: dict[st
 
 @dataclass
 class Beat:
-    """One ``beatd beat`` replica; stderr lines are stamped on arrival and copied to ``log_path``."""
+    """One ``beatd beat`` replica (or, with ``command``, any beatd daemon: ``("worker", "--isolation",
+    "thread")``); stderr lines are stamped on arrival and copied to ``log_path``."""
 
     config: Path
     log_path: Path
+    command: tuple[str, ...] = ("beat",)
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     lines: list[tuple[float, str]] = field(default_factory=list)
@@ -146,7 +157,7 @@ class Beat:
         env["PYTHONUNBUFFERED"] = "1"
         self.started_at = time.time()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "beatd", "beat", "-c", str(self.config)],
+            [sys.executable, "-m", "beatd", *self.command, "-c", str(self.config)],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -34,7 +34,7 @@ from beatd.metrics import Health, Metrics, serve
 from beatd.targets import resolve_call
 from tests.conftest import REPO
 
-DOCKERFILE = REPO / "Dockerfile"
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
 KUBERNETES = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSIONS = ("1.30", "1.35")
 """The oldest and a recent Kubernetes the manifests are checked against (schemas bundled with
@@ -199,8 +199,9 @@ def assert_parses(arguments: list[str]) -> None:
 
 
 def test_dockerignore_sends_only_what_the_dockerfile_copies() -> None:
-    """.dockerignore excludes everything but the sources the Dockerfile copies from the build context."""
-    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    """deploy/Dockerfile.dockerignore (BuildKit reads it beside the Dockerfile) excludes everything but the sources
+    the Dockerfile copies from the build context."""
+    lines = [line.strip() for line in (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()]
     rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*"
     allowed = {rule.removeprefix("!").rstrip("/") for rule in rules if rule.startswith("!")}

@@ -143,7 +143,7 @@ class CronTrigger:
         options.verbose = False
         try:
             text = str(get_description(self.expanded_expression, options))
-        except Exception:  # cron-descriptor rejects a few forms croniter accepts; fall back to the text
+        except Exception:  # cron-descriptor rejects a few forms beatd accepts; fall back to the text
             return f"cron {self.expanded_expression}"
         if not (self.fields.day_of_month_restricted and self.fields.day_of_week_restricted):
             # cron-descriptor says "or on Friday" whenever day-of-month is not exactly "*"; by the Vixie

@@ -4,6 +4,7 @@ The accepted language is Vixie cron's five fields, ``minute hour day-of-month mo
 names (``jan``, ``mon``; any case), lists, ranges, steps, ``0`` or ``7`` for Sunday, and the aliases
 ``@yearly @annually @monthly @weekly @daily @midnight @hourly``. In the minute and hour fields ``H``,
 ``H(a-b)``, ``H/n`` and ``H(a-b)/n`` pick a value that is stable for a job name (Jenkins' hashed cron).
+The fields are parsed here, by no library, exactly as :func:`_field_values` states (``a-a`` is just ``a``).
 Everything here is about naive wall times; time zones and DST belong to :mod:`beatd.triggers.cron`.
 """
 
@@ -15,8 +16,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-
-from croniter import croniter
 
 from beatd.errors import ScheduleError
 
@@ -195,12 +194,15 @@ def _split_expression(expression: str) -> list[str]:
     return fields
 
 
-def _check_field(index: int, text: str, expression: str) -> None:
-    """Reject what croniter would accept but beatd does not, with a precise reason.
+def _field_values(index: int, text: str, expression: str) -> tuple[int, ...]:
+    """The sorted values field ``index`` allows, read as Vixie cron reads them; rejects what beatd does not accept.
 
-    Each comma-separated part must be ``*``, ``v`` or ``a-b``, optionally followed by ``/step``, where a
-    value is a number in the field's range or (month, day-of-week) a name. ``L``, ``W``, ``#``, ``?`` and
-    backwards ranges are rejected.
+    Each comma-separated part is ``*``, ``v`` or ``a-b``, optionally followed by ``/step``, where a value is
+    a number in the field's range or (month, day-of-week) a name. ``*`` is the whole field, ``a-b`` is
+    ``a`` to ``b`` inclusive (so ``a-a`` is just ``a``), ``/n`` keeps every ``n``-th value from the first,
+    and ``v/n`` runs from ``v`` to the end of the field. In day-of-week ``7`` is Sunday, like ``0``; as the
+    end of a range ``sun`` means 7 (``mon-sun`` is Monday to Sunday, ``sun-sun`` is Sunday), and ``v/n``
+    runs to Saturday. ``L``, ``W``, ``#``, ``?`` and backwards ranges are rejected with a precise reason.
     """
     name = FIELD_NAMES[index]
     for mark, meaning in (("#", "'#' (nth weekday)"), ("?", "'?'")):
@@ -215,6 +217,7 @@ def _check_field(index: int, text: str, expression: str) -> None:
             raise _error(expression, f"'W' (weekday) in the {name} field is not supported; {EXPECTED_FIELDS}")
         expected = {3: "1-12 or jan..dec", 4: "0-7 or sun..sat"}.get(index, "numbers")
         raise _error(expression, f"unknown word {word!r} in the {name} field: expected {expected}")
+    values: set[int] = set()
     for part in text.split(","):
         match = _PART.fullmatch(part)
         if match is None:
@@ -224,17 +227,37 @@ def _check_field(index: int, text: str, expression: str) -> None:
                 "or a comma-separated list of those",
             )
         low_text, high_text, step_text = match.groups()
-        if step_text is not None and int(step_text) == 0:
+        step = 1 if step_text is None else int(step_text)
+        if step == 0:
             raise _error(expression, f"bad {name} field {text!r}: the step after '/' must be at least 1")
-        if low_text is None:
-            continue
-        low = _field_value(index, low_text, expression)
-        high = low if high_text is None else _field_value(index, high_text, expression)
-        if index == 4 and high_text == "sun":
-            high = 7  # mon-sun means Monday to Sunday
-        if low > high:
-            reason = f"range {low_text}-{high_text} in the {name} field goes backwards: expected low-high"
-            raise _error(expression, reason)
+        first, last = _part_bounds(index, low_text, high_text, step_text is not None, expression)
+        values.update(range(first, last + 1, step))
+    if index == 4:
+        values = {day % 7 for day in values}  # 7 is Sunday, like 0
+    return tuple(sorted(values))
+
+
+def _part_bounds(
+    index: int, low_text: str | None, high_text: str | None, stepped: bool, expression: str
+) -> tuple[int, int]:
+    """The first and last value of one part (``*``, ``v``, ``v/n``, ``a-b`` or ``a-b/n``) of field ``index``."""
+    field_low, field_high = _BOUNDS[index]
+    if low_text is None:  # '*'
+        return field_low, field_high
+    low = _field_value(index, low_text, expression)
+    if high_text is None:
+        if not stepped:
+            return low, low
+        if index == 4:  # v/n in day-of-week runs from v to Saturday, 7 being Sunday
+            return low % 7, 6
+        return low, field_high
+    high = _field_value(index, high_text, expression)
+    if index == 4 and high_text == "sun" and low > 0:
+        high = 7  # mon-sun means Monday to Sunday; sun-sun is Sunday
+    if low > high:
+        reason = f"range {low_text}-{high_text} in the {FIELD_NAMES[index]} field goes backwards: expected low-high"
+        raise _error(expression, reason)
+    return low, high
 
 
 def _field_value(index: int, text: str, expression: str) -> int:
@@ -253,34 +276,14 @@ def parse_cron_fields(expression: str, hash_key: str) -> tuple[CronFields, str]:
     """
     fields = _split_expression(expression)
     fields = expand_hashes(fields, hash_key, expression)
-    for index, text in enumerate(fields):
-        _check_field(index, text, expression)
-    expanded_text = " ".join(fields)
-    try:
-        expanded, _nth = croniter.expand(expanded_text)
-    except ValueError as error:
-        raise _error(expression, f"{_croniter_reason(error)}; {EXPECTED_FIELDS}") from error
-    values = [_values(index, found) for index, found in enumerate(expanded)]
+    values = [_field_values(index, text, expression) for index, text in enumerate(fields)]
     parsed = CronFields(
         minutes=values[0],
         hours=values[1],
         days_of_month=values[2],
         months=values[3],
-        days_of_week=tuple(sorted({day % 7 for day in values[4]})),
+        days_of_week=values[4],
         day_of_month_restricted=not fields[2].startswith("*"),
         day_of_week_restricted=not fields[4].startswith("*"),
     )
-    return parsed, expanded_text
-
-
-def _values(index: int, found: list[int | str]) -> tuple[int, ...]:
-    if found == ["*"]:
-        low, high = _BOUNDS[index]
-        return tuple(range(low, 7 if index == 4 else high + 1))
-    return tuple(sorted({int(value) for value in found}))
-
-
-def _croniter_reason(error: ValueError) -> str:
-    # croniter's messages start with the expression in brackets; keep only the reason after it.
-    text = str(error)
-    return re.sub(r"^\[[^\]]*\]\s*", "", text) or "not a valid cron expression"
+    return parsed, " ".join(fields)

@@ -73,6 +73,105 @@ def test_fields_expand_names_lists_ranges_and_steps(
     assert (fields.months, fields.days_of_week) == (months, days_of_week)
 
 
+# One field of each row is under test; every row fails on the croniter-based parser, which widened a range
+# whose two ends are equal (``9-9``, ``mon-mon``, ``3-3/2``) to the whole field or to ``*/step``.
+SINGLE_VALUE_RANGES = [
+    ("9-9 0 * * *", "minutes", (9,)),
+    ("0-0 0 * * *", "minutes", (0,)),
+    ("59-59/100 0 * * *", "minutes", (59,)),
+    ("9-9/5 0 * * *", "minutes", (9,)),
+    ("0,30-30 0 * * *", "minutes", (0, 30)),
+    ("0 9-9 * * *", "hours", (9,)),
+    ("0 23-23/2 * * *", "hours", (23,)),
+    ("0 9-9,17-17 * * *", "hours", (9, 17)),
+    ("0 0 5-5 * *", "days_of_month", (5,)),
+    ("0 0 31-31/7 * *", "days_of_month", (31,)),
+    ("0 0 1-1,15-15 * *", "days_of_month", (1, 15)),
+    ("0 0 * 3-3 *", "months", (3,)),
+    ("0 0 * jan-jan *", "months", (1,)),
+    ("0 0 * Dec-DEC/2 *", "months", (12,)),
+    ("0 0 * 1-jan *", "months", (1,)),
+    ("0 0 * mar-3,9 *", "months", (3, 9)),
+    ("0 0 * * 3-3", "days_of_week", (3,)),
+    ("0 0 * * 3-3/2", "days_of_week", (3,)),
+    ("0 0 * * mon-mon", "days_of_week", (1,)),
+    ("0 0 * * Sat-sat/3", "days_of_week", (6,)),
+    ("0 0 * * 5-fri", "days_of_week", (5,)),
+    ("0 0 * * 0-0", "days_of_week", (0,)),
+    ("0 0 * * 7-7", "days_of_week", (0,)),
+    ("0 0 * * sun-sun", "days_of_week", (0,)),
+    ("0 0 * * 7-sun", "days_of_week", (0,)),
+    ("0 0 * * sun-0/2", "days_of_week", (0,)),
+    ("0 0 * * 1-1,7-7", "days_of_week", (0, 1)),
+    ("H(5-5)/10 0 * * *", "minutes", (5,)),
+    ("0 H(7-7)/3 * * *", "hours", (7,)),
+]
+
+
+@pytest.mark.parametrize(("expression", "attribute", "values"), SINGLE_VALUE_RANGES)
+def test_a_range_whose_ends_are_equal_is_that_one_value(
+    expression: str, attribute: str, values: tuple[int, ...]
+) -> None:
+    """In every field, with numbers or names and with or without a step, ``a-a`` and ``a-a/n`` mean just ``a``."""
+    assert getattr(CronTrigger(expression, UTC_ZONE, "job").fields, attribute) == values
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("0 9-9 * * *", ["2026-02-01 09:00", "2026-02-02 09:00", "2026-02-03 09:00"]),
+        ("0 0 * * mon-mon", ["2026-02-02 00:00", "2026-02-09 00:00", "2026-02-16 00:00"]),
+        ("0 0 * * 3-3/2", ["2026-02-04 00:00", "2026-02-11 00:00", "2026-02-18 00:00"]),
+        ("0 0 1 jan-jan *", ["2027-01-01 00:00", "2028-01-01 00:00", "2029-01-01 00:00"]),
+    ],
+)
+def test_single_value_ranges_fire_only_at_that_value(expression: str, expected: list[str]) -> None:
+    """``0 9-9 * * *`` fires once a day, ``mon-mon`` and ``3-3/2`` once a week, ``jan-jan`` once a year."""
+    found = fires(CronTrigger(expression, UTC_ZONE), utc("2026-02-01T00:00Z"), len(expected))
+    assert [fire.strftime("%Y-%m-%d %H:%M") for fire in found] == expected
+
+
+@pytest.mark.parametrize("job", ["job", "job-106", "nightly-report", "sync", "a", "b"])
+@pytest.mark.parametrize(("text", "attribute", "width"), [("0 H/24", "hours", 24), ("H/60 0", "minutes", 60)])
+def test_h_step_as_wide_as_the_field_picks_one_value(job: str, text: str, attribute: str, width: int) -> None:
+    """``H/n`` with n at least the field's width is the single value hash % width, even the field's last."""
+    field_name = "hour" if attribute == "hours" else "minute"
+    fields = CronTrigger(f"{text} * * *", UTC_ZONE, job).fields
+    assert getattr(fields, attribute) == (_sha256_int(f"{job}|{field_name}") % width,)
+
+
+@pytest.mark.parametrize(
+    ("expression", "attribute", "values"),
+    [
+        ("5/20 0 * * *", "minutes", (5, 25, 45)),
+        ("0 22/5 * * *", "hours", (22,)),
+        ("0 0 31/2 * *", "days_of_month", (31,)),
+        ("0 0 * jan/5 *", "months", (1, 6, 11)),
+        ("0 0 * * mon/2", "days_of_week", (1, 3, 5)),
+        ("0 0 * * 7/2", "days_of_week", (0, 2, 4, 6)),
+        ("0 0 * * 5-7/2", "days_of_week", (0, 5)),
+        ("0 0 * * sat-sun", "days_of_week", (0, 6)),
+        ("0 0 * * 0-7/2", "days_of_week", (0, 2, 4, 6)),
+        ("0 0 * * */7", "days_of_week", (0,)),
+        ("*/100 0 * * *", "minutes", (0,)),
+        ("0-59/100 0 * * *", "minutes", (0,)),
+        ("00 05 * * *", "hours", (5,)),
+    ],
+)
+def test_steps_from_one_value_run_to_the_end_of_the_field(
+    expression: str, attribute: str, values: tuple[int, ...]
+) -> None:
+    """``v/n`` runs from v to the field's end (Saturday in day-of-week, 7 read as Sunday); big steps keep one."""
+    assert getattr(CronTrigger(expression, UTC_ZONE).fields, attribute) == values
+
+
+def test_a_list_holding_star_is_the_whole_field_and_still_restricted() -> None:
+    """``1,*`` allows every value; it does not start with '*', so the day fields are ORed (Vixie's rule)."""
+    fields = CronTrigger("0 0 1,* * fri", UTC_ZONE).fields
+    assert fields.days_of_month == tuple(range(1, 32))
+    assert fields.day_of_month_restricted and fields.day_of_week_restricted
+
+
 @pytest.mark.parametrize(
     ("alias", "equivalent"),
     [
@@ -117,6 +216,10 @@ def test_aliases_mean_their_five_field_forms(alias: str, equivalent: str) -> Non
         ("*/0 * * * *", "the step after '/' must be at least 1"),
         ("5-1 * * * *", "range 5-1 in the minute field goes backwards"),
         ("0 0 * * fri-mon", "range fri-mon in the day-of-week field goes backwards"),
+        ("0 0 * * 7-0", "range 7-0 in the day-of-week field goes backwards"),
+        ("0 0 * dec-jan *", "range dec-jan in the month field goes backwards"),
+        ("0 23-1 * * *", "range 23-1 in the hour field goes backwards"),
+        ("0 0 * * 7-mon", "range 7-mon in the day-of-week field goes backwards"),
         ("1,,2 * * * *", "bad minute field '1,,2'"),
         ("0 0 * * funday", "unknown word 'funday' in the day-of-week field"),
         ("0 0 * jan-foo *", "unknown word 'foo' in the month field"),

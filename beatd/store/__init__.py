@@ -1,7 +1,7 @@
 """Everything beatd keeps in Redis. The only package that imports redis; Lua comes from ``beatd/lua``."""
 
 from beatd.store.base import StoreError, StoreRejected, StoreUnavailable, connect
-from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Op, Store
+from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Corrupt, LeaderWrite, Store
 from beatd.store.runs import Claim, ClaimRequest, Delivery, Finish, RunStore
 
 __all__ = [
@@ -9,9 +9,10 @@ __all__ = [
     "ApplyResult",
     "Claim",
     "ClaimRequest",
+    "Corrupt",
     "Delivery",
     "Finish",
-    "Op",
+    "LeaderWrite",
     "RunStore",
     "Store",
     "StoreError",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -27,16 +27,17 @@ from beatd.config import Config, JobSpec
 from beatd.emission import Counters, Pending, account, plan_writes
 from beatd.identity import Identity
 from beatd.leader import Leadership
-from beatd.messages import format_utc, from_ms, to_ms
+from beatd.messages import format_utc, to_ms
 from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.redis_clock import RedisClock
-from beatd.reload import BEAT_APPLIES, SettingsChange, settings_change
+from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
 from beatd.signing import Signer
-from beatd.store import Corrupt, LeaderWrite, Store, StoreError
+from beatd.store import LeaderWrite, Store, StoreError
 from beatd.triggers import Trigger, jitter_offset
+from beatd.unreadable import Unreadable
 
-__all__ = ["Beat", "JobState", "Reload"]
+__all__ = ["Beat", "JobState"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -76,14 +77,6 @@ class JobState:
         return cls(spec=spec, trigger=spec.trigger(), policy=policy)
 
 
-@dataclass(frozen=True)
-class Reload:
-    """What a reload did: one line per changed job, and the changed settings by what became of them."""
-
-    jobs: list[str] = field(default_factory=list)
-    settings: SettingsChange = field(default_factory=SettingsChange)
-
-
 def late_after(lease: timedelta) -> timedelta:
     """How late a fire may be and still count as on time: two leases and a second (a failover is no gap)."""
     return 2 * lease + timedelta(seconds=1)
@@ -118,9 +111,7 @@ class Beat:
         self.heap: list[tuple[datetime, str]] = []
         self.queued: dict[str, datetime] = {}
         self.paused: set[str] = set()
-        self.skipped: dict[str, str] = {}
-        """Jobs left unscheduled because their stored data cannot be read, and why; looked at again each second."""
-        self._reported: set[str] = set()
+        self.unreadable = Unreadable(store.keys.progress)
         self.synced = False
         self.config_error: str | None = None
         self.counters = Counters()
@@ -212,25 +203,18 @@ class Beat:
         self.late_after = late_after(config.settings.leader.lease)
         self.signer = Signer.optional(config.settings.security.signing_key)
         old, new = self.jobs, {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
-        lines = [f"removed {name}" for name in old if name not in new]
-        restart: dict[str, JobState | None] = {}
-        for name, state in new.items():
-            before = old.get(name)
-            if before is None:
-                lines.append(f"added {name}: {state.spec.schedule_text}")
-                restart[name] = None
-            elif before.spec.schedule_digest != state.spec.schedule_digest:
-                lines.append(f"changed {name}: {before.spec.schedule_text} -> {state.spec.schedule_text}, from now on")
-                restart[name] = before
-            elif before.spec.digest != state.spec.digest:
-                lines.append(f"changed {name}: target or policies (schedule unchanged)")
+        lines, names = job_changes(
+            {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
+        )
+        restart = {name: old.get(name) for name in names}
         self.config, self.jobs = config, new
         for name in old:
             if name not in new:
                 self.queued.pop(name, None)
         if self.synced and restart:
             try:
-                self._start_from_now({name: old for name, old in restart.items() if name not in self.skipped}, now)
+                readable = {name: before for name, before in restart.items() if name not in self.unreadable.jobs}
+                self._start_from_now(readable, now)
             except StoreError:
                 self.synced = False  # a later sync compares schedule digests and does the same
         return Reload(lines, settings)
@@ -244,25 +228,25 @@ class Beat:
         stored, corrupt = self.store.read_progress()
         digests = self.store.schedule_digests()
         self.paused = self._read_paused()
-        self.skipped = {}
+        self.unreadable.jobs = {}
         for problem in corrupt:
             if problem.job in self.jobs:
-                self._skip(problem)
+                self.unreadable.skip(problem)
         self.progress = {}
         for name, value in stored.items():
-            if name in self.jobs and (instant := self._instant(name, value)) is not None:
+            if name in self.jobs and (instant := self.unreadable.instant(name, value)) is not None:
                 self.progress[name] = instant
         self.heap, self.queued = [], {}
         fresh: dict[str, JobState | None] = {
             name: None
             for name, state in self.jobs.items()
-            if name not in self.skipped
+            if name not in self.unreadable.jobs
             and (name not in self.progress or digests.get(name) != state.spec.schedule_digest)
         }
         self.synced = True
         self._start_from_now(fresh, now)
         for name in self.jobs:
-            if name not in fresh and name not in self.skipped:
+            if name not in fresh and name not in self.unreadable.jobs:
                 self._push_at(name, now)
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
@@ -285,62 +269,25 @@ class Beat:
         self.paused = paused
         if resumed:
             for name, value in self.store.progress(resumed).items():
-                if (instant := self._instant(name, value)) is not None:
+                if (instant := self.unreadable.instant(name, value)) is not None:
                     self.progress[name] = instant
             for name in resumed:
-                if name not in self.skipped:
+                if name not in self.unreadable.jobs:
                     self._push_at(name, now)
 
     def _read_paused(self) -> set[str]:
-        """Paused jobs; a job whose pause record is unreadable counts as paused (its entry is the pause)."""
-        records, corrupt = self.store.read_paused()
-        for problem in corrupt:
-            self._report(f"paused:{problem.job}:{problem.value}", "job %s treated as paused: %s", problem.job, problem)
-        return set(records) | {problem.job for problem in corrupt}
-
-    # -- unreadable data: skip the job, name the key, keep the rest ------------------------------------------
-    def _instant(self, name: str, value: int) -> datetime | None:
-        """The progress instant of ``name``, or None (the job is skipped) when ``value`` is out of range."""
-        try:
-            return from_ms(value)
-        except (OverflowError, ValueError):
-            self._skip(Corrupt(self.store.keys.progress, name, str(value), "epoch ms between years 1 and 9999"))
-            return None
-
-    def _skip(self, problem: Corrupt) -> None:
-        if problem.job not in self.skipped:
-            log.error("job %s skipped: %s; fix or delete the value (checked again every %.0fs)", problem.job,
-                      problem, PAUSED_POLL)  # fmt: skip
-        self.skipped[problem.job] = str(problem)
-        self.queued.pop(problem.job, None)
-
-    def _report(self, identity: str, message: str, *args: object) -> None:
-        """Log an error about stored data once per distinct problem (the data is read every second)."""
-        if identity not in self._reported:
-            self._reported.add(identity)
-            log.error(message, *args)
+        return self.unreadable.paused(*self.store.read_paused())
 
     def _recheck_skipped(self, now: datetime) -> None:
         """Schedule the skipped jobs whose data has become readable (fixed, or deleted: then from now)."""
-        names = [name for name in self.skipped if name in self.jobs]
-        self.skipped = {name: why for name, why in self.skipped.items() if name in self.jobs}
-        if not names:
+        self.unreadable.jobs = {name: why for name, why in self.unreadable.jobs.items() if name in self.jobs}
+        if not self.unreadable.jobs:
             return
-        stored, corrupt = self.store.read_progress(names)
-        still = {problem.job for problem in corrupt}
-        fresh: dict[str, JobState | None] = {}
-        for name in names:
-            instant = self._instant(name, stored[name]) if name in stored else None
-            if name in still or (name in stored and instant is None):
-                continue
-            del self.skipped[name]
-            log.info("job %s: its stored progress is readable again; scheduling it", name)
-            if instant is not None:
-                self.progress[name] = instant
-                self._push_at(name, now)
-            else:
-                fresh[name] = None
-        self._start_from_now(fresh, now)
+        progress, deleted = self.unreadable.repaired(*self.store.read_progress(list(self.unreadable.jobs)))
+        for name, instant in progress.items():
+            self.progress[name] = instant
+            self._push_at(name, now)
+        self._start_from_now(dict.fromkeys(deleted), now)
 
     def _emit_due(self, now: datetime) -> None:
         """Plan and emit the due jobs, at most PLANS_PER_TICK of them, so the loop returns to renew the lease
@@ -353,7 +300,7 @@ class Beat:
                 continue  # superseded entry
             del self.queued[name]
             state = self.jobs.get(name)
-            if state is None or name in self.paused or name in self.skipped:
+            if state is None or name in self.paused or name in self.unreadable.jobs:
                 continue
             budget -= 1
             spec = state.spec
@@ -402,12 +349,12 @@ class Beat:
             log.error("Redis refused the write for job %s: %s; retrying in %.0fs", job, error, REFUSED_RETRY)
         stored, corrupt = self.store.read_progress(list(refused))
         for problem in corrupt:
-            self._skip(problem)
+            self.unreadable.skip(problem)
         retry_at = self._now + timedelta(seconds=REFUSED_RETRY)
         for job in refused:
-            if job in stored and (instant := self._instant(job, stored[job])) is not None:
+            if job in stored and (instant := self.unreadable.instant(job, stored[job])) is not None:
                 self.progress[job] = instant
-            if job in self.jobs and job not in self.skipped:
+            if job in self.jobs and job not in self.unreadable.jobs:
                 self._push_at(job, retry_at)
 
     def _push_at(self, name: str, due: datetime) -> None:

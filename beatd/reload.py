@@ -1,4 +1,4 @@
-"""What a reload changes: the settings that differ, by dotted name, and which of them a daemon can apply.
+"""What a reload changes: the jobs, and the settings that differ by dotted name and which a daemon can apply.
 
 Pure: compares two validated configs. Names only, never values (a Redis URL or signing key is a secret).
 """
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from beatd.config.model import ConfigFile
+from beatd.config.model import ConfigFile, JobSpec
 
-__all__ = ["BEAT_APPLIES", "SettingsChange", "changed_settings", "settings_change"]
+__all__ = ["BEAT_APPLIES", "Reload", "SettingsChange", "changed_settings", "job_changes", "settings_change"]
 
 BEAT_APPLIES = ("leader.lease", "security.signing_key")
 """Settings the beat applies on reload (``late_after`` follows the lease); jobs and their defaults, time
@@ -29,6 +29,14 @@ class SettingsChange:
     applied: list[str] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What a reload did: one line per changed job, and the changed settings by what became of them."""
+
+    jobs: list[str] = field(default_factory=list)
+    settings: SettingsChange = field(default_factory=SettingsChange)
 
 
 def changed_settings(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
@@ -61,3 +69,21 @@ def settings_change(
         else:
             change.needs_restart.append(name)
     return change
+
+
+def job_changes(old: dict[str, JobSpec], new: dict[str, JobSpec]) -> tuple[list[str], list[str]]:
+    """One line per removed, added or changed job, and the jobs that start from now (added, or whose schedule
+    changed)."""
+    lines = [f"removed {name}" for name in old if name not in new]
+    restart: list[str] = []
+    for name, spec in new.items():
+        before = old.get(name)
+        if before is None:
+            lines.append(f"added {name}: {spec.schedule_text}")
+            restart.append(name)
+        elif before.schedule_digest != spec.schedule_digest:
+            lines.append(f"changed {name}: {before.schedule_text} -> {spec.schedule_text}, from now on")
+            restart.append(name)
+        elif before.digest != spec.digest:
+            lines.append(f"changed {name}: target or policies (schedule unchanged)")
+    return lines, restart

@@ -260,13 +260,14 @@ class Store:
             added, _ = pipe.execute()
         return bool(added)
 
-    def resume(self, job: str, now_ms: int, record: dict[str, Any]) -> bool:
-        """Resume ``job`` with no catch-up of the paused period; False when it was not paused."""
+    def resume(self, job: str, record: dict[str, Any]) -> bool:
+        """Resume ``job`` with no catch-up of the paused period (from now by Redis's clock); False when it was
+        not paused."""
         with reachable():
             return bool(
                 self._resume(
                     keys=[self.keys.paused, self.keys.progress, self.keys.audit],
-                    args=[job, now_ms, json.dumps(record), AUDIT_MAXLEN],
+                    args=[job, json.dumps(record), AUDIT_MAXLEN],
                 )
             )
 

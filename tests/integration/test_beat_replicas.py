@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from beatd.messages import parse_utc, to_ms
+from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import assert_contiguous, leader_token, messages, runs, scheduled, write_config
 from tests.redis_server import RedisServer
@@ -85,3 +89,19 @@ def test_rolling_config_change_loses_and_doubles_nothing(
         settled = scheduled(items, job) + [parse_utc(record["scheduled_at"]) for record in records]
         assert_contiguous(sorted(settled), 0.2)  # each instant once: emitted or missed, never both, none lost
     assert runs(client, namespace, "only_a"), "only_a's fires while b led are recorded missed"
+
+
+def test_resume_moves_progress_to_now_by_redis_clock(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
+    """`beatd resume` on a host whose clock is an hour fast moves the job's progress to Redis's now, so no fire
+    of the coming hour is silently skipped."""
+    config = write_config(tmp_path / "beatd.yaml", shared_redis, namespace, 'a: {command: ["true"], every: 1s}')
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    for command, skew in (("pause", "0"), ("resume", "3600")):
+        subprocess.run(
+            [sys.executable, "-m", "beatd", command, "-c", str(config), "a"],
+            cwd=REPO, env={**environment, "BEATD_CLOCK_SKEW": skew}, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    client = shared_redis.client()
+    seconds, micros = client.time()
+    progress = int(client.hget(f"{namespace}:progress", "a") or 0)
+    assert abs(progress - (seconds * 1000 + micros // 1000)) < 10_000

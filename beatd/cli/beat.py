@@ -54,7 +54,7 @@ def beat(
         fresh, problems = runtime.reload(path, metrics)
         if fresh is None:
             daemon.report_config_error(f"{len(problems)} problem(s): {problems[0]}")
-            _audit(store, audit_record("reload-failed", clock.now(), problems=problems))
+            _audit(store, audit_record("reload-failed", daemon.now(clock.now(), clock.monotonic()), problems=problems))
             return
         done = daemon.apply_config(fresh, clock.now(), clock.monotonic())
         keep_out_of_collections(replacing=True)

@@ -26,14 +26,17 @@ def _leader(replicas: list[Daemon], client: object, namespace: str) -> Daemon:
     return next(daemon for daemon in replicas if f":{daemon.pid}:" in token)
 
 
-def _hand_over(replicas: list[Daemon], client: object, namespace: str, fires: int, job: str) -> Daemon:
-    """SIGTERM the leader, restart it as a standby, and let the other lead for ``fires`` fires of ``job``."""
+def _hand_over(
+    start: Callable[..., Daemon], replicas: list[Daemon], client: object, namespace: str, fires: int, job: str
+) -> Daemon:
+    """SIGTERM the leader, restart it (through the ``daemons`` fixture, which stops it at the end) as a
+    standby, and let the other lead for ``fires`` fires of ``job``."""
     leader = _leader(replicas, client, namespace)
     old_token = leader_token(client, namespace)  # type: ignore[arg-type]
     leader.signal(signal.SIGTERM)
     assert leader.process is not None and leader.process.wait(10) == 0
     wait_for(lambda: leader_token(client, namespace) not in (None, old_token), what="a new leader")  # type: ignore[arg-type]
-    replicas[replicas.index(leader)] = leader.__class__(leader.args, leader.log_path, leader.env).start()
+    replicas[replicas.index(leader)] = start(*leader.args, env=leader.env, name=leader.log_path.stem)
     count = len(scheduled(messages(client, namespace), job))  # type: ignore[arg-type]
     wait_for(lambda: len(scheduled(messages(client, namespace), job)) >= count + fires, timeout=20, what="fires")  # type: ignore[arg-type]
     return _leader(replicas, client, namespace)
@@ -52,7 +55,7 @@ def test_replicas_with_skewed_host_clocks_emit_on_time_by_redis_time(
     replicas = [fast, slow]
     wait_for(lambda: len(scheduled(messages(client, namespace), "caught")) >= 5, what="first fires")
     for _ in range(2):
-        _hand_over(replicas, client, namespace, 5, "caught")
+        _hand_over(daemons, replicas, client, namespace, 5, "caught")
     items = messages(client, namespace)
     for job in ("caught", "dropped"):
         assert_contiguous(scheduled(items, job), 0.2)
@@ -80,7 +83,7 @@ def test_rolling_config_change_loses_and_doubles_nothing(
     replicas = [first, daemons("beat", "-c", str(configs["b"]), name="b")]
     # b leads for 4 s (longer than late_after, 3 s: only_a's fires of that time are missed), then shorter turns.
     for fires in (20, 5, 5, 5):
-        _hand_over(replicas, client, namespace, fires, "common")
+        _hand_over(daemons, replicas, client, namespace, fires, "common")
     items = messages(client, namespace)
     assert_contiguous(scheduled(items, "common"), 0.2)
     for job in ("only_a", "only_b"):

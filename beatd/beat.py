@@ -4,6 +4,9 @@
 in :mod:`beatd.daemon`. This module knows neither YAML nor Redis commands: it decides with the pure
 planner and writes through the :class:`~beatd.store.Store`, whose every write is fenced by the lease.
 
+What is due is decided by Redis's clock (:mod:`beatd.redis_clock`, sampled at every lease call and carried
+on the monotonic clock), never by the host's wall clock, which only stands in before Redis was ever reached.
+
 Due work is found in a heap ordered by due instant, so a tick costs in proportion to the fires due, not to
 the number of jobs.
 """
@@ -13,22 +16,26 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
 from beatd import defaults
 from beatd.audit import audit_record
+from beatd.clock import Clock, SystemClock
 from beatd.config import Config, JobSpec
+from beatd.emission import Counters, Pending, account, plan_writes
 from beatd.identity import Identity
 from beatd.leader import Leadership
-from beatd.messages import Message, format_utc, from_ms, scheduled_fire_id, to_ms
+from beatd.messages import format_utc, to_ms
 from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
-from beatd.records import RunRecord, run_id
+from beatd.redis_clock import RedisClock
+from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
 from beatd.signing import Signer
-from beatd.store import Op, Store, StoreError
+from beatd.store import LeaderWrite, Store, StoreError
 from beatd.triggers import Trigger, jitter_offset
+from beatd.unreadable import Unreadable
 
 __all__ = ["Beat", "JobState"]
 
@@ -70,14 +77,9 @@ class JobState:
         return cls(spec=spec, trigger=spec.trigger(), policy=policy)
 
 
-@dataclass
-class Counters:
-    """What this replica has done since it started."""
-
-    emitted: int = 0
-    missed: int = 0
-    duplicates: int = 0
-    by_trigger: dict[str, int] = field(default_factory=dict)
+def late_after(lease: timedelta) -> timedelta:
+    """How late a fire may be and still count as on time: two leases and a second (a failover is no gap)."""
+    return 2 * lease + timedelta(seconds=1)
 
 
 class Beat:
@@ -91,6 +93,7 @@ class Beat:
         signer: Signer | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -99,12 +102,16 @@ class Beat:
         self.replica = replica
         self.config = config
         self.jobs = {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
-        self.leadership = Leadership(store, replica.id, config.settings.leader.lease, self._leader_record)
-        self.late_after = 2 * config.settings.leader.lease + timedelta(seconds=1)
+        self.redis_clock = RedisClock()
+        lease = config.settings.leader.lease
+        monotonic = (clock or SystemClock()).monotonic
+        self.leadership = Leadership(store, replica.id, lease, self._leader_record, self.redis_clock, monotonic)
+        self.late_after = late_after(lease)
         self.progress: dict[str, datetime] = {}
         self.heap: list[tuple[datetime, str]] = []
         self.queued: dict[str, datetime] = {}
         self.paused: set[str] = set()
+        self.unreadable = Unreadable(store.keys.progress)
         self.synced = False
         self.config_error: str | None = None
         self.counters = Counters()
@@ -116,36 +123,51 @@ class Beat:
         self._changes_seen = 0
 
     # -- the loop step -----------------------------------------------------------------------------------
+    def now(self, host_now: datetime, monotonic: float) -> datetime:
+        """The instant that decides what is due: Redis's time carried on the monotonic clock; ``host_now``
+        only until Redis has answered once."""
+        return self.redis_clock.now(monotonic) or host_now
+
     def tick(self, now: datetime, monotonic: float) -> float:
-        """Do what is due at ``now``; return the seconds the loop may sleep before the next tick."""
-        self._now = now
+        """Do what is due; return the seconds the loop may sleep before the next tick.
+
+        ``now`` is the host's clock, used only before Redis first answered; ``monotonic`` times everything."""
         try:
             leading = self.leadership.step(monotonic)
+            now = self._now = self.now(now, monotonic)
             self._heartbeat(now, monotonic)
-            if not leading:
+            if leading:
+                self._lead(now, monotonic)
+            else:
                 self.synced = False
-                return self._sleep(now, monotonic, leading=False)
-            if not self.synced:
-                self._sync(now)
-            if monotonic >= self._next_paused_poll:
-                self._poll_paused(now)
-                self._next_paused_poll = monotonic + PAUSED_POLL
-            self._emit_due(now)
         except StoreError as error:
             self.metrics.redis_errors.inc()
-            self.metrics.leader.set(1 if self.leadership.is_leader(monotonic) else 0)
-            self.health.step(redis_ok=False)
+            self._observe(monotonic, redis_ok=False)
             return self._unavailable(error, monotonic)
-        self.metrics.leader.set(1 if self.leadership.is_leader(monotonic) else 0)
-        if self.leadership.changes > self._changes_seen:
-            self.metrics.leader_changes.inc(self.leadership.changes - self._changes_seen)
-            self._changes_seen = self.leadership.changes
-        self.health.step(redis_ok=True)
+        self._observe(monotonic, redis_ok=True)
         if self.unavailable_since is not None:
             log.info("Redis reachable again")
             self.unavailable_since = None
             self._backoff = 0.1
         return self._sleep(now, monotonic, leading=self.leadership.is_leader(monotonic))
+
+    def _lead(self, now: datetime, monotonic: float) -> None:
+        if not self.synced:
+            self._sync(now)
+        if monotonic >= self._next_paused_poll:
+            self._poll_paused(now)
+            self._recheck_skipped(now)
+            self._next_paused_poll = monotonic + PAUSED_POLL
+        self._emit_due(now)
+
+    def _observe(self, monotonic: float, *, redis_ok: bool) -> None:
+        """Publish role, leader changes and health after a tick."""
+        leading = self.leadership.is_leader(monotonic)
+        self.metrics.leader.set(1 if leading else 0)
+        if self.leadership.changes > self._changes_seen:
+            self.metrics.leader_changes.inc(self.leadership.changes - self._changes_seen)
+            self._changes_seen = self.leadership.changes
+        self.health.step(redis_ok=redis_ok, role="leader" if leading else "standby")
 
     def next_fire(self) -> datetime | None:
         """The earliest due instant this leader knows of (None as standby or with nothing scheduled)."""
@@ -165,88 +187,112 @@ class Beat:
         self.config_error = error
         self._next_heartbeat = 0.0
 
-    def apply_config(self, config: Config, now: datetime) -> list[str]:
-        """Switch to ``config`` (already validated); return one line per job that changed.
+    def apply_config(self, config: Config, now: datetime, monotonic: float) -> Reload:
+        """Switch to ``config`` (already validated) at host instant ``now``; say what changed.
 
-        New jobs and jobs whose schedule changed start from ``now``: nothing retroactive, nothing doubled; a
-        changed job first settles every fire its old schedule had at or before ``now`` (one held back by
-        jitter is emitted early rather than lost). Removed jobs stop being scheduled; their progress and
-        history stay in Redis, and if they come back they start from now.
+        New jobs and jobs whose schedule changed start from now: nothing retroactive, nothing doubled; a
+        changed job first settles every fire its old schedule had at or before now (one held back by jitter
+        is emitted early rather than lost). Removed jobs stop being scheduled; their progress, schedule
+        digest and history stay in Redis, so a replica whose config still has them (a rolling change) judges
+        them from their progress when it leads. The lease (with ``late_after``) and the signing key apply at
+        once; the Redis connection and namespace need a restart (listed in ``needs_restart``).
         """
+        now = self.now(now, monotonic)
+        settings = settings_change(self.config.settings, config.settings, BEAT_APPLIES, unused=("worker",))
+        self.leadership.set_lease(config.settings.leader.lease)
+        self.late_after = late_after(config.settings.leader.lease)
+        self.signer = Signer.optional(config.settings.security.signing_key)
         old, new = self.jobs, {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
-        lines = [f"removed {name}" for name in old if name not in new]
-        restart: dict[str, JobState | None] = {}
-        for name, state in new.items():
-            before = old.get(name)
-            if before is None:
-                lines.append(f"added {name}: {state.spec.schedule_text}")
-                restart[name] = None
-            elif before.spec.schedule_digest != state.spec.schedule_digest:
-                lines.append(f"changed {name}: {before.spec.schedule_text} -> {state.spec.schedule_text}, from now on")
-                restart[name] = before
-            elif before.spec.digest != state.spec.digest:
-                lines.append(f"changed {name}: target or policies (schedule unchanged)")
-        gone = [name for name in old if name not in new]
+        lines, names = job_changes(
+            {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
+        )
+        restart = {name: old.get(name) for name in names}
         self.config, self.jobs = config, new
-        for name in gone:
-            self.queued.pop(name, None)
-        if self.synced and (restart or gone):
+        for name in old:
+            if name not in new:
+                self.queued.pop(name, None)
+        if self.synced and restart:
             try:
-                self._start_from_now(restart, now)
-                self._flush([Op("forget", name, 0, "", "") for name in gone])
+                readable = {name: before for name, before in restart.items() if name not in self.unreadable.jobs}
+                self._start_from_now(readable, now)
             except StoreError:
                 self.synced = False  # a later sync compares schedule digests and does the same
-        return lines
+        return Reload(lines, settings)
 
     # -- leader work -------------------------------------------------------------------------------------
     def _sync(self, now: datetime) -> None:
-        """As a new leader: load progress and pause state, start new or changed jobs from now, plan all."""
-        stored = self.store.progress()
+        """As a new leader: load progress and pause state, start new or changed jobs from now, plan all.
+
+        Jobs this config lacks keep their progress and schedule digest (another replica's config may have
+        them, during a rolling change): a job unknown to this leader is simply not scheduled by it."""
+        stored, corrupt = self.store.read_progress()
         digests = self.store.schedule_digests()
-        self.paused = set(self.store.paused())
-        self.progress = {name: from_ms(stored[name]) for name in self.jobs if name in stored}
+        self.paused = self._read_paused()
+        self.unreadable.jobs = {}
+        for problem in corrupt:
+            if problem.job in self.jobs:
+                self.unreadable.skip(problem)
+        self.progress = {}
+        for name, value in stored.items():
+            if name in self.jobs and (instant := self.unreadable.instant(name, value)) is not None:
+                self.progress[name] = instant
         self.heap, self.queued = [], {}
         fresh: dict[str, JobState | None] = {
             name: None
             for name, state in self.jobs.items()
-            if name not in stored or digests.get(name) != state.spec.schedule_digest
+            if name not in self.unreadable.jobs
+            and (name not in self.progress or digests.get(name) != state.spec.schedule_digest)
         }
         self.synced = True
-        # Jobs disabled or removed while no replica ran: forget their schedule so they restart from now.
-        self._flush([Op("forget", name, 0, "", "") for name in digests if name not in self.jobs])
         self._start_from_now(fresh, now)
         for name in self.jobs:
-            if name not in fresh:
+            if name not in fresh and name not in self.unreadable.jobs:
                 self._push_at(name, now)
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
         """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first."""
-        ops: list[Op] = []
+        pending: list[Pending] = []
         for name, before in names.items():
             if before is not None and name in self.progress:
                 settle = plan_job(before.trigger, _no_jitter, self.progress[name], now, before.policy, self.late_after)
-                ops.extend(self._ops(before.spec, settle, now))
-            ops.append(Op("base", name, to_ms(now), "", self.jobs[name].spec.schedule_digest))
-        self._flush(ops)
+                pending.extend(self._writes(before.spec, settle, now))
+            pending.append(Pending(LeaderWrite.base(name, to_ms(now), self.jobs[name].spec.schedule_digest)))
+        self._flush(pending)
         for name in names:
             self.progress[name] = max(self.progress.get(name, now), now)
             self._push_at(name, now)
 
     def _poll_paused(self, now: datetime) -> None:
-        paused = set(self.store.paused())
+        paused = self._read_paused()
         resumed = [name for name in self.paused - paused if name in self.jobs]
         self.paused = paused
         if resumed:
             for name, value in self.store.progress(resumed).items():
-                self.progress[name] = from_ms(value)
+                if (instant := self.unreadable.instant(name, value)) is not None:
+                    self.progress[name] = instant
             for name in resumed:
-                self._push_at(name, now)
+                if name not in self.unreadable.jobs:
+                    self._push_at(name, now)
+
+    def _read_paused(self) -> set[str]:
+        return self.unreadable.paused(*self.store.read_paused())
+
+    def _recheck_skipped(self, now: datetime) -> None:
+        """Schedule the skipped jobs whose data has become readable (fixed, or deleted: then from now)."""
+        self.unreadable.jobs = {name: why for name, why in self.unreadable.jobs.items() if name in self.jobs}
+        if not self.unreadable.jobs:
+            return
+        progress, deleted = self.unreadable.repaired(*self.store.read_progress(list(self.unreadable.jobs)))
+        for name, instant in progress.items():
+            self.progress[name] = instant
+            self._push_at(name, now)
+        self._start_from_now(dict.fromkeys(deleted), now)
 
     def _emit_due(self, now: datetime) -> None:
         """Plan and emit the due jobs, at most PLANS_PER_TICK of them, so the loop returns to renew the lease
         (and heartbeat) in time even under a backlog; what is left is done in the next tick, at once."""
-        ops: list[Op] = []
+        pending: list[Pending] = []
         budget = PLANS_PER_TICK
         while self.heap and self.heap[0][0] <= now and budget > 0:
             due, name = heapq.heappop(self.heap)
@@ -254,7 +300,7 @@ class Beat:
                 continue  # superseded entry
             del self.queued[name]
             state = self.jobs.get(name)
-            if state is None or name in self.paused:
+            if state is None or name in self.paused or name in self.unreadable.jobs:
                 continue
             budget -= 1
             spec = state.spec
@@ -267,104 +313,48 @@ class Beat:
                 state.policy,
                 self.late_after,
             )
-            ops.extend(self._ops(spec, plan, now))
+            pending.extend(self._writes(spec, plan, now))
             self.progress[name] = plan.progress
             if plan.next_due is not None:
                 self._push_at(name, plan.next_due)
-            if len(ops) >= 1000:
-                self._flush(ops)
-                ops = []
-        self._flush(ops)
+            if len(pending) >= 1000:
+                self._flush(pending)
+                pending = []
+        self._flush(pending)
 
-    def _ops(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Op]:
-        ops = []
-        keys = self.store.keys
-        emitted_at = format_utc(now)
-        missed: list[str] = []
-        for step in plan.steps:
-            scheduled = format_utc(step.scheduled_at)
-            identifier = scheduled_fire_id(spec.name, scheduled)
-            if step.kind == "emit":
-                message = Message(
-                    fire_id=identifier,
-                    job=spec.name,
-                    scheduled_at=scheduled,
-                    emitted_at=emitted_at,
-                    trigger=step.trigger,
-                    config_digest=spec.digest,
-                    args=list(spec.args),
-                    kwargs=dict(spec.kwargs),
-                ).to_json()
-                signature = self.signer.sign(message) if self.signer else ""
-                due = step.scheduled_at
-                if spec.jitter:
-                    due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
-                self.metrics.emission_lag.observe(max(0.0, (now - due).total_seconds()))
-                self.metrics.fires_emitted.labels(self.metrics.job(spec.name), step.trigger).inc()
-                ops.append(
-                    Op("emit", spec.name, to_ms(step.scheduled_at), keys.queue(spec.queue), message, aux=signature)
-                )
-                self.counters.by_trigger[step.trigger] = self.counters.by_trigger.get(step.trigger, 0) + 1
-                continue
-            record = RunRecord(
-                run_id=run_id(identifier, 0),
-                fire_id=identifier,
-                job=spec.name,
-                scheduled_at=scheduled,
-                trigger="schedule",
-                attempt=0,
-                status="missed",
-                finished_at=emitted_at,
-                config_digest=spec.digest,
-                reason=step.reason,
-            )
-            if step.first is not None:
-                record.extra = {"first": format_utc(step.first), "count": step.count, "count_exact": step.count_exact}
-            missed.append(f"{identifier} ({step.reason}{', ' + str(step.count) + ' fires' if step.first else ''})")
-            self.metrics.fires_missed.labels(self.metrics.job(spec.name)).inc(step.count)
-            ops.append(
-                Op(
-                    "miss",
-                    spec.name,
-                    to_ms(step.scheduled_at),
-                    keys.runs(spec.name),
-                    record.to_json(),
-                    second_key=keys.runs_by_time(spec.name),
-                    keep=spec.history.keep,
-                    aux=record.run_id,
-                    score_ms=to_ms(now),
-                )
-            )
-        if missed:  # one line per job and tick, however long the gap
-            more = f" and {len(missed) - 1} more" if len(missed) > 1 else ""
-            log.info("missed %s: %s%s", spec.name, missed[-1], more)
-        return ops
+    def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
+        return plan_writes(spec, plan, now, self.store.keys, self.signer)
 
-    def _flush(self, ops: list[Op]) -> None:
-        if not ops or self.leadership.token is None:
+    def _flush(self, pending: list[Pending]) -> None:
+        if not pending or self.leadership.token is None:
             return
-        result = self.store.apply(self.leadership.token, ops)
-        self.counters.emitted += result.emitted
-        self.counters.missed += result.missed
-        self.counters.duplicates += result.duplicates
+        result = self.store.apply(self.leadership.token, [item.write for item in pending])
+        account(pending, result, self.metrics, self.counters)
         if not result.leader:
             self.leadership.lost()
             self.synced = False
             self.heap, self.queued = [], {}
             return
-        if result.refused:
-            self._retry_refused(dict(result.refused))
+        refused = {
+            item.write.job: error
+            for item, status, error in zip(pending, result.statuses, result.errors, strict=True)
+            if status == "refused"
+        }
+        if refused:
+            self._retry_refused(refused)
 
     def _retry_refused(self, refused: dict[str, str]) -> None:
         """Redis refused some jobs' writes: their progress did not move; plan them again after a pause."""
         for job, error in refused.items():
             log.error("Redis refused the write for job %s: %s; retrying in %.0fs", job, error, REFUSED_RETRY)
-        stored = self.store.progress(list(refused))
+        stored, corrupt = self.store.read_progress(list(refused))
+        for problem in corrupt:
+            self.unreadable.skip(problem)
         retry_at = self._now + timedelta(seconds=REFUSED_RETRY)
         for job in refused:
-            if job in stored:
-                self.progress[job] = from_ms(stored[job])
-            if job in self.jobs:
+            if job in stored and (instant := self.unreadable.instant(job, stored[job])) is not None:
+                self.progress[job] = instant
+            if job in self.jobs and job not in self.unreadable.jobs:
                 self._push_at(job, retry_at)
 
     def _push_at(self, name: str, due: datetime) -> None:

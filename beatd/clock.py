@@ -18,12 +18,15 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
+@dataclass(frozen=True)
 class SystemClock:
-    """The real clock."""
+    """The real clock; ``skew`` (s) shifts its wall time (a test hook: ``BEATD_CLOCK_SKEW``, see Runtime)."""
+
+    skew: float = 0.0
 
     def now(self) -> datetime:
         """The current instant, UTC-aware."""
-        return datetime.now(UTC)
+        return datetime.now(UTC) + timedelta(seconds=self.skew) if self.skew else datetime.now(UTC)
 
     def monotonic(self) -> float:
         """Seconds from an arbitrary origin that never go backwards."""

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from beatd.clock import Clock
+from beatd.metrics import Metrics
 
-__all__ = ["Notifier", "Signals", "configure_logging", "keep_out_of_collections", "run_loop"]
+__all__ = ["Notifier", "Signals", "TickGuard", "configure_logging", "keep_out_of_collections", "run_loop"]
 
 log = logging.getLogger("beatd.daemon")
 
@@ -89,18 +90,22 @@ def run_loop(
     clock: Clock,
     reload: Callable[[], None],
     status: Callable[[], str],
+    metrics: Metrics | None = None,
 ) -> None:
-    """Call ``tick`` until a stop signal; sleep what it returns; reload on SIGHUP; keep systemd informed."""
+    """Call ``tick`` until a stop signal; sleep what it returns; reload on SIGHUP; keep systemd informed.
+
+    A tick that raises does not end the daemon: see :class:`TickGuard`."""
     notifier.send("READY=1", f"STATUS={status()}")
     next_watchdog = clock.monotonic()
     last_status = ""
+    guard = TickGuard(metrics)
     while not signals.stop:
         if signals.reload:
             signals.reload = False
             notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
             reload()
             notifier.send("READY=1", f"STATUS={status()}")
-        wait = tick()
+        wait = guard.run(tick)
         now = clock.monotonic()
         if notifier.watchdog_interval is not None and now >= next_watchdog:
             notifier.send("WATCHDOG=1")
@@ -115,6 +120,39 @@ def run_loop(
             signals.wake.wait(wait)
             signals.wake.clear()
     notifier.send("STOPPING=1")
+
+
+class TickGuard:
+    """Runs one tick so that an unexpected error ends the tick, not the daemon (a bad tick is logged, counted
+    in ``beatd_loop_errors_total`` and followed by a backoff; systemd restarting it would only crash again).
+
+    The first occurrence of an error is logged with its traceback; the same error again gets a short line."""
+
+    BACKOFF_FIRST = 0.1
+    BACKOFF_MAX = 5.0
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = metrics
+        self.backoff = self.BACKOFF_FIRST
+        self.seen: set[str] = set()
+
+    def run(self, tick: Callable[[], float]) -> float:
+        """``tick()``, or after an error the seconds to back off."""
+        try:
+            wait = tick()
+        except Exception as error:
+            if self.metrics is not None:
+                self.metrics.loop_errors.inc()
+            signature = f"{type(error).__name__}: {error}"
+            if signature not in self.seen and len(self.seen) < 100:
+                self.seen.add(signature)
+                log.exception("the loop step failed (the daemon goes on, retrying in %.1fs)", self.backoff)
+            else:
+                log.error("the loop step failed again: %s (retrying in %.1fs)", signature, self.backoff)
+            wait, self.backoff = self.backoff, min(self.BACKOFF_MAX, self.backoff * 2)
+            return wait
+        self.backoff = self.BACKOFF_FIRST
+        return wait
 
 
 def keep_out_of_collections(replacing: bool = False) -> None:

@@ -2,16 +2,19 @@
 
 Correctness does not rest on this module's view of time: every write of the leader is fenced in Lua by the
 token. This module only decides when to ask Redis, and stops claiming leadership locally once the lease
-may have lapsed (after a failed renewal), so a partitioned leader stops trying to emit by itself.
+may have lapsed (after a failed renewal), so a partitioned leader stops trying to emit by itself. Each call
+also samples Redis's clock into a :class:`~beatd.redis_clock.RedisClock`, timed on the monotonic clock.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from beatd.redis_clock import RedisClock
 from beatd.store import Store, StoreError
 
 __all__ = ["Leadership"]
@@ -29,12 +32,20 @@ class Leadership:
     """One replica's view of the lease. Call :meth:`step` from the beat loop."""
 
     def __init__(
-        self, store: Store, replica: str, lease: timedelta, leader_record: Callable[[], dict[str, Any]]
+        self,
+        store: Store,
+        replica: str,
+        lease: timedelta,
+        leader_record: Callable[[], dict[str, Any]],
+        redis_clock: RedisClock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.replica = replica
         self.lease_seconds = lease.total_seconds()
         self.leader_record = leader_record
+        self.redis_clock = redis_clock or RedisClock()
+        self._monotonic = monotonic
         self.token: str | None = None
         self.valid_until = 0.0
         self.next_action = 0.0
@@ -68,6 +79,12 @@ class Leadership:
             self.token = None
         return self.is_leader(monotonic)
 
+    def set_lease(self, lease: timedelta) -> None:
+        """Use a new lease TTL (a reload); a leader renews with it at once."""
+        if lease.total_seconds() != self.lease_seconds:
+            self.lease_seconds = lease.total_seconds()
+            self.next_action = 0.0
+
     def seconds_until_action(self, monotonic: float) -> float:
         """How long the loop may sleep before this module needs to run again."""
         return max(0.0, self.next_action - monotonic)
@@ -91,11 +108,13 @@ class Leadership:
         self.token = None
 
     def _try_acquire(self, monotonic: float) -> None:
+        sent = self._monotonic()
         try:
-            token = self.store.acquire(self.replica, self.lease_ms, self.leader_record())
+            token, redis_seconds = self.store.acquire(self.replica, self.lease_ms, self.leader_record())
         except StoreError:
             self.next_action = monotonic + min(self.lease_seconds, 1.0)
             raise
+        self.redis_clock.observe(redis_seconds, sent, self._monotonic())
         if token is None:
             self.next_action = monotonic + min(POLL_INTERVAL, self.lease_seconds / 4)
             return
@@ -107,11 +126,13 @@ class Leadership:
 
     def _renew(self, monotonic: float) -> None:
         assert self.token is not None
+        sent = self._monotonic()
         try:
-            renewed = self.store.renew(self.token, self.lease_ms)
+            renewed, redis_seconds = self.store.renew(self.token, self.lease_ms)
         except StoreError:
             self.next_action = monotonic + min(0.5, self.lease_seconds / 10)
             raise
+        self.redis_clock.observe(redis_seconds, sent, self._monotonic())
         if not renewed:
             self.lost()
             return

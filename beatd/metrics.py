@@ -1,8 +1,12 @@
 """Prometheus metrics and health endpoints of a beat or worker process (``--metrics-port``).
 
 Each daemon owns one :class:`Metrics` with its own registry (nothing global); ``serve`` exposes
-``/metrics`` (Prometheus text), ``/healthz`` (the loop is alive and Redis answered recently) and ``/readyz``
-(config loaded, the loop has run, Redis reachable) on a background HTTP thread.
+``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz`` on a background HTTP thread:
+
+- ``/healthz`` (liveness): the loop completed a step within ALIVE_WITHIN, whatever the role and whether or
+  not Redis answers: restarting a daemon cannot bring Redis back, and a standby beat is healthy.
+- ``/readyz`` (readiness): the loop is alive and Redis answered its last step (a beat leader holds the lease
+  by then; one that lost it is a standby again, ready to take over). The body names the ``role``.
 """
 
 from __future__ import annotations
@@ -31,21 +35,25 @@ class Health:
         self.last_step = time.monotonic()
         self.redis_ok = False
         self.ready = False
+        self.role: str | None = None
 
-    def step(self, redis_ok: bool) -> None:
-        """Record one completed loop step and whether Redis answered during it."""
+    def step(self, redis_ok: bool, role: str | None = None) -> None:
+        """Record one completed loop step, whether Redis answered during it and (a beat) the role after it:
+        ``leader`` (holding the lease) or ``standby``."""
         self.last_step = time.monotonic()
         self.redis_ok = redis_ok
         self.ready = self.ready or redis_ok
+        self.role = role
 
     def alive(self) -> dict[str, Any]:
         """The /healthz body; ``ok`` decides the status code."""
         age = time.monotonic() - self.last_step
-        return {"ok": age < ALIVE_WITHIN and self.redis_ok, "loop_age_s": round(age, 3), "redis": self.redis_ok}
+        return {"ok": age < ALIVE_WITHIN, "loop_age_s": round(age, 3), "redis": self.redis_ok, "role": self.role}
 
     def readiness(self) -> dict[str, Any]:
         """The /readyz body."""
-        return {"ok": self.ready and self.redis_ok, "ready": self.ready, "redis": self.redis_ok}
+        ok = self.ready and self.redis_ok and time.monotonic() - self.last_step < ALIVE_WITHIN
+        return {"ok": ok, "ready": self.ready, "redis": self.redis_ok, "role": self.role}
 
 
 PER_JOB_LIMIT = 1000
@@ -78,6 +86,8 @@ class Metrics:
         self.queue_depth = Gauge("beatd_queue_depth", "Entries in a queue stream.", ["queue"], registry=registry)
         self.reload_failures = Counter("beatd_config_reload_failures", "Rejected config reloads.", registry=registry)
         self.redis_errors = Counter("beatd_redis_errors", "Redis operations that failed.", registry=registry)
+        self.loop_errors = Counter("beatd_loop_errors", "Loop steps that failed unexpectedly (the loop went on).",
+                                   registry=registry)  # fmt: skip
 
     def job(self, name: str) -> str:
         """The ``job`` label value for ``name``."""

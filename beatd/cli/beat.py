@@ -43,7 +43,7 @@ def beat(
     replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
     metrics, health = Metrics(len(config.jobs)), Health()
-    daemon = Beat(config, store, replica, Signer.optional(key), metrics, health)
+    daemon = Beat(config, store, replica, Signer.optional(key), metrics, health, clock)
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)
     signals = Signals()
@@ -54,15 +54,30 @@ def beat(
         fresh, problems = runtime.reload(path, metrics)
         if fresh is None:
             daemon.report_config_error(f"{len(problems)} problem(s): {problems[0]}")
-            _audit(store, audit_record("reload-failed", clock.now(), problems=problems))
+            _audit(store, audit_record("reload-failed", daemon.now(clock.now(), clock.monotonic()), problems=problems))
             return
-        changes = daemon.apply_config(fresh, clock.now())
+        done = daemon.apply_config(fresh, clock.now(), clock.monotonic())
         keep_out_of_collections(replacing=True)
         daemon.report_config_error(None)
-        for line in changes:
+        settings = done.settings
+        for line in done.jobs:
             log.info("reload: %s", line)
-        log.info("reloaded %s: %d change(s), digest %s", path, len(changes), fresh.digest)
-        _audit(store, audit_record("reload", clock.now(), changes=changes, config_digest=fresh.digest))
+        for name in settings.applied:
+            log.info("reload: %s changed, applied", name)
+        for name in settings.ignored:
+            log.info("reload: %s changed, not used by the beat", name)
+        if settings.needs_restart:
+            log.warning("reload: %s changed: needs a restart to take effect", ", ".join(settings.needs_restart))
+        log.info("reloaded %s: %d change(s), digest %s", path, len(done.jobs) + len(settings.applied), fresh.digest)
+        record = audit_record(
+            "reload",
+            daemon.now(clock.now(), clock.monotonic()),
+            changes=done.jobs,
+            settings_applied=settings.applied,
+            needs_restart=settings.needs_restart,
+            config_digest=fresh.digest,
+        )
+        _audit(store, record)
 
     def status() -> str:
         role = "leader" if daemon.leadership.is_leader(clock.monotonic()) else "standby"
@@ -83,6 +98,7 @@ def beat(
             clock=clock,
             reload=reload,
             status=status,
+            metrics=metrics,
         )
     finally:
         daemon.shutdown()

@@ -16,7 +16,7 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
-from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc, to_ms
+from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc
 from beatd.signing import Signer
 from beatd.store import Store, connect
 from beatd.triggers import parse_instant
@@ -242,7 +242,7 @@ def resume(runtime: Runtime, config_path: str | None, job: str) -> None:
     find_job(config, job)
     now = runtime.clock.now()
     record = audit_record("resume", now, job=job)
-    if _store(config).resume(job, to_ms(now), record):
+    if _store(config).resume(job, record):
         click.echo(f"resumed {job}")
     else:
         click.echo(f"{job} was not paused")

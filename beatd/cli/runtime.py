@@ -31,6 +31,13 @@ class Runtime:
     cwd: Path = field(default_factory=Path.cwd)
     clock: Clock = field(default_factory=SystemClock)
 
+    def __post_init__(self) -> None:
+        # Test hook, not a setting: BEATD_CLOCK_SKEW=SECONDS shifts this process's wall clock, so tests can run
+        # a real daemon on a host whose clock is wrong (the beat must go by Redis's clock instead).
+        skew = self.environ.get("BEATD_CLOCK_SKEW")
+        if skew and isinstance(self.clock, SystemClock):
+            self.clock = SystemClock(skew=float(skew))
+
     def load(self, config_path: str | None) -> Config:
         """Find and load the config named by ``-c`` or the default lookup."""
         return load_config(find_config(config_path, self.environ, self.cwd), self.environ)

@@ -1,7 +1,7 @@
-"""Everything beatd keeps in Redis. The only package that imports redis; Lua comes from ``beatd/lua``."""
+"""Everything beatd keeps in Redis. The only package that imports redis; Lua comes from ``beatd/store/lua``."""
 
-from beatd.store.base import StoreError, StoreRejected, StoreUnavailable, connect
-from beatd.store.beat import AUDIT_MAXLEN, ApplyResult, Op, Store
+from beatd.store.base import AUDIT_MAXLEN, StoreError, StoreRejected, StoreUnavailable, connect
+from beatd.store.beat import ApplyResult, Corrupt, LeaderWrite, Store
 from beatd.store.runs import Claim, ClaimRequest, Delivery, Finish, LostRun, RunStore
 
 __all__ = [
@@ -9,10 +9,11 @@ __all__ = [
     "ApplyResult",
     "Claim",
     "ClaimRequest",
+    "Corrupt",
     "Delivery",
     "Finish",
+    "LeaderWrite",
     "LostRun",
-    "Op",
     "RunStore",
     "Store",
     "StoreError",

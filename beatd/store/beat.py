@@ -10,46 +10,99 @@ from typing import Any, Literal
 import redis
 
 from beatd.keys import Keys
-from beatd.store.base import Heartbeats, KeyTable, queue_lengths, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
+from beatd.store.codec import BatchScript
 
-__all__ = ["AUDIT_MAXLEN", "ApplyResult", "Op", "Store"]
-
-AUDIT_MAXLEN = 10_000
-"""Audit records kept (approximately: Redis trims whole nodes)."""
+__all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
 
 BATCH_LIMIT = 1000
-"""Most operations sent in one atomic script call."""
+"""Most writes sent in one atomic script call."""
 
 
 @dataclass(frozen=True)
-class Op:
-    """One fenced write of the leader: ``emit`` a message, record a ``miss``, or set a ``base`` line.
+class LeaderWrite:
+    """One fenced write of the leader, an item of ``lua/emit.lua`` (the field order is its wire layout).
 
-    ``key`` and ``second_key`` are full keys from :class:`~beatd.keys.Keys` (the queue stream for emit; the
-    run-record hash and its index for miss; empty for base); ``aux`` is the signature (emit) or run id (miss).
+    Build one with :meth:`emit`, :meth:`miss` or :meth:`base`; each field has one meaning,
+    and a field the kind does not use stays empty. ``*_key`` fields are full keys from
+    :class:`~beatd.keys.Keys`.
     """
 
-    kind: Literal["emit", "miss", "base", "forget"]
+    kind: Literal["emit", "miss", "base"]
     job: str
-    scheduled_ms: int
-    key: str
-    payload: str
-    second_key: str = ""
+    scheduled_ms: int = 0
+    """emit, miss: the fire's scheduled instant (epoch ms); the write applies only past the job's progress."""
+    queue_key: str = ""
+    """emit: the queue stream."""
+    message: str = ""
+    """emit: the message JSON."""
+    signature: str = ""
+    """emit: the message's signature ('' when unsigned)."""
+    runs_key: str = ""
+    """miss: the job's run-record hash."""
+    runs_index_key: str = ""
+    """miss: the job's run-record index (sorted set)."""
+    run_id: str = ""
+    """miss: the id of the missed record."""
+    record: str = ""
+    """miss: the run record JSON."""
+    written_ms: int = 0
+    """miss: when the record was written (its index score, epoch ms)."""
     keep: int = 0
-    aux: str = ""
-    score_ms: int = 0
+    """miss: records of the job kept (the oldest beyond are dropped)."""
+    base_ms: int = 0
+    """base: the job's progress moves here unless it is already later."""
+    schedule_digest: str = ""
+    """base: the schedule digest the job's progress now belongs to."""
+
+    @classmethod
+    def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str) -> LeaderWrite:
+        """Append ``message`` to ``queue_key`` and advance the job's progress to ``scheduled_ms``."""
+        return cls("emit", job, scheduled_ms, queue_key=queue_key, message=message, signature=signature)
+
+    @classmethod
+    def miss(
+        cls, job: str, scheduled_ms: int, runs_key: str, runs_index_key: str, run_id: str, record: str,
+        written_ms: int, keep: int,
+    ) -> LeaderWrite:  # fmt: skip
+        """Write a ``missed`` run record (keeping ``keep``) and advance the job's progress to ``scheduled_ms``."""
+        return cls(
+            "miss", job, scheduled_ms, runs_key=runs_key, runs_index_key=runs_index_key, run_id=run_id,
+            record=record, written_ms=written_ms, keep=keep,
+        )  # fmt: skip
+
+    @classmethod
+    def base(cls, job: str, base_ms: int, schedule_digest: str) -> LeaderWrite:
+        """Start the job from ``base_ms`` (progress never moves back) under ``schedule_digest``."""
+        return cls("base", job, base_ms=base_ms, schedule_digest=schedule_digest)
 
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What a batch did; ``leader`` False means the lease was lost and nothing was written. ``refused`` lists
-    (job, Redis error) for steps Redis refused: those jobs' progress did not move."""
+    """What Redis did with a list of writes: ``statuses[i]`` is ``applied``, ``duplicate`` (the fire was at or
+    behind progress), ``refused`` (Redis refused the write; ``errors[i]`` says why; progress did not move) or
+    ``unsent`` (the lease was lost first). ``leader`` False: the lease was lost, later writes were not made."""
 
     leader: bool
-    emitted: int = 0
-    missed: int = 0
-    duplicates: int = 0
-    refused: tuple[tuple[str, str], ...] = ()
+    statuses: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def count(self, status: str) -> int:
+        """How many writes ended with ``status``."""
+        return self.statuses.count(status)
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A value in Redis that beatd cannot read, named by key and job."""
+
+    key: str
+    job: str
+    value: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"field {self.job!r} of {self.key} holds {self.value[:40]!r}, not {self.expected}"
 
 
 class Store:
@@ -62,24 +115,26 @@ class Store:
         self._acquire = client.register_script(script("acquire"))
         self._renew = client.register_script(script("renew"))
         self._release = client.register_script(script("release"))
-        self._emit = client.register_script(script("emit"))
+        self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
 
     # -- the lease ---------------------------------------------------------------------------------------
-    def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> str | None:
-        """Take the lease if free; return the fencing token, or None when another replica holds it."""
+    def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> tuple[str | None, float]:
+        """Take the lease if free: the fencing token (None when another replica holds it) and Redis's time
+        (epoch seconds) when it answered."""
         with reachable():
-            token = self._acquire(
+            token, seconds, micros = self._acquire(
                 keys=[self.keys.leader, self.keys.epoch, self.keys.audit],
                 args=[replica, lease_ms, json.dumps(record), AUDIT_MAXLEN],
             )
-        return str(token) if token else None
+        return (str(token) or None), int(seconds) + int(micros) / 1e6
 
-    def renew(self, token: str, lease_ms: int) -> bool:
-        """Extend the lease; False when ``token`` no longer holds it."""
+    def renew(self, token: str, lease_ms: int) -> tuple[bool, float]:
+        """Extend the lease: False when ``token`` no longer holds it; and Redis's time (epoch seconds)."""
         with reachable():
-            return bool(self._renew(keys=[self.keys.leader], args=[token, lease_ms]))
+            renewed, seconds, micros = self._renew(keys=[self.keys.leader], args=[token, lease_ms])
+        return bool(int(renewed)), int(seconds) + int(micros) / 1e6
 
     def release(self, token: str) -> bool:
         """Give the lease up; False when ``token`` did not hold it."""
@@ -97,62 +152,47 @@ class Store:
 
     # -- progress and emission ---------------------------------------------------------------------------
     def progress(self, jobs: Sequence[str] | None = None) -> dict[str, int]:
-        """Last passed scheduled instant (epoch ms) per job; all jobs, or only ``jobs``."""
+        """Last passed scheduled instant (epoch ms) per job; all jobs, or only ``jobs``; unreadable values left
+        out (:meth:`read_progress` names them)."""
+        return self.read_progress(jobs)[0]
+
+    def read_progress(self, jobs: Sequence[str] | None = None) -> tuple[dict[str, int], list[Corrupt]]:
+        """Like :meth:`progress`, and the values that are not integers (epoch ms), by job."""
         with reachable():
             if jobs is None:
-                raw = self.client.hgetall(self.keys.progress)
-                return {job: int(value) for job, value in raw.items()}
-            values = self.client.hmget(self.keys.progress, list(jobs)) if jobs else []
-        return {job: int(value) for job, value in zip(jobs, values, strict=True) if value is not None}
+                raw: dict[str, str] = self.client.hgetall(self.keys.progress)
+            else:
+                values = self.client.hmget(self.keys.progress, list(jobs)) if jobs else []
+                raw = {job: value for job, value in zip(jobs, values, strict=True) if value is not None}
+        good, bad = {}, []
+        for job, value in raw.items():
+            try:
+                good[job] = int(value)
+            except ValueError:
+                bad.append(Corrupt(self.keys.progress, job, value, "an integer (epoch ms)"))
+        return good, bad
 
     def schedule_digests(self) -> dict[str, str]:
         """The schedule digest each job's progress belongs to."""
         with reachable():
             return dict(self.client.hgetall(self.keys.schedules))
 
-    def apply(self, token: str, ops: Sequence[Op]) -> ApplyResult:
-        """Apply ``ops`` in order, each batch atomically and fenced by ``token`` (see ``lua/emit.lua``)."""
-        total = ApplyResult(leader=True)
-        for start in range(0, len(ops), BATCH_LIMIT):
-            result = self._apply_batch(token, ops[start : start + BATCH_LIMIT])
-            total = ApplyResult(
-                result.leader,
-                total.emitted + result.emitted,
-                total.missed + result.missed,
-                total.duplicates + result.duplicates,
-                total.refused + result.refused,
-            )
-            if not result.leader:
-                break
-        return total
-
-    def _apply_batch(self, token: str, ops: Sequence[Op]) -> ApplyResult:
-        table = KeyTable(self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last)
-
-        def position(key: str) -> int:
-            return table.position(key) if key else 1  # base and forget name no key
-
-        args: list[Any] = [token]
-        for op in ops:
-            args.extend(
-                (
-                    op.kind,
-                    op.job,
-                    op.scheduled_ms,
-                    position(op.key),
-                    position(op.second_key),
-                    op.keep,
-                    op.payload,
-                    op.aux,
-                    op.score_ms,
-                )
-            )
+    def apply(self, token: str, writes: Sequence[LeaderWrite]) -> ApplyResult:
+        """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
+        fixed = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
         with reachable():
-            reply = self._emit(keys=table.keys, args=args)
-        if int(reply[0]) == -1:
-            return ApplyResult(leader=False)
-        refused = tuple((str(job), str(error)) for job, error in zip(reply[3::2], reply[4::2], strict=True))
-        return ApplyResult(True, int(reply[0]), int(reply[1]), int(reply[2]), refused)
+            replies = self._emit(fixed, [token], writes)
+        statuses: list[str] = []
+        errors: list[str] = []
+        for reply in replies:
+            if int(reply[0]) == -1:
+                break
+            for status, error in reply[1:]:
+                statuses.append(str(status))
+                errors.append(str(error))
+        leader = len(statuses) == len(writes)
+        unsent = len(writes) - len(statuses)
+        return ApplyResult(leader, (*statuses, *["unsent"] * unsent), (*errors, *[""] * unsent))
 
     def last_emitted(self) -> dict[str, dict[str, Any]]:
         """The last message emitted per job."""
@@ -188,10 +228,25 @@ class Store:
 
     # -- pause -------------------------------------------------------------------------------------------
     def paused(self) -> dict[str, dict[str, Any]]:
-        """Paused jobs and their pause records."""
+        """Paused jobs and their pause records (an unreadable record reads as ``{"corrupt": description}``)."""
+        records, bad = self.read_paused()
+        return records | {problem.job: {"corrupt": str(problem)} for problem in bad}
+
+    def read_paused(self) -> tuple[dict[str, dict[str, Any]], list[Corrupt]]:
+        """Paused jobs with readable pause records, and the jobs whose record is not a JSON object."""
         with reachable():
             raw = self.client.hgetall(self.keys.paused)
-        return {job: json.loads(value) for job, value in raw.items()}
+        records, bad = {}, []
+        for job, value in raw.items():
+            try:
+                record = json.loads(value)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records[job] = record
+            else:
+                bad.append(Corrupt(self.keys.paused, job, value, "a JSON object (the pause record)"))
+        return records, bad
 
     def pause(self, job: str, record: dict[str, Any]) -> bool:
         """Pause ``job``; False when it was already paused. The pause is audited in the same transaction."""
@@ -202,23 +257,21 @@ class Store:
             added, _ = pipe.execute()
         return bool(added)
 
-    def resume(self, job: str, now_ms: int, record: dict[str, Any]) -> bool:
-        """Resume ``job`` with no catch-up of the paused period; False when it was not paused."""
+    def resume(self, job: str, record: dict[str, Any]) -> bool:
+        """Resume ``job`` with no catch-up of the paused period (from now by Redis's clock); False when it was
+        not paused."""
         with reachable():
             return bool(
                 self._resume(
                     keys=[self.keys.paused, self.keys.progress, self.keys.audit],
-                    args=[job, now_ms, json.dumps(record), AUDIT_MAXLEN],
+                    args=[job, json.dumps(record), AUDIT_MAXLEN],
                 )
             )
 
     # -- audit and replicas ------------------------------------------------------------------------------
     def audit(self, record: dict[str, Any]) -> None:
         """Append an audit record (its ``event`` names what happened)."""
-        with reachable():
-            self.client.xadd(
-                self.keys.audit, {"event": record["event"], "record": json.dumps(record)}, maxlen=AUDIT_MAXLEN
-            )
+        append_audit(self.client, self.keys.audit, record, AUDIT_MAXLEN)
 
     def read_audit(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` audit records, newest first, each with its stream ``id``."""

@@ -5,7 +5,8 @@ That order is the field order of the item's dataclass, and nowhere else in Pytho
 fields in one line, ``local ITEM = {'field', ...}``, and reads each item by name through the prelude's
 ``items()`` (``store/lua/_prelude.lua``); ``tests/unit/test_script_layouts.py`` checks that the two agree. A
 field whose name ends in ``_key`` holds a full Redis key (from :class:`~beatd.keys.Keys`): it travels as its
-index in KEYS, so each distinct key is sent once per call.
+index in KEYS, so each distinct key is sent once per call; an empty one (a field the item's kind does not
+use) travels as 0 and reads as nil in Lua.
 
 Long batches are cut into calls of at most ``batch_limit`` items; each call is atomic on its own.
 """
@@ -66,7 +67,7 @@ class BatchScript(Generic[Item]):
             for item in items[start : start + self.batch_limit]:
                 row = list(self._values(item))
                 for index in self._key_positions:
-                    row[index] = table.position(row[index])
+                    row[index] = table.position(row[index]) if row[index] else 0
                 values.extend(row)
             replies.append(self._script(keys=table.keys, args=values))
         return replies

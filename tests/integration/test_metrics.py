@@ -40,7 +40,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 def test_metrics_and_health_of_beat_and_worker(
     tmp_path: Path, own_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """Emitted fires, lag, leadership, runs, durations and queue depth are exported; health follows Redis."""
+    """Emitted fires, lag, leadership, runs, durations and queue depth are exported; readiness follows Redis."""
     config = config_file(tmp_path, own_redis, namespace, "tick: {call: tests.worker_jobs:noop, every: 500ms}")
     beat_port, worker_port = free_port(), free_port()
     daemons("beat", "-c", str(config), "--metrics-port", str(beat_port), name="beat")
@@ -59,8 +59,11 @@ def test_metrics_and_health_of_beat_and_worker(
         assert status == 200 and json.loads(body)["redis"] is True
         assert fetch(port, "/readyz")[0] == 200
     own_redis.stop()
-    wait_for(lambda: fetch(beat_port, "/healthz")[0] == 503, what="beat unhealthy without Redis")
-    wait_for(lambda: fetch(worker_port, "/healthz")[0] == 503, what="worker unhealthy without Redis")
+    wait_for(lambda: fetch(beat_port, "/readyz")[0] == 503, what="beat not ready without Redis")
+    wait_for(lambda: fetch(worker_port, "/readyz")[0] == 503, what="worker not ready without Redis")
+    for port in (beat_port, worker_port):  # alive all the same: a restart would not bring Redis back
+        status, body = fetch(port, "/healthz")
+        assert status == 200 and json.loads(body)["redis"] is False
     assert fetch(beat_port, "/nope")[0] == 404
 
 

@@ -1,69 +1,71 @@
 -- Apply a batch of the leader's decisions atomically, fenced by the lease.
 -- KEYS[1] leader lease key      KEYS[2] progress hash      KEYS[3] schedules hash      KEYS[4] last hash
--- KEYS[5..] the streams, hashes and sorted sets the operations write to, named by index
+-- KEYS[5..] the queue streams and run-record hashes and indexes the items name (items' *_key fields)
 -- ARGV[1] fencing token
--- then 9 values per operation: op, job, scheduled ms, key index A, key index B, keep, payload, aux, score
---   emit: if scheduled > progress[job]: XADD A message=payload sig=aux (aux: signature or '');
---         progress[job] = scheduled; last[job] = payload
---   miss: if scheduled > progress[job]: HSET A aux(run id) payload(run record); ZADD B score aux
---         (score: when the record was written, ms);
---         keep at most `keep` records in A/B (oldest dropped); progress[job] = scheduled
---   base: progress[job] = max(progress[job], scheduled); schedules[job] = payload (the schedule digest)
---   forget: schedules[job] is removed (the job left the config or was disabled: it restarts from now)
--- A step whose write Redis refuses (out of memory, a key of the wrong type) is skipped, progress unchanged.
--- Returns {-1} when the caller does not hold the lease (nothing is written), else
--- {emitted, missed, duplicates, job, error, job, error, ...} with one job/error pair per refused step.
+-- then one item per write (beatd.store.beat.LeaderWrite; a field a kind does not use is empty or 0):
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'base_ms', 'schedule_digest'}
+--   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
+--           last[job] = message
+--   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
+--           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms
+--   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
+-- A step whose first write Redis refuses (out of memory, a key of the wrong type), or whose job's progress is
+-- not a number, is skipped and its progress left unchanged.
+-- Returns {-1} when the caller does not hold the lease (nothing is written), else {1, reply per item...},
+-- each {'applied', ''} | {'duplicate', ''} (already at or behind progress) | {'refused', error text}.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return {-1}
 end
-local emitted, missed, duplicates = 0, 0, 0
-local refused = {}
-local function refuse(job, reply)
-    table.insert(refused, job)
-    table.insert(refused, reply.err)
+
+local function refused(reply)
+    return {'refused', reply.err}
 end
-for i = 2, #ARGV, 9 do
-    local op, job, scheduled = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-    local a, b = KEYS[tonumber(ARGV[i + 3])], KEYS[tonumber(ARGV[i + 4])]
-    local keep, payload, aux, score = tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-    local progress = tonumber(redis.call('HGET', KEYS[2], job) or '-1')
-    if op == 'base' then
-        if scheduled > progress then
-            redis.call('HSET', KEYS[2], job, scheduled)
-        end
-        redis.call('HSET', KEYS[3], job, payload)
-    elseif op == 'forget' then
-        redis.call('HDEL', KEYS[3], job)
-    elseif scheduled <= progress then
-        duplicates = duplicates + 1
-    elseif op == 'emit' then
-        local reply = redis.pcall('XADD', a, '*', 'message', payload, 'sig', aux)
-        if type(reply) == 'table' and reply.err then
-            refuse(job, reply)
-        else
-            redis.call('HSET', KEYS[2], job, scheduled)
-            redis.call('HSET', KEYS[4], job, payload)
-            emitted = emitted + 1
-        end
-    elseif op == 'miss' then
-        local reply = redis.pcall('HSET', a, aux, payload)
-        if type(reply) == 'table' and reply.err then
-            refuse(job, reply)
-        else
-            redis.call('ZADD', b, score, aux)
-            local excess = redis.call('ZCARD', b) - keep
-            if excess > 0 then
-                local old = redis.call('ZRANGE', b, 0, excess - 1)
-                redis.call('HDEL', a, unpack(old))
-                redis.call('ZREMRANGEBYRANK', b, 0, excess - 1)
-            end
-            redis.call('HSET', KEYS[2], job, scheduled)
-            missed = missed + 1
-        end
+
+local function emit(item, scheduled)
+    local reply = redis.pcall('XADD', item.queue_key, '*', 'message', item.message, 'sig', item.signature)
+    if type(reply) == 'table' and reply.err then
+        return refused(reply)
     end
+    redis.call('HSET', KEYS[2], item.job, scheduled)
+    redis.call('HSET', KEYS[4], item.job, item.message)
+    return {'applied', ''}
 end
-local result = {emitted, missed, duplicates}
-for _, item in ipairs(refused) do
-    table.insert(result, item)
+
+local function miss(item, scheduled)
+    local reply = redis.pcall('HSET', item.runs_key, item.run_id, item.record)
+    if type(reply) == 'table' and reply.err then
+        return refused(reply)
+    end
+    redis.call('ZADD', item.runs_index_key, item.written_ms, item.run_id)
+    local excess = redis.call('ZCARD', item.runs_index_key) - tonumber(item.keep)
+    if excess > 0 then
+        call_chunked('HDEL', item.runs_key, redis.call('ZRANGE', item.runs_index_key, 0, excess - 1))
+        redis.call('ZREMRANGEBYRANK', item.runs_index_key, 0, excess - 1)
+    end
+    redis.call('HSET', KEYS[2], item.job, scheduled)
+    return {'applied', ''}
 end
-return result
+
+local replies = {1}
+for _, item in ipairs(items(2, ITEM)) do
+    local raw = redis.call('HGET', KEYS[2], item.job)
+    local progress = tonumber(raw or '-1')
+    local reply
+    if progress == nil then
+        reply = {'refused', 'field ' .. item.job .. ' of ' .. KEYS[2] .. ' holds ' .. string.sub(raw, 1, 40) .. ', not epoch ms'}
+    elseif item.kind == 'base' then
+        if tonumber(item.base_ms) > progress then
+            redis.call('HSET', KEYS[2], item.job, item.base_ms)
+        end
+        redis.call('HSET', KEYS[3], item.job, item.schedule_digest)
+        reply = {'applied', ''}
+    elseif tonumber(item.scheduled_ms) <= progress then
+        reply = {'duplicate', ''}
+    elseif item.kind == 'emit' then
+        reply = emit(item, item.scheduled_ms)
+    else
+        reply = miss(item, item.scheduled_ms)
+    end
+    replies[#replies + 1] = reply
+end
+return replies

@@ -61,6 +61,9 @@ is tried again, instead of being skipped."""
 HEARTBEAT_INTERVAL = 1.0
 """How often (s) leases are renewed and the heartbeat published."""
 
+DRAIN_POLL = 0.1
+"""How often (s) a drain waiting for running jobs checks whether it was asked to stop at once."""
+
 PREVIOUS_CACHE = 4096
 """Most data-interval starts remembered (see ``Worker._previous_at``)."""
 
@@ -185,9 +188,9 @@ class Worker:
         self._use(config)
         self.store.ensure_groups(self.queues)
 
-    def drain(self) -> None:
-        """Stop taking work; give back fires claimed but not started; let running jobs finish up to the grace;
-        leave the rest to be reclaimed."""
+    def drain(self, stop_now: threading.Event | None = None) -> None:
+        """Stop taking work; give back fires claimed but not started; let running jobs finish up to the grace
+        (or until ``stop_now`` is set: a second stop signal); then stop the rest (see ``stop_runs``)."""
         waiting = []
         with contextlib.suppress(queue.Empty):
             while True:
@@ -201,21 +204,30 @@ class Worker:
         for _ in self._threads:
             self._work.put(None)
         deadline = self.clock.monotonic() + self.grace
+        hurry = stop_now or threading.Event()
         for thread in self._threads:
-            thread.join(max(0.0, deadline - self.clock.monotonic()))
+            while thread.is_alive() and not hurry.is_set() and (left := deadline - self.clock.monotonic()) > 0:
+                thread.join(min(left, DRAIN_POLL))
         if any(thread.is_alive() for thread in self._threads):
-            log.warning("grace of %.0fs over: stopping the runs still going; they will be reclaimed", self.grace)
-            self._abandon.set()
-            with self._lock:
-                for run in self._active.values():
-                    run.why_stopped = "shutdown"
-                    run.stop.set()
+            if hurry.is_set():
+                log.warning("asked again to stop: stopping the runs still going; they are handed back")
+            else:
+                log.warning("grace of %.0fs over: stopping the runs still going; they are handed back", self.grace)
+            self.stop_runs()
             for thread in self._threads:
                 thread.join(30)
         self._finisher.close()
         self._stopped.set()
         with contextlib.suppress(StoreError):
             self.store.forget_workers([self.identity.id])
+
+    def stop_runs(self) -> None:
+        """Stop every running job now: each is recorded ``lost`` and its entry handed back for another worker."""
+        self._abandon.set()
+        with self._lock:
+            for run in self._active.values():
+                run.why_stopped = "shutdown"
+                run.stop.set()
 
     def status(self) -> str:
         """One line for systemd: runs in progress and runs done."""

@@ -22,7 +22,15 @@ from types import FrameType
 from beatd.clock import Clock
 from beatd.metrics import Metrics
 
-__all__ = ["Notifier", "Signals", "TickGuard", "configure_logging", "keep_out_of_collections", "run_loop"]
+__all__ = [
+    "Backoff",
+    "Notifier",
+    "Signals",
+    "TickGuard",
+    "configure_logging",
+    "keep_out_of_collections",
+    "run_loop",
+]
 
 log = logging.getLogger("beatd.daemon")
 
@@ -61,11 +69,15 @@ class Notifier:
 
 @dataclass
 class Signals:
-    """What the signal handlers asked for; handlers only set flags and wake the loop."""
+    """What the signal handlers asked for; handlers only set flags and wake the loop.
+
+    The first SIGTERM or SIGINT asks for a stop (a worker drains); a second one, while stopping, sets
+    ``stop_now``: whatever the stop waits for, it waits no longer (a worker stops its runs at once)."""
 
     wake: threading.Event = field(default_factory=threading.Event)
     stop: bool = False
     reload: bool = False
+    stop_now: threading.Event = field(default_factory=threading.Event)
 
     def install(self) -> None:
         """Handle SIGTERM and SIGINT (stop) and SIGHUP (reload) in the main thread."""
@@ -74,12 +86,38 @@ class Signals:
         signal.signal(signal.SIGHUP, self._on_reload)
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop:
+            self.stop_now.set()
         self.stop = True
         self.wake.set()
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
         self.reload = True
         self.wake.set()
+
+
+class Backoff:
+    """The waits between attempts at something that fails while Redis is away: doubling from ``first`` up to
+    ``longest`` seconds. The outage is logged once to ``logger`` when it starts (``what`` says what waits),
+    and once more when it ends."""
+
+    def __init__(self, logger: logging.Logger, what: str, first: float = 0.1, longest: float = 5.0) -> None:
+        self.logger, self.what, self.first, self.longest = logger, what, first, longest
+        self._wait: float | None = None
+
+    def failed(self, error: Exception) -> float:
+        """Note a failed attempt; return the seconds to wait before the next."""
+        if self._wait is None:
+            self.logger.error("%s: %s; retrying with backoff up to %.0fs", self.what, error, self.longest)
+            self._wait = self.first
+        wait, self._wait = self._wait, min(self.longest, self._wait * 2)
+        return wait
+
+    def succeeded(self) -> None:
+        """Note a successful attempt: the next failure starts a new outage."""
+        if self._wait is not None:
+            self.logger.info("Redis reachable again")
+            self._wait = None
 
 
 def run_loop(

@@ -82,6 +82,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for its owner must not stop it before the owner is done
         )
         deadline = time.monotonic() + timeout
         while not self._answers_ping():

@@ -74,3 +74,9 @@ def _context(ctx: Any) -> dict[str, Any]:
 def _append(path: str, entry: dict[str, Any]) -> None:
     with Path(path).open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+def write_pids_and_hang(log: str, seconds: float = 60) -> None:
+    """Write this process's pid and its parent's (the fork server) to ``log``, then sleep."""
+    _append(log, {"pid": os.getpid(), "parent": os.getppid()})
+    time.sleep(seconds)

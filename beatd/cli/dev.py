@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -29,6 +31,9 @@ __all__ = ["dev"]
 POLL = 0.5
 """How often (s) the run history is read for new finished runs."""
 
+STOP_WAIT = 60.0
+"""Longest wait (s) for the beat and the worker to stop before they are killed (the worker drains first)."""
+
 
 @click.command()
 @config_option
@@ -43,11 +48,17 @@ POLL = 0.5
 def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_dir: Path | None,
         duration: float | None, log_level: str) -> None:  # fmt: skip
     """Run a beat and a worker on the config, with a private Redis, and print each run as it finishes."""
+    stop, stop_now = threading.Event(), threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            stop_now.set()
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_stop)
     path = find_config(config_path, runtime.environ, runtime.cwd).resolve()
     load_config(path, {**runtime.environ, "BEATD_REDIS_URL": redis_url or "redis://127.0.0.1:1/0"})  # fail fast
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     with tempfile.TemporaryDirectory(prefix="beatd-dev-") as scratch:
         server = None if redis_url else RedisServer(data_dir or Path(scratch) / "redis")
         if server is not None:
@@ -60,39 +71,51 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
         children = [_spawn(kind, path, environ, log_level) for kind in ("beat", "worker")]
         click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "
                    "Ctrl-C stops everything")  # fmt: skip
+        store, seen = RunStore(connect(config.settings.redis), Keys(config.namespace)), set[str]()
         try:
-            _watch(
-                RunStore(connect(config.settings.redis), Keys(config.namespace)),
-                list(config.jobs),
-                stop,
-                duration,
-                children,
-            )
+            _watch(store, list(config.jobs), seen, stop, duration, children)
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-            for child in children:
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+            click.echo("beatd dev: stopping; running jobs may finish (Ctrl-C again to stop them now)")
+            _stop(children, stop_now)
+            _print_new(store, list(config.jobs), seen)  # the runs that finished while the worker drained
             if server is not None:
                 server.stop()
             click.echo("beatd dev: stopped")
 
 
+def _stop(children: list[subprocess.Popen[bytes]], stop_now: threading.Event) -> None:
+    """SIGTERM each child (the worker drains); a second Ctrl-C sends another (the worker stops its runs)."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_WAIT
+    forwarded = False
+    while any(child.poll() is None for child in children) and time.monotonic() < deadline:
+        if stop_now.is_set() and not forwarded:
+            forwarded = True
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+        stop_now.wait(POLL / 5)
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
 def _spawn(kind: str, path: Path, environ: dict[str, str], log_level: str) -> subprocess.Popen[bytes]:
+    # In a session of its own: a Ctrl-C reaches this process only, which stops the children in order.
     return subprocess.Popen(
-        [sys.executable, "-m", "beatd", kind, "-c", str(path), "--log-level", log_level], env=environ
+        [sys.executable, "-m", "beatd", kind, "-c", str(path), "--log-level", log_level],
+        env=environ,
+        start_new_session=True,
     )
 
 
 def _watch(
-    store: RunStore, jobs: list[str], stop: threading.Event, duration: float | None, children: list[Any]
-) -> None:
-    seen: set[str] = set()
+    store: RunStore, jobs: list[str], seen: set[str], stop: threading.Event, duration: float | None,
+    children: list[Any],
+) -> None:  # fmt: skip
     waited = 0.0
     while not stop.wait(POLL):
         waited += POLL
@@ -101,16 +124,21 @@ def _watch(
         if any(child.poll() is not None for child in children):
             click.echo("beatd dev: a child process exited; stopping", err=True)
             return
-        try:
-            for job in jobs:
-                for text in reversed(store.run_records(job, 20)):
-                    record = json.loads(text)
-                    if record["run_id"] in seen or record["status"] not in FINAL_STATUSES:
-                        continue
-                    seen.add(record["run_id"])
-                    click.echo(_line(record))
-        except StoreError as error:
-            click.echo(f"beatd dev: {error}", err=True)
+        _print_new(store, jobs, seen)
+
+
+def _print_new(store: RunStore, jobs: list[str], seen: set[str]) -> None:
+    """Print each finished run not printed yet."""
+    try:
+        for job in jobs:
+            for text in reversed(store.run_records(job, 20)):
+                record = json.loads(text)
+                if record["run_id"] in seen or record["status"] not in FINAL_STATUSES:
+                    continue
+                seen.add(record["run_id"])
+                click.echo(_line(record))
+    except StoreError as error:
+        click.echo(f"beatd dev: {error}", err=True)
 
 
 def _line(record: dict[str, Any]) -> str:

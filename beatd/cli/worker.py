@@ -9,7 +9,7 @@ import click
 from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
+from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
@@ -46,6 +46,8 @@ def worker(
     metrics_host: str,
 ) -> None:
     """Run jobs from the queue streams: only jobs declared in this worker's config."""
+    signals = Signals()  # first, so a Ctrl-C while starting stops cleanly too
+    signals.install()
     path, config = runtime.start_daemon(config_path, log_level, log_format)
     settings = config.settings.worker
     names = [name.strip() for name in queues.split(",") if name.strip()] if queues else None
@@ -70,8 +72,6 @@ def worker(
     )
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)
-    signals = Signals()
-    signals.install()
     notifier = Notifier(runtime.environ)
 
     fixed = frozenset(
@@ -107,12 +107,32 @@ def worker(
             "reload", clock.now(), worker=daemon.identity.id, config_digest=fresh.digest, restart_required=restart
         ))  # fmt: skip
 
-    daemon.start()
+    started = False
+    backoff = Backoff(log, "worker waiting for Redis to start")
+
+    def tick() -> float:
+        """Start the worker once Redis answers (its consumer groups are created first), then run it."""
+        nonlocal started
+        if not started:
+            try:
+                daemon.start()
+            except StoreError as error:
+                metrics.redis_errors.inc()
+                health.step(redis_ok=False)
+                return backoff.failed(error)
+            backoff.succeeded()
+            started = True
+        return daemon.tick()
+
     try:
-        run_loop(daemon.tick, signals=signals, notifier=notifier, clock=clock, reload=reload, status=daemon.status)
+        run_loop(
+            tick, signals=signals, notifier=notifier, clock=clock, reload=reload, status=daemon.status, metrics=metrics
+        )
     finally:
-        log.info("draining: no new runs; running jobs have %.0fs to finish", daemon.grace)
-        daemon.drain()
+        if started:
+            log.info("draining: no new runs; running jobs have %.0fs to finish (stop again to stop them now)",
+                     daemon.grace)  # fmt: skip
+            daemon.drain(signals.stop_now)
         notifier.close()
         log.info("worker %s stopped", daemon.identity.id)
 

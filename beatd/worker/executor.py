@@ -22,6 +22,7 @@ from typing import IO, Any, Protocol
 
 from beatd.targets import TargetError
 from beatd.worker.child import call_target, serve, takes_context
+from beatd.worker.lifeline import GroupWatcher
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
 
@@ -156,14 +157,29 @@ class ChildExecutor:
 def run_command(
     argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, stop: threading.Event, kill_grace: float
 ) -> Outcome:
-    """Run ``argv`` (no shell; a shell job's argv is ``[/bin/sh, -c, text]``) in its own process group."""
+    """Run ``argv`` (no shell; a shell job's argv is ``[/bin/sh, -c, text]``) in a process group of its own,
+    led by a watcher that kills the group if the worker dies (see :mod:`beatd.worker.lifeline`)."""
+    try:
+        watcher = GroupWatcher()
+    except OSError as error:
+        return _not_started(error)
+    try:
+        return _run_in_group(argv, env, cwd, timeout, stop, kill_grace, watcher.group)
+    finally:
+        watcher.close()
+
+
+def _run_in_group(
+    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, stop: threading.Event,
+    kill_grace: float, group: int,
+) -> Outcome:  # fmt: skip
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             process = subprocess.Popen(
-                argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, process_group=group
             )
         except OSError as error:
-            return Outcome("failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
+            return _not_started(error)
         deadline = time.monotonic() + timeout
         status: str | None = None
         while process.poll() is None:
@@ -172,7 +188,7 @@ def run_command(
             elif time.monotonic() >= deadline:
                 status = "timeout"
             if status is not None:
-                _stop_group(process, kill_grace)
+                _stop_group(process, group, kill_grace)
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(POLL)
@@ -186,10 +202,14 @@ def run_command(
     return outcome
 
 
-def _stop_group(process: subprocess.Popen[bytes], kill_grace: float) -> None:
+def _not_started(error: OSError) -> Outcome:
+    return Outcome("failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
+
+
+def _stop_group(process: subprocess.Popen[bytes], group: int, kill_grace: float) -> None:
     for signum in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(process.pid, signum)
+            os.killpg(group, signum)
         except ProcessLookupError:
             return
         try:

@@ -37,6 +37,9 @@ CLAIM_BATCH_LIMIT = 500
 HOUSEKEEPING_INTERVAL = 0.5
 """How often (s) the main thread moves due retries back and looks for runs to reclaim."""
 
+DRAIN_POLL = 0.1
+"""How often (s) a drain waiting for running jobs checks whether it was asked to stop at once."""
+
 
 def needs_restart(old: Config, new: Config, fixed: frozenset[str] = frozenset()) -> list[str]:
     """The settings that differ between ``old`` and ``new`` and that a running worker cannot take over (its
@@ -162,9 +165,10 @@ class Worker:
         self.prefetch, self.grace, self.intake.signer = prefetch, grace, signer
         self.store.ensure_groups(self.queues)
 
-    def drain(self) -> None:
-        """Stop taking work; give back fires claimed but not started; let running jobs finish up to the grace;
-        then stop the rest (recorded ``lost``, handed back at once)."""
+    def drain(self, stop_now: threading.Event | None = None) -> None:
+        """Stop taking work; give back fires claimed but not started; let running jobs finish up to the grace
+        (or until ``stop_now`` is set: a second stop signal); then stop the rest (recorded ``lost``, handed back
+        at once)."""
         waiting = self.runners.take_waiting()
         for run in waiting:
             if run.stop.is_set():  # replaced while waiting: recorded cancelled, not given back
@@ -175,10 +179,15 @@ class Worker:
         self._give_back([run for run in waiting if not run.stop.is_set()])
         self.runners.stop_threads()
         deadline = self.clock.monotonic() + self.grace
+        hurry = stop_now or threading.Event()
         for thread in self.runners.threads:
-            thread.join(max(0.0, deadline - self.clock.monotonic()))
+            while thread.is_alive() and not hurry.is_set() and (left := deadline - self.clock.monotonic()) > 0:
+                thread.join(min(left, DRAIN_POLL))
         if any(thread.is_alive() for thread in self.runners.threads):
-            log.warning("grace of %.0fs over: stopping the runs still going", self.grace)
+            if hurry.is_set():
+                log.warning("asked again to stop: stopping the runs still going; they are handed back")
+            else:
+                log.warning("grace of %.0fs over: stopping the runs still going; they are handed back", self.grace)
             self.abandon()
             for thread in self.runners.threads:
                 thread.join(30)

@@ -100,3 +100,21 @@ WORKER_STALE_AFTER: Final = timedelta(seconds=10)
 
 DEAD_MAXLEN: Final = 100_000
 """Dead letters kept (approximately)."""
+
+CONFIG_MAX_BYTES: Final = 64 * 1024 * 1024
+"""Largest config file (main file or drop-in) beatd reads, in bytes. A 100,000-job config is about 12 MB in
+flow style and about 25 MB in block style with comments; 64 MiB leaves room above that while refusing a log
+file or a device passed by mistake before it is read into memory."""
+
+CONFIG_ALIAS_NODES: Final = 100_000
+"""YAML nodes that aliases (``*name``, ``<<: *name``) may add to one config file however small it is, so a
+few-hundred-byte "billion laughs" alias bomb is refused in milliseconds instead of filling memory."""
+
+CONFIG_ALIAS_AMPLIFICATION: Final = 10
+"""Beyond ``CONFIG_ALIAS_NODES``, aliases may add at most this many nodes per node written in the file: an
+anchor merged into every job of a 100,000-job config adds one or two per node; a bomb adds millions."""
+
+CONFIG_MAX_DEPTH: Final = 100
+"""Deepest nesting of mappings and lists in a config file. A config needs a handful of levels (``jobs``, a job,
+its ``kwargs`` and their JSON values); 100 leaves room for any argument while staying far below the depth at
+which reading the file would exhaust Python's stack."""

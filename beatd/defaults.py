@@ -106,13 +106,15 @@ CONFIG_MAX_BYTES: Final = 64 * 1024 * 1024
 flow style and about 25 MB in block style with comments; 64 MiB leaves room above that while refusing a log
 file or a device passed by mistake before it is read into memory."""
 
-CONFIG_ALIAS_NODES: Final = 100_000
-"""YAML nodes that aliases (``*name``, ``<<: *name``) may add to one config file however small it is, so a
-few-hundred-byte "billion laughs" alias bomb is refused in milliseconds instead of filling memory."""
+CONFIG_ALIAS_BYTES: Final = 2**20
+"""What aliases (``*name``, ``<<: *name``) may add to any config file however small, counted as the characters
+the aliased values would take written out: far more than sharing anchors between jobs needs, while a
+few-hundred-byte "billion laughs" alias bomb (gigabytes written out) is refused in milliseconds."""
 
 CONFIG_ALIAS_AMPLIFICATION: Final = 10
-"""Beyond ``CONFIG_ALIAS_NODES``, aliases may add at most this many nodes per node written in the file: an
-anchor merged into every job of a 100,000-job config adds one or two per node; a bomb adds millions."""
+"""Beyond ``CONFIG_ALIAS_BYTES``, aliases may add at most this many times the file's own size (an anchor merged
+into every job of a 100,000-job config adds less than once its size), and never past ``CONFIG_MAX_BYTES`` in
+all: aliases cannot make a config cost more than the largest file beatd reads."""
 
 CONFIG_MAX_DEPTH: Final = 100
 """Deepest nesting of mappings and lists in a config file. A config needs a handful of levels (``jobs``, a job,

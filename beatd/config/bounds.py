@@ -14,7 +14,7 @@ from yaml.events import (
     AliasEvent,
     CollectionEndEvent,
     CollectionStartEvent,
-    NodeEvent,
+    ScalarEvent,
 )
 from yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -22,6 +22,10 @@ from beatd import defaults
 from beatd.errors import Problem
 
 __all__ = ["alias_problem", "byte_position", "read_text"]
+
+_SHORT_SCALAR = 33
+"""Written size (32 characters and a separator) up to which an aliased scalar is not counted: ``*a,`` costs 3
+characters, so such aliases add at most about ``CONFIG_ALIAS_AMPLIFICATION`` times what they take to write."""
 
 
 def read_text(path: Path) -> str | Problem:
@@ -59,61 +63,70 @@ def byte_position(data: bytes, offset: int) -> tuple[int, int]:
 
 def alias_problem(file: str, text: str, root: Node, loader: type[yaml.SafeLoader]) -> Problem | None:
     """A Problem at the first alias that refers to a node containing it, or past which aliases have added more
-    nodes than allowed (``CONFIG_ALIAS_NODES``, or ``CONFIG_ALIAS_AMPLIFICATION`` per written node when that is
-    more); None when the document is within bounds. ``root`` is ``text`` composed."""
+    than allowed to ``text`` (``root``, composed): ``CONFIG_ALIAS_BYTES``, or ``CONFIG_ALIAS_AMPLIFICATION``
+    times the file when that is more, and never past ``CONFIG_MAX_BYTES`` in all. None when within bounds."""
     if "&" not in text:  # no anchor, so no alias (an undefined alias does not compose)
         return None
-    written, added = _alias_counts(root)
-    limit = max(defaults.CONFIG_ALIAS_NODES, defaults.CONFIG_ALIAS_AMPLIFICATION * written)
+    limit = max(defaults.CONFIG_ALIAS_BYTES, defaults.CONFIG_ALIAS_AMPLIFICATION * len(text))
+    limit = min(limit, defaults.CONFIG_MAX_BYTES - len(text))
+    added = _added_size(root)
     if added is not None and added <= limit:
         return None
     return _locate(file, text, loader, limit)
 
 
-def _alias_counts(root: Node) -> tuple[int, int | None]:
-    """(nodes written, nodes added by aliases to collections), or (written, None) when an alias refers to a
-    collection that contains it. Each collection is walked once, whatever refers to it; a scalar counts as
-    written wherever it appears (an alias to a scalar adds one node for one alias written: no amplification)."""
+def _added_size(root: Node) -> int | None:
+    """What aliases add to the document, as the characters each aliased value would take written out (a
+    scalar its length plus one, a collection two plus its contents); None when an alias refers to a
+    collection that contains it. Each collection is walked once, whatever refers to it. Aliases of short
+    scalars are not counted (see ``_SHORT_SCALAR``): tracking every scalar would double the walk's time."""
     if isinstance(root, ScalarNode):
-        return 1, 0
-    expanded: dict[int, int] = {}  # id of a collection node -> its size with every alias expanded
+        return 0
+    expanded: dict[int, int] = {}  # id of a collection node -> its size with every alias written out
     open_ids: set[int] = set()  # collections whose contents are being walked
-    written = 0
+    seen_scalars: set[int] = set()  # long scalars met so far
+    added = 0
     stack: list[tuple[Node, list[Node] | None]] = [(root, None)]  # (node, its children once entered)
     while stack:
         node, entered = stack.pop()
         if entered is not None:  # every child is done
-            size = 1
+            size = 2
             for child in entered:
                 if isinstance(child, ScalarNode):
-                    size += 1
-                    written += 1
+                    child_size = len(child.value) + 1
+                    if child_size <= _SHORT_SCALAR:
+                        pass
+                    elif id(child) in seen_scalars:
+                        added += child_size
+                    else:
+                        seen_scalars.add(id(child))
                 else:
-                    size += expanded[id(child)]
+                    child_size = expanded[id(child)]
+                size += child_size
             expanded[id(node)] = size
             open_ids.discard(id(node))
             continue
         if id(node) in open_ids:
-            return written, None
+            return None  # reached again while its own contents are being walked
         if id(node) in expanded:
+            added += expanded[id(node)]
             continue
         children = [part for pair in node.value for part in pair] if isinstance(node, MappingNode) else node.value
-        written += 1
         open_ids.add(id(node))
         stack.append((node, children))
         stack.extend((child, None) for child in children if not isinstance(child, ScalarNode))
-    return written, expanded[id(root)] - written
+    return added
 
 
 def _locate(file: str, text: str, loader: type[yaml.SafeLoader], limit: int) -> Problem:
     """Replay the document's events to find the alias that closes a loop or crosses ``limit``."""
-    sizes: dict[str, tuple[int, bool]] = {}  # anchor -> (expanded size, is a collection)
+    sizes: dict[str, tuple[int, bool]] = {}  # anchor -> (size with every alias written out, counted when aliased)
     open_collections: list[tuple[str | None, int]] = []  # (anchor, size so far), innermost last
     added = 0
     last_alias = None
     for event in yaml.parse(text, Loader=loader):
         if isinstance(event, CollectionStartEvent):
-            open_collections.append((event.anchor, 1))
+            open_collections.append((event.anchor, 2))
             continue
         if isinstance(event, CollectionEndEvent):
             anchor, size = open_collections.pop()
@@ -125,14 +138,14 @@ def _locate(file: str, text: str, loader: type[yaml.SafeLoader], limit: int) -> 
             last_alias = (line, column)
             if any(anchor == event.anchor for anchor, _ in open_collections):
                 return Problem(file, line, column, "", f"alias *{event.anchor} refers to a node that contains it")
-            size, is_collection = sizes[str(event.anchor)]
-            added += size if is_collection else 0
+            size, counted = sizes[str(event.anchor)]
+            added += size if counted else 0
             if added > limit:
                 return Problem(file, line, column, "", _too_many(limit))
-        elif isinstance(event, NodeEvent):  # a scalar
-            size = 1
+        elif isinstance(event, ScalarEvent):
+            size = len(event.value) + 1
             if event.anchor is not None:
-                sizes[event.anchor] = (1, False)
+                sizes[event.anchor] = (size, size > _SHORT_SCALAR)
         else:
             continue
         if open_collections:
@@ -144,6 +157,6 @@ def _locate(file: str, text: str, loader: type[yaml.SafeLoader], limit: int) -> 
 
 def _too_many(limit: int) -> str:
     return (
-        f"aliases expand the document by more than {limit:,} nodes (a YAML alias bomb?); "
+        f"aliases expand the file by more than {limit / 2**20:.1f} MiB (a YAML alias bomb?); "
         "write the values out, or share them through defaults"
     )

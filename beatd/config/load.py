@@ -132,7 +132,7 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError(problems)
     if not jobs:
         where: KeyPath = ("jobs",) if "jobs" in top else ()
-        warnings.append(main.problem(where, "no jobs: nothing will be scheduled (declare them under jobs)"))
+        warnings.append(main.problem(where, "the config declares no jobs: nothing will be scheduled"))
     sources = {name: declared[name][1] for name in jobs}
     return Config(path=path, settings=settings, jobs=jobs, sources=sources, warnings=tuple(sorted(set(warnings))))
 

@@ -62,12 +62,23 @@ REFUSED: list[tuple[str, dict[str, bytes], list[str]]] = [
     (
         "billion-laughs",
         {"main.yaml": BOMB.encode()},
-        ["{dir}/main.yaml:6:8: aliases expand the document by more than 100,000 nodes (a YAML alias bomb?)"],
+        ["{dir}/main.yaml:6:17: aliases expand the file by more than 1.0 MiB (a YAML alias bomb?)"],
     ),
     (
         "merge-key-bomb-in-drop-in",
         {"main.yaml": b"include: [d/*.yaml]\n" + GOOD_JOB.encode(), "d/bomb.yaml": MERGE_BOMB.encode()},
-        ["{dir}/d/bomb.yaml:5:35: aliases expand the document by more than 100,000 nodes"],
+        ["{dir}/d/bomb.yaml:6:19: aliases expand the file by more than 1.0 MiB"],
+    ),
+    (
+        "long-string-aliased-many-times",  # few nodes, but megabytes once written out (in the digest, in messages)
+        {
+            "main.yaml": b'x-s: &s "'
+            + b"x" * 10_000
+            + b'"\njobs:\n  a: {call: m:f, every: 1m, tags: ['
+            + b", ".join([b"*s"] * 200)
+            + b"]}\n"
+        },
+        ["{dir}/main.yaml:3:452: aliases expand the file by more than 1.0 MiB"],
     ),
     (
         "alias-inside-its-own-anchor",
@@ -163,16 +174,15 @@ def test_file_larger_than_the_cap_is_refused(tmp_path: Path, source: str) -> Non
 
 
 def test_aliases_shared_across_many_jobs_still_load(write_files: WriteFiles) -> None:
-    """An anchor merged into thousands of jobs adds more than CONFIG_ALIAS_NODES nodes but only a few per
-    written node, so it stays valid."""
+    """An anchor merged into thousands of jobs adds more than CONFIG_ALIAS_BYTES but only a few times the
+    file's size, so it stays valid."""
     tags = ", ".join(f"tag{index}" for index in range(40))
-    body = "".join(f"  job{index}: {{<<: *base, command: [x], every: 1m}}\n" for index in range(2_500))
-    config = load_config(
-        write_files({"main.yaml": f"x-base: &base {{timeout: 5m, retries: 2, tags: [{tags}]}}\njobs:\n{body}"}),
-        {},
-    )
-    assert len(config.jobs) == 2_500
-    assert config.jobs["job2499"].tags == tuple(f"tag{index}" for index in range(40))
+    body = "".join(f"  job{index}: {{<<: *base, command: [x], every: 1m}}\n" for index in range(5_000))
+    text = f"x-base: &base {{timeout: 5m, retries: 2, tags: [{tags}]}}\njobs:\n{body}"
+    assert 5_000 * len(tags) > defaults.CONFIG_ALIAS_BYTES
+    config = load_config(write_files({"main.yaml": text}), {})
+    assert len(config.jobs) == 5_000
+    assert config.jobs["job4999"].tags == tuple(f"tag{index}" for index in range(40))
 
 
 def test_nesting_within_the_bound_loads(write_files: WriteFiles) -> None:

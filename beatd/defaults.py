@@ -100,3 +100,23 @@ WORKER_STALE_AFTER: Final = timedelta(seconds=10)
 
 DEAD_MAXLEN: Final = 100_000
 """Dead letters kept (approximately)."""
+
+CONFIG_MAX_BYTES: Final = 64 * 1024 * 1024
+"""Largest config file (main file or drop-in) beatd reads, in bytes. A 100,000-job config is about 12 MB in
+flow style and about 25 MB in block style with comments; 64 MiB leaves room above that while refusing a log
+file or a device passed by mistake before it is read into memory."""
+
+CONFIG_ALIAS_BYTES: Final = 2**20
+"""What aliases (``*name``, ``<<: *name``) may add to any config file however small, counted as the characters
+the aliased values would take written out: far more than sharing anchors between jobs needs, while a
+few-hundred-byte "billion laughs" alias bomb (gigabytes written out) is refused in milliseconds."""
+
+CONFIG_ALIAS_AMPLIFICATION: Final = 10
+"""Beyond ``CONFIG_ALIAS_BYTES``, aliases may add at most this many times the file's own size (an anchor merged
+into every job of a 100,000-job config adds less than once its size), and never past ``CONFIG_MAX_BYTES`` in
+all: aliases cannot make a config cost more than the largest file beatd reads."""
+
+CONFIG_MAX_DEPTH: Final = 100
+"""Deepest nesting of mappings and lists in a config file. A config needs a handful of levels (``jobs``, a job,
+its ``kwargs`` and their JSON values); 100 leaves room for any argument while staying far below the depth at
+which reading the file would exhaust Python's stack."""

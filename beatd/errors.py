@@ -35,8 +35,15 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        return self._text("")
+
+    def as_warning(self) -> str:
+        """The problem as a warning: ``FILE:LINE:COL: warning: PATH: message``."""
+        return self._text("warning: ")
+
+    def _text(self, label: str) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return f"{where}: {label}{self.path}: {self.message}" if self.path else f"{where}: {label}{self.message}"
 
 
 class ConfigError(BeatdError):

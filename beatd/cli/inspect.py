@@ -23,16 +23,23 @@ __all__ = ["check", "find_job", "jobs", "next_fires", "schema"]
 @click.command()
 @config_option
 @click.option("--no-import", is_flag=True, help="Do not import call targets (a beat host without job code).")
+@click.option("--strict", is_flag=True, help="Treat warnings (an include that matches no file, no jobs) as problems.")
 @click.pass_obj
-def check(runtime: Runtime, config_path: str | None, no_import: bool) -> None:
-    """Validate the config and import every call target; exit 2 listing every problem."""
+def check(runtime: Runtime, config_path: str | None, no_import: bool, strict: bool) -> None:
+    """Validate the config and import every call target; exit 2 listing every problem. Warnings go to stderr
+    (exit 0), or count as problems with --strict."""
     config = runtime.load(config_path)
+    problems = list(config.warnings) if strict else []
+    if not strict:
+        for warning in config.warnings:
+            click.echo(warning.as_warning(), err=True)
     if not no_import:
-        problems = check_targets(config)
-        if problems:
-            raise ConfigError(problems)
-    count = len(config.jobs)
-    click.echo(f"{config.path}: ok, {count} job{'s' if count != 1 else ''} (digest {config.digest})")
+        problems += check_targets(config)
+    if problems:
+        raise ConfigError(problems)
+    count, warned = len(config.jobs), len(config.warnings)
+    noted = f", {warned} warning{'s' if warned != 1 else ''}" if warned else ""
+    click.echo(f"{config.path}: ok, {count} job{'s' if count != 1 else ''}{noted} (digest {config.digest})")
 
 
 @click.command()

@@ -54,12 +54,15 @@ class Runtime:
         """The config at ``path`` again, for SIGHUP; or None and the problems, each logged as rejected and the
         failure counted. Whatever goes wrong, the running config stays."""
         try:
-            return load_config(path, self.environ), []
+            config = load_config(path, self.environ)
         except ConfigError as error:
             problems = [str(problem) for problem in error.problems]
         except Exception as error:
             log.exception("reload failed")
             problems = [f"{path}: {type(error).__name__}: {error}"]
+        else:
+            _log_warnings(config)
+            return config, []
         metrics.reload_failures.inc()
         for problem in problems:
             log.error("reload rejected: %s", problem)
@@ -70,5 +73,12 @@ class Runtime:
         configure_logging(log_level, log_format)
         path = find_config(config_path, self.environ, self.cwd)
         config = load_config(path, self.environ)
+        _log_warnings(config)
         keep_out_of_collections()
         return path, config
+
+
+def _log_warnings(config: Config) -> None:
+    """Log each warning of a config a daemon runs with (``beatd check --strict`` would refuse it)."""
+    for warning in config.warnings:
+        log.warning("config warning: %s", warning)

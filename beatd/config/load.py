@@ -35,12 +35,14 @@ _EXTENSION_PREFIX = "x-"  # top-level keys for YAML anchors, ignored as in docke
 
 @dataclass(frozen=True)
 class Config:
-    """A whole validated deployment config: connection, namespace and jobs in file order."""
+    """A whole validated deployment config: connection, namespace and jobs in file order, and the warnings
+    found (located like problems, but the config is usable: an include that matches no file, no jobs)."""
 
     path: Path
     settings: ConfigFile
     jobs: Mapping[str, JobSpec]
     sources: Mapping[str, Located] = field(repr=False, default_factory=dict)
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -112,8 +114,9 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
         )
 
     declared: dict[str, tuple[Any, Located]] = {}
+    warnings: list[Problem] = []
     _collect_jobs(top.get("jobs"), main, declared, problems)
-    for include_path, pattern_problem in _include_paths(settings, path, main):
+    for include_path, pattern_problem in _include_paths(settings, path, main, warnings):
         if pattern_problem:
             problems.append(pattern_problem)
             continue
@@ -127,7 +130,11 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
             jobs[name] = spec
     if problems:
         raise ConfigError(problems)
-    return Config(path=path, settings=settings, jobs=jobs, sources={name: declared[name][1] for name in jobs})
+    if not jobs:
+        where: KeyPath = ("jobs",) if "jobs" in top else ()
+        warnings.append(main.problem(where, "the config declares no jobs: nothing will be scheduled"))
+    sources = {name: declared[name][1] for name in jobs}
+    return Config(path=path, settings=settings, jobs=jobs, sources=sources, warnings=tuple(sorted(set(warnings))))
 
 
 def load_connection(path: Path, environ: Mapping[str, str]) -> Config:
@@ -167,13 +174,19 @@ def _collect_jobs(raw: Any, source: Located, declared: dict[str, tuple[Any, Loca
         declared[name] = (job, source)
 
 
-def _include_paths(settings: ConfigFile, path: Path, main: Located) -> list[tuple[Path, Problem | None]]:
+def _include_paths(
+    settings: ConfigFile, path: Path, main: Located, warnings: list[Problem]
+) -> list[tuple[Path, Problem | None]]:
+    """Each file the include patterns match, or the problem of a plain path that names no file; a glob that
+    matches nothing is a warning (an empty drop-in directory is legitimate, a typo in the pattern is not)."""
     found: list[tuple[Path, Problem | None]] = []
     for index, pattern in enumerate(settings.include):
         full = str(path.parent / pattern)
         matches = sorted(glob.glob(full))  # noqa: PTH207 (absolute patterns such as /etc/beatd/jobs.d/*.yaml)
         if not matches and not glob.has_magic(pattern):
             found.append((Path(full), main.problem(("include", index), f"no such file: {full}")))
+        elif not matches:
+            warnings.append(main.problem(("include", index), f"the pattern matches no file: {full}"))
         found.extend((Path(match), None) for match in matches)
     return found
 

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from beatd import defaults
+from beatd.config.bounds import alias_problem, byte_position, read_text
 from beatd.config.envsubst import MissingVariable, substitute
 from beatd.errors import Problem
 
@@ -72,12 +74,9 @@ def read_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Located, list[Pro
     """Read one YAML file; return its located value and every problem found (the value is ``None`` when
     the file cannot be read or parsed at all)."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Located(name, None), [Problem(name, 0, 0, "", "no such file")]
-    except (OSError, UnicodeDecodeError) as error:
-        return Located(name, None), [Problem(name, 0, 0, "", f"cannot read file: {error}")]
+    text = read_text(path)
+    if isinstance(text, Problem):
+        return Located(name, None), [text]
     try:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:
@@ -85,12 +84,19 @@ def read_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Located, list[Pro
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         detail = " ".join(part for part in (error.context, error.problem) if part)
         return Located(name, None), [Problem(name, line, column, "", f"malformed YAML: {detail}")]
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow, such as NUL
+        return Located(name, None), [_reader_problem(name, text, error)]
     except yaml.YAMLError as error:
         return Located(name, None), [Problem(name, 1, 1, "", f"malformed YAML: {error}")]
+    if root is not None and (problem := alias_problem(name, text, root, _LOADER)) is not None:
+        return Located(name, None), [problem]
     located = Located(name, None)
     problems: list[Problem] = []
     if root is not None:
-        located.value = _Converter(located, problems, environ).convert(root, ())
+        converter = _Converter(located, problems, environ)
+        located.value = converter.convert(root, ())
+        if converter.too_deep is not None:  # the rest of the file cannot be judged without its deepest part
+            return Located(name, None), [converter.too_deep]
     return located, problems
 
 
@@ -101,9 +107,16 @@ class _Converter:
         self.environ = environ
         self.constructor = yaml.SafeLoader("")
         self.resolver = yaml.SafeLoader("")
+        self.too_deep: Problem | None = None
 
     def convert(self, node: Node, path: KeyPath) -> Any:
         self.located.value_nodes.setdefault(path, node)  # positions are computed only when reported
+        if len(path) > defaults.CONFIG_MAX_DEPTH and not isinstance(node, ScalarNode):
+            if self.too_deep is None:  # named by its first keys: the whole path is too long to read
+                line, column = _position(node)
+                message = f"nested deeper than {defaults.CONFIG_MAX_DEPTH} levels"
+                self.too_deep = Problem(self.located.file, line, column, dotted(path[:2]), message)
+            return None
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
         if isinstance(node, SequenceNode):
@@ -156,6 +169,15 @@ class _Converter:
     def _at(self, node: Node, path: KeyPath, message: str) -> Problem:
         line, column = _position(node)
         return Problem(self.located.file, line, column, dotted(path), message)
+
+
+def _reader_problem(file: str, text: str, error: yaml.reader.ReaderError) -> Problem:
+    data = text.encode("utf-8")
+    # libyaml reports a byte offset into the UTF-8 text, the pure-Python reader a character offset
+    offset = error.position if _LOADER is not yaml.SafeLoader else len(text[: error.position].encode("utf-8"))
+    line, column = byte_position(data, offset)
+    character = f"#x{error.character:04x}" if isinstance(error.character, int) else repr(error.character)
+    return Problem(file, line, column, "", f"malformed YAML: unacceptable character {character}: {error.reason}")
 
 
 def _position(node: Node) -> tuple[int, int]:

@@ -1,8 +1,7 @@
 """A short chaos soak (bench/chaos.py, about a minute, fixed seed): real Redis, 3 beats, 2 workers, real kills.
 
 The soak runs once for the module; each test checks one of its counts. The soak's exit code is 0 only when
-every count holds; today's main lets job processes outlive a killed worker (issue 9 item 9), so the orphan
-count has its own test, marked xfail until that lands.
+every count holds.
 """
 
 from __future__ import annotations
@@ -73,8 +72,7 @@ def test_daemons_exit_only_when_told(soak: dict[str, Any]) -> None:
     assert soak["unexpected"] == [], table(soak)
 
 
-@pytest.mark.xfail(strict=False, reason="job processes outlive a killed worker (issue 9 item 9)")
 def test_no_job_process_outlives_its_killed_worker(soak: dict[str, Any]) -> None:
     """One second after a worker's kill -9, none of its job processes still runs."""
     assert soak["totals"]["orphans"] == 0, table(soak)
-    assert soak["exit_code"] == 0, table(soak)
+    assert soak["exit_code"] == 0, table(soak)  # every count held

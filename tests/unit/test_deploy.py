@@ -173,11 +173,14 @@ def health_server() -> Iterator[tuple[Health, int]]:
         server.server_close()
 
 
-@pytest.mark.parametrize(("redis_ok", "exit_ok"), [(True, True), (False, False)])
-def test_healthcheck_command_follows_healthz(health_server: tuple[Health, int], redis_ok: bool, exit_ok: bool) -> None:
-    """The HEALTHCHECK command exits 0 when /healthz answers 200 and non-zero when it answers 503."""
+@pytest.mark.parametrize(("stalled", "exit_ok"), [(False, True), (True, False)])
+def test_healthcheck_command_follows_healthz(health_server: tuple[Health, int], stalled: bool, exit_ok: bool) -> None:
+    """The HEALTHCHECK command exits 0 when /healthz answers 200 (the loop steps, Redis or not) and non-zero when
+    it answers 503 (the loop stalled)."""
     health, port = health_server
-    health.step(redis_ok=redis_ok)
+    health.step(redis_ok=False)
+    if stalled:
+        health.last_step -= 3600
     stage = final_stage()
     script = only(stage, "HEALTHCHECK").exec_form()[2]
     script = script.replace(f":{metrics_port(only(stage, 'CMD').exec_form())}/", f":{port}/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +22,23 @@ from tests.integration.test_worker import config_file, statuses
 from tests.redis_server import RedisServer
 
 NEW_YORK = ZoneInfo("America/New_York")
-POSTGRES = os.environ.get("BEATD_TEST_POSTGRES_DSN")  # .ci/run sets it; without it the PostgreSQL cases skip
+# The machine's own PostgreSQL unless BEATD_TEST_POSTGRES_DSN names another; the cases skip when it does not answer.
+POSTGRES = os.environ.get("BEATD_TEST_POSTGRES_DSN") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@functools.cache
+def postgres_unreachable(dsn: str) -> str | None:
+    """Why ``dsn`` cannot be used for the tests, or None when it answers a query."""
+    try:
+        engine = sa.create_engine(dsn, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as error:  # any reason the server is not usable is a reason to skip, reported as is
+        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return None
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -31,8 +48,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}", "users", "daily_signup_stats"
         return
-    if not POSTGRES:
-        pytest.skip("BEATD_TEST_POSTGRES_DSN is not set (.ci/run sets it)")
+    reason = postgres_unreachable(POSTGRES)
+    if reason is not None:
+        pytest.skip(f"PostgreSQL at {sa.make_url(POSTGRES).render_as_string()} is not reachable: {reason}")
     users, stats = f"users_{suffix}", f"stats_{suffix}"
     yield POSTGRES, users, stats
     with engine_for(POSTGRES).begin() as connection:

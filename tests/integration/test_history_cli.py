@@ -27,7 +27,7 @@ def test_history_show_export_workers_and_dead(
     wait_for(lambda: statuses(shared_redis, namespace, "good") == ["succeeded"], what="good ran")
 
     records = json.loads(cli("history", "-c", str(config), "--json").stdout)
-    assert {record["run_id"] for record in records} == {f"{good}#1", f"{bad}#1", f"{bad}#dead"}
+    assert {record["run_id"] for record in records} == {f"{good}#1", f"{bad}#1", f"{bad}#dead-1"}
     failed = json.loads(cli("history", "-c", str(config), "--status", "failed", "--json").stdout)
     assert [record["run_id"] for record in failed] == [f"{bad}#1"]
     only_good = json.loads(cli("history", "-c", str(config), "good", "--json").stdout)

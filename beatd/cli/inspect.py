@@ -50,7 +50,8 @@ def check(runtime: Runtime, config_path: str | None, no_import: bool, strict: bo
 def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -> None:
     """List the jobs: schedule in words and as written, time zone, next fire (in the job's zone), target, enabled.
 
-    The table fits the terminal (long texts end in an ellipsis); --wide prints them whole."""
+    The table fits the terminal (long texts end in an ellipsis, AS WRITTEN is left out when there is no room);
+    --wide prints every column whole."""
     config = runtime.load(config_path)
     now = runtime.clock.now()
     rows: list[dict[str, Any]] = []
@@ -85,7 +86,11 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
         ]
         for row in rows
     ]
-    echo_table(headers, table if wide else fit_columns(headers, table))
+    if wide:
+        echo_table(headers, table)
+        return
+    # Never cut: the name, the next fire, enabled. AS WRITTEN goes first (SCHEDULE says it in words).
+    echo_table(*fit_columns(headers, table, ("SCHEDULE", "AS WRITTEN", "TIMEZONE", "TARGET"), ("AS WRITTEN",)))
 
 
 @click.command("next")

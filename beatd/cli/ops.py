@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,7 +197,9 @@ def _print_status(report: dict[str, Any]) -> None:
 @json_option
 @click.pass_obj
 def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None, wait: bool, as_json: bool) -> None:
-    """Emit one fire of JOB now, with trigger: manual; warn when no live worker consumes its queue."""
+    """Emit one fire of JOB now, with trigger: manual; warn when no live worker consumes its queue.
+
+    With --wait, print every attempt of the fire once it has ended; exit 1 unless it succeeded."""
     config = runtime.load(config_path)
     spec = find_job(config, job)
     now = runtime.clock.now()
@@ -215,8 +218,9 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None,
     if wait:
         ended = wait_for_fires(runs, job, [message.fire_id], lambda done, counts: None)[message.fire_id]
         report["result"] = ended
+        report["runs"] = [json.loads(text) for text in runs.fire_records(job, message.fire_id)]
         if not as_json:
-            print_records([ended])
+            print_records(report["runs"])
     if as_json:
         echo_json(report)
     if wait and report["result"]["status"] != "succeeded":

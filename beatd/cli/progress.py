@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from types import TracebackType
@@ -22,8 +23,13 @@ class Progress:
     def __init__(self, label: str, total: int, stream: IO[str] | None = None) -> None:
         self.label, self.total, self.done = label, total, 0
         self.stream = stream or sys.stderr
+        # The size as every table takes it ($COLUMNS, else the terminal's, else 80x24): tqdm's own reads 0x0 on
+        # a terminal that has no size set (a fresh pty, some CI runners) and then draws nothing.
+        size = shutil.get_terminal_size()
         self._bar = (
-            tqdm(total=total, desc=label, unit="fire", file=self.stream, leave=True) if self.stream.isatty() else None
+            tqdm(total=total, desc=label, unit="fire", file=self.stream, ncols=size.columns, nrows=size.lines)
+            if self.stream.isatty()
+            else None
         )
         self._printed_at = float("-inf")
         self._note = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Callable
@@ -97,6 +98,34 @@ def test_backfill_dry_run_inclusive_ends_idempotent_wait_and_retention(
     rerun = cli("backfill", "-c", str(config), *span, "--rerun", "--dry-run")
     assert len(rerun.stdout.splitlines()) == 7
     assert "keeps 10 run records (history.keep) and has 7" in rerun.stderr and "drop the oldest 4" in rerun.stderr
+
+
+def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
+    """On a terminal (a pty with no size set) backfill's progress is a bar, not plain lines."""
+    config = config_file(tmp_path, shared_redis, namespace, "n: {command: [/bin/true], every: 1m}")
+    leader, follower = pty.openpty()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    environment.pop("COLUMNS", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "backfill", "-c", str(config), "n", "--from", "2026-11-01", "--to",
+         "2026-11-01"],
+        stdin=follower, stdout=follower, stderr=follower, cwd=REPO, env=environment,
+    )  # fmt: skip
+    os.close(follower)
+    output = b""
+    while chunk := _read(leader):
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = output.decode()
+    assert "enqueue n: 100%|" in text and "1440/1440" in text and "enqueue n: 1440/1440\r\n" not in text
+
+
+def _read(descriptor: int) -> bytes:
+    try:
+        return os.read(descriptor, 65536)
+    except OSError:  # the other end closed (EIO on Linux)
+        return b""
 
 
 def test_dead_letters_located_errors_own_records_audit_and_columns(

@@ -142,5 +142,5 @@ def _without_later_successes(store: RunStore, entries: list[dict[str, Any]]) -> 
     for entry in entries:
         if entry["job"] and entry["fire_id"]:
             by_job[entry["job"]].append(entry["fire_id"])
-    succeeded = {(job, fire) for job, fires in by_job.items() for fire in store.fire_succeeded(job, fires)}
+    succeeded = {(job, fire) for job, fires in by_job.items() for fire in store.succeeded_runs(job, fires)}
     return [entry for entry in entries if (entry["job"], entry["fire_id"]) not in succeeded]

@@ -68,7 +68,7 @@ def status(
 
     With a broken config file the jobs are the ones the beat keeps progress of (no next fire is computed)."""
     config, local_problems = runtime.connection(config_path, redis_url, namespace)
-    complete = not local_problems and config.path.name != "--redis-url"
+    complete = not local_problems
     store = _store(config)
     now = runtime.clock.now()
     leader = store.leader()

@@ -88,12 +88,15 @@ def history(
 
 def _mark_revived(store: RunStore, records: list[dict[str, Any]]) -> None:
     """Give each ``dead`` record whose fire has a succeeded run ``succeeded_later``: that run's id."""
-    dead = [record for record in records if record["status"] == "dead"]
-    for record in dead:
-        for text in store.fire_records(record["job"], record["fire_id"]):
-            later = json.loads(text)
-            if later["status"] == "succeeded":
-                record["succeeded_later"] = later["run_id"]
+    dead: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["status"] == "dead":
+            dead.setdefault(record["job"], []).append(record)
+    for job, found in dead.items():
+        succeeded = store.succeeded_runs(job, [record["fire_id"] for record in found])
+        for record in found:
+            if record["fire_id"] in succeeded:
+                record["succeeded_later"] = succeeded[record["fire_id"]]
 
 
 @click.command()

@@ -49,35 +49,39 @@ class Runtime:
     def connection(
         self, config_path: str | None, redis_url: str | None = None, namespace: str | None = None
     ) -> tuple[Config, list[Problem]]:
-        """What a read-only command needs: the Redis settings and the namespace, and the jobs when the file has
-        no problem (else no jobs, and the problems, each printed to stderr as a warning).
+        """What a read-only command needs: the Redis settings and the namespace; the jobs too when the file
+        has no problem. Else a config without jobs, and the problems (each printed to stderr as a warning).
 
         The connection comes from the file when it parses far enough (``redis`` and ``namespace`` valid), else
-        from ``--redis-url`` and ``--namespace``; those two override the file either way. Raises ConfigError
-        only when neither gives a usable connection."""
+        from ``--redis-url`` and ``--namespace`` alone; those two override the file's either way. Raises
+        ConfigError (exit 2) only when neither gives a connection."""
         try:
             path = find_config(config_path, self.environ, self.cwd)
-            try:
-                config, problems = load_config(path, self.environ), []
-            except ConfigError as error:
-                problems = error.problems
-                config = load_connection(path, self.environ)
+        except ConfigError as error:
+            return self._bare(error, redis_url, namespace), error.problems
+        try:
+            return _overridden(load_config(path, self.environ), redis_url, namespace), []
+        except ConfigError as error:
+            problems = error.problems
+        try:
+            config = load_connection(path, self.environ)
         except ConfigError:
-            if redis_url is None:
-                raise
-            config, problems = _bare_config(redis_url, namespace), []
-        else:
-            config = _overridden(config, redis_url, namespace)
-        if problems:
-            count = len(problems)
-            click.echo(
-                f"beatd: warning: {config.path} has {count} problem{'s' if count != 1 else ''} (`beatd check` lists "
-                "them); reading with only its Redis connection and namespace",
-                err=True,
-            )
-            for problem in problems[:5]:
-                click.echo(problem.as_warning(), err=True)
-        return config, problems
+            return self._bare(ConfigError(problems), redis_url, namespace), problems
+        count = len(problems)
+        _warn(
+            f"{path} has {count} problem{'s' if count != 1 else ''} (`beatd check` lists them); reading with "
+            "only its Redis connection and namespace",
+            problems,
+        )
+        return _overridden(config, redis_url, namespace), problems
+
+    def _bare(self, error: ConfigError, redis_url: str | None, namespace: str | None) -> Config:
+        """The connection from ``--redis-url`` and ``--namespace`` alone, when the file gives none (else
+        ``error``)."""
+        if redis_url is None:
+            raise error
+        _warn("the config file gives no Redis connection; reading with --redis-url and --namespace", error.problems)
+        return _overridden(Config(path=Path("--redis-url"), settings=ConfigFile(), jobs={}), redis_url, namespace)
 
     def reload(self, path: Path, metrics: Metrics) -> tuple[Config | None, list[str]]:
         """The config at ``path`` again, for SIGHUP; or None and the problems, each logged as rejected and the
@@ -107,9 +111,11 @@ class Runtime:
         return path, config
 
 
-def _bare_config(redis_url: str, namespace: str | None) -> Config:
-    """A jobless config from ``--redis-url`` and ``--namespace`` alone (no file, or one that does not parse)."""
-    return _overridden(Config(path=Path("--redis-url"), settings=ConfigFile(), jobs={}), redis_url, namespace)
+def _warn(text: str, problems: list[Problem]) -> None:
+    """A warning on stderr, then the first few problems behind it."""
+    click.echo(f"beatd: warning: {text}", err=True)
+    for problem in problems[:5]:
+        click.echo(problem.as_warning(), err=True)
 
 
 def _overridden(config: Config, redis_url: str | None, namespace: str | None) -> Config:

@@ -383,17 +383,17 @@ class RunStore:
             pipe.execute()
         return True
 
-    def fire_succeeded(self, job: str, fire_ids: Sequence[str]) -> set[str]:
-        """Which of ``fire_ids`` (all of ``job``) have a ``succeeded`` run record."""
+    def succeeded_runs(self, job: str, fire_ids: Sequence[str]) -> dict[str, str]:
+        """Fire id -> the run id that succeeded, for each of ``fire_ids`` (all of ``job``) that has one."""
         wanted = set(fire_ids)
         with reachable():
             ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).rsplit("#", 1)[0] in wanted]
             texts = self.client.hmget(self.keys.runs(job), ids) if ids else []
-        done = set()
+        done = {}
         for text in texts:
             record = json.loads(text) if text else {}
             if record.get("status") == "succeeded":
-                done.add(str(record["fire_id"]))
+                done[str(record["fire_id"])] = str(record["run_id"])
         return done
 
     # -- workers -----------------------------------------------------------------------------------------

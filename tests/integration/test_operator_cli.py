@@ -169,6 +169,12 @@ def test_dead_letters_located_errors_own_records_audit_and_columns(
 
     again = json.loads(cli("dead", "-c", str(config), "--json").stdout)
     assert [entry["fire_id"] for entry in again] == [bad]
+    # A slow former owner of the fire writes its success after the fire died (a reclaim race): not dead now.
+    store = RunStore(shared_redis.client(), Keys(namespace))
+    late = {**records[f"{bad}#1"], "run_id": f"{bad}#9", "attempt": 9, "status": "succeeded", "error": None}
+    store.write_record("bad", f"{bad}#9", json.dumps(late), 1)
+    assert json.loads(cli("dead", "-c", str(config), "--json").stdout) == []
+    assert [entry["fire_id"] for entry in json.loads(cli("dead", "-c", str(config), "--all", "--json").stdout)] == [bad]
     assert cli("dead", "drop", again[0]["id"], "-c", str(config)).returncode == 0
     audit = json.loads(cli("audit", "-c", str(config), "--json").stdout)
     events = [(record["event"], record.get("fire_id")) for record in audit if record["event"].startswith("dead-")]

@@ -122,6 +122,11 @@ def _probe_in_child(calls: dict[str, str], pythonpath: list[str]) -> dict[str, s
         process.start()
         child.close()
         try:
+            if not _started(parent, process, timeout):
+                code = process.exitcode
+                for job, _ in left:
+                    errors[job] = f"not checked: the process importing job code did not start (exit code {code})"
+                break
             while left:
                 if not parent.poll(timeout):
                     errors[left.pop(0)[0]] = f"importing it did not finish within {timeout:g}s"
@@ -145,11 +150,22 @@ def _probe_in_child(calls: dict[str, str], pythonpath: list[str]) -> dict[str, s
     return errors
 
 
+def _started(connection: Connection, process: Any, timeout: float) -> bool:
+    """Whether the check's child said it runs (so a death after that is the fault of a target's import)."""
+    try:
+        return bool(connection.poll(timeout) and connection.recv() == "ready")
+    except (EOFError, OSError):
+        process.join(5)
+        return False
+
+
 def _probe(connection: Connection, targets: list[str], pythonpath: list[str]) -> None:
-    """In the check's child: import each target in turn and send None or why it cannot be imported."""
+    """In the check's child: say it runs, then import each target in turn and send None or why it cannot be
+    imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     release_fork_server()
+    connection.send("ready")
     for target in targets:
         try:
             resolve_call(target, [Path(entry) for entry in pythonpath])

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from beatd.config import load_config
+from beatd.worker.preflight import unimportable
+from tests.conftest import REPO, WriteFiles
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import runs
 from tests.integration.test_worker import enqueue, lines, statuses
@@ -23,7 +25,7 @@ from tests.redis_server import RedisServer
 
 MODULE = "deployed_jobs"
 
-VERSION_1 = '''
+VERSION_1 = """
 import json, os, time
 from pathlib import Path
 
@@ -38,12 +40,15 @@ def hold(log, release):
     while not Path(release).exists():
         time.sleep(0.02)
     return {"version": VERSION, "pid": os.getpid()}
-'''
+"""
 
-VERSION_2 = VERSION_1.replace('VERSION = "v1"', 'VERSION = "v2, edited"') + '''
+VERSION_2 = (
+    VERSION_1.replace('VERSION = "v1"', 'VERSION = "v2, edited"')
+    + """
 def second():
     return {"version": "v2, added", "pid": os.getpid()}
-'''
+"""
+)
 
 
 def setup(tmp_path: Path, server: RedisServer, namespace: str, jobs: str) -> Path:
@@ -239,3 +244,23 @@ def test_reload_naming_an_unimportable_target_keeps_the_running_config(
     wait_for(lambda: client.xlen(f"{namespace}:dead") == 1, what="the added job refused")
     assert "'added' is not declared" in client.xrange(f"{namespace}:dead")[0][1]["reason"]
     assert worker.process is not None and worker.process.poll() is None
+
+
+def test_a_target_whose_import_ends_the_check_process_is_blamed_and_the_rest_are_checked(
+    tmp_path: Path, write_files: WriteFiles
+) -> None:
+    """Process isolation: a module that exits the process at import is reported for its own job (with the exit
+    code), and the jobs after it are still checked, each in the order declared."""
+    (tmp_path / "exits_at_import.py").write_text("import os\nos._exit(3)\n")
+    config = load_config(write_files({"beatd.yaml": f"""
+        pythonpath: ['{REPO}', '{tmp_path}']
+        jobs:
+          exits: {{call: exits_at_import:run, every: 1h}}
+          fine: {{call: tests.worker_jobs:noop, every: 1h}}
+          missing: {{call: tests.worker_jobs:gone, every: 1h}}
+    """}), {})  # fmt: skip
+    problems = unimportable(config, ["default"], "process")
+    assert {job: problem.message for job, problem in problems.items()} == {
+        "exits": "cannot import 'exits_at_import:run': importing it ended the process (exit code 3)",
+        "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
+    }

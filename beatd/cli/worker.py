@@ -56,7 +56,6 @@ def worker(
 ) -> None:
     """Run jobs from the queue streams: only jobs declared in this worker's config. Every call target of the
     jobs on its queues must import, at start and on each reload (exit 2 naming each one that does not)."""
-    isolation_flag = isolation
     signals = Signals()  # first, so a Ctrl-C while starting stops cleanly too
     signals.install()
     path, config = runtime.start_daemon(config_path, log_level, log_format)
@@ -64,8 +63,8 @@ def worker(
     names = [name.strip() for name in queues.split(",") if name.strip()] if queues else None
     if queues is not None and not names:
         raise UsageProblem("--queues: expected a comma-separated list of queue names")
-    isolation = isolation or settings.isolation
-    gate = TargetGate.of(isolation, allow_missing)
+    mode = isolation or settings.isolation
+    gate = TargetGate.of(mode, allow_missing)
     refused = gate.refused(config, Setup.of(config, names).queues)
     if refused:
         raise ConfigError(refused)
@@ -81,7 +80,7 @@ def worker(
         concurrency=concurrency or settings.concurrency,
         prefetch=prefetch or settings.prefetch,
         grace=grace if grace is not None else settings.grace.total_seconds(),
-        isolation=isolation,
+        isolation=mode,
         signer=Signer.optional(key),
         metrics=metrics,
         health=health,
@@ -91,7 +90,7 @@ def worker(
     notifier = Notifier(runtime.environ)
 
     fixed = frozenset(
-        name for name, given in (("worker.concurrency", concurrency), ("worker.isolation", isolation_flag)) if given
+        name for name, given in (("worker.concurrency", concurrency), ("worker.isolation", isolation)) if given
     )
     running = config
 

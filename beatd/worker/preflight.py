@@ -107,6 +107,10 @@ def _probe_here(calls: dict[str, str], pythonpath: list[str]) -> dict[str, str]:
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 
+START_TIMEOUT = 60.0
+"""How long (s) the check's child may take to start (the first one starts the fork server too) before every
+target is reported as not checked."""
+
 
 def _probe_in_child(calls: dict[str, str], pythonpath: list[str]) -> dict[str, str]:
     """Import each target in a fresh child process; a target whose import ends the child or hangs is blamed
@@ -122,14 +126,15 @@ def _probe_in_child(calls: dict[str, str], pythonpath: list[str]) -> dict[str, s
         process.start()
         child.close()
         try:
-            if not _started(parent, process, timeout):
+            if not _started(parent, process, START_TIMEOUT):
                 code = process.exitcode
                 for job, _ in left:
                     errors[job] = f"not checked: the process importing job code did not start (exit code {code})"
                 break
             while left:
                 if not parent.poll(timeout):
-                    errors[left.pop(0)[0]] = f"importing it did not finish within {timeout:g}s"
+                    job, target = left.pop(0)
+                    errors[job] = f"cannot import {target!r}: importing it did not finish within {timeout:g}s"
                     break
                 try:
                     answer = parent.recv()

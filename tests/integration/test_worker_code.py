@@ -9,11 +9,13 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from beatd import defaults
 from beatd.config import load_config
 from beatd.worker.preflight import unimportable
 from tests.conftest import REPO, WriteFiles
@@ -246,21 +248,25 @@ def test_reload_naming_an_unimportable_target_keeps_the_running_config(
     assert worker.process is not None and worker.process.poll() is None
 
 
-def test_a_target_whose_import_ends_the_check_process_is_blamed_and_the_rest_are_checked(
-    tmp_path: Path, write_files: WriteFiles
+def test_a_target_whose_import_ends_or_hangs_the_check_process_is_blamed_and_the_rest_are_checked(
+    tmp_path: Path, write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Process isolation: a module that exits the process at import is reported for its own job (with the exit
-    code), and the jobs after it are still checked, each in the order declared."""
+    code), one whose import hangs past the check's timeout too, and the jobs after each are still checked."""
     (tmp_path / "exits_at_import.py").write_text("import os\nos._exit(3)\n")
+    (tmp_path / "hangs_at_import.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(defaults, "TARGET_CHECK_TIMEOUT", timedelta(seconds=1))
     config = load_config(write_files({"beatd.yaml": f"""
         pythonpath: ['{REPO}', '{tmp_path}']
         jobs:
           exits: {{call: exits_at_import:run, every: 1h}}
           fine: {{call: tests.worker_jobs:noop, every: 1h}}
+          hangs: {{call: hangs_at_import:run, every: 1h}}
           missing: {{call: tests.worker_jobs:gone, every: 1h}}
     """}), {})  # fmt: skip
     problems = unimportable(config, ["default"], "process")
     assert {job: problem.message for job, problem in problems.items()} == {
         "exits": "cannot import 'exits_at_import:run': importing it ended the process (exit code 3)",
+        "hangs": "cannot import 'hangs_at_import:run': importing it did not finish within 1s",
         "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
     }

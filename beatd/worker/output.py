@@ -73,10 +73,15 @@ class Tail:
 
     def text(self) -> str:
         """What is kept, as text; when bytes were cut, it starts with a line saying how many."""
-        kept = self._joined().decode("utf-8", errors="ignore")  # a character cut in two at the start is dropped
-        if not self.cut:
-            return kept
-        return f"[... {self.cut} earlier bytes not kept ...]\n{kept}"
+        data = self._joined()
+        if len(data) == self.total:
+            return data.decode("utf-8", errors="replace")
+        start = 0
+        while start < min(len(data), 3) and data[start] & 0xC0 == 0x80:  # a character cut in two: drop its end
+            start += 1
+        return f"[... {self.total - len(data) + start} earlier bytes not kept ...]\n" + data[start:].decode(
+            "utf-8", errors="replace"
+        )
 
     def _joined(self) -> bytes:
         data = b"".join(self._parts)

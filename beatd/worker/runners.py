@@ -173,6 +173,10 @@ class Runners:
         if outcome.status == "cancelled" and run.why_stopped == "shutdown":
             record.status, record.reason = "lost", "the worker shut down before the run finished"
             self._ended(record.run_id, record.status)
+            log.info(
+                "%s run %s stopped at shutdown: recorded lost, handed back", spec.name, record.run_id,
+                extra={"job": spec.name, "run_id": record.run_id, "status": record.status},
+            )  # fmt: skip
             self.store.write_record(spec.name, record.run_id, record.to_json(), record_time(record, finished))
             self.store.release(run.delivery.queue, run.delivery.entry_id, spec.name, record.run_id)
             return
@@ -185,13 +189,16 @@ class Runners:
         self.metrics.runs.labels(job, record.status).inc()
         self.metrics.run_duration.labels(job).observe(record.duration_s or 0.0)
         self._ended(record.run_id, record.status)
+        about = {"job": spec.name, "run_id": record.run_id, "status": record.status}
         if record.status in ("failed", "timeout"):
             log.warning(
                 "%s run %s %s in %.3fs: %s", spec.name, record.run_id, record.status, record.duration_s or 0.0,
-                _why(record),
+                _why(record), extra=about,
             )  # fmt: skip
         else:
-            log.info("%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0)
+            log.info(
+                "%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0, extra=about
+            )
 
     def _ended(self, run: str, status: str) -> None:
         if self.live is not None:

@@ -3,6 +3,7 @@ kept (its end) in the run record, shown by `show` and `logs`, and streamed live 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -110,15 +111,18 @@ def test_the_tail_is_bounded_keeps_the_end_and_says_it_was_cut(
 def test_a_failed_run_is_logged_at_warning_with_its_error_and_show_and_logs_print_its_output(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """The worker logs a failed run at WARNING with its run id and error; `beatd show` and `beatd logs` (by
-    fire id and by run id) print what it wrote."""
+    """The worker logs a failed run at WARNING with its error, naming the run (with --log-format json also as a
+    field of the line); `beatd show` and `beatd logs` (by fire id and by run id) print what it wrote."""
     config = config_file(tmp_path, shared_redis, namespace, """
         breaks: {call: tests.output_jobs:chatty_failure, every: 1h}
     """)  # fmt: skip
-    worker = daemons("worker", "-c", str(config), name="worker")
+    worker = daemons("worker", "-c", str(config), "--log-format", "json", name="worker")
     fire = enqueue(config, "breaks")
-    worker.wait_log(
-        re.escape(f"WARNING beatd.worker: breaks run {fire}#1 failed in ") + r"[0-9.]+s: ValueError: the data is wrong"
+    worker.wait_log(re.escape(f'"run_id": "{fire}#1"'))
+    [line] = [json.loads(line) for line in worker.log().splitlines() if f'"run_id": "{fire}#1"' in line]
+    assert (line["level"], line["job"], line["status"]) == ("warning", "breaks", "failed")
+    assert re.fullmatch(
+        rf"breaks run {re.escape(fire)}#1 failed in [0-9.]+s: ValueError: the data is wrong", line["message"]
     )
     shown = cli("show", "-c", str(config), f"{fire}#1")
     assert shown.returncode == 0 and "          output:\n    about to fail\n" in shown.stdout

@@ -168,7 +168,7 @@ class Runners:
         record.finished_at = format_utc(finished)
         record.duration_s = round((finished - started).total_seconds(), 6)
         _apply(record, outcome)
-        if output is not None and output.tail.total:
+        if output is not None and output.tail.total and output.tail.limit:
             record.output, record.output_truncated = output.tail.text(), bool(output.tail.cut)
         if outcome.status == "cancelled" and run.why_stopped == "shutdown":
             record.status, record.reason = "lost", "the worker shut down before the run finished"

@@ -27,7 +27,7 @@ worker may have died, leaving no end marker). Below the client's socket timeout.
 @click.pass_obj
 def logs(runtime: Runtime, config_path: str | None, identifier: str, follow: bool) -> None:
     """The output of one run (a fire id: its latest attempt): the tail its record keeps once it has ended, or
-    what it has written so far while it runs."""
+    what it has written so far while it runs. Its status, once it has ended, goes to stderr."""
     config = runtime.load(config_path)
     store = RunStore(connect(config.settings.redis), Keys(config.namespace))
     record = _run_of(store, identifier)
@@ -35,6 +35,7 @@ def logs(runtime: Runtime, config_path: str | None, identifier: str, follow: boo
         raise UsageProblem(f"no run or fire {identifier!r} in the history of {job_of(identifier)!r}")
     if record["status"] in FINAL_STATUSES:
         click.echo(record.get("output") or "", nl=False)
+        click.echo(f"beatd: run {record['run_id']} {record['status']}", err=True)
         return
     run, after = record["run_id"], "0"
     while True:

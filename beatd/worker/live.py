@@ -73,6 +73,7 @@ class LiveOutput:
         self.interval = interval
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
+        self._streamed: set[str] = set()  # runs that wrote something and have not ended
         self._stop = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="live-output", daemon=True)
@@ -87,13 +88,18 @@ class LiveOutput:
         def write(stream: str, text: str) -> None:
             with self._lock:
                 self._pending.setdefault(run, _Pending()).add(stream, text)
+                self._streamed.add(run)
 
         return write
 
     def end(self, run: str, status: str) -> None:
-        """Run ``run`` is over (``status``): its stream gets its end marker after its last output."""
+        """Run ``run`` is over (``status``): its stream gets its end marker after its last output. A run that
+        wrote nothing has no stream and gets none (``beatd logs -f`` sees its end in its record): most runs of
+        a busy worker cost Redis nothing here."""
         with self._lock:
-            self._pending.setdefault(run, _Pending()).status = status
+            if run in self._streamed:
+                self._streamed.discard(run)
+                self._pending.setdefault(run, _Pending()).status = status
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is left, then stop."""

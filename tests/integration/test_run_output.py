@@ -196,3 +196,33 @@ def test_logs_follow_streams_a_running_run_and_returns_when_it_ends(
         if follow.poll() is None:
             follow.kill()
             follow.wait()
+
+
+def test_logs_follow_of_a_run_that_writes_nothing_returns_when_it_ends(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A silent run has no live stream: `logs --follow`, blocked reading it, sees the run's end in its record
+    and returns."""
+    gate = tmp_path / "gate"
+    config = config_file(tmp_path, shared_redis, namespace, f"""
+        quiet: {{command: "sh -c 'until [ -e {gate} ]; do sleep 0.02; done'", every: 1h}}
+    """)  # fmt: skip
+    daemons("worker", "-c", str(config), name="worker")
+    fire = enqueue(config, "quiet")
+    wait_for(lambda: statuses(shared_redis, namespace, "quiet") == ["running"], what="the run started")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "logs", "-c", str(config), fire, "--follow"],
+        cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        client = shared_redis.client()
+        wait_for(lambda: any(c["cmd"] == "xread" for c in client.client_list()), what="logs --follow reading")
+        gate.touch()
+        out, err = follow.communicate(timeout=15)
+        assert (follow.returncode, out) == (0, "") and f"run {fire}#1 succeeded" in err
+        assert client.exists(f"{namespace}:output:{fire}#1") == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()

@@ -50,8 +50,9 @@ def serve(connection: Connection) -> None:
             return
         if task is None:
             return
-        if "log_level" in task:
-            logging.getLogger().setLevel(int(task["log_level"]))
+        root = logging.getLogger()
+        if "log_level" in task and root.level != task["log_level"]:
+            root.setLevel(int(task["log_level"]))
         lines = LineBuffer(lambda stream, text: connection.send({"output": [stream, text]}))
         reply = call_target(task, lines)
         lines.flush()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from beatd import defaults
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import runs
@@ -192,6 +193,8 @@ def test_logs_follow_streams_a_running_run_and_returns_when_it_ends(
         assert follow.stderr is not None and f"run {fire}#1 succeeded" in follow.stderr.read()
         if isolation == "thread" or "call:" in target:
             assert rest[0] == "INFO beatd.job.waits: waiting at the gate\n"
+        ttl = shared_redis.client().pttl(f"{namespace}:output:{fire}#1")  # the live stream goes soon after the run
+        assert 0 < ttl <= defaults.OUTPUT_STREAM_TTL_ENDED.total_seconds() * 1000
     finally:
         if follow.poll() is None:
             follow.kill()

@@ -11,6 +11,7 @@ import inspect
 import logging
 import signal
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -54,7 +55,11 @@ def serve(connection: Connection) -> None:
         if "log_level" in task and root.level != task["log_level"]:
             root.setLevel(int(task["log_level"]))
         lines = LineBuffer(lambda stream, text: connection.send({"output": [stream, text]}))
-        reply = call_target(task, lines)
+        # Each task under its own warning filters: a warning shown by one run is shown again by the next (Python
+        # shows one once per process), and a job's filters do not outlive its run. Safe here only: the child
+        # runs one task at a time; runner threads cannot do this for each other.
+        with warnings.catch_warnings():
+            reply = call_target(task, lines)
         lines.flush()
         connection.send(reply)
 

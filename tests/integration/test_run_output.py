@@ -70,6 +70,21 @@ def test_what_a_callable_writes_and_logs_is_kept_and_not_in_the_worker_log(
     assert not any(text in log for text in ("printed line", "stderr line", "careful now", "logged by", "library"))
 
 
+def test_each_run_in_a_reused_child_shows_its_warnings(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """Two runs in one process-isolation child (one runner) both have the job's warning in their output."""
+    config = config_file(tmp_path, shared_redis, namespace, """
+        chatty: {call: tests.output_jobs:chatty, every: 1h}
+    """)  # fmt: skip
+    daemons("worker", "-c", str(config), "--concurrency", "1", name="worker")
+    for count in (1, 2):
+        enqueue(config, "chatty")
+        wait_for(lambda count=count: statuses(shared_redis, namespace, "chatty") == ["succeeded"] * count, what="ran")
+    outputs = [str(found["output"]) for found in runs(shared_redis.client(), namespace, "chatty")]
+    assert all("UserWarning: careful now" in output for output in outputs), outputs
+
+
 def test_a_commands_stdout_and_stderr_are_kept(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:

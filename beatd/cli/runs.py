@@ -128,6 +128,8 @@ def print_records(records: list[dict[str, Any]]) -> None:
     """Print each record as ``key: value`` lines, a multi-line text (a traceback) as indented lines."""
     for record in records:
         for key, value in record.items():
+            if key == "output":
+                continue
             if key == "error" and isinstance(value, dict):
                 click.echo(f"{key:>16}: {value.get('type')}: {value.get('message')}")
                 _echo_block("traceback", value.get("traceback"))
@@ -137,10 +139,12 @@ def print_records(records: list[dict[str, Any]]) -> None:
                 continue
             shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
             click.echo(f"{key:>16}: {shown}")
+        _echo_block("output", record.get("output"))
         click.echo("")
 
 
 def _echo_block(key: str, text: str | None) -> None:
+    """A multi-line text (a traceback, a run's output tail) as indented lines under a ``key:`` heading."""
     if not text:
         return
     click.echo(f"{key:>16}:")

@@ -72,10 +72,13 @@ def logs(
 
 
 def _gone(store: RunStore, worker: str | None, now: datetime) -> bool:
-    """Whether ``worker`` has no heartbeat, or one older than ``WORKER_STALE_AFTER`` (as ``beatd workers``)."""
+    """Whether worker ``worker`` (as a run record names it: ``host:pid``) has no heartbeat, or none newer than
+    ``WORKER_STALE_AFTER`` (as ``beatd workers`` judges)."""
     if worker is None:
         return False
-    beat = store.workers().get(worker)
-    if beat is None:
-        return True
-    return (now - parse_utc(beat["heartbeat_at"])).total_seconds() > defaults.WORKER_STALE_AFTER.total_seconds()
+    ages = [
+        (now - parse_utc(beat["heartbeat_at"])).total_seconds()
+        for beat in store.workers().values()
+        if f"{beat.get('host')}:{beat.get('pid')}" == worker
+    ]
+    return not ages or min(ages) > defaults.WORKER_STALE_AFTER.total_seconds()

@@ -20,7 +20,19 @@ from beatd.store import RunStore, connect
 
 __all__ = ["dead", "export", "history", "show", "workers"]
 
-STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead")
+STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timeout",
+    "lost",
+    "cancelled",
+    "skipped",
+    "missed",
+    "dead",
+    "sent",
+)
 
 
 def _store(config: Config) -> RunStore:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -40,7 +41,7 @@ def record(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "queue": (request.delivery_info or {}).get("routing_key"),
         "timelimit": list(request.timelimit or ()),
     }
-    with open(os.environ["CELERY_LEDGER"], "a") as ledger:
+    with Path(os.environ["CELERY_LEDGER"]).open("a") as ledger:
         ledger.write(json.dumps(line) + "\n")
         ledger.flush()
         os.fsync(ledger.fileno())

@@ -24,7 +24,7 @@ from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
 from beatd.triggers import jitter_offset
 
-__all__ = ["Counters", "Pending", "account", "plan_writes"]
+__all__ = ["Counters", "Pending", "account", "celery_write", "plan_writes"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -78,7 +78,7 @@ def plan_writes(
             if spec.jitter:
                 due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
             if spec.celery is not None and celery is not None:
-                write = _celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
+                write = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
             else:
                 signature = signer.sign(message) if signer else ""
                 write = LeaderWrite.emit(
@@ -112,11 +112,12 @@ def plan_writes(
     return pending
 
 
-def _celery_write(
+def celery_write(
     spec: JobSpec, identifier: str, scheduled_at: datetime, trigger: str, message: str, now: datetime, keys: Keys,
     celery: CelerySettings,
 ) -> LeaderWrite:  # fmt: skip
-    """The fenced push of a celery job's fire, with its ``sent`` record (the task id in ``extra``)."""
+    """The push of a celery job's fire emitted at ``now``, with its ``sent`` record (the task id in ``extra``):
+    fenced in emit.lua for the beat's fires, or through send.lua for an operator's."""
     scheduled = format_utc(scheduled_at)
     task = build_task_message(
         spec, namespace=keys.namespace, fire_id=identifier, scheduled_at=scheduled, trigger=trigger, emitted_at=now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from beatd.cli.options import config_option, json_option
 from beatd.cli.render import echo_json, echo_table
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
+from beatd.emission import celery_write
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
 from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc
@@ -41,6 +43,27 @@ def _instant(text: str, spec: JobSpec, option: str) -> datetime:
         return parse_instant(text, spec.zone)
     except ScheduleError as error:
         raise UsageProblem(f"{option}: {error}") from error
+
+
+def _send_celery(config: Config, spec: JobSpec, messages: list[Message], now: datetime, audit: dict[str, Any]) -> bool:
+    """For a celery job, push its fires' task messages to the Celery broker (each with its ``sent`` record) and
+    say what was sent; False for any other job."""
+    if spec.celery is None or config.settings.celery is None:
+        return False
+    keys = Keys(config.namespace)
+    writes = [
+        celery_write(spec, message.fire_id, parse_utc(message.scheduled_at), message.trigger, message.to_json(), now,
+                     keys, config.settings.celery)
+        for message in messages
+    ]  # fmt: skip
+    _store(config).send_celery(writes, audit)
+    queue = spec.options.queue if spec.options else ""
+    if len(writes) == 1:
+        task_id = json.loads(writes[0].celery_message)["headers"]["id"]
+        click.echo(f"sent {messages[0].fire_id} to Celery queue {queue} as task {task_id}")
+    else:
+        click.echo(f"sent {len(writes)} fire(s) of {spec.name} to Celery queue {queue}")
+    return True
 
 
 def _message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: FireTrigger) -> Message:
@@ -180,6 +203,8 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None)
     scheduled = _instant(at, spec, "--at") if at else now
     message = _message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
+    if _send_celery(config, spec, [message], now, record):
+        return
     _store(config).enqueue(spec.queue, [(message.to_json(), _signature(config, message))], record)
     click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
 
@@ -210,6 +235,8 @@ def backfill(runtime: Runtime, config_path: str | None, job: str, start: str, en
         "backfill", now, job=job, count=len(messages), first=messages[0].fire_id if messages else None,
         last=messages[-1].fire_id if messages else None, range=[format_utc(first), format_utc(last)],
     )  # fmt: skip
+    if _send_celery(config, spec, messages, now, record):
+        return
     _store(config).enqueue(
         spec.queue, [(message.to_json(), _signature(config, message)) for message in messages], record
     )

@@ -136,6 +136,7 @@ class Store:
         self._renew = client.register_script(script("renew"))
         self._release = client.register_script(script("release"))
         self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
+        self._send = BatchScript(self.client, "send", LeaderWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
         # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's.
@@ -237,6 +238,20 @@ class Store:
                         self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN
                     )
                 pipe.execute()
+
+    def send_celery(self, writes: Sequence[LeaderWrite], audit: dict[str, Any]) -> None:
+        """Push manual or backfill Celery task messages (``celery`` writes, in order; their ``sent`` records
+        with them) and one audit record (``lua/send.lua``). Each BATCH_LIMIT chunk is atomic; the audit record
+        goes with the last one."""
+        last = (len(writes) - 1) // BATCH_LIMIT * BATCH_LIMIT if writes else 0  # where the last chunk starts
+        fixed = [self.keys.audit]
+        with reachable():
+            if last:
+                self._send(fixed, [self._db, "", AUDIT_MAXLEN], writes[:last])
+            if writes:
+                self._send(fixed, [self._db, json.dumps(audit), AUDIT_MAXLEN], writes[last:])
+        if not writes:
+            self.audit(audit)
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream."""

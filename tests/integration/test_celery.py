@@ -22,8 +22,10 @@ import pytest
 
 from beatd.celery_messages import build_task_message, celery_task_id
 from beatd.config import load_config
-from beatd.keys import celery_queue
-from beatd.messages import parse_utc
+from beatd.emission import celery_write
+from beatd.keys import Keys, celery_queue
+from beatd.messages import format_utc, parse_utc
+from beatd.store import Store, connect
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import assert_contiguous, leader_token, runs
@@ -195,3 +197,63 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     result = celery.result.AsyncResult(sent[-1]["extra"]["task_id"], app=app)
     assert result.get(timeout=20) == {"args": ARGS, "kwargs": KWARGS}
     assert client.xlen(f"{namespace}:queue:default") == 0  # nothing for beatd's own workers
+
+
+def _celery_writes(tmp_path: Path, server: RedisServer, namespace: str, instants: list[datetime]) -> list[Any]:
+    config = load_config(_config(tmp_path / "beatd.yaml", server, namespace), _celery_env(server, tmp_path / "l"))
+    assert config.settings.celery is not None
+    spec, keys = config.jobs[JOB], Keys(namespace)
+    return [
+        celery_write(spec, f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys, config.settings.celery)
+        for at in instants
+    ]
+
+
+def test_fenced_push_is_once_and_a_refused_push_writes_nothing(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """emit.lua pushes a celery fire into the broker's database once (a second apply is a duplicate); a push
+    Redis refuses (the queue key holds a string) writes no record and leaves progress where it was."""
+    store = Store(connect(f"redis://127.0.0.1:{own_redis.port}/0"), Keys(namespace))
+    token, _ = store.acquire("one", 10_000, {"event": "leader"})
+    assert token is not None
+    at = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    first, second = _celery_writes(tmp_path, own_redis, namespace, [at, at + timedelta(seconds=1)])
+    broker = own_redis.client()
+    broker.select(1)  # type: ignore[no-untyped-call]
+    broker.set("celery", "not a list")
+    refused = store.apply(token, [first])
+    assert refused.statuses == ("refused",) and "WRONGTYPE" in refused.errors[0]
+    assert store.progress() == {} and runs(own_redis.client(), namespace, JOB) == []
+    broker.delete("celery")
+    assert store.apply(token, [first, second]).statuses == ("applied", "applied")
+    assert store.apply(token, [first, second]).statuses == ("duplicate", "duplicate")
+    pushed = [json.loads(item)["headers"]["beatd_fire_id"] for item in broker.lrange("celery", 0, -1)]
+    assert pushed == [f"{JOB}@2026-12-01T08:00:01Z", f"{JOB}@2026-12-01T08:00:00Z"]  # LPUSH: newest first
+    assert [record["status"] for record in runs(own_redis.client(), namespace, JOB)] == ["sent", "sent"]
+    assert own_redis.client().keys("celery*") == []  # nothing pushed into beatd's own database
+
+
+def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: RedisServer, namespace: str) -> None:
+    """`beatd trigger` and `beatd backfill` of a celery job push task messages to the broker, each recorded
+    `sent` with its task id, and audited."""
+    env = {**os.environ, **_celery_env(own_redis, tmp_path / "l")}
+    config = str(_config(tmp_path / "beatd.yaml", own_redis, namespace))
+    beatd = [sys.executable, "-m", "beatd"]
+    done = subprocess.run([*beatd, "trigger", "-c", config, JOB], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "to Celery queue celery as task" in done.stdout
+    done = subprocess.run(
+        [*beatd, "backfill", "-c", config, JOB, "--from", "2026-12-01T00:00:00Z", "--to", "2026-12-01T00:00:02Z"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    broker = own_redis.client()
+    broker.select(1)  # type: ignore[no-untyped-call]
+    headers = [json.loads(item)["headers"] for item in reversed(broker.lrange("celery", 0, -1))]
+    assert [header["beatd_trigger"] for header in headers] == ["manual", "backfill", "backfill", "backfill"]
+    records = runs(own_redis.client(), namespace, JOB)
+    assert sorted(record["extra"]["task_id"] for record in records) == sorted(header["id"] for header in headers)
+    assert all(record["status"] == "sent" for record in records)
+    events = [fields["event"] for _, fields in own_redis.client().xrange(f"{namespace}:audit")]
+    assert events == ["trigger", "backfill"]

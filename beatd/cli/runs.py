@@ -17,6 +17,7 @@ from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
 from beatd.records import job_of
 from beatd.store import RunStore, connect
+from beatd.store.celery_results import celery_outcomes
 
 __all__ = ["dead", "export", "history", "show", "workers"]
 
@@ -79,7 +80,7 @@ def history(
     records = _records(store, jobs, fetch, _since(since, "--since"))
     if status is not None:
         records = [record for record in records if record["status"] == status]
-    records = records[:limit]
+    records = _with_celery_outcomes(config, records[:limit])
     if as_json:
         echo_json(records)
         return
@@ -108,6 +109,7 @@ def show(runtime: Runtime, config_path: str | None, identifier: str, as_json: bo
         records = [json.loads(text) for text in store.fire_records(job, identifier)]
     if not records:
         raise UsageProblem(f"no run or fire {identifier!r} in the history of {job!r}")
+    records = _with_celery_outcomes(config, records)
     if as_json:
         echo_json(records[0] if "#" in identifier else records)
         return
@@ -202,6 +204,21 @@ def dead_drop(ctx: click.Context, entry_id: str, config_path: str | None) -> Non
     click.echo(f"dropped {entry_id}")
 
 
+def _with_celery_outcomes(config: Config, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` with, for each ``sent`` one, its Celery outcome as ``celery`` (when a result backend is
+    configured), read by task id."""
+    backend = config.settings.celery.result_backend if config.settings.celery else None
+    task_ids = [record["extra"]["task_id"] for record in records if record.get("extra", {}).get("task_id")]
+    if backend is None or not task_ids:
+        return records
+    outcomes = celery_outcomes(backend, task_ids)
+    for record in records:
+        task_id = record.get("extra", {}).get("task_id")
+        if task_id in outcomes:
+            record["celery"] = outcomes[task_id]
+    return records
+
+
 def _record_time(record: dict[str, Any]) -> tuple[str, str]:
     """Where a record sits in history: when its run started, else when it was written."""
     return (record.get("started_at") or record.get("finished_at") or record["scheduled_at"], record["run_id"])
@@ -219,6 +236,11 @@ def _seconds(value: float | None) -> str:
 
 
 def _summary(record: dict[str, Any]) -> str:
+    if "task_id" in record.get("extra", {}):
+        outcome = record.get("celery", {})
+        detail = outcome.get("error") or outcome.get("result")
+        shown = f" {outcome['state']}" + (f": {json.dumps(detail)}" if detail is not None else "") if outcome else ""
+        return f"celery task {record['extra']['task_id']}{shown}"[:120]
     if record.get("error"):
         return f"{record['error'].get('type')}: {record['error'].get('message')}"[:80]
     if record.get("reason"):

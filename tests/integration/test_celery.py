@@ -162,20 +162,21 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     celery_worker: Callable[[dict[str, str]], subprocess.Popen[bytes]],
 ) -> None:
     """Three beat replicas drive a real Celery worker: every fire of a 1 s job is executed exactly once across
-    a kill -9 of the leader, with args, kwargs and headers intact, and its result found by its task id."""
+    a kill -9 of the leader (about 25 fires), with args, kwargs and headers intact, and its result found by its task id
+    (through Celery and through `beatd show` and `beatd history`)."""
     ledger = tmp_path / "ledger.jsonl"
     env = _celery_env(own_redis, ledger)
     config = _config(tmp_path / "beatd.yaml", own_redis, namespace)
     worker = celery_worker(env)
     replicas = [daemons("beat", "-c", str(config), env=env) for _ in range(3)]
     client = own_redis.client()
-    wait_for(lambda: len(_ledger(ledger)) >= 5, timeout=30, what="five executions before the kill")
+    wait_for(lambda: len(_ledger(ledger)) >= 10, timeout=40, what="ten executions before the kill")
     leader = _leader(replicas, client, namespace)
     old_token = leader_token(client, namespace)
     leader.signal(signal.SIGKILL)
     wait_for(lambda: leader_token(client, namespace) not in (None, old_token), timeout=10, what="a new leader")
     executed = len(_ledger(ledger))
-    wait_for(lambda: len(_ledger(ledger)) >= executed + 8, timeout=30, what="executions after the takeover")
+    wait_for(lambda: len(_ledger(ledger)) >= executed + 15, timeout=40, what="executions after the takeover")
     for replica in replicas:
         replica.stop()
     sent = [record for record in runs(client, namespace, JOB) if record["status"] == "sent"]
@@ -194,9 +195,27 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     assert {record["extra"]["task_id"] for record in sent} == {line["task_id"] for line in lines}
 
     app = celery.Celery("probe", broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
-    result = celery.result.AsyncResult(sent[-1]["extra"]["task_id"], app=app)
+    from celery.result import AsyncResult
+
+    result = AsyncResult(sent[-1]["extra"]["task_id"], app=app)
     assert result.get(timeout=20) == {"args": ARGS, "kwargs": KWARGS}
     assert client.xlen(f"{namespace}:queue:default") == 0  # nothing for beatd's own workers
+
+    beatd = [sys.executable, "-m", "beatd"]
+    environ = {**os.environ, **env}
+    done = subprocess.run(
+        [*beatd, "show", "-c", str(config), sent[-1]["fire_id"], "--json"],
+        env=environ, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (shown,) = json.loads(done.stdout)
+    assert shown["status"] == "sent" and shown["celery"]["state"] == "SUCCESS"
+    assert shown["celery"]["result"] == {"args": ARGS, "kwargs": KWARGS} and shown["celery"]["date_done"]
+    done = subprocess.run(
+        [*beatd, "history", "-c", str(config), JOB, "--limit", "3"], env=environ, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
 
 
 def _celery_writes(tmp_path: Path, server: RedisServer, namespace: str, instants: list[datetime]) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import beat, dev, inspect, install, ops, runs, worker
+from beatd.cli import beat, dev, importer, inspect, install, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -64,6 +64,7 @@ for _command in (
     runs.dead,
     dev.dev,
     install.install_systemd,
+    importer.import_group,
 ):
     cli.add_command(_command)
 

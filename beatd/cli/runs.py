@@ -215,7 +215,12 @@ def _with_celery_outcomes(config: Config, records: list[dict[str, Any]]) -> list
     for record in records:
         task_id = record.get("extra", {}).get("task_id")
         if task_id in outcomes:
-            record["celery"] = outcomes[task_id]
+            record["celery"] = outcome = dict(outcomes[task_id])
+            try:  # Celery keeps no runtime: from emission to done (queue wait included)
+                done = parse_utc(outcome["date_done"]) - parse_utc(record["emitted_at"])
+                outcome["done_after_s"] = round(done.total_seconds(), 3)
+            except (KeyError, TypeError, ValueError):
+                pass
     return records
 
 

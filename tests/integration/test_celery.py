@@ -211,6 +211,7 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     (shown,) = json.loads(done.stdout)
     assert shown["status"] == "sent" and shown["celery"]["state"] == "SUCCESS"
     assert shown["celery"]["result"] == {"args": ARGS, "kwargs": KWARGS} and shown["celery"]["date_done"]
+    assert 0 <= shown["celery"]["done_after_s"] < 30
     done = subprocess.run(
         [*beatd, "history", "-c", str(config), JOB, "--limit", "3"], env=environ, capture_output=True, text=True,
         check=False,

@@ -37,6 +37,7 @@ UNHONOURED = {
         "a Celery worker runs tasks in its own pool: choose it on the worker (celery worker --pool prefork, "
         "threads or solo)"
     ),
+    "queue": "queue names a beatd queue stream: a celery job's Celery queue is options.queue",
     "env": "env belongs to command jobs: a Celery task runs in its worker's environment",
     "cwd": "cwd belongs to command jobs: a Celery task runs in its worker's directory",
     "shell": "shell belongs to command jobs",

@@ -51,6 +51,7 @@ def test_celery_job_with_options_and_defaults(write_files: WriteFiles) -> None:
         ("retries", "3", "autoretry_for=(Exception,), max_retries=N"),
         ("timeout", "10s", "options.time_limit"),
         ("retry_delay", "1s", "retry_backoff"),
+        ("queue", "reports", "options.queue"),
     ],
 )
 def test_policies_celery_cannot_honour_are_located_errors(
@@ -140,3 +141,16 @@ def test_check_exits_2_with_located_celery_error(write_files: WriteFiles) -> Non
     assert done.returncode == 2, done.stderr
     assert f"{path}:7:5: jobs.r.overlap: not for a celery job" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_beatd_workers_do_not_serve_celery_jobs_queues(write_files: WriteFiles) -> None:
+    """A worker's queues come from its non-celery jobs only: celery jobs are run by Celery's workers."""
+    from beatd.worker.registry import Setup
+
+    path = write_files(
+        {
+            "beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"
+            "  c:\n    command: ['true']\n    every: 1m\n    queue: mine\n"
+        }
+    )
+    assert Setup.of(load_config(path, ENV), None).queues == ["mine"]

@@ -77,8 +77,8 @@ class RunRecord:
     result_truncated: bool = False
     error: dict[str, str] | None = None
     exit_code: int | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
+    output: str | None = None
+    output_truncated: bool = False
     config_digest: str | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +92,8 @@ class RunRecord:
             del body["extra"]
         if not self.result_truncated:
             del body["result_truncated"]
+        if not self.output_truncated:
+            del body["output_truncated"]
         for key in omit:
             del body[key]
         return json.dumps(body, separators=(",", ":"))

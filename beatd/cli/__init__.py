@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import beat, dev, importer, inspect, install, ops, runs, worker
+from beatd.cli import beat, dev, importer, inspect, install, logs, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -59,6 +59,7 @@ for _command in (
     worker.worker,
     runs.history,
     runs.show,
+    logs.logs,
     runs.export,
     runs.workers,
     runs.dead,

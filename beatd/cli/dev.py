@@ -148,6 +148,6 @@ def _line(record: dict[str, Any]) -> str:
     elif record.get("result") is not None:
         detail = json.dumps(record["result"])
     elif record.get("exit_code") is not None:
-        detail = f"exit {record['exit_code']} {(record.get('stdout_tail') or '').strip()[-60:]}"
+        detail = f"exit {record['exit_code']} {(record.get('output') or '').strip()[-60:]}"
     duration = f"{record['duration_s']:.3f}s" if record.get("duration_s") is not None else "-"
     return f"{record['scheduled_at']}  {record['status']:<9} {duration:>8}  {record['run_id']}  {detail}"[:200]

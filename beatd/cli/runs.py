@@ -115,9 +115,21 @@ def show(runtime: Runtime, config_path: str | None, identifier: str, as_json: bo
         return
     for record in records:
         for key, value in record.items():
+            if key == "output":
+                continue
             shown = json.dumps(value) if isinstance(value, dict | list) else value
             click.echo(f"{key:>16}: {shown}")
+        _echo_output(record.get("output"))
         click.echo("")
+
+
+def _echo_output(output: str | None) -> None:
+    """A run's output tail, as written, each line indented under an ``output:`` heading."""
+    if not output:
+        return
+    click.echo(f"{'output':>16}:")
+    for line in output.splitlines():
+        click.echo(f"    {line}")
 
 
 @click.command()

@@ -367,6 +367,33 @@ class RunStore:
         with reachable():
             return bool(self.client.xdel(self.keys.dead, entry_id))
 
+    # -- live output ---------------------------------------------------------------------------------------
+    def append_output(self, chunks: dict[str, list[str]], ended: Sequence[str] = ()) -> None:
+        """Append JSON chunks to each run's live output stream (run id -> chunks, oldest first), capped and
+        given their TTL; the streams of ``ended`` runs get the shorter TTL of a finished run."""
+        maxlen = defaults.OUTPUT_STREAM_MAXLEN
+        live, done = defaults.OUTPUT_STREAM_TTL, defaults.OUTPUT_STREAM_TTL_ENDED
+        with reachable():
+            pipe = self.client.pipeline(transaction=False)
+            for run, texts in chunks.items():
+                key = self.keys.output(run)
+                for text in texts:
+                    pipe.xadd(key, {"chunk": text}, maxlen=maxlen, approximate=True)
+                pipe.pexpire(key, int((done if run in ended else live).total_seconds() * 1000))
+            pipe.execute()
+
+    def read_output(self, run: str, after: str = "0", block_ms: int | None = None) -> list[tuple[str, str]]:
+        """Chunks of ``run``'s live output after entry id ``after`` ("0": from the first kept), as (entry id,
+        JSON); with ``block_ms``, waits up to that long for the first."""
+        key = self.keys.output(run)
+        with reachable():
+            if block_ms is None:
+                entries = self.client.xrange(key, f"({after}" if after != "0" else "-", "+", count=1000)
+            else:
+                reply = self.client.xread({key: after}, count=1000, block=block_ms)
+                entries = reply[0][1] if reply else []
+        return [(str(entry_id), str(fields.get("chunk", ""))) for entry_id, fields in entries]
+
     # -- workers -----------------------------------------------------------------------------------------
     def audit(self, record: dict[str, Any]) -> None:
         """Append an audit record (a worker's reload)."""

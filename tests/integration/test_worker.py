@@ -78,7 +78,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def test_callable_and_command_run_and_are_recorded(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """A callable's result and a command's exit code and output tails land in the run record."""
+    """A callable's result and a command's exit code and output tail land in the run record."""
     log = tmp_path / "ctx.jsonl"
     config = config_file(tmp_path, shared_redis, namespace, f"""
         report: {{call: tests.worker_jobs:report_context, kwargs: {{log: '{log}'}}, every: 1h}}
@@ -93,7 +93,7 @@ def test_callable_and_command_run_and_are_recorded(
     assert report["result"]["attempt"] == 1 and report["lag_s"] >= 0 and report["duration_s"] >= 0
     assert report["worker"].endswith(tuple("0123456789"))
     shout = runs(shared_redis.client(), namespace, "shout")[0]
-    assert (shout["exit_code"], shout["stdout_tail"], shout["stderr_tail"]) == (0, "out\n", "err\n")
+    assert (shout["exit_code"], shout["output"]) == (0, "out\nerr\n")
     assert shared_redis.client().xlen(f"{namespace}:queue:default") == 0  # acknowledged and deleted
 
 

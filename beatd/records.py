@@ -1,6 +1,7 @@
 """RunRecords: what history keeps of every attempt of every fire, as versioned JSON.
 
-A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``.
+A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``; a
+fire out of attempts gets a ``dead`` record ``{fire_id}#dead-{attempt}`` (one each time it runs out).
 Fires the beat did not emit (``missed``) and fires a worker did not run (``skipped``) have records too, and so
 do fires of ``celery`` jobs, recorded ``sent`` when the beat pushed their task message.
 """
@@ -18,6 +19,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "cap_result",
+    "dead_run_id",
     "job_of",
     "run_id",
 ]
@@ -36,6 +38,11 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "lost", "cancelled
 def run_id(fire_id: str, attempt: int) -> str:
     """The id of attempt ``attempt`` (1-based) of fire ``fire_id``."""
     return f"{fire_id}#{attempt}"
+
+
+def dead_run_id(fire_id: str, attempt: int) -> str:
+    """The id of the ``dead`` record of fire ``fire_id`` out of attempts after attempt ``attempt``."""
+    return f"{fire_id}#dead-{attempt}"
 
 
 def job_of(identifier: str) -> str:

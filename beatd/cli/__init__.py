@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import beat, dev, importer, inspect, install, logs, ops, runs, worker
+from beatd.cli import backfill, beat, dead, dev, importer, inspect, install, logs, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -54,7 +54,7 @@ for _command in (
     ops.trigger,
     ops.pause,
     ops.resume,
-    ops.backfill,
+    backfill.backfill,
     ops.audit,
     worker.worker,
     runs.history,
@@ -62,7 +62,7 @@ for _command in (
     logs.logs,
     runs.export,
     runs.workers,
-    runs.dead,
+    dead.dead,
     dev.dev,
     install.install_systemd,
     importer.import_group,

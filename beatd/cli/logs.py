@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from beatd.cli.options import config_option
+from beatd.cli.options import connection_options
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.keys import Keys
 from beatd.records import FINAL_STATUSES, job_of
@@ -21,14 +21,17 @@ worker may have died, leaving no end marker). Below the client's socket timeout.
 
 
 @click.command()
-@config_option
+@connection_options
 @click.argument("identifier", metavar="RUN_ID_OR_FIRE_ID")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what a running run writes until it ends.")
 @click.pass_obj
-def logs(runtime: Runtime, config_path: str | None, identifier: str, follow: bool) -> None:
+def logs(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, identifier: str,
+    follow: bool,
+) -> None:  # fmt: skip
     """The output of one run (a fire id: its latest attempt): the tail its record keeps once it has ended, or
     what it has written so far while it runs. Its status, once it has ended, goes to stderr."""
-    config = runtime.load(config_path)
+    config, _ = runtime.connection(config_path, redis_url, namespace)
     store = RunStore(connect(config.settings.redis), Keys(config.namespace))
     record = _run_of(store, identifier)
     if record is None:

@@ -141,7 +141,7 @@ def test_a_failed_run_is_logged_at_warning_with_its_error_and_show_and_logs_prin
         rf"breaks run {re.escape(fire)}#1 failed in [0-9.]+s: ValueError: the data is wrong", line["message"]
     )
     shown = cli("show", "-c", str(config), f"{fire}#1")
-    assert shown.returncode == 0 and "          output:\n    about to fail\n" in shown.stdout
+    assert shown.returncode == 0 and "          output:\n                  about to fail\n" in shown.stdout
     for identifier in (fire, f"{fire}#1"):
         printed = cli("logs", "-c", str(config), identifier)
         assert (printed.returncode, printed.stdout) == (0, "about to fail\n")

@@ -176,7 +176,7 @@ def test_retries_with_backoff_then_dead(
         "traceback": records[0]["error"]["traceback"],
     }
     assert "retry in" in records[0]["reason"] and "retry in" in records[1]["reason"]
-    assert "no retries left" in records[3]["reason"] and records[3]["run_id"] == f"{fire}#dead"
+    assert "no retries left" in records[3]["reason"] and records[3]["run_id"] == f"{fire}#dead-3"
     starts = [datetime.fromisoformat(record["started_at"]) for record in records[:3]]
     assert all(timedelta(0) <= later - earlier <= timedelta(seconds=2) for earlier, later in itertools.pairwise(starts))
     dead = shared_redis.client().xrange(f"{namespace}:dead")

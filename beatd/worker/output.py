@@ -20,7 +20,9 @@ import codecs
 import contextlib
 import contextvars
 import io
+import itertools
 import logging
+import operator
 import sys
 import threading
 import time
@@ -321,10 +323,7 @@ class Batch:
             if not self._pieces:
                 self._since = time.monotonic()
                 self._waiting.notify()
-            if self._pieces and self._pieces[-1][0] == stream:
-                self._pieces[-1] = (stream, self._pieces[-1][1] + text)
-            else:
-                self._pieces.append((stream, text))
+            self._pieces.append((stream, text))
             self._chars += len(text)
             if self._chars >= self.size:
                 self._send()
@@ -336,8 +335,9 @@ class Batch:
 
     def _send(self) -> None:
         if self._pieces:
-            pieces, self._pieces, self._chars = list(self._pieces), deque(), 0
-            self.send(pieces)
+            pieces, self._pieces, self._chars = self._pieces, deque(), 0
+            merged = itertools.groupby(pieces, key=operator.itemgetter(0))
+            self.send([(stream, "".join(text for _, text in run)) for stream, run in merged])
 
     def _tick(self) -> None:
         while True:
@@ -348,4 +348,7 @@ class Batch:
             time.sleep(max(0.0, due - time.monotonic()))
             with self._lock:
                 if self._pieces and time.monotonic() >= self._since + self.interval:
-                    self._send()
+                    try:
+                        self._send()
+                    except (OSError, ValueError):  # the pipe is gone: the worker is discarding this child
+                        return

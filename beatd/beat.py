@@ -36,6 +36,7 @@ from beatd.signing import Signer
 from beatd.store import LeaderWrite, Store, StoreError
 from beatd.triggers import Trigger, jitter_offset
 from beatd.unreadable import Unreadable
+from beatd.upkeep import Upkeep
 
 __all__ = ["Beat", "JobState"]
 
@@ -112,6 +113,7 @@ class Beat:
         self.queued: dict[str, datetime] = {}
         self.paused: set[str] = set()
         self.unreadable = Unreadable(store.keys.progress)
+        self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
         self.counters = Counters()
@@ -159,6 +161,8 @@ class Beat:
             self._recheck_skipped(now)
             self._next_paused_poll = monotonic + PAUSED_POLL
         self._emit_due(now)
+        if self.upkeep.due(monotonic) and self.leadership.token is not None:
+            self.upkeep.step(self.leadership.token, self.config.jobs, now, monotonic)
 
     def _observe(self, monotonic: float, *, redis_ok: bool) -> None:
         """Publish role, leader changes and health after a tick."""

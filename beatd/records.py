@@ -1,7 +1,8 @@
 """RunRecords: what history keeps of every attempt of every fire, as versioned JSON.
 
 A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``.
-Fires the beat did not emit (``missed``) and fires a worker did not run (``skipped``) have records too.
+Fires the beat did not emit (``missed``), fires a worker did not run (``skipped``) and fires not started
+before their job's ``expires`` ran out (``expired``) have records too.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ RESULT_LIMIT = 16_384
 """Most characters of a run's JSON result kept; longer results are cut and flagged ``result_truncated``."""
 
 RunStatus = Literal[
-    "queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead"
+    "queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "expired"
 ]
-FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead"})
+FINAL_STATUSES = frozenset(
+    {"succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "expired"}
+)
 
 
 def run_id(fire_id: str, attempt: int) -> str:

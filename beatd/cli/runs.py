@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -15,12 +15,12 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
-from beatd.records import job_of
+from beatd.records import RunStatus, job_of
 from beatd.store import RunStore, connect
 
 __all__ = ["dead", "export", "history", "show", "workers"]
 
-STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead")
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 def _store(config: Config) -> RunStore:

@@ -201,6 +201,9 @@ class Policies(_Strict):
     tags: tuple[str, ...] = Field((), description="free labels, shown by the CLI")
     history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
     jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
+    expires: PositiveDuration | None = Field(
+        defaults.EXPIRES, description="a fire not started this long after its instant is recorded expired, not run"
+    )
 
 
 class JobSpec(Policies):

@@ -12,6 +12,7 @@ import redis
 from beatd.keys import Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
 from beatd.store.codec import BatchScript
+from beatd.store.upkeep import UpkeepStore
 
 __all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
 
@@ -118,6 +119,8 @@ class Store:
         self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
+        self.upkeep = UpkeepStore(client, keys)
+        """The leader's upkeep (heartbeats, backlogs, expired fires)."""
 
     # -- the lease ---------------------------------------------------------------------------------------
     def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> tuple[str | None, float]:

@@ -292,6 +292,10 @@ class Store:
         """Every replica's last heartbeat, stale ones included (callers judge by age)."""
         return self._heartbeats.read()
 
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Every worker's last heartbeat (for ``beatd status``: which queues have a live consumer)."""
+        return Heartbeats(self.client, self.keys.workers).read()
+
     def forget_replicas(self, replicas: Sequence[str]) -> None:
         """Drop heartbeats of replicas that are long gone."""
         self._heartbeats.forget(replicas)

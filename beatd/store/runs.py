@@ -336,20 +336,23 @@ class RunStore:
             str(run): str(error) for refused in replies for run, error in zip(refused[::2], refused[1::2], strict=True)
         }
 
-    def dead_letter(self, delivery: Delivery, reason: str, fire_id: str = "", job: str = "") -> None:
+    def dead_letter(
+        self, delivery: Delivery, reason: str, fire_id: str = "", job: str = "", lost: LostRun | None = None
+    ) -> None:
         """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream; when its
-        message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too
-        (``lua/dead_letter.lua``)."""
+        message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too, and a
+        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``)."""
         keys = self.keys
         with reachable():
             self._dead_letter(
                 keys=[
                     keys.attempts, keys.cancel, keys.dead, keys.queue(delivery.queue), keys.leases(delivery.queue),
-                    keys.active(job or "-"),
+                    keys.active(job or "-"), keys.runs(job or "-"),
                 ],
                 args=[
                     GROUP, defaults.DEAD_MAXLEN, delivery.entry_id, delivery.message, delivery.signature,
                     fire_id if job else "", reason,
+                    lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
                 ],
             )  # fmt: skip
 

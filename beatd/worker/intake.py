@@ -98,7 +98,7 @@ class Intake:
                 record.started_at = format_utc(now)
                 record.lag_s = round((now - scheduled).total_seconds(), 6)
                 record.worker = self.name
-                lost = self._lost(spec, message) if delivery.deliveries > 1 else None
+                lost = self._lost(spec.name, message) if delivery.deliveries > 1 else None
                 deadline = start_deadline(spec.expires, message)
                 requests.append(ClaimRequest(
                     spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
@@ -130,20 +130,20 @@ class Intake:
             return None
         spec = self.registry.setup.config.jobs.get(message.job)
         if spec is None:
-            self._dead_letter(
-                delivery, f"not run: job {message.job!r} is not declared in this worker's config", message
-            )
+            reason = f"not run: job {message.job!r} is not declared in this worker's config"
+            lost = self._lost(message.job, message) if delivery.deliveries > 1 else None
+            self._dead_letter(delivery, reason, message, lost)
             return None
         return spec, message
 
-    def _lost(self, spec: JobSpec, message: Message) -> LostRun | None:
+    def _lost(self, job: str, message: Message) -> LostRun | None:
         """The previous attempt of a redelivered fire, marked ``lost`` if it is still recorded ``running``: the
         claim writes it only if the record is unchanged since read here."""
         attempts = self.store.attempts(message.fire_id)
         if attempts == 0:
             return None
         previous = run_id(message.fire_id, attempts)
-        raw = self.store.run_record(spec.name, previous)
+        raw = self.store.run_record(job, previous)
         if raw is None:
             return LostRun(previous, "", "")
         record = RunRecord.from_json(raw)
@@ -199,9 +199,14 @@ class Intake:
             self.metrics.fires_skipped.labels(self.metrics.job(spec.name)).inc()
             self.finisher.submit(end_of(spec, delivery, message, record, now))  # done: its attempt count goes
 
-    def _dead_letter(self, delivery: Delivery, reason: str, message: Message | None = None) -> None:
+    def _dead_letter(
+        self, delivery: Delivery, reason: str, message: Message | None = None, lost: LostRun | None = None
+    ) -> None:
         log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
-        self.store.dead_letter(delivery, reason, *((message.fire_id, message.job) if message else ()))
+        if message is None:
+            self.store.dead_letter(delivery, reason)
+        else:
+            self.store.dead_letter(delivery, reason, message.fire_id, message.job, lost)
 
 
 def _named(delivery: Delivery) -> Message | None:

@@ -2,14 +2,20 @@
 -- letters, and forget what earlier attempts of its fire left behind (a reclaimed or retried fire): its attempt
 -- count, and the last attempt's active run and cancel request (that attempt's worker is gone).
 -- KEYS[1] attempts hash     KEYS[2] cancel hash     KEYS[3] dead-letter stream     KEYS[4] queue stream
--- KEYS[5] leases hash of the queue     KEYS[6] active runs hash of the job (only read when ARGV[6] is set)
+-- KEYS[5] leases hash of the queue     KEYS[6] / KEYS[7] active runs hash / run records hash of the job (used
+-- only when ARGV[6] is set)
 -- ARGV[1] consumer group     ARGV[2] dead-letter max length     ARGV[3] entry id     ARGV[4] message
 -- ARGV[5] signature     ARGV[6] fire id ('' when the message names none)     ARGV[7] reason
+-- ARGV[8..10] a redelivered fire's previous attempt (run id), the record read for it and that record marked
+-- 'lost', written only if the stored record is still the one read (as claim.lua; '' when there is none)
 -- Returns the attempts the fire had started (0 when none).
 local fire, attempts = ARGV[6], 0
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'message', ARGV[4], 'sig', ARGV[5], 'reason', ARGV[7],
     'queue', KEYS[4])
 if fire ~= '' then
+    if ARGV[8] ~= '' and ARGV[9] ~= '' and redis.call('HGET', KEYS[7], ARGV[8]) == ARGV[9] then
+        redis.call('HSET', KEYS[7], ARGV[8], ARGV[10])
+    end
     attempts = tonumber(redis.call('HGET', KEYS[1], fire) or '0') or 0
     if attempts > 0 then
         local run = fire .. '#' .. attempts

@@ -88,6 +88,10 @@ WORKER_ISOLATION: Final = "process"
 """Callables run in a child process, so a hung or crashing job cannot take the worker down and timeouts are
 hard. ``thread`` runs them in the worker itself: faster, but a timeout can only be recorded, not enforced."""
 
+TARGET_CHECK_TIMEOUT: Final = timedelta(seconds=60)
+"""How long importing one ``call`` target may take when a worker checks its jobs at start and on reload; a
+target whose import takes longer (module code that waits on something) is reported as not importable."""
+
 KILL_GRACE: Final = timedelta(seconds=5)
 """After a timeout or cancellation, how long a job has between SIGTERM and SIGKILL (``worker.kill_grace``)."""
 

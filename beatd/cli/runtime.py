@@ -63,10 +63,15 @@ class Runtime:
         else:
             _log_warnings(config)
             return config, []
+        return None, self.reject(problems, metrics)
+
+    def reject(self, problems: list[str], metrics: Metrics) -> list[str]:
+        """A reload failed for ``problems`` (the running config stays): log each as rejected, count the
+        failure, and return them (for the ``reload-failed`` audit record)."""
         metrics.reload_failures.inc()
         for problem in problems:
             log.error("reload rejected: %s", problem)
-        return None, problems
+        return problems
 
     def start_daemon(self, config_path: str | None, log_level: str, log_format: str) -> tuple[Path, Config]:
         """What every daemon does first: set up logging, find and load the config, keep it out of collections."""

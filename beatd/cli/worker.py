@@ -10,12 +10,15 @@ from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
+from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
 from beatd.worker import Worker, needs_restart
+from beatd.worker.preflight import TargetGate
+from beatd.worker.registry import Setup
 
 __all__ = ["worker"]
 
@@ -29,6 +32,11 @@ log = logging.getLogger("beatd.worker")
 @click.option("--prefetch", type=click.IntRange(1, 100), help="Fires claimed per runner (default: worker.prefetch).")
 @click.option("--grace", type=click.FloatRange(0), help="Seconds running jobs may finish after SIGTERM.")
 @click.option("--isolation", type=click.Choice(["process", "thread"]), help="How callables run (default: process).")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Serve even jobs whose call target cannot be imported (warned once per job; their runs fail).",
+)
 @log_options
 @metrics_options
 @click.pass_obj
@@ -40,12 +48,14 @@ def worker(
     prefetch: int | None,
     grace: float | None,
     isolation: str | None,
+    allow_missing: bool,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """Run jobs from the queue streams: only jobs declared in this worker's config."""
+    """Run jobs from the queue streams: only jobs declared in this worker's config. Every call target of the
+    jobs on its queues must import, at start and on each reload (exit 2 naming each one that does not)."""
     signals = Signals()  # first, so a Ctrl-C while starting stops cleanly too
     signals.install()
     path, config = runtime.start_daemon(config_path, log_level, log_format)
@@ -53,6 +63,11 @@ def worker(
     names = [name.strip() for name in queues.split(",") if name.strip()] if queues else None
     if queues is not None and not names:
         raise UsageProblem("--queues: expected a comma-separated list of queue names")
+    mode = isolation or settings.isolation
+    gate = TargetGate.of(mode, allow_missing)
+    refused = gate.refused(config, Setup.of(config, names).queues)
+    if refused:
+        raise ConfigError(refused)
     key = config.settings.security.signing_key
     clock = runtime.clock
     metrics, health = Metrics(len(config.jobs)), Health()
@@ -65,7 +80,7 @@ def worker(
         concurrency=concurrency or settings.concurrency,
         prefetch=prefetch or settings.prefetch,
         grace=grace if grace is not None else settings.grace.total_seconds(),
-        isolation=isolation or settings.isolation,
+        isolation=mode,
         signer=Signer.optional(key),
         metrics=metrics,
         health=health,
@@ -82,6 +97,8 @@ def worker(
     def reload() -> None:
         nonlocal running
         fresh, problems = runtime.reload(path, metrics)
+        if fresh is not None and (refused := gate.refused(fresh, Setup.of(fresh, names).queues)):
+            fresh, problems = None, runtime.reject([str(problem) for problem in refused], metrics)
         if fresh is None:
             _audit(
                 daemon.store, audit_record("reload-failed", clock.now(), worker=daemon.identity.id, problems=problems)
@@ -102,9 +119,11 @@ def worker(
         keep_out_of_collections(replacing=True)
         if restart:
             log.warning("reload: %s changed and take effect only after a restart", ", ".join(restart))
+        code = _report_code(gate)
         log.info("reloaded %s, digest %s", path, fresh.digest)
         _audit(daemon.store, audit_record(
-            "reload", clock.now(), worker=daemon.identity.id, config_digest=fresh.digest, restart_required=restart
+            "reload", clock.now(), worker=daemon.identity.id, config_digest=fresh.digest, restart_required=restart,
+            **code,
         ))  # fmt: skip
 
     started = False
@@ -135,6 +154,24 @@ def worker(
             daemon.drain(signals.stop_now)
         notifier.close()
         log.info("worker %s stopped", daemon.identity.id)
+
+
+def _report_code(gate: TargetGate) -> dict[str, object]:
+    """Log what a reload did with job code, and return it for the audit record: process isolation imports it
+    afresh; thread isolation cannot, so it names the job modules whose files changed (they need a restart)."""
+    if gate.watch is None:
+        log.info("reload: runs from now on import the job code on disk, each in a fresh child process")
+        return {"job_code": "reloaded"}
+    changed = gate.watch.changed()
+    if changed:
+        log.warning(
+            "reload: job code changed on disk (%s) but runs in the worker itself (thread isolation): "
+            "code changes need a restart",
+            ", ".join(changed),
+        )
+    else:
+        log.info("reload: job code is not reloaded under thread isolation; code changes need a restart")
+    return {"job_code": "restart required", "changed_modules": changed}
 
 
 def _audit(store: RunStore, record: dict[str, object]) -> None:

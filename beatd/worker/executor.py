@@ -57,6 +57,10 @@ class Executor(Protocol):
         """Whether the task's ``context`` may be used (when not, the worker need not work it out)."""
         ...
 
+    def retire(self) -> None:
+        """The job code on disk may have changed (reload): later runs must import it afresh where they can."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -78,25 +82,60 @@ class ThreadExecutor:
         except TargetError:
             return True
 
+    def retire(self) -> None:
+        """Nothing to do: code imported in the worker stays (a code change needs a restart)."""
+
     def close(self) -> None:
         """Nothing to release."""
 
 
 class ChildExecutor:
-    """Process isolation: one reusable child process; replaced after a timeout, cancellation or crash."""
+    """Process isolation: one reusable child process; replaced after a timeout, cancellation or crash, and
+    retired after a reload (:meth:`retire`) so later runs import the job code on disk then.
+
+    Children are forked by the fork server, never by the worker: the worker's own modules (it imports no job
+    code in this mode) cannot leak into them, and a fresh child imports each job module anew."""
 
     _context = multiprocessing.get_context("forkserver")
 
     def __init__(self) -> None:
         self._process: Any = None
         self._connection: Connection | None = None
+        self._lock = threading.Lock()  # run() in the runner thread, retire() from the reload
+        self._busy = False
+        self._stale = False
 
     def wants_context(self, target: str, pythonpath: list[str]) -> bool:
         """Always: the target is imported in the child only."""
         return True
 
+    def retire(self) -> None:
+        """Reload: the child may hold old job code. An idle child stops now; a busy one finishes its run and
+        stops then. Every run that starts after this call gets a fresh child."""
+        with self._lock:
+            self._stale = True
+            if not self._busy:
+                self._retire_stale()
+
     def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
         """Send the task to the child and wait for its answer, the timeout, or ``stop``."""
+        with self._lock:
+            self._retire_stale()
+            self._busy = True
+        try:
+            return self._run(task, timeout, stop, kill_grace)
+        finally:
+            with self._lock:
+                self._busy = False
+                self._retire_stale()
+
+    def _retire_stale(self) -> None:
+        """Under the lock: stop the child if a reload retired it."""
+        if self._stale:
+            self._stale = False
+            self.close()
+
+    def _run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
         connection = self._ensure_child()
         try:
             connection.send(task)

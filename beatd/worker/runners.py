@@ -63,6 +63,7 @@ class Runners:
         self.freed = freed
         self.work: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
+        self.executors: list[Executor] = []
         self._previous: dict[tuple[str, str, str], str | None] = {}
 
     def start(self) -> None:
@@ -88,6 +89,12 @@ class Runners:
                 waiting.append(run)
         return waiting + self.registry.take_held()
 
+    def retire_children(self) -> None:
+        """Reload: runs from now on import the job code on disk (process isolation: in fresh children; idle
+        children stop now, busy ones after their run)."""
+        for executor in list(self.executors):
+            executor.retire()
+
     def stop_threads(self) -> None:
         """Ask each runner to stop after its current run."""
         for _ in self.threads:
@@ -95,6 +102,7 @@ class Runners:
 
     def _loop(self) -> None:
         executor: Executor = ChildExecutor() if self.isolation == "process" else ThreadExecutor()
+        self.executors.append(executor)
         try:
             while (run := self.work.get()) is not None:
                 try:

@@ -160,7 +160,11 @@ class Worker:
 
     def reload(self, config: Config, *, prefetch: int, grace: float, signer: Signer | None) -> None:
         """Use a new config for the next runs (queues follow it unless given on the command line), with the
-        settings a running worker can take over: prefetch, grace, kill grace, the signing key."""
+        settings a running worker can take over: prefetch, grace, kill grace, the signing key; and, in process
+        isolation, the job code on disk: every run that starts from now on does so in a fresh child (idle
+        children stop now, busy ones after their run). The children are retired before the new setup is in
+        place, so no run of the new config meets a child that imported the old code."""
+        self.runners.retire_children()
         self.registry.setup = Setup.of(config, self.fixed_queues)
         self.prefetch, self.grace, self.intake.signer = prefetch, grace, signer
         self.store.ensure_groups(self.queues)

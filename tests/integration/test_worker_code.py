@@ -1,0 +1,272 @@
+"""Job code on disk and a real `beatd worker`: SIGHUP deploys new code (process isolation) or says it needs a
+restart (thread isolation); a target that cannot be imported is refused at start and on reload, located."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beatd import defaults
+from beatd.config import load_config
+from beatd.worker.preflight import unimportable
+from tests.conftest import REPO, WriteFiles
+from tests.integration.conftest import Daemon, wait_for
+from tests.integration.helpers import runs
+from tests.integration.test_worker import enqueue, lines, statuses
+from tests.integration.test_worker_processes import running
+from tests.redis_server import RedisServer
+
+MODULE = "deployed_jobs"
+
+VERSION_1 = """
+import json, os, time
+from pathlib import Path
+
+VERSION = "v1"
+
+def first():
+    return {"version": VERSION, "pid": os.getpid()}
+
+def hold(log, release):
+    with open(log, "a") as out:
+        out.write(json.dumps({"pid": os.getpid()}) + "\\n")
+    while not Path(release).exists():
+        time.sleep(0.02)
+    return {"version": VERSION, "pid": os.getpid()}
+"""
+
+VERSION_2 = (
+    VERSION_1.replace('VERSION = "v1"', 'VERSION = "v2, edited"')
+    + """
+def second():
+    return {"version": "v2, added", "pid": os.getpid()}
+"""
+)
+
+
+def setup(tmp_path: Path, server: RedisServer, namespace: str, jobs: str) -> Path:
+    """A job module (version 1) in its own directory and a worker config whose pythonpath holds it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / f"{MODULE}.py").write_text(VERSION_1)
+    path = tmp_path / "beatd.yaml"
+    body = textwrap.indent(textwrap.dedent(jobs).strip("\n"), "  ")
+    path.write_text(
+        f"redis: {{url: '{server.url}'}}\nnamespace: {namespace}\npythonpath: ['{REPO}', '{code}']\n"
+        f"worker: {{kill_grace: 500ms, concurrency: 2}}\njobs:\n{body}\n"
+    )
+    return path
+
+
+def deploy_version_2(config: Path, added_jobs: str = "") -> None:
+    """Edit the job module on disk (a new body and a new function) and declare ``added_jobs`` in the YAML."""
+    (config.parent / "code" / f"{MODULE}.py").write_text(VERSION_2)
+    config.write_text(config.read_text() + textwrap.indent(textwrap.dedent(added_jobs).strip("\n") + "\n", "  "))
+
+
+def results(server: RedisServer, namespace: str, job: str) -> list[Any]:
+    """Results of ``job``'s succeeded runs, oldest first."""
+    found = sorted(runs(server.client(), namespace, job), key=lambda record: record["scheduled_at"])
+    return [record["result"] for record in found if record["status"] == "succeeded"]
+
+
+def audit_events(server: RedisServer, namespace: str, event: str) -> list[dict[str, Any]]:
+    """Audit records of ``event``, oldest first."""
+    entries = server.client().xrange(f"{namespace}:audit")
+    return [json.loads(fields["record"]) for _, fields in entries if fields["event"] == event]
+
+
+def position(config: Path, job: str, value: str) -> str:
+    """``FILE:LINE:COL`` of ``value`` on the line that declares ``job``."""
+    for number, line in enumerate(config.read_text().splitlines(), 1):
+        if line.strip().startswith(f"{job}:"):
+            return f"{config}:{number}:{line.index(value) + 1}"
+    raise AssertionError(f"{job} not in {config}")
+
+
+def test_sighup_runs_new_and_edited_code_in_fresh_children(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """Process isolation: after the module is edited on disk, a new function is declared and SIGHUP is sent,
+    the new job and the edited one run the new code in fresh children; the idle child is retired at once, and
+    the run busy during the reload finishes with the code it started with before its child is retired."""
+    hold_log, release = tmp_path / "hold.jsonl", tmp_path / "release"
+    config = setup(tmp_path, shared_redis, namespace, f"""
+        first: {{call: {MODULE}:first, every: 1h}}
+        hold: {{call: {MODULE}:hold, every: 1h, timeout: 1m, kwargs: {{log: '{hold_log}', release: '{release}'}}}}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), "--isolation", "process", name="worker")
+    worker.wait_log("consuming default")
+    enqueue(config, "first")
+    [before] = wait_for(lambda: results(shared_redis, namespace, "first"), timeout=30, what="first ran")
+    assert before["version"] == "v1"
+    enqueue(config, "hold")
+    busy = wait_for(lambda: lines(hold_log), timeout=30, what="hold started")[0]["pid"]
+    deploy_version_2(config, f"second: {{call: {MODULE}:second, every: 1h}}")
+    worker.signal(signal.SIGHUP)
+    worker.wait_log("reloaded ")
+    if before["pid"] != busy:  # the idle runner's child imported v1: it stops now
+        wait_for(lambda: not running(before["pid"]), timeout=10, what="the idle child retired")
+    assert running(busy)
+    enqueue(config, "first")
+    enqueue(config, "second")
+    wait_for(lambda: len(results(shared_redis, namespace, "first")) == 2, timeout=30, what="first ran again")
+    [added] = wait_for(lambda: results(shared_redis, namespace, "second"), timeout=30, what="second ran")
+    edited = results(shared_redis, namespace, "first")[1]
+    assert (edited["version"], added["version"]) == ("v2, edited", "v2, added")
+    assert {edited["pid"], added["pid"]}.isdisjoint({before["pid"], busy})
+    release.touch()
+    [held] = wait_for(lambda: results(shared_redis, namespace, "hold"), timeout=30, what="hold finished")
+    assert held == {"version": "v1", "pid": busy}
+    wait_for(lambda: not running(busy), timeout=10, what="the busy child retired after its run")
+    assert statuses(shared_redis, namespace, "second") == ["succeeded"]
+    [reload] = audit_events(shared_redis, namespace, "reload")
+    assert reload["job_code"] == "reloaded" and "runs from now on import the job code on disk" in worker.log()
+
+
+def test_thread_isolation_reload_says_code_changes_need_a_restart(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """Thread isolation: a reload after the module was edited names it in the log and the audit record as
+    needing a restart (the old code goes on running); declaring its new function is a rejected reload that
+    says why."""
+    config = setup(tmp_path, shared_redis, namespace, f"""
+        first: {{call: {MODULE}:first, every: 1h}}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), "--isolation", "thread", name="worker")
+    worker.wait_log("consuming default")
+    deploy_version_2(config)
+    worker.signal(signal.SIGHUP)
+    worker.wait_log(rf"job code changed on disk \({MODULE}\) but runs in the worker itself \(thread isolation\): "
+                    "code changes need a restart")  # fmt: skip
+    [reload] = wait_for(lambda: audit_events(shared_redis, namespace, "reload"), what="the reload audited")
+    assert (reload["job_code"], reload["changed_modules"]) == ("restart required", [MODULE])
+    enqueue(config, "first")
+    [result] = wait_for(lambda: results(shared_redis, namespace, "first"), timeout=30, what="first ran")
+    assert result["version"] == "v1"
+    deploy_version_2(config, f"second: {{call: {MODULE}:second, every: 1h}}")
+    worker.signal(signal.SIGHUP)
+    where = position(config, "second", f"{MODULE}:second")
+    worker.wait_log(
+        rf"reload rejected: {where}: jobs\.second\.call: cannot import '{MODULE}:second': module '{MODULE}' has "
+        r"no attribute 'second'; its file changed since the worker imported it, and under thread isolation "
+        "code changes need a restart"
+    )
+    [failed] = wait_for(lambda: audit_events(shared_redis, namespace, "reload-failed"), what="failure audited")
+    assert [problem.split(": ")[1] for problem in failed["problems"]] == ["jobs.second.call"]
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_worker_refuses_to_start_with_an_unimportable_target(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, isolation: str
+) -> None:
+    """A worker whose queues have jobs it cannot import exits 2 before serving anything, naming each job at
+    its ``call:`` value (FILE:LINE:COL), without a traceback; jobs on queues it does not serve are not checked."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        good: {call: tests.worker_jobs:noop, every: 1h}
+        no_module: {call: no_such_module:run, every: 1h}
+        no_function: {call: tests.worker_jobs:no_such_function, every: 1h}
+        elsewhere: {call: no_such_module:run, every: 1h, queue: other}
+    """)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "worker", "-c", str(config), "--queues", "default", "--isolation", isolation],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-3:] == [
+        f"{position(config, 'no_module', 'no_such_module')}: jobs.no_module.call: cannot import "
+        "'no_such_module:run': no module named 'no_such_module' (check pythonpath)",
+        f"{position(config, 'no_function', 'tests.worker_jobs')}: jobs.no_function.call: cannot import "
+        "'tests.worker_jobs:no_such_function': module 'tests.worker_jobs' has no attribute 'no_such_function'",
+        "beatd: 2 problems found; nothing was applied",
+    ]
+    assert "Traceback" not in done.stderr and "elsewhere" not in done.stderr
+    assert not shared_redis.client().exists(f"{namespace}:queue:default")
+
+
+def test_allow_missing_warns_once_per_job_and_serves_the_rest(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """With --allow-missing a worker warns once per unimportable job (at start, and on a reload only for a
+    newly missing one), runs the importable jobs, and takes a reload that names another missing target."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        good: {call: tests.worker_jobs:noop, every: 1h}
+        broken: {call: no_such_module:run, every: 1h, retries: 0}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), "--allow-missing", name="worker")
+    worker.wait_log("consuming default")
+    enqueue(config, "broken")
+    enqueue(config, "good")
+    wait_for(lambda: statuses(shared_redis, namespace, "good") == ["succeeded"], timeout=30, what="good ran")
+    wait_for(lambda: "failed" in statuses(shared_redis, namespace, "broken"), timeout=30, what="broken failed")
+    config.write_text(config.read_text() + "  also_broken: {call: tests.worker_jobs:gone, every: 1h}\n"
+                      "  added: {call: tests.worker_jobs:noop, every: 1h}\n")  # fmt: skip
+    worker.signal(signal.SIGHUP)
+    worker.wait_log("reloaded ")
+    enqueue(config, "added")
+    wait_for(lambda: statuses(shared_redis, namespace, "added") == ["succeeded"], timeout=30, what="added ran")
+    warnings = [line for line in worker.log().splitlines() if "--allow-missing: its runs fail" in line]
+    assert len(warnings) == 2, warnings
+    assert f"{position(config, 'broken', 'no_such_module')}: warning: jobs.broken.call: cannot import" in warnings[0]
+    assert "jobs.also_broken.call: cannot import 'tests.worker_jobs:gone'" in warnings[1]
+
+
+def test_reload_naming_an_unimportable_target_keeps_the_running_config(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A reload whose new config names a target that cannot be imported is rejected, located, counted and
+    audited as ``reload-failed``; the worker goes on with the config it had (the job added with it is not
+    served)."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        first: {call: tests.worker_jobs:noop, every: 1h}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), name="worker")
+    worker.wait_log("consuming default")
+    config.write_text(config.read_text() + "  added: {call: tests.worker_jobs:noop, every: 1h}\n"
+                      "  broken: {call: no_such_module:run, every: 1h}\n")  # fmt: skip
+    worker.signal(signal.SIGHUP)
+    where = position(config, "broken", "no_such_module")
+    worker.wait_log(rf"reload rejected: {where}: jobs\.broken\.call: cannot import 'no_such_module:run'")
+    [failed] = wait_for(lambda: audit_events(shared_redis, namespace, "reload-failed"), what="failure audited")
+    assert failed["problems"][0].startswith(f"{where}: jobs.broken.call: cannot import")
+    assert not audit_events(shared_redis, namespace, "reload")
+    enqueue(config, "first")
+    enqueue(config, "added")
+    wait_for(lambda: statuses(shared_redis, namespace, "first") == ["succeeded"], timeout=30, what="first ran")
+    client = shared_redis.client()
+    wait_for(lambda: client.xlen(f"{namespace}:dead") == 1, what="the added job refused")
+    assert "'added' is not declared" in client.xrange(f"{namespace}:dead")[0][1]["reason"]
+    assert worker.process is not None and worker.process.poll() is None
+
+
+def test_a_target_whose_import_ends_or_hangs_the_check_process_is_blamed_and_the_rest_are_checked(
+    tmp_path: Path, write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process isolation: a module that exits the process at import is reported for its own job (with the exit
+    code), one whose import hangs past the check's timeout too, and the jobs after each are still checked."""
+    (tmp_path / "exits_at_import.py").write_text("import os\nos._exit(3)\n")
+    (tmp_path / "hangs_at_import.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(defaults, "TARGET_CHECK_TIMEOUT", timedelta(seconds=1))
+    config = load_config(write_files({"beatd.yaml": f"""
+        pythonpath: ['{REPO}', '{tmp_path}']
+        jobs:
+          exits: {{call: exits_at_import:run, every: 1h}}
+          fine: {{call: tests.worker_jobs:noop, every: 1h}}
+          hangs: {{call: hangs_at_import:run, every: 1h}}
+          missing: {{call: tests.worker_jobs:gone, every: 1h}}
+    """}), {})  # fmt: skip
+    problems = unimportable(config, ["default"], "process")
+    assert {job: problem.message for job, problem in problems.items()} == {
+        "exits": "cannot import 'exits_at_import:run': importing it ended the process (exit code 3)",
+        "hangs": "cannot import 'hangs_at_import:run': importing it did not finish within 1s",
+        "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
+    }

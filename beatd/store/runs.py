@@ -69,7 +69,8 @@ class ClaimRequest:
 class Claim:
     """The decision for a fire: ``run`` (with the attempt number), ``skip``, ``buffered``, ``defer`` (a run of
     its job on another worker started after the fire was due: try again soon), ``expired`` (past its
-    deadline with no attempt started: not run), ``taken`` (the entry
+    deadline with no attempt started: not run), ``replaced`` (a redelivered fire whose previous attempt
+    ``overlap: replace`` had asked to stop: not run again), ``taken`` (the entry
     is no longer this worker's: a reclaimer took it over), or ``error`` (Redis refused a write; ``error`` says
     why)."""
 

@@ -153,6 +153,10 @@ class Intake:
         record.status = "lost"
         record.finished_at = format_utc(now)
         record.reason = f"worker {record.worker} stopped renewing the run's lease"
+        replaced = self.store.cancel_requests([previous]).get(previous)
+        if replaced is not None:  # asked to stop (overlap: replace) before its worker died: not run again
+            record.status = "cancelled"
+            record.reason = f"{replaced}; {record.reason} before the run ended"
         return LostRun(previous, raw, record.to_json())
 
     def _decide(self, run: Run, claim: Claim, now_ms: int) -> None:
@@ -171,6 +175,11 @@ class Intake:
             )
         elif claim.decision == "error":
             log.error("fire %s of %s not started, left to be reclaimed: %s", message.fire_id, spec.name, claim.error)
+        elif claim.decision == "replaced":
+            log.info("fire %s of %s not run again: a later fire replaced it (overlap: replace)", message.fire_id,
+                     spec.name)  # fmt: skip
+            end = end_of(spec, delivery, message, record_of(spec, message, 0, "cancelled"), now)
+            self.finisher.submit(dataclasses.replace(end, record=""))
         elif claim.decision == "expired":
             record = record_of(spec, message, 0, "expired")
             record.finished_at = format_utc(now)

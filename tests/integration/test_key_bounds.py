@@ -155,13 +155,16 @@ def cycle(scene: Scene, first: InProcessWorker, second: InProcessWorker, third: 
     first.end(replacing, "succeeded")
     scene.fire("gone", base)
     stalled = first.read()
-    # Both leases end. A fresh worker (third) without `gone` in its config takes both entries over: it runs
-    # the replaced fire again and dead-letters the other. The stalled worker renews once more, then dies.
+    # Both leases end. A fresh worker (third) without `gone` in its config takes both entries over: the
+    # replaced fire is recorded cancelled and not run again; the other is dead-lettered. The stalled worker
+    # renews once more, then dies.
     clock.advance(LEASE + 1)
     taken = store.reclaim("default", third.intake.identity.id, to_ms(clock.now()), 0)
     assert len(taken) == 2
     third.intake.admit(taken)
-    third.end(third.claimed[-1], "succeeded")
+    assert third.claimed == []
+    record = json.loads(store.client.hget(store.keys.runs("swap"), replaced.record.run_id))
+    assert record["status"] == "cancelled" and record["reason"].startswith("replaced by swap@")
     store.renew([stalled.lease], first.intake.identity.id, to_ms(clock.now()) + LEASE * 1000)
     clock.advance(LEASE + 1)
 

@@ -18,13 +18,15 @@
 --   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none)
 -- A fire past its deadline that has no attempt yet is not started ({'expired'}); a retry or a reclaimed
 -- attempt goes on (the fire did start in time).
--- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started.
+-- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started,
+-- nor a redelivered fire whose previous attempt `overlap: replace` had asked to stop before its worker died
+-- ({'replaced', why}: it was replaced, so it does not come back).
 -- Runs whose lease ended (their worker died) no longer count as running. A run on another worker that started
 -- at or before the fire's instant overlaps it (the policy decides); one that started later (a backlog worked
 -- off after a delay) does not: the fire is deferred until it ends ({'defer'}), never skipped for it. A fire whose write Redis refuses gets
 -- {'error', message}; the rest go on (no rollback: a refusal after the first write of a fire keeps those before).
 -- Returns one reply per fire: {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'} | {'defer'} |
--- {'taken'} | {'expired'} | {'error', text}
+-- {'taken'} | {'expired'} | {'replaced', why} | {'error', text}
 local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key', 'deadline_ms'}
 local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
@@ -58,7 +60,11 @@ local function claim(item)
             redis.call('HSET', item.records_key, item.lost_run, item.lost_record)
         end
         redis.call('HDEL', item.active_key, item.lost_run)
+        local replaced = redis.call('HGET', KEYS[2], item.lost_run)
         redis.call('HDEL', KEYS[2], item.lost_run)
+        if replaced and item.overlap == 'replace' then
+            return {'replaced', replaced}
+        end
     end
     local deadline = tonumber(item.deadline_ms)
     if deadline > 0 and now > deadline and not redis.call('HGET', KEYS[1], item.fire_id) then

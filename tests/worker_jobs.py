@@ -80,3 +80,10 @@ def write_pids_and_hang(log: str, seconds: float = 60) -> None:
     """Write this process's pid and its parent's (the fork server) to ``log``, then sleep."""
     _append(log, {"pid": os.getpid(), "parent": os.getppid()})
     time.sleep(seconds)
+
+
+def sleep_unless_manual(ctx: Any, seconds: float, log: str) -> None:
+    """Log the start; sleep ``seconds`` unless the fire was triggered by hand (a quick run to replace a slow one)."""
+    _append(log, {"run_id": ctx.run_id, "event": "start", "trigger": ctx.trigger})
+    if ctx.trigger != "manual":
+        time.sleep(seconds)

@@ -8,6 +8,7 @@ ending its run while the clock moves past its lease); the beat's upkeep runs in 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -228,6 +229,36 @@ def test_a_lease_of_a_deleted_pending_entry_is_dropped_by_reclaim(scene: Scene) 
     scene.clock.advance(LEASE + 1)
     assert scene.store.reclaim("default", "other", to_ms(scene.clock.now()), 0) == []
     assert scene.store.client.hlen(scene.store.keys.leases("default")) == 0
+
+
+def test_a_run_replaced_while_its_worker_is_dead_is_cancelled_not_rerun(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any
+) -> None:
+    """Real processes: worker one is killed with SIGKILL mid-run; a fire started on worker two replaces the run;
+    when the dead run's lease ends, worker two records it `cancelled` and does not run it again, and no
+    attempt count, cancel request, lease or active run is left."""
+    log = tmp_path / "runs.jsonl"
+    config = config_file(tmp_path, shared_redis, namespace, f"""
+        swap: {{call: tests.worker_jobs:sleep_unless_manual, kwargs: {{seconds: 60, log: '{log}'}}, every: 1h,
+                overlap: replace, timeout: 10s}}
+    """)  # fmt: skip
+    first: Daemon = daemons("worker", "-c", str(config), name="first")
+    slow = enqueue(config, "swap")
+    wait_for(lambda: lines(log), what="the slow run started")
+    first.signal(signal.SIGKILL)
+    first.process.wait()  # type: ignore[union-attr]
+    quick = enqueue(config, "swap", trigger="manual")
+    daemons("worker", "-c", str(config), name="second")
+    wait_for(lambda: sorted(statuses(shared_redis, namespace, "swap")) == ["cancelled", "succeeded"], timeout=30,
+             what="the replaced run recorded cancelled")  # fmt: skip
+    records = {record["run_id"]: record for record in runs(shared_redis.client(), namespace, "swap")}
+    assert records[f"{slow}#1"]["status"] == "cancelled" and records[f"{quick}#1"]["status"] == "succeeded"
+    assert "replaced by" in records[f"{slow}#1"]["reason"]
+    keys, client = Keys(namespace), shared_redis.client()
+    wait_for(lambda: client.xlen(keys.queue("default")) == 0, what="both entries acknowledged")
+    assert [entry["run_id"] for entry in lines(log)] == [f"{slow}#1", f"{quick}#1"]  # never run again
+    assert [client.exists(key) for key in (keys.attempts, keys.cancel, keys.leases("default"))] == [0, 0, 0]
+    assert client.hlen(keys.active("swap")) == 0
 
 
 # -- the beat's upkeep --------------------------------------------------------------------------------------

@@ -36,8 +36,8 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   takes is recorded ``expired`` and deleted by the leader's upkeep once past its job's ``expires``; without
   ``expires`` it waits (never dropped unrecorded), counted by ``beatd_queue_waiting`` and warned of by ``beatd
   status``.
-- ``{ns}:runs:{job}`` / ``{ns}:runs:{job}:by-time``: ``history.keep`` and ``history.max_age``, applied as records
-  are written.
+- ``{ns}:runs:{job}`` / ``{ns}:runs:{job}:by-time``: ``history.keep`` and ``history.max_age``, applied as runs end
+  and, for every job in the leader's config, by its upkeep (records written without a prune, jobs that stopped).
 - ``{ns}:active:{job}``: runs in progress: deleted by the run's end, give-back or release; a dead worker's by the
   reclaiming claim or dead letter, and a claim prunes any whose lease ended.
 - ``{ns}:buffer:{job}``: one per job; requeued and deleted when the job's last run ends.

@@ -46,6 +46,9 @@ HEARTBEAT_SCAN = 1000
 WAITING_SCAN = 500
 """Most waiting entries of one queue looked at for expiry in one upkeep step (the oldest ones)."""
 
+HISTORY_SCAN = 200
+"""Jobs whose history retention one upkeep step applies (round robin over the config's jobs)."""
+
 
 # -- pure rules -------------------------------------------------------------------------------------------
 def start_deadline(expires: timedelta | None, message: Message) -> datetime | None:
@@ -155,6 +158,7 @@ class Upkeep:
         forget_after = defaults.HEARTBEAT_FORGET_AFTER.total_seconds()
         self.watches = {key: HeartbeatWatch(forget_after) for key in (store.keys.replicas, store.keys.workers)}
         self.cursors = dict.fromkeys(self.watches, 0)
+        self.history_at = 0
         self.next_at = 0.0
 
     def due(self, monotonic: float) -> bool:
@@ -171,6 +175,7 @@ class Upkeep:
                 deleted = self.store.forget_heartbeats(token, key, stale)
                 watch.forget(list(stale))
                 log.info("forgot %d heartbeats of %s unchanged for %s", deleted, key, defaults.HEARTBEAT_FORGET_AFTER)
+        self._prune_history(token, jobs, now)
         for queue in sorted({spec.queue for spec in jobs.values()}):
             backlog = self.store.backlog(queue, WAITING_SCAN)
             expired = expired_fires(backlog.entries, jobs, now, queue)
@@ -185,3 +190,15 @@ class Upkeep:
                     backlog = self.store.backlog(queue, 1)
             self.metrics.queue_waiting.labels(queue).set(backlog.waiting)
             self.metrics.queue_oldest_age.labels(queue).set(backlog.oldest_age(now) if backlog.waiting else 0.0)
+
+    def _prune_history(self, token: str, jobs: Mapping[str, JobSpec], now: datetime) -> None:
+        """Apply the retention of the next HISTORY_SCAN jobs: records written without a prune (a claim's
+        ``running`` record, a dead letter's ``lost`` one) and jobs that stopped running stay within it too."""
+        names = sorted(jobs)
+        if not names:
+            return
+        start = self.history_at % len(names)
+        chosen = (names[start:] + names[:start])[:HISTORY_SCAN]
+        self.history_at = start + len(chosen)
+        retention = {name: (jobs[name].history.keep, to_ms(now - jobs[name].history.max_age)) for name in chosen}
+        self.store.prune_history(token, retention)

@@ -18,7 +18,7 @@ from beatd.messages import from_ms
 from beatd.store.base import reachable, script
 from beatd.store.codec import BatchScript
 
-__all__ = ["Backlog", "ExpiredFire", "UpkeepStore"]
+__all__ = ["Backlog", "ExpiredFire", "Retention", "UpkeepStore"]
 
 BATCH_LIMIT = 500
 """Most expired fires written in one script call."""
@@ -54,6 +54,16 @@ class ExpiredFire:
     index_key: str = ""
 
 
+@dataclass(frozen=True)
+class Retention:
+    """A job's history retention, an item of ``lua/sweep_history.lua``."""
+
+    keep: int
+    oldest_ms: int
+    records_key: str
+    index_key: str
+
+
 class UpkeepStore:
     """The leader's upkeep reads and fenced deletes in one namespace."""
 
@@ -63,6 +73,7 @@ class UpkeepStore:
         self._forget = client.register_script(script("sweep_heartbeats"))
         self._backlog = client.register_script(script("backlog"))
         self._expire = BatchScript(client, "sweep_expired", ExpiredFire, BATCH_LIMIT)
+        self._history = BatchScript(client, "sweep_history", Retention, BATCH_LIMIT)
 
     def scan_heartbeats(self, key: str, cursor: int, count: int) -> tuple[int, dict[str, str]]:
         """One HSCAN step of a heartbeat hash: the next cursor (0 when the pass is complete) and the values."""
@@ -104,3 +115,13 @@ class UpkeepStore:
             replies = self._expire([keys.leader, keys.queue(queue)], [token, GROUP], items)
         done = {str(entry) for reply in replies if reply != -1 for entry in reply}
         return [fire for fire in fires if fire.entry_id in done]
+
+    def prune_history(self, token: str, retention: dict[str, tuple[int, int]]) -> None:
+        """Apply each job's retention (job -> (keep, oldest ms)) to its history, if ``token`` holds the lease."""
+        keys = self.keys
+        items = [
+            Retention(keep, oldest_ms, keys.runs(job), keys.runs_by_time(job))
+            for job, (keep, oldest_ms) in retention.items()
+        ]
+        with reachable():
+            self._history([keys.leader], [token], items)

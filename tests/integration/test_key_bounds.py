@@ -288,6 +288,27 @@ def test_stale_heartbeats_are_pruned_by_the_leader_without_any_read_command(
     assert set(client.hkeys(keys.replicas)) == {"beat"}
 
 
+def test_history_written_without_a_prune_is_trimmed_by_the_leader(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """Records no end pruned (a claim's `running` record, a dead letter's `lost` one, a job that stopped
+    running) are trimmed by the leader's upkeep to `history.keep`, and those past `history.max_age` go."""
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, """
+        a: {command: [x], every: 1h, history: {keep: 3, max_age: 1d}}
+    """)  # fmt: skip
+    keys, client = Keys(namespace), shared_redis.client()
+    beat.tick(clock.now(), clock.monotonic())
+    now = beat.now(clock.now(), clock.monotonic())
+    scores = [to_ms(now - timedelta(days=2))] + [to_ms(now - timedelta(minutes=minute)) for minute in range(10)]
+    for index, score in enumerate(scores):
+        client.hset(keys.runs("a"), f"a@{index}#1", json.dumps({"status": "lost"}))
+        client.zadd(keys.runs_by_time("a"), {f"a@{index}#1": score})
+    clock.advance(6)
+    beat.tick(clock.now(), clock.monotonic())
+    assert sorted(client.hkeys(keys.runs("a"))) == ["a@1#1", "a@2#1", "a@3#1"]
+    assert client.zcard(keys.runs_by_time("a")) == 3
+
+
 def test_fires_nobody_consumes_expire_with_a_record_and_show_in_the_backlog(
     tmp_path: Path, shared_redis: RedisServer, namespace: str
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
 from beatd.store.runs import ClaimItem, FinishItem, RunLease
-from beatd.store.upkeep import ExpiredFire
+from beatd.store.upkeep import ExpiredFire, Retention
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,7 @@ from beatd.store.upkeep import ExpiredFire
         ("unclaim", RunLease),
         ("extend", RunLease),
         ("sweep_expired", ExpiredFire),
+        ("sweep_history", Retention),
     ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:

@@ -114,7 +114,10 @@ def expired_fires(
         spec = jobs.get(message.job)
         if spec is None:
             continue
-        deadline = start_deadline(spec.expires, message)
+        try:
+            deadline = start_deadline(spec.expires, message)
+        except ValueError:  # an emitted_at that is not an instant: left for a worker to dead-letter
+            continue
         if deadline is None or now <= deadline:
             continue
         record = RunRecord(

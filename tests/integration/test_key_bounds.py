@@ -288,6 +288,22 @@ def test_stale_heartbeats_are_pruned_by_the_leader_without_any_read_command(
     assert set(client.hkeys(keys.replicas)) == {"beat"}
 
 
+def test_a_failing_upkeep_step_does_not_hold_up_emission(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upkeep step Redis refuses (here the workers key holds a string) is logged and counted; the leader
+    keeps its lease and emits on time."""
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, "a: {command: [x], every: 1s}")
+    client = shared_redis.client()
+    client.set(Keys(namespace).workers, "not a hash")
+    for _ in range(4):
+        beat.tick(clock.now(), clock.monotonic())
+        clock.advance(1)
+    assert beat.leadership.token is not None and client.xlen(Keys(namespace).queue("default")) >= 2
+    assert "upkeep step failed" in caplog.text
+    assert beat.metrics.registry.get_sample_value("beatd_loop_errors_total") == 1
+
+
 def test_history_written_without_a_prune_is_trimmed_by_the_leader(
     tmp_path: Path, shared_redis: RedisServer, namespace: str
 ) -> None:

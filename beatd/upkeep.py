@@ -162,6 +162,7 @@ class Upkeep:
         self.watches = {key: HeartbeatWatch(forget_after) for key in (store.keys.replicas, store.keys.workers)}
         self.cursors = dict.fromkeys(self.watches, 0)
         self.history_at = 0
+        self.pages: dict[str, str] = {}
         self.next_at = 0.0
 
     def due(self, monotonic: float) -> bool:
@@ -180,7 +181,11 @@ class Upkeep:
                 log.info("forgot %d heartbeats of %s unchanged for %s", deleted, key, defaults.HEARTBEAT_FORGET_AFTER)
         self._prune_history(token, jobs, now)
         for queue in sorted({spec.queue for spec in jobs.values()}):
-            backlog = self.store.backlog(queue, WAITING_SCAN)
+            # Page through a long backlog, WAITING_SCAN entries a step, so fires behind ones that never expire
+            # are reached too; back to the oldest once a page comes back short.
+            backlog = self.store.backlog(queue, WAITING_SCAN, self.pages.get(queue, ""))
+            full = len(backlog.entries) == WAITING_SCAN
+            self.pages[queue] = backlog.entries[-1][0] if full else ""
             expired = expired_fires(backlog.entries, jobs, now, queue)
             if expired:
                 done = self.store.expire(token, queue, expired)

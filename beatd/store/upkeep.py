@@ -89,12 +89,13 @@ class UpkeepStore:
         with reachable():
             return max(0, int(self._forget(keys=[self.keys.leader, key], args=args)))
 
-    def backlog(self, queue: str, scan: int) -> Backlog:
-        """The entries of ``queue`` not yet delivered (``lua/backlog.lua``), with the oldest ``scan`` of them."""
+    def backlog(self, queue: str, scan: int, after: str = "") -> Backlog:
+        """The entries of ``queue`` not yet delivered (``lua/backlog.lua``), with ``scan`` of them: the oldest,
+        or the first after entry id ``after``."""
         with reachable():
-            waiting, pairs = self._backlog(keys=[self.keys.queue(queue)], args=[GROUP, scan])
+            waiting, oldest, pairs = self._backlog(keys=[self.keys.queue(queue)], args=[GROUP, scan, after])
         entries = tuple((str(pairs[i]), str(pairs[i + 1])) for i in range(0, len(pairs), 2))
-        return Backlog(int(waiting), entries[0][0] if entries else "", entries)
+        return Backlog(int(waiting), str(oldest), entries)
 
     def backlogs(self, queues: Sequence[str]) -> dict[str, Backlog]:
         """:meth:`backlog` of each queue, with only the oldest entry (for ``beatd status``)."""

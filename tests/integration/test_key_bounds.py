@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from beatd import upkeep
 from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.clock import FixedClock
@@ -358,6 +359,28 @@ def test_fires_nobody_consumes_expire_with_a_record_and_show_in_the_backlog(
     assert status["backlog"]["nobody"]["waiting"] == 2
     assert any("no live worker consumes it" in warning for warning in status["warnings"])
     assert "warning: queue nobody: 2 fires waiting" in cli("status", "-c", str(path)).stdout
+
+
+def test_the_upkeep_pages_through_a_long_backlog(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fire past its deadline behind more waiting fires than one step looks at is reached a step later."""
+    monkeypatch.setattr(upkeep, "WAITING_SCAN", 2)
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, """
+        report: {command: [x], every: 1h, queue: nobody, expires: 1m}
+        plain: {command: [x], every: 1h, queue: nobody}
+    """)  # fmt: skip
+    beat.tick(clock.now(), clock.monotonic())
+    now = beat.now(clock.now(), clock.monotonic())
+    for index, job in enumerate(["plain", "plain", "plain", "report"]):
+        scheduled = now - timedelta(minutes=10, seconds=index)
+        message = Message(fire_id(job, scheduled), job, format_utc(scheduled), format_utc(now), "schedule", "d")
+        beat.store.enqueue("nobody", [(message.to_json(), "")], audit_record("trigger", now, job=job))
+    for _ in range(3):
+        clock.advance(6)
+        beat.tick(clock.now(), clock.monotonic())
+    assert [record["status"] for record in runs(shared_redis.client(), namespace, "report")] == ["expired"]
+    assert [json.loads(text)["job"] for _, text in beat.store.read_queue("nobody")] == ["plain"] * 3
 
 
 def test_a_worker_records_a_fire_past_its_deadline_expired_and_does_not_run_it(

@@ -19,6 +19,7 @@
 | ``{ns}:attempts`` | hash | fire id -> attempts started so far |
 | ``{ns}:cancel`` | hash | run id -> why, for runs that ``overlap: replace`` asked to stop |
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
+| ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
 
@@ -51,8 +52,14 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   claim, reclaimed, or dead-lettered).
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:output:{run_id}``: capped and with a TTL (below).
 
 Every queue stream has one consumer group, :data:`GROUP`.
+
+A run's live output stream (written by its worker, read by ``beatd logs``) holds chunks ``{stream, text}``
+(``stream``: ``stdout``, ``stderr``, ``log``) and last ``{end, status}``. Its bound: about
+``defaults.OUTPUT_STREAM_MAXLEN`` entries of at most ``OUTPUT_CHUNK_CHARS`` characters; it expires
+``OUTPUT_STREAM_TTL`` after its last write, ``OUTPUT_STREAM_TTL_ENDED`` once its run ended.
 """
 
 from __future__ import annotations
@@ -157,6 +164,10 @@ class Keys:
     def dead(self) -> str:
         """Stream of dead letters."""
         return f"{self.namespace}:dead"
+
+    def output(self, run: str) -> str:
+        """Stream of run ``run``'s live output (capped, with a TTL; see the table)."""
+        return f"{self.namespace}:output:{run}"
 
     @property
     def workers(self) -> str:

@@ -1,6 +1,7 @@
 """RunRecords: what history keeps of every attempt of every fire, as versioned JSON.
 
-A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``.
+A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``; a
+fire out of attempts gets a ``dead`` record ``{fire_id}#dead-{attempt}`` (one each time it runs out).
 Fires the beat did not emit (``missed``), fires a worker did not run (``skipped``) and fires not started
 before their job's ``expires`` ran out (``expired``) have records too.
 """
@@ -18,6 +19,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "cap_result",
+    "dead_run_id",
     "job_of",
     "run_id",
 ]
@@ -37,6 +39,11 @@ FINAL_STATUSES = frozenset(
 def run_id(fire_id: str, attempt: int) -> str:
     """The id of attempt ``attempt`` (1-based) of fire ``fire_id``."""
     return f"{fire_id}#{attempt}"
+
+
+def dead_run_id(fire_id: str, attempt: int) -> str:
+    """The id of the ``dead`` record of fire ``fire_id`` out of attempts after attempt ``attempt``."""
+    return f"{fire_id}#dead-{attempt}"
 
 
 def job_of(identifier: str) -> str:
@@ -78,8 +85,8 @@ class RunRecord:
     result_truncated: bool = False
     error: dict[str, str] | None = None
     exit_code: int | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
+    output: str | None = None
+    output_truncated: bool = False
     config_digest: str | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +100,8 @@ class RunRecord:
             del body["extra"]
         if not self.result_truncated:
             del body["result_truncated"]
+        if not self.output_truncated:
+            del body["output_truncated"]
         for key in omit:
             del body[key]
         return json.dumps(body, separators=(",", ":"))

@@ -87,3 +87,8 @@ def sleep_unless_manual(ctx: Any, seconds: float, log: str) -> None:
     _append(log, {"run_id": ctx.run_id, "event": "start", "trigger": ctx.trigger})
     if ctx.trigger != "manual":
         time.sleep(seconds)
+
+
+def long_text(size: int = 300) -> str:
+    """Return a text longer than any table column."""
+    return "word " * (size // 5)

@@ -38,6 +38,7 @@ __all__ = [
     "HistoryPolicy",
     "JobSpec",
     "LeaderSettings",
+    "OutputPolicy",
     "Policies",
     "RedisSettings",
     "SecuritySettings",
@@ -171,6 +172,12 @@ class WorkerSettings(_Strict):
     kill_grace: PositiveDuration = Field(
         defaults.KILL_GRACE, description="after a timeout or cancellation, time between SIGTERM and SIGKILL"
     )
+    output_tail: int = Field(
+        defaults.OUTPUT_TAIL,
+        ge=0,
+        le=defaults.OUTPUT_TAIL_MAX,
+        description="bytes of a run's output kept (its end) in the run record, unless the job says output.tail",
+    )
 
 
 class HistoryPolicy(_Strict):
@@ -178,6 +185,17 @@ class HistoryPolicy(_Strict):
 
     keep: int = Field(defaults.HISTORY_KEEP, ge=1, description="run records kept per job")
     max_age: PositiveDuration = Field(defaults.HISTORY_MAX_AGE, description="records older than this are pruned")
+
+
+class OutputPolicy(_Strict):
+    """How much of a job's output its run records keep."""
+
+    tail: int | None = Field(
+        None,
+        ge=0,
+        le=defaults.OUTPUT_TAIL_MAX,
+        description="bytes of the run's output kept (its end) in the run record; default: worker.output_tail",
+    )
 
 
 class Policies(_Strict):
@@ -200,6 +218,7 @@ class Policies(_Strict):
     enabled: bool = Field(defaults.ENABLED, description="false: the job is declared but never scheduled")
     tags: tuple[str, ...] = Field((), description="free labels, shown by the CLI")
     history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
+    output: OutputPolicy = Field(default_factory=OutputPolicy, description="run output kept")
     jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
     expires: PositiveDuration | None = Field(
         defaults.EXPIRES, description="a fire not started this long after its instant is recorded expired, not run"

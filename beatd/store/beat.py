@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -203,10 +203,14 @@ class Store:
             raw = self.client.hgetall(self.keys.last)
         return {job: json.loads(value) for job, value in raw.items()}
 
-    def enqueue(self, queue: str, messages: Sequence[tuple[str, str]], audit: dict[str, Any]) -> None:
+    def enqueue(
+        self, queue: str, messages: Sequence[tuple[str, str]], audit: dict[str, Any],
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:  # fmt: skip
         """Append manual or backfill messages (text, signature) to ``queue``, in order, and one audit record.
 
         Each chunk of BATCH_LIMIT messages is one transaction; the audit record goes with the last one.
+        ``on_chunk(count)`` is told how many are in the queue so far after each chunk.
         """
         with reachable():
             for start in range(0, max(len(messages), 1), BATCH_LIMIT):
@@ -218,6 +222,8 @@ class Store:
                         self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN
                     )
                 pipe.execute()
+                if on_chunk is not None:
+                    on_chunk(min(start + BATCH_LIMIT, len(messages)))
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream."""
@@ -291,10 +297,6 @@ class Store:
     def replicas(self) -> dict[str, dict[str, Any]]:
         """Every replica's last heartbeat, stale ones included (callers judge by age)."""
         return self._heartbeats.read()
-
-    def workers(self) -> dict[str, dict[str, Any]]:
-        """Every worker's last heartbeat (for ``beatd status``: which queues have a live consumer)."""
-        return Heartbeats(self.client, self.keys.workers).read()
 
     def forget_replicas(self, replicas: Sequence[str]) -> None:
         """Drop heartbeats of replicas that are long gone."""

@@ -30,6 +30,10 @@ HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
 REPLICA_STALE_AFTER: Final = timedelta(seconds=10)
 """A replica whose heartbeat is older than this is shown as gone by ``beatd status``."""
 
+CELERY_QUEUE: Final = "celery"
+"""Celery queue of ``celery`` jobs that name none: Celery's own ``task_default_queue``, so an unchanged worker
+(``celery -A proj worker``, which consumes ``celery``) runs them."""
+
 QUEUE: Final = "default"
 """Queue (Redis stream) a job's fires go to."""
 

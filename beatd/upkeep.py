@@ -180,7 +180,7 @@ class Upkeep:
                 watch.forget(list(stale))
                 log.info("forgot %d heartbeats of %s unchanged for %s", deleted, key, defaults.HEARTBEAT_FORGET_AFTER)
         self._prune_history(token, jobs, now)
-        for queue in sorted({spec.queue for spec in jobs.values()}):
+        for queue in sorted({spec.queue for spec in jobs.values() if spec.celery is None}):
             # Page through a long backlog, WAITING_SCAN entries a step, so fires behind ones that never expire
             # are reached too; back to the oldest once a page comes back short.
             backlog = self.store.backlog(queue, WAITING_SCAN, self.pages.get(queue, ""))

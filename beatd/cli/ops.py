@@ -12,6 +12,7 @@ import click
 
 from beatd import defaults
 from beatd.audit import audit_record
+from beatd.cli.celery_fires import send_celery_fires
 from beatd.cli.inspect import find_job
 from beatd.cli.options import config_option, connection_options, json_option
 from beatd.cli.render import echo_json, echo_table
@@ -233,6 +234,13 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None,
     message = _message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
     store = _store(config)
+    if spec.celery is not None:
+        (sent,) = send_celery_fires(config, store, spec, [message], now, record, wait=wait)
+        if as_json:
+            echo_json({"job": job, "scheduled_at": message.scheduled_at, **sent})
+        else:
+            click.echo(f"sent {message.fire_id} to Celery queue {sent['celery_queue']} as task {sent['task_id']}")
+        return
     store.enqueue(spec.queue, [(message.to_json(), _signature(config, message))], record)
     report: dict[str, Any] = {"fire_id": message.fire_id, "job": job, "queue": spec.queue,
                               "scheduled_at": message.scheduled_at}  # fmt: skip

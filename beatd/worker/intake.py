@@ -134,6 +134,9 @@ class Intake:
             lost = self._lost(message.job, message) if delivery.deliveries > 1 else None
             self._dead_letter(delivery, reason, message, lost)
             return None
+        if spec.celery is not None:
+            self._dead_letter(delivery, f"not run: job {message.job!r} is a celery job, run by Celery's workers")
+            return None
         return spec, message
 
     def _lost(self, job: str, message: Message) -> LostRun | None:

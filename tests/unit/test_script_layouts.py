@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
 from beatd.store.runs import ClaimItem, FinishItem, RunLease
@@ -21,6 +22,7 @@ from beatd.store.upkeep import ExpiredFire, Retention
         ("extend", RunLease),
         ("sweep_expired", ExpiredFire),
         ("sweep_history", Retention),
+        ("send", LeaderWrite),
     ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:

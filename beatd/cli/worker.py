@@ -17,6 +17,7 @@ from beatd.metrics import Health, Metrics, serve
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
 from beatd.worker import Worker, needs_restart
+from beatd.worker.output import install
 from beatd.worker.preflight import TargetGate
 from beatd.worker.registry import Setup
 
@@ -64,6 +65,10 @@ def worker(
     if queues is not None and not names:
         raise UsageProblem("--queues: expected a comma-separated list of queue names")
     mode = isolation or settings.isolation
+    if mode == "thread":
+        # Before the check imports job modules: a handler one adds at import (a StreamHandler holds sys.stderr)
+        # then writes into its runs' output, and only the worker's own handlers keep out of it.
+        install()
     gate = TargetGate.of(mode, allow_missing)
     refused = gate.refused(config, Setup.of(config, names).queues)
     if refused:

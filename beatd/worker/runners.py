@@ -71,7 +71,8 @@ class Runners:
         self._previous: dict[tuple[str, str, str], str | None] = {}
 
     def start(self) -> None:
-        """Start the runner threads (with thread isolation, once jobs' output is routed to their runs)."""
+        """Start the runner threads (with thread isolation, once jobs' output is routed to their runs; the
+        ``worker`` command does it earlier, before job modules are imported)."""
         if self.isolation == "thread":
             install()
         for index in range(self.concurrency):
@@ -115,8 +116,10 @@ class Runners:
                     self.perform(run, executor)
                 except StoreError as error:
                     log.error("run %s left to be reclaimed: %s", run.record.run_id, error)
+                    self._ended(run.record.run_id, "lost")
                 except Exception:
                     log.exception("unexpected error in run %s; left to be reclaimed", run.record.run_id)
+                    self._ended(run.record.run_id, "lost")  # its live stream ends (its tail is not recorded)
         finally:
             executor.close()
 

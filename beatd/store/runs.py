@@ -15,7 +15,18 @@ from beatd.keys import GROUP, Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
 from beatd.store.codec import BatchScript
 
-__all__ = ["Claim", "ClaimItem", "ClaimRequest", "Delivery", "Finish", "FinishItem", "LostRun", "RunLease", "RunStore"]
+__all__ = [
+    "Claim",
+    "ClaimItem",
+    "ClaimRequest",
+    "DeadLetter",
+    "Delivery",
+    "Finish",
+    "FinishItem",
+    "LostRun",
+    "RunLease",
+    "RunStore",
+]
 
 BATCH_LIMIT = 500
 """Most items sent in one call of a worker's batched script, so one call stays short."""
@@ -163,6 +174,24 @@ class FinishItem:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """The wire layout of one entry in ``lua/dead_letter.lua``."""
+
+    entry_id: str
+    message: str
+    signature: str
+    reason: str
+    fire_id: str
+    lost_run: str
+    lost_expect: str
+    lost_record: str
+    stream_key: str
+    leases_key: str
+    active_key: str
+    records_key: str
+
+
+@dataclass(frozen=True)
 class RunLease:
     """The wire layout of one run in ``lua/unclaim.lua`` and ``lua/extend.lua``: what names a run's lease."""
 
@@ -186,7 +215,7 @@ class RunStore:
         self._extend = BatchScript(client, "extend", RunLease, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
         self._reclaim = client.register_script(script("reclaim"))
-        self._dead_letter = client.register_script(script("dead_letter"))
+        self._dead_letter = BatchScript(client, "dead_letter", DeadLetter, BATCH_LIMIT)
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -343,24 +372,30 @@ class RunStore:
         }
 
     def dead_letter(
-        self, delivery: Delivery, reason: str, fire_id: str = "", job: str = "", lost: LostRun | None = None
-    ) -> None:
+        self,
+        delivery: Delivery,
+        consumer: str,
+        reason: str,
+        fire_id: str = "",
+        job: str = "",
+        lost: LostRun | None = None,
+    ) -> bool:
         """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream; when its
         message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too, and a
-        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``)."""
+        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``).
+        False (nothing done) when the entry is no longer pending for ``consumer``: a reclaimer took it over."""
         keys = self.keys
+        item = DeadLetter(
+            delivery.entry_id, delivery.message, delivery.signature, reason, fire_id if job else "",
+            lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
+            keys.queue(delivery.queue), keys.leases(delivery.queue), keys.active(job) if job else "",
+            keys.runs(job) if job else "",
+        )  # fmt: skip
         with reachable():
-            self._dead_letter(
-                keys=[
-                    keys.attempts, keys.cancel, keys.dead, keys.queue(delivery.queue), keys.leases(delivery.queue),
-                    keys.active(job or "-"), keys.runs(job or "-"),
-                ],
-                args=[
-                    GROUP, defaults.DEAD_MAXLEN, delivery.entry_id, delivery.message, delivery.signature,
-                    fire_id if job else "", reason,
-                    lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
-                ],
-            )  # fmt: skip
+            (replies,) = self._dead_letter(
+                [keys.attempts, keys.cancel, keys.dead], [GROUP, defaults.DEAD_MAXLEN, consumer], [item]
+            )
+        return bool(replies == ["dead"])
 
     # -- dead letters ------------------------------------------------------------------------------------
     def dead(self, limit: int) -> list[dict[str, str]]:

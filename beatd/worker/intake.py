@@ -112,7 +112,10 @@ class Intake:
                 raise
             except Exception as error:  # a message that passed the checks and still breaks something
                 log.exception("entry %s of queue %s cannot be run", delivery.entry_id, delivery.queue)
-                self._dead_letter(delivery, f"not run: {type(error).__name__}: {error}", _named(delivery))
+                named = _named(delivery)
+                self._dead_letter(
+                    delivery, f"not run: {type(error).__name__}: {error}", named, self._lost_quietly(delivery, named)
+                )
         if requests:
             for run, claim in zip(pending, self.store.claim(requests, self.identity.id, now_ms), strict=True):
                 self._decide(run, claim, now_ms)
@@ -161,6 +164,19 @@ class Intake:
             record.status = "cancelled"
             record.reason = f"{replaced}; {record.reason} before the run ended"
         return LostRun(previous, raw, record.to_json())
+
+    def _lost_quietly(self, delivery: Delivery, message: Message | None) -> LostRun | None:
+        """:meth:`_lost` for a redelivered entry that failed its checks; None when that fails too (its record
+        unreadable): the dead letter goes on without it."""
+        if message is None or delivery.deliveries <= 1:
+            return None
+        try:
+            return self._lost(message.job, message)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("the previous attempt of fire %s cannot be read", message.fire_id)
+            return None
 
     def _decide(self, run: Run, claim: Claim, now_ms: int) -> None:
         spec, delivery, message = run.spec, run.delivery, run.message
@@ -214,11 +230,15 @@ class Intake:
     def _dead_letter(
         self, delivery: Delivery, reason: str, message: Message | None = None, lost: LostRun | None = None
     ) -> None:
-        log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
+        consumer = self.identity.id
         if message is None:
-            self.store.dead_letter(delivery, reason)
+            done = self.store.dead_letter(delivery, consumer, reason)
         else:
-            self.store.dead_letter(delivery, reason, message.fire_id, message.job, lost)
+            done = self.store.dead_letter(delivery, consumer, reason, message.fire_id, message.job, lost)
+        if done:
+            log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
+        else:
+            log.info("entry %s of queue %s not dead-lettered: it was taken over", delivery.entry_id, delivery.queue)
 
 
 def _named(delivery: Delivery) -> Message | None:

@@ -221,6 +221,45 @@ def test_dead_retry_runs_the_fire_as_its_next_attempt(scene: Scene) -> None:
     assert worker.read().record.run_id == f"{fire}#3"
 
 
+def test_a_stale_worker_does_not_dead_letter_an_entry_another_worker_took_over(scene: Scene) -> None:
+    """Worker x (its config lacks the job) reads an entry and stalls; y reclaims it and runs attempt 1; when x
+    resumes, its dead letter finds the entry no longer its own and leaves everything of y's run alone."""
+    x = scene.worker("x", scene.without_gone)
+    y = scene.worker("y", scene.config)
+    fire = scene.fire("gone", scene.clock.now())
+    store = scene.store
+    deliveries = store.read(["default"], "x", 1, block_ms=0)  # x reads, and stalls before checking it
+    scene.clock.advance(3)
+    y.intake.admit(store.reclaim("default", "y", to_ms(scene.clock.now()), 0))
+    assert [run.record.run_id for run in y.claimed] == [f"{fire}#1"]
+    x.intake.admit(deliveries)
+    assert store.client.hget(store.keys.attempts, fire) == "1"
+    assert store.client.hkeys(store.keys.active("gone")) == [f"{fire}#1"]
+    assert store.client.hkeys(store.keys.leases("default")) == [deliveries[0].entry_id]
+    assert store.client.xlen(store.keys.queue("default")) == 1 and store.client.xlen(store.keys.dead) == 0
+    y.end(y.claimed[0], "succeeded")
+    assert [record["status"] for record in runs(store.client, store.keys.namespace, "gone")] == ["succeeded"]
+
+
+def test_a_reclaimed_fire_dead_lettered_then_retried_runs_as_its_next_attempt(scene: Scene) -> None:
+    """A fire whose worker died, reclaimed by a worker that lacks its job, is dead-lettered with the run id of
+    its last attempt; `dead retry` runs it as attempt 2, and the `lost` record of attempt 1 stays."""
+    first = scene.worker("first", scene.config)
+    third = scene.worker("third", scene.without_gone)
+    fire = scene.fire("gone", scene.clock.now())
+    first.read()  # attempt 1 runs on `first`, which dies
+    scene.clock.advance(LEASE + 1)
+    store = scene.store
+    third.intake.admit(store.reclaim("default", third.intake.identity.id, to_ms(scene.clock.now()), 0))
+    (letter,) = store.dead(10)
+    assert letter["run_id"] == f"{fire}#1"
+    assert store.retry_dead(letter["id"], audit_record("dead-retry", scene.clock.now(), entry=letter["id"]))
+    again = first.read()
+    assert again.record.run_id == f"{fire}#2"
+    records = {record["run_id"]: record["status"] for record in runs(store.client, store.keys.namespace, "gone")}
+    assert records == {f"{fire}#1": "lost", f"{fire}#2": "running"}
+
+
 def test_a_lease_of_a_deleted_pending_entry_is_dropped_by_reclaim(scene: Scene) -> None:
     """An entry deleted while pending (by hand, or a trim) leaves no lease behind once its lease ended."""
     worker = scene.worker("w", scene.config)

@@ -9,7 +9,7 @@ import pytest
 from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
-from beatd.store.runs import ClaimItem, FinishItem, RunLease
+from beatd.store.runs import ClaimItem, DeadLetter, FinishItem, RunLease
 from beatd.store.upkeep import ExpiredFire, Retention
 
 
@@ -18,6 +18,7 @@ from beatd.store.upkeep import ExpiredFire, Retention
     [
         ("claim", ClaimItem),
         ("finish", FinishItem),
+        ("dead_letter", DeadLetter),
         ("unclaim", RunLease),
         ("extend", RunLease),
         ("sweep_expired", ExpiredFire),

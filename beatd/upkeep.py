@@ -128,7 +128,8 @@ def expired_fires(
             f"no worker took it from queue {queue} by {format_utc(deadline)}",
         )  # fmt: skip
         expired.append(ExpiredFire(
-            spec.name, entry_id, record.to_json(), to_ms(now), spec.history.keep, to_ms(now - spec.history.max_age)
+            spec.name, message.fire_id, entry_id, record.to_json(), to_ms(now), spec.history.keep,
+            to_ms(now - spec.history.max_age),
         ))  # fmt: skip
     return expired
 

@@ -45,6 +45,7 @@ class ExpiredFire:
     """A waiting fire to record ``expired`` and delete from its queue, an item of ``lua/sweep_expired.lua``."""
 
     job: str
+    fire_id: str
     entry_id: str
     record: str
     score_ms: int
@@ -102,18 +103,18 @@ class UpkeepStore:
         return {queue: self.backlog(queue, 1) for queue in queues}
 
     def expire(self, token: str, queue: str, fires: Sequence[ExpiredFire]) -> list[ExpiredFire]:
-        """Record each fire ``expired`` and delete its entry, if it is still waiting and ``token`` holds the
-        lease (``lua/sweep_expired.lua``); return those done."""
+        """Record each fire ``expired`` and delete its entry, if it is still waiting, has started no attempt,
+        and ``token`` holds the lease (``lua/sweep_expired.lua``); return those done."""
         keys = self.keys
         items = [
             ExpiredFire(
-                fire.job, fire.entry_id, fire.record, fire.score_ms, fire.keep, fire.oldest_ms,
+                fire.job, fire.fire_id, fire.entry_id, fire.record, fire.score_ms, fire.keep, fire.oldest_ms,
                 keys.runs(fire.job), keys.runs_by_time(fire.job),
             )
             for fire in fires
         ]  # fmt: skip
         with reachable():
-            replies = self._expire([keys.leader, keys.queue(queue)], [token, GROUP], items)
+            replies = self._expire([keys.leader, keys.queue(queue), keys.attempts], [token, GROUP], items)
         done = {str(entry) for reply in replies if reply != -1 for entry in reply}
         return [fire for fire in fires if fire.entry_id in done]
 

@@ -43,6 +43,7 @@ JOBS = """
     busy: {command: [x], every: 1h, retries: 1, retry_delay: 0s, overlap: skip, history: {keep: 3}}
     swap: {command: [x], every: 1h, overlap: replace, history: {keep: 3}}
     gone: {command: [x], every: 1h, history: {keep: 3}}
+    late: {command: [x], every: 1h, retries: 1, retry_delay: 0s, expires: 1m, overlap: allow, history: {keep: 3}}
 """
 
 LEASE = 30  # s: every job's run lease (timeout + kill grace, capped by RUN_LEASE_MAX)
@@ -258,6 +259,25 @@ def test_a_reclaimed_fire_dead_lettered_then_retried_runs_as_its_next_attempt(sc
     assert again.record.run_id == f"{fire}#2"
     records = {record["run_id"]: record["status"] for record in runs(store.client, store.keys.namespace, "gone")}
     assert records == {f"{fire}#1": "lost", f"{fire}#2": "running"}
+
+
+def test_the_upkeep_leaves_a_retry_waiting_past_expires_to_run(scene: Scene) -> None:
+    """A fire whose attempt 1 started in time and failed waits in the queue past its job's `expires`: the
+    leader's upkeep neither expires it nor drops its attempt count; a worker runs it as attempt 2."""
+    worker = scene.worker("w", scene.config)
+    store, clock = scene.store, scene.clock
+    fire = scene.fire("late", clock.now())
+    worker.end(worker.read(), "failed")
+    store.requeue_due_retries("default", to_ms(clock.now()))
+    clock.advance(120)
+    store.client.set(store.keys.leader, "token")
+    upkeep_store = scene.beat_store.upkeep
+    waiting = upkeep_store.backlog("default", 10).entries
+    expired = upkeep.expired_fires(waiting, scene.config.jobs, clock.now(), "default")
+    assert [fire_ for fire_ in expired if fire_.fire_id == fire]  # past its deadline by the rule alone
+    assert upkeep_store.expire("token", "default", expired) == []
+    assert store.client.hget(store.keys.attempts, fire) == "1"
+    assert worker.read().record.run_id == f"{fire}#2"
 
 
 def test_a_lease_of_a_deleted_pending_entry_is_dropped_by_reclaim(scene: Scene) -> None:

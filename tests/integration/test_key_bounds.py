@@ -280,6 +280,26 @@ def test_the_upkeep_leaves_a_retry_waiting_past_expires_to_run(scene: Scene) -> 
     assert worker.read().record.run_id == f"{fire}#2"
 
 
+def test_a_run_replaced_while_its_worker_is_dead_stays_cancelled_past_a_later_fire(scene: Scene) -> None:
+    """F2 replaces F1 whose worker then dies; F3 is claimed before anyone reclaims F1: F1's cancel request
+    stays for the reclaiming claim, which records F1 cancelled and does not run it again."""
+    first, second, third = (scene.worker(name, scene.config) for name in ("first", "second", "third"))
+    store, clock = scene.store, scene.clock
+    base = clock.now()
+    scene.fire("swap", base)
+    replaced = second.read()
+    scene.fire("swap", base + timedelta(seconds=1))
+    first.end(first.read(), "succeeded")
+    clock.advance(LEASE + 1)  # second died; its lease ended
+    scene.fire("swap", base + timedelta(seconds=2))
+    first.end(first.read(), "succeeded")
+    third.intake.admit(store.reclaim("default", third.intake.identity.id, to_ms(clock.now()), 0))
+    assert third.claimed == []
+    record = json.loads(store.client.hget(store.keys.runs("swap"), replaced.record.run_id))
+    assert record["status"] == "cancelled"
+    assert store.client.exists(store.keys.cancel, store.keys.attempts) == 0
+
+
 def test_a_lease_of_a_deleted_pending_entry_is_dropped_by_reclaim(scene: Scene) -> None:
     """An entry deleted while pending (by hand, or a trim) leaves no lease behind once its lease ended."""
     worker = scene.worker("w", scene.config)

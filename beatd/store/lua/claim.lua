@@ -21,7 +21,7 @@
 -- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started,
 -- nor a redelivered fire whose previous attempt `overlap: replace` had asked to stop before its worker died
 -- ({'replaced', why}: it was replaced, so it does not come back).
--- Runs whose lease ended (their worker died) no longer count as running. A run on another worker that started
+-- Runs whose lease ended (their worker died) no longer count as running (see running_elsewhere). A run on another worker that started
 -- at or before the fire's instant overlaps it (the policy decides); one that started later (a backlog worked
 -- off after a delay) does not: the fire is deferred until it ends ({'defer'}), never skipped for it. A fire whose write Redis refuses gets
 -- {'error', message}; the rest go on (no rollback: a refusal after the first write of a fire keeps those before).
@@ -31,14 +31,20 @@ local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'sign
 local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 -- Live runs of the job on other workers: those that started at or before `scheduled`, and those after.
-local function running_elsewhere(active, scheduled)
+-- A run whose worker died no longer counts; it is dropped, and so is its cancel request unless its entry is
+-- still pending: the claim that reclaims the entry (or its dead letter) reads the request and forgets it, so a
+-- run replaced while its worker was dead is recorded cancelled, not run again.
+local function running_elsewhere(active, stream, scheduled)
     local entries = redis.call('HGETALL', active)
     local before, after = {}, {}
     for i = 1, #entries, 2 do
         local lease = cjson.decode(entries[i + 1])
-        if tonumber(lease['lease_until']) < now then  -- its worker died: the run and its cancel request go
+        if tonumber(lease['lease_until']) < now then
             redis.call('HDEL', active, entries[i])
-            redis.call('HDEL', KEYS[2], entries[i])
+            local entry = lease['entry']
+            if not entry or #redis.call('XPENDING', stream, group, entry, entry, 1) == 0 then
+                redis.call('HDEL', KEYS[2], entries[i])
+            end
         elseif lease['worker'] ~= worker then
             table.insert(tonumber(lease['since'] or 0) <= scheduled and before or after, entries[i])
         end
@@ -73,7 +79,7 @@ local function claim(item)
     local policy = item.overlap
     local running, later = {}, {}
     if policy ~= 'allow' then
-        running, later = running_elsewhere(item.active_key, tonumber(item.scheduled_ms))
+        running, later = running_elsewhere(item.active_key, item.stream_key, tonumber(item.scheduled_ms))
     end
     if #running == 0 and item.busy_here ~= '1' and #later > 0 then
         if policy ~= 'replace' then

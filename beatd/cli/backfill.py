@@ -83,7 +83,7 @@ def backfill(
     if dry_run:
         _print_plan(report, as_json)
         return
-    now = runtime.clock.now()
+    now = store.redis_now()  # emitted_at: the deadline (expires) of each fire counts from Redis's clock
     messages = [_message(spec, instant, now) for instant in chosen]
     record = audit_record(
         "backfill", now, job=job, count=len(messages), skipped=len(report["skipped"]),

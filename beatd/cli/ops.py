@@ -229,7 +229,7 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None,
     With --wait, print every attempt of the fire once it has ended; exit 1 unless it succeeded."""
     config = runtime.load(config_path)
     spec = find_job(config, job)
-    now = runtime.clock.now()
+    now = _store(config).redis_now()  # emitted_at: the deadline (expires) of the fire counts from Redis's clock
     scheduled = _instant(at, spec, "--at") if at else now
     message = _message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis
@@ -18,6 +19,8 @@ __all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
 
 BATCH_LIMIT = 1000
 """Most writes sent in one atomic script call."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,14 @@ class Store:
         with reachable():
             renewed, seconds, micros = self._renew(keys=[self.keys.leader], args=[token, lease_ms])
         return bool(int(renewed)), int(seconds) + int(micros) / 1e6
+
+    def redis_now(self) -> datetime:
+        """Redis's clock now (``TIME``, ms precision): what a command stamps a fire's ``emitted_at`` with, so
+        the deadline of a manual or backfill fire counts from the clock the workers and the upkeep judge it by,
+        whatever the clock of the host the command runs on."""
+        with reachable():
+            seconds, micros = self.client.time()
+        return _EPOCH + timedelta(milliseconds=int(seconds) * 1000 + int(micros) // 1000)
 
     def release(self, token: str) -> bool:
         """Give the lease up; False when ``token`` did not hold it."""

@@ -7,6 +7,7 @@ ending its run while the clock moves past its lease); the beat's upkeep runs in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from collections.abc import Iterator
@@ -16,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from beatd import upkeep
 from beatd.audit import audit_record
 from beatd.beat import Beat
+from beatd.cli import cli as cli_main
+from beatd.cli.runtime import Runtime
 from beatd.clock import FixedClock
 from beatd.config import Config, load_config
 from beatd.identity import Identity
 from beatd.keys import Keys
-from beatd.messages import Message, fire_id, format_utc, to_ms
+from beatd.messages import Message, fire_id, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
 from beatd.store import Finish, RunStore, Store, connect
@@ -298,6 +302,37 @@ def test_a_run_replaced_while_its_worker_is_dead_stays_cancelled_past_a_later_fi
     record = json.loads(store.client.hget(store.keys.runs("swap"), replaced.record.run_id))
     assert record["status"] == "cancelled"
     assert store.client.exists(store.keys.cancel, store.keys.attempts) == 0
+
+
+@pytest.mark.parametrize(("skew", "age", "ran"), [(-3600, 600, False), (3600, 0, True)])
+def test_a_worker_judges_a_fire_s_deadline_by_redis_s_clock(scene: Scene, skew: int, age: int, ran: bool) -> None:
+    """A worker whose host clock is an hour behind does not run a fire ten minutes past its `expires: 1m`; one
+    an hour ahead runs a fresh fire: the deadline is judged by Redis's clock."""
+    real = datetime.now(UTC).replace(microsecond=0)
+    fire = scene.fire("late", real - timedelta(seconds=age))
+    worker = dataclasses.replace(scene, clock=FixedClock(real + timedelta(seconds=skew))).worker("w", scene.config)
+    worker.intake.read(1)
+    assert [run.record.run_id for run in worker.claimed] == ([f"{fire}#1"] if ran else [])
+    statuses = [record["status"] for record in runs(scene.store.client, scene.store.keys.namespace, "late")]
+    assert statuses == (["running"] if ran else ["expired"])
+
+
+@pytest.mark.parametrize("command", [["trigger", "late"], ["backfill", "late", "--from", "2026-01-01T00:00:00Z",
+                                                          "--to", "2026-01-01T01:00:00Z"]])  # fmt: skip
+def test_trigger_and_backfill_stamp_emitted_at_by_redis_s_clock(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, command: list[str]
+) -> None:
+    """Run on a host whose clock is an hour behind, `beatd trigger` and `beatd backfill` stamp their fires'
+    `emitted_at` (where `expires` counts from) with Redis's time."""
+    path = write_config(tmp_path / "a.yaml", shared_redis, namespace, JOBS)
+    skewed = FixedClock(datetime.now(UTC) - timedelta(hours=1))
+    runtime = Runtime(environ={}, cwd=tmp_path, clock=skewed)
+    result = CliRunner().invoke(cli_main, [*command, "-c", str(path)], obj=runtime, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    messages = [json.loads(text) for _, text in Store(shared_redis.client(), Keys(namespace)).read_queue("default")]
+    assert messages
+    for message in messages:
+        assert abs((parse_utc(message["emitted_at"]) - datetime.now(UTC)).total_seconds()) < 60
 
 
 def test_a_lease_of_a_deleted_pending_entry_is_dropped_by_reclaim(scene: Scene) -> None:

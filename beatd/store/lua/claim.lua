@@ -15,7 +15,7 @@
 --   slow former owner's end is never overwritten ('' when there is none),
 --   stream_key: the queue stream, active_key: active runs hash of the job, leases_key: leases hash of the queue,
 --   buffer_key: buffer hash of the job, records_key / index_key: run records hash / index of the job,
---   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none)
+--   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none), by Redis's clock (TIME)
 -- A fire past its deadline that has no attempt yet is not started ({'expired'}); a retry or a reclaimed
 -- attempt goes on (the fire did start in time).
 -- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started,
@@ -29,6 +29,11 @@
 -- {'taken'} | {'expired'} | {'replaced', why} | {'error', text}
 local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key', 'deadline_ms'}
 local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- Deadlines are judged by Redis's clock, as the leader's upkeep judges them and as the CLI stamps a manual
+-- fire's emitted_at: a worker whose host clock is wrong neither runs a fire past its deadline nor expires one
+-- in time.
+local time = redis.call('TIME')
+local redis_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 -- Live runs of the job on other workers: those that started at or before `scheduled`, and those after.
 -- A run whose worker died no longer counts; it is dropped, and so is its cancel request unless its entry is
@@ -73,7 +78,7 @@ local function claim(item)
         end
     end
     local deadline = tonumber(item.deadline_ms)
-    if deadline > 0 and now > deadline and not redis.call('HGET', KEYS[1], item.fire_id) then
+    if deadline > 0 and redis_now > deadline and not redis.call('HGET', KEYS[1], item.fire_id) then
         return {'expired'}
     end
     local policy = item.overlap

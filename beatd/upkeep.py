@@ -154,7 +154,8 @@ def backlog_warnings(
 
 # -- the leader's step ------------------------------------------------------------------------------------
 class Upkeep:
-    """The leader's upkeep: prune stale heartbeats, expire waiting fires past their deadline, publish backlogs."""
+    """The leader's upkeep: prune stale heartbeats and idle consumers, expire waiting fires past their deadline,
+    publish backlogs."""
 
     def __init__(self, store: UpkeepStore, metrics: Metrics) -> None:
         self.store = store
@@ -181,7 +182,12 @@ class Upkeep:
                 watch.forget(list(stale))
                 log.info("forgot %d heartbeats of %s unchanged for %s", deleted, key, defaults.HEARTBEAT_FORGET_AFTER)
         self._prune_history(token, jobs, now)
-        for queue in sorted({spec.queue for spec in jobs.values() if spec.celery is None}):
+        queues = sorted({spec.queue for spec in jobs.values() if spec.celery is None})
+        forget_ms = int(defaults.HEARTBEAT_FORGET_AFTER.total_seconds() * 1000)
+        gone = self.store.forget_consumers(token, queues, forget_ms)
+        if gone:
+            log.info("deleted %d idle consumers with nothing pending from the queues' groups", gone)
+        for queue in queues:
             # Page through a long backlog, WAITING_SCAN entries a step, so fires behind ones that never expire
             # are reached too; back to the oldest once a page comes back short.
             backlog = self.store.backlog(queue, WAITING_SCAN, self.pages.get(queue, ""))

@@ -1,4 +1,5 @@
-"""The leader's upkeep in Redis: heartbeats read and pruned, queue backlogs measured, waiting fires expired.
+"""The leader's upkeep in Redis: heartbeats read and pruned, idle consumers deleted, queue backlogs measured,
+waiting fires expired.
 
 Reads are plain commands or read-only scripts; every delete is a script fenced by the leader's token, and
 deletes only what is still as it was read (a heartbeat rewritten since, an entry delivered since, stays).
@@ -72,6 +73,7 @@ class UpkeepStore:
         self.client: Any = client
         self.keys = keys
         self._forget = client.register_script(script("sweep_heartbeats"))
+        self._consumers = client.register_script(script("sweep_consumers"))
         self._backlog = client.register_script(script("backlog"))
         self._expire = BatchScript(client, "sweep_expired", ExpiredFire, BATCH_LIMIT)
         self._history = BatchScript(client, "sweep_history", Retention, BATCH_LIMIT)
@@ -89,6 +91,15 @@ class UpkeepStore:
             args += [member, digest]
         with reachable():
             return max(0, int(self._forget(keys=[self.keys.leader, key], args=args)))
+
+    def forget_consumers(self, token: str, queues: Sequence[str], idle_ms: int) -> int:
+        """Delete the consumers of ``queues``' groups with no pending entry, idle longer than ``idle_ms`` by
+        Redis's clock, if ``token`` holds the lease (``lua/sweep_consumers.lua``); return how many."""
+        if not queues:
+            return 0
+        keys = [self.keys.leader, *(self.keys.queue(queue) for queue in queues)]
+        with reachable():
+            return max(0, int(self._consumers(keys=keys, args=[token, GROUP, idle_ms])))
 
     def backlog(self, queue: str, scan: int, after: str = "") -> Backlog:
         """The entries of ``queue`` not yet delivered (``lua/backlog.lua``), with ``scan`` of them: the oldest,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from beatd import upkeep
+from beatd import defaults, upkeep
 from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.cli import cli as cli_main
@@ -27,7 +27,7 @@ from beatd.cli.runtime import Runtime
 from beatd.clock import FixedClock
 from beatd.config import Config, load_config
 from beatd.identity import Identity
-from beatd.keys import Keys
+from beatd.keys import GROUP, Keys
 from beatd.messages import Message, fire_id, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
@@ -401,6 +401,31 @@ def test_stale_heartbeats_are_pruned_by_the_leader_without_any_read_command(
         clock.advance(5)
     assert set(client.hkeys(keys.workers)) == {"live-worker"}
     assert set(client.hkeys(keys.replicas)) == {"beat"}
+
+
+def test_idle_consumers_with_nothing_pending_are_deleted_by_the_leader(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consumers of a queue's group left by workers that are gone (each worker joins under a name of its own)
+    are deleted by the leader's upkeep once idle longer than HEARTBEAT_FORGET_AFTER; one holding a pending
+    entry stays however long it is idle."""
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, "a: {command: [x], every: 1h}")
+    monkeypatch.setattr(defaults, "HEARTBEAT_FORGET_AFTER", timedelta(milliseconds=200))
+    keys, client = Keys(namespace), shared_redis.client()
+    stream = keys.queue("default")
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    client.xadd(stream, {"message": "{}", "sig": ""})
+    client.xreadgroup(GROUP, "host-a:101:x1", {stream: ">"}, count=1)  # holds the entry, pending
+    for name in ("host-a:102:x2", "host-b:201:x3", "host-b:202:x4"):
+        client.xgroup_createconsumer(stream, GROUP, name)
+
+    def consumers() -> set[str]:
+        clock.advance(6)
+        beat.tick(clock.now(), clock.monotonic())
+        return {str(consumer["name"]) for consumer in client.xinfo_consumers(stream, GROUP)}
+
+    wait_for(lambda: consumers() == {"host-a:101:x1"}, what="the idle consumers deleted")
+    assert client.xpending(stream, GROUP)["pending"] == 1
 
 
 def test_a_failing_upkeep_step_does_not_hold_up_emission(

@@ -170,10 +170,16 @@ class ChildExecutor:
         if self._process is None or not self._process.is_alive():
             self._discard(0.1)
             parent, child = self._context.Pipe(duplex=True)
-            self._process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
-            self._process.start()
-            child.close()
-            self._connection = parent
+            process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
+            try:
+                process.start()
+            except BaseException:
+                parent.close()
+                raise
+            finally:
+                child.close()
+            # only a started child is kept: a later _discard joins it (a reload's retire() included)
+            self._process, self._connection = process, parent
         assert self._connection is not None
         return self._connection
 

@@ -4,10 +4,12 @@ restart (thread isolation); a target that cannot be imported is refused at start
 from __future__ import annotations
 
 import json
+import multiprocessing
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from beatd import defaults
 from beatd.config import load_config
+from beatd.worker.executor import ChildExecutor
 from beatd.worker.preflight import unimportable
 from tests.conftest import REPO, WriteFiles
 from tests.integration.conftest import Daemon, wait_for
@@ -270,3 +273,37 @@ def test_a_target_whose_import_ends_or_hangs_the_check_process_is_blamed_and_the
         "hangs": "cannot import 'hangs_at_import:run': importing it did not finish within 1s",
         "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
     }
+
+
+class _UnstartableContext:
+    """A fork server context whose processes cannot start (as when the system is out of processes)."""
+
+    def __init__(self) -> None:
+        self.real = multiprocessing.get_context("forkserver")
+
+    def Pipe(self, duplex: bool = True) -> Any:
+        return self.real.Pipe(duplex)
+
+    def Process(self, **kwargs: Any) -> Any:
+        process = self.real.Process(**kwargs)
+
+        def start() -> None:
+            raise OSError(11, "Resource temporarily unavailable")
+
+        process.start = start
+        return process
+
+
+def test_a_child_that_could_not_start_is_not_kept_for_a_later_retire() -> None:
+    """Process isolation: when a job's child process cannot start the run fails with that error, and the
+    next reload's retire() (and close) go through instead of failing on a process that never started."""
+
+    class Unstartable(ChildExecutor):
+        _context = _UnstartableContext()  # type: ignore[assignment]
+
+    executor = Unstartable()
+    task = {"target": "tests.worker_jobs:noop", "pythonpath": [str(REPO)]}
+    with pytest.raises(OSError, match="Resource temporarily unavailable"):
+        executor.run(task, 5.0, threading.Event(), 0.5)
+    executor.retire()
+    executor.close()

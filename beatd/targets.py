@@ -42,6 +42,9 @@ def resolve_call(target: str, pythonpath: Iterable[Path] = ()) -> Callable[..., 
             found = getattr(found, part)
         except AttributeError as error:
             raise TargetError(f"cannot import {target!r}: module {module_name!r} has no attribute {part!r}") from error
+        except Exception as error:  # a module __getattr__ (a lazy import) may raise anything
+            why = f"{type(error).__name__}: {error}"
+            raise TargetError(f"cannot import {target!r}: looking up {part!r}: {why}") from error
     if not callable(found):
         raise TargetError(f"{target!r} is a {type(found).__name__}, expected a callable")
     return found  # type: ignore[no-any-return]

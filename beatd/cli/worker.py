@@ -97,8 +97,14 @@ def worker(
     def reload() -> None:
         nonlocal running
         fresh, problems = runtime.reload(path, metrics)
-        if fresh is not None and (refused := gate.refused(fresh, Setup.of(fresh, names).queues)):
-            fresh, problems = None, runtime.reject([str(problem) for problem in refused], metrics)
+        if fresh is not None:
+            try:
+                refused = [str(problem) for problem in gate.refused(fresh, Setup.of(fresh, names).queues)]
+            except Exception as error:  # the check itself failed (no process to import in): the config stays
+                log.exception("checking the call targets failed")
+                refused = [f"{path}: call targets not checked: {type(error).__name__}: {error}"]
+            if refused:
+                fresh, problems = None, runtime.reject(refused, metrics)
         if fresh is None:
             _audit(
                 daemon.store, audit_record("reload-failed", clock.now(), worker=daemon.identity.id, problems=problems)

@@ -177,6 +177,8 @@ def _probe(connection: Connection, targets: list[str], pythonpath: list[str]) ->
             answer: str | None = None
         except TargetError as error:
             answer = str(error)
+        except BaseException as error:  # anything else is a bug of ours, but it must not end the check
+            answer = f"cannot import {target!r}: {type(error).__name__}: {error}"
         connection.send(answer)
     connection.close()
 

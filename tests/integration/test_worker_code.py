@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import resource
 import signal
 import subprocess
 import sys
@@ -307,3 +308,52 @@ def test_a_child_that_could_not_start_is_not_kept_for_a_later_retire() -> None:
         executor.run(task, 5.0, threading.Event(), 0.5)
     executor.retire()
     executor.close()
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_module_getattr_that_raises_is_a_located_problem(
+    tmp_path: Path, write_files: WriteFiles, isolation: str
+) -> None:
+    """A module whose ``__getattr__`` raises something else than AttributeError (a lazy import that fails)
+    is reported for its job like any import failure, and the jobs after it are still checked."""
+    (tmp_path / "lazy_jobs.py").write_text("def __getattr__(name):\n    raise ImportError(f'lazy {name} failed')\n")
+    config = load_config(write_files({"beatd.yaml": f"""
+        pythonpath: ['{REPO}', '{tmp_path}']
+        jobs:
+          lazy: {{call: lazy_jobs:run, every: 1h}}
+          missing: {{call: tests.worker_jobs:gone, every: 1h}}
+    """}), {})  # fmt: skip
+    problems = unimportable(config, ["default"], isolation)
+    assert {job: problem.message for job, problem in problems.items()} == {
+        "lazy": "cannot import 'lazy_jobs:run': looking up 'run': ImportError: lazy run failed",
+        "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
+    }
+
+
+def open_files(pid: int) -> int:
+    """How many file descriptors process ``pid`` has open."""
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.mark.parametrize("isolation", ["process"])
+def test_a_reload_whose_check_cannot_run_is_rejected_and_the_worker_goes_on(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], isolation: str
+) -> None:
+    """When the target check itself fails on reload (here: the worker is out of file descriptors, so no pipe
+    to a check process can be made), the reload is rejected, unlocated, and the worker serves on."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        first: {call: tests.worker_jobs:noop, every: 1h}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), "--isolation", isolation, name="worker")
+    worker.wait_log("consuming default")
+    config.write_text(config.read_text() + "  added: {call: tests.worker_jobs:noop, every: 1h}\n")
+    limits = resource.prlimit(worker.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker.pid, resource.RLIMIT_NOFILE, (open_files(worker.pid) + 1, limits[1]))
+    try:
+        worker.signal(signal.SIGHUP)
+        worker.wait_log(rf"reload rejected: {config}: call targets not checked: .*Too many open files", timeout=30)
+    finally:
+        resource.prlimit(worker.pid, resource.RLIMIT_NOFILE, limits)
+    enqueue(config, "first")
+    wait_for(lambda: statuses(shared_redis, namespace, "first") == ["succeeded"], timeout=30, what="first ran")
+    assert worker.process is not None and worker.process.poll() is None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import signal
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +19,7 @@ from zoneinfo import ZoneInfo
 from beatd.records import cap_result
 from beatd.targets import TargetError, resolve_call
 from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
-from beatd.worker.lifeline import die_with_parent, release_fork_server
+from beatd.worker.lifeline import enter_child
 
 __all__ = ["call_target", "serve", "takes_context"]
 
@@ -34,9 +33,7 @@ def serve(connection: Connection) -> None:
     First the child ties its life to the worker's (see :mod:`beatd.worker.lifeline`) and ignores SIGINT: a
     Ctrl-C in a terminal reaches the whole foreground process group, and it is the worker that decides
     whether a run goes on (first Ctrl-C: it drains) or stops (second: it stops the child itself)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()  # before releasing the fork server, which may then exit at once
-    release_fork_server()
+    enter_child()
     while True:
         try:
             task = connection.recv()

@@ -9,7 +9,6 @@ thread itself, so a timeout is recorded but cannot be enforced.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from typing import IO, Any, Protocol
 
 from beatd.targets import TargetError
 from beatd.worker.child import call_target, serve, takes_context
-from beatd.worker.lifeline import GroupWatcher
+from beatd.worker.lifeline import FORK_SERVER, GroupWatcher, stop_child
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
 
@@ -96,7 +95,7 @@ class ChildExecutor:
     Children are forked by the fork server, never by the worker: the worker's own modules (it imports no job
     code in this mode) cannot leak into them, and a fresh child imports each job module anew."""
 
-    _context = multiprocessing.get_context("forkserver")
+    _context = FORK_SERVER
 
     def __init__(self) -> None:
         self._process: Any = None
@@ -188,15 +187,7 @@ class ChildExecutor:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        if process is None:
-            return None
-        if process.is_alive():
-            process.terminate()
-            process.join(kill_grace)
-            if process.is_alive():
-                process.kill()
-        process.join(5)
-        return int(process.exitcode) if process.exitcode is not None else None
+        return None if process is None else stop_child(process, kill_grace)
 
 
 def run_command(

@@ -177,7 +177,7 @@ class WorkerSettings(_Strict):
     )
     target_check_timeout: PositiveDuration = Field(
         defaults.TARGET_CHECK_TIMEOUT,
-        description="at start and on reload, how long importing every call target may take",
+        description="at start and on reload, how long importing all call targets may take",
     )
 
 

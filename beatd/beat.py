@@ -323,7 +323,7 @@ class Beat:
         self._flush(pending)
 
     def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
-        return plan_writes(spec, plan, now, self.store.keys, self.signer)
+        return plan_writes(spec, plan, now, self.store.keys, self.signer, self.config.settings.celery)
 
     def _flush(self, pending: list[Pending]) -> None:
         if not pending or self.leadership.token is None:

@@ -222,6 +222,10 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
 
 
+RECORD_FIELDS = ("job", "fire_id", "run_id", "status")
+"""Attributes a log call may attach (``extra=``) that ``--log-format json`` writes as fields of their own."""
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         body = {
@@ -230,6 +234,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in RECORD_FIELDS:  # what a line is about, for a log shipper to index (see the worker's run lines)
+            if (value := getattr(record, name, None)) is not None:
+                body[name] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
         return json.dumps(body)

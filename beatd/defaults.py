@@ -30,6 +30,10 @@ HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
 REPLICA_STALE_AFTER: Final = timedelta(seconds=10)
 """A replica whose heartbeat is older than this is shown as gone by ``beatd status``."""
 
+CELERY_QUEUE: Final = "celery"
+"""Celery queue of ``celery`` jobs that name none: Celery's own ``task_default_queue``, so an unchanged worker
+(``celery -A proj worker``, which consumes ``celery``) runs them."""
+
 QUEUE: Final = "default"
 """Queue (Redis stream) a job's fires go to."""
 
@@ -100,6 +104,37 @@ KILL_GRACE: Final = timedelta(seconds=5)
 RUN_LEASE_MAX: Final = timedelta(seconds=30)
 """A run's lease (visibility timeout) is its job's timeout plus the kill grace, at most this; the worker renews
 it while the run lives, so a run of a dead worker is reclaimed within one lease."""
+
+OUTPUT_TAIL: Final = 16 * 1024
+"""Bytes of a run's output (stdout, stderr and log records, in the order written) kept at its end in the run
+record (``worker.output_tail``, per job ``output.tail``): a traceback and the last couple of hundred lines, while
+a job's 1,000 records stay within about 16 MB of Redis memory even when every run is chatty."""
+
+OUTPUT_TAIL_MAX: Final = 1024 * 1024
+"""Largest ``output.tail`` accepted: run records are read whole by ``history`` and held in Redis memory."""
+
+OUTPUT_CHUNK_CHARS: Final = 4096
+"""Most characters in one entry of a run's live output stream (longer writes are split)."""
+
+OUTPUT_STREAM_MAXLEN: Final = 1000
+"""Entries kept (approximately) in a run's live output stream, so with ``OUTPUT_CHUNK_CHARS`` one run's stream
+holds at most about 4 MB however much the job writes; the run record keeps the final tail anyway."""
+
+OUTPUT_STREAM_TTL: Final = timedelta(hours=1)
+"""A run's live output stream expires this long after its last write (``beatd logs --follow`` of a job silent
+for longer starts from its next write)."""
+
+OUTPUT_STREAM_TTL_ENDED: Final = timedelta(minutes=5)
+"""After its run ends, a live output stream lives this long, for a ``logs --follow`` that is catching up; then
+the run record's tail is what remains."""
+
+OUTPUT_FLUSH_INTERVAL: Final = timedelta(milliseconds=200)
+"""How often a worker sends its runs' new output to Redis: one round trip for every run, however often jobs
+print, and lines appear in ``beatd logs --follow`` within about this long."""
+
+OUTPUT_PENDING_CHARS: Final = 256 * 1024
+"""Most characters of one run's output waiting to be sent to Redis (while Redis is slow or away); beyond it the
+oldest are dropped from the live stream (the run record's tail is unaffected) and a line says how many."""
 
 WORKER_STALE_AFTER: Final = timedelta(seconds=10)
 """A worker whose heartbeat is older than this is shown as gone by ``beatd workers``."""

@@ -19,20 +19,52 @@
 | ``{ns}:attempts`` | hash | fire id -> attempts started so far |
 | ``{ns}:cancel`` | hash | run id -> why, for runs that ``overlap: replace`` asked to stop |
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
+| ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
 
 Every queue stream has one consumer group, :data:`GROUP`.
+
+A run's live output stream (written by its worker, read by ``beatd logs``) holds chunks ``{stream, text}``
+(``stream``: ``stdout``, ``stderr``, ``log``) and last ``{end, status}``. Its bound: about
+``defaults.OUTPUT_STREAM_MAXLEN`` entries of at most ``OUTPUT_CHUNK_CHARS`` characters; it expires
+``OUTPUT_STREAM_TTL`` after its last write, ``OUTPUT_STREAM_TTL_ENDED`` once its run ended.
+
+Celery's keys (not in the namespace: they are the Celery app's, named as kombu and Celery name them, in the
+broker's or result backend's database). The beat LPUSHes task envelopes (JSON) onto a queue's list, Celery
+workers BRPOP them; messages of priority step 3, 6 or 9 go to that step's own list.
+
+| key | type | holds |
+|---|---|---|
+| ``{queue}``, ``{queue}\x06\x16{step}`` | list | a Celery queue (kombu's Redis transport): task envelopes |
+| ``celery-task-meta-{task_id}`` | string | a task's result in a Redis result backend (read by ``beatd show``) |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GROUP", "Keys"]
+__all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result"]
 
 GROUP = "workers"
 """The consumer group of every queue stream."""
+
+CELERY_PRIORITY_STEPS = (0, 3, 6, 9)
+"""kombu's Redis transport default ``priority_steps``: a message's priority is rounded down to one of these."""
+
+_KOMBU_SEPARATOR = "\x06\x16"
+
+
+def celery_queue(queue: str, priority: int | None) -> str:
+    """The Redis list of Celery queue ``queue`` for a message of ``priority`` (kombu's ``_q_for_pri``: step 0
+    is the queue's own name, other steps get ``\x06\x16{step}`` appended)."""
+    step = max(value for value in CELERY_PRIORITY_STEPS if value <= (priority or 0))
+    return f"{queue}{_KOMBU_SEPARATOR}{step}" if step else queue
+
+
+def celery_result(task_id: str) -> str:
+    """A task's result in a Redis result backend (Celery's default key prefix)."""
+    return f"celery-task-meta-{task_id}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +159,10 @@ class Keys:
     def dead(self) -> str:
         """Stream of dead letters."""
         return f"{self.namespace}:dead"
+
+    def output(self, run: str) -> str:
+        """Stream of run ``run``'s live output (capped, with a TTL; see the table)."""
+        return f"{self.namespace}:output:{run}"
 
     @property
     def workers(self) -> str:

@@ -1,7 +1,9 @@
 """RunRecords: what history keeps of every attempt of every fire, as versioned JSON.
 
-A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``.
-Fires the beat did not emit (``missed``) and fires a worker did not run (``skipped``) have records too.
+A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``; a
+fire out of attempts gets a ``dead`` record ``{fire_id}#dead-{attempt}`` (one each time it runs out).
+Fires the beat did not emit (``missed``) and fires a worker did not run (``skipped``) have records too, and so
+do fires of ``celery`` jobs, recorded ``sent`` when the beat pushed their task message.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "cap_result",
+    "dead_run_id",
     "job_of",
     "run_id",
 ]
@@ -26,14 +29,20 @@ RESULT_LIMIT = 16_384
 """Most characters of a run's JSON result kept; longer results are cut and flagged ``result_truncated``."""
 
 RunStatus = Literal[
-    "queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead"
+    "queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "sent"
 ]
-FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead"})
+FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "sent"})
+"""``sent``: a ``celery`` fire handed to the Celery app's broker (its task id in ``extra``); beatd's part ends there."""
 
 
 def run_id(fire_id: str, attempt: int) -> str:
     """The id of attempt ``attempt`` (1-based) of fire ``fire_id``."""
     return f"{fire_id}#{attempt}"
+
+
+def dead_run_id(fire_id: str, attempt: int) -> str:
+    """The id of the ``dead`` record of fire ``fire_id`` out of attempts after attempt ``attempt``."""
+    return f"{fire_id}#dead-{attempt}"
 
 
 def job_of(identifier: str) -> str:
@@ -75,8 +84,8 @@ class RunRecord:
     result_truncated: bool = False
     error: dict[str, str] | None = None
     exit_code: int | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
+    output: str | None = None
+    output_truncated: bool = False
     config_digest: str | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +99,8 @@ class RunRecord:
             del body["extra"]
         if not self.result_truncated:
             del body["result_truncated"]
+        if not self.output_truncated:
+            del body["output_truncated"]
         for key in omit:
             del body[key]
         return json.dumps(body, separators=(",", ":"))

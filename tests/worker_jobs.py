@@ -80,3 +80,8 @@ def write_pids_and_hang(log: str, seconds: float = 60) -> None:
     """Write this process's pid and its parent's (the fork server) to ``log``, then sleep."""
     _append(log, {"pid": os.getpid(), "parent": os.getppid()})
     time.sleep(seconds)
+
+
+def long_text(size: int = 300) -> str:
+    """Return a text longer than any table column."""
+    return "word " * (size // 5)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import beat, dev, inspect, install, ops, runs, worker
+from beatd.cli import backfill, beat, dead, dev, importer, inspect, install, logs, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -54,16 +54,18 @@ for _command in (
     ops.trigger,
     ops.pause,
     ops.resume,
-    ops.backfill,
+    backfill.backfill,
     ops.audit,
     worker.worker,
     runs.history,
     runs.show,
+    logs.logs,
     runs.export,
     runs.workers,
-    runs.dead,
+    dead.dead,
     dev.dev,
     install.install_systemd,
+    importer.import_group,
 ):
     cli.add_command(_command)
 

@@ -68,10 +68,11 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
         assert redis_url is not None
         environ = {**runtime.environ, "BEATD_REDIS_URL": redis_url}
         config = load_config(path, environ)
+        store = RunStore(connect(config.settings.redis), Keys(config.namespace))
+        seen = _finished_before(store, list(config.jobs))  # a kept --data-dir or --redis-url holds earlier runs
         children = [_spawn(kind, path, environ, log_level) for kind in ("beat", "worker")]
         click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "
                    "Ctrl-C stops everything")  # fmt: skip
-        store, seen = RunStore(connect(config.settings.redis), Keys(config.namespace)), set[str]()
         try:
             _watch(store, list(config.jobs), seen, stop, duration, children)
         finally:
@@ -127,6 +128,20 @@ def _watch(
         _print_new(store, jobs, seen)
 
 
+def _finished_before(store: RunStore, jobs: list[str]) -> set[str]:
+    """The runs already finished when this session starts: not printed, they are not new."""
+    seen = set()
+    try:
+        for job in jobs:
+            for text in store.job_records(job):
+                record = json.loads(text)
+                if record["status"] in FINAL_STATUSES:
+                    seen.add(record["run_id"])
+    except StoreError as error:
+        click.echo(f"beatd dev: {error}", err=True)
+    return seen
+
+
 def _print_new(store: RunStore, jobs: list[str], seen: set[str]) -> None:
     """Print each finished run not printed yet."""
     try:
@@ -148,6 +163,6 @@ def _line(record: dict[str, Any]) -> str:
     elif record.get("result") is not None:
         detail = json.dumps(record["result"])
     elif record.get("exit_code") is not None:
-        detail = f"exit {record['exit_code']} {(record.get('stdout_tail') or '').strip()[-60:]}"
+        detail = f"exit {record['exit_code']} {(record.get('output') or '').strip()[-60:]}"
     duration = f"{record['duration_s']:.3f}s" if record.get("duration_s") is not None else "-"
     return f"{record['scheduled_at']}  {record['status']:<9} {duration:>8}  {record['run_id']}  {detail}"[:200]

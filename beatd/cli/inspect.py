@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from beatd.cli.options import config_option, json_option
-from beatd.cli.render import echo_json, echo_table
+from beatd.cli.render import echo_json, echo_table, fit_columns
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.config.schema import config_schema
@@ -45,9 +45,13 @@ def check(runtime: Runtime, config_path: str | None, no_import: bool, strict: bo
 @click.command()
 @config_option
 @json_option
+@click.option("--wide", is_flag=True, help="Print every column in full (default: fit the terminal's width).")
 @click.pass_obj
-def jobs(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
-    """List the jobs: schedule in words and as written, time zone, next fire, target, enabled."""
+def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -> None:
+    """List the jobs: schedule in words and as written, time zone, next fire (in the job's zone), target, enabled.
+
+    The table fits the terminal (long texts end in an ellipsis, AS WRITTEN is left out when there is no room);
+    --wide prints every column whole."""
     config = runtime.load(config_path)
     now = runtime.clock.now()
     rows: list[dict[str, Any]] = []
@@ -82,7 +86,11 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
         ]
         for row in rows
     ]
-    echo_table(headers, table)
+    if wide:
+        echo_table(headers, table)
+        return
+    # Never cut: the name, the next fire, enabled. AS WRITTEN goes first (SCHEDULE says it in words).
+    echo_table(*fit_columns(headers, table, ("SCHEDULE", "AS WRITTEN", "TIMEZONE", "TARGET"), ("AS WRITTEN",)))
 
 
 @click.command("next")

@@ -1,7 +1,9 @@
-"""Operator commands against a running deployment: status, trigger, pause, resume, backfill, audit."""
+"""Operator commands against a running deployment: status, trigger, pause, resume, audit (backfill: its own module)."""
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,22 +11,22 @@ import click
 
 from beatd import defaults
 from beatd.audit import audit_record
+from beatd.cli.celery_fires import send_celery_fires
 from beatd.cli.inspect import find_job
-from beatd.cli.options import config_option, json_option
+from beatd.cli.options import config_option, connection_options, json_option
 from beatd.cli.render import echo_json, echo_table
+from beatd.cli.runs import print_records
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.cli.waiting import live_workers, wait_for_fires
 from beatd.config import Config, JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
 from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc
 from beatd.signing import Signer
-from beatd.store import Store, connect
+from beatd.store import RunStore, Store, connect
 from beatd.triggers import parse_instant
 
-__all__ = ["audit", "backfill", "pause", "resume", "status", "trigger"]
-
-BACKFILL_LIMIT = 10_000
-"""Most fires one backfill emits; a larger range is refused (split it)."""
+__all__ = ["audit", "pause", "resume", "status", "trigger"]
 
 
 def _store(config: Config) -> Store:
@@ -57,12 +59,17 @@ def _message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: FireTri
 
 
 @click.command()
-@config_option
+@connection_options
 @json_option
 @click.pass_obj
-def status(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
-    """Show the leader, replicas, jobs, queues, next fires, last emissions and config errors."""
-    config, local_problems = runtime.load_for_status(config_path)
+def status(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, as_json: bool
+) -> None:
+    """Show the leader, replicas, jobs, queues, next fires, last emissions and config errors (times in UTC).
+
+    With a broken config file the jobs are the ones the beat keeps progress of (no next fire is computed)."""
+    config, local_problems = runtime.connection(config_path, redis_url, namespace)
+    complete = not local_problems
     store = _store(config)
     now = runtime.clock.now()
     leader = store.leader()
@@ -76,10 +83,13 @@ def status(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
     paused = store.paused()
     progress = store.progress()
     last = store.last_emitted()
-    queues = sorted({spec.queue for spec in config.jobs.values()})
+    workers = RunStore(store.client, store.keys).workers()
+    queues = sorted(
+        {spec.queue for spec in config.jobs.values()} | {queue for beat in workers.values() for queue in beat["queues"]}
+    )
     report: dict[str, Any] = {
         "namespace": config.namespace,
-        "config_digest": config.digest,
+        "config_digest": config.digest if complete else None,
         "leader": None,
         "replicas": [],
         "jobs": [],
@@ -105,7 +115,7 @@ def status(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
                 **beat,
                 "heartbeat_age_s": round(age, 3),
                 "alive": age <= defaults.REPLICA_STALE_AFTER.total_seconds(),
-                "config_differs": beat.get("config_digest") != config.digest,
+                "config_differs": complete and beat.get("config_digest") != config.digest,
             }
         )
     for name, spec in config.jobs.items():
@@ -116,16 +126,28 @@ def status(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
                 "name": name,
                 "enabled": spec.enabled,
                 "paused": name in paused,
-                "next_fire": upcoming.astimezone(spec.zone).isoformat() if upcoming else None,
+                "next_fire": format_utc(upcoming) if upcoming else None,
                 "last_emission": last.get(name),
+                "config_digest": spec.digest,
             }
         )
+    if not complete:  # the jobs the deployment knows of: those the beat keeps progress of, emitted or paused
+        for name in sorted(set(progress) | set(last) | set(paused)):
+            emitted = last.get(name)
+            report["jobs"].append(
+                {
+                    "name": name,
+                    "enabled": None,
+                    "paused": name in paused,
+                    "next_fire": None,
+                    "last_emission": emitted,
+                    "config_digest": (emitted or {}).get("config_digest"),
+                }
+            )
     if as_json:
         echo_json(report)
     else:
         _print_status(report)
-    for problem in local_problems:
-        click.echo(f"local config: {problem}", err=True)
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -137,7 +159,7 @@ def _print_status(report: dict[str, Any]) -> None:
         )
     else:
         click.echo("leader: none")
-    click.echo(f"config digest: {report['config_digest']}")
+    click.echo(f"config digest: {report['config_digest'] or 'unknown (the local config file is broken)'}")
     rows = [
         [
             r["replica"],
@@ -160,60 +182,57 @@ def _print_status(report: dict[str, Any]) -> None:
             job["next_fire"] or "-",
             (job["last_emission"] or {}).get("scheduled_at", "-"),
             (job["last_emission"] or {}).get("trigger", "-"),
-            "paused" if job["paused"] else ("yes" if job["enabled"] else "disabled"),
+            "paused" if job["paused"] else {True: "yes", False: "disabled", None: "?"}[job["enabled"]],
+            job["config_digest"] or "-",
         ]
         for job in report["jobs"]
     ]
-    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED"), job_rows)
+    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED", "JOB DIGEST"), job_rows)
 
 
 @click.command()
 @config_option
 @click.argument("job")
 @click.option("--at", "at", metavar="ISO8601", help="Logical scheduled instant of the fire (default now).")
+@click.option("--wait", is_flag=True, help="Wait for the fire to end and print its result; exit 1 unless it succeeded.")
+@json_option
 @click.pass_obj
-def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None) -> None:
-    """Emit one fire of JOB now, with trigger: manual."""
+def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None, wait: bool, as_json: bool) -> None:
+    """Emit one fire of JOB now, with trigger: manual; warn when no live worker consumes its queue.
+
+    With --wait, print every attempt of the fire once it has ended; exit 1 unless it succeeded."""
     config = runtime.load(config_path)
     spec = find_job(config, job)
     now = runtime.clock.now()
     scheduled = _instant(at, spec, "--at") if at else now
     message = _message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
-    _store(config).enqueue(spec.queue, [(message.to_json(), _signature(config, message))], record)
-    click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
-
-
-@click.command()
-@config_option
-@click.argument("job")
-@click.option("--from", "start", required=True, metavar="ISO8601", help="First instant of the range (inclusive).")
-@click.option("--to", "end", required=True, metavar="ISO8601", help="Last instant of the range (inclusive).")
-@click.pass_obj
-def backfill(runtime: Runtime, config_path: str | None, job: str, start: str, end: str) -> None:
-    """Emit every scheduled instant of JOB in [--from, --to], in order, with trigger: backfill."""
-    config = runtime.load(config_path)
-    spec = find_job(config, job)
-    first, last = _instant(start, spec, "--from"), _instant(end, spec, "--to")
-    if last < first:
-        raise UsageProblem("--to is before --from")
-    instants: list[datetime] = []
-    upcoming = spec.trigger().next_after(first - timedelta(microseconds=1))
-    while upcoming is not None and upcoming <= last:
-        if len(instants) >= BACKFILL_LIMIT:
-            raise UsageProblem(f"more than {BACKFILL_LIMIT} fires in that range; split it")
-        instants.append(upcoming)
-        upcoming = spec.trigger().next_after(upcoming)
-    now = runtime.clock.now()
-    messages = [_message(spec, instant, now, "backfill") for instant in instants]
-    record = audit_record(
-        "backfill", now, job=job, count=len(messages), first=messages[0].fire_id if messages else None,
-        last=messages[-1].fire_id if messages else None, range=[format_utc(first), format_utc(last)],
-    )  # fmt: skip
-    _store(config).enqueue(
-        spec.queue, [(message.to_json(), _signature(config, message)) for message in messages], record
-    )
-    click.echo(f"emitted {len(instants)} backfill fire(s) of {job} to queue {spec.queue}")
+    store = _store(config)
+    if spec.celery is not None:
+        (sent,) = send_celery_fires(config, store, spec, [message], now, record, wait=wait)
+        if as_json:
+            echo_json({"job": job, "scheduled_at": message.scheduled_at, **sent})
+        else:
+            click.echo(f"sent {message.fire_id} to Celery queue {sent['celery_queue']} as task {sent['task_id']}")
+        return
+    store.enqueue(spec.queue, [(message.to_json(), _signature(config, message))], record)
+    report: dict[str, Any] = {"fire_id": message.fire_id, "job": job, "queue": spec.queue,
+                              "scheduled_at": message.scheduled_at}  # fmt: skip
+    runs = RunStore(store.client, store.keys)
+    if not live_workers(runs, spec.queue, now):
+        click.echo(f"beatd: warning: no live worker consumes queue {spec.queue!r}; the fire waits there", err=True)
+    if not as_json:
+        click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
+    if wait:
+        ended = wait_for_fires(runs, job, [message.fire_id], lambda done, counts: None)[message.fire_id]
+        report["result"] = ended
+        report["runs"] = [json.loads(text) for text in runs.fire_records(job, message.fire_id)]
+        if not as_json:
+            print_records(report["runs"])
+    if as_json:
+        echo_json(report)
+    if wait and report["result"]["status"] != "succeeded":
+        sys.exit(1)
 
 
 @click.command()
@@ -249,13 +268,15 @@ def resume(runtime: Runtime, config_path: str | None, job: str) -> None:
 
 
 @click.command()
-@config_option
+@connection_options
 @json_option
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Most records.")
 @click.pass_obj
-def audit(runtime: Runtime, config_path: str | None, as_json: bool, limit: int) -> None:
-    """Show the audit log, newest first: leader changes, reloads, pause/resume/trigger/backfill."""
-    config = runtime.load(config_path)
+def audit(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, as_json: bool, limit: int
+) -> None:
+    """Show the audit log, newest first: leader changes, reloads, pause/resume/trigger/backfill, dead letters."""
+    config, _ = runtime.connection(config_path, redis_url, namespace)
     records = _store(config).read_audit(limit)
     if as_json:
         echo_json(records)

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["config_option", "json_option", "log_options", "metrics_options"]
+__all__ = ["config_option", "connection_options", "json_option", "log_options", "metrics_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,3 +50,16 @@ def metrics_options(function: F) -> F:
     return click.option(
         "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus /metrics, /healthz and /readyz here."
     )(function)
+
+
+def connection_options(function: F) -> F:
+    """``-c``, ``--redis-url`` and ``--namespace``: what a read-only command needs (see Runtime.connection)."""
+    function = click.option(
+        "--namespace", metavar="NAME", help="Namespace to read (overrides the file's; default: the file's, else beatd)."
+    )(function)
+    function = click.option(
+        "--redis-url",
+        metavar="URL",
+        help="Redis to read (overrides the file's; works without a file, or with one whose jobs are broken).",
+    )(function)
+    return config_option(function)

@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
-__all__ = ["echo_json", "echo_table"]
+__all__ = ["ELLIPSIS", "echo_json", "echo_table", "fit_columns", "shorten"]
+
+ELLIPSIS = "…"
+"""Ends a text cut to fit a column, so a cut is never mistaken for the whole text."""
+
+MIN_COLUMN = 8
+"""Narrowest a column is squeezed to when a table is fitted to the terminal."""
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis when longer."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: max(width - 1, 0)] + ELLIPSIS
+
+
+def fit_columns(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    shrinkable: Sequence[str],
+    droppable: Sequence[str] = (),
+    width: int | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """The table fitted to ``width`` (default: the terminal's, ``shutil.get_terminal_size``, which reads
+    ``$COLUMNS``; 80 when there is none): the ``droppable`` columns (by header) are left out, in order, while
+    the rest cannot fit; then the widest ``shrinkable`` column is cut, with an ellipsis, until it fits. No
+    column is cut below its header or MIN_COLUMN; the others are never cut (so a very narrow terminal wraps)."""
+    total = width if width is not None else shutil.get_terminal_size().columns
+    keep = list(range(len(headers)))
+
+    def floor(index: int) -> int:
+        return max(MIN_COLUMN, len(headers[index])) if headers[index] in shrinkable else widths[index]
+
+    widths = [max([len(header), *(len(row[index]) for row in rows)]) for index, header in enumerate(headers)]
+    for header in droppable:
+        if sum(min(widths[i], floor(i)) for i in keep) + 2 * (len(keep) - 1) <= total or header not in headers:
+            break
+        keep.remove(headers.index(header))
+    allowed = [index for index in keep if headers[index] in shrinkable]
+    while allowed and sum(widths[index] for index in keep) + 2 * (len(keep) - 1) > total:
+        widest = max(allowed, key=lambda index: widths[index])
+        if widths[widest] <= floor(widest):
+            break
+        widths[widest] -= 1
+    return [headers[index] for index in keep], [[shorten(row[index], widths[index]) for index in keep] for row in rows]
 
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -1,4 +1,6 @@
-"""Reading the audit trail: history, show, export, workers, dead letters."""
+"""Reading the audit trail: history, show, export, workers (dead letters: ``beatd.cli.dead``).
+
+Every instant shown is UTC with a ``Z``."""
 
 from __future__ import annotations
 
@@ -9,22 +11,46 @@ from typing import Any
 import click
 
 from beatd import defaults
-from beatd.cli.options import config_option, json_option
-from beatd.cli.render import echo_json, echo_table
+from beatd.cli.options import connection_options, json_option
+from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
 from beatd.records import job_of
 from beatd.store import RunStore, connect
+from beatd.store.celery_results import celery_outcomes
 
-__all__ = ["dead", "export", "history", "show", "workers"]
+__all__ = ["export", "history", "print_records", "show", "workers"]
 
-STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead")
+SUMMARY_WIDTH = 80
+"""Most characters of the DETAIL column of ``history`` (a longer text ends in an ellipsis)."""
+
+STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timeout",
+    "lost",
+    "cancelled",
+    "skipped",
+    "missed",
+    "dead",
+    "sent",
+)
 
 
-def _store(config: Config) -> RunStore:
-    return RunStore(connect(config.settings.redis), Keys(config.namespace))
+def _store(runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None) -> RunStore:
+    return _opened(runtime, config_path, redis_url, namespace)[0]
+
+
+def _opened(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None
+) -> tuple[RunStore, Config]:
+    """The run store, and the config it came from (its jobs and celery section only when the file is valid)."""
+    config, _ = runtime.connection(config_path, redis_url, namespace)
+    return RunStore(connect(config.settings.redis), Keys(config.namespace)), config
 
 
 def _since(text: str | None, option: str) -> int | None:
@@ -46,7 +72,7 @@ def _records(store: RunStore, jobs: list[str], limit: int, since_ms: int | None)
 
 
 @click.command()
-@config_option
+@connection_options
 @click.argument("job", required=False)
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs that ended so (or are so).")
 @click.option(
@@ -56,38 +82,55 @@ def _records(store: RunStore, jobs: list[str], limit: int, since_ms: int | None)
 @json_option
 @click.pass_obj
 def history(
-    runtime: Runtime, config_path: str | None, job: str | None, status: str | None, since: str | None, limit: int,
-    as_json: bool,
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, job: str | None,
+    status: str | None, since: str | None, limit: int, as_json: bool,
 ) -> None:  # fmt: skip
-    """Run records, newest first: every attempt, plus missed and skipped fires."""
-    config = runtime.load(config_path)
-    store = _store(config)
-    jobs = [job] if job else sorted(set(config.jobs) | set(store.jobs_with_history()))
+    """Run records, newest first: every attempt, plus missed and skipped fires. A ``dead`` record of a fire
+    that succeeded later (retried from dead letters) says so, and ``--status dead`` leaves it out."""
+    store, config = _opened(runtime, config_path, redis_url, namespace)
+    jobs = [job] if job else store.jobs_with_history()
     fetch = limit if status is None else max(limit * 20, 1000)
     records = _records(store, jobs, fetch, _since(since, "--since"))
+    _mark_revived(store, records)
     if status is not None:
-        records = [record for record in records if record["status"] == status]
-    records = records[:limit]
+        records = [r for r in records if r["status"] == status and not (status == "dead" and r.get("succeeded_later"))]
+    records = _with_celery_outcomes(config, records[:limit])
     if as_json:
         echo_json(records)
         return
     rows = [
-        [record["run_id"], record["status"], record.get("trigger", ""), _seconds(record.get("duration_s")),
-         _seconds(record.get("lag_s")), record.get("worker") or "-", _summary(record)]
+        [record["run_id"], record["status"], record.get("trigger", ""), record.get("started_at") or "-",
+         _seconds(record.get("duration_s")), _seconds(record.get("lag_s")), record.get("worker") or "-",
+         _summary(record)]
         for record in records
     ]  # fmt: skip
-    echo_table(("RUN", "STATUS", "TRIGGER", "DURATION", "LAG", "WORKER", "DETAIL"), rows)
+    echo_table(("RUN", "STATUS", "TRIGGER", "STARTED", "DURATION", "LAG", "WORKER", "DETAIL"), rows)
+
+
+def _mark_revived(store: RunStore, records: list[dict[str, Any]]) -> None:
+    """Give each ``dead`` record whose fire has a succeeded run ``succeeded_later``: that run's id."""
+    dead: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["status"] == "dead":
+            dead.setdefault(record["job"], []).append(record)
+    for job, found in dead.items():
+        succeeded = store.succeeded_runs(job, [record["fire_id"] for record in found])
+        for record in found:
+            if record["fire_id"] in succeeded:
+                record["succeeded_later"] = succeeded[record["fire_id"]]
 
 
 @click.command()
-@config_option
+@connection_options
 @click.argument("identifier", metavar="RUN_ID_OR_FIRE_ID")
 @json_option
 @click.pass_obj
-def show(runtime: Runtime, config_path: str | None, identifier: str, as_json: bool) -> None:
-    """One run (by run id) or every attempt of one fire (by fire id)."""
-    config = runtime.load(config_path)
-    store = _store(config)
+def show(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, identifier: str,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """One run (by run id) or every attempt of one fire (by fire id); a traceback is printed as text."""
+    store, config = _opened(runtime, config_path, redis_url, namespace)
     job = job_of(identifier)
     if "#" in identifier:
         text = store.run_record(job, identifier)
@@ -96,27 +139,54 @@ def show(runtime: Runtime, config_path: str | None, identifier: str, as_json: bo
         records = [json.loads(text) for text in store.fire_records(job, identifier)]
     if not records:
         raise UsageProblem(f"no run or fire {identifier!r} in the history of {job!r}")
+    records = _with_celery_outcomes(config, records)
     if as_json:
         echo_json(records[0] if "#" in identifier else records)
         return
+    print_records(records)
+
+
+def print_records(records: list[dict[str, Any]]) -> None:
+    """Print each record as ``key: value`` lines, a multi-line text (a traceback) as indented lines."""
     for record in records:
         for key, value in record.items():
-            shown = json.dumps(value) if isinstance(value, dict | list) else value
+            if key == "output":
+                continue
+            if key == "error" and isinstance(value, dict):
+                click.echo(f"{key:>16}: {value.get('type')}: {value.get('message')}")
+                _echo_block("traceback", value.get("traceback"))
+                continue
+            if isinstance(value, str) and "\n" in value.strip():
+                _echo_block(key, value)
+                continue
+            shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
             click.echo(f"{key:>16}: {shown}")
+        _echo_block("output", record.get("output"))
         click.echo("")
 
 
+def _echo_block(key: str, text: str | None) -> None:
+    """A multi-line text (a traceback, a run's output tail) as indented lines under a ``key:`` heading."""
+    if not text:
+        return
+    click.echo(f"{key:>16}:")
+    for line in text.rstrip("\n").splitlines():
+        click.echo(f"{'':>18}{line}")
+
+
 @click.command()
-@config_option
+@connection_options
 @click.option("--since", metavar="ISO8601", help="Only runs started (or recorded) at or after this instant.")
 @click.option("--until", metavar="ISO8601", help="Only runs started (or recorded) before this instant.")
 @click.pass_obj
-def export(runtime: Runtime, config_path: str | None, since: str | None, until: str | None) -> None:
+def export(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, since: str | None,
+    until: str | None,
+) -> None:  # fmt: skip
     """Every run record as JSON Lines (oldest first), for archiving outside Redis."""
-    config = runtime.load(config_path)
-    store = _store(config)
+    store = _store(runtime, config_path, redis_url, namespace)
     low, high = _since(since, "--since"), _since(until, "--until")
-    jobs = sorted(set(config.jobs) | set(store.jobs_with_history()))
+    jobs = store.jobs_with_history()
     records = _records(store, jobs, 10_000_000, low)
     for record in reversed(records):
         if high is None or to_ms(parse_utc(_record_time(record)[0])) < high:
@@ -124,13 +194,14 @@ def export(runtime: Runtime, config_path: str | None, since: str | None, until: 
 
 
 @click.command()
-@config_option
+@connection_options
 @json_option
 @click.pass_obj
-def workers(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
+def workers(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, as_json: bool
+) -> None:
     """Workers with a recent heartbeat: age, queues, runs in progress."""
-    config = runtime.load(config_path)
-    store = _store(config)
+    store = _store(runtime, config_path, redis_url, namespace)
     now = runtime.clock.now()
     alive: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
@@ -149,45 +220,24 @@ def workers(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
     echo_table(("WORKER", "HEARTBEAT AGE", "QUEUES", "BUSY", "DONE", "RUNS"), rows)
 
 
-@click.group(invoke_without_command=True)
-@config_option
-@json_option
-@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
-@click.pass_context
-def dead(ctx: click.Context, config_path: str | None, as_json: bool, limit: int) -> None:
-    """Dead letters: messages not run (unknown job, bad JSON, forged) and fires out of retries."""
-    ctx.ensure_object(Runtime)
-    ctx.meta["config_path"] = config_path
-    if ctx.invoked_subcommand is not None:
-        return
-    entries = _store(ctx.obj.load(config_path)).dead(limit)
-    if as_json:
-        echo_json(entries)
-        return
-    rows = [[entry["id"], entry.get("reason", ""), _job_in(entry.get("message", ""))] for entry in entries]
-    echo_table(("ID", "REASON", "JOB"), rows)
-
-
-@dead.command("retry")
-@click.argument("entry_id", metavar="ID")
-@config_option
-@click.pass_context
-def dead_retry(ctx: click.Context, entry_id: str, config_path: str | None) -> None:
-    """Put dead letter ID back into its queue (a worker checks it again)."""
-    if not _store(ctx.obj.load(config_path or ctx.meta.get("config_path"))).retry_dead(entry_id):
-        raise UsageProblem(f"no dead letter {entry_id!r}")
-    click.echo(f"requeued {entry_id}")
-
-
-@dead.command("drop")
-@click.argument("entry_id", metavar="ID")
-@config_option
-@click.pass_context
-def dead_drop(ctx: click.Context, entry_id: str, config_path: str | None) -> None:
-    """Delete dead letter ID."""
-    if not _store(ctx.obj.load(config_path or ctx.meta.get("config_path"))).drop_dead(entry_id):
-        raise UsageProblem(f"no dead letter {entry_id!r}")
-    click.echo(f"dropped {entry_id}")
+def _with_celery_outcomes(config: Config, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` with, for each ``sent`` one, its Celery outcome as ``celery`` (when a result backend is
+    configured), read by task id."""
+    backend = config.settings.celery.result_backend if config.settings.celery else None
+    task_ids = [record["extra"]["task_id"] for record in records if record.get("extra", {}).get("task_id")]
+    if backend is None or not task_ids:
+        return records
+    outcomes = celery_outcomes(backend, task_ids)
+    for record in records:
+        task_id = record.get("extra", {}).get("task_id")
+        if task_id in outcomes:
+            record["celery"] = outcome = dict(outcomes[task_id])
+            try:  # Celery keeps no runtime: from emission to done (queue wait included)
+                done = parse_utc(outcome["date_done"]) - parse_utc(record["emitted_at"])
+                outcome["done_after_s"] = round(done.total_seconds(), 3)
+            except (KeyError, TypeError, ValueError):
+                pass
+    return records
 
 
 def _record_time(record: dict[str, Any]) -> tuple[str, str]:
@@ -195,22 +245,22 @@ def _record_time(record: dict[str, Any]) -> tuple[str, str]:
     return (record.get("started_at") or record.get("finished_at") or record["scheduled_at"], record["run_id"])
 
 
-def _job_in(message: str) -> str:
-    try:
-        return str(json.loads(message).get("job", "?"))
-    except (ValueError, AttributeError):
-        return "?"
-
-
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
 
 def _summary(record: dict[str, Any]) -> str:
+    if "task_id" in record.get("extra", {}):
+        outcome = record.get("celery", {})
+        detail = outcome.get("error") or outcome.get("result")
+        shown = f" {outcome['state']}" + (f": {json.dumps(detail)}" if detail is not None else "") if outcome else ""
+        return f"celery task {record['extra']['task_id']}{shown}"[:120]
+    if record.get("succeeded_later"):
+        return f"succeeded later: {record['succeeded_later']}"
     if record.get("error"):
-        return f"{record['error'].get('type')}: {record['error'].get('message')}"[:80]
+        return shorten(f"{record['error'].get('type')}: {record['error'].get('message')}", SUMMARY_WIDTH)
     if record.get("reason"):
-        return str(record["reason"])[:80]
+        return shorten(str(record["reason"]), SUMMARY_WIDTH)
     if record.get("result") is not None:
-        return json.dumps(record["result"])[:80]
+        return shorten(json.dumps(record["result"], ensure_ascii=False), SUMMARY_WIDTH)
     return ""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
+import pydantic
+
 from beatd.clock import Clock, SystemClock
-from beatd.config import Config, find_config, load_config, load_connection
+from beatd.config import Config, ConfigFile, RedisSettings, find_config, load_config, load_connection
 from beatd.daemon import configure_logging, keep_out_of_collections
 from beatd.errors import BeatdError, ConfigError, Problem
 from beatd.metrics import Metrics
@@ -42,13 +46,42 @@ class Runtime:
         """Find and load the config named by ``-c`` or the default lookup."""
         return load_config(find_config(config_path, self.environ, self.cwd), self.environ)
 
-    def load_for_status(self, config_path: str | None) -> tuple[Config, list[Problem]]:
-        """The config, or, when its jobs are broken, just the connection settings and the problems."""
-        path = find_config(config_path, self.environ, self.cwd)
+    def connection(
+        self, config_path: str | None, redis_url: str | None = None, namespace: str | None = None
+    ) -> tuple[Config, list[Problem]]:
+        """What a read-only command needs: the Redis settings and the namespace; the jobs too when the file
+        has no problem. Else a config without jobs, and the problems (each printed to stderr as a warning).
+
+        The connection comes from the file when it parses far enough (``redis`` and ``namespace`` valid), else
+        from ``--redis-url`` and ``--namespace`` alone; those two override the file's either way. Raises
+        ConfigError (exit 2) only when neither gives a connection."""
         try:
-            return load_config(path, self.environ), []
+            path = find_config(config_path, self.environ, self.cwd)
         except ConfigError as error:
-            return load_connection(path, self.environ), error.problems
+            return self._bare(error, redis_url, namespace), error.problems
+        try:
+            return _overridden(load_config(path, self.environ), redis_url, namespace), []
+        except ConfigError as error:
+            problems = error.problems
+        try:
+            config = load_connection(path, self.environ)
+        except ConfigError:
+            return self._bare(ConfigError(problems), redis_url, namespace), problems
+        count = len(problems)
+        _warn(
+            f"{path} has {count} problem{'s' if count != 1 else ''} (`beatd check` lists them); reading with "
+            "only its Redis connection and namespace",
+            problems,
+        )
+        return _overridden(config, redis_url, namespace), problems
+
+    def _bare(self, error: ConfigError, redis_url: str | None, namespace: str | None) -> Config:
+        """The connection from ``--redis-url`` and ``--namespace`` alone, when the file gives none (else
+        ``error``)."""
+        if redis_url is None:
+            raise error
+        _warn("the config file gives no Redis connection; reading with --redis-url and --namespace", error.problems)
+        return _overridden(Config(path=Path("--redis-url"), settings=ConfigFile(), jobs={}), redis_url, namespace)
 
     def reload(self, path: Path, metrics: Metrics) -> tuple[Config | None, list[str]]:
         """The config at ``path`` again, for SIGHUP; or None and the problems, each logged as rejected and the
@@ -81,6 +114,30 @@ class Runtime:
         _log_warnings(config)
         keep_out_of_collections()
         return path, config
+
+
+def _warn(text: str, problems: list[Problem]) -> None:
+    """A warning on stderr, then the first few problems behind it."""
+    click.echo(f"beatd: warning: {text}", err=True)
+    for problem in problems[:5]:
+        click.echo(problem.as_warning(), err=True)
+
+
+def _overridden(config: Config, redis_url: str | None, namespace: str | None) -> Config:
+    """``config`` with the file's Redis URL and namespace replaced by the command line's, validated as in a file."""
+    if redis_url is None and namespace is None:
+        return config
+    settings = config.settings
+    try:
+        if redis_url is not None:
+            url = RedisSettings(url=redis_url).url
+            settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": url})})
+        if namespace is not None:
+            settings = settings.model_copy(update={"namespace": ConfigFile(namespace=namespace).namespace})
+    except pydantic.ValidationError as error:
+        option = "--redis-url" if error.title == "RedisSettings" else "--namespace"
+        raise UsageProblem(f"{option}: {error.errors()[0]['msg']}") from None
+    return dataclasses.replace(config, settings=settings)
 
 
 def _log_warnings(config: Config) -> None:

@@ -79,7 +79,7 @@ class Claim:
 @dataclass(frozen=True)
 class Finish:
     """What to write when a run ends (see ``lua/finish.lua``); ``dead_record``: the fire-level record of a
-    fire out of attempts."""
+    fire out of attempts, stored under ``dead_run_id``."""
 
     job: str
     queue: str
@@ -97,6 +97,7 @@ class Finish:
     fire_id: str = ""
     fire_done: bool = False
     dead_record: str = ""
+    dead_run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class FinishItem:
     fire_id: str
     fire_done: str
     dead_record: str
+    dead_run_id: str
     active_key: str
     leases_key: str
     stream_key: str
@@ -318,7 +320,7 @@ class RunStore:
             items.append(FinishItem(
                 end.run_id, end.entry_id, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
                 end.message if queued else "", end.signature if queued else "", end.retry_at_ms, end.reason,
-                end.fire_id, "1" if end.fire_done else "0", end.dead_record,
+                end.fire_id, "1" if end.fire_done else "0", end.dead_record, end.dead_run_id,
                 keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
                 keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue),
             ))  # fmt: skip
@@ -349,8 +351,15 @@ class RunStore:
             entries = self.client.xrevrange(self.keys.dead, count=limit)
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
-    def retry_dead(self, entry_id: str) -> bool:
-        """Put a dead letter back into its queue stream; False when there is no such entry."""
+    def dead_letter_entry(self, entry_id: str) -> dict[str, str] | None:
+        """One dead letter by stream entry id (``MS-SEQ``), with its ``id``; None when there is none."""
+        with reachable():
+            entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
+        return {"id": entries[0][0], **entries[0][1]} if entries else None
+
+    def retry_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
+        """Put a dead letter back into its queue stream and append ``audit``, in one transaction; False when
+        there is no such entry."""
         with reachable():
             entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
             if not entries:
@@ -359,13 +368,60 @@ class RunStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(fields["queue"], {"message": fields["message"], "sig": fields.get("sig", "")})
             pipe.xdel(self.keys.dead, entry_id)
+            pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
             pipe.execute()
         return True
 
-    def drop_dead(self, entry_id: str) -> bool:
-        """Delete a dead letter; False when there is no such entry."""
+    def drop_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
+        """Delete a dead letter and append ``audit``; False when there is no such entry (nothing is audited)."""
         with reachable():
-            return bool(self.client.xdel(self.keys.dead, entry_id))
+            if not self.client.xrange(self.keys.dead, entry_id, entry_id):
+                return False
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xdel(self.keys.dead, entry_id)
+            pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
+            pipe.execute()
+        return True
+
+    def succeeded_runs(self, job: str, fire_ids: Sequence[str]) -> dict[str, str]:
+        """Fire id -> the run id that succeeded, for each of ``fire_ids`` (all of ``job``) that has one."""
+        wanted = set(fire_ids)
+        with reachable():
+            ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).rsplit("#", 1)[0] in wanted]
+            texts = self.client.hmget(self.keys.runs(job), ids) if ids else []
+        done = {}
+        for text in texts:
+            record = json.loads(text) if text else {}
+            if record.get("status") == "succeeded":
+                done[str(record["fire_id"])] = str(record["run_id"])
+        return done
+
+    # -- live output ---------------------------------------------------------------------------------------
+    def append_output(self, chunks: dict[str, list[str]], ended: Sequence[str] = ()) -> None:
+        """Append JSON chunks to each run's live output stream (run id -> chunks, oldest first), capped and
+        given their TTL; the streams of ``ended`` runs get the shorter TTL of a finished run."""
+        maxlen = defaults.OUTPUT_STREAM_MAXLEN
+        live, done = defaults.OUTPUT_STREAM_TTL, defaults.OUTPUT_STREAM_TTL_ENDED
+        with reachable():
+            pipe = self.client.pipeline(transaction=False)
+            for run, texts in chunks.items():
+                key = self.keys.output(run)
+                for text in texts:
+                    pipe.xadd(key, {"chunk": text}, maxlen=maxlen, approximate=True)
+                pipe.pexpire(key, int((done if run in ended else live).total_seconds() * 1000))
+            pipe.execute()
+
+    def read_output(self, run: str, after: str = "0", block_ms: int | None = None) -> list[tuple[str, str]]:
+        """Chunks of ``run``'s live output after entry id ``after`` ("0": from the first kept), as (entry id,
+        JSON); with ``block_ms``, waits up to that long for the first."""
+        key = self.keys.output(run)
+        with reachable():
+            if block_ms is None:
+                entries = self.client.xrange(key, f"({after}" if after != "0" else "-", "+", count=1000)
+            else:
+                reply = self.client.xread({key: after}, count=1000, block=block_ms)
+                entries = reply[0][1] if reply else []
+        return [(str(entry_id), str(fields.get("chunk", ""))) for entry_id, fields in entries]
 
     # -- workers -----------------------------------------------------------------------------------------
     def audit(self, record: dict[str, Any]) -> None:
@@ -407,6 +463,16 @@ class RunStore:
             ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).rsplit("#", 1)[0] == fire_id]
             records = [record for record in self.client.hmget(self.keys.runs(job), ids) if record] if ids else []
         return sorted(records, key=lambda text: (json.loads(text)["attempt"], '"status":"dead"' in text))
+
+    def job_records(self, job: str) -> list[str]:
+        """Every RunRecord JSON of ``job``, in no order (bounded by its ``history.keep``)."""
+        with reachable():
+            return [str(text) for text in self.client.hvals(self.keys.runs(job))]
+
+    def history_size(self, job: str) -> int:
+        """How many run records of ``job`` are kept now."""
+        with reachable():
+            return int(self.client.zcard(self.keys.runs_by_time(job)))
 
     def jobs_with_history(self) -> list[str]:
         """Every job that has run records, including jobs no longer in the config."""

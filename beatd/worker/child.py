@@ -5,10 +5,12 @@ Kept small and free of Redis: the parent (the worker) owns every side effect but
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -20,6 +22,7 @@ from beatd.records import cap_result
 from beatd.targets import TargetError, resolve_call
 from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
 from beatd.worker.lifeline import enter_child
+from beatd.worker.output import LineBuffer, Sink, capturing, install
 
 __all__ = ["call_target", "serve", "takes_context"]
 
@@ -32,8 +35,12 @@ def serve(connection: Connection) -> None:
 
     First the child ties its life to the worker's (see :mod:`beatd.worker.lifeline`) and ignores SIGINT: a
     Ctrl-C in a terminal reaches the whole foreground process group, and it is the worker that decides
-    whether a run goes on (first Ctrl-C: it drains) or stops (second: it stops the child itself)."""
+    whether a run goes on (first Ctrl-C: it drains) or stops (second: it stops the child itself).
+
+    What a task writes (stdout, stderr, log records) is sent to the parent while it runs, line by line, as
+    ``{"output": [stream, text]}`` messages before the task's reply."""
     enter_child()
+    install()
     while True:
         try:
             task = connection.recv()
@@ -41,11 +48,27 @@ def serve(connection: Connection) -> None:
             return
         if task is None:
             return
-        connection.send(call_target(task))
+        root = logging.getLogger()
+        if "log_level" in task and root.level != task["log_level"]:
+            root.setLevel(int(task["log_level"]))
+        lines = LineBuffer(lambda stream, text: connection.send({"output": [stream, text]}))
+        # Each task under its own warning filters: a warning shown by one run is shown again by the next (Python
+        # shows one once per process), and a job's filters do not outlive its run. Safe here only: the child
+        # runs one task at a time; runner threads cannot do this for each other.
+        with warnings.catch_warnings():
+            reply = call_target(task, lines)
+        lines.flush()
+        connection.send(reply)
 
 
-def call_target(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one task (target, args, kwargs, pythonpath, context) and describe how it ended."""
+def call_target(task: dict[str, Any], output: Sink | None = None) -> dict[str, Any]:
+    """Run one task (target, args, kwargs, pythonpath, context) and describe how it ended; what it writes and
+    logs in this thread goes to ``output`` (see :mod:`beatd.worker.output`)."""
+    with capturing(output) if output is not None else contextlib.nullcontext():
+        return _call(task)
+
+
+def _call(task: dict[str, Any]) -> dict[str, Any]:
     try:
         pythonpath = tuple(task.get("pythonpath", ()))
         function = _resolve(task["target"], pythonpath)

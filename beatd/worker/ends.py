@@ -9,7 +9,7 @@ from datetime import datetime
 
 from beatd.config import JobSpec
 from beatd.messages import Message, parse_utc, to_ms
-from beatd.records import RunRecord, RunStatus, run_id
+from beatd.records import RunRecord, RunStatus, dead_run_id, run_id
 from beatd.store import Delivery, Finish
 from beatd.worker.outcome import after_attempt
 
@@ -78,10 +78,13 @@ def conclude(
     if after.then == "retry":
         end = end_of(spec, delivery, message, record, now, fire_done=False)
         return dataclasses.replace(end, then="retry", retry_at_ms=to_ms(now) + int(after.delay_s * 1000))
-    # The fire-level record ({fire_id}#dead) is written with the last attempt's. The attempt count is kept,
-    # so a dead letter put back with `beatd dead retry` runs as the next attempt.
+    # The fire-level record is written with the last attempt's, under a run id of its own
+    # ({fire_id}#dead-{attempt}): the attempt count is kept, so a dead letter put back with `beatd dead retry`
+    # runs as the next attempt, and if it dies again its record does not overwrite the first one.
     dead = record_of(spec, message, record.attempt, "dead")
-    dead.run_id = f"{message.fire_id}#dead"
+    dead.run_id = dead_run_id(message.fire_id, record.attempt)
     dead.finished_at, dead.reason = record.finished_at, record.reason
     end = end_of(spec, delivery, message, record, now, fire_done=False)
-    return dataclasses.replace(end, then="dead", reason=after.reason, dead_record=dead.to_json())
+    return dataclasses.replace(
+        end, then="dead", reason=after.reason, dead_record=dead.to_json(), dead_run_id=dead.run_id
+    )

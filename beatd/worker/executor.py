@@ -8,6 +8,7 @@ thread itself, so a timeout is recorded but cannot be enforced.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import signal
@@ -22,11 +23,12 @@ from typing import IO, Any, Protocol
 from beatd.targets import TargetError
 from beatd.worker.child import call_target, serve, takes_context
 from beatd.worker.lifeline import FORK_SERVER, GroupWatcher, stop_child
+from beatd.worker.output import Sink
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
 
-TAIL_LIMIT = 4000
-"""Characters kept from the end of a command's stdout and stderr."""
+READ_SIZE = 65536
+"""Bytes read from a command's output file at a time."""
 
 POLL = 0.05
 """How often (s) a waiting run checks for timeout and cancellation."""
@@ -41,16 +43,16 @@ class Outcome:
     result_truncated: bool = False
     error: dict[str, str] | None = None
     exit_code: int | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
 class Executor(Protocol):
-    """Runs callable tasks (see :func:`beatd.worker.child.call_target`)."""
+    """Runs callable tasks (see :func:`beatd.worker.child.call_target`), sending what they write to ``output``."""
 
-    def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome: ...
+    def run(
+        self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float, output: Sink
+    ) -> Outcome: ...
 
     def wants_context(self, target: str, pythonpath: list[str]) -> bool:
         """Whether the task's ``context`` may be used (when not, the worker need not work it out)."""
@@ -66,10 +68,12 @@ class Executor(Protocol):
 class ThreadExecutor:
     """Fast mode: call the target in this thread. Timeouts are recorded, not enforced."""
 
-    def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
+    def run(
+        self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float, output: Sink
+    ) -> Outcome:
         """Call the target and report; a run longer than ``timeout`` is recorded as ``timeout``."""
         started = time.monotonic()
-        outcome = _outcome(call_target(task))
+        outcome = _outcome(call_target(task, output))
         if time.monotonic() - started > timeout:
             return Outcome("timeout", reason=f"ran past its timeout of {timeout:g}s (thread isolation cannot stop it)")
         return outcome
@@ -116,13 +120,16 @@ class ChildExecutor:
             if not self._busy:
                 self._retire_stale()
 
-    def run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
-        """Send the task to the child and wait for its answer, the timeout, or ``stop``."""
+    def run(
+        self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float, output: Sink
+    ) -> Outcome:
+        """Send the task to the child and wait for its answer (passing on what it writes meanwhile), the
+        timeout, or ``stop``."""
         with self._lock:
             self._retire_stale()
             self._busy = True
         try:
-            return self._run(task, timeout, stop, kill_grace)
+            return self._run(task, timeout, stop, kill_grace, output)
         finally:
             with self._lock:
                 self._busy = False
@@ -134,7 +141,9 @@ class ChildExecutor:
             self._stale = False
             self.close()
 
-    def _run(self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float) -> Outcome:
+    def _run(
+        self, task: dict[str, Any], timeout: float, stop: threading.Event, kill_grace: float, output: Sink
+    ) -> Outcome:
         connection = self._ensure_child()
         try:
             connection.send(task)
@@ -146,7 +155,11 @@ class ChildExecutor:
             remaining = deadline - time.monotonic()
             if connection.poll(max(0.0, min(POLL, remaining))):
                 try:
-                    return _outcome(connection.recv())
+                    reply = connection.recv()
+                    if "output" in reply:
+                        output(*reply["output"])
+                        continue
+                    return _outcome(reply)
                 except (EOFError, OSError):
                     code = self._discard(kill_grace)
                     message = f"the job's child process died (exit code {code})"
@@ -191,25 +204,29 @@ class ChildExecutor:
 
 
 def run_command(
-    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, stop: threading.Event, kill_grace: float
-) -> Outcome:
+    argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, stop: threading.Event, kill_grace: float,
+    output: Sink,
+) -> Outcome:  # fmt: skip
     """Run ``argv`` (no shell; a shell job's argv is ``[/bin/sh, -c, text]``) in a process group of its own,
-    led by a watcher that kills the group if the worker dies (see :mod:`beatd.worker.lifeline`)."""
+    led by a watcher that kills the group if the worker dies (see :mod:`beatd.worker.lifeline`). Its stdout and
+    stderr go to files that are followed while it runs (a file, unlike a pipe, never blocks the command nor
+    keeps the run waiting for a background grandchild that holds it open) and handed to ``output``."""
     try:
         watcher = GroupWatcher()
     except OSError as error:
         return _not_started(error)
     try:
-        return _run_in_group(argv, env, cwd, timeout, stop, kill_grace, watcher.group)
+        return _run_in_group(argv, env, cwd, timeout, stop, kill_grace, watcher.group, output)
     finally:
         watcher.close()
 
 
 def _run_in_group(
     argv: list[str], env: dict[str, str], cwd: str | None, timeout: float, stop: threading.Event,
-    kill_grace: float, group: int,
+    kill_grace: float, group: int, output: Sink,
 ) -> Outcome:  # fmt: skip
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        followed = (_Follower(out, "stdout", output), _Follower(err, "stderr", output))
         try:
             process = subprocess.Popen(
                 argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, process_group=group
@@ -228,9 +245,12 @@ def _run_in_group(
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(POLL)
+            for follower in followed:
+                follower.pump()
         code = process.wait()
+        for follower in followed:
+            follower.pump(final=True)
         outcome = Outcome(status or ("succeeded" if code == 0 else "failed"), exit_code=code)
-        outcome.stdout_tail, outcome.stderr_tail = _tail(out), _tail(err)
     if status == "timeout":
         outcome.reason = f"terminated after its timeout of {timeout:g}s"
     elif outcome.status == "failed":
@@ -255,11 +275,24 @@ def _stop_group(process: subprocess.Popen[bytes], group: int, kill_grace: float)
             continue
 
 
-def _tail(stream: IO[bytes]) -> str:
-    stream.seek(0, os.SEEK_END)
-    size = stream.tell()
-    stream.seek(max(0, size - TAIL_LIMIT))
-    return stream.read().decode(errors="replace")
+class _Follower:
+    """Reads what a command has written to one of its output files since the last look. ``os.pread`` leaves
+    the file offset alone: the command shares it (its writes go where the offset is)."""
+
+    def __init__(self, file: IO[bytes], stream: str, output: Sink) -> None:
+        self.fd = file.fileno()
+        self.stream = stream
+        self.output = output
+        self.offset = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def pump(self, final: bool = False) -> None:
+        while data := os.pread(self.fd, READ_SIZE, self.offset):
+            self.offset += len(data)
+            if text := self.decoder.decode(data):
+                self.output(self.stream, text)
+        if final and (text := self.decoder.decode(b"", final=True)):
+            self.output(self.stream, text)
 
 
 def _outcome(reply: dict[str, Any]) -> Outcome:

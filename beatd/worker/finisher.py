@@ -85,7 +85,7 @@ class Finisher:
             try:
                 return self.store.finish(batch, to_ms(self.clock.now()))
             except StoreUnavailable as error:
-                log.warning("writing %d run ends: %s; again in %.1fs", len(batch), error, delay)
+                log.warning("writing %d run ends (%s): %s; again in %.1fs", len(batch), _names(batch), error, delay)
                 self.failed()
                 time.sleep(delay)
         return self.store.finish(batch, to_ms(self.clock.now()))
@@ -95,11 +95,21 @@ class Finisher:
             refused = self._finish(batch)
         except StoreError as error:
             # Their entries stay pending with leases that are no longer renewed: they are reclaimed and re-run.
-            log.error("%d run ends not written, left to be reclaimed: %s", len(batch), error)
+            log.error("%d run ends (%s) not written, left to be reclaimed: %s", len(batch), _names(batch), error)
             self.failed()
             return
         except Exception:
-            log.exception("%d run ends not written, left to be reclaimed", len(batch))
+            log.exception("%d run ends (%s) not written, left to be reclaimed", len(batch), _names(batch))
             return
         for run, reason in refused.items():
             log.error("end of run %s not written, left to be reclaimed: Redis refused it: %s", run, reason)
+
+
+NAMED = 5
+"""Most run ids a log line about a batch of run ends names."""
+
+
+def _names(batch: list[Finish]) -> str:
+    """The run ids of a batch, for a log line: the first few, then how many more."""
+    names = ", ".join(end.run_id for end in batch[:NAMED])
+    return names + (f" and {len(batch) - NAMED} more" if len(batch) > NAMED else "")

@@ -129,6 +129,9 @@ class Intake:
         if spec is None:
             self._dead_letter(delivery, f"not run: job {message.job!r} is not declared in this worker's config")
             return None
+        if spec.celery is not None:
+            self._dead_letter(delivery, f"not run: job {message.job!r} is a celery job, run by Celery's workers")
+            return None
         return spec, message
 
     def _lost(self, spec: JobSpec, message: Message) -> LostRun | None:

@@ -42,6 +42,10 @@ def after_attempt(
         ceiling = min(retry_delay_max_s, retry_delay_s * 2 ** (attempt - 1))
         delay = draw(0.0, ceiling)
         return AfterAttempt("retry", delay, f"retry in {delay:.1f}s")
+    if attempt > retries + 1:  # a dead letter put back by hand runs once more, with no retries of its own
+        return AfterAttempt(
+            "dead", reason=f"{status} on attempt {attempt} (retried from dead letters; the job allows {retries + 1})"
+        )
     return AfterAttempt("dead", reason=f"{status} on attempt {attempt} of {retries + 1}: no retries left")
 
 

@@ -23,7 +23,9 @@ from beatd.worker.context import previous_fire
 from beatd.worker.ends import conclude, record_time
 from beatd.worker.executor import ChildExecutor, Executor, Outcome, ThreadExecutor, run_command
 from beatd.worker.finisher import Finisher
+from beatd.worker.live import LiveOutput
 from beatd.worker.outcome import start_decision
+from beatd.worker.output import RunOutput, install
 from beatd.worker.registry import Registry, Run
 
 __all__ = ["Runners"]
@@ -52,6 +54,7 @@ class Runners:
         concurrency: int,
         isolation: Isolation,
         freed: Callable[[], None],
+        live: LiveOutput | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -61,13 +64,16 @@ class Runners:
         self.concurrency = concurrency
         self.isolation = isolation
         self.freed = freed
+        self.live = live
         self.work: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.executors: list[Executor] = []
         self._previous: dict[tuple[str, str, str], str | None] = {}
 
     def start(self) -> None:
-        """Start the runner threads."""
+        """Start the runner threads (with thread isolation, once jobs' output is routed to their runs)."""
+        if self.isolation == "thread":
+            install()
         for index in range(self.concurrency):
             thread = threading.Thread(target=self._loop, name=f"runner-{index}", daemon=True)
             thread.start()
@@ -144,23 +150,41 @@ class Runners:
                 except StoreError as error:  # only the running record's start is stale; the run goes on
                     log.warning("running record of %s not restamped: %s", record.run_id, error)
             log.debug("running %s (attempt %d, %s)", record.run_id, record.attempt, run.message.trigger)
-            outcome = self._execute(spec, run.message, record, run, executor)
+            output = self._output(spec, record.run_id)
+            try:
+                outcome = self._execute(spec, run.message, record, run, executor, output)
+            finally:
+                output.close()
         finally:
             released = self.registry.end(run)
             if released is not None:
                 self.work.put(released)
             self.freed()
-        self._end(run, started, outcome)
+        self._end(run, started, outcome, output)
 
-    def _end(self, run: Run, started: datetime, outcome: Outcome) -> None:
+    def _output(self, spec: JobSpec, run: str) -> RunOutput:
+        """The sink of one run's output: its tail for the record, and its live stream."""
+        tail = spec.output.tail
+        if tail is None:
+            tail = self.registry.setup.config.settings.worker.output_tail
+        return RunOutput(tail, self.live.sink(run) if self.live is not None else None)
+
+    def _end(self, run: Run, started: datetime, outcome: Outcome, output: RunOutput | None = None) -> None:
         """Record how ``run`` ended (its claim is already dropped from the registry) and hand on its end."""
         spec, record = run.spec, run.record
         finished = self.clock.now()
         record.finished_at = format_utc(finished)
         record.duration_s = round((finished - started).total_seconds(), 6)
         _apply(record, outcome)
+        if output is not None and output.tail.total and output.tail.limit:
+            record.output, record.output_truncated = output.tail.text(), bool(output.tail.cut)
         if outcome.status == "cancelled" and run.why_stopped == "shutdown":
             record.status, record.reason = "lost", "the worker shut down before the run finished"
+            self._ended(record.run_id, record.status)
+            log.info(
+                "%s run %s stopped at shutdown: recorded lost, handed back", spec.name, record.run_id,
+                extra={"job": spec.name, "run_id": record.run_id, "status": record.status},
+            )  # fmt: skip
             self.store.write_record(spec.name, record.run_id, record.to_json(), record_time(record, finished))
             self.store.release(run.delivery.queue, run.delivery.entry_id, spec.name, record.run_id)
             return
@@ -172,9 +196,25 @@ class Runners:
         job = self.metrics.job(spec.name)
         self.metrics.runs.labels(job, record.status).inc()
         self.metrics.run_duration.labels(job).observe(record.duration_s or 0.0)
-        log.info("%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0)
+        self._ended(record.run_id, record.status)
+        about = {"job": spec.name, "run_id": record.run_id, "status": record.status}
+        if record.status in ("failed", "timeout"):
+            log.warning(
+                "%s run %s %s in %.3fs: %s", spec.name, record.run_id, record.status, record.duration_s or 0.0,
+                _why(record), extra=about,
+            )  # fmt: skip
+        else:
+            log.info(
+                "%s run %s %s in %.3fs", spec.name, record.run_id, record.status, record.duration_s or 0.0, extra=about
+            )
 
-    def _execute(self, spec: JobSpec, message: Message, record: RunRecord, run: Run, executor: Executor) -> Outcome:
+    def _ended(self, run: str, status: str) -> None:
+        if self.live is not None:
+            self.live.end(run, status)
+
+    def _execute(
+        self, spec: JobSpec, message: Message, record: RunRecord, run: Run, executor: Executor, output: RunOutput
+    ) -> Outcome:
         setup = self.registry.setup
         timeout = spec.timeout.total_seconds()
         grace = setup.kill_grace.total_seconds()
@@ -185,6 +225,7 @@ class Runners:
                 "args": message.args,
                 "kwargs": message.kwargs,
                 "pythonpath": setup.pythonpath,
+                "log_level": logging.getLogger().getEffectiveLevel(),
                 "context": {
                     "run_id": record.run_id,
                     "fire_id": message.fire_id,
@@ -196,11 +237,11 @@ class Runners:
                     "trigger": message.trigger,
                 },
             }
-            return executor.run(task, timeout, run.stop, grace)
+            return executor.run(task, timeout, run.stop, grace, output)
         argv = ["/bin/sh", "-c", (spec.command or ("",))[0]] if spec.shell else list(spec.command or ())
         env = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")} | spec.env
         cwd = str((setup.config.path.parent / spec.cwd).resolve()) if spec.cwd else None
-        return run_command(argv, env, cwd, timeout, run.stop, grace)
+        return run_command(argv, env, cwd, timeout, run.stop, grace, output)
 
     def _previous_at(self, spec: JobSpec, scheduled_at: str) -> str | None:
         """The job's scheduled instant before ``scheduled_at`` (the start of the data interval), remembered:
@@ -218,5 +259,11 @@ def _apply(record: RunRecord, outcome: Outcome) -> None:
     record.status = outcome.status  # type: ignore[assignment]
     record.result, record.result_truncated = outcome.result, outcome.result_truncated
     record.error, record.exit_code = outcome.error, outcome.exit_code
-    record.stdout_tail, record.stderr_tail = outcome.stdout_tail, outcome.stderr_tail
     record.reason = outcome.reason
+
+
+def _why(record: RunRecord) -> str:
+    """A failed or timed-out run's error in one line, for the worker's log."""
+    if record.error:
+        return f"{record.error.get('type')}: {record.error.get('message')}"
+    return record.reason or "no error recorded"

@@ -24,6 +24,7 @@ from beatd.worker.executor import ThreadExecutor
 from beatd.worker.finisher import Finisher
 from beatd.worker.intake import Intake
 from beatd.worker.leases import LeaseKeeper
+from beatd.worker.live import LiveOutput
 from beatd.worker.registry import Registry, Run, Setup
 from beatd.worker.runners import Runners
 
@@ -85,9 +86,10 @@ class Worker:
         self.registry = Registry(Setup.of(config, queues))
         self._capacity = threading.Event()
         self.finisher = Finisher(store, clock, written=self._capacity.set, failed=self.metrics.redis_errors.inc)
+        self.live = LiveOutput(store)
         self.runners = Runners(
             store, self.registry, clock, self.finisher, self.metrics,
-            concurrency=concurrency, isolation=isolation, freed=self._capacity.set,
+            concurrency=concurrency, isolation=isolation, freed=self._capacity.set, live=self.live,
         )  # fmt: skip
         self.intake = Intake(
             store, self.registry, identity, clock, self.finisher, self.metrics,
@@ -123,6 +125,7 @@ class Worker:
         """Create the consumer groups and start the runner, finisher and lease threads."""
         self.store.ensure_groups(self.queues)
         self.finisher.start()
+        self.live.start()
         self.runners.start()
         self.leases.start()
         log.info(
@@ -196,6 +199,7 @@ class Worker:
             for thread in self.runners.threads:
                 thread.join(30)
         self.finisher.close()
+        self.live.close()
         self.leases.stop()
         try:
             self.store.forget_workers([self.identity.id])

@@ -27,7 +27,7 @@ def test_history_show_export_workers_and_dead(
     wait_for(lambda: statuses(shared_redis, namespace, "good") == ["succeeded"], what="good ran")
 
     records = json.loads(cli("history", "-c", str(config), "--json").stdout)
-    assert {record["run_id"] for record in records} == {f"{good}#1", f"{bad}#1", f"{bad}#dead"}
+    assert {record["run_id"] for record in records} == {f"{good}#1", f"{bad}#1", f"{bad}#dead-1"}
     failed = json.loads(cli("history", "-c", str(config), "--status", "failed", "--json").stdout)
     assert [record["run_id"] for record in failed] == [f"{bad}#1"]
     only_good = json.loads(cli("history", "-c", str(config), "good", "--json").stdout)
@@ -51,7 +51,7 @@ def test_history_show_export_workers_and_dead(
     assert len(dead) == 1 and "no retries left" in dead[0]["reason"]
     assert cli("dead", "-c", str(config), "drop", "0-1").returncode == 2
     assert cli("dead", "retry", dead[0]["id"], "-c", str(config)).returncode == 0
-    wait_for(lambda: statuses(shared_redis, namespace, "bad").count("dead") == 1
-             and len(statuses(shared_redis, namespace, "bad")) >= 3, what="the retried fire ran again")  # fmt: skip
+    wait_for(lambda: statuses(shared_redis, namespace, "bad") == ["failed", "dead", "failed", "dead"],
+             what="the retried fire ran again and died again, with a dead record of its own")  # fmt: skip
     dead = json.loads(cli("dead", "-c", str(config), "--json").stdout)
     assert cli("dead", "-c", str(config), "drop", dead[0]["id"]).stdout.startswith("dropped")

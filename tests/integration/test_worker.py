@@ -78,7 +78,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def test_callable_and_command_run_and_are_recorded(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """A callable's result and a command's exit code and output tails land in the run record."""
+    """A callable's result and a command's exit code and output tail land in the run record."""
     log = tmp_path / "ctx.jsonl"
     config = config_file(tmp_path, shared_redis, namespace, f"""
         report: {{call: tests.worker_jobs:report_context, kwargs: {{log: '{log}'}}, every: 1h}}
@@ -93,7 +93,7 @@ def test_callable_and_command_run_and_are_recorded(
     assert report["result"]["attempt"] == 1 and report["lag_s"] >= 0 and report["duration_s"] >= 0
     assert report["worker"].endswith(tuple("0123456789"))
     shout = runs(shared_redis.client(), namespace, "shout")[0]
-    assert (shout["exit_code"], shout["stdout_tail"], shout["stderr_tail"]) == (0, "out\n", "err\n")
+    assert (shout["exit_code"], shout["output"]) == (0, "out\nerr\n")
     assert shared_redis.client().xlen(f"{namespace}:queue:default") == 0  # acknowledged and deleted
 
 
@@ -176,7 +176,7 @@ def test_retries_with_backoff_then_dead(
         "traceback": records[0]["error"]["traceback"],
     }
     assert "retry in" in records[0]["reason"] and "retry in" in records[1]["reason"]
-    assert "no retries left" in records[3]["reason"] and records[3]["run_id"] == f"{fire}#dead"
+    assert "no retries left" in records[3]["reason"] and records[3]["run_id"] == f"{fire}#dead-3"
     starts = [datetime.fromisoformat(record["started_at"]) for record in records[:3]]
     assert all(timedelta(0) <= later - earlier <= timedelta(seconds=2) for earlier, later in itertools.pairwise(starts))
     dead = shared_redis.client().xrange(f"{namespace}:dead")

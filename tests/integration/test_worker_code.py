@@ -319,7 +319,7 @@ def test_a_child_that_could_not_start_is_not_kept_for_a_later_retire() -> None:
     executor = Unstartable()
     task = {"target": "tests.worker_jobs:noop", "pythonpath": [str(REPO)]}
     with pytest.raises(OSError, match="Resource temporarily unavailable"):
-        executor.run(task, 5.0, threading.Event(), 0.5)
+        executor.run(task, 5.0, threading.Event(), 0.5, lambda stream, text: None)
     executor.retire()
     executor.close()
 

@@ -55,8 +55,8 @@ def test_jobs_json_lists_next_fire_in_job_zone() -> None:
 
 
 def test_jobs_table_has_headers_and_rows() -> None:
-    """`beatd jobs` prints a header row and one row per job."""
-    code, out, _ = invoke("jobs", "-c", EXAMPLE)
+    """`beatd jobs --wide` prints a header row and one row per job, every column whole."""
+    code, out, _ = invoke("jobs", "-c", EXAMPLE, "--wide")
     lines = out.splitlines()
     assert code == 0
     assert lines[0].split()[:3] == ["NAME", "SCHEDULE", "AS"]

@@ -23,6 +23,12 @@ def highest(low: float, high: float) -> float:
         ("failed", 3, 3, AfterAttempt("retry", 25.0, "retry in 25.0s")),  # capped by retry_delay_max
         ("failed", 4, 3, AfterAttempt("dead", 0.0, "failed on attempt 4 of 4: no retries left")),
         ("timeout", 1, 0, AfterAttempt("dead", 0.0, "timeout on attempt 1 of 1: no retries left")),
+        (
+            "failed",
+            5,
+            3,
+            AfterAttempt("dead", 0.0, "failed on attempt 5 (retried from dead letters; the job allows 4)"),
+        ),
     ],
 )
 def test_after_attempt(status: str, attempt: int, retries: int, expected: AfterAttempt) -> None:

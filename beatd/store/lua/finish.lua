@@ -7,7 +7,8 @@
 --   keep: records to keep, oldest_ms: drop records scored below this (0 keeps all),
 --   then: none | retry | dead, message, signature, retry_at_ms, reason (of a dead letter), fire_id,
 --   fire_done: '1' when the fire is done (forget its attempts),
---   dead_record: the fire-level 'dead' record JSON ('' writes none; stored as '{fire id}#dead', scored now),
+--   dead_record: the fire-level 'dead' record JSON ('' writes none; scored now), dead_run_id: its run id
+--   ('{fire id}#dead-{attempt}': each time a fire runs out of attempts it gets a record of its own),
 --   active_key: active runs hash of the job, leases_key: leases hash of the queue, stream_key: queue stream,
 --   records_key / index_key: run records hash / index of the job, buffer_key: buffer hash of the job,
 --   retry_key: retry sorted set of the queue
@@ -15,7 +16,7 @@
 -- An end whose write Redis refuses is reported and the rest go on; Redis keeps the writes made before the
 -- refusal (it has no rollback), which is why the entry is acknowledged last.
 -- Returns {run id, error, run id, error, ...}: one pair per refused end (empty when all were written).
-local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'dead_record', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key'}
+local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key'}
 
 local function put_record(records, index, run, record, score)
     redis.call('HSET', records, run, record)
@@ -42,7 +43,7 @@ local function finish(item)
         put_record(item.records_key, item.index_key, run, item.record, item.score_ms)
     end
     if item.dead_record ~= '' then
-        put_record(item.records_key, item.index_key, item.fire_id .. '#dead', item.dead_record, ARGV[3])
+        put_record(item.records_key, item.index_key, item.dead_run_id, item.dead_record, ARGV[3])
     end
     prune(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
     if item.then_ == 'retry' then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import resource
 import signal
 import socket
@@ -21,7 +22,7 @@ import pytest
 from beatd.config import Isolation, load_config
 from beatd.worker.executor import ChildExecutor
 from beatd.worker.registry import Setup
-from beatd.worker.target_check import unimportable
+from beatd.worker.target_check import CheckError, unimportable
 from tests.conftest import REPO, WriteFiles
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import runs
@@ -448,3 +449,26 @@ def test_a_stop_during_a_hanging_target_check_is_honoured(
     wait_for(started.exists, timeout=30, what="the check importing")
     assert worker.stop(timeout=20) == 0
     assert "Traceback" not in worker.log()
+
+
+def test_a_check_that_cannot_run_is_a_check_error_not_a_problem_of_the_targets(
+    tmp_path: Path, write_files: WriteFiles
+) -> None:
+    """When no check process can be made (out of file descriptors) or it does not start within the budget,
+    the check raises CheckError saying so (exit 1 at start, an unlocated rejection on reload) instead of
+    blaming each target; a start that takes too long is named a timeout."""
+    config = load_config(write_files({"beatd.yaml": f"""
+        pythonpath: ['{REPO}']
+        jobs:
+          fine: {{call: tests.worker_jobs:noop, every: 1h}}
+    """}), {})  # fmt: skip
+    setup = Setup.of(config, None)
+    with pytest.raises(CheckError, match=r"^the process importing job code did not start within 0\.001s$"):
+        unimportable(setup, "process", 0.001)
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files(os.getpid()) + 1, limits[1]))
+    try:
+        with pytest.raises(CheckError, match=r"^the process importing job code could not start: .*Too many open"):
+            unimportable(setup, "thread", 30.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)

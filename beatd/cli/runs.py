@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -17,7 +17,7 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
-from beatd.records import job_of
+from beatd.records import RunStatus, job_of
 from beatd.store import RunStore, connect
 from beatd.store.celery_results import celery_outcomes
 
@@ -26,19 +26,7 @@ __all__ = ["export", "history", "print_records", "show", "workers"]
 SUMMARY_WIDTH = 80
 """Most characters of the DETAIL column of ``history`` (a longer text ends in an ellipsis)."""
 
-STATUSES = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timeout",
-    "lost",
-    "cancelled",
-    "skipped",
-    "missed",
-    "dead",
-    "sent",
-)
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 def _store(runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None) -> RunStore:

@@ -286,6 +286,9 @@ class Policies(_Strict):
     history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
     output: OutputPolicy = Field(default_factory=OutputPolicy, description="run output kept")
     jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
+    expires: PositiveDuration | None = Field(
+        defaults.EXPIRES, description="a fire not started this long after its instant is recorded expired, not run"
+    )
 
 
 class JobSpec(Policies):

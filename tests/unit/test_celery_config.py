@@ -52,6 +52,7 @@ def test_celery_job_with_options_and_defaults(write_files: WriteFiles) -> None:
         ("timeout", "10s", "options.time_limit"),
         ("retry_delay", "1s", "retry_backoff"),
         ("queue", "reports", "options.queue"),
+        ("expires", "1m", "options.expires"),
     ],
 )
 def test_policies_celery_cannot_honour_are_located_errors(

@@ -96,8 +96,10 @@ WORKER_ISOLATION: Final = "process"
 hard. ``thread`` runs them in the worker itself: faster, but a timeout can only be recorded, not enforced."""
 
 TARGET_CHECK_TIMEOUT: Final = timedelta(seconds=60)
-"""How long importing one ``call`` target may take when a worker checks its jobs at start and on reload; a
-target whose import takes longer (module code that waits on something) is reported as not importable."""
+"""How long a worker's check of its ``call`` targets (at start and on each reload) may take in all: an import
+still running then (module code that waits on something) is reported as failed, the targets not reached as
+not checked. Long enough for slow imports of big libraries; a reload blocks the worker's loop this long at
+most (it feeds the systemd watchdog meanwhile)."""
 
 KILL_GRACE: Final = timedelta(seconds=5)
 """After a timeout or cancellation, how long a job has between SIGTERM and SIGKILL (``worker.kill_grace``)."""

@@ -9,7 +9,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import signal
 import threading
 import traceback
 import warnings
@@ -23,7 +22,7 @@ from zoneinfo import ZoneInfo
 from beatd.records import cap_result
 from beatd.targets import TargetError, resolve_call
 from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
-from beatd.worker.lifeline import die_with_parent, release_fork_server
+from beatd.worker.lifeline import enter_child
 from beatd.worker.output import Batch, Sink, capturing, install
 
 __all__ = ["call_target", "serve", "takes_context"]
@@ -42,9 +41,7 @@ def serve(connection: Connection) -> None:
     What a task writes (stdout, stderr, log records) is sent to the parent while it runs, in batches (see
     :class:`beatd.worker.output.Batch`), as ``{"output": [[stream, text], ...]}`` messages before the task's
     reply."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()  # before releasing the fork server, which may then exit at once
-    release_fork_server()
+    enter_child()
     install()
     sending = threading.Lock()  # the batch's thread and this one share the pipe
 

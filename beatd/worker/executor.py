@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import itertools
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from typing import IO, Any, Protocol
 
 from beatd.targets import TargetError
 from beatd.worker.child import call_target, serve, takes_context
-from beatd.worker.lifeline import GroupWatcher
+from beatd.worker.lifeline import FORK_SERVER, GroupWatcher, stop_child
 from beatd.worker.output import Sink
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
@@ -109,7 +108,7 @@ class ChildExecutor:
     Children are forked by the fork server, never by the worker: the worker's own modules (it imports no job
     code in this mode) cannot leak into them, and a fresh child imports each job module anew."""
 
-    _context = multiprocessing.get_context("forkserver")
+    _context = FORK_SERVER
 
     def __init__(self) -> None:
         self._process: Any = None
@@ -198,10 +197,16 @@ class ChildExecutor:
         if self._process is None or not self._process.is_alive():
             self._discard(0.1)
             parent, child = self._context.Pipe(duplex=True)
-            self._process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
-            self._process.start()
-            child.close()
-            self._connection = parent
+            process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
+            try:
+                process.start()
+            except BaseException:
+                parent.close()
+                raise
+            finally:
+                child.close()
+            # only a started child is kept: a later _discard joins it (a reload's retire() included)
+            self._process, self._connection = process, parent
         assert self._connection is not None
         return self._connection
 
@@ -210,15 +215,7 @@ class ChildExecutor:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        if process is None:
-            return None
-        if process.is_alive():
-            process.terminate()
-            process.join(kill_grace)
-            if process.is_alive():
-                process.kill()
-        process.join(5)
-        return int(process.exitcode) if process.exitcode is not None else None
+        return None if process is None else stop_child(process, kill_grace)
 
 
 def run_command(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from beatd.clock import Clock
-from beatd.config import JobSpec
+from beatd.config import Isolation, JobSpec
 from beatd.messages import Message, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
@@ -52,7 +52,7 @@ class Runners:
         metrics: Metrics,
         *,
         concurrency: int,
-        isolation: str,
+        isolation: Isolation,
         freed: Callable[[], None],
         live: LiveOutput | None = None,
     ) -> None:

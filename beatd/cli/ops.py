@@ -75,13 +75,7 @@ def status(
     store = _store(config)
     now = runtime.clock.now()
     leader = store.leader()
-    replicas = store.replicas()
-    stale = [
-        rid
-        for rid, beat in replicas.items()
-        if now - parse_utc(beat["heartbeat_at"]) > 6 * defaults.REPLICA_STALE_AFTER
-    ]
-    store.forget_replicas(stale)
+    replicas = store.replicas()  # stale ones are deleted by the leader's upkeep, never by a read command
     paused = store.paused()
     progress = store.progress()
     last = store.last_emitted()
@@ -111,9 +105,7 @@ def status(
             "lease_left_s": round(ttl_ms / 1000, 3),
         }
     _backlog(report, store, workers, queues, now)
-    for rid, beat in sorted(replicas.items()):
-        if rid in stale:
-            continue
+    for _, beat in sorted(replicas.items()):
         age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
         report["replicas"].append(
             {

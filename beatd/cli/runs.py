@@ -204,13 +204,11 @@ def workers(
     now = runtime.clock.now()
     alive: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
-    for name, beat in sorted(store.workers().items()):
+    for _, beat in sorted(store.workers().items()):  # stale ones are deleted by the leader's upkeep only
         age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
         (alive if age <= defaults.WORKER_STALE_AFTER.total_seconds() else gone).append(
             {**beat, "heartbeat_age_s": round(age, 3)}
         )
-        if age > 6 * defaults.WORKER_STALE_AFTER.total_seconds():
-            store.forget_workers([name])
     if as_json:
         echo_json(alive)
         return

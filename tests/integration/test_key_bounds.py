@@ -403,6 +403,24 @@ def test_stale_heartbeats_are_pruned_by_the_leader_without_any_read_command(
     assert set(client.hkeys(keys.replicas)) == {"beat"}
 
 
+@pytest.mark.parametrize("command", ["status", "workers"])
+def test_read_commands_delete_no_heartbeat(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, command: str
+) -> None:
+    """`beatd status` and `beatd workers` only read heartbeats, however old they look by the host's clock
+    (which may be wrong): deleting stale ones is the leader's upkeep."""
+    path = write_config(tmp_path / "a.yaml", shared_redis, namespace, "a: {command: [x], every: 1h}")
+    keys, client = Keys(namespace), shared_redis.client()
+    old = {"heartbeat_at": "2020-01-01T00:00:00Z", "queues": ["default"], "runs": [], "worker": "w",
+           "concurrency": 1, "processed": 0}  # fmt: skip
+    client.hset(keys.workers, "old-worker", json.dumps(old))
+    client.hset(keys.replicas, "old-replica", json.dumps({**old, "replica": "old-replica"}))
+    runtime = Runtime(environ={}, cwd=tmp_path)
+    result = CliRunner().invoke(cli_main, [command, "-c", str(path), "--json"], obj=runtime, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert client.hkeys(keys.workers) == ["old-worker"] and client.hkeys(keys.replicas) == ["old-replica"]
+
+
 def test_idle_consumers_with_nothing_pending_are_deleted_by_the_leader(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

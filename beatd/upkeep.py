@@ -165,7 +165,20 @@ class Upkeep:
         self.cursors = dict.fromkeys(self.watches, 0)
         self.history_at = 0
         self.pages: dict[str, str] = {}
+        self.gauged: set[str] = set()
+        """Queues whose backlog gauges this process publishes."""
         self.next_at = 0.0
+
+    def stand_down(self) -> None:
+        """Not leading (any more): withdraw the backlog gauges, which only the leader keeps fresh."""
+        self._withdraw(self.gauged)
+        self.pages.clear()
+
+    def _withdraw(self, queues: set[str]) -> None:
+        for queue in queues:
+            self.metrics.queue_waiting.remove(queue)
+            self.metrics.queue_oldest_age.remove(queue)
+        self.gauged -= queues
 
     def due(self, monotonic: float) -> bool:
         """Whether a step is due."""
@@ -205,6 +218,8 @@ class Upkeep:
                     backlog = self.store.backlog(queue, 1)
             self.metrics.queue_waiting.labels(queue).set(backlog.waiting)
             self.metrics.queue_oldest_age.labels(queue).set(backlog.oldest_age(now) if backlog.waiting else 0.0)
+        self._withdraw(self.gauged - set(queues))  # queues no longer configured
+        self.gauged = set(queues)
 
     def _prune_history(self, token: str, jobs: Mapping[str, JobSpec], now: datetime) -> None:
         """Apply the retention of the next HISTORY_SCAN jobs: records written without a prune (a claim's

@@ -518,6 +518,39 @@ def test_fires_nobody_consumes_expire_with_a_record_and_show_in_the_backlog(
     assert "warning: queue nobody: 2 fires waiting" in cli("status", "-c", str(path)).stdout
 
 
+def test_backlog_gauges_are_withdrawn_for_a_queue_no_longer_configured_and_when_not_leading(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """The leader's backlog gauges cover the queues of its config only, and a replica that stops leading
+    withdraws them (a standby would keep publishing stale values)."""
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, """
+        a: {command: [x], every: 1h, queue: one}
+        b: {command: [x], every: 1h, queue: two}
+    """)  # fmt: skip
+    beat.tick(clock.now(), clock.monotonic())
+    metrics = beat.metrics.registry
+
+    def gauged() -> set[str]:
+        return {
+            sample.labels["queue"]
+            for metric in metrics.collect()
+            if metric.name == "beatd_queue_waiting"
+            for sample in metric.samples
+        }
+
+    assert gauged() == {"one", "two"}
+    clock.advance(6)
+    assert beat.leadership.token is not None
+    beat.upkeep.step(beat.leadership.token, {"a": beat.config.jobs["a"]}, beat.now(clock.now(), clock.monotonic()),
+                     clock.monotonic())  # fmt: skip
+    assert gauged() == {"one"}
+    shared_redis.client().set(Keys(namespace).leader, "another replica's token")
+    clock.advance(6)
+    beat.tick(clock.now(), clock.monotonic())
+    assert not beat.leadership.is_leader(clock.monotonic())
+    assert gauged() == set()
+
+
 def test_the_upkeep_pages_through_a_long_backlog(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

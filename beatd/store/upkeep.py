@@ -24,6 +24,10 @@ __all__ = ["Backlog", "ExpiredFire", "Retention", "UpkeepStore"]
 BATCH_LIMIT = 500
 """Most expired fires written in one script call."""
 
+HISTORY_BATCH = 20
+"""Most jobs whose retention one script call applies: a call drops up to 2,000 records a job (the prelude's
+prune_history), so 20 jobs keep one call to some 40,000 deletes (about 20 ms measured), never Redis blocked for long."""
+
 
 @dataclass(frozen=True)
 class Backlog:
@@ -76,7 +80,7 @@ class UpkeepStore:
         self._consumers = client.register_script(script("sweep_consumers"))
         self._backlog = client.register_script(script("backlog"))
         self._expire = BatchScript(client, "sweep_expired", ExpiredFire, BATCH_LIMIT)
-        self._history = BatchScript(client, "sweep_history", Retention, BATCH_LIMIT)
+        self._history = BatchScript(client, "sweep_history", Retention, HISTORY_BATCH)
 
     def scan_heartbeats(self, key: str, cursor: int, count: int) -> tuple[int, dict[str, str]]:
         """One HSCAN step of a heartbeat hash: the next cursor (0 when the pass is complete) and the values."""

@@ -32,6 +32,7 @@ from beatd.messages import Message, fire_id, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
 from beatd.store import Finish, RunStore, Store, connect
+from beatd.store.upkeep import HISTORY_BATCH
 from beatd.worker.ends import conclude
 from beatd.worker.finisher import Finisher
 from beatd.worker.intake import Intake
@@ -481,6 +482,25 @@ def test_history_written_without_a_prune_is_trimmed_by_the_leader(
     beat.tick(clock.now(), clock.monotonic())
     assert sorted(client.hkeys(keys.runs("a"))) == ["a@1#1", "a@2#1", "a@3#1"]
     assert client.zcard(keys.runs_by_time("a")) == 3
+
+
+def test_a_history_sweep_is_cut_into_short_calls(own_redis: RedisServer) -> None:
+    """Retention over 200 jobs is applied in calls of at most HISTORY_BATCH jobs (each job's prune may drop
+    2,000 records: one call over all of them would block Redis for a good fraction of a second)."""
+    client, keys = own_redis.client(), Keys("h")
+    for job in range(200):
+        client.hset(keys.runs(f"j{job}"), mapping={f"r{index}": "x" for index in range(3)})
+        client.zadd(keys.runs_by_time(f"j{job}"), {f"r{index}": index for index in range(3)})
+    client.set(keys.leader, "token")
+    store = Store(client, keys).upkeep
+    store.prune_history("token", {f"j{job}": (1, 0) for job in range(200)})  # loads the script
+    for job in range(200):
+        client.hset(keys.runs(f"j{job}"), "again", "x")
+        client.zadd(keys.runs_by_time(f"j{job}"), {"again": 5})
+    calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    store.prune_history("token", {f"j{job}": (1, 0) for job in range(200)})
+    assert client.info("commandstats")["cmdstat_evalsha"]["calls"] - calls == 200 // HISTORY_BATCH == 10
+    assert {client.zcard(keys.runs_by_time(f"j{job}")) for job in range(200)} == {1}
 
 
 def test_fires_nobody_consumes_expire_with_a_record_and_show_in_the_backlog(

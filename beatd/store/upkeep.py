@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from beatd.keys import GROUP, Keys
 from beatd.messages import from_ms
 from beatd.store.base import reachable, script
-from beatd.store.codec import BatchScript
+from beatd.store.codec import BatchScript, decode_items
 
-__all__ = ["Backlog", "ExpiredFire", "Retention", "UpkeepStore"]
+__all__ = ["Backlog", "ExpiredFire", "Retention", "StaleHeartbeat", "UpkeepStore", "WaitingEntry"]
 
 BATCH_LIMIT = 500
 """Most expired fires written in one script call."""
@@ -29,6 +29,23 @@ HISTORY_BATCH = 20
 prune_history), so 20 jobs keep one call to some 40,000 deletes (about 20 ms measured), never Redis blocked for long."""
 
 
+class WaitingEntry(NamedTuple):
+    """A queue entry not yet delivered, a reply item of ``lua/backlog.lua``."""
+
+    entry_id: str
+    message: str
+    """The fire message JSON ('' when the entry has none)."""
+
+
+@dataclass(frozen=True)
+class StaleHeartbeat:
+    """A heartbeat to delete if its value is still the one read, an item of ``lua/sweep_heartbeats.lua``."""
+
+    member: str
+    digest: str
+    """SHA-1 hex of the value read."""
+
+
 @dataclass(frozen=True)
 class Backlog:
     """A queue's entries not yet delivered to any worker: how many, the oldest one's id (its ms part is when
@@ -36,7 +53,7 @@ class Backlog:
 
     waiting: int
     oldest_id: str = ""
-    entries: tuple[tuple[str, str], ...] = ()
+    entries: tuple[WaitingEntry, ...] = ()
 
     def oldest_age(self, now: datetime) -> float:
         """Seconds the oldest waiting entry has waited at ``now`` (0 when none waits)."""
@@ -76,7 +93,7 @@ class UpkeepStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client: Any = client
         self.keys = keys
-        self._forget = client.register_script(script("sweep_heartbeats"))
+        self._forget = BatchScript(client, "sweep_heartbeats", StaleHeartbeat, BATCH_LIMIT)
         self._consumers = client.register_script(script("sweep_consumers"))
         self._backlog = client.register_script(script("backlog"))
         self._expire = BatchScript(client, "sweep_expired", ExpiredFire, BATCH_LIMIT)
@@ -90,11 +107,9 @@ class UpkeepStore:
 
     def forget_heartbeats(self, token: str, key: str, stale: dict[str, str]) -> int:
         """Delete heartbeats (member -> SHA-1 of the value read) still unchanged, if ``token`` holds the lease."""
-        args: list[str] = [token]
-        for member, digest in stale.items():
-            args += [member, digest]
+        items = [StaleHeartbeat(member, digest) for member, digest in stale.items()]
         with reachable():
-            return max(0, int(self._forget(keys=[self.keys.leader, key], args=args)))
+            return sum(max(0, int(done)) for done in self._forget([self.keys.leader, key], [token], items))
 
     def forget_consumers(self, token: str, queues: Sequence[str], idle_ms: int) -> int:
         """Delete the consumers of ``queues``' groups with no pending entry, idle longer than ``idle_ms`` by
@@ -110,8 +125,7 @@ class UpkeepStore:
         or the first after entry id ``after``."""
         with reachable():
             waiting, oldest, pairs = self._backlog(keys=[self.keys.queue(queue)], args=[GROUP, scan, after])
-        entries = tuple((str(pairs[i]), str(pairs[i + 1])) for i in range(0, len(pairs), 2))
-        return Backlog(int(waiting), str(oldest), entries)
+        return Backlog(int(waiting), str(oldest), tuple(decode_items(WaitingEntry, pairs)))
 
     def backlogs(self, queues: Sequence[str]) -> dict[str, Backlog]:
         """:meth:`backlog` of each queue, with only the oldest entry (for ``beatd status``)."""

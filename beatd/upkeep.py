@@ -1,7 +1,7 @@
 """Upkeep: what keeps every key beatd writes within a bound, and what is done about fires nobody runs.
 
 The pure rules come first (no Redis, no clock of their own: instants and monotonic seconds are passed in, so
-each is table-tested): a fire's start deadline (its job's ``expires``), which heartbeats are stale, which
+each is table-tested): which heartbeats are stale, which
 waiting fires have expired, which queues ``beatd status`` warns about. :class:`Upkeep` is the leader's step
 over them, run every ``UPKEEP_INTERVAL`` with a bounded amount of work, each write fenced by the lease.
 
@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from beatd import defaults
 from beatd.config import JobSpec
 from beatd.durations import format_duration
-from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
+from beatd.expiry import expired_record, start_deadline
+from beatd.messages import Message, MessageError, to_ms
 from beatd.metrics import Metrics
-from beatd.records import RunRecord, run_id
 from beatd.store.upkeep import Backlog, ExpiredFire, UpkeepStore
 
 __all__ = [
@@ -31,14 +31,9 @@ __all__ = [
     "Upkeep",
     "backlog_warnings",
     "expired_fires",
-    "start_deadline",
 ]
 
 log = logging.getLogger("beatd.beat")
-
-REQUESTED = frozenset({"manual", "backfill"})
-"""Triggers whose scheduled instant is a logical date (a backfilled day): their deadline counts from the
-request (the message's ``emitted_at``)."""
 
 HEARTBEAT_SCAN = 1000
 """Most heartbeats read per hash in one upkeep step (HSCAN COUNT)."""
@@ -51,15 +46,6 @@ HISTORY_SCAN = 200
 
 
 # -- pure rules -------------------------------------------------------------------------------------------
-def start_deadline(expires: timedelta | None, message: Message) -> datetime | None:
-    """The latest instant a fire may start: its scheduled instant plus ``expires`` (for manual and backfill
-    fires, their request instant plus ``expires``); None without ``expires``."""
-    if expires is None:
-        return None
-    origin = message.emitted_at if message.trigger in REQUESTED else message.scheduled_at
-    return parse_utc(origin) + expires
-
-
 @dataclass
 class _Seen:
     digest: str
@@ -120,13 +106,7 @@ def expired_fires(
             continue
         if deadline is None or now <= deadline:
             continue
-        record = RunRecord(
-            run_id=run_id(message.fire_id, 0), fire_id=message.fire_id, job=spec.name,
-            scheduled_at=message.scheduled_at, trigger=message.trigger, attempt=0, status="expired",
-            emitted_at=message.emitted_at, finished_at=format_utc(now), config_digest=message.config_digest,
-            reason=f"not started within expires ({format_duration(spec.expires or timedelta(0))}): "
-            f"no worker took it from queue {queue} by {format_utc(deadline)}",
-        )  # fmt: skip
+        record = expired_record(spec, message, queue, now)
         expired.append(ExpiredFire(
             spec.name, message.fire_id, entry_id, record.to_json(), to_ms(now), spec.history.keep,
             to_ms(now - spec.history.max_age),

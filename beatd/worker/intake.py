@@ -11,14 +11,13 @@ from datetime import timedelta
 from beatd import defaults
 from beatd.clock import Clock
 from beatd.config import JobSpec
-from beatd.durations import format_duration
+from beatd.expiry import REQUESTED, expired_record, start_deadline
 from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import Claim, ClaimRequest, Delivery, LostRun, RunStore, StoreError
-from beatd.upkeep import start_deadline
 from beatd.worker.ends import end_of, record_of
 from beatd.worker.finisher import Finisher
 from beatd.worker.registry import Registry, Run
@@ -103,7 +102,7 @@ class Intake:
                 requests.append(ClaimRequest(
                     spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
                     record.to_json(omit=("run_id", "attempt")), now_ms,
-                    requested=message.trigger in ("manual", "backfill"),
+                    requested=message.trigger in REQUESTED,
                     scheduled_ms=to_ms(scheduled), busy_here=self.registry.running_since(spec.name, scheduled),
                     lost=lost, deadline_ms=to_ms(deadline) if deadline else 0,
                 ))  # fmt: skip
@@ -200,9 +199,7 @@ class Intake:
             end = end_of(spec, delivery, message, record_of(spec, message, 0, "cancelled"), now)
             self.finisher.submit(dataclasses.replace(end, record=""))
         elif claim.decision == "expired":
-            record = record_of(spec, message, 0, "expired")
-            record.finished_at = format_utc(now)
-            record.reason = f"not started within expires ({format_duration(spec.expires or timedelta(0))})"
+            record = expired_record(spec, message, delivery.queue, now)
             log.warning("fire %s of %s expired unstarted: %s", message.fire_id, spec.name, record.reason)
             self.metrics.runs.labels(self.metrics.job(spec.name), "expired").inc()
             self.finisher.submit(end_of(spec, delivery, message, record, now))

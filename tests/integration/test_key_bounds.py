@@ -266,6 +266,28 @@ def test_a_reclaimed_fire_dead_lettered_then_retried_runs_as_its_next_attempt(sc
     assert records == {f"{fire}#1": "lost", f"{fire}#2": "running"}
 
 
+def test_a_redelivered_fire_that_breaks_the_admission_records_its_previous_attempt_lost(
+    scene: Scene, tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """A reclaimed fire that fails on the new worker past the checks (here: an `expires` its config adds meets
+    an emitted_at that is no instant) is dead-lettered, and its previous attempt recorded `lost`, as a fire of
+    an unknown job is."""
+    strict = JOBS.replace("gone: {command: [x], every: 1h,", "gone: {command: [x], every: 1h, expires: 1m,")
+    with_expires = load_config(write_config(tmp_path / "c.yaml", shared_redis, namespace, strict), {})
+    first, other = scene.worker("first", scene.config), scene.worker("other", with_expires)
+    now = scene.clock.now()
+    message = Message(fire_id("gone", now, "manual", now), "gone", format_utc(now), "soon", "manual", "d")
+    scene.beat_store.enqueue("default", [(message.to_json(), "")], audit_record("trigger", now, job="gone"))
+    first.read()
+    scene.clock.advance(LEASE + 1)
+    store = scene.store
+    other.intake.admit(store.reclaim("default", other.intake.identity.id, to_ms(scene.clock.now()), 0))
+    assert other.claimed == []
+    assert [record["status"] for record in runs(store.client, store.keys.namespace, "gone")] == ["lost"]
+    (letter,) = store.dead(10)
+    assert letter["run_id"] == f"{message.fire_id}#1" and "ValueError" in letter["reason"]
+
+
 def test_the_upkeep_leaves_a_retry_waiting_past_expires_to_run(scene: Scene) -> None:
     """A fire whose attempt 1 started in time and failed waits in the queue past its job's `expires`: the
     leader's upkeep neither expires it nor drops its attempt count; a worker runs it as attempt 2."""
@@ -314,8 +336,14 @@ def test_a_worker_judges_a_fire_s_deadline_by_redis_s_clock(scene: Scene, skew: 
     worker = dataclasses.replace(scene, clock=FixedClock(real + timedelta(seconds=skew))).worker("w", scene.config)
     worker.intake.read(1)
     assert [run.record.run_id for run in worker.claimed] == ([f"{fire}#1"] if ran else [])
-    statuses = [record["status"] for record in runs(scene.store.client, scene.store.keys.namespace, "late")]
-    assert statuses == (["running"] if ran else ["expired"])
+    records = runs(scene.store.client, scene.store.keys.namespace, "late")
+    assert [record["status"] for record in records] == (["running"] if ran else ["expired"])
+    if not ran:  # the same record the leader's upkeep writes for a fire still waiting
+        deadline = format_utc(real - timedelta(seconds=age) + timedelta(minutes=1))
+        assert (
+            records[0]["reason"]
+            == f"not started within expires (1m): no worker took it from queue default by {deadline}"
+        )
 
 
 @pytest.mark.parametrize("command", [["trigger", "late"], ["backfill", "late", "--from", "2026-01-01T00:00:00Z",

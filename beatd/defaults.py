@@ -133,6 +133,14 @@ oldest are dropped from the live stream (the run record's tail is unaffected) an
 WORKER_STALE_AFTER: Final = timedelta(seconds=10)
 """A worker whose heartbeat is older than this is shown as gone by ``beatd workers``."""
 
+BACKFILL_LOCK_TTL: Final = timedelta(seconds=60)
+"""How long a backfill's lock on its job lasts (it reads what is done, then emits at most 10,000 fires, in
+seconds): a second backfill of the job meanwhile is refused, and a backfill that crashed frees the job after it."""
+
+WAIT_CLOCK_MARGIN: Final = timedelta(seconds=60)
+"""How far before a command's emit time ``--wait`` looks for its fires' records and dead letters: the worker
+that writes them may have a clock that is behind this host's."""
+
 DEAD_MAXLEN: Final = 100_000
 """Dead letters kept (approximately)."""
 

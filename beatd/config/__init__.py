@@ -1,6 +1,6 @@
 """Config: YAML files -> validated JobSpecs. The only package that reads files and the environment."""
 
-from beatd.config.load import Config, find_config, load_config, load_connection
+from beatd.config.load import Config, find_config, load_config, load_connection, load_namespace
 from beatd.config.model import ConfigFile, HistoryPolicy, JobSpec, Policies, RedisSettings
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "find_config",
     "load_config",
     "load_connection",
+    "load_namespace",
 ]

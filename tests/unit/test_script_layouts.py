@@ -8,12 +8,18 @@ import pytest
 
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
-from beatd.store.runs import ClaimItem, FinishItem, RunLease
+from beatd.store.runs import ClaimItem, DeadLetterAction, FinishItem, RunLease
 
 
 @pytest.mark.parametrize(
     ("name", "item"),
-    [("claim", ClaimItem), ("finish", FinishItem), ("unclaim", RunLease), ("extend", RunLease)],
+    [
+        ("claim", ClaimItem),
+        ("finish", FinishItem),
+        ("unclaim", RunLease),
+        ("extend", RunLease),
+        ("settle_dead", DeadLetterAction),
+    ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:
     """The script's `local ITEM = {...}` names the dataclass's fields in the same order."""

@@ -117,7 +117,7 @@ def backfill(
     if messages and not live_workers(runs, spec.queue, now):
         click.echo(f"beatd: warning: no live worker consumes queue {spec.queue!r}; the fires wait there", err=True)
     if wait and messages:
-        watch = FireWatch(runs, job, report["fire_ids"], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
+        watch = FireWatch(runs, job, spec.queue, report["fire_ids"], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
         with Progress(f"run {job}", len(messages)) as progress:
             finished = wait_for_fires(watch, lambda done, counts: progress.update(done, _counts(counts)), timeout)
         report["results"] = dict(watch.counts())

@@ -203,7 +203,7 @@ def trigger(
     if not as_json:
         click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
     if wait:
-        watch = FireWatch(runs, job, [message.fire_id], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
+        watch = FireWatch(runs, job, spec.queue, [message.fire_id], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
         if not wait_for_fires(watch, lambda done, counts: None, timeout):
             click.echo(f"beatd: timed out after {timeout:g}s waiting for {message.fire_id}; the fire carries on "
                        f"(`beatd show {message.fire_id}` later)", err=True)  # fmt: skip

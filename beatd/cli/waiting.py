@@ -13,37 +13,64 @@ from beatd import defaults
 from beatd.messages import parse_utc
 from beatd.store import RunStore
 
-__all__ = ["FIRE_ENDS", "POLL", "FireWatch", "heartbeat_age", "is_live", "live_workers", "wait_for_fires"]
+__all__ = [
+    "FIRE_ENDS",
+    "GONE_CHECK_EVERY",
+    "POLL",
+    "PRUNED",
+    "FireWatch",
+    "heartbeat_age",
+    "is_live",
+    "live_workers",
+    "wait_for_fires",
+]
 
 POLL = 0.25
 """How often (s) the awaited fires' records and the dead letters are read while waiting."""
+
+GONE_CHECK_EVERY = 2.0
+"""How often (s) a wait also looks for its fires in the queue, the retry set and the buffer (a read of the
+whole queue): a fire found in none of them, with no end in its records or the dead letters, ended but its
+records were pruned (other runs of the job pushed them past ``history.keep``)."""
+
+PRUNED = "it ended, but its records were pruned (history.keep) before this wait read them"
+"""The reason given for a fire that ended with its records gone (status ``unknown``)."""
 
 FIRE_ENDS = ("succeeded", "dead", "skipped", "cancelled", "missed")
 """Statuses that end a fire: after any of these no attempt of it follows (``failed`` may be retried)."""
 
 
 class FireWatch:
-    """The ends of fires of ``job`` a command emitted at ``since_ms`` (epoch ms, less the clock margin), found
-    by polling: a fire's ending record, or the dead letter of a message the worker refused at intake (unknown
-    job, bad signature, bad JSON: no run, no record). An end once found is kept, so a record that history
-    prunes later (``history.keep``) does not bring the fire back."""
+    """The ends of fires of ``job`` a command emitted into ``queue`` at ``since_ms`` (epoch ms, less the clock
+    margin), found by polling: a fire's ending record, or the dead letter of a message the worker refused at
+    intake (unknown job, bad signature, bad JSON: no run, no record), or, when its records were pruned before
+    they were read, its absence from every place a fire waits (status ``unknown``). An end once found is kept,
+    so a record that history prunes later (``history.keep``) does not bring the fire back."""
 
-    def __init__(self, store: RunStore, job: str, fire_ids: Sequence[str], since_ms: int) -> None:
-        self.store, self.job, self.since_ms = store, job, since_ms
+    def __init__(self, store: RunStore, job: str, queue: str, fire_ids: Sequence[str], since_ms: int) -> None:
+        self.store, self.job, self.queue, self.since_ms = store, job, queue, since_ms
         self.fire_ids = tuple(dict.fromkeys(fire_ids))
         self.ended: dict[str, dict[str, Any]] = {}
         self._dead_after = str(since_ms)
+        self._gone_checked = float("-inf")
 
     @property
     def pending(self) -> list[str]:
         """Fires not ended yet, in emit order."""
         return [fire for fire in self.fire_ids if fire not in self.ended]
 
-    def poll(self) -> None:
-        """Read the records of the pending fires written since the emit, then the new dead letters."""
+    def poll(self, now: float | None = None) -> None:
+        """Read the records of the pending fires written since the emit, then the new dead letters; and every
+        GONE_CHECK_EVERY seconds (``now``: monotonic), first, which pending fires wait nowhere any more."""
         pending = self.pending
         if not pending:
             return
+        now = time.monotonic() if now is None else now
+        waiting_now: set[str] | None = None
+        if now - self._gone_checked >= GONE_CHECK_EVERY:
+            self._gone_checked = now
+            # Read before the records: a fire that is gone now has written its end already.
+            waiting_now = {_fire_of(text) or "" for text in self.store.waiting_messages(self.queue, self.job)}
         for fire, texts in self.store.records_of_fires(self.job, pending, self.since_ms).items():
             ending = _ending([json.loads(text) for text in texts])
             if ending is not None:
@@ -58,6 +85,9 @@ class FireWatch:
                     "fire_id": refused, "job": self.job, "status": "dead", "dead_letter": entry["id"],
                     "reason": entry.get("reason", ""),
                 }  # fmt: skip
+        for fire in self.pending:
+            if waiting_now is not None and fire not in waiting_now:
+                self.ended[fire] = {"fire_id": fire, "job": self.job, "status": "unknown", "reason": PRUNED}
 
     def counts(self) -> Counter[str]:
         """Ended fires by status."""

@@ -414,10 +414,11 @@ class RunStore:
         return done
 
     def waiting_messages(self, queue: str, job: str) -> list[str]:
-        """Message JSON of fires not run yet: in ``queue``'s stream (waiting or being run), in its retry set
-        (between attempts, or deferred), and ``job``'s fire held back by ``overlap: buffer_one``."""
+        """Message JSON of fires not ended yet: in ``queue``'s stream (waiting or being run), in its retry set
+        (between attempts, or deferred), and ``job``'s fire held back by ``overlap: buffer_one``; read at one
+        instant (a fire moving between these places is seen in one of them)."""
         with reachable():
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=True)
             pipe.xrange(self.keys.queue(queue))
             pipe.zrange(self.keys.retry(queue), 0, -1)
             pipe.hget(self.keys.buffer(job), "message")

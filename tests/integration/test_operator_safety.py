@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,33 +19,44 @@ from beatd.config import load_config
 from beatd.keys import Keys
 from beatd.messages import format_utc
 from beatd.store import RunStore, Store
-from tests.integration.conftest import Daemon
-from tests.integration.helpers import messages
+from tests.conftest import REPO
+from tests.integration.conftest import Daemon, wait_for
+from tests.integration.helpers import messages, runs
 from tests.integration.test_operator_cli import cli
-from tests.integration.test_worker import config_file, statuses
+from tests.integration.test_worker import config_file
 from tests.redis_server import RedisServer
 
 
-def test_backfill_wait_ends_though_the_records_of_its_fires_are_pruned(
+def test_a_wait_ends_though_the_records_of_its_fire_are_pruned(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """Fires whose attempts outnumber history.keep still end the wait (an end once seen is kept, and a dead
-    letter ends a fire too); a --wait for more fires than history.keep is refused before anything is emitted."""
+    """A fire whose records other runs of its job push past history.keep before the wait reads them still
+    ends the wait (status unknown: it waits nowhere any more); a --wait for more fires than history.keep is
+    refused before anything is emitted."""
     config = config_file(tmp_path, shared_redis, namespace, """
-        bad: {call: tests.worker_jobs:fail, cron: '0 3 * * *', retries: 2, retry_delay: 0s, history: {keep: 4}}
+        slow: {call: tests.worker_jobs:hang, kwargs: {seconds: 1.5}, cron: '0 3 * * *', history: {keep: 2}}
     """)  # fmt: skip
     refused = cli(
-        "backfill", "-c", str(config), "bad", "--from", "2026-11-01", "--to", "2026-11-05", "--wait", "--rerun"
+        "backfill", "-c", str(config), "slow", "--from", "2026-11-01", "--to", "2026-11-03", "--wait", "--rerun"
     )
-    assert refused.returncode == 2 and "--wait follows at most jobs.bad.history.keep (4)" in refused.stderr
+    assert refused.returncode == 2 and "--wait follows at most jobs.slow.history.keep (2)" in refused.stderr
     assert messages(shared_redis.client(), namespace) == []
 
     daemons("worker", "-c", str(config), name="worker")
-    span = ["--from", "2026-11-01", "--to", "2026-11-03"]  # 3 fires, 3 attempts and a dead record each: 12 > 4
-    done = cli("backfill", "-c", str(config), "bad", *span, "--wait", "--rerun", "--timeout", "60", "--json")
-    assert done.returncode == 1, done.stderr
-    assert json.loads(done.stdout)["results"] == {"dead": 3}
-    assert len(statuses(shared_redis, namespace, "bad")) == 4  # the first fires' records are gone
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "trigger", "-c", str(config), "slow", "--wait", "--timeout", "60", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=environment,
+    )  # fmt: skip
+    started = wait_for(lambda: runs(shared_redis.client(), namespace, "slow"), timeout=30, what="the run started")
+    store = RunStore(shared_redis.client(), Keys(namespace))
+    for n in range(3):  # later runs of the job (as the beat's missed fires would be): the slow run's end is pruned
+        later = {**started[0], "run_id": f"slow@later-{n}#1", "fire_id": f"slow@later-{n}", "status": "missed"}
+        store.write_record("slow", later["run_id"], json.dumps(later), int(time.time() * 1000) + 60_000)
+    out, err = waiting.communicate(timeout=90)
+    assert waiting.returncode == 1 and "timed out" not in err, err
+    assert json.loads(out)["result"]["status"] == "unknown"
+    assert started[0]["run_id"] not in {record["run_id"] for record in runs(shared_redis.client(), namespace, "slow")}
 
 
 def test_waits_end_on_a_dead_letter_at_intake_and_on_timeout(

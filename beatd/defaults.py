@@ -30,6 +30,10 @@ HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
 REPLICA_STALE_AFTER: Final = timedelta(seconds=10)
 """A replica whose heartbeat is older than this is shown as gone by ``beatd status``."""
 
+CELERY_QUEUE: Final = "celery"
+"""Celery queue of ``celery`` jobs that name none: Celery's own ``task_default_queue``, so an unchanged worker
+(``celery -A proj worker``, which consumes ``celery``) runs them."""
+
 QUEUE: Final = "default"
 """Queue (Redis stream) a job's fires go to."""
 
@@ -132,6 +136,24 @@ oldest are dropped from the live stream (the run record's tail is unaffected) an
 
 WORKER_STALE_AFTER: Final = timedelta(seconds=10)
 """A worker whose heartbeat is older than this is shown as gone by ``beatd workers``."""
+
+EXPIRES: Final = None
+"""No start deadline: a fire waits for a worker however long that takes, so none is lost. A job whose late run is
+useless (a report for a slot long past) sets ``expires``: a fire not started within it of its scheduled instant
+(of its request, for manual and backfill fires) is recorded ``expired`` and not run."""
+
+UPKEEP_INTERVAL: Final = timedelta(seconds=5)
+"""How often the leader does its upkeep (prunes heartbeats, expires waiting fires, measures backlogs): often
+enough that a gauge is fresh and an expired fire is recorded within seconds, rare enough to cost nothing."""
+
+HEARTBEAT_FORGET_AFTER: Final = timedelta(minutes=1)
+"""A replica or worker heartbeat that has not changed for this long is deleted by the leader's upkeep (six
+times the time after which it is shown as gone, so a paused process is listed as gone before it vanishes);
+a process that comes back publishes it again within a second."""
+
+BACKLOG_WARN_AFTER: Final = timedelta(minutes=5)
+"""``beatd status`` warns about a queue whose oldest waiting fire has waited longer than this: a consumer keeps
+up within seconds, so minutes mean too few workers, or none."""
 
 BACKFILL_LOCK_TTL: Final = timedelta(seconds=60)
 """How long a backfill's lock on its job lasts (it reads what is done, then emits at most 10,000 fires, in

@@ -12,7 +12,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from beatd.celery_messages import build_task_message
 from beatd.config import JobSpec
+from beatd.config.model import CelerySettings
 from beatd.keys import Keys
 from beatd.messages import Message, format_utc, scheduled_fire_id, to_ms
 from beatd.metrics import Metrics
@@ -22,7 +24,7 @@ from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
 from beatd.triggers import jitter_offset
 
-__all__ = ["Counters", "Pending", "account", "plan_writes"]
+__all__ = ["Counters", "Pending", "account", "celery_write", "plan_writes"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -50,8 +52,11 @@ class Pending:
     """miss: fires the record covers (a range record covers many)."""
 
 
-def plan_writes(spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Signer | None) -> list[Pending]:
-    """The writes for ``plan`` of ``spec`` at ``now`` (the instant of emission), in the plan's order."""
+def plan_writes(
+    spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None = None
+) -> list[Pending]:
+    """The writes for ``plan`` of ``spec`` at ``now`` (the instant of emission), in the plan's order; a celery
+    job's fires become Celery task messages for the broker of ``celery``."""
     pending: list[Pending] = []
     emitted_at = format_utc(now)
     missed: list[str] = []
@@ -72,8 +77,13 @@ def plan_writes(spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Si
             due = step.scheduled_at
             if spec.jitter:
                 due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
-            signature = signer.sign(message) if signer else ""
-            write = LeaderWrite.emit(spec.name, to_ms(step.scheduled_at), keys.queue(spec.queue), message, signature)
+            if spec.celery is not None and celery is not None:
+                write = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
+            else:
+                signature = signer.sign(message) if signer else ""
+                write = LeaderWrite.emit(
+                    spec.name, to_ms(step.scheduled_at), keys.queue(spec.queue), message, signature
+                )
             pending.append(Pending(write, trigger=step.trigger, lag=max(0.0, (now - due).total_seconds())))
             continue
         record = RunRecord(
@@ -102,6 +112,37 @@ def plan_writes(spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Si
     return pending
 
 
+def celery_write(
+    spec: JobSpec, identifier: str, scheduled_at: datetime, trigger: str, message: str, now: datetime, keys: Keys,
+    celery: CelerySettings,
+) -> LeaderWrite:  # fmt: skip
+    """The push of a celery job's fire emitted at ``now``, with its ``sent`` record (the task id in ``extra``):
+    fenced in emit.lua for the beat's fires, or through send.lua for an operator's."""
+    scheduled = format_utc(scheduled_at)
+    task = build_task_message(
+        spec, namespace=keys.namespace, fire_id=identifier, scheduled_at=scheduled, trigger=trigger, emitted_at=now
+    )
+    emitted_at = format_utc(now)
+    record = RunRecord(
+        run_id=run_id(identifier, 0),
+        fire_id=identifier,
+        job=spec.name,
+        scheduled_at=scheduled,
+        trigger=trigger,
+        attempt=0,
+        status="sent",
+        emitted_at=emitted_at,
+        finished_at=emitted_at,
+        config_digest=spec.digest,
+        extra={"task_id": task.task_id, "task": spec.celery, "celery_queue": task.queue},
+    )
+    return LeaderWrite.celery(
+        spec.name, to_ms(scheduled_at), task.queue_key, task.envelope, celery.broker_db, message,
+        keys.runs(spec.name), keys.runs_by_time(spec.name), record.run_id, record.to_json(), to_ms(now),
+        spec.history.keep,
+    )  # fmt: skip
+
+
 def account(pending: list[Pending], result: ApplyResult, metrics: Metrics, counters: Counters) -> None:
     """Count the writes of ``pending`` that ``result`` reports applied (and the duplicates)."""
     for item, status in zip(pending, result.statuses, strict=True):
@@ -110,7 +151,7 @@ def account(pending: list[Pending], result: ApplyResult, metrics: Metrics, count
         if status != "applied":
             continue
         job = metrics.job(item.write.job)
-        if item.write.kind == "emit":
+        if item.write.kind in ("emit", "celery"):
             counters.emitted += 1
             counters.by_trigger[item.trigger] = counters.by_trigger.get(item.trigger, 0) + 1
             metrics.fires_emitted.labels(job, item.trigger).inc()

@@ -10,7 +10,7 @@
 | ``{ns}:paused`` | hash | job -> JSON ``{reason, user, host, at}`` while paused |
 | ``{ns}:replicas`` | hash | replica id -> JSON heartbeat (host, pid, role, config digest, config error) |
 | ``{ns}:queue:{queue}`` | stream | fire messages, one field ``message`` (versioned JSON) |
-| ``{ns}:runs:{job}`` | hash | run id -> RunRecord JSON (the beat writes ``missed`` ones, workers the rest) |
+| ``{ns}:runs:{job}`` | hash | run id -> RunRecord JSON (the beat writes ``missed``, ``expired``; workers the rest) |
 | ``{ns}:runs:{job}:by-time`` | sorted set | run id scored by scheduled instant (ms): newest first, retention |
 | ``{ns}:active:{job}`` | hash | run id -> JSON lease of a run in progress (worker, lease end ms) |
 | ``{ns}:buffer:{job}`` | string | the one fire held back by ``overlap: buffer_one`` (JSON: message, sig) |
@@ -24,22 +24,79 @@
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
 
+Every key has a bound (a count, a TTL, or a path that always deletes what was added):
+
+- ``{ns}:leader``: its TTL, ``leader.lease``.
+- ``{ns}:leader:epoch``: one integer.
+- ``{ns}:progress`` / ``{ns}:schedules`` / ``{ns}:last``: a field per job ever configured: kept when a job leaves
+  the config, so a replica still running it during a rolling change judges it from its progress.
+- ``{ns}:paused``: jobs paused; ``resume`` deletes.
+- ``{ns}:replicas`` / ``{ns}:workers``: the leader's upkeep deletes a heartbeat unchanged for
+  ``HEARTBEAT_FORGET_AFTER`` (judged on the leader's monotonic clock, not by the time written in it); a clean
+  shutdown deletes its own. Read commands no longer need to prune them.
+- ``{ns}:queue:{queue}``: an entry is deleted in the step that acknowledges it (run end, dead letter). One no worker
+  takes is recorded ``expired`` and deleted by the leader's upkeep once past its job's ``expires``; without
+  ``expires`` it waits (never dropped unrecorded), counted by ``beatd_queue_waiting`` and warned of by ``beatd
+  status``.
+- ``{ns}:runs:{job}`` / ``{ns}:runs:{job}:by-time``: ``history.keep`` and ``history.max_age``, applied as runs end
+  and, for every job in the leader's config, by its upkeep (records written without a prune, jobs that stopped).
+- ``{ns}:active:{job}``: runs in progress: deleted by the run's end, give-back or release; a dead worker's by the
+  reclaiming claim or dead letter, and a claim prunes any whose lease ended.
+- ``{ns}:buffer:{job}``: one per job; requeued and deleted when the job's last run ends.
+- ``{ns}:leases:{queue}``: pending entries: deleted with the run's end, give-back, release or dead letter; a reclaim
+  deletes every ended one (its entry may be gone), and a renewal never writes back one a reclaimer removed.
+- ``{ns}:retry:{queue}``: fires between attempts: each moved back to its queue when due.
+- ``{ns}:attempts``: fires in flight: deleted when the fire ends (succeeded, failed for good, dead, skipped,
+  expired, cancelled), is dead-lettered, or its claim is given back. A dead letter carries the count in its run id,
+  for ``beatd dead retry``.
+- ``{ns}:cancel``: deleted with the run's end or release, or once the run is found dead (lease ended: pruned by a
+  claim, reclaimed, or dead-lettered).
+- ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:output:{run_id}``: capped and with a TTL (below).
+
 Every queue stream has one consumer group, :data:`GROUP`.
 
 A run's live output stream (written by its worker, read by ``beatd logs``) holds chunks ``{stream, text}``
 (``stream``: ``stdout``, ``stderr``, ``log``) and last ``{end, status}``. Its bound: about
 ``defaults.OUTPUT_STREAM_MAXLEN`` entries of at most ``OUTPUT_CHUNK_CHARS`` characters; it expires
 ``OUTPUT_STREAM_TTL`` after its last write, ``OUTPUT_STREAM_TTL_ENDED`` once its run ended.
+
+Celery's keys (not in the namespace: they are the Celery app's, named as kombu and Celery name them, in the
+broker's or result backend's database). The beat LPUSHes task envelopes (JSON) onto a queue's list, Celery
+workers BRPOP them; messages of priority step 3, 6 or 9 go to that step's own list.
+
+| key | type | holds |
+|---|---|---|
+| ``{queue}``, ``{queue}\x06\x16{step}`` | list | a Celery queue (kombu's Redis transport): task envelopes |
+| ``celery-task-meta-{task_id}`` | string | a task's result in a Redis result backend (read by ``beatd show``) |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GROUP", "Keys"]
+__all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result"]
 
 GROUP = "workers"
 """The consumer group of every queue stream."""
+
+CELERY_PRIORITY_STEPS = (0, 3, 6, 9)
+"""kombu's Redis transport default ``priority_steps``: a message's priority is rounded down to one of these."""
+
+_KOMBU_SEPARATOR = "\x06\x16"
+
+
+def celery_queue(queue: str, priority: int | None) -> str:
+    """The Redis list of Celery queue ``queue`` for a message of ``priority`` (kombu's ``_q_for_pri``: step 0
+    is the queue's own name, other steps get ``\x06\x16{step}`` appended)."""
+    step = max(value for value in CELERY_PRIORITY_STEPS if value <= (priority or 0))
+    return f"{queue}{_KOMBU_SEPARATOR}{step}" if step else queue
+
+
+def celery_result(task_id: str) -> str:
+    """A task's result in a Redis result backend (Celery's default key prefix)."""
+    return f"celery-task-meta-{task_id}"
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from beatd.config.model import ConfigFile, JobSpec
 
 __all__ = ["BEAT_APPLIES", "Reload", "SettingsChange", "changed_settings", "job_changes", "settings_change"]
 
-BEAT_APPLIES = ("leader.lease", "security.signing_key")
-"""Settings the beat applies on reload (``late_after`` follows the lease); jobs and their defaults, time
-zone, includes and pythonpath are applied as the job diff."""
+BEAT_APPLIES = ("leader.lease", "security.signing_key", "celery")
+"""Settings the beat applies on reload (``late_after`` follows the lease; the next Celery push goes to the new
+broker database and default queue); jobs and their defaults, time zone, includes and pythonpath are applied as the job
+diff."""
 
 JOB_SETTINGS = ("defaults", "include", "jobs", "pythonpath", "timezone")
 """Top-level keys whose effect is the jobs themselves: applied as the job diff, not listed as settings."""

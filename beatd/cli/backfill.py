@@ -20,6 +20,7 @@ import click
 
 from beatd import defaults
 from beatd.audit import audit_record
+from beatd.cli.celery_fires import send_celery_fires
 from beatd.cli.emitting import fire_message, signed
 from beatd.cli.inspect import find_job
 from beatd.cli.options import config_option, json_option, timeout_option
@@ -39,8 +40,9 @@ __all__ = ["BACKFILL_LIMIT", "backfill", "plan"]
 BACKFILL_LIMIT = 10_000
 """Most fires one backfill emits; a larger range is refused (split it)."""
 
-TAKEN = frozenset({"succeeded", "running"})
-"""Statuses of an instant's records that make a backfill skip it (without ``--rerun``)."""
+TAKEN = frozenset({"succeeded", "running", "sent"})
+"""Statuses of an instant's records that make a backfill skip it (without ``--rerun``); ``sent``: a celery
+job's fire handed to Celery."""
 
 _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -104,6 +106,15 @@ def backfill(
             first=messages[0].fire_id if messages else None, last=messages[-1].fire_id if messages else None,
             range=report["range"], rerun=rerun,
         )  # fmt: skip
+        if spec.celery is not None:
+            report["sent"] = send_celery_fires(config, store, spec, messages, now, record, wait=wait)
+            report["fire_ids"] = [message.fire_id for message in messages]
+            if as_json:
+                echo_json(report)
+            else:
+                queue = spec.options.queue if spec.options else ""
+                click.echo(f"sent {len(messages)} backfill fire(s) of {job} to Celery queue {queue}")
+            return
         with Progress(f"enqueue {job}", len(messages)) as progress:
             store.enqueue(spec.queue, signed(config, messages), record, progress.update)
     finally:

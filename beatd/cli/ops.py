@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import click
 
 from beatd import defaults
 from beatd.audit import audit_record
+from beatd.cli.celery_fires import send_celery_fires
 from beatd.cli.emitting import fire_message, signed
 from beatd.cli.inspect import find_job
 from beatd.cli.options import config_option, connection_options, json_option, timeout_option
@@ -24,6 +26,7 @@ from beatd.keys import Keys
 from beatd.messages import format_utc, from_ms, parse_utc, to_ms
 from beatd.store import RunStore, Store, connect
 from beatd.triggers import parse_instant
+from beatd.upkeep import backlog_warnings
 
 __all__ = ["audit", "pause", "resume", "status", "trigger"]
 
@@ -76,6 +79,8 @@ def status(
         "jobs": [],
         "paused": paused,
         "queues": store.queue_lengths(queues),
+        "backlog": {},
+        "warnings": [],
         "local_config_problems": [str(problem) for problem in local_problems],
     }
     if leader is not None:
@@ -87,6 +92,7 @@ def status(
             "pid": holder.get("pid"),
             "lease_left_s": round(ttl_ms / 1000, 3),
         }
+    _backlog(report, store, workers, queues, now)
     for rid, beat in sorted(replicas.items()):
         if rid in stale:
             continue
@@ -131,6 +137,25 @@ def status(
         _print_status(report)
 
 
+def _backlog(
+    report: dict[str, Any], store: Store, workers: dict[str, dict[str, Any]], queues: list[str], now: datetime
+) -> None:
+    """Fires waiting in each queue, and warnings for queues nobody consumes or that fall behind."""
+    stale_after = defaults.WORKER_STALE_AFTER
+    consumers = Counter(
+        queue
+        for worker in workers.values()
+        if now - parse_utc(worker["heartbeat_at"]) <= stale_after
+        for queue in worker.get("queues", ())
+    )
+    backlogs = store.upkeep.backlogs(queues)
+    report["backlog"] = {
+        queue: {"waiting": backlog.waiting, "oldest_age_s": round(backlog.oldest_age(now), 3)}
+        for queue, backlog in backlogs.items()
+    }
+    report["warnings"] = backlog_warnings(backlogs, consumers, now, defaults.BACKLOG_WARN_AFTER)
+
+
 def _print_status(report: dict[str, Any]) -> None:
     leader = report["leader"]
     if leader:
@@ -155,6 +180,8 @@ def _print_status(report: dict[str, Any]) -> None:
     echo_table(("REPLICA", "ROLE", "HEARTBEAT AGE", "CONFIG DIGEST", "CONFIG ERROR"), rows)
     click.echo("")
     click.echo("queues: " + (", ".join(f"{name}={length}" for name, length in report["queues"].items()) or "-"))
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"jobs: {len(report['jobs'])}, paused: {', '.join(report['paused']) or 'none'}")
     click.echo("")
     job_rows = [
@@ -194,6 +221,13 @@ def trigger(
     message = fire_message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
     store = _store(config)
+    if spec.celery is not None:
+        (sent,) = send_celery_fires(config, store, spec, [message], now, record, wait=wait)
+        if as_json:
+            echo_json({"job": job, "scheduled_at": message.scheduled_at, **sent})
+        else:
+            click.echo(f"sent {message.fire_id} to Celery queue {sent['celery_queue']} as task {sent['task_id']}")
+        return
     store.enqueue(spec.queue, signed(config, [message]), record)
     report: dict[str, Any] = {"fire_id": message.fire_id, "job": job, "queue": spec.queue,
                               "scheduled_at": message.scheduled_at}  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -15,22 +15,31 @@ from beatd.cli.options import connection_options, json_option
 from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.cli.waiting import heartbeat_age, is_live
+from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
-from beatd.records import job_of
+from beatd.records import RunStatus, job_of
 from beatd.store import RunStore, connect
+from beatd.store.celery_results import celery_outcomes
 
 __all__ = ["export", "history", "print_records", "show", "workers"]
 
 SUMMARY_WIDTH = 80
 """Most characters of the DETAIL column of ``history`` (a longer text ends in an ellipsis)."""
 
-STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead")
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 def _store(runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None) -> RunStore:
+    return _opened(runtime, config_path, redis_url, namespace)[0]
+
+
+def _opened(
+    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None
+) -> tuple[RunStore, Config]:
+    """The run store, and the config it came from (its jobs and celery section only when the file is valid)."""
     config, _ = runtime.connection(config_path, redis_url, namespace)
-    return RunStore(connect(config.settings.redis), Keys(config.namespace))
+    return RunStore(connect(config.settings.redis), Keys(config.namespace)), config
 
 
 def _since(text: str | None, option: str) -> int | None:
@@ -67,14 +76,14 @@ def history(
 ) -> None:  # fmt: skip
     """Run records, newest first: every attempt, plus missed and skipped fires. A ``dead`` record of a fire
     that succeeded later (retried from dead letters) says so, and ``--status dead`` leaves it out."""
-    store = _store(runtime, config_path, redis_url, namespace)
+    store, config = _opened(runtime, config_path, redis_url, namespace)
     jobs = [job] if job else store.jobs_with_history()
     fetch = limit if status is None else max(limit * 20, 1000)
     records = _records(store, jobs, fetch, _since(since, "--since"))
     _mark_revived(store, records)
     if status is not None:
         records = [r for r in records if r["status"] == status and not (status == "dead" and r.get("succeeded_later"))]
-    records = records[:limit]
+    records = _with_celery_outcomes(config, records[:limit])
     if as_json:
         echo_json(records)
         return
@@ -110,7 +119,7 @@ def show(
     as_json: bool,
 ) -> None:  # fmt: skip
     """One run (by run id) or every attempt of one fire (by fire id); a traceback is printed as text."""
-    store = _store(runtime, config_path, redis_url, namespace)
+    store, config = _opened(runtime, config_path, redis_url, namespace)
     job = job_of(identifier)
     if "#" in identifier:
         text = store.run_record(job, identifier)
@@ -119,6 +128,7 @@ def show(
         records = [json.loads(text) for text in store.fire_records(job, identifier)]
     if not records:
         raise UsageProblem(f"no run or fire {identifier!r} in the history of {job!r}")
+    records = _with_celery_outcomes(config, records)
     if as_json:
         echo_json(records[0] if "#" in identifier else records)
         return
@@ -197,6 +207,26 @@ def workers(
     echo_table(("WORKER", "HEARTBEAT AGE", "QUEUES", "BUSY", "DONE", "RUNS"), rows)
 
 
+def _with_celery_outcomes(config: Config, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` with, for each ``sent`` one, its Celery outcome as ``celery`` (when a result backend is
+    configured), read by task id."""
+    backend = config.settings.celery.result_backend if config.settings.celery else None
+    task_ids = [record["extra"]["task_id"] for record in records if record.get("extra", {}).get("task_id")]
+    if backend is None or not task_ids:
+        return records
+    outcomes = celery_outcomes(backend, task_ids)
+    for record in records:
+        task_id = record.get("extra", {}).get("task_id")
+        if task_id in outcomes:
+            record["celery"] = outcome = dict(outcomes[task_id])
+            try:  # Celery keeps no runtime: from emission to done (queue wait included)
+                done = parse_utc(outcome["date_done"]) - parse_utc(record["emitted_at"])
+                outcome["done_after_s"] = round(done.total_seconds(), 3)
+            except (KeyError, TypeError, ValueError):
+                pass
+    return records
+
+
 def _record_time(record: dict[str, Any]) -> tuple[str, str]:
     """Where a record sits in history: when its run started, else when it was written."""
     return (record.get("started_at") or record.get("finished_at") or record["scheduled_at"], record["run_id"])
@@ -207,6 +237,11 @@ def _seconds(value: float | None) -> str:
 
 
 def _summary(record: dict[str, Any]) -> str:
+    if "task_id" in record.get("extra", {}):
+        outcome = record.get("celery", {})
+        detail = outcome.get("error") or outcome.get("result")
+        shown = f" {outcome['state']}" + (f": {json.dumps(detail)}" if detail is not None else "") if outcome else ""
+        return f"celery task {record['extra']['task_id']}{shown}"[:120]
     if record.get("succeeded_later"):
         return f"succeeded later: {record['succeeded_later']}"
     if record.get("error"):

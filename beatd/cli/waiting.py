@@ -36,7 +36,7 @@ records were pruned (other runs of the job pushed them past ``history.keep``).""
 PRUNED = "it ended, but its records were pruned (history.keep) before this wait read them"
 """The reason given for a fire that ended with its records gone (status ``unknown``)."""
 
-FIRE_ENDS = ("succeeded", "dead", "skipped", "cancelled", "missed")
+FIRE_ENDS = ("succeeded", "dead", "skipped", "cancelled", "missed", "expired")
 """Statuses that end a fire: after any of these no attempt of it follows (``failed`` may be retried)."""
 
 

@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from beatd import defaults
-from beatd.config.model import NAME_PATTERN, SCHEDULE_KEYS, TARGET_KEYS, ConfigFile, JobSpec, Policies
+from beatd.config.celery_rules import broker_problems, celery_job_problems, prepare_celery_job
+from beatd.config.model import (
+    NAME_PATTERN,
+    SCHEDULE_KEYS,
+    TARGET_KEYS,
+    CelerySettings,
+    ConfigFile,
+    JobSpec,
+    Policies,
+)
 from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
 from beatd.errors import ConfigError, Problem, ScheduleError
@@ -112,6 +121,8 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
         settings = ConfigFile.model_validate(
             {key: top[key] for key in ("defaults", "jobs") if isinstance(top.get(key), dict)}
         )
+    else:
+        problems.extend(broker_problems(settings, main))
 
     declared: dict[str, tuple[Any, Located]] = {}
     warnings: list[Problem] = []
@@ -125,7 +136,7 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
     job_defaults = _valid_defaults(settings.defaults, main, problems)
     jobs: dict[str, JobSpec] = {}
     for name, (raw, source) in declared.items():
-        spec = _validate_job(name, raw, source, settings.timezone, job_defaults, problems)
+        spec = _validate_job(name, raw, source, settings.timezone, job_defaults, settings.celery, problems)
         if spec is not None:
             jobs[name] = spec
     if problems:
@@ -235,6 +246,7 @@ def _validate_job(
     source: Located,
     timezone: str,
     job_defaults: dict[str, Any],
+    celery: CelerySettings | None,
     problems: list[Problem],
 ) -> JobSpec | None:
     base: KeyPath = ("jobs", name)
@@ -251,6 +263,7 @@ def _validate_job(
         )
     _exactly_one(raw, SCHEDULE_KEYS, "schedule", source, base, problems)
     _exactly_one(raw, TARGET_KEYS, "target", source, base, problems)
+    problems.extend(celery_job_problems(raw, source, base, celery))
     merged: dict[str, Any] = {"timezone": timezone, **job_defaults}
     for key, value in raw.items():
         if key == "history" and isinstance(value, dict) and isinstance(merged.get("history"), dict):
@@ -258,11 +271,18 @@ def _validate_job(
         elif key != "name":
             merged[key] = value
     merged["name"] = name
+    if raw.get("celery") is not None:
+        prepare_celery_job(merged, celery)
     spec = _validate(JobSpec, merged, source, base, problems, allowed=JobSpec.model_fields, own_keys=set(raw))
     if spec is not None and spec.every is not None and spec.jitter >= spec.every:
         every = format_duration(spec.every)
         problems.append(
             source.problem((*base, "jitter"), f"must be shorter than every ({every}) to keep fires in order")
+        )
+    if spec is not None and spec.expires is not None and spec.expires <= spec.jitter:
+        jitter = format_duration(spec.jitter)
+        problems.append(
+            source.problem((*base, "expires"), f"must be longer than jitter ({jitter}): every fire would expire")
         )
     if spec is not None:
         try:
@@ -330,6 +350,7 @@ def _validate(
 
 _PATTERN_HINTS = {
     "call": "expected module:attribute such as jobs.stats:daily_signups",
+    "celery": "expected a registered Celery task name such as proj.tasks.send_report",
     "queue": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
     "namespace": "expected letters, digits, '_', '.' and '-' (at most 200 characters)",
     "url": "expected a redis://, rediss:// (TLS) or unix:// URL",
@@ -351,6 +372,7 @@ def _message(detail: Any, allowed: Mapping[str, Any], in_defaults: bool) -> str:
             "env",
             "cwd",
             "shell",
+            "options",
         ):
             return "not allowed under defaults: schedule and target keys belong to each job"
         close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)

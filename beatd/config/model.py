@@ -28,12 +28,16 @@ from pydantic import (
 )
 
 from beatd import defaults
+from beatd.config.redis_urls import redis_location
 from beatd.durations import format_duration, parse_duration
 from beatd.triggers import AtTrigger, CronTrigger, IntervalTrigger, Trigger, load_zone, parse_instant
 
 __all__ = [
+    "CELERY_RESERVED_HEADERS",
     "SCHEDULE_KEYS",
     "TARGET_KEYS",
+    "CeleryOptions",
+    "CelerySettings",
     "ConfigFile",
     "HistoryPolicy",
     "JobSpec",
@@ -50,8 +54,17 @@ __all__ = [
 SCHEDULE_KEYS = ("cron", "every", "at")
 """Exactly one of these says when a job is due."""
 
-TARGET_KEYS = ("call", "command")
+TARGET_KEYS = ("call", "command", "celery")
 """Exactly one of these says what a job runs."""
+
+CELERY_RESERVED_HEADERS = frozenset(
+    {
+        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
+        "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result", "replaced_task_nesting",
+        "stamped_headers", "stamps",
+    }
+)  # fmt: skip
+"""Headers of Celery's task protocol 2 that beatd writes itself: ``options.headers`` may not set them."""
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$"
 _DURATION_SCHEMA: dict[str, Any] = {
@@ -198,6 +211,51 @@ class OutputPolicy(_Strict):
     )
 
 
+class CelerySettings(_Strict):
+    """The Celery app whose workers run the ``celery`` jobs. Give the broker from the environment:
+    ``broker_url: ${CELERY_BROKER_URL}``. The broker must be beatd's own Redis server (any database on it):
+    the task message is pushed in the same fenced script that advances the job's progress."""
+
+    broker_url: str = Field(min_length=1, description="the Celery app's broker_url (beatd's Redis server)")
+    default_queue: str = Field(
+        defaults.CELERY_QUEUE, pattern=NAME_PATTERN, description="Celery queue of jobs whose options name none"
+    )
+    result_backend: str | None = Field(None, description="the Celery app's result_backend, to show outcomes")
+
+    @cached_property
+    def broker_db(self) -> int:
+        """The broker's database number on beatd's Redis server (0 when the URL cannot say; check rejects it)."""
+        try:
+            return redis_location(self.broker_url).db
+        except ValueError:
+            return 0
+
+
+class CeleryOptions(_Strict):
+    """What ``apply_async`` would be given (a Celery ``beat_schedule`` entry's ``options``)."""
+
+    queue: str | None = Field(None, pattern=NAME_PATTERN, description="Celery queue (default: celery.default_queue)")
+    routing_key: str | None = Field(None, description="delivery_info routing key (default: the queue's name)")
+    exchange: str = Field("", description="delivery_info exchange (a Redis broker routes by queue)")
+    priority: int | None = Field(None, ge=0, le=255, description="message priority (Redis: 0 is served first)")
+    headers: dict[str, JsonValue] = Field(default_factory=dict, description="extra message headers")
+    expires: PositiveDuration | None = Field(None, description="Celery revokes the task if not started in this")
+    time_limit: PositiveDuration | None = Field(None, description="hard time limit, enforced by the Celery worker")
+    soft_time_limit: PositiveDuration | None = Field(None, description="soft time limit (SoftTimeLimitExceeded)")
+
+    @field_validator("headers")
+    @classmethod
+    def _own_headers(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        reserved = sorted(name for name in value if name in CELERY_RESERVED_HEADERS or name.startswith("beatd_"))
+        if reserved:
+            raise ValueError(f"header {reserved[0]!r} is written by beatd (task protocol 2 or beatd_*)")
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError as error:
+            raise ValueError("expected JSON values (no NaN or infinity)") from error
+        return value
+
+
 class Policies(_Strict):
     """The per-job keys that may also appear under ``defaults``: how a job is run, not what or when."""
 
@@ -220,6 +278,9 @@ class Policies(_Strict):
     history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
     output: OutputPolicy = Field(default_factory=OutputPolicy, description="run output kept")
     jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
+    expires: PositiveDuration | None = Field(
+        defaults.EXPIRES, description="a fire not started this long after its instant is recorded expired, not run"
+    )
 
 
 class JobSpec(Policies):
@@ -235,14 +296,20 @@ class JobSpec(Policies):
     at: tuple[datetime, ...] | None = Field(None, description="one ISO-8601 instant or a list of them")
     start: datetime | None = Field(None, description="no fire before this instant; anchors every")
     end: datetime | None = Field(None, description="no fire after this instant (inclusive)")
-    # Target: exactly one of call, command.
+    # Target: exactly one of call, command, celery.
+    celery: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$",
+        description="registered Celery task name, run by the Celery app's workers",
+    )
+    options: CeleryOptions | None = Field(None, description="Celery options of celery (apply_async's)")
     call: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$",
         description="Python callable as module:attr",
     )
-    args: tuple[JsonValue, ...] = Field((), description="positional arguments of call (JSON values)")
-    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments of call")
+    args: tuple[JsonValue, ...] = Field((), description="positional arguments of call or celery (JSON values)")
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments of call or celery")
     shell: bool = Field(False, description="run command through /bin/sh -c (command must be a string)")
     command: tuple[str, ...] | None = Field(
         None, description="argv list, or a string split like a shell does (no shell unless shell: true)"
@@ -328,6 +395,8 @@ class JobSpec(Policies):
         """What runs, as one short line: ``call jobs.stats:daily_signups`` or ``command check-backup --quiet``."""
         if self.call is not None:
             return f"call {self.call}"
+        if self.celery is not None:
+            return f"celery {self.celery}"
         if self.shell:
             return "shell " + (self.command or ("",))[0]
         return "command " + " ".join(_quote(part) for part in self.command or ())
@@ -374,6 +443,7 @@ class ConfigFile(_Strict):
     leader: LeaderSettings = Field(default_factory=LeaderSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    celery: CelerySettings | None = Field(None, description="the Celery app that runs celery jobs")
     namespace: str = Field(defaults.NAMESPACE, pattern=NAME_PATTERN, description="prefix of every Redis key")
     timezone: Zone = Field(defaults.TIMEZONE, description="default time zone of every job")
     include: tuple[str, ...] = Field((), description="glob patterns of drop-in files holding more jobs")

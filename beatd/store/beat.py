@@ -12,6 +12,7 @@ import redis
 from beatd.keys import Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
 from beatd.store.codec import BatchScript
+from beatd.store.upkeep import UpkeepStore
 
 __all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
 
@@ -23,33 +24,40 @@ BATCH_LIMIT = 1000
 class LeaderWrite:
     """One fenced write of the leader, an item of ``lua/emit.lua`` (the field order is its wire layout).
 
-    Build one with :meth:`emit`, :meth:`miss` or :meth:`base`; each field has one meaning,
+    Build one with :meth:`emit`, :meth:`miss`, :meth:`celery` or :meth:`base`; each field has one meaning,
     and a field the kind does not use stays empty. ``*_key`` fields are full keys from
     :class:`~beatd.keys.Keys`.
     """
 
-    kind: Literal["emit", "miss", "base"]
+    kind: Literal["emit", "miss", "celery", "base"]
     job: str
     scheduled_ms: int = 0
-    """emit, miss: the fire's scheduled instant (epoch ms); the write applies only past the job's progress."""
+    """emit, miss, celery: the fire's scheduled instant (epoch ms); the write applies only past the job's
+    progress."""
     queue_key: str = ""
     """emit: the queue stream."""
     message: str = ""
-    """emit: the message JSON."""
+    """emit, celery: beatd's fire message JSON, kept as the job's last emission (emit: also the stream entry)."""
     signature: str = ""
     """emit: the message's signature ('' when unsigned)."""
     runs_key: str = ""
-    """miss: the job's run-record hash."""
+    """miss, celery: the job's run-record hash."""
     runs_index_key: str = ""
-    """miss: the job's run-record index (sorted set)."""
+    """miss, celery: the job's run-record index (sorted set)."""
     run_id: str = ""
-    """miss: the id of the missed record."""
+    """miss, celery: the id of the record written (``missed``, ``sent``)."""
     record: str = ""
-    """miss: the run record JSON."""
+    """miss, celery: the run record JSON."""
     written_ms: int = 0
-    """miss: when the record was written (its index score, epoch ms)."""
+    """miss, celery: when the record was written (its index score, epoch ms)."""
     keep: int = 0
-    """miss: records of the job kept (the oldest beyond are dropped)."""
+    """miss, celery: records of the job kept (the oldest beyond are dropped)."""
+    celery_queue_key: str = ""
+    """celery: the Celery queue's Redis list (kombu's name for it, in the broker's database)."""
+    celery_message: str = ""
+    """celery: the task message envelope JSON, LPUSHed onto ``celery_queue_key``."""
+    celery_db: int = 0
+    """celery: the broker's database number on beatd's Redis server (the script SELECTs it for the push)."""
     base_ms: int = 0
     """base: the job's progress moves here unless it is already later."""
     schedule_digest: str = ""
@@ -69,6 +77,19 @@ class LeaderWrite:
         return cls(
             "miss", job, scheduled_ms, runs_key=runs_key, runs_index_key=runs_index_key, run_id=run_id,
             record=record, written_ms=written_ms, keep=keep,
+        )  # fmt: skip
+
+    @classmethod
+    def celery(
+        cls, job: str, scheduled_ms: int, celery_queue_key: str, celery_message: str, celery_db: int, message: str,
+        runs_key: str, runs_index_key: str, run_id: str, record: str, written_ms: int, keep: int,
+    ) -> LeaderWrite:  # fmt: skip
+        """Push a Celery task message onto ``celery_queue_key`` in database ``celery_db``, write its ``sent``
+        record (keeping ``keep``), keep ``message`` as the last emission and advance progress to ``scheduled_ms``."""
+        return cls(
+            "celery", job, scheduled_ms, message=message, runs_key=runs_key, runs_index_key=runs_index_key,
+            run_id=run_id, record=record, written_ms=written_ms, keep=keep, celery_queue_key=celery_queue_key,
+            celery_message=celery_message, celery_db=celery_db,
         )  # fmt: skip
 
     @classmethod
@@ -117,8 +138,13 @@ class Store:
         self._release = client.register_script(script("release"))
         self._unlock = client.register_script(script("unlock"))
         self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
+        self._send = BatchScript(self.client, "send", LeaderWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
+        self.upkeep = UpkeepStore(client, keys)
+        """The leader's upkeep (heartbeats, backlogs, expired fires)."""
+        # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's.
+        self._db = int(client.connection_pool.connection_kwargs.get("db") or 0)
 
     # -- the lease ---------------------------------------------------------------------------------------
     def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> tuple[str | None, float]:
@@ -202,7 +228,7 @@ class Store:
         """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
         fixed = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
         with reachable():
-            replies = self._emit(fixed, [token], writes)
+            replies = self._emit(fixed, [token, self._db], writes)
         statuses: list[str] = []
         errors: list[str] = []
         for reply in replies:
@@ -242,6 +268,20 @@ class Store:
                 pipe.execute()
                 if on_chunk is not None:
                     on_chunk(min(start + BATCH_LIMIT, len(messages)))
+
+    def send_celery(self, writes: Sequence[LeaderWrite], audit: dict[str, Any]) -> None:
+        """Push manual or backfill Celery task messages (``celery`` writes, in order; their ``sent`` records
+        with them) and one audit record (``lua/send.lua``). Each BATCH_LIMIT chunk is atomic; the audit record
+        goes with the last one."""
+        last = (len(writes) - 1) // BATCH_LIMIT * BATCH_LIMIT if writes else 0  # where the last chunk starts
+        fixed = [self.keys.audit]
+        with reachable():
+            if last:
+                self._send(fixed, [self._db, "", AUDIT_MAXLEN], writes[:last])
+            if writes:
+                self._send(fixed, [self._db, json.dumps(audit), AUDIT_MAXLEN], writes[last:])
+        if not writes:
+            self.audit(audit)
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream."""

@@ -72,12 +72,16 @@ class ClaimRequest:
     scheduled_ms: int = 0
     busy_here: bool = False
     lost: LostRun | None = None
+    deadline_ms: int = 0
+    """The latest instant (epoch ms) the fire may start, from its job's ``expires``; 0: no deadline."""
 
 
 @dataclass(frozen=True)
 class Claim:
     """The decision for a fire: ``run`` (with the attempt number), ``skip``, ``buffered``, ``defer`` (a run of
-    its job on another worker started after the fire was due: try again soon), ``taken`` (the entry
+    its job on another worker started after the fire was due: try again soon), ``expired`` (past its
+    deadline with no attempt started: not run), ``replaced`` (a redelivered fire whose previous attempt
+    ``overlap: replace`` had asked to stop: not run again), ``taken`` (the entry
     is no longer this worker's: a reclaimer took it over), or ``error`` (Redis refused a write; ``error`` says
     why)."""
 
@@ -135,6 +139,7 @@ class ClaimItem:
     buffer_key: str
     records_key: str
     index_key: str
+    deadline_ms: int
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ class RunStore:
         self._settle = BatchScript(client, "settle_dead", DeadLetterAction, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
         self._reclaim = client.register_script(script("reclaim"))
+        self._dead_letter = client.register_script(script("dead_letter"))
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -272,7 +278,7 @@ class RunStore:
                 "1" if request.busy_here else "0",
                 lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
                 keys.queue(delivery.queue), keys.active(job), keys.leases(delivery.queue), keys.buffer(job),
-                keys.runs(job), keys.runs_by_time(job),
+                keys.runs(job), keys.runs_by_time(job), request.deadline_ms,
             ))  # fmt: skip
         with reachable():
             replies = self._claim([keys.attempts, keys.cancel], [worker, now_ms, GROUP], items)
@@ -323,6 +329,7 @@ class RunStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.hdel(self.keys.leases(queue), entry_id)
             pipe.hdel(self.keys.active(job), run)
+            pipe.hdel(self.keys.cancel, run)
             pipe.execute()
 
     def cancel_requests(self, runs: Sequence[str]) -> dict[str, str]:
@@ -355,17 +362,25 @@ class RunStore:
             str(run): str(error) for refused in replies for run, error in zip(refused[::2], refused[1::2], strict=True)
         }
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream."""
-        stream = self.keys.queue(delivery.queue)
-        fields = {"message": delivery.message, "sig": delivery.signature, "reason": reason, "queue": stream}
+    def dead_letter(
+        self, delivery: Delivery, reason: str, fire_id: str = "", job: str = "", lost: LostRun | None = None
+    ) -> None:
+        """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream; when its
+        message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too, and a
+        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``)."""
+        keys = self.keys
         with reachable():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.dead, fields, maxlen=defaults.DEAD_MAXLEN)
-            pipe.xack(stream, GROUP, delivery.entry_id)
-            pipe.xdel(stream, delivery.entry_id)
-            pipe.hdel(self.keys.leases(delivery.queue), delivery.entry_id)
-            pipe.execute()
+            self._dead_letter(
+                keys=[
+                    keys.attempts, keys.cancel, keys.dead, keys.queue(delivery.queue), keys.leases(delivery.queue),
+                    keys.active(job or "-"), keys.runs(job or "-"),
+                ],
+                args=[
+                    GROUP, defaults.DEAD_MAXLEN, delivery.entry_id, delivery.message, delivery.signature,
+                    fire_id if job else "", reason,
+                    lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
+                ],
+            )  # fmt: skip
 
     # -- dead letters ------------------------------------------------------------------------------------
     def dead(self, count: int, before: str = "+") -> list[dict[str, str]]:
@@ -391,7 +406,9 @@ class RunStore:
 
     def retry_dead(self, entry_id: str, queue_key: str, audit: dict[str, Any]) -> bool:
         """Put a dead letter back into ``queue_key`` (the queue stream it names) and append ``audit``, in one
-        step (``lua/settle_dead.lua``); False when it is gone (another operator took it): nothing is written."""
+        step (``lua/settle_dead.lua``); False when it is gone (another operator took it): nothing is written. A
+        fire that ran out of retries gets its attempt count back (from the dead letter's run id), so it runs as
+        the next attempt."""
         return self._settle_dead(DeadLetterAction(entry_id, "retry", audit["event"], json.dumps(audit), queue_key))
 
     def drop_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
@@ -400,7 +417,7 @@ class RunStore:
 
     def _settle_dead(self, action: DeadLetterAction) -> bool:
         with reachable():
-            replies = self._settle([self.keys.dead, self.keys.audit], [AUDIT_MAXLEN], [action])
+            replies = self._settle([self.keys.dead, self.keys.audit, self.keys.attempts], [AUDIT_MAXLEN], [action])
         return bool(replies[0][0])
 
     def succeeded_runs(self, job: str, fire_ids: Sequence[str]) -> dict[str, str]:

@@ -68,7 +68,7 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
     (
         "no-target",
         {"main.yaml": "jobs:\n  a:\n    every: 30s\n"},
-        ["{dir}/main.yaml:2:3: jobs.a: no target: expected exactly one of call or command"],
+        ["{dir}/main.yaml:2:3: jobs.a: no target: expected exactly one of call, command or celery"],
     ),
     (
         "both-targets",

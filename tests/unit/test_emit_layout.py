@@ -16,13 +16,18 @@ def test_each_kind_fills_only_its_own_fields() -> None:
     emit = LeaderWrite.emit("a", 1, "ns:queue:default", "{}", "sig")
     miss = LeaderWrite.miss("a", 1, "ns:runs:a", "ns:runs-by-time:a", "a@x#0", "{}", 5, 10)
     base = LeaderWrite.base("a", 7, "digest")
+    celery = LeaderWrite.celery("a", 1, "celery", "{}", 3, "{}", "ns:runs:a", "ns:runs-by-time:a", "a@x#0", "{}", 5, 10)
     blank = LeaderWrite("emit", "a")
     used = {
         write.kind: {name for name in item_fields(LeaderWrite) if getattr(write, name) != getattr(blank, name)}
-        for write in (emit, miss, base)
+        for write in (emit, miss, base, celery)
     }
     assert used == {
         "emit": {"scheduled_ms", "queue_key", "message", "signature"},
         "miss": {"kind", "scheduled_ms", "runs_key", "runs_index_key", "run_id", "record", "written_ms", "keep"},
         "base": {"kind", "base_ms", "schedule_digest"},
-    }
+        "celery": {
+            "kind", "scheduled_ms", "message", "runs_key", "runs_index_key", "run_id", "record", "written_ms", "keep",
+            "celery_queue_key", "celery_message", "celery_db",
+        },
+    }  # fmt: skip

@@ -6,9 +6,11 @@ import re
 
 import pytest
 
+from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
 from beatd.store.runs import ClaimItem, DeadLetterAction, FinishItem, RunLease
+from beatd.store.upkeep import ExpiredFire, Retention
 
 
 @pytest.mark.parametrize(
@@ -19,6 +21,9 @@ from beatd.store.runs import ClaimItem, DeadLetterAction, FinishItem, RunLease
         ("unclaim", RunLease),
         ("extend", RunLease),
         ("settle_dead", DeadLetterAction),
+        ("sweep_expired", ExpiredFire),
+        ("sweep_history", Retention),
+        ("send", LeaderWrite),
     ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:

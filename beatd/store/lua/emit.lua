@@ -1,13 +1,16 @@
 -- Apply a batch of the leader's decisions atomically, fenced by the lease.
 -- KEYS[1] leader lease key      KEYS[2] progress hash      KEYS[3] schedules hash      KEYS[4] last hash
--- KEYS[5..] the queue streams and run-record hashes and indexes the items name (items' *_key fields)
--- ARGV[1] fencing token
+-- KEYS[5..] the queue streams, run-record hashes and indexes and Celery queue lists the items name (*_key fields)
+-- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
 -- then one item per write (beatd.store.beat.LeaderWrite; a field a kind does not use is empty or 0):
-local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'base_ms', 'schedule_digest'}
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest'}
 --   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
 --           last[job] = message
 --   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
 --           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms
+--   celery: if scheduled_ms > progress[job]: the `sent` record as for miss; in database celery_db (SELECTed,
+--           then ARGV[2] again), LPUSH celery_queue_key celery_message (a Celery worker BRPOPs it);
+--           progress[job] = scheduled_ms; last[job] = message
 --   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
 -- A step whose first write Redis refuses (out of memory, a key of the wrong type), or whose job's progress is
 -- not a number, is skipped and its progress left unchanged.
@@ -31,23 +34,53 @@ local function emit(item, scheduled)
     return {'applied', ''}
 end
 
-local function miss(item, scheduled)
-    local reply = redis.pcall('HSET', item.runs_key, item.run_id, item.record)
-    if type(reply) == 'table' and reply.err then
-        return refused(reply)
-    end
+local function record_run(item)
     redis.call('ZADD', item.runs_index_key, item.written_ms, item.run_id)
     local excess = redis.call('ZCARD', item.runs_index_key) - tonumber(item.keep)
     if excess > 0 then
         call_chunked('HDEL', item.runs_key, redis.call('ZRANGE', item.runs_index_key, 0, excess - 1))
         redis.call('ZREMRANGEBYRANK', item.runs_index_key, 0, excess - 1)
     end
+end
+
+local function miss(item, scheduled)
+    local reply = redis.pcall('HSET', item.runs_key, item.run_id, item.record)
+    if type(reply) == 'table' and reply.err then
+        return refused(reply)
+    end
+    record_run(item)
     redis.call('HSET', KEYS[2], item.job, scheduled)
     return {'applied', ''}
 end
 
+-- The record is written first and undone if the push is refused, so a refused step writes nothing and
+-- nothing that can fail comes after the push (a script is not rolled back: a push followed by an error
+-- would leave the task queued with the job's progress unmoved, and the fire would be sent again).
+local function send(item, scheduled)
+    local reply = redis.pcall('HSET', item.runs_key, item.run_id, item.record)
+    if type(reply) == 'table' and reply.err then
+        return refused(reply)
+    end
+    local other_db = item.celery_db ~= ARGV[2]
+    if other_db then
+        redis.call('SELECT', tonumber(item.celery_db))
+    end
+    reply = redis.pcall('LPUSH', item.celery_queue_key, item.celery_message)
+    if other_db then
+        redis.call('SELECT', tonumber(ARGV[2]))
+    end
+    if type(reply) == 'table' and reply.err then
+        redis.call('HDEL', item.runs_key, item.run_id)
+        return refused(reply)
+    end
+    redis.call('HSET', KEYS[2], item.job, scheduled)
+    redis.call('HSET', KEYS[4], item.job, item.message)
+    record_run(item)
+    return {'applied', ''}
+end
+
 local replies = {1}
-for _, item in ipairs(items(2, ITEM)) do
+for _, item in ipairs(items(3, ITEM)) do
     local raw = redis.call('HGET', KEYS[2], item.job)
     local progress = tonumber(raw or '-1')
     local reply
@@ -63,6 +96,8 @@ for _, item in ipairs(items(2, ITEM)) do
         reply = {'duplicate', ''}
     elseif item.kind == 'emit' then
         reply = emit(item, item.scheduled_ms)
+    elseif item.kind == 'celery' then
+        reply = send(item, item.scheduled_ms)
     else
         reply = miss(item, item.scheduled_ms)
     end

@@ -1,7 +1,9 @@
 -- Retry or drop dead letters, each only if it is still there, so two operators at once (or a retry racing a
 -- drop) settle a dead letter once: one requeue, one audit record. A retried one goes back to its queue stream
--- as it was (message, sig).
--- KEYS[1] dead-letter stream     KEYS[2] audit stream     KEYS[3..] named by the items' *_key fields
+-- as it was (message, sig); a fire that ran out of retries gets its attempt count back from the dead letter's
+-- run id ({fire id}#{attempt}), so it runs as the next attempt.
+-- KEYS[1] dead-letter stream     KEYS[2] audit stream     KEYS[3] attempts hash
+-- KEYS[4..] named by the items' *_key fields
 -- ARGV[1] audit stream max length (approximate)
 -- then one ITEM per dead letter (beatd.store.runs.DeadLetterAction): entry_id, action: retry | drop,
 --   event: the audit record's event, audit: the audit record JSON, queue_key: the queue stream the entry
@@ -21,6 +23,10 @@ for _, item in ipairs(items(2, ITEM)) do
     local ok = #entries == 1 and (item.action == 'drop' or fields['queue'] == item.queue_key)
     if ok then
         if item.action == 'retry' then
+            local fire, attempt = string.match(fields['run_id'] or '', '^(.*)#(%d+)$')
+            if fire then
+                redis.call('HSET', KEYS[3], fire, attempt)
+            end
             redis.call('XADD', item.queue_key, '*', 'message', fields['message'] or '', 'sig', fields['sig'] or '')
         end
         redis.call('XDEL', KEYS[1], item.entry_id)

@@ -1,0 +1,233 @@
+"""Convert a Celery app's ``beat_schedule`` into beatd jobs, saying every difference in meaning per entry.
+
+``convert(app)`` reads the app's schedule and settings (``timezone``, ``enable_utc``, ``result_backend``) and
+returns, per entry, the job it becomes (a mapping, ready for YAML) or why it cannot, and the notes on what
+changes. Nothing here connects anywhere: the app is only read. Celery is imported only to recognise its
+schedule classes (``beatd[celery]``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from beatd.config.model import CELERY_RESERVED_HEADERS, NAME_PATTERN
+from beatd.durations import format_duration
+from beatd.errors import ScheduleError
+from beatd.triggers import CronTrigger
+
+__all__ = ["Converted", "convert", "render_yaml"]
+
+_OPTIONS = ("queue", "routing_key", "exchange", "priority", "headers", "expires", "time_limit", "soft_time_limit")
+_DURATION_OPTIONS = ("expires", "time_limit", "soft_time_limit")
+_INVALID_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass
+class Converted:
+    """One ``beat_schedule`` entry: the beatd job (None when refused), its name, and the notes."""
+
+    entry: str
+    name: str
+    job: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+    refused: str | None = None
+
+
+@dataclass
+class Conversion:
+    """A whole app: the top-level settings, the entries, and notes about the app as a whole."""
+
+    timezone: str
+    celery: dict[str, Any]
+    entries: list[Converted]
+    notes: list[str] = field(default_factory=list)
+
+
+def convert(app: Any) -> Conversion:
+    """Convert ``app.conf.beat_schedule`` (a Celery app) into beatd jobs, in the schedule's order."""
+    conf = app.conf
+    notes: list[str] = []
+    timezone = str(conf.timezone) if conf.timezone else "UTC"
+    if not conf.timezone and not conf.enable_utc:
+        notes.append(
+            "enable_utc is False and no timezone is set: Celery reads crontab in the host's local time; "
+            "timezone: UTC was written, set your host's IANA zone instead"
+        )
+    try:
+        ZoneInfo(timezone)
+    except (KeyError, ValueError):
+        notes.append(f"timezone {timezone!r} is not an IANA zone beatd knows: fix the top-level timezone")
+    celery: dict[str, Any] = {"broker_url": "${CELERY_BROKER_URL}"}
+    if conf.result_backend:
+        celery["result_backend"] = "${CELERY_RESULT_BACKEND}"
+    if conf.task_default_queue and conf.task_default_queue != "celery":
+        celery["default_queue"] = str(conf.task_default_queue)
+    entries, names = [], set()
+    for entry, spec in (conf.beat_schedule or {}).items():
+        converted = _entry(str(entry), spec, ZoneInfo(timezone) if _known(timezone) else ZoneInfo("UTC"))
+        while converted.name in names:
+            converted.name += "_"
+        names.add(converted.name)
+        entries.append(converted)
+    return Conversion(timezone, celery, entries, notes)
+
+
+def _known(zone: str) -> bool:
+    try:
+        ZoneInfo(zone)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def _entry(entry: str, spec: dict[str, Any], zone: ZoneInfo) -> Converted:
+    name = _INVALID_NAME_CHARACTER.sub("_", entry)[:200] or "entry"
+    converted = Converted(entry, name, None)
+    if name != entry:
+        converted.notes.append(f"renamed from {entry!r}: job names take letters, digits, '_', '.' and '-'")
+    if not re.fullmatch(NAME_PATTERN, name):
+        converted.name = "job_" + name
+    job: dict[str, Any] = {"celery": str(spec.get("task", ""))}
+    if not job["celery"]:
+        converted.refused = "the entry names no task"
+        return converted
+    schedule = _schedule(spec.get("schedule"), zone, converted)
+    if schedule is None:
+        return converted
+    job.update(schedule)
+    for key, default in (("args", ()), ("kwargs", {})):
+        raw: Any = spec.get(key) or default
+        value: list[Any] | dict[str, Any] = list(raw) if key == "args" else dict(raw)
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            converted.refused = f"{key} are not JSON values: beatd sends JSON only (no pickle)"
+            return converted
+        if value:
+            job[key] = value
+    options = _options(dict(spec.get("options") or {}), converted)
+    if options:
+        job["options"] = options
+    if spec.get("relative"):
+        converted.notes.append("relative: True is dropped: beatd's every is aligned to the epoch grid anyway")
+    converted.job = job
+    return converted
+
+
+def _schedule(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, Any] | None:
+    from celery.schedules import crontab, solar
+    from celery.schedules import schedule as every_schedule
+
+    if isinstance(schedule, solar):
+        converted.refused = (
+            f"solar schedule ({schedule.event} at {schedule.lat}, {schedule.lon}) has no beatd equivalent: "
+            "beatd has no sunrise or sunset trigger; list the instants with at, or keep this entry in Celery"
+        )
+        return None
+    if isinstance(schedule, crontab):
+        return _cron(schedule, zone, converted)
+    if isinstance(schedule, every_schedule):
+        schedule = schedule.run_every
+    if isinstance(schedule, int | float) and not isinstance(schedule, bool):
+        schedule = timedelta(seconds=schedule)
+    if isinstance(schedule, timedelta):
+        if schedule <= timedelta(0) or schedule.microseconds % 1000:
+            converted.refused = f"interval {schedule} is not a positive whole number of milliseconds"
+            return None
+        converted.notes.append(
+            f"every {format_duration(schedule)}: Celery measures each interval from the last run (a beat restart "
+            "or a slow beat shifts every later run); beatd's fires sit on a fixed grid from the epoch, so the "
+            "first fire after the switch may come sooner than Celery's would"
+        )
+        return {"every": format_duration(schedule)}
+    converted.refused = f"schedule {schedule!r} ({type(schedule).__name__}) is not a crontab, timedelta or number"
+    return None
+
+
+def _cron(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, Any] | None:
+    fields = [
+        _field(schedule._orig_minute),
+        _field(schedule._orig_hour),
+        _field(schedule._orig_day_of_month),
+        _field(schedule._orig_month_of_year),
+        _field(schedule._orig_day_of_week),
+    ]
+    day_of_month, day_of_week = fields[2], fields[4]
+    if not day_of_month.startswith("*") and not day_of_week.startswith("*"):
+        converted.refused = (
+            f"crontab with both day_of_month={day_of_month!r} and day_of_week={day_of_week!r}: Celery runs it on "
+            "days matching both, beatd's cron (like cron) on days matching either; split it, or keep one day "
+            "field and test the other in the task"
+        )
+        return None
+    expression = " ".join(fields)
+    try:
+        CronTrigger.parse(expression, zone)
+    except ScheduleError as error:
+        converted.refused = f"crontab {expression!r} is not a cron expression beatd reads: {error}"
+        return None
+    return {"cron": expression}  # a day field starting with '*': beatd ANDs the two, as Celery does
+
+
+def _field(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return ",".join(str(item) for item in sorted(value))
+    return str(value)
+
+
+def _options(options: dict[str, Any], converted: Converted) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in _OPTIONS:
+            converted.notes.append(f"option {key}={value!r} dropped: beatd does not send it")
+            continue
+        if value is None:
+            continue
+        if key in _DURATION_OPTIONS:
+            if isinstance(value, timedelta):
+                value = value.total_seconds()
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                converted.notes.append(f"option {key}={value!r} dropped: beatd takes a duration in seconds here")
+                continue
+            kept[key] = format_duration(timedelta(seconds=value))
+            if key == "expires":
+                converted.notes.append("expires counts from the emission, as Celery beat's from its send")
+        elif key == "headers":
+            reserved = sorted(name for name in value if name in CELERY_RESERVED_HEADERS or name.startswith("beatd_"))
+            if reserved:
+                converted.notes.append(f"headers {reserved} dropped: beatd writes them itself")
+            kept[key] = {name: item for name, item in value.items() if name not in reserved}
+        else:
+            kept[key] = value
+    return kept
+
+
+def render_yaml(conversion: Conversion) -> str:
+    """The beatd config of ``conversion`` as YAML, each entry's notes as comments above its job (refused
+    entries appear as comments only)."""
+    lines = ["# Converted from a Celery beat_schedule by `beatd import celery`; check it with `beatd check`."]
+    lines += [f"# NOTE: {note}" for note in conversion.notes]
+    lines.append(yaml.safe_dump({"timezone": conversion.timezone, "celery": conversion.celery}, sort_keys=False))
+    lines.append("jobs:")
+    if not any(entry.job for entry in conversion.entries):
+        lines[-1] = "jobs: {}"
+    for entry in conversion.entries:
+        for note in entry.notes:
+            lines.append(f"  # {entry.name}: {note}")
+        if entry.job is None:
+            lines.append(f"  # {entry.name}: NOT CONVERTED: {entry.refused}")
+            continue
+        body = yaml.safe_dump({entry.name: entry.job}, sort_keys=False, default_flow_style=None, width=120)
+        lines.extend("  " + line for line in body.splitlines())
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"

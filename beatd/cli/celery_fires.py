@@ -1,0 +1,46 @@
+"""Manual and backfill fires of a ``celery`` job: pushed to the Celery broker, each recorded ``sent``.
+
+``beatd trigger`` and ``beatd backfill`` call :func:`send_celery_fires` for a celery job instead of enqueueing
+into a beatd queue stream; there is no beatd run to wait for (Celery runs it: ``beatd show`` reads its outcome).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from beatd.cli.runtime import UsageProblem
+from beatd.config import Config, JobSpec
+from beatd.emission import celery_write
+from beatd.keys import Keys
+from beatd.messages import Message, parse_utc
+from beatd.store import Store
+
+__all__ = ["send_celery_fires"]
+
+
+def send_celery_fires(
+    config: Config, store: Store, spec: JobSpec, messages: list[Message], now: datetime, audit: dict[str, Any],
+    *, wait: bool,
+) -> list[dict[str, str]]:  # fmt: skip
+    """Push the task messages of ``messages`` (fires of the celery job ``spec``), their ``sent`` records and the
+    ``audit`` record; return ``{fire_id, task_id, celery_queue}`` per fire. ``wait`` is refused: Celery runs it."""
+    if config.settings.celery is None:  # check refuses a celery job without the section
+        raise UsageProblem(f"job {spec.name!r} is a celery job but the config has no celery section")
+    if wait:
+        raise UsageProblem(
+            f"--wait: {spec.name} is a celery job, run by Celery's workers; `beatd show FIRE_ID` reads its outcome"
+        )
+    keys = Keys(config.namespace)
+    writes = [
+        celery_write(spec, message.fire_id, parse_utc(message.scheduled_at), message.trigger, message.to_json(), now,
+                     keys, config.settings.celery)
+        for message in messages
+    ]  # fmt: skip
+    store.send_celery(writes, audit)
+    queue = spec.options.queue if spec.options and spec.options.queue else ""
+    return [
+        {"fire_id": message.fire_id, "task_id": json.loads(write.record)["extra"]["task_id"], "celery_queue": queue}
+        for message, write in zip(messages, writes, strict=True)
+    ]

@@ -1,0 +1,108 @@
+"""What a ``celery`` job may say, and where its broker may be: the rules of the config that concern Celery.
+
+A ``celery`` job is run by the Celery app's own workers, so the policies that beatd's workers enforce
+(``overlap``, ``retries``, ``timeout``) cannot apply; each is refused with the Celery setting that does the
+same. The broker must be beatd's own Redis server, because the beat pushes the task message inside the fenced
+script that advances the job's progress (any database number on that server: the script SELECTs it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from beatd.config.model import CelerySettings, ConfigFile
+from beatd.config.redis_urls import display_url, redis_location
+from beatd.config.yamlsource import KeyPath, Located
+from beatd.errors import Problem
+
+__all__ = ["UNHONOURED", "broker_problems", "celery_job_problems", "prepare_celery_job"]
+
+UNHONOURED = {
+    "overlap": (
+        "a Celery worker cannot honour beatd's overlap policy: make the task exclusive in the Celery app "
+        "(a lock such as a Redis SET NX held while it runs), or give it its own queue served by one worker "
+        "process (celery worker -Q QUEUE --concurrency 1)"
+    ),
+    "retries": (
+        "beatd's retries are not seen by a Celery worker: declare them on the task "
+        "(@app.task(autoretry_for=(Exception,), max_retries=N, retry_backoff=True)) or call self.retry()"
+    ),
+    "retry_delay": "beatd's retry backoff is not seen by a Celery worker: use the task's retry_backoff or countdown",
+    "retry_delay_max": "beatd's retry backoff is not seen by a Celery worker: use the task's retry_backoff_max",
+    "timeout": (
+        "a Celery worker does not know beatd's timeout: use options.time_limit (hard) and "
+        "options.soft_time_limit (raises SoftTimeLimitExceeded in the task)"
+    ),
+    "isolation": (
+        "a Celery worker runs tasks in its own pool: choose it on the worker (celery worker --pool prefork, "
+        "threads or solo)"
+    ),
+    "queue": "queue names a beatd queue stream: a celery job's Celery queue is options.queue",
+    "expires": "beatd's workers check expires: a Celery worker revokes a task past options.expires",
+    "env": "env belongs to command jobs: a Celery task runs in its worker's environment",
+    "cwd": "cwd belongs to command jobs: a Celery task runs in its worker's directory",
+    "shell": "shell belongs to command jobs",
+}
+"""Keys a ``celery`` job may not set itself, each with what to use instead (inherited defaults are ignored)."""
+
+
+def celery_job_problems(
+    raw: dict[str, Any], source: Located, base: KeyPath, celery: CelerySettings | None
+) -> list[Problem]:
+    """The problems of job ``raw`` (declared at ``base``) that concern Celery: options without a celery target,
+    keys a Celery worker cannot honour, a celery job without the top-level ``celery`` section."""
+    if raw.get("celery") is None:
+        if "options" in raw:
+            return [source.problem((*base, "options"), "options are Celery's: only for a celery job", at_key=True)]
+        return []
+    problems = [
+        source.problem((*base, key), f"not for a celery job: {hint}", at_key=True)
+        for key, hint in UNHONOURED.items()
+        if key in raw
+    ]
+    if celery is None:
+        problems.append(
+            source.problem(
+                (*base, "celery"),
+                "a celery job needs the top-level celery section: celery: {broker_url: ${CELERY_BROKER_URL}}",
+            )
+        )
+    return problems
+
+
+def prepare_celery_job(merged: dict[str, Any], celery: CelerySettings | None) -> None:
+    """Make ``merged`` (a celery job's keys, defaults applied) ready to validate: drop the inherited keys a
+    celery job does not use (its own were reported), and fill ``options.queue`` from ``celery.default_queue``."""
+    for key in UNHONOURED:
+        merged.pop(key, None)
+    options = merged.get("options")
+    if options is None:
+        options = {}
+    if isinstance(options, dict) and celery is not None and options.get("queue") is None:
+        merged["options"] = {**options, "queue": celery.default_queue}
+
+
+def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
+    """Problems of the ``celery`` section: a broker that is not beatd's own Redis server (or not Redis)."""
+    if settings.celery is None:
+        return []
+    where = ("celery", "broker_url")
+    broker_url = settings.celery.broker_url
+    if settings.redis.sentinel is not None:
+        return [main.problem(where, "a Celery broker with redis.sentinel is not supported yet: beatd must reach "
+                                    "the same master as the Celery workers")]  # fmt: skip
+    try:
+        broker = redis_location(broker_url)
+    except ValueError as error:
+        return [main.problem(where, f"{error}: beatd drives a Celery app whose broker is its own Redis server")]
+    own = redis_location(settings.redis.url)
+    if broker.server != own.server:
+        return [
+            main.problem(
+                where,
+                f"{display_url(broker_url)} is another Redis server than redis.url ({own.server}): the beat "
+                "pushes Celery's task messages inside its fenced script, so the broker must be beatd's own Redis "
+                "server (any database number on it); another broker needs the outbox relay, not built yet",
+            )
+        ]
+    return []

@@ -1,0 +1,157 @@
+"""celery jobs in the config: what check accepts, and the located errors naming the Celery equivalent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from beatd.config import load_config
+from beatd.errors import ConfigError
+from tests.conftest import REPO, WriteFiles
+
+ENV = {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/1"}
+HEAD = "redis: {url: 'redis://127.0.0.1:6379/0'}\ncelery: {broker_url: '${CELERY_BROKER_URL}'}\n"
+
+
+def _problems(path: Path, environ: dict[str, str] = ENV) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ)
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_celery_job_with_options_and_defaults(write_files: WriteFiles) -> None:
+    """A celery job takes args, kwargs and Celery options; the queue defaults to celery.default_queue, and
+    inherited beatd-worker defaults (timeout, retries) do not make it invalid."""
+    path = write_files(
+        {
+            "beatd.yaml": HEAD
+            + "defaults: {timeout: 5m, retries: 2}\n"
+            + "jobs:\n  r:\n    celery: proj.tasks.send_report\n    every: 1m\n    args: [1]\n    kwargs: {a: b}\n"
+            + "    options: {priority: 6, headers: {trace: x}, expires: 30s, time_limit: 1m, soft_time_limit: 50s}\n"
+            + "  plain:\n    celery: proj.tasks.other\n    cron: '0 * * * *'\n"
+        }
+    )
+    config = load_config(path, ENV)
+    spec = config.jobs["r"]
+    assert spec.celery == "proj.tasks.send_report" and spec.target_text == "celery proj.tasks.send_report"
+    assert spec.options is not None and spec.options.queue == "celery" and spec.options.priority == 6
+    assert spec.options.expires == timedelta(seconds=30) and spec.options.headers == {"trace": "x"}
+    assert config.jobs["plain"].options is not None and config.jobs["plain"].options.queue == "celery"
+    assert config.settings.celery is not None and config.settings.celery.broker_db == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "names"),
+    [
+        ("overlap", "skip", "celery worker -Q QUEUE --concurrency 1"),
+        ("retries", "3", "autoretry_for=(Exception,), max_retries=N"),
+        ("timeout", "10s", "options.time_limit"),
+        ("retry_delay", "1s", "retry_backoff"),
+        ("queue", "reports", "options.queue"),
+        ("expires", "1m", "options.expires"),
+    ],
+)
+def test_policies_celery_cannot_honour_are_located_errors(
+    write_files: WriteFiles, key: str, value: str, names: str
+) -> None:
+    """overlap, retries and timeout on a celery job are refused at the key, naming what Celery does instead."""
+    path = write_files({"beatd.yaml": HEAD + f"jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    {key}: {value}\n"})
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:7:5: jobs.r.{key}: not for a celery job: ")
+    assert names in problem
+
+
+def test_isolation_on_a_celery_job_names_the_celery_pool(write_files: WriteFiles) -> None:
+    """isolation is chosen by the Celery worker's pool: the error says so (not just "unknown key")."""
+    path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    isolation: thread\n"})
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:7:5: jobs.r.isolation: not for a celery job: ") and "--pool" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    options: {headers: {id: x}}\n",
+            ":7:24: jobs.r.options.headers: header 'id' is written by beatd",
+        ),
+        (
+            "jobs:\n  r:\n    call: m:f\n    every: 1m\n    options: {queue: x}\n",
+            ":7:5: jobs.r.options: options are Celery's: only for a celery job",
+        ),
+        (
+            "jobs:\n  r:\n    celery: proj.t\n    call: m:f\n    every: 1m\n",
+            ":5:5: jobs.r.celery: both call and celery given",
+        ),
+        (
+            "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    options: {priority: 300}\n",
+            ":7:25: jobs.r.options.priority: invalid value 300",
+        ),
+    ],
+)
+def test_bad_celery_options_are_located(write_files: WriteFiles, text: str, expected: str) -> None:
+    """A reserved header, options on a non-celery job, two targets, an out-of-range priority: located errors."""
+    path = write_files({"beatd.yaml": HEAD + text})
+    problems = _problems(path)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_celery_job_without_celery_section(write_files: WriteFiles) -> None:
+    """A celery job needs the top-level celery section, and the error shows how to write it."""
+    path = write_files({"beatd.yaml": "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:3:13: jobs.r.celery: a celery job needs the top-level celery section")
+
+
+@pytest.mark.parametrize(
+    ("broker", "fragment"),
+    [
+        ("redis://10.0.0.9:6379/0", "is another Redis server than redis.url (tcp://127.0.0.1:6379)"),
+        ("redis://:secret@127.0.0.1:6380/0", "redis://:***@127.0.0.1:6380/0 is another Redis server"),
+        ("amqp://guest@localhost//", "scheme 'amqp' is not a Redis URL"),
+        ("redis://127.0.0.1:6379/x", "database 'x' is not a number"),
+    ],
+)
+def test_broker_must_be_beatds_own_redis_server(write_files: WriteFiles, broker: str, fragment: str) -> None:
+    """A broker on another server (or not Redis) is refused at celery.broker_url; a password is not shown."""
+    path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    (problem,) = _problems(path, {"CELERY_BROKER_URL": broker})
+    assert problem.startswith(f"{path}:2:22: celery.broker_url: ") and fragment in problem
+    assert "secret" not in problem
+
+
+def test_localhost_and_another_database_are_the_same_server(write_files: WriteFiles) -> None:
+    """localhost and 127.0.0.1, default port and 6379, and any database number name beatd's own server."""
+    path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    config = load_config(path, {"CELERY_BROKER_URL": "redis://localhost/5"})
+    assert config.settings.celery is not None and config.settings.celery.broker_db == 5
+
+
+def test_check_exits_2_with_located_celery_error(write_files: WriteFiles) -> None:
+    """`beatd check` prints the located error and exits 2, no traceback."""
+    path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    overlap: skip\n"})
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "check", "-c", str(path)],
+        cwd=REPO, env={"CELERY_BROKER_URL": "redis://127.0.0.1:6379/1", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"{path}:7:5: jobs.r.overlap: not for a celery job" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_beatd_workers_do_not_serve_celery_jobs_queues(write_files: WriteFiles) -> None:
+    """A worker's queues come from its non-celery jobs only: celery jobs are run by Celery's workers."""
+    from beatd.worker.registry import Setup
+
+    path = write_files(
+        {
+            "beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"
+            "  c:\n    command: ['true']\n    every: 1m\n    queue: mine\n"
+        }
+    )
+    assert Setup.of(load_config(path, ENV), None).queues == ["mine"]

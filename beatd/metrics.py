@@ -45,6 +45,11 @@ class Health:
         self.ready = self.ready or redis_ok
         self.role = role
 
+    def busy(self) -> None:
+        """The loop is blocked on purpose and still in control (a reload checking call targets): count it as
+        a step, Redis as before."""
+        self.last_step = time.monotonic()
+
     def alive(self) -> dict[str, Any]:
         """The /healthz body; ``ok`` decides the status code."""
         age = time.monotonic() - self.last_step

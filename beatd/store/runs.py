@@ -34,6 +34,9 @@ BATCH_LIMIT = 500
 RECLAIM_SCAN = 100
 """Most pending entries of a queue one reclaim looks at."""
 
+OUTPUT_READ_COUNT = 1000
+"""Entries of a live output stream read per call (a whole stream, about ``OUTPUT_STREAM_MAXLEN``, in one or two)."""
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -467,14 +470,21 @@ class RunStore:
 
     def read_output(self, run: str, after: str = "0", block_ms: int | None = None) -> list[tuple[str, str]]:
         """Chunks of ``run``'s live output after entry id ``after`` ("0": from the first kept), as (entry id,
-        JSON); with ``block_ms``, waits up to that long for the first."""
-        key = self.keys.output(run)
+        JSON): without ``block_ms`` every one there is now (the stream's cap is approximate: it may hold more
+        than ``OUTPUT_STREAM_MAXLEN``); with it, the next at most ``OUTPUT_READ_COUNT``, waiting up to that long
+        for the first."""
+        key, count = self.keys.output(run), OUTPUT_READ_COUNT
         with reachable():
-            if block_ms is None:
-                entries = self.client.xrange(key, f"({after}" if after != "0" else "-", "+", count=1000)
-            else:
-                reply = self.client.xread({key: after}, count=1000, block=block_ms)
+            if block_ms is not None:
+                reply = self.client.xread({key: after}, count=count, block=block_ms)
                 entries = reply[0][1] if reply else []
+            else:
+                entries = []
+                while page := self.client.xrange(key, f"({after}" if after != "0" else "-", "+", count=count):
+                    entries.extend(page)
+                    after = str(page[-1][0])
+                    if len(page) < count:
+                        break
         return [(str(entry_id), str(fields.get("chunk", ""))) for entry_id, fields in entries]
 
     # -- workers -----------------------------------------------------------------------------------------

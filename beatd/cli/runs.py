@@ -10,10 +10,10 @@ from typing import Any, get_args
 
 import click
 
-from beatd import defaults
 from beatd.cli.options import connection_options, json_option
 from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.cli.waiting import heartbeat_age, is_live
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
@@ -205,10 +205,8 @@ def workers(
     alive: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
     for _, beat in sorted(store.workers().items()):  # stale ones are deleted by the leader's upkeep only
-        age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
-        (alive if age <= defaults.WORKER_STALE_AFTER.total_seconds() else gone).append(
-            {**beat, "heartbeat_age_s": round(age, 3)}
-        )
+        age = heartbeat_age(beat, now)
+        (alive if is_live(beat, now) else gone).append({**beat, "heartbeat_age_s": round(age.total_seconds(), 3)})
     if as_json:
         echo_json(alive)
         return

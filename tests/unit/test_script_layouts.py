@@ -9,7 +9,7 @@ import pytest
 from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
-from beatd.store.runs import ClaimItem, DeadLetter, FinishItem, RunLease
+from beatd.store.runs import ClaimItem, DeadLetter, DeadLetterAction, FinishItem, RunLease
 from beatd.store.upkeep import ExpiredFire, Retention, StaleHeartbeat, WaitingEntry
 
 
@@ -21,6 +21,7 @@ from beatd.store.upkeep import ExpiredFire, Retention, StaleHeartbeat, WaitingEn
         ("dead_letter", DeadLetter),
         ("unclaim", RunLease),
         ("extend", RunLease),
+        ("settle_dead", DeadLetterAction),
         ("sweep_expired", ExpiredFire),
         ("sweep_history", Retention),
         ("sweep_heartbeats", StaleHeartbeat),

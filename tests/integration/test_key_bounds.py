@@ -260,7 +260,9 @@ def test_a_reclaimed_fire_dead_lettered_then_retried_runs_as_its_next_attempt(sc
     third.intake.admit(store.reclaim("default", third.intake.identity.id, to_ms(scene.clock.now()), 0))
     (letter,) = store.dead(10)
     assert letter["run_id"] == f"{fire}#1"
-    assert store.retry_dead(letter["id"], audit_record("dead-retry", scene.clock.now(), entry=letter["id"]))
+    assert store.retry_dead(
+        letter["id"], letter["queue"], audit_record("dead-retry", scene.clock.now(), entry=letter["id"])
+    )
     again = first.read()
     assert again.record.run_id == f"{fire}#2"
     records = {record["run_id"]: record["status"] for record in runs(store.client, store.keys.namespace, "gone")}

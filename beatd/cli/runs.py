@@ -201,7 +201,7 @@ def workers(
 ) -> None:
     """Workers with a recent heartbeat: age, queues, runs in progress."""
     store = _store(runtime, config_path, redis_url, namespace)
-    now = runtime.clock.now()
+    now = store.redis_now()  # liveness judged by Redis's clock, as every command judges it
     alive: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
     for _, beat in sorted(store.workers().items()):  # stale ones are deleted by the leader's upkeep only

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import redis
 
 from beatd.keys import Keys
-from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
 from beatd.store.codec import BatchScript
 from beatd.store.upkeep import UpkeepStore
 
@@ -19,8 +19,6 @@ __all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
 
 BATCH_LIMIT = 1000
 """Most writes sent in one atomic script call."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -167,12 +165,9 @@ class Store:
         return bool(int(renewed)), int(seconds) + int(micros) / 1e6
 
     def redis_now(self) -> datetime:
-        """Redis's clock now (``TIME``, ms precision): what a command stamps a fire's ``emitted_at`` with, so
-        the deadline of a manual or backfill fire counts from the clock the workers and the upkeep judge it by,
-        whatever the clock of the host the command runs on."""
-        with reachable():
-            seconds, micros = self.client.time()
-        return _EPOCH + timedelta(milliseconds=int(seconds) * 1000 + int(micros) // 1000)
+        """Redis's clock now (:func:`~beatd.store.base.redis_now`): a manual or backfill fire's ``emitted_at``,
+        so its deadline counts from the clock the workers and the upkeep judge it by."""
+        return redis_now(self.client)
 
     def release(self, token: str) -> bool:
         """Give the lease up; False when ``token`` did not hold it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -12,7 +13,7 @@ import redis.exceptions
 
 from beatd import defaults
 from beatd.keys import GROUP, Keys
-from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
 from beatd.store.codec import BatchScript
 
 __all__ = [
@@ -520,6 +521,10 @@ class RunStore:
     def heartbeat(self, worker: str, record: dict[str, Any]) -> None:
         """Publish this worker's heartbeat."""
         self._heartbeats.publish(worker, record)
+
+    def redis_now(self) -> datetime:
+        """Redis's clock now (:func:`~beatd.store.base.redis_now`): what commands judge heartbeats by."""
+        return redis_now(self.client)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every worker's last heartbeat."""

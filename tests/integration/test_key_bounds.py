@@ -453,6 +453,30 @@ def test_read_commands_delete_no_heartbeat(
     assert client.hkeys(keys.workers) == ["old-worker"] and client.hkeys(keys.replicas) == ["old-replica"]
 
 
+def test_status_and_workers_judge_liveness_by_redis_s_clock(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """Run on a host whose clock is an hour ahead, `beatd status` and `beatd workers` count a worker that
+    published a heartbeat just now as alive, as `trigger` does: no "no live worker" warning."""
+    path = write_config(tmp_path / "a.yaml", shared_redis, namespace, "a: {command: [x], every: 1h}")
+    keys, client = Keys(namespace), shared_redis.client()
+    now = format_utc(datetime.now(UTC))
+    beat = {"heartbeat_at": now, "queues": ["default"], "runs": [], "worker": "w", "concurrency": 1, "processed": 0}
+    client.hset(keys.workers, "w", json.dumps(beat))
+    message = Message(fire_id("a", datetime.now(UTC)), "a", now, now, "schedule", "d")
+    Store(client, keys).enqueue("default", [(message.to_json(), "")], audit_record("trigger", datetime.now(UTC)))
+    runtime = Runtime(environ={}, cwd=tmp_path, clock=FixedClock(datetime.now(UTC) + timedelta(hours=1)))
+
+    def run(*args: str) -> Any:
+        result = CliRunner().invoke(cli_main, [*args, "-c", str(path), "--json"], obj=runtime, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    status = run("status")
+    assert status["backlog"]["default"]["waiting"] == 1 and status["warnings"] == []
+    assert [worker["worker"] for worker in run("workers")] == ["w"]
+
+
 def test_idle_consumers_with_nothing_pending_are_deleted_by_the_leader(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

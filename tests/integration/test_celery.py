@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,9 @@ jobs:
     return path
 
 
-def _celery_env(server: RedisServer, ledger: Path) -> dict[str, str]:
+def _celery_env(server: RedisServer, ledger: Path, broker_db: int = 1) -> dict[str, str]:
     return {
-        "CELERY_BROKER_URL": f"redis://127.0.0.1:{server.port}/1",
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{server.port}/{broker_db}",
         "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{server.port}/2",
         "CELERY_LEDGER": str(ledger),
     }
@@ -219,12 +220,16 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
 
 
-def _celery_writes(tmp_path: Path, server: RedisServer, namespace: str, instants: list[datetime]) -> list[Any]:
-    config = load_config(_config(tmp_path / "beatd.yaml", server, namespace), _celery_env(server, tmp_path / "l"))
+def _celery_writes(
+    tmp_path: Path, server: RedisServer, namespace: str, instants: list[datetime], broker_db: int = 1
+) -> list[Any]:
+    config = load_config(
+        _config(tmp_path / "beatd.yaml", server, namespace), _celery_env(server, tmp_path / "l", broker_db)
+    )
     assert config.settings.celery is not None
     spec, keys = config.jobs[JOB], Keys(namespace)
     return [
-        celery_write(spec, f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys, config.settings.celery)
+        celery_write(spec, f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys, config.settings.celery).write
         for at in instants
     ]
 
@@ -252,6 +257,31 @@ def test_fenced_push_is_once_and_a_refused_push_writes_nothing(
     assert pushed == [f"{JOB}@2026-12-01T08:00:01Z", f"{JOB}@2026-12-01T08:00:00Z"]  # LPUSH: newest first
     assert [record["status"] for record in runs(own_redis.client(), namespace, JOB)] == ["sent", "sent"]
     assert own_redis.client().keys("celery*") == []  # nothing pushed into beatd's own database
+
+
+def test_a_refused_select_refuses_that_fire_only(tmp_path: Path, own_redis: RedisServer, namespace: str) -> None:
+    """A broker database Redis will not SELECT (past `databases`) refuses that fire like a refused push: no
+    `sent` record left behind, progress unmoved, and the batch's other fires applied; `beatd trigger` says so
+    and exits 2 with no record either."""
+    store = Store(connect(f"redis://127.0.0.1:{own_redis.port}/0"), Keys(namespace))
+    token, _ = store.acquire("one", 10_000, {"event": "leader"})
+    assert token is not None
+    at = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    (bad,) = _celery_writes(tmp_path, own_redis, namespace, [at], broker_db=99)
+    (good,) = _celery_writes(tmp_path, own_redis, namespace, [at + timedelta(seconds=1)])
+    good = replace(good, job="other")
+    result = store.apply(token, [bad, good])
+    assert result.statuses == ("refused", "applied") and "SELECT 99" in result.errors[0], result.errors
+    assert store.progress() == {"other": good.scheduled_ms}
+    assert [record["run_id"] for record in runs(own_redis.client(), namespace, JOB)] == [good.run_id]
+    env = {**os.environ, **_celery_env(own_redis, tmp_path / "l", broker_db=99)}
+    config = str(_config(tmp_path / "beatd.yaml", own_redis, namespace))
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "trigger", "-c", config, JOB], env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "SELECT 99" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert [record["run_id"] for record in runs(own_redis.client(), namespace, JOB)] == [good.run_id]
 
 
 def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: RedisServer, namespace: str) -> None:

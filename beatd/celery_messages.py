@@ -7,7 +7,10 @@ list (:func:`beatd.keys.celery_queue`), from which a Celery worker BRPOPs it. be
 importing Celery; ``tests/integration/test_celery.py`` compares it with what Celery itself writes.
 
 A fire's task id derives from the deployment's namespace and the fire id (uuid5), so the same fire always has
-the same task id: its Celery result can be found from the fire, and a duplicate would be recognisable.
+the same task id: its Celery result can be found from the fire, and a duplicate would be recognisable. The
+delivery tag is random (uuid4), as kombu's: kombu keys its unacked hash and QoS by it, so two messages (a
+fire sent again by trigger, say) must never share one. ``delivery_info`` names the default exchange and the
+queue as routing key, which is where kombu's Redis transport restores an unacked message.
 """
 
 from __future__ import annotations
@@ -92,10 +95,10 @@ def build_task_message(
     properties: dict[str, Any] = {
         "correlation_id": task_id,
         "delivery_mode": 2,
-        "delivery_info": {"exchange": options.exchange, "routing_key": options.routing_key or queue},
+        "delivery_info": {"exchange": "", "routing_key": queue},  # where kombu restores it if unacked
         "priority": options.priority or 0,
         "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid5(CELERY_TASK_NAMESPACE, f"delivery/{namespace}/{fire_id}")),
+        "delivery_tag": str(uuid.uuid4()),  # kombu keys its unacked hash and QoS by it: one per message
     }
     if options.expires is not None:
         properties["expiration"] = str(int(options.expires / timedelta(milliseconds=1)))

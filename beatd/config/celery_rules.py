@@ -41,6 +41,10 @@ UNHONOURED = {
     "env": "env belongs to command jobs: a Celery task runs in its worker's environment",
     "cwd": "cwd belongs to command jobs: a Celery task runs in its worker's directory",
     "shell": "shell belongs to command jobs",
+    "output": (
+        "a Celery task's output stays with its worker: beatd captures nothing of it (read the worker's log, "
+        "or return what matters as the task's result: beatd show reads it from the result backend)"
+    ),
 }
 """Keys a ``celery`` job may not set itself, each with what to use instead (inherited defaults are ignored)."""
 
@@ -94,8 +98,11 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
         broker = redis_location(broker_url)
     except ValueError as error:
         return [main.problem(where, f"{error}: beatd drives a Celery app whose broker is its own Redis server")]
-    own = redis_location(settings.redis.url)
-    if broker.server != own.server:
+    try:
+        own = redis_location(settings.redis.url)
+    except ValueError as error:
+        return [main.problem(("redis", "url"), str(error))]
+    if broker.surely_other(own):
         return [
             main.problem(
                 where,
@@ -104,4 +111,4 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
                 "server (any database number on it); another broker needs the outbox relay, not built yet",
             )
         ]
-    return []
+    return []  # a socket and a port, or two host names, may be one server: the beat compares run ids at start

@@ -8,9 +8,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from beatd.celery_messages import CELERY_TASK_NAMESPACE, build_task_message, celery_task_id
 from beatd.config import JobSpec, load_config
 from beatd.emission import plan_writes
+from beatd.errors import ConfigError
 from beatd.keys import Keys, celery_queue
 from beatd.planner import Plan, Step
 from beatd.records import RunRecord
@@ -40,7 +43,7 @@ def test_task_id_is_uuid5_of_namespace_and_fire() -> None:
 
 def test_protocol_2_headers_body_and_properties(write_files: WriteFiles) -> None:
     """Headers name the task and its id, args and kwargs travel base64-encoded JSON, delivery_info names the
-    queue; a fire's message is the same whenever it is built (delivery tag included)."""
+    queue; a fire's message is the same whenever it is built, but for its delivery tag."""
     spec = _spec(write_files, "{headers: {trace: t-1}, time_limit: 90s, soft_time_limit: 1m}")
     message = build_task_message(
         spec, namespace="beatd", fire_id=FIRE, scheduled_at="2026-12-01T08:00:00Z", trigger="schedule",
@@ -67,24 +70,58 @@ def test_protocol_2_headers_body_and_properties(write_files: WriteFiles) -> None
         spec, namespace="beatd", fire_id=FIRE, scheduled_at="2026-12-01T08:00:00Z", trigger="schedule",
         emitted_at=EMITTED,
     )  # fmt: skip
-    assert again == message
+    untagged = [json.loads(built.envelope) for built in (message, again)]
+    for envelope in untagged:
+        del envelope["properties"]["delivery_tag"]
+    assert untagged[0] == untagged[1] and again.task_id == message.task_id
 
 
 def test_priority_queue_routing_and_expiry(write_files: WriteFiles) -> None:
-    """A priority goes to kombu's step list; queue, exchange and routing key land in delivery_info; expires
-    counts from the emission and sets the AMQP expiration in ms."""
-    spec = _spec(
-        write_files, "{queue: reports, exchange: tasks, routing_key: reports.daily, priority: 7, expires: 90s}"
-    )
+    """A priority goes to kombu's step list; the queue is delivery_info's routing key (default exchange: where
+    kombu restores an unacked message); expires counts from the emission and sets the AMQP expiration in ms."""
+    spec = _spec(write_files, "{queue: reports, routing_key: reports, priority: 7, expires: 90s}")
     message = build_task_message(
         spec, namespace="beatd", fire_id=FIRE, scheduled_at="2026-12-01T08:00:00Z", trigger="catchup",
         emitted_at=EMITTED,
     )  # fmt: skip
     envelope = json.loads(message.envelope)
     assert message.queue_key == celery_queue("reports", 7) == "reports\x06\x166"
-    assert envelope["properties"]["delivery_info"] == {"exchange": "tasks", "routing_key": "reports.daily"}
+    assert envelope["properties"]["delivery_info"] == {"exchange": "", "routing_key": "reports"}
     assert envelope["properties"]["priority"] == 7 and envelope["properties"]["expiration"] == "90000"
     assert envelope["headers"]["expires"] == "2026-12-01T08:01:30.250000+00:00"
+
+
+def test_each_message_has_its_own_delivery_tag(write_files: WriteFiles) -> None:
+    """The same fire built twice keeps its task id but never shares a delivery tag (kombu keys the unacked
+    hash and QoS by it)."""
+    spec = _spec(write_files)
+    one, two = (
+        json.loads(
+            build_task_message(
+                spec, namespace="beatd", fire_id=FIRE, scheduled_at="2026-12-01T08:00:00Z", trigger="manual",
+                emitted_at=EMITTED,
+            ).envelope  # fmt: skip
+        )
+        for _ in range(2)
+    )
+    assert one["headers"]["id"] == two["headers"]["id"]
+    assert one["properties"]["delivery_tag"] != two["properties"]["delivery_tag"]
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ("{queue: reports, routing_key: reports.daily}", "options.routing_key: with the default exchange"),
+        ("{exchange: tasks}", "options.exchange: beatd pushes straight onto options.queue"),
+    ],
+)
+def test_routing_beatd_would_not_honour_is_refused(write_files: WriteFiles, options: str, fragment: str) -> None:
+    """A routing key other than the queue, or an exchange, is a located error: the message would be restored
+    to (or routed through) a list beatd does not push to."""
+    with pytest.raises(ConfigError) as caught:
+        _spec(write_files, options)
+    (problem,) = caught.value.problems
+    assert fragment in str(problem), problem
 
 
 def test_celery_steps_become_fenced_pushes_with_sent_records(write_files: WriteFiles) -> None:

@@ -140,7 +140,8 @@ class Store:
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
         # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's.
-        self._db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        self.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        """The database number of beatd's connection (the Celery push SELECTs back to it)."""
 
     # -- the lease ---------------------------------------------------------------------------------------
     def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> tuple[str | None, float]:
@@ -204,7 +205,7 @@ class Store:
         """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
         fixed = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
         with reachable():
-            replies = self._emit(fixed, [token, self._db], writes)
+            replies = self._emit(fixed, [token, self.db], writes)
         statuses: list[str] = []
         errors: list[str] = []
         for reply in replies:
@@ -254,9 +255,9 @@ class Store:
         replies: list[Any] = []
         with reachable():
             if last:
-                replies += self._send(fixed, [self._db, "", AUDIT_MAXLEN], writes[:last])
+                replies += self._send(fixed, [self.db, "", AUDIT_MAXLEN], writes[:last])
             if writes:
-                replies += self._send(fixed, [self._db, json.dumps(audit), AUDIT_MAXLEN], writes[last:])
+                replies += self._send(fixed, [self.db, json.dumps(audit), AUDIT_MAXLEN], writes[last:])
         if not writes:
             self.audit(audit)
         return [str(error) for reply in replies for _status, error in reply]

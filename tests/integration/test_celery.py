@@ -307,3 +307,43 @@ def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: Redis
     assert all(record["status"] == "sent" for record in records)
     events = [fields["event"] for _, fields in own_redis.client().xrange(f"{namespace}:audit")]
     assert events == ["trigger", "backfill"]
+
+
+def test_beat_emits_no_celery_job_when_the_broker_is_another_server(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A broker URL the offline check cannot tell apart (0.0.0.0 reaches this host) but which reaches another
+    redis-server: the beat compares run ids at start, says so, and pushes nothing anywhere."""
+    other = RedisServer(tmp_path / "other")
+    other.start()
+    try:
+        env = {**_celery_env(own_redis, tmp_path / "l"), "CELERY_BROKER_URL": f"redis://0.0.0.0:{other.port}/1"}
+        beat = daemons("beat", "-c", str(_config(tmp_path / "beatd.yaml", own_redis, namespace)), env=env)
+        beat.wait_log(r"reaches another Redis server \(run_id")
+        beat.wait_log(r"not emitting celery job report: celery.broker_url")
+        assert beat.stop() == 0
+        for server in (own_redis, other):
+            client = server.client()
+            client.select(1)  # type: ignore[no-untyped-call]
+            assert client.keys("celery*") == []
+        assert runs(own_redis.client(), namespace, JOB) == []
+    finally:
+        other.stop()
+
+
+def test_probe_finds_what_would_refuse_every_push(tmp_path: Path, own_redis: RedisServer) -> None:
+    """The start probe: the same server under another spelling is no refusal; a database a script cannot
+    SELECT, and an ACL user that may not LPUSH the queue, are errors said at start."""
+    from beatd.celery_broker import probe_broker
+    from beatd.config.model import CelerySettings
+
+    same = CelerySettings(broker_url=f"redis://localhost:{own_redis.port}/1")
+    found = probe_broker(own_redis.client(), 0, same, ["celery"])
+    assert (found.refusal, found.errors, found.notes) == (None, [], []), found
+    far = CelerySettings(broker_url=f"redis://[::1]:{own_redis.port}/99")
+    found = probe_broker(own_redis.client(), 0, far, ["celery"])
+    assert found.refusal is None and any("cannot SELECT database 99" in error for error in found.errors), found
+    own_redis.client().execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-lpush")
+    limited = connect(f"redis://limited:pw@127.0.0.1:{own_redis.port}/0")
+    found = probe_broker(limited, 0, same, ["celery"])
+    assert found.refusal is None and any("'limited' may not LPUSH Celery queue 'celery'" in e for e in found.errors)

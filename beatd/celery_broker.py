@@ -92,8 +92,8 @@ def _acl_problems(client: redis.Redis, queue_keys: Sequence[str]) -> list[str]:
     """``ACL DRYRUN`` of the pushes (Redis 7.0+; skipped where the command or the permission to run it is
     missing)."""
     try:
-        user = str(client.execute_command("ACL", "WHOAMI"))
-        replies = [(key, client.execute_command("ACL", "DRYRUN", user, "LPUSH", key, "probe")) for key in queue_keys]
+        user = str(client.acl_whoami())
+        replies = [(key, _dryrun(client, user, key)) for key in queue_keys]
     except redis.RedisError:
         return []
     return [
@@ -101,3 +101,7 @@ def _acl_problems(client: redis.Redis, queue_keys: Sequence[str]) -> list[str]:
         for key, reply in replies
         if str(reply) != "OK"
     ]
+
+
+def _dryrun(client: redis.Redis, user: str, key: str) -> Any:
+    return client.execute_command("ACL", "DRYRUN", user, "LPUSH", key, "probe")  # type: ignore[no-untyped-call]

@@ -78,7 +78,8 @@ def plan_writes(
             if spec.jitter:
                 due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
             if spec.celery is not None and celery is not None:
-                write = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery).write
+                sent = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
+                write = sent.write
             else:
                 signature = signer.sign(message) if signer else ""
                 write = LeaderWrite.emit(

@@ -11,9 +11,9 @@ from beatd.beat import Beat
 from beatd.celery_broker import probe_broker
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
+from beatd.config import Config
 from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.identity import Identity
-from beatd.config import Config
 from beatd.keys import Keys, celery_queue
 from beatd.messages import format_utc
 from beatd.metrics import Health, Metrics, serve

@@ -62,7 +62,7 @@ def redis_location(url: str) -> RedisLocation:
     if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
         raise ValueError(f"database {parts.path.strip('/')!r} is not a number")
     try:
-        parsed = parse_url(redis_py_url(url))
+        parsed = parse_url(redis_py_url(url))  # type: ignore[no-untyped-call]
     except ValueError as error:
         raise ValueError(f"{display_url(url)}: {error}") from None
     db = int(parsed.get("db") or 0)

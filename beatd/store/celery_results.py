@@ -75,7 +75,7 @@ def _from_celery(url: str, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]
     for task_id in task_ids:
         try:
             meta = app.backend.get_task_meta(task_id)
-        except Exception as error:  # noqa: BLE001 - any backend's driver error (psycopg, pymongo, ...) means "cannot read"
+        except Exception as error:  # any backend driver's error (psycopg, pymongo, ...) means: cannot be read
             why = f"the result backend cannot be read: {type(error).__name__}: {str(error).strip()[:200]}"
             return outcomes | _unknown([t for t in task_ids if t not in outcomes], why)
         outcomes[task_id] = _outcome(meta.get("status"), meta.get("result"), meta.get("traceback"), meta)

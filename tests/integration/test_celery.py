@@ -307,7 +307,9 @@ def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: Redis
     assert all(record["status"] == "sent" for record in records)
     events = [fields["event"] for _, fields in own_redis.client().xrange(f"{namespace}:audit")]
     assert events == ["trigger", "backfill"]
-    done = subprocess.run([*beatd, "status", "-c", config, "--json"], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [*beatd, "status", "-c", config, "--json"], env=env, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["queues"] == {}  # no beatd queue stream: the celery job's queue is Celery's
 

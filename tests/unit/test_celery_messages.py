@@ -100,10 +100,10 @@ def test_each_message_has_its_own_delivery_tag(write_files: WriteFiles) -> None:
             build_task_message(
                 spec, namespace="beatd", fire_id=FIRE, scheduled_at="2026-12-01T08:00:00Z", trigger="manual",
                 emitted_at=EMITTED,
-            ).envelope  # fmt: skip
+            ).envelope
         )
         for _ in range(2)
-    )
+    )  # fmt: skip
     assert one["headers"]["id"] == two["headers"]["id"]
     assert one["properties"]["delivery_tag"] != two["properties"]["delivery_tag"]
 

@@ -33,9 +33,10 @@ from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.redis_clock import RedisClock
 from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
 from beatd.signing import Signer
-from beatd.store import LeaderWrite, Store, StoreError
+from beatd.store import LeaderWrite, Store, StoreError, StoreUnavailable
 from beatd.triggers import Trigger, jitter_offset
 from beatd.unreadable import Unreadable
+from beatd.upkeep import Upkeep
 
 __all__ = ["Beat", "JobState"]
 
@@ -112,6 +113,7 @@ class Beat:
         self.queued: dict[str, datetime] = {}
         self.paused: set[str] = set()
         self.unreadable = Unreadable(store.keys.progress)
+        self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
         self.celery_refusal: str | None = None
@@ -161,6 +163,19 @@ class Beat:
             self._recheck_skipped(now)
             self._next_paused_poll = monotonic + PAUSED_POLL
         self._emit_due(now)
+        if self.upkeep.due(monotonic) and self.leadership.token is not None:
+            self._upkeep(self.leadership.token, now, monotonic)
+
+    def _upkeep(self, token: str, now: datetime, monotonic: float) -> None:
+        """The leader's upkeep step; a failure of its own (a refused write, data it cannot read) is logged and
+        counted, never allowed to hold up emission. Redis being unreachable ends the tick as ever."""
+        try:
+            self.upkeep.step(token, self.config.jobs, now, monotonic)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("upkeep step failed; the next one comes in %s", defaults.UPKEEP_INTERVAL)
+            self.metrics.loop_errors.inc()
 
     def _observe(self, monotonic: float, *, redis_ok: bool) -> None:
         """Publish role, leader changes and health after a tick."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
+from beatd import defaults
 from beatd.clock import Clock
 from beatd.metrics import Metrics
 
@@ -48,6 +49,17 @@ class Notifier:
         applies = not watchdog_pid or watchdog_pid == str(os.getpid())
         self.watchdog_interval = int(watchdog_usec) / 2_000_000 if watchdog_usec.isdigit() and applies else None
         self._socket: socket.socket | None = None
+        self._next_watchdog = 0.0
+
+    def keep_alive(self, now: float) -> float | None:
+        """Send ``WATCHDOG=1`` if one is due at ``now`` (monotonic seconds); the seconds until the next one is
+        due, None without a watchdog. Called by the loop after each step, and by anything that blocks it."""
+        if self.watchdog_interval is None:
+            return None
+        if now >= self._next_watchdog:
+            self.send("WATCHDOG=1")
+            self._next_watchdog = now + self.watchdog_interval
+        return self._next_watchdog - now
 
     def send(self, *lines: str) -> None:
         """Send ``KEY=value`` lines in one datagram; errors are logged, never raised."""
@@ -134,7 +146,6 @@ def run_loop(
 
     A tick that raises does not end the daemon: see :class:`TickGuard`."""
     notifier.send("READY=1", f"STATUS={status()}")
-    next_watchdog = clock.monotonic()
     last_status = ""
     guard = TickGuard(metrics)
     while not signals.stop:
@@ -144,12 +155,9 @@ def run_loop(
             reload()
             notifier.send("READY=1", f"STATUS={status()}")
         wait = guard.run(tick)
-        now = clock.monotonic()
-        if notifier.watchdog_interval is not None and now >= next_watchdog:
-            notifier.send("WATCHDOG=1")
-            next_watchdog = now + notifier.watchdog_interval
-        if notifier.watchdog_interval is not None:
-            wait = min(wait, max(0.0, next_watchdog - now))
+        due = notifier.keep_alive(clock.monotonic())
+        if due is not None:
+            wait = min(wait, max(0.0, due))
         current = status()
         if current != last_status:
             notifier.send(f"STATUS={current}")
@@ -209,7 +217,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(defaults.LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

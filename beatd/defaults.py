@@ -24,6 +24,9 @@ LEASE: Final = timedelta(seconds=5)
 """Leader lease TTL. The leader renews every third of it; a standby takes over at most about this long after
 the leader dies (at once after a clean shutdown, which releases the lease)."""
 
+LOG_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
+"""A daemon's log line in the text format (journald adds the time), and a log record in a run's output."""
+
 HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
 """How often each replica publishes its heartbeat (role, config digest, config errors)."""
 
@@ -93,8 +96,10 @@ WORKER_ISOLATION: Final = "process"
 hard. ``thread`` runs them in the worker itself: faster, but a timeout can only be recorded, not enforced."""
 
 TARGET_CHECK_TIMEOUT: Final = timedelta(seconds=60)
-"""How long importing one ``call`` target may take when a worker checks its jobs at start and on reload; a
-target whose import takes longer (module code that waits on something) is reported as not importable."""
+"""How long a worker's check of its ``call`` targets (at start and on each reload) may take in all: an import
+still running then (module code that waits on something) is reported as failed, the targets not reached as
+not checked. Long enough for slow imports of big libraries; a reload blocks the worker's loop this long at
+most (it feeds the systemd watchdog meanwhile)."""
 
 KILL_GRACE: Final = timedelta(seconds=5)
 """After a timeout or cancellation, how long a job has between SIGTERM and SIGKILL (``worker.kill_grace``)."""
@@ -104,9 +109,11 @@ RUN_LEASE_MAX: Final = timedelta(seconds=30)
 it while the run lives, so a run of a dead worker is reclaimed within one lease."""
 
 OUTPUT_TAIL: Final = 16 * 1024
-"""Bytes of a run's output (stdout, stderr and log records, in the order written) kept at its end in the run
-record (``worker.output_tail``, per job ``output.tail``): a traceback and the last couple of hundred lines, while
-a job's 1,000 records stay within about 16 MB of Redis memory even when every run is chatty."""
+"""Bytes of a run's output (stdout, stderr and log records) kept at its end in the run record
+(``worker.output_tail``, per job ``output.tail``): a traceback and the last couple of hundred lines, while a
+job's 1,000 records stay within about 16 MB of Redis memory even when every run is chatty. A callable's output
+is in the order written; a command's as the worker reads its two files, every 50 ms (``executor.POLL``): what
+it wrote to stdout since the last look, then what it wrote to stderr."""
 
 OUTPUT_TAIL_MAX: Final = 1024 * 1024
 """Largest ``output.tail`` accepted: run records are read whole by ``history`` and held in Redis memory."""
@@ -130,12 +137,40 @@ OUTPUT_FLUSH_INTERVAL: Final = timedelta(milliseconds=200)
 """How often a worker sends its runs' new output to Redis: one round trip for every run, however often jobs
 print, and lines appear in ``beatd logs --follow`` within about this long."""
 
+OUTPUT_BATCH_CHARS: Final = 4096
+"""A process-isolation child hands its run's output to the worker once this many characters wait (or
+``OUTPUT_BATCH_INTERVAL`` after the first, or at the run's end): one pipe message per ``print`` would cost
+more than the print."""
+
+OUTPUT_BATCH_INTERVAL: Final = timedelta(milliseconds=50)
+"""Longest a child holds a run's output before handing it to the worker: well under the live stream's
+``OUTPUT_FLUSH_INTERVAL``, so ``logs --follow`` hardly waits longer."""
+
 OUTPUT_PENDING_CHARS: Final = 256 * 1024
 """Most characters of one run's output waiting to be sent to Redis (while Redis is slow or away); beyond it the
 oldest are dropped from the live stream (the run record's tail is unaffected) and a line says how many."""
 
 WORKER_STALE_AFTER: Final = timedelta(seconds=10)
-"""A worker whose heartbeat is older than this is shown as gone by ``beatd workers``."""
+"""A worker whose heartbeat is older than this is shown as gone by ``beatd workers`` (and ``beatd logs
+--follow`` of a run of it stops waiting)."""
+
+EXPIRES: Final = None
+"""No start deadline: a fire waits for a worker however long that takes, so none is lost. A job whose late run is
+useless (a report for a slot long past) sets ``expires``: a fire not started within it of its scheduled instant
+(of its request, for manual and backfill fires) is recorded ``expired`` and not run."""
+
+UPKEEP_INTERVAL: Final = timedelta(seconds=5)
+"""How often the leader does its upkeep (prunes heartbeats, expires waiting fires, measures backlogs): often
+enough that a gauge is fresh and an expired fire is recorded within seconds, rare enough to cost nothing."""
+
+HEARTBEAT_FORGET_AFTER: Final = timedelta(minutes=1)
+"""A replica or worker heartbeat that has not changed for this long is deleted by the leader's upkeep (six
+times the time after which it is shown as gone, so a paused process is listed as gone before it vanishes);
+a process that comes back publishes it again within a second."""
+
+BACKLOG_WARN_AFTER: Final = timedelta(minutes=5)
+"""``beatd status`` warns about a queue whose oldest waiting fire has waited longer than this: a consumer keeps
+up within seconds, so minutes mean too few workers, or none."""
 
 DEAD_MAXLEN: Final = 100_000
 """Dead letters kept (approximately)."""

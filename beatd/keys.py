@@ -10,7 +10,7 @@
 | ``{ns}:paused`` | hash | job -> JSON ``{reason, user, host, at}`` while paused |
 | ``{ns}:replicas`` | hash | replica id -> JSON heartbeat (host, pid, role, config digest, config error) |
 | ``{ns}:queue:{queue}`` | stream | fire messages, one field ``message`` (versioned JSON) |
-| ``{ns}:runs:{job}`` | hash | run id -> RunRecord JSON (the beat writes ``missed`` ones, workers the rest) |
+| ``{ns}:runs:{job}`` | hash | run id -> RunRecord JSON (the beat writes ``missed``, ``expired``; workers the rest) |
 | ``{ns}:runs:{job}:by-time`` | sorted set | run id scored by scheduled instant (ms): newest first, retention |
 | ``{ns}:active:{job}`` | hash | run id -> JSON lease of a run in progress (worker, lease end ms) |
 | ``{ns}:buffer:{job}`` | string | the one fire held back by ``overlap: buffer_one`` (JSON: message, sig) |
@@ -22,6 +22,37 @@
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
+
+Every key has a bound (a count, a TTL, or a path that always deletes what was added):
+
+- ``{ns}:leader``: its TTL, ``leader.lease``.
+- ``{ns}:leader:epoch``: one integer.
+- ``{ns}:progress`` / ``{ns}:schedules`` / ``{ns}:last``: a field per job ever configured: kept when a job leaves
+  the config, so a replica still running it during a rolling change judges it from its progress.
+- ``{ns}:paused``: jobs paused; ``resume`` deletes.
+- ``{ns}:replicas`` / ``{ns}:workers``: the leader's upkeep deletes a heartbeat unchanged for
+  ``HEARTBEAT_FORGET_AFTER`` (judged on the leader's monotonic clock, not by the time written in it); a clean
+  shutdown deletes its own. Read commands no longer need to prune them.
+- ``{ns}:queue:{queue}``: an entry is deleted in the step that acknowledges it (run end, dead letter). One no worker
+  takes is recorded ``expired`` and deleted by the leader's upkeep once past its job's ``expires``; without
+  ``expires`` it waits (never dropped unrecorded), counted by ``beatd_queue_waiting`` and warned of by ``beatd
+  status``.
+- ``{ns}:runs:{job}`` / ``{ns}:runs:{job}:by-time``: ``history.keep`` and ``history.max_age``, applied as runs end
+  and, for every job in the leader's config, by its upkeep (records written without a prune, jobs that stopped).
+- ``{ns}:active:{job}``: runs in progress: deleted by the run's end, give-back or release; a dead worker's by the
+  reclaiming claim or dead letter, and a claim prunes any whose lease ended.
+- ``{ns}:buffer:{job}``: one per job; requeued and deleted when the job's last run ends.
+- ``{ns}:leases:{queue}``: pending entries: deleted with the run's end, give-back, release or dead letter; a reclaim
+  deletes every ended one (its entry may be gone), and a renewal never writes back one a reclaimer removed.
+- ``{ns}:retry:{queue}``: fires between attempts: each moved back to its queue when due.
+- ``{ns}:attempts``: fires in flight: deleted when the fire ends (succeeded, failed for good, dead, skipped,
+  expired, cancelled), is dead-lettered, or its claim is given back. A dead letter carries the count in its run id,
+  for ``beatd dead retry``.
+- ``{ns}:cancel``: deleted with the run's end or release, or once the run is found dead (lease ended: pruned by a
+  claim, reclaimed, or dead-lettered).
+- ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:output:{run_id}``: capped and with a TTL (below).
 
 Every queue stream has one consumer group, :data:`GROUP`.
 

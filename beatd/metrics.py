@@ -45,6 +45,11 @@ class Health:
         self.ready = self.ready or redis_ok
         self.role = role
 
+    def busy(self) -> None:
+        """The loop is blocked on purpose and still in control (a reload checking call targets): count it as
+        a step, Redis as before."""
+        self.last_step = time.monotonic()
+
     def alive(self) -> dict[str, Any]:
         """The /healthz body; ``ok`` decides the status code."""
         age = time.monotonic() - self.last_step
@@ -84,6 +89,12 @@ class Metrics:
         self.run_duration = Histogram("beatd_run_duration_seconds", "Duration of runs.", ["job"],
                                       buckets=_DURATION_BUCKETS, registry=registry)  # fmt: skip
         self.queue_depth = Gauge("beatd_queue_depth", "Entries in a queue stream.", ["queue"], registry=registry)
+        self.queue_waiting = Gauge("beatd_queue_waiting", "Fires in a queue not yet delivered to a worker (leader).",
+                                   ["queue"], registry=registry)  # fmt: skip
+        self.queue_oldest_age = Gauge(
+            "beatd_queue_oldest_age_seconds", "How long the oldest fire not yet delivered has waited (leader).",
+            ["queue"], registry=registry,
+        )  # fmt: skip
         self.reload_failures = Counter("beatd_config_reload_failures", "Rejected config reloads.", registry=registry)
         self.redis_errors = Counter("beatd_redis_errors", "Redis operations that failed.", registry=registry)
         self.loop_errors = Counter("beatd_loop_errors", "Loop steps that failed unexpectedly (the loop went on).",

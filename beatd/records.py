@@ -2,8 +2,9 @@
 
 A run id is ``{fire_id}#{attempt}``, so it names its job and fire: ``daily_signups@2026-11-21T16:05:00Z#2``; a
 fire out of attempts gets a ``dead`` record ``{fire_id}#dead-{attempt}`` (one each time it runs out).
-Fires the beat did not emit (``missed``) and fires a worker did not run (``skipped``) have records too, and so
-do fires of ``celery`` jobs, recorded ``sent`` when the beat pushed their task message.
+Fires the beat did not emit (``missed``), fires a worker did not run (``skipped``) and fires not started
+before their job's ``expires`` ran out (``expired``) have records too, and so do fires of ``celery`` jobs,
+recorded ``sent`` when the beat pushed their task message.
 """
 
 from __future__ import annotations
@@ -29,9 +30,22 @@ RESULT_LIMIT = 16_384
 """Most characters of a run's JSON result kept; longer results are cut and flagged ``result_truncated``."""
 
 RunStatus = Literal[
-    "queued", "running", "succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "sent"
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timeout",
+    "lost",
+    "cancelled",
+    "skipped",
+    "missed",
+    "dead",
+    "sent",
+    "expired",
 ]
-FINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "sent"})
+FINAL_STATUSES = frozenset(
+    {"succeeded", "failed", "timeout", "lost", "cancelled", "skipped", "missed", "dead", "sent", "expired"}
+)
 """``sent``: a ``celery`` fire handed to the Celery app's broker (its task id in ``extra``); beatd's part ends there."""
 
 

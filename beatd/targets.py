@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,23 @@ def resolve_call(target: str, pythonpath: Iterable[Path] = ()) -> Callable[..., 
             found = getattr(found, part)
         except AttributeError as error:
             raise TargetError(f"cannot import {target!r}: module {module_name!r} has no attribute {part!r}") from error
+        except Exception as error:  # a module __getattr__ (a lazy import) may raise anything
+            why = f"{type(error).__name__}: {error}"
+            raise TargetError(f"cannot import {target!r}: looking up {part!r}: {why}") from error
     if not callable(found):
         raise TargetError(f"{target!r} is a {type(found).__name__}, expected a callable")
     return found  # type: ignore[no-any-return]
 
 
-def check_targets(config: Config) -> list[Problem]:
-    """Import every ``call`` target of ``config``; return one located Problem per target that fails."""
-    problems = []
+def check_targets(config: Config, jobs: Collection[str] | None = None) -> dict[str, Problem]:
+    """Import the ``call`` target of each job of ``config`` (of those named in ``jobs`` when given) in this
+    process; return ``{job: Problem}`` for each that fails, located at its ``call:`` value."""
+    problems = {}
     for name, spec in config.jobs.items():
-        if spec.call is None:
+        if spec.call is None or (jobs is not None and name not in jobs):
             continue
         try:
             resolve_call(spec.call, config.pythonpath)
         except TargetError as error:
-            problems.append(config.problem(name, "call", str(error)))
+            problems[name] = config.problem(name, "call", str(error))
     return problems

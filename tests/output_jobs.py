@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import click
+
 
 def chatty(ctx: Any) -> str:
     """Write one line each way a job writes: print, stderr, a warning, the run's logger, a library's logger."""
@@ -40,3 +42,25 @@ def gated(ctx: Any, gate: str) -> None:
     while not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     print("after the gate")
+
+
+def quiet() -> None:
+    """Do nothing."""
+
+
+def flood() -> None:
+    """Print short lines as fast as it can, forever."""
+    while True:
+        print("x" * 10)
+
+
+def binary(ctx: Any) -> None:
+    """Write the ways code writes bytes or asks for stream features: click.echo of text and of bytes,
+    ``sys.stdout.buffer`` (a character split across two writes), ``reconfigure`` and ``line_buffering``."""
+    click.echo("click text")
+    click.echo(b"click bytes")
+    sys.stdout.buffer.write(b"caf\xc3")
+    sys.stdout.buffer.write(b"\xa9 bytes\n")
+    sys.stdout.buffer.flush()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    print(f"line buffering: {sys.stdout.line_buffering}")  # type: ignore[union-attr]

@@ -82,6 +82,13 @@ def write_pids_and_hang(log: str, seconds: float = 60) -> None:
     time.sleep(seconds)
 
 
+def sleep_unless_manual(ctx: Any, seconds: float, log: str) -> None:
+    """Log the start; sleep ``seconds`` unless the fire was triggered by hand (a quick run to replace a slow one)."""
+    _append(log, {"run_id": ctx.run_id, "event": "start", "trigger": ctx.trigger})
+    if ctx.trigger != "manual":
+        time.sleep(seconds)
+
+
 def long_text(size: int = 300) -> str:
     """Return a text longer than any table column."""
     return "word " * (size // 5)

@@ -34,7 +34,7 @@ def check(runtime: Runtime, config_path: str | None, no_import: bool, strict: bo
         for warning in config.warnings:
             click.echo(warning.as_warning(), err=True)
     if not no_import:
-        problems += check_targets(config)
+        problems += check_targets(config).values()
     if problems:
         raise ConfigError(problems)
     count, warned = len(config.jobs), len(config.warnings)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import sys
+from datetime import datetime
 
 import click
 
+from beatd import defaults
 from beatd.cli.options import connection_options
-from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.cli.runs import find_runs, latest_attempt
+from beatd.cli.runtime import Runtime
 from beatd.keys import Keys
-from beatd.records import FINAL_STATUSES, job_of
+from beatd.messages import parse_utc
+from beatd.records import FINAL_STATUSES
 from beatd.store import RunStore, connect
 
 __all__ = ["logs"]
@@ -30,12 +34,11 @@ def logs(
     follow: bool,
 ) -> None:  # fmt: skip
     """The output of one run (a fire id: its latest attempt): the tail its record keeps once it has ended, or
-    what it has written so far while it runs. Its status, once it has ended, goes to stderr."""
+    what it has written so far while it runs. Its status, once it has ended, goes to stderr. With --follow,
+    exit 1 when the run's worker is gone (no heartbeat) before the run ends."""
     config, _ = runtime.connection(config_path, redis_url, namespace)
     store = RunStore(connect(config.settings.redis), Keys(config.namespace))
-    record = _run_of(store, identifier)
-    if record is None:
-        raise UsageProblem(f"no run or fire {identifier!r} in the history of {job_of(identifier)!r}")
+    record = latest_attempt(find_runs(store, identifier))
     if record["status"] in FINAL_STATUSES:
         click.echo(record.get("output") or "", nl=False)
         click.echo(f"beatd: run {record['run_id']} {record['status']}", err=True)
@@ -53,20 +56,29 @@ def logs(
         if not follow:
             return
         if not chunks:
-            current = store.run_record(record["job"], run)
-            status = json.loads(current)["status"] if current else "gone"
-            if status in FINAL_STATUSES or status == "gone":
+            found = store.run_record(record["job"], run)
+            current = json.loads(found) if found else {"status": "gone"}
+            if current["status"] in FINAL_STATUSES or current["status"] == "gone":
                 # Ended without an end marker (its worker died, or the stream expired): nothing more will come.
-                click.echo(f"beatd: run {run} {status}", err=True)
+                click.echo(f"beatd: run {run} {current['status']}", err=True)
                 return
+            if current["status"] == "running" and _gone(store, current.get("worker"), runtime.clock.now()):
+                # Killed (no end marker, the record stays running until another worker reclaims the run).
+                click.echo(
+                    f"beatd: run {run}: its worker {current.get('worker')} is gone (the run will be recorded lost)",
+                    err=True,
+                )
+                sys.exit(1)
 
 
-def _run_of(store: RunStore, identifier: str) -> dict[str, Any] | None:
-    """The record of run ``identifier``, or of the latest attempt of fire ``identifier``."""
-    job = job_of(identifier)
-    if "#" in identifier:
-        text = store.run_record(job, identifier)
-        return json.loads(text) if text else None
-    attempts = [json.loads(text) for text in store.fire_records(job, identifier)]
-    attempts = [record for record in attempts if record["status"] != "dead"] or attempts
-    return attempts[-1] if attempts else None
+def _gone(store: RunStore, worker: str | None, now: datetime) -> bool:
+    """Whether worker ``worker`` (as a run record names it: ``host:pid``) has no heartbeat, or none newer than
+    ``WORKER_STALE_AFTER`` (as ``beatd workers`` judges)."""
+    if worker is None:
+        return False
+    ages = [
+        (now - parse_utc(beat["heartbeat_at"])).total_seconds()
+        for beat in store.workers().values()
+        if f"{beat.get('host')}:{beat.get('pid')}" == worker
+    ]
+    return not ages or min(ages) > defaults.WORKER_STALE_AFTER.total_seconds()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, p
 from beatd.signing import Signer
 from beatd.store import RunStore, Store, connect
 from beatd.triggers import parse_instant
+from beatd.upkeep import backlog_warnings
 
 __all__ = ["audit", "pause", "resume", "status", "trigger"]
 
@@ -96,6 +98,8 @@ def status(
         "jobs": [],
         "paused": paused,
         "queues": store.queue_lengths(queues),
+        "backlog": {},
+        "warnings": [],
         "local_config_problems": [str(problem) for problem in local_problems],
     }
     if leader is not None:
@@ -107,6 +111,7 @@ def status(
             "pid": holder.get("pid"),
             "lease_left_s": round(ttl_ms / 1000, 3),
         }
+    _backlog(report, store, workers, queues, now)
     for rid, beat in sorted(replicas.items()):
         if rid in stale:
             continue
@@ -151,6 +156,25 @@ def status(
         _print_status(report)
 
 
+def _backlog(
+    report: dict[str, Any], store: Store, workers: dict[str, dict[str, Any]], queues: list[str], now: datetime
+) -> None:
+    """Fires waiting in each queue, and warnings for queues nobody consumes or that fall behind."""
+    stale_after = defaults.WORKER_STALE_AFTER
+    consumers = Counter(
+        queue
+        for worker in workers.values()
+        if now - parse_utc(worker["heartbeat_at"]) <= stale_after
+        for queue in worker.get("queues", ())
+    )
+    backlogs = store.upkeep.backlogs(queues)
+    report["backlog"] = {
+        queue: {"waiting": backlog.waiting, "oldest_age_s": round(backlog.oldest_age(now), 3)}
+        for queue, backlog in backlogs.items()
+    }
+    report["warnings"] = backlog_warnings(backlogs, consumers, now, defaults.BACKLOG_WARN_AFTER)
+
+
 def _print_status(report: dict[str, Any]) -> None:
     leader = report["leader"]
     if leader:
@@ -175,6 +199,8 @@ def _print_status(report: dict[str, Any]) -> None:
     echo_table(("REPLICA", "ROLE", "HEARTBEAT AGE", "CONFIG DIGEST", "CONFIG ERROR"), rows)
     click.echo("")
     click.echo("queues: " + (", ".join(f"{name}={length}" for name, length in report["queues"].items()) or "-"))
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"jobs: {len(report['jobs'])}, paused: {', '.join(report['paused']) or 'none'}")
     click.echo("")
     job_rows = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -17,28 +17,16 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
-from beatd.records import job_of
+from beatd.records import RunStatus, job_of
 from beatd.store import RunStore, connect
 from beatd.store.celery_results import celery_outcomes
 
-__all__ = ["export", "history", "print_records", "show", "workers"]
+__all__ = ["export", "find_runs", "history", "latest_attempt", "print_records", "show", "workers"]
 
 SUMMARY_WIDTH = 80
 """Most characters of the DETAIL column of ``history`` (a longer text ends in an ellipsis)."""
 
-STATUSES = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timeout",
-    "lost",
-    "cancelled",
-    "skipped",
-    "missed",
-    "dead",
-    "sent",
-)
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 def _store(runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None) -> RunStore:
@@ -131,6 +119,16 @@ def show(
 ) -> None:  # fmt: skip
     """One run (by run id) or every attempt of one fire (by fire id); a traceback is printed as text."""
     store, config = _opened(runtime, config_path, redis_url, namespace)
+    records = _with_celery_outcomes(config, find_runs(store, identifier))
+    if as_json:
+        echo_json(records[0] if "#" in identifier else records)
+        return
+    print_records(records)
+
+
+def find_runs(store: RunStore, identifier: str) -> list[dict[str, Any]]:
+    """The record of run ``identifier`` (a run id), or every attempt of fire ``identifier`` (by attempt, its
+    ``dead`` record last); a usage problem (exit 2) naming it when there is none."""
     job = job_of(identifier)
     if "#" in identifier:
         text = store.run_record(job, identifier)
@@ -139,11 +137,12 @@ def show(
         records = [json.loads(text) for text in store.fire_records(job, identifier)]
     if not records:
         raise UsageProblem(f"no run or fire {identifier!r} in the history of {job!r}")
-    records = _with_celery_outcomes(config, records)
-    if as_json:
-        echo_json(records[0] if "#" in identifier else records)
-        return
-    print_records(records)
+    return records
+
+
+def latest_attempt(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a fire's records (see :func:`find_runs`), its latest attempt (not its ``dead`` record)."""
+    return ([record for record in records if record["status"] != "dead"] or records)[-1]
 
 
 def print_records(records: list[dict[str, Any]]) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import get_args
 
 import click
 
 from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.config import Isolation
 from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.errors import ConfigError
 from beatd.identity import Identity
@@ -17,8 +19,9 @@ from beatd.metrics import Health, Metrics, serve
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
 from beatd.worker import Worker, needs_restart
-from beatd.worker.preflight import TargetGate
+from beatd.worker.output import install
 from beatd.worker.registry import Setup
+from beatd.worker.target_check import CheckError, CheckStopped, TargetGate
 
 __all__ = ["worker"]
 
@@ -31,7 +34,7 @@ log = logging.getLogger("beatd.worker")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Runs at once (default: worker.concurrency).")
 @click.option("--prefetch", type=click.IntRange(1, 100), help="Fires claimed per runner (default: worker.prefetch).")
 @click.option("--grace", type=click.FloatRange(0), help="Seconds running jobs may finish after SIGTERM.")
-@click.option("--isolation", type=click.Choice(["process", "thread"]), help="How callables run (default: process).")
+@click.option("--isolation", type=click.Choice(get_args(Isolation)), help="How callables run (default: process).")
 @click.option(
     "--allow-missing",
     is_flag=True,
@@ -47,7 +50,7 @@ def worker(
     concurrency: int | None,
     prefetch: int | None,
     grace: float | None,
-    isolation: str | None,
+    isolation: Isolation | None,
     allow_missing: bool,
     log_level: str,
     log_format: str,
@@ -64,13 +67,30 @@ def worker(
     if queues is not None and not names:
         raise UsageProblem("--queues: expected a comma-separated list of queue names")
     mode = isolation or settings.isolation
+    if mode == "thread":
+        # Before the check imports job modules: a handler one adds at import (a StreamHandler holds sys.stderr)
+        # then writes into its runs' output, and only the worker's own handlers keep out of it.
+        install()
+    clock = runtime.clock
+    notifier = Notifier(runtime.environ)
+    metrics, health = Metrics(len(config.jobs)), Health()
+
+    def waiting() -> bool:
+        """While the targets are checked: keep the systemd watchdog and /healthz fed; stop when told to."""
+        notifier.keep_alive(clock.monotonic())
+        health.busy()
+        return signals.stop
+
     gate = TargetGate.of(mode, allow_missing)
-    refused = gate.refused(config, Setup.of(config, names).queues)
+    try:
+        refused = gate.refused(Setup.of(config, names), waiting)
+    except CheckStopped:
+        log.info("stopped while checking the call targets, before serving")
+        notifier.close()
+        return
     if refused:
         raise ConfigError(refused)
     key = config.settings.security.signing_key
-    clock = runtime.clock
-    metrics, health = Metrics(len(config.jobs)), Health()
     daemon = Worker(
         config,
         RunStore(connect(config.settings.redis), Keys(config.namespace)),
@@ -87,7 +107,6 @@ def worker(
     )
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)
-    notifier = Notifier(runtime.environ)
 
     fixed = frozenset(
         name for name, given in (("worker.concurrency", concurrency), ("worker.isolation", isolation)) if given
@@ -97,8 +116,16 @@ def worker(
     def reload() -> None:
         nonlocal running
         fresh, problems = runtime.reload(path, metrics)
-        if fresh is not None and (refused := gate.refused(fresh, Setup.of(fresh, names).queues)):
-            fresh, problems = None, runtime.reject([str(problem) for problem in refused], metrics)
+        if fresh is not None:
+            try:
+                refused = [str(problem) for problem in gate.refused(Setup.of(fresh, names), waiting)]
+            except (CheckError, CheckStopped) as error:  # no target to blame: the config stays
+                refused = [f"call targets not checked: {error}"]
+            except Exception as error:  # a bug of ours must not end the worker either
+                log.exception("checking the call targets failed")
+                refused = [f"call targets not checked: {type(error).__name__}: {error}"]
+            if refused:
+                fresh, problems = None, runtime.reject(refused, metrics)
         if fresh is None:
             _audit(
                 daemon.store, audit_record("reload-failed", clock.now(), worker=daemon.identity.id, problems=problems)

@@ -1,12 +1,13 @@
 """Config: YAML files -> validated JobSpecs. The only package that reads files and the environment."""
 
 from beatd.config.load import Config, find_config, load_config, load_connection
-from beatd.config.model import ConfigFile, HistoryPolicy, JobSpec, Policies, RedisSettings
+from beatd.config.model import ConfigFile, HistoryPolicy, Isolation, JobSpec, Policies, RedisSettings
 
 __all__ = [
     "Config",
     "ConfigFile",
     "HistoryPolicy",
+    "Isolation",
     "JobSpec",
     "Policies",
     "RedisSettings",

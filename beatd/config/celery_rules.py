@@ -38,6 +38,7 @@ UNHONOURED = {
         "threads or solo)"
     ),
     "queue": "queue names a beatd queue stream: a celery job's Celery queue is options.queue",
+    "expires": "beatd's workers check expires: a Celery worker revokes a task past options.expires",
     "env": "env belongs to command jobs: a Celery task runs in its worker's environment",
     "cwd": "cwd belongs to command jobs: a Celery task runs in its worker's directory",
     "shell": "shell belongs to command jobs",

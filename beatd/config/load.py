@@ -266,6 +266,11 @@ def _validate_job(
         problems.append(
             source.problem((*base, "jitter"), f"must be shorter than every ({every}) to keep fires in order")
         )
+    if spec is not None and spec.expires is not None and spec.expires <= spec.jitter:
+        jitter = format_duration(spec.jitter)
+        problems.append(
+            source.problem((*base, "expires"), f"must be longer than jitter ({jitter}): every fire would expire")
+        )
     if spec is not None:
         try:
             spec.trigger()

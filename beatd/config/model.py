@@ -171,6 +171,10 @@ class SecuritySettings(_Strict):
     signing_key: str | None = Field(None, min_length=16, description="HMAC key the beat signs and workers verify with")
 
 
+Isolation = Literal["process", "thread"]
+"""How a worker runs callables (``worker.isolation``): in a child process, or in the worker itself."""
+
+
 class WorkerSettings(_Strict):
     """How ``beatd worker`` runs jobs; the command line's options override."""
 
@@ -179,11 +183,15 @@ class WorkerSettings(_Strict):
         defaults.WORKER_PREFETCH, ge=1, le=100, description="fires claimed per runner (running or waiting)"
     )
     grace: Duration = Field(defaults.WORKER_GRACE, description="on SIGTERM, how long running jobs may finish")
-    isolation: Literal["process", "thread"] = Field(
+    isolation: Isolation = Field(
         defaults.WORKER_ISOLATION, description="process: hard timeouts, crash-proof; thread: faster, soft timeouts"
     )
     kill_grace: PositiveDuration = Field(
         defaults.KILL_GRACE, description="after a timeout or cancellation, time between SIGTERM and SIGKILL"
+    )
+    target_check_timeout: PositiveDuration = Field(
+        defaults.TARGET_CHECK_TIMEOUT,
+        description="at start and on reload, how long importing all call targets may take",
     )
     output_tail: int = Field(
         defaults.OUTPUT_TAIL,
@@ -305,6 +313,9 @@ class Policies(_Strict):
     history: HistoryPolicy = Field(default_factory=HistoryPolicy, description="run records kept")
     output: OutputPolicy = Field(default_factory=OutputPolicy, description="run output kept")
     jitter: Duration = Field(defaults.JITTER, description="delay emission by a stable offset in [0, jitter)")
+    expires: PositiveDuration | None = Field(
+        defaults.EXPIRES, description="a fire not started this long after its instant is recorded expired, not run"
+    )
 
 
 class JobSpec(Policies):

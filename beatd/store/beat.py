@@ -12,6 +12,7 @@ import redis
 from beatd.keys import Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
 from beatd.store.codec import BatchScript
+from beatd.store.upkeep import UpkeepStore
 
 __all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
 
@@ -139,6 +140,8 @@ class Store:
         self._send = BatchScript(self.client, "send", LeaderWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
+        self.upkeep = UpkeepStore(client, keys)
+        """The leader's upkeep (heartbeats, backlogs, expired fires)."""
         # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's.
         self.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
         """The database number of beatd's connection (the Celery push SELECTs back to it)."""

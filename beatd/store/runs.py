@@ -23,6 +23,9 @@ BATCH_LIMIT = 500
 RECLAIM_SCAN = 100
 """Most pending entries of a queue one reclaim looks at."""
 
+OUTPUT_READ_COUNT = 1000
+"""Entries of a live output stream read per call (a whole stream, about ``OUTPUT_STREAM_MAXLEN``, in one or two)."""
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -61,12 +64,16 @@ class ClaimRequest:
     scheduled_ms: int = 0
     busy_here: bool = False
     lost: LostRun | None = None
+    deadline_ms: int = 0
+    """The latest instant (epoch ms) the fire may start, from its job's ``expires``; 0: no deadline."""
 
 
 @dataclass(frozen=True)
 class Claim:
     """The decision for a fire: ``run`` (with the attempt number), ``skip``, ``buffered``, ``defer`` (a run of
-    its job on another worker started after the fire was due: try again soon), ``taken`` (the entry
+    its job on another worker started after the fire was due: try again soon), ``expired`` (past its
+    deadline with no attempt started: not run), ``replaced`` (a redelivered fire whose previous attempt
+    ``overlap: replace`` had asked to stop: not run again), ``taken`` (the entry
     is no longer this worker's: a reclaimer took it over), or ``error`` (Redis refused a write; ``error`` says
     why)."""
 
@@ -124,6 +131,7 @@ class ClaimItem:
     buffer_key: str
     records_key: str
     index_key: str
+    deadline_ms: int
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,7 @@ class RunStore:
         self._extend = BatchScript(client, "extend", RunLease, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
         self._reclaim = client.register_script(script("reclaim"))
+        self._dead_letter = client.register_script(script("dead_letter"))
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -249,7 +258,7 @@ class RunStore:
                 "1" if request.busy_here else "0",
                 lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
                 keys.queue(delivery.queue), keys.active(job), keys.leases(delivery.queue), keys.buffer(job),
-                keys.runs(job), keys.runs_by_time(job),
+                keys.runs(job), keys.runs_by_time(job), request.deadline_ms,
             ))  # fmt: skip
         with reachable():
             replies = self._claim([keys.attempts, keys.cancel], [worker, now_ms, GROUP], items)
@@ -300,6 +309,7 @@ class RunStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.hdel(self.keys.leases(queue), entry_id)
             pipe.hdel(self.keys.active(job), run)
+            pipe.hdel(self.keys.cancel, run)
             pipe.execute()
 
     def cancel_requests(self, runs: Sequence[str]) -> dict[str, str]:
@@ -332,17 +342,25 @@ class RunStore:
             str(run): str(error) for refused in replies for run, error in zip(refused[::2], refused[1::2], strict=True)
         }
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream."""
-        stream = self.keys.queue(delivery.queue)
-        fields = {"message": delivery.message, "sig": delivery.signature, "reason": reason, "queue": stream}
+    def dead_letter(
+        self, delivery: Delivery, reason: str, fire_id: str = "", job: str = "", lost: LostRun | None = None
+    ) -> None:
+        """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream; when its
+        message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too, and a
+        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``)."""
+        keys = self.keys
         with reachable():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.dead, fields, maxlen=defaults.DEAD_MAXLEN)
-            pipe.xack(stream, GROUP, delivery.entry_id)
-            pipe.xdel(stream, delivery.entry_id)
-            pipe.hdel(self.keys.leases(delivery.queue), delivery.entry_id)
-            pipe.execute()
+            self._dead_letter(
+                keys=[
+                    keys.attempts, keys.cancel, keys.dead, keys.queue(delivery.queue), keys.leases(delivery.queue),
+                    keys.active(job or "-"), keys.runs(job or "-"),
+                ],
+                args=[
+                    GROUP, defaults.DEAD_MAXLEN, delivery.entry_id, delivery.message, delivery.signature,
+                    fire_id if job else "", reason,
+                    lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
+                ],
+            )  # fmt: skip
 
     # -- dead letters ------------------------------------------------------------------------------------
     def dead(self, limit: int) -> list[dict[str, str]]:
@@ -359,13 +377,17 @@ class RunStore:
 
     def retry_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
         """Put a dead letter back into its queue stream and append ``audit``, in one transaction; False when
-        there is no such entry."""
+        there is no such entry. A fire that ran out of retries gets its attempt count back (from the dead
+        letter's run id), so it runs as the next attempt."""
         with reachable():
             entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
             if not entries:
                 return False
             fields = entries[0][1]
             pipe = self.client.pipeline(transaction=True)
+            fire, _, attempt = fields.get("run_id", "").rpartition("#")
+            if fire and attempt.isdigit():
+                pipe.hset(self.keys.attempts, fire, attempt)
             pipe.xadd(fields["queue"], {"message": fields["message"], "sig": fields.get("sig", "")})
             pipe.xdel(self.keys.dead, entry_id)
             pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
@@ -413,14 +435,21 @@ class RunStore:
 
     def read_output(self, run: str, after: str = "0", block_ms: int | None = None) -> list[tuple[str, str]]:
         """Chunks of ``run``'s live output after entry id ``after`` ("0": from the first kept), as (entry id,
-        JSON); with ``block_ms``, waits up to that long for the first."""
-        key = self.keys.output(run)
+        JSON): without ``block_ms`` every one there is now (the stream's cap is approximate: it may hold more
+        than ``OUTPUT_STREAM_MAXLEN``); with it, the next at most ``OUTPUT_READ_COUNT``, waiting up to that long
+        for the first."""
+        key, count = self.keys.output(run), OUTPUT_READ_COUNT
         with reachable():
-            if block_ms is None:
-                entries = self.client.xrange(key, f"({after}" if after != "0" else "-", "+", count=1000)
-            else:
-                reply = self.client.xread({key: after}, count=1000, block=block_ms)
+            if block_ms is not None:
+                reply = self.client.xread({key: after}, count=count, block=block_ms)
                 entries = reply[0][1] if reply else []
+            else:
+                entries = []
+                while page := self.client.xrange(key, f"({after}" if after != "0" else "-", "+", count=count):
+                    entries.extend(page)
+                    after = str(page[-1][0])
+                    if len(page) < count:
+                        break
         return [(str(entry_id), str(fields.get("chunk", ""))) for entry_id, fields in entries]
 
     # -- workers -----------------------------------------------------------------------------------------

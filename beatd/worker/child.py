@@ -9,7 +9,7 @@ import contextlib
 import functools
 import inspect
 import logging
-import signal
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 from beatd.records import cap_result
 from beatd.targets import TargetError, resolve_call
 from beatd.worker.context import CONTEXT_PARAMETERS, RunContext
-from beatd.worker.lifeline import die_with_parent, release_fork_server
-from beatd.worker.output import LineBuffer, Sink, capturing, install
+from beatd.worker.lifeline import enter_child
+from beatd.worker.output import Batch, Sink, capturing, install
 
 __all__ = ["call_target", "serve", "takes_context"]
 
@@ -38,12 +38,19 @@ def serve(connection: Connection) -> None:
     Ctrl-C in a terminal reaches the whole foreground process group, and it is the worker that decides
     whether a run goes on (first Ctrl-C: it drains) or stops (second: it stops the child itself).
 
-    What a task writes (stdout, stderr, log records) is sent to the parent while it runs, line by line, as
-    ``{"output": [stream, text]}`` messages before the task's reply."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()  # before releasing the fork server, which may then exit at once
-    release_fork_server()
+    What a task writes (stdout, stderr, log records) is sent to the parent while it runs, in batches (see
+    :class:`beatd.worker.output.Batch`), as ``{"output": [[stream, text], ...]}`` messages before the task's
+    reply."""
+    enter_child()
     install()
+    sending = threading.Lock()  # the batch's thread and this one share the pipe
+
+    def send(message: dict[str, Any]) -> None:
+        with sending:
+            connection.send(message)
+
+    batch = Batch(lambda pieces: send({"output": pieces}))
+    batch.start()
     while True:
         try:
             task = connection.recv()
@@ -54,14 +61,13 @@ def serve(connection: Connection) -> None:
         root = logging.getLogger()
         if "log_level" in task and root.level != task["log_level"]:
             root.setLevel(int(task["log_level"]))
-        lines = LineBuffer(lambda stream, text: connection.send({"output": [stream, text]}))
         # Each task under its own warning filters: a warning shown by one run is shown again by the next (Python
         # shows one once per process), and a job's filters do not outlive its run. Safe here only: the child
         # runs one task at a time; runner threads cannot do this for each other.
         with warnings.catch_warnings():
-            reply = call_target(task, lines)
-        lines.flush()
-        connection.send(reply)
+            reply = call_target(task, batch)
+        batch.flush()  # all of the run's output before its reply
+        send(reply)
 
 
 def call_target(task: dict[str, Any], output: Sink | None = None) -> dict[str, Any]:

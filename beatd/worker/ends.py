@@ -79,12 +79,14 @@ def conclude(
         end = end_of(spec, delivery, message, record, now, fire_done=False)
         return dataclasses.replace(end, then="retry", retry_at_ms=to_ms(now) + int(after.delay_s * 1000))
     # The fire-level record is written with the last attempt's, under a run id of its own
-    # ({fire_id}#dead-{attempt}): the attempt count is kept, so a dead letter put back with `beatd dead retry`
-    # runs as the next attempt, and if it dies again its record does not overwrite the first one.
+    # ({fire_id}#dead-{attempt}), so if the fire dies again after `beatd dead retry` its record does not
+    # overwrite the first one. The attempt count is forgotten (a dead fire is done; counts of dead fires
+    # would pile up forever): the dead letter carries the last run id, from which `beatd dead retry` restores
+    # it, so the fire runs as the next attempt.
     dead = record_of(spec, message, record.attempt, "dead")
     dead.run_id = dead_run_id(message.fire_id, record.attempt)
     dead.finished_at, dead.reason = record.finished_at, record.reason
-    end = end_of(spec, delivery, message, record, now, fire_done=False)
+    end = end_of(spec, delivery, message, record, now)
     return dataclasses.replace(
         end, then="dead", reason=after.reason, dead_record=dead.to_json(), dead_run_id=dead.run_id
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import multiprocessing
+import itertools
 import os
 import signal
 import subprocess
@@ -23,7 +23,7 @@ from typing import IO, Any, Protocol
 
 from beatd.targets import TargetError
 from beatd.worker.child import call_target, serve, takes_context
-from beatd.worker.lifeline import GroupWatcher
+from beatd.worker.lifeline import FORK_SERVER, GroupWatcher, stop_child
 from beatd.worker.output import Sink
 
 __all__ = ["ChildExecutor", "Executor", "Outcome", "ThreadExecutor", "run_command"]
@@ -33,6 +33,14 @@ READ_SIZE = 65536
 
 POLL = 0.05
 """How often (s) a waiting run checks for timeout and cancellation."""
+
+MESSAGES_PER_LOOK = 64
+"""Most output messages of a child passed on between two checks for timeout and cancellation (each at most
+about ``OUTPUT_BATCH_CHARS``: 256 KiB per look)."""
+
+READS_PER_LOOK = 16
+"""Most ``READ_SIZE`` blocks read from one of a command's output files per look while it runs (1 MiB): a
+command writing faster than the worker reads is still timed out and cancelled."""
 
 
 @dataclass
@@ -100,7 +108,7 @@ class ChildExecutor:
     Children are forked by the fork server, never by the worker: the worker's own modules (it imports no job
     code in this mode) cannot leak into them, and a fresh child imports each job module anew."""
 
-    _context = multiprocessing.get_context("forkserver")
+    _context = FORK_SERVER
 
     def __init__(self) -> None:
         self._process: Any = None
@@ -154,17 +162,23 @@ class ChildExecutor:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if connection.poll(max(0.0, min(POLL, remaining))):
+            wait = max(0.0, min(POLL, remaining))
+            # At most MESSAGES_PER_LOOK messages between checks: a child that writes as fast as it is read must
+            # still be timed out and cancelled.
+            for _ in range(MESSAGES_PER_LOOK):
                 try:
+                    if not connection.poll(wait):
+                        break
                     reply = connection.recv()
-                    if "output" in reply:
-                        output(*reply["output"])
-                        continue
-                    return _outcome(reply)
                 except (EOFError, OSError):
                     code = self._discard(kill_grace)
                     message = f"the job's child process died (exit code {code})"
                     return Outcome("failed", error={"type": "ChildDied", "message": message, "traceback": ""})
+                if "output" not in reply:
+                    return _outcome(reply)
+                for stream, text in reply["output"]:
+                    output(stream, text)
+                wait = 0.0
             if stop.is_set():
                 self._discard(kill_grace)
                 return Outcome("cancelled")
@@ -183,10 +197,16 @@ class ChildExecutor:
         if self._process is None or not self._process.is_alive():
             self._discard(0.1)
             parent, child = self._context.Pipe(duplex=True)
-            self._process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
-            self._process.start()
-            child.close()
-            self._connection = parent
+            process = self._context.Process(target=serve, args=(child,), daemon=True, name="beatd-job")
+            try:
+                process.start()
+            except BaseException:
+                parent.close()
+                raise
+            finally:
+                child.close()
+            # only a started child is kept: a later _discard joins it (a reload's retire() included)
+            self._process, self._connection = process, parent
         assert self._connection is not None
         return self._connection
 
@@ -195,15 +215,7 @@ class ChildExecutor:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        if process is None:
-            return None
-        if process.is_alive():
-            process.terminate()
-            process.join(kill_grace)
-            if process.is_alive():
-                process.kill()
-        process.join(5)
-        return int(process.exitcode) if process.exitcode is not None else None
+        return None if process is None else stop_child(process, kill_grace)
 
 
 def run_command(
@@ -290,7 +302,15 @@ class _Follower:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def pump(self, final: bool = False) -> None:
-        while data := os.pread(self.fd, READ_SIZE, self.offset):
+        """Pass on what was written since the last look: at most ``READS_PER_LOOK`` blocks while the command
+        runs; after it ended (``final``) up to the file's size now, not what a background process it left
+        behind writes meanwhile (the run would never end)."""
+        end = os.fstat(self.fd).st_size if final else None
+        for _ in range(READS_PER_LOOK) if end is None else itertools.count():
+            size = READ_SIZE if end is None else min(READ_SIZE, end - self.offset)
+            data = os.pread(self.fd, size, self.offset) if size > 0 else b""
+            if not data:
+                break
             self.offset += len(data)
             if text := self.decoder.decode(data):
                 self.output(self.stream, text)

@@ -11,12 +11,14 @@ from datetime import timedelta
 from beatd import defaults
 from beatd.clock import Clock
 from beatd.config import JobSpec
+from beatd.durations import format_duration
 from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import Claim, ClaimRequest, Delivery, LostRun, RunStore, StoreError
+from beatd.upkeep import start_deadline
 from beatd.worker.ends import end_of, record_of
 from beatd.worker.finisher import Finisher
 from beatd.worker.registry import Registry, Run
@@ -96,20 +98,21 @@ class Intake:
                 record.started_at = format_utc(now)
                 record.lag_s = round((now - scheduled).total_seconds(), 6)
                 record.worker = self.name
-                lost = self._lost(spec, message) if delivery.deliveries > 1 else None
+                lost = self._lost(spec.name, message) if delivery.deliveries > 1 else None
+                deadline = start_deadline(spec.expires, message)
                 requests.append(ClaimRequest(
                     spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
                     record.to_json(omit=("run_id", "attempt")), now_ms,
                     requested=message.trigger in ("manual", "backfill"),
                     scheduled_ms=to_ms(scheduled), busy_here=self.registry.running_since(spec.name, scheduled),
-                    lost=lost,
+                    lost=lost, deadline_ms=to_ms(deadline) if deadline else 0,
                 ))  # fmt: skip
                 pending.append(Run(spec, delivery, message, record, scheduled, lease_ms, self.clock.monotonic()))
             except StoreError:
                 raise
             except Exception as error:  # a message that passed the checks and still breaks something
                 log.exception("entry %s of queue %s cannot be run", delivery.entry_id, delivery.queue)
-                self._dead_letter(delivery, f"not run: {type(error).__name__}: {error}")
+                self._dead_letter(delivery, f"not run: {type(error).__name__}: {error}", _named(delivery))
         if requests:
             for run, claim in zip(pending, self.store.claim(requests, self.identity.id, now_ms), strict=True):
                 self._decide(run, claim, now_ms)
@@ -123,25 +126,27 @@ class Intake:
             return None
         if self.signer is not None and not self.signer.verify(delivery.message, delivery.signature):
             problem = "unsigned" if not delivery.signature else "signature does not match"
-            self._dead_letter(delivery, f"not run: message {problem}")
+            self._dead_letter(delivery, f"not run: message {problem}")  # its content is not to be acted on
             return None
         spec = self.registry.setup.config.jobs.get(message.job)
         if spec is None:
-            self._dead_letter(delivery, f"not run: job {message.job!r} is not declared in this worker's config")
+            reason = f"not run: job {message.job!r} is not declared in this worker's config"
+            lost = self._lost(message.job, message) if delivery.deliveries > 1 else None
+            self._dead_letter(delivery, reason, message, lost)
             return None
         if spec.celery is not None:
             self._dead_letter(delivery, f"not run: job {message.job!r} is a celery job, run by Celery's workers")
             return None
         return spec, message
 
-    def _lost(self, spec: JobSpec, message: Message) -> LostRun | None:
+    def _lost(self, job: str, message: Message) -> LostRun | None:
         """The previous attempt of a redelivered fire, marked ``lost`` if it is still recorded ``running``: the
         claim writes it only if the record is unchanged since read here."""
         attempts = self.store.attempts(message.fire_id)
         if attempts == 0:
             return None
         previous = run_id(message.fire_id, attempts)
-        raw = self.store.run_record(spec.name, previous)
+        raw = self.store.run_record(job, previous)
         if raw is None:
             return LostRun(previous, "", "")
         record = RunRecord.from_json(raw)
@@ -151,6 +156,10 @@ class Intake:
         record.status = "lost"
         record.finished_at = format_utc(now)
         record.reason = f"worker {record.worker} stopped renewing the run's lease"
+        replaced = self.store.cancel_requests([previous]).get(previous)
+        if replaced is not None:  # asked to stop (overlap: replace) before its worker died: not run again
+            record.status = "cancelled"
+            record.reason = f"{replaced}; {record.reason} before the run ended"
         return LostRun(previous, raw, record.to_json())
 
     def _decide(self, run: Run, claim: Claim, now_ms: int) -> None:
@@ -169,12 +178,25 @@ class Intake:
             )
         elif claim.decision == "error":
             log.error("fire %s of %s not started, left to be reclaimed: %s", message.fire_id, spec.name, claim.error)
+        elif claim.decision == "replaced":
+            log.info("fire %s of %s not run again: a later fire replaced it (overlap: replace)", message.fire_id,
+                     spec.name)  # fmt: skip
+            end = end_of(spec, delivery, message, record_of(spec, message, 0, "cancelled"), now)
+            self.finisher.submit(dataclasses.replace(end, record=""))
+        elif claim.decision == "expired":
+            record = record_of(spec, message, 0, "expired")
+            record.finished_at = format_utc(now)
+            record.reason = f"not started within expires ({format_duration(spec.expires or timedelta(0))})"
+            log.warning("fire %s of %s expired unstarted: %s", message.fire_id, spec.name, record.reason)
+            self.metrics.runs.labels(self.metrics.job(spec.name), "expired").inc()
+            self.finisher.submit(end_of(spec, delivery, message, record, now))
         elif claim.decision == "buffered":
             log.info(
                 "fire %s of %s held back until the running one ends (overlap: buffer_one)", message.fire_id, spec.name
             )
             record = record_of(spec, message, 0, "skipped")
-            self.finisher.submit(end_of(spec, delivery, message, record, now, hold=True))
+            # Not done: it runs once the running one ends (a retry held back keeps its attempt count).
+            self.finisher.submit(end_of(spec, delivery, message, record, now, hold=True, fire_done=False))
         elif run.requested or claim.decision == "defer":
             # Asked for on purpose, or due before the running fire started: wait for it instead of skipping
             # (a backfill keeps every day; a backlog after a delay is worked off one fire after another).
@@ -187,8 +209,21 @@ class Intake:
             record.reason = f"a run of {spec.name} was still in progress (overlap: {spec.overlap})"
             log.info("skipped fire %s of %s: %s", message.fire_id, spec.name, record.reason)
             self.metrics.fires_skipped.labels(self.metrics.job(spec.name)).inc()
-            self.finisher.submit(end_of(spec, delivery, message, record, now, fire_done=False))
+            self.finisher.submit(end_of(spec, delivery, message, record, now))  # done: its attempt count goes
 
-    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def _dead_letter(
+        self, delivery: Delivery, reason: str, message: Message | None = None, lost: LostRun | None = None
+    ) -> None:
         log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
-        self.store.dead_letter(delivery, reason)
+        if message is None:
+            self.store.dead_letter(delivery, reason)
+        else:
+            self.store.dead_letter(delivery, reason, message.fire_id, message.job, lost)
+
+
+def _named(delivery: Delivery) -> Message | None:
+    """The message of a delivery, if it reads as one."""
+    try:
+        return Message.from_json(delivery.message)
+    except MessageError:
+        return None

@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 from multiprocessing import forkserver
+from typing import Any
 
-__all__ = ["GroupWatcher", "die_with_parent", "release_fork_server"]
+__all__ = ["FORK_SERVER", "GroupWatcher", "die_with_parent", "enter_child", "release_fork_server", "stop_child"]
+
+FORK_SERVER = multiprocessing.get_context("forkserver")
+"""The start method of every callable child (job children and target checks): forked by the fork server, never
+by the worker, so the worker's own modules cannot leak into them."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -62,6 +68,27 @@ def release_fork_server() -> None:
             os.close(alive)
         server._forkserver_alive_fd = None  # type: ignore[attr-defined]
         server._forkserver_address = None  # type: ignore[attr-defined]
+
+
+def enter_child() -> None:
+    """First thing in a child of the fork server: ignore SIGINT (a Ctrl-C in a terminal reaches the whole
+    foreground process group, and it is the worker that decides what stops), tie this child's life to the
+    worker's, and only then release the fork server (which may then exit at once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    release_fork_server()
+
+
+def stop_child(process: Any, kill_grace: float) -> int | None:
+    """End a started child process (a ``multiprocessing`` process): SIGTERM, SIGKILL after ``kill_grace``
+    seconds, then reap it; its exit code, None if it could not be reaped within 5 s."""
+    if process.is_alive():
+        process.terminate()
+        process.join(kill_grace)
+        if process.is_alive():
+            process.kill()
+    process.join(5)
+    return int(process.exitcode) if process.exitcode is not None else None
 
 
 class GroupWatcher:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from beatd import defaults
@@ -25,29 +27,27 @@ log = logging.getLogger("beatd.worker")
 
 @dataclass
 class _Pending:
-    """A run's output not sent yet: (stream, text) pieces, oldest first."""
+    """A run's output not sent yet: (stream, text) pieces as written, oldest first, ``size`` characters in all.
+    Over ``OUTPUT_PENDING_CHARS``, whole pieces are dropped from the oldest end (a write costs the same however
+    much waits); a single piece over it keeps its end."""
 
-    pieces: list[tuple[str, str]] = field(default_factory=list)
+    pieces: deque[tuple[str, str]] = field(default_factory=deque)
     size: int = 0
     dropped: int = 0
     status: str | None = None
 
     def add(self, stream: str, text: str) -> None:
-        if self.pieces and self.pieces[-1][0] == stream:
-            self.pieces[-1] = (stream, self.pieces[-1][1] + text)
-        else:
-            self.pieces.append((stream, text))
+        self.pieces.append((stream, text))
         self.size += len(text)
-        while self.size > defaults.OUTPUT_PENDING_CHARS and self.pieces:
-            excess = self.size - defaults.OUTPUT_PENDING_CHARS
-            first_stream, first = self.pieces[0]
-            cut = min(excess, len(first))
+        while self.size > defaults.OUTPUT_PENDING_CHARS and len(self.pieces) > 1:
+            _, first = self.pieces.popleft()
+            self.dropped += len(first)
+            self.size -= len(first)
+        if self.size > defaults.OUTPUT_PENDING_CHARS:  # one piece larger than the cap: keep its end
+            cut = self.size - defaults.OUTPUT_PENDING_CHARS
+            self.pieces[0] = (stream, text[cut:])
             self.dropped += cut
             self.size -= cut
-            if cut == len(first):
-                self.pieces.pop(0)
-            else:
-                self.pieces[0] = (first_stream, first[cut:])
 
     def chunks(self) -> list[str]:
         limit = defaults.OUTPUT_CHUNK_CHARS
@@ -55,7 +55,7 @@ class _Pending:
         if self.dropped:
             note = f"[... {self.dropped} characters not streamed (Redis was slow); the run record keeps the end ...]\n"
             out.append(json.dumps({"stream": "note", "text": note}))
-        for stream, text in self.pieces:
+        for stream, text in _merged(self.pieces, limit):
             out.extend(
                 json.dumps({"stream": stream, "text": text[start : start + limit]})
                 for start in range(0, len(text), limit)
@@ -63,6 +63,20 @@ class _Pending:
         if self.status is not None:
             out.append(json.dumps({"end": True, "status": self.status}))
         return out
+
+
+def _merged(pieces: Iterable[tuple[str, str]], limit: int) -> Iterator[tuple[str, str]]:
+    """Neighbouring pieces of one stream joined, up to about ``limit`` characters each (a longer piece whole)."""
+    stream, parts, size = "", list[str](), 0
+    for piece_stream, text in pieces:
+        if parts and (piece_stream != stream or size + len(text) > limit):
+            yield stream, "".join(parts)
+            parts, size = [], 0
+        stream = piece_stream
+        parts.append(text)
+        size += len(text)
+    if parts:
+        yield stream, "".join(parts)
 
 
 class LiveOutput:

@@ -16,16 +16,25 @@ are not captured; a ``command`` job's pipes are (see :mod:`beatd.worker.executor
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 import io
+import itertools
 import logging
+import operator
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
+
+from beatd import defaults
 
 __all__ = [
-    "LineBuffer",
+    "Batch",
+    "RoutingBuffer",
     "RoutingStream",
     "RunLogHandler",
     "RunOutput",
@@ -38,11 +47,6 @@ __all__ = [
 
 Sink = Callable[[str, str], None]
 """Where a run's output goes: ``sink(stream, text)``, ``stream`` one of ``stdout``, ``stderr``, ``log``."""
-
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
-"""How a run's log records read in its output (the worker's own text format)."""
-
-_current: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("beatd_run_output", default=None)
 
 
 class Tail:
@@ -88,40 +92,83 @@ class Tail:
         return data[-self.limit :] if len(data) > self.limit else data
 
 
+class _Capture:
+    """A thread's current run: its sink, and a UTF-8 decoder per stream for what it writes as bytes."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.decoders: dict[str, codecs.IncrementalDecoder] = {}
+
+    def write_bytes(self, stream: str, data: bytes, final: bool = False) -> None:
+        decoder = self.decoders.get(stream)
+        if decoder is None:
+            decoder = self.decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if text := decoder.decode(data, final):
+            self.sink(stream, text)
+
+    def end(self) -> None:
+        """Pass on a character left unfinished by a last bytes write (as a replacement character)."""
+        for stream in list(self.decoders):
+            self.write_bytes(stream, b"", final=True)
+
+
+_current: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("beatd_run_output", default=None)
+
+
 class RoutingStream(io.TextIOBase):
     """``sys.stdout`` or ``sys.stderr``: what a thread running a job writes goes to its run, the rest to the
-    stream it replaced."""
+    stream it replaced (``fallback``; None when the worker started without one: then it is dropped). Like a
+    real text stream it takes ``str`` only; bytes go through :attr:`buffer`."""
 
-    def __init__(self, name: str, fallback: TextIO) -> None:
+    def __init__(self, name: str, fallback: TextIO | None) -> None:
         super().__init__()
         self.name = name
         self.fallback = fallback
+        self._buffer = RoutingBuffer(self)
 
     def write(self, text: str) -> int:
         """Write to the current run's output, else to the replaced stream."""
-        sink = _current.get()
-        if sink is None:
-            return self.fallback.write(text)
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        capture = _current.get()
+        if capture is None:
+            return self.fallback.write(text) if self.fallback is not None else len(text)
         if text:
-            sink(self.name, text)
+            capture.sink(self.name, text)
         return len(text)
 
     def flush(self) -> None:
         """Flush the replaced stream (a run's output is never buffered here)."""
-        if _current.get() is None:
+        if _current.get() is None and self.fallback is not None:
             self.fallback.flush()
 
     def isatty(self) -> bool:
         """A run's output is not a terminal."""
-        return _current.get() is None and self.fallback.isatty()
+        return _current.get() is None and self.fallback is not None and self.fallback.isatty()
 
     def fileno(self) -> int:
         """The replaced stream's descriptor (for code that asks; writes to it are not captured)."""
+        if self.fallback is None:
+            raise io.UnsupportedOperation(f"sys.{self.name} has no file descriptor")
         return self.fallback.fileno()
 
     def writable(self) -> bool:
         """Always."""
         return True
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Accepted and ignored (a job asking for another encoding or buffering): a run's output is text,
+        passed on as it is written."""
+
+    @property
+    def buffer(self) -> RoutingBuffer:
+        """The binary side: bytes written go to the run decoded as UTF-8, else to the replaced stream's."""
+        return self._buffer
+
+    @property
+    def line_buffering(self) -> bool:
+        """The replaced stream's (a run's output is passed on at once anyway)."""
+        return bool(getattr(self.fallback, "line_buffering", False))
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -129,20 +176,59 @@ class RoutingStream(io.TextIOBase):
         return getattr(self.fallback, "encoding", "utf-8") or "utf-8"
 
 
+class RoutingBuffer(io.RawIOBase):
+    """``sys.stdout.buffer`` of a :class:`RoutingStream`: unbuffered (threads of several runs share it), bytes
+    decoded incrementally (a character split across writes stays whole) into the current run's output."""
+
+    def __init__(self, text: RoutingStream) -> None:
+        super().__init__()
+        self.text = text
+
+    def write(self, data: Any) -> int:
+        """Write bytes to the current run's output, else to the replaced stream's buffer."""
+        view = memoryview(data).cast("B")  # a TypeError for str, as a real binary stream
+        capture = _current.get()
+        if capture is not None:
+            capture.write_bytes(self.text.name, view.tobytes())
+            return len(view)
+        fallback = getattr(self.text.fallback, "buffer", None)
+        if fallback is None:
+            return len(view)
+        written = fallback.write(view)
+        return len(view) if written is None else int(written)
+
+    def flush(self) -> None:
+        """Flush the replaced stream's buffer."""
+        if _current.get() is None and (fallback := getattr(self.text.fallback, "buffer", None)) is not None:
+            fallback.flush()
+
+    def writable(self) -> bool:
+        """Always."""
+        return True
+
+    def fileno(self) -> int:
+        """The replaced stream's descriptor."""
+        return self.text.fileno()
+
+    def isatty(self) -> bool:
+        """As the text stream."""
+        return self.text.isatty()
+
+
 class RunLogHandler(logging.Handler):
     """Puts the log records made while a run is captured into its output (``stream`` ``log``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.setFormatter(logging.Formatter(defaults.LOG_FORMAT))  # as the worker's own text lines
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format and hand to the current run, if any."""
-        sink = _current.get()
-        if sink is None:
+        capture = _current.get()
+        if capture is None:
             return
         try:
-            sink("log", self.format(record) + "\n")
+            capture.sink("log", self.format(record) + "\n")
         except Exception:  # a broken sink must not break the job's logging call
             self.handleError(record)
 
@@ -172,11 +258,13 @@ def install(level: int | None = None) -> None:
 @contextlib.contextmanager
 def capturing(sink: Sink) -> Iterator[None]:
     """Send what this thread writes (and logs) to ``sink`` until the block ends."""
-    token = _current.set(sink)
+    capture = _Capture(sink)
+    token = _current.set(capture)
     try:
         yield
     finally:
         _current.reset(token)
+        capture.end()
 
 
 class RunOutput:
@@ -187,43 +275,80 @@ class RunOutput:
         self.tail = Tail(limit)
         self.live = live
         self.closed = False
+        self._lock = threading.Lock()  # a job's threads may share its run (contextvars.copy_context)
 
     def __call__(self, stream: str, text: str) -> None:
         """The run's sink."""
-        if self.closed:
-            return
-        self.tail.write(text)
-        if self.live is not None:
-            self.live(stream, text)
+        with self._lock:
+            if self.closed:
+                return
+            self.tail.write(text)
+            if self.live is not None:
+                self.live(stream, text)
 
     def close(self) -> None:
         """The run is over."""
-        self.closed = True
+        with self._lock:
+            self.closed = True
 
 
-class LineBuffer:
-    """Gathers writes into whole lines (at most ``limit`` characters each) before handing them to ``sink``: a
-    ``print`` is two writes, and a child process sends each hand-over through its pipe."""
+class Batch:
+    """Gathers a run's writes and hands them over as one list of ``(stream, text)`` pieces (neighbours of one
+    stream merged): once ``size`` characters wait, ``interval`` seconds after the first of them (a thread of
+    its own, started by :meth:`start`), or at :meth:`flush`. A child process sends each hand-over through its
+    pipe: one message per ``print`` would cost more than the print."""
 
-    def __init__(self, sink: Sink, limit: int = 4096) -> None:
-        self.sink = sink
-        self.limit = limit
-        self._stream = ""
-        self._parts: list[str] = []
-        self._size = 0
+    def __init__(
+        self,
+        send: Callable[[list[tuple[str, str]]], None],
+        size: int = defaults.OUTPUT_BATCH_CHARS,
+        interval: float = defaults.OUTPUT_BATCH_INTERVAL.total_seconds(),
+    ) -> None:
+        self.send = send
+        self.size = size
+        self.interval = interval
+        self._lock = threading.Lock()  # held while sending, so hand-overs keep their order
+        self._waiting = threading.Condition(self._lock)
+        self._pieces: deque[tuple[str, str]] = deque()
+        self._chars = 0
+        self._since = 0.0
+
+    def start(self) -> None:
+        """Start the thread that hands over what has waited ``interval``."""
+        threading.Thread(target=self._tick, name="output-batch", daemon=True).start()
 
     def __call__(self, stream: str, text: str) -> None:
-        """Buffer ``text``; hand over what is buffered at a newline, a change of stream or the size limit."""
-        if stream != self._stream:
-            self.flush()
-            self._stream = stream
-        self._parts.append(text)
-        self._size += len(text)
-        if "\n" in text or self._size >= self.limit:
-            self.flush()
+        """Add ``text`` of ``stream``."""
+        with self._lock:
+            if not self._pieces:
+                self._since = time.monotonic()
+                self._waiting.notify()
+            self._pieces.append((stream, text))
+            self._chars += len(text)
+            if self._chars >= self.size:
+                self._send()
 
     def flush(self) -> None:
-        """Hand over whatever is buffered."""
-        if self._parts:
-            text, self._parts, self._size = "".join(self._parts), [], 0
-            self.sink(self._stream, text)
+        """Hand over whatever waits (the run is ending); returns once it is sent."""
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        if self._pieces:
+            pieces, self._pieces, self._chars = self._pieces, deque(), 0
+            merged = itertools.groupby(pieces, key=operator.itemgetter(0))
+            self.send([(stream, "".join(text for _, text in run)) for stream, run in merged])
+
+    def _tick(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pieces:
+                    self._waiting.wait()
+                due = self._since + self.interval
+            time.sleep(max(0.0, due - time.monotonic()))
+            with self._lock:
+                if self._pieces and time.monotonic() >= self._since + self.interval:
+                    try:
+                        self._send()
+                    except (OSError, ValueError):  # the pipe is gone: the worker is discarding this child
+                        return

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from beatd.clock import Clock
-from beatd.config import JobSpec
+from beatd.config import Isolation, JobSpec
 from beatd.messages import Message, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
@@ -52,7 +52,7 @@ class Runners:
         metrics: Metrics,
         *,
         concurrency: int,
-        isolation: str,
+        isolation: Isolation,
         freed: Callable[[], None],
         live: LiveOutput | None = None,
     ) -> None:
@@ -71,7 +71,8 @@ class Runners:
         self._previous: dict[tuple[str, str, str], str | None] = {}
 
     def start(self) -> None:
-        """Start the runner threads (with thread isolation, once jobs' output is routed to their runs)."""
+        """Start the runner threads (with thread isolation, once jobs' output is routed to their runs; the
+        ``worker`` command does it earlier, before job modules are imported)."""
         if self.isolation == "thread":
             install()
         for index in range(self.concurrency):
@@ -115,8 +116,10 @@ class Runners:
                     self.perform(run, executor)
                 except StoreError as error:
                     log.error("run %s left to be reclaimed: %s", run.record.run_id, error)
+                    self._ended(run.record.run_id, "lost")
                 except Exception:
                     log.exception("unexpected error in run %s; left to be reclaimed", run.record.run_id)
+                    self._ended(run.record.run_id, "lost")  # its live stream ends (its tail is not recorded)
         finally:
             executor.close()
 

@@ -15,7 +15,7 @@ import threading
 
 from beatd import defaults
 from beatd.clock import Clock
-from beatd.config import Config
+from beatd.config import Config, Isolation
 from beatd.identity import Identity
 from beatd.metrics import Health, Metrics
 from beatd.signing import Signer
@@ -70,7 +70,7 @@ class Worker:
         concurrency: int,
         prefetch: int = defaults.WORKER_PREFETCH,
         grace: float,
-        isolation: str,
+        isolation: Isolation,
         signer: Signer | None,
         metrics: Metrics | None = None,
         health: Health | None = None,

@@ -7,16 +7,23 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from beatd import defaults
+from beatd.keys import Keys
+from beatd.messages import format_utc
+from beatd.store import RunStore
+from beatd.worker.executor import ChildExecutor
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import runs
@@ -240,6 +247,153 @@ def test_logs_follow_of_a_run_that_writes_nothing_returns_when_it_ends(
         out, err = follow.communicate(timeout=15)
         assert (follow.returncode, out) == (0, "") and f"run {fire}#1 succeeded" in err
         assert client.exists(f"{namespace}:output:{fire}#1") == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_bytes_and_click_echo_reach_the_output(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], isolation: str
+) -> None:
+    """click.echo (text and bytes), sys.stdout.buffer (a character split across writes), reconfigure and
+    line_buffering work in a run, and what they write is its output."""
+    config = config_file(tmp_path, shared_redis, namespace, """
+        binary: {call: tests.output_jobs:binary, every: 1h}
+    """)  # fmt: skip
+    daemons("worker", "-c", str(config), "--isolation", isolation, name="worker")
+    enqueue(config, "binary")
+    wait_for(lambda: statuses(shared_redis, namespace, "binary") not in ([], ["running"]), what="binary ran")
+    found = record(shared_redis, namespace, "binary")
+    assert found["status"] == "succeeded", found
+    assert found["output"] == "click text\nclick bytes\ncafé bytes\nline buffering: False\n"
+
+
+def test_a_handler_a_job_module_adds_at_import_writes_into_the_run(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """Thread isolation: a StreamHandler a job module creates when the worker's check imports it writes to
+    the run's output (it holds the routed sys.stderr), not to the worker's log."""
+    config = config_file(tmp_path, shared_redis, namespace, """
+        handled: {call: tests.output_handler_jobs:logs_through_its_handler, every: 1h}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), "--isolation", "thread", name="worker")
+    fire = enqueue(config, "handled")
+    wait_for(lambda: statuses(shared_redis, namespace, "handled") == ["succeeded"], what="handled ran")
+    output = str(record(shared_redis, namespace, "handled")["output"])
+    assert "own handler: through the handler\n" in output
+    assert "WARNING tests.handler_job: through the handler\n" in output
+    worker.wait_log(re.escape(f"handled run {fire}#1 succeeded"))
+    assert "through the handler" not in worker.log()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_child_printing_as_fast_as_it_can_is_still_timed_out_and_cancelled(how: str) -> None:
+    """A process-isolation child whose output keeps the worker busy (a slow sink) ends at its timeout, or when
+    stopped, not never."""
+    stop = threading.Event()
+    bail = time.monotonic() + 30
+    passed_on = 0
+
+    def slow_sink(stream: str, text: str) -> None:
+        nonlocal passed_on
+        passed_on += 1
+        time.sleep(0.005)  # slower than the child writes: a message is always waiting
+        if time.monotonic() > bail:
+            raise AssertionError("the run was never timed out nor cancelled")
+
+    executor = ChildExecutor()
+    task = {"target": "tests.output_jobs:flood", "args": [], "kwargs": {}, "pythonpath": [str(REPO)]}
+    warm = {"target": "tests.output_jobs:quiet", "args": [], "kwargs": {}, "pythonpath": [str(REPO)]}
+    try:
+        assert executor.run(warm, 30.0, stop, 0.5, slow_sink).status == "succeeded"  # the child is up and imported
+        if how == "cancel":
+            threading.Timer(1.0, stop.set).start()
+        started = time.monotonic()
+        outcome = executor.run(task, 1.0 if how == "timeout" else 60.0, stop, 0.5, slow_sink)
+    finally:
+        executor.close()
+    assert outcome.status == ("timeout" if how == "timeout" else "cancelled")
+    assert time.monotonic() - started < 15 and passed_on > 50
+
+
+def test_a_child_hands_over_its_output_in_batches() -> None:
+    """A thousand prints of a process-isolation run reach the worker in a few hand-overs, whole and in order."""
+    calls: list[str] = []
+    executor = ChildExecutor()
+    context = {"run_id": "j@x#1", "fire_id": "j@x", "job": "j", "scheduled_at": "2026-01-01T00:00:00+00:00",
+               "timezone": "UTC", "attempt": 1, "trigger": "schedule"}  # fmt: skip
+    task = {
+        "target": "tests.output_jobs:numbered", "args": [], "kwargs": {"count": 1000}, "pythonpath": [str(REPO)],
+        "context": context,
+    }  # fmt: skip
+    try:
+        outcome = executor.run(task, 30.0, threading.Event(), 0.5, lambda stream, text: calls.append(text))
+    finally:
+        executor.close()
+    assert outcome.status == "succeeded"
+    assert "".join(calls) == "".join(f"line {number:05d}\n" for number in range(1000))
+    assert len(calls) < 50, len(calls)
+
+
+def test_logs_without_follow_prints_the_newest_of_a_stream_longer_than_one_read(
+    shared_redis: RedisServer, namespace: str
+) -> None:
+    """The live stream's cap is approximate: reading a running run's output reads on past the first page,
+    to its newest entry."""
+    store = RunStore(shared_redis.client(), Keys(namespace))
+    count = defaults.OUTPUT_STREAM_MAXLEN + 50  # under the cap plus one node of the stream: nothing trimmed
+    store.append_output({"j@x#1": [json.dumps({"stream": "stdout", "text": f"{n}\n"}) for n in range(count)]})
+    chunks = store.read_output("j@x#1")
+    assert len(chunks) == count and json.loads(chunks[-1][1])["text"] == f"{count - 1}\n"
+    assert [json.loads(text)["text"] for _, text in store.read_output("j@x#1", chunks[-3][0])] == [
+        f"{count - 2}\n", f"{count - 1}\n",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("heartbeat", ["stale", "absent"])
+def test_logs_follow_exits_1_when_the_runs_worker_is_killed(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], heartbeat: str
+) -> None:
+    """`logs --follow` of a run whose worker was killed -9 (its record stays running) says the worker is gone
+    and exits 1 once the worker's heartbeat is stale (aged past WORKER_STALE_AFTER here) or forgotten."""
+    gate = tmp_path / "gate"
+    config = config_file(tmp_path, shared_redis, namespace, f"""
+        waits: {{call: tests.output_jobs:gated, kwargs: {{gate: '{gate}'}}, every: 1h, timeout: 1m}}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), name="worker")
+    fire = enqueue(config, "waits")
+    wait_for(lambda: statuses(shared_redis, namespace, "waits") == ["running"], what="the run started")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "logs", "-c", str(config), fire, "--follow"],
+        cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = Lines(follow)
+        assert lines.next() == "before the gate\n"
+        assert lines.next() == "INFO beatd.job.waits: waiting at the gate\n"
+        client, key = shared_redis.client(), f"{namespace}:workers"
+        reads = int(client.info("commandstats").get("cmdstat_xread", {}).get("calls", 0))
+        wait_for(
+            lambda: client.info("commandstats")["cmdstat_xread"]["calls"] >= reads + 2, what="two reads of nothing"
+        )
+        assert follow.poll() is None  # the worker is alive: following goes on
+        worker.signal(signal.SIGKILL)
+        assert worker.process is not None and worker.process.wait(10) == -signal.SIGKILL
+        [(name, beat)] = client.hgetall(key).items()
+        if heartbeat == "stale":
+            aged = datetime.now(UTC) - defaults.WORKER_STALE_AFTER - timedelta(seconds=5)
+            client.hset(key, name, json.dumps({**json.loads(beat), "heartbeat_at": format_utc(aged)}))
+        else:
+            client.hdel(key, name)
+        assert follow.wait(15) == 1
+        assert follow.stderr is not None
+        host_pid = record(shared_redis, namespace, "waits")["worker"]
+        message = f"beatd: run {fire}#1: its worker {host_pid} is gone (the run will be recorded lost)\n"
+        assert follow.stderr.read() == message
+        assert statuses(shared_redis, namespace, "waits") == ["running"]
     finally:
         if follow.poll() is None:
             follow.kill()

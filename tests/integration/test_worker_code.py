@@ -4,23 +4,29 @@ restart (thread isolation); a target that cannot be imported is refused at start
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from beatd import defaults
-from beatd.config import load_config
-from beatd.worker.preflight import unimportable
+from beatd.config import Isolation, load_config
+from beatd.worker.executor import ChildExecutor
+from beatd.worker.registry import Setup
+from beatd.worker.target_check import CheckError, unimportable
 from tests.conftest import REPO, WriteFiles
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import runs
+from tests.integration.test_beat_operations import _receive_until
 from tests.integration.test_worker import enqueue, lines, statuses
 from tests.integration.test_worker_processes import running
 from tests.redis_server import RedisServer
@@ -53,16 +59,23 @@ def second():
 )
 
 
-def setup(tmp_path: Path, server: RedisServer, namespace: str, jobs: str) -> Path:
-    """A job module (version 1) in its own directory and a worker config whose pythonpath holds it."""
+HANGS = "import pathlib, time\npathlib.Path(__file__ + '.started').touch()\ntime.sleep(3600)\n"
+"""A job module whose import never ends (it waits on something that does not come); it leaves a file
+``hangs_at_import.py.started`` next to itself once its import began."""
+
+
+def setup(tmp_path: Path, server: RedisServer, namespace: str, jobs: str, check_timeout: str = "60s") -> Path:
+    """A job module (version 1) and one that hangs at import (``hangs_at_import``) in their own directory, and
+    a worker config whose pythonpath holds it."""
     code = tmp_path / "code"
     code.mkdir()
     (code / f"{MODULE}.py").write_text(VERSION_1)
+    (code / "hangs_at_import.py").write_text(HANGS)
     path = tmp_path / "beatd.yaml"
     body = textwrap.indent(textwrap.dedent(jobs).strip("\n"), "  ")
     path.write_text(
         f"redis: {{url: '{server.url}'}}\nnamespace: {namespace}\npythonpath: ['{REPO}', '{code}']\n"
-        f"worker: {{kill_grace: 500ms, concurrency: 2}}\njobs:\n{body}\n"
+        f"worker: {{kill_grace: 500ms, concurrency: 2, target_check_timeout: {check_timeout}}}\njobs:\n{body}\n"
     )
     return path
 
@@ -248,25 +261,214 @@ def test_reload_naming_an_unimportable_target_keeps_the_running_config(
     assert worker.process is not None and worker.process.poll() is None
 
 
-def test_a_target_whose_import_ends_or_hangs_the_check_process_is_blamed_and_the_rest_are_checked(
-    tmp_path: Path, write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_target_whose_import_ends_or_hangs_the_check_process_is_blamed_and_the_check_keeps_its_budget(
+    tmp_path: Path, write_files: WriteFiles, isolation: Isolation
 ) -> None:
-    """Process isolation: a module that exits the process at import is reported for its own job (with the exit
-    code), one whose import hangs past the check's timeout too, and the jobs after each are still checked."""
+    """Both isolations: a module that exits the process at import is reported for its own job (with the exit
+    code) and the jobs after it are still checked; one whose import hangs is reported when the whole check's
+    budget is spent, the targets after it as not checked, and none of them is imported by the worker."""
     (tmp_path / "exits_at_import.py").write_text("import os\nos._exit(3)\n")
-    (tmp_path / "hangs_at_import.py").write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(defaults, "TARGET_CHECK_TIMEOUT", timedelta(seconds=1))
+    (tmp_path / "hangs_at_import.py").write_text(HANGS)
     config = load_config(write_files({"beatd.yaml": f"""
         pythonpath: ['{REPO}', '{tmp_path}']
         jobs:
           exits: {{call: exits_at_import:run, every: 1h}}
           fine: {{call: tests.worker_jobs:noop, every: 1h}}
-          hangs: {{call: hangs_at_import:run, every: 1h}}
           missing: {{call: tests.worker_jobs:gone, every: 1h}}
+          hangs: {{call: hangs_at_import:run, every: 1h}}
+          after: {{call: hangs_at_import:other, every: 1h}}
+          last: {{call: no_such_module:run, every: 1h}}
     """}), {})  # fmt: skip
-    problems = unimportable(config, ["default"], "process")
+    problems = unimportable(Setup.of(config, None), isolation, 3.0)
     assert {job: problem.message for job, problem in problems.items()} == {
         "exits": "cannot import 'exits_at_import:run': importing it ended the process (exit code 3)",
-        "hangs": "cannot import 'hangs_at_import:run': importing it did not finish within 1s",
+        "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
+        "hangs": "cannot import 'hangs_at_import:run': importing it had not finished when the check's 3s were up",
+        "after": "'hangs_at_import:other' not checked (time budget spent)",
+        "last": "'no_such_module:run' not checked (time budget spent)",
+    }
+    assert "hangs_at_import" not in sys.modules and "exits_at_import" not in sys.modules
+
+
+class _UnstartableContext:
+    """A fork server context whose processes cannot start (as when the system is out of processes)."""
+
+    def __init__(self) -> None:
+        self.real = multiprocessing.get_context("forkserver")
+
+    def Pipe(self, duplex: bool = True) -> Any:
+        return self.real.Pipe(duplex)
+
+    def Process(self, **kwargs: Any) -> Any:
+        process = self.real.Process(**kwargs)
+
+        def start() -> None:
+            raise OSError(11, "Resource temporarily unavailable")
+
+        process.start = start
+        return process
+
+
+def test_a_child_that_could_not_start_is_not_kept_for_a_later_retire() -> None:
+    """Process isolation: when a job's child process cannot start the run fails with that error, and the
+    next reload's retire() (and close) go through instead of failing on a process that never started."""
+
+    class Unstartable(ChildExecutor):
+        _context = _UnstartableContext()  # type: ignore[assignment]
+
+    executor = Unstartable()
+    task = {"target": "tests.worker_jobs:noop", "pythonpath": [str(REPO)]}
+    with pytest.raises(OSError, match="Resource temporarily unavailable"):
+        executor.run(task, 5.0, threading.Event(), 0.5, lambda stream, text: None)
+    executor.retire()
+    executor.close()
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_module_getattr_that_raises_is_a_located_problem(
+    tmp_path: Path, write_files: WriteFiles, isolation: Isolation
+) -> None:
+    """A module whose ``__getattr__`` raises something else than AttributeError (a lazy import that fails)
+    is reported for its job like any import failure, and the jobs after it are still checked."""
+    (tmp_path / "lazy_jobs.py").write_text("def __getattr__(name):\n    raise ImportError(f'lazy {name} failed')\n")
+    config = load_config(write_files({"beatd.yaml": f"""
+        pythonpath: ['{REPO}', '{tmp_path}']
+        jobs:
+          lazy: {{call: lazy_jobs:run, every: 1h}}
+          missing: {{call: tests.worker_jobs:gone, every: 1h}}
+    """}), {})  # fmt: skip
+    problems = unimportable(Setup.of(config, None), isolation, 30.0)
+    assert {job: problem.message for job, problem in problems.items()} == {
+        "lazy": "cannot import 'lazy_jobs:run': looking up 'run': ImportError: lazy run failed",
         "missing": "cannot import 'tests.worker_jobs:gone': module 'tests.worker_jobs' has no attribute 'gone'",
     }
+
+
+def open_files(pid: int) -> int:
+    """How many file descriptors process ``pid`` has open."""
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_reload_whose_check_cannot_run_is_rejected_and_the_worker_goes_on(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], isolation: str
+) -> None:
+    """When the target check itself fails on reload (here: the worker is out of file descriptors, so no pipe
+    to a check process can be made), the reload is rejected, unlocated, and the worker serves on."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        first: {call: tests.worker_jobs:noop, every: 1h}
+    """)  # fmt: skip
+    worker = daemons("worker", "-c", str(config), "--isolation", isolation, name="worker")
+    worker.wait_log("consuming default")
+    config.write_text(config.read_text() + "  added: {call: tests.worker_jobs:noop, every: 1h}\n")
+    limits = resource.prlimit(worker.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker.pid, resource.RLIMIT_NOFILE, (open_files(worker.pid) + 1, limits[1]))
+    try:
+        worker.signal(signal.SIGHUP)
+        worker.wait_log(
+            r"reload rejected: call targets not checked: the process importing job code could not start: .*Too many"
+            " open files",
+            timeout=30,
+        )
+    finally:
+        resource.prlimit(worker.pid, resource.RLIMIT_NOFILE, limits)
+    enqueue(config, "first")
+    wait_for(lambda: statuses(shared_redis, namespace, "first") == ["succeeded"], timeout=30, what="first ran")
+    assert worker.process is not None and worker.process.poll() is None
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_target_whose_import_hangs_fails_the_start_within_the_check_timeout(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, isolation: str
+) -> None:
+    """Both isolations: a worker whose job module hangs at import exits 2 once ``worker.target_check_timeout``
+    is spent, naming that job at its ``call:`` value and the jobs not reached as not checked."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        hangs: {call: hangs_at_import:run, every: 1h}
+        after: {call: tests.worker_jobs:noop, every: 1h}
+    """, check_timeout="3s")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "worker", "-c", str(config), "--isolation", isolation],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-3:] == [
+        f"{position(config, 'hangs', 'hangs_at_import')}: jobs.hangs.call: cannot import 'hangs_at_import:run': "
+        "importing it had not finished when the check's 3s were up",
+        f"{position(config, 'after', 'tests.worker_jobs')}: jobs.after.call: 'tests.worker_jobs:noop' not checked "
+        "(time budget spent)",
+        "beatd: 2 problems found; nothing was applied",
+    ]
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_reload_with_hanging_imports_keeps_the_watchdog_fed_and_ends_within_one_budget(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], isolation: str
+) -> None:
+    """Both isolations: a reload whose new jobs hang at import sends WATCHDOG=1 while it checks them, is
+    rejected once the one budget of the whole check is spent (the target after the hanging one not checked),
+    and the worker serves on with the config it had."""
+    config = setup(tmp_path, shared_redis, namespace, """
+        first: {call: tests.worker_jobs:noop, every: 1h}
+    """, check_timeout="3s")  # fmt: skip
+    notify_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_socket.bind(str(tmp_path / "notify.sock"))
+    notify_socket.settimeout(10)
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    worker = daemons("worker", "-c", str(config), "--isolation", isolation, env=env, name="worker")
+    _receive_until(notify_socket, "READY=1")
+    config.write_text(config.read_text() + "  hangs: {call: hangs_at_import:run, every: 1h}\n"
+                      "  also: {call: hangs_at_import:other, every: 1h}\n")  # fmt: skip
+    worker.signal(signal.SIGHUP)
+    _receive_until(notify_socket, "RELOADING=1")
+    during = _receive_until(notify_socket, "READY=1")
+    assert during.count("WATCHDOG=1") >= 3, during
+    worker.wait_log(r"reload rejected: .*jobs\.hangs\.call: cannot import 'hangs_at_import:run': importing it had "
+                    r"not finished when the check's 3s were up")  # fmt: skip
+    worker.wait_log(r"reload rejected: .*jobs\.also\.call: 'hangs_at_import:other' not checked \(time budget spent\)")
+    enqueue(config, "first")
+    wait_for(lambda: statuses(shared_redis, namespace, "first") == ["succeeded"], timeout=30, what="first ran")
+    notify_socket.close()
+
+
+@pytest.mark.parametrize("when", ["start", "reload"])
+def test_a_stop_during_a_hanging_target_check_is_honoured(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon], when: str
+) -> None:
+    """Thread isolation: SIGTERM while the target check waits on an import that hangs stops the worker at
+    once (exit 0), at start and on reload, instead of after the check's 60 s."""
+    hangs, first = "hangs: {call: hangs_at_import:run, every: 1h}", "first: {call: tests.worker_jobs:noop, every: 1h}"
+    config = setup(tmp_path, shared_redis, namespace, hangs if when == "start" else first)
+    worker = daemons("worker", "-c", str(config), "--isolation", "thread", name="worker")
+    if when == "reload":
+        worker.wait_log("consuming default")
+        config.write_text(config.read_text() + f"  {hangs}\n")
+        worker.signal(signal.SIGHUP)
+    started = tmp_path / "code" / "hangs_at_import.py.started"
+    wait_for(started.exists, timeout=30, what="the check importing")
+    assert worker.stop(timeout=20) == 0
+    assert "Traceback" not in worker.log()
+
+
+def test_a_check_that_cannot_run_is_a_check_error_not_a_problem_of_the_targets(
+    tmp_path: Path, write_files: WriteFiles
+) -> None:
+    """When no check process can be made (out of file descriptors) or it does not start within the budget,
+    the check raises CheckError saying so (exit 1 at start, an unlocated rejection on reload) instead of
+    blaming each target; a start that takes too long is named a timeout."""
+    config = load_config(write_files({"beatd.yaml": f"""
+        pythonpath: ['{REPO}']
+        jobs:
+          fine: {{call: tests.worker_jobs:noop, every: 1h}}
+    """}), {})  # fmt: skip
+    setup = Setup.of(config, None)
+    with pytest.raises(CheckError, match=r"^the process importing job code did not start within 0\.001s$"):
+        unimportable(setup, "process", 0.001)
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files(os.getpid()) + 1, limits[1]))
+    try:
+        with pytest.raises(CheckError, match=r"^the process importing job code could not start: .*Too many open"):
+            unimportable(setup, "thread", 30.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)

@@ -53,6 +53,7 @@ def test_celery_job_with_options_and_defaults(write_files: WriteFiles) -> None:
         ("retry_delay", "1s", "retry_backoff"),
         ("queue", "reports", "options.queue"),
         ("output", "{tail: 100}", "the worker's log"),
+        ("expires", "1m", "options.expires"),
     ],
 )
 def test_policies_celery_cannot_honour_are_located_errors(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beatd.worker.output import LineBuffer, Tail
+from beatd.worker.output import Tail
 
 
 @pytest.mark.parametrize(
@@ -24,14 +24,3 @@ def test_tail_keeps_the_end_and_says_what_it_cut(limit: int, pieces: list[str], 
         tail.write(piece)
     assert tail.text() == expected
     assert tail.total == sum(len(piece.encode()) for piece in pieces)
-
-
-def test_line_buffer_hands_over_whole_lines_per_stream() -> None:
-    """Writes gather until a newline, a change of stream or a flush."""
-    seen: list[tuple[str, str]] = []
-    lines = LineBuffer(lambda stream, text: seen.append((stream, text)), limit=100)
-    for stream, text in [("stdout", "a"), ("stdout", "b\n"), ("stdout", "c"), ("stderr", "d"), ("stderr", "\n")]:
-        lines(stream, text)
-    lines("stdout", "tail")
-    lines.flush()
-    assert seen == [("stdout", "ab\n"), ("stdout", "c"), ("stderr", "d\n"), ("stdout", "tail")]

@@ -10,11 +10,20 @@ from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
 from beatd.store.runs import ClaimItem, FinishItem, RunLease
+from beatd.store.upkeep import ExpiredFire, Retention
 
 
 @pytest.mark.parametrize(
     ("name", "item"),
-    [("claim", ClaimItem), ("finish", FinishItem), ("unclaim", RunLease), ("extend", RunLease), ("send", LeaderWrite)],
+    [
+        ("claim", ClaimItem),
+        ("finish", FinishItem),
+        ("unclaim", RunLease),
+        ("extend", RunLease),
+        ("sweep_expired", ExpiredFire),
+        ("sweep_history", Retention),
+        ("send", LeaderWrite),
+    ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:
     """The script's `local ITEM = {...}` names the dataclass's fields in the same order."""

@@ -70,3 +70,45 @@ local function push_celery(item, own)
     end
     return nil
 end
+
+-- Keep at most `keep` records in a job's history (records hash + index sorted set), and none scored below
+-- `oldest` (0 keeps all ages); at most 1000 dropped per call of each rule.
+local function prune_history(records, index, keep, oldest)
+    if oldest > 0 then
+        local expired = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. oldest, 'LIMIT', 0, 1000)
+        call_chunked('HDEL', records, expired)
+        call_chunked('ZREM', index, expired)
+    end
+    local excess = redis.call('ZCARD', index) - keep
+    if excess > 0 then
+        local old = redis.call('ZRANGE', index, 0, math.min(excess, 1000) - 1)
+        call_chunked('HDEL', records, old)
+        call_chunked('ZREM', index, old)
+    end
+end
+
+-- The id of the last entry of `stream` delivered to consumer group `group` ('0-0' when the stream or the
+-- group does not exist yet: then nothing was delivered).
+local function last_delivered(stream, group)
+    if redis.call('EXISTS', stream) == 0 then
+        return '0-0'
+    end
+    for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+        local fields = {}
+        for i = 1, #info, 2 do
+            fields[info[i]] = info[i + 1]
+        end
+        if fields['name'] == group then
+            return fields['last-delivered-id']
+        end
+    end
+    return '0-0'
+end
+
+-- Whether stream entry id `a` comes after `b` ("ms-seq" each).
+local function entry_after(a, b)
+    local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+    local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+    a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+    return a_ms > b_ms or (a_ms == b_ms and tonumber(a_seq) > tonumber(b_seq))
+end

@@ -14,15 +14,20 @@
 --   read for it, and that record marked 'lost'; written only if the stored record is still the one read, so a
 --   slow former owner's end is never overwritten ('' when there is none),
 --   stream_key: the queue stream, active_key: active runs hash of the job, leases_key: leases hash of the queue,
---   buffer_key: buffer hash of the job, records_key / index_key: run records hash / index of the job
--- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started.
+--   buffer_key: buffer hash of the job, records_key / index_key: run records hash / index of the job,
+--   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none)
+-- A fire past its deadline that has no attempt yet is not started ({'expired'}); a retry or a reclaimed
+-- attempt goes on (the fire did start in time).
+-- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started,
+-- nor a redelivered fire whose previous attempt `overlap: replace` had asked to stop before its worker died
+-- ({'replaced', why}: it was replaced, so it does not come back).
 -- Runs whose lease ended (their worker died) no longer count as running. A run on another worker that started
 -- at or before the fire's instant overlaps it (the policy decides); one that started later (a backlog worked
 -- off after a delay) does not: the fire is deferred until it ends ({'defer'}), never skipped for it. A fire whose write Redis refuses gets
 -- {'error', message}; the rest go on (no rollback: a refusal after the first write of a fire keeps those before).
 -- Returns one reply per fire: {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'} | {'defer'} |
--- {'taken'} | {'error', text}
-local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key'}
+-- {'taken'} | {'expired'} | {'replaced', why} | {'error', text}
+local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key', 'deadline_ms'}
 local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 -- Live runs of the job on other workers: those that started at or before `scheduled`, and those after.
@@ -31,8 +36,9 @@ local function running_elsewhere(active, scheduled)
     local before, after = {}, {}
     for i = 1, #entries, 2 do
         local lease = cjson.decode(entries[i + 1])
-        if tonumber(lease['lease_until']) < now then
+        if tonumber(lease['lease_until']) < now then  -- its worker died: the run and its cancel request go
             redis.call('HDEL', active, entries[i])
+            redis.call('HDEL', KEYS[2], entries[i])
         elseif lease['worker'] ~= worker then
             table.insert(tonumber(lease['since'] or 0) <= scheduled and before or after, entries[i])
         end
@@ -54,6 +60,15 @@ local function claim(item)
             redis.call('HSET', item.records_key, item.lost_run, item.lost_record)
         end
         redis.call('HDEL', item.active_key, item.lost_run)
+        local replaced = redis.call('HGET', KEYS[2], item.lost_run)
+        redis.call('HDEL', KEYS[2], item.lost_run)
+        if replaced and item.overlap == 'replace' then
+            return {'replaced', replaced}
+        end
+    end
+    local deadline = tonumber(item.deadline_ms)
+    if deadline > 0 and now > deadline and not redis.call('HGET', KEYS[1], item.fire_id) then
+        return {'expired'}
     end
     local policy = item.overlap
     local running, later = {}, {}

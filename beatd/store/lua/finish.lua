@@ -23,20 +23,6 @@ local function put_record(records, index, run, record, score)
     redis.call('ZADD', index, score, run)
 end
 
-local function prune(records, index, keep, oldest)
-    if oldest > 0 then
-        local expired = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. oldest, 'LIMIT', 0, 1000)
-        call_chunked('HDEL', records, expired)
-        call_chunked('ZREM', index, expired)
-    end
-    local excess = redis.call('ZCARD', index) - keep
-    if excess > 0 then
-        local old = redis.call('ZRANGE', index, 0, math.min(excess, 1000) - 1)
-        call_chunked('HDEL', records, old)
-        call_chunked('ZREM', index, old)
-    end
-end
-
 local function finish(item)
     local run, entry, stream = item.run_id, item.entry_id, item.stream_key
     if item.record ~= '' then
@@ -45,7 +31,7 @@ local function finish(item)
     if item.dead_record ~= '' then
         put_record(item.records_key, item.index_key, item.dead_run_id, item.dead_record, ARGV[3])
     end
-    prune(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
+    prune_history(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
     if item.then_ == 'retry' then
         redis.call('ZADD', item.retry_key, item.retry_at_ms, cjson.encode({message = item.message, sig = item.signature}))
     elseif item.then_ == 'dead' then

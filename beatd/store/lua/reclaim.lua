@@ -4,7 +4,8 @@
 -- KEYS[1] queue stream     KEYS[2] leases hash of the queue
 -- ARGV[1] consumer group     ARGV[2] consumer taking over     ARGV[3] now, ms
 -- ARGV[4] least idle time (ms) of an entry to take     ARGV[5] most entries to look at
--- An entry is taken when it has been pending at least ARGV[4] and has no lease or one that ended.
+-- An entry is taken when it has been pending at least ARGV[4] and has no lease or one that ended. The lease
+-- of an ended run is deleted whether or not its entry still exists (XCLAIM drops a deleted entry).
 -- Returns {entry id, times delivered before, message, sig, ...} for each entry taken (deleted ones left out).
 local stream, leases, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local now, idle = tonumber(ARGV[3]), ARGV[4]
@@ -14,6 +15,7 @@ for _, item in ipairs(pending) do
     local id, deliveries = item[1], item[4]
     local lease_end = redis.call('HGET', leases, id)
     if not lease_end or tonumber(lease_end) < now then
+        redis.call('HDEL', leases, id)
         local claimed = redis.call('XCLAIM', stream, group, consumer, idle, id)
         local entry = claimed[1]
         if entry and entry[2] then
@@ -25,7 +27,6 @@ for _, item in ipairs(pending) do
                     sig = fields[i + 1]
                 end
             end
-            redis.call('HDEL', leases, id)
             table.insert(taken, id)
             table.insert(taken, deliveries)
             table.insert(taken, message)

@@ -54,11 +54,14 @@ class CeleryMessage:
 
 
 def build_task_message(
-    spec: JobSpec, *, namespace: str, fire_id: str, scheduled_at: str, trigger: str, emitted_at: datetime
-) -> CeleryMessage:
+    spec: JobSpec, *, namespace: str, fire_id: str, scheduled_at: str, trigger: str, emitted_at: datetime,
+    deadline: datetime | None = None,
+) -> CeleryMessage:  # fmt: skip
     """The task message of fire ``fire_id`` of the celery job ``spec``, emitted at ``emitted_at`` (aware).
 
     ``options.expires`` counts from the emission, as Celery beat's from its send: a caught-up fire still runs.
+    Without it, ``deadline`` (the fire's start deadline from the job's own ``expires``: its scheduled instant
+    plus ``expires``) is Celery's ``expires``: a Celery worker revokes the task if it gets it later.
     The fire is named in headers too (``beatd_fire_id``, ``beatd_scheduled_at``, ``beatd_trigger``: a task sees
     them as ``self.request.beatd_fire_id``)."""
     if spec.celery is None or spec.options is None or spec.options.queue is None:
@@ -66,14 +69,14 @@ def build_task_message(
     options, queue = spec.options, spec.options.queue
     task_id = celery_task_id(namespace, fire_id)
     args, kwargs = list(spec.args), dict(spec.kwargs)
-    expires = emitted_at.astimezone(UTC) + options.expires if options.expires is not None else None
+    expires = emitted_at.astimezone(UTC) + options.expires if options.expires is not None else deadline
     headers: dict[str, Any] = {
         "lang": "py",
         "task": spec.celery,
         "id": task_id,
         "shadow": None,
         "eta": None,
-        "expires": expires.isoformat() if expires is not None else None,
+        "expires": expires.astimezone(UTC).isoformat() if expires is not None else None,
         "group": None,
         "group_index": None,
         "retries": 0,
@@ -100,8 +103,9 @@ def build_task_message(
         "body_encoding": "base64",
         "delivery_tag": str(uuid.uuid4()),  # kombu keys its unacked hash and QoS by it: one per message
     }
-    if options.expires is not None:
-        properties["expiration"] = str(int(options.expires / timedelta(milliseconds=1)))
+    if expires is not None:
+        left = max(expires - emitted_at, timedelta(0))
+        properties["expiration"] = str(int(left / timedelta(milliseconds=1)))
     body = json.dumps([args, kwargs, _EMBED], separators=(",", ":"))
     envelope = {
         "body": base64.b64encode(body.encode()).decode("ascii"),

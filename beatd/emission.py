@@ -23,6 +23,7 @@ from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
 from beatd.triggers import jitter_offset
+from beatd.upkeep import start_deadline
 
 __all__ = ["CelerySend", "Counters", "Pending", "account", "celery_write", "plan_writes"]
 
@@ -129,9 +130,11 @@ def celery_write(
     """The push of a celery job's fire emitted at ``now``, with its ``sent`` record (the task id in ``extra``):
     fenced in emit.lua for the beat's fires, or through send.lua for an operator's."""
     scheduled = format_utc(scheduled_at)
+    deadline = start_deadline(spec.expires, Message.from_json(message)) if spec.expires is not None else None
     task = build_task_message(
-        spec, namespace=keys.namespace, fire_id=identifier, scheduled_at=scheduled, trigger=trigger, emitted_at=now
-    )
+        spec, namespace=keys.namespace, fire_id=identifier, scheduled_at=scheduled, trigger=trigger, emitted_at=now,
+        deadline=deadline,
+    )  # fmt: skip
     emitted_at = format_utc(now)
     record = RunRecord(
         run_id=run_id(identifier, 0),

@@ -38,7 +38,6 @@ UNHONOURED = {
         "threads or solo)"
     ),
     "queue": "queue names a beatd queue stream: a celery job's Celery queue is options.queue",
-    "expires": "beatd's workers check expires: a Celery worker revokes a task past options.expires",
     "env": "env belongs to command jobs: a Celery task runs in its worker's environment",
     "cwd": "cwd belongs to command jobs: a Celery task runs in its worker's directory",
     "shell": "shell belongs to command jobs",
@@ -64,6 +63,16 @@ def celery_job_problems(
         for key, hint in UNHONOURED.items()
         if key in raw
     ]
+    options = raw.get("options")
+    if "expires" in raw and isinstance(options, dict) and options.get("expires") is not None:
+        problems.append(
+            source.problem(
+                (*base, "expires"),
+                "expires and options.expires both set: say one (expires counts from the fire's scheduled instant, "
+                "as for any job; options.expires from the emission)",
+                at_key=True,
+            )
+        )
     if celery is None:
         problems.append(
             source.problem(
@@ -76,12 +85,15 @@ def celery_job_problems(
 
 def prepare_celery_job(merged: dict[str, Any], celery: CelerySettings | None) -> None:
     """Make ``merged`` (a celery job's keys, defaults applied) ready to validate: drop the inherited keys a
-    celery job does not use (its own were reported), and fill ``options.queue`` from ``celery.default_queue``."""
+    celery job does not use (its own were reported) and an inherited ``expires`` when ``options.expires`` is
+    set, and fill ``options.queue`` from ``celery.default_queue``."""
     for key in UNHONOURED:
         merged.pop(key, None)
     options = merged.get("options")
     if options is None:
         options = {}
+    if isinstance(options, dict) and options.get("expires") is not None:
+        merged.pop("expires", None)  # an inherited expires gives way to the job's own options.expires
     if isinstance(options, dict) and celery is not None and options.get("queue") is None:
         merged["options"] = {**options, "queue": celery.default_queue}
 

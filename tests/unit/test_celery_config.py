@@ -53,7 +53,6 @@ def test_celery_job_with_options_and_defaults(write_files: WriteFiles) -> None:
         ("retry_delay", "1s", "retry_backoff"),
         ("queue", "reports", "options.queue"),
         ("output", "{tail: 100}", "the worker's log"),
-        ("expires", "1m", "options.expires"),
     ],
 )
 def test_policies_celery_cannot_honour_are_located_errors(
@@ -191,3 +190,17 @@ def test_beatd_workers_do_not_serve_celery_jobs_queues(write_files: WriteFiles) 
         }
     )
     assert Setup.of(load_config(path, ENV), None).queues == ["mine"]
+
+
+def test_expires_and_options_expires_are_one_or_the_other(write_files: WriteFiles) -> None:
+    """A job's own expires with options.expires is a located error; an inherited expires gives way to
+    options.expires; alone, either is kept."""
+    job = "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    expires: 5m\n    options: {expires: 30s}\n"
+    (problem,) = _problems(write_files({"beatd.yaml": HEAD + job}))
+    assert ":7:5: jobs.r.expires: expires and options.expires both set" in problem
+    inherited = HEAD + "defaults: {expires: 5m}\njobs:\n  r:\n    celery: proj.t\n    every: 1m\n"
+    inherited += "    options: {expires: 30s}\n  s:\n    celery: proj.t\n    every: 1m\n"
+    jobs = load_config(write_files({"beatd.yaml": inherited}), ENV).jobs
+    assert jobs["r"].expires is None and jobs["r"].options is not None
+    assert jobs["r"].options.expires == timedelta(seconds=30)
+    assert jobs["s"].expires == timedelta(minutes=5)

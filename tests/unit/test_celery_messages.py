@@ -12,9 +12,10 @@ import pytest
 
 from beatd.celery_messages import CELERY_TASK_NAMESPACE, build_task_message, celery_task_id
 from beatd.config import JobSpec, load_config
-from beatd.emission import plan_writes
+from beatd.emission import celery_write, plan_writes
 from beatd.errors import ConfigError
 from beatd.keys import Keys, celery_queue
+from beatd.messages import Message, fire_id, format_utc
 from beatd.planner import Plan, Step
 from beatd.records import RunRecord
 from tests.conftest import WriteFiles
@@ -143,3 +144,38 @@ def test_celery_steps_become_fenced_pushes_with_sent_records(write_files: WriteF
     }
     assert json.loads(write.celery_message)["headers"]["id"] == record.extra["task_id"]
     assert json.loads(write.message)["fire_id"] == FIRE
+
+
+def test_a_jobs_expires_is_celerys_expires_from_the_scheduled_instant(write_files: WriteFiles) -> None:
+    """The job's own expires (a start deadline, as for any job) becomes the message's expires: the scheduled
+    instant plus expires (a caught-up fire already past it is revoked by the Celery worker), the request instant
+    plus expires for a manual fire; the AMQP expiration is what is left of it at emission."""
+    path = write_files(
+        {
+            "beatd.yaml": "redis: {url: 'redis://127.0.0.1:6379/0'}\ncelery: {broker_url: 'redis://127.0.0.1/2'}\n"
+            "jobs:\n  report:\n    celery: proj.tasks.send_report\n    every: 1h\n    expires: 10m\n"
+        }
+    )
+    config = load_config(path, {})
+    spec = config.jobs["report"]
+    steps = (
+        Step("emit", datetime(2026, 12, 1, 8, tzinfo=UTC), "schedule"),
+        Step("emit", datetime(2026, 12, 1, 7, tzinfo=UTC), "catchup"),
+    )
+    headers, properties = [], []
+    for step in steps:
+        plan = Plan(steps=(step,), progress=step.scheduled_at, next_due=None)
+        (pending,) = plan_writes(spec, plan, EMITTED, Keys("ns"), None, config.settings.celery)
+        envelope = json.loads(pending.write.celery_message)
+        headers.append(envelope["headers"]["expires"])
+        properties.append(envelope["properties"]["expiration"])
+    assert headers == ["2026-12-01T08:10:00+00:00", "2026-12-01T07:10:00+00:00"]
+    assert properties == [str(10 * 60 * 1000 - 250), "0"]
+    at = datetime(2026, 11, 30, 6, tzinfo=UTC)  # a re-run of an old instant, requested now
+    manual = Message(
+        fire_id("report", at, "manual", EMITTED), "report", format_utc(at), format_utc(EMITTED), "manual", spec.digest
+    )
+    assert config.settings.celery is not None
+    sent = celery_write(spec, manual.fire_id, at, "manual", manual.to_json(), EMITTED, Keys("ns"),
+                        config.settings.celery)  # fmt: skip
+    assert json.loads(sent.write.celery_message)["headers"]["expires"] == "2026-12-01T08:10:00.250000+00:00"

@@ -172,6 +172,14 @@ BACKLOG_WARN_AFTER: Final = timedelta(minutes=5)
 """``beatd status`` warns about a queue whose oldest waiting fire has waited longer than this: a consumer keeps
 up within seconds, so minutes mean too few workers, or none."""
 
+BACKFILL_LOCK_TTL: Final = timedelta(seconds=60)
+"""How long a backfill's lock on its job lasts (it reads what is done, then emits at most 10,000 fires, in
+seconds): a second backfill of the job meanwhile is refused, and a backfill that crashed frees the job after it."""
+
+WAIT_CLOCK_MARGIN: Final = timedelta(seconds=60)
+"""How far before a command's emit time ``--wait`` looks for its fires' records and dead letters: the worker
+that writes them may have a clock that is behind this host's."""
+
 DEAD_MAXLEN: Final = 100_000
 """Dead letters kept (approximately)."""
 

@@ -21,6 +21,7 @@
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
+| ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
@@ -194,6 +195,15 @@ class Keys:
     def output(self, run: str) -> str:
         """Stream of run ``run``'s live output (capped, with a TTL; see the table)."""
         return f"{self.namespace}:output:{run}"
+
+    def backfill_lock(self, job: str) -> str:
+        """The lock one backfill of ``job`` holds while it reads what is done and emits; its bound is its PX
+        TTL, ``defaults.BACKFILL_LOCK_TTL``, and the backfill frees it when done (token-checked)."""
+        return f"{self.namespace}:backfill-lock:{job}"
+
+    def queue_name(self, key: str) -> str:
+        """The queue name of queue stream key ``key`` (the inverse of :meth:`queue`)."""
+        return key.removeprefix(self.queue(""))
 
     @property
     def workers(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sys
 from collections import Counter
 from datetime import datetime, timedelta
@@ -17,19 +18,20 @@ from typing import Any
 
 import click
 
+from beatd import defaults
 from beatd.audit import audit_record
 from beatd.cli.celery_fires import send_celery_fires
+from beatd.cli.emitting import fire_message, signed
 from beatd.cli.inspect import find_job
-from beatd.cli.options import config_option, json_option
+from beatd.cli.options import config_option, json_option, timeout_option
 from beatd.cli.progress import Progress
 from beatd.cli.render import echo_json
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.cli.waiting import live_workers, wait_for_fires
-from beatd.config import Config, JobSpec
+from beatd.cli.waiting import FireWatch, live_workers, wait_for_fires
+from beatd.config import JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
-from beatd.messages import Message, fire_id, format_utc, parse_utc
-from beatd.signing import Signer
+from beatd.messages import format_utc, parse_utc, to_ms
 from beatd.store import RunStore, Store, connect
 from beatd.triggers import parse_instant
 
@@ -54,11 +56,12 @@ _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 @click.option("--dry-run", is_flag=True, help="Print the instants it would emit; emit nothing.")
 @click.option("--rerun", is_flag=True, help="Emit instants that already succeeded (or are queued or running) too.")
 @click.option("--wait", is_flag=True, help="Wait until every emitted fire has ended; exit 1 unless all succeeded.")
+@timeout_option
 @json_option
 @click.pass_obj
 def backfill(
     runtime: Runtime, config_path: str | None, job: str, start: str, end: str, dry_run: bool, rerun: bool,
-    wait: bool, as_json: bool,
+    wait: bool, timeout: float | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Emit every scheduled instant of JOB from --from to --to (both inclusive), in order, with trigger:
     backfill; instants that already succeeded are skipped unless --rerun."""
@@ -70,67 +73,91 @@ def backfill(
     instants = plan(spec, first, last)
     runs = RunStore(connect(config.settings.redis), Keys(config.namespace))
     store = Store(runs.client, runs.keys)
-    taken = set() if rerun else _taken(runs, store, spec)
-    chosen = [instant for instant in instants if format_utc(instant) not in taken]
-    report: dict[str, Any] = {
-        "job": job, "queue": spec.queue, "range": [format_utc(first), format_utc(last)], "dry_run": dry_run,
-        "instants": [format_utc(instant) for instant in chosen],
-        "skipped": [format_utc(instant) for instant in instants if format_utc(instant) in taken],
-        "warnings": _retention_warnings(spec, runs.history_size(job), len(chosen)),
-    }  # fmt: skip
-    for warning in report["warnings"]:
-        click.echo(f"beatd: warning: {warning}", err=True)
-    if dry_run:
-        _print_plan(report, as_json)
-        return
+    kept = runs.history_size(job)
+    if not rerun:
+        _check_skip_is_complete(spec, kept, len(instants))
     now = runtime.clock.now()
-    messages = [_message(spec, instant, now) for instant in chosen]
-    record = audit_record(
-        "backfill", now, job=job, count=len(messages), skipped=len(report["skipped"]),
-        first=messages[0].fire_id if messages else None, last=messages[-1].fire_id if messages else None,
-        range=report["range"], rerun=rerun,
-    )  # fmt: skip
-    if spec.celery is not None:
-        report["sent"] = send_celery_fires(config, store, spec, messages, now, record, wait=wait)
-        report["fire_ids"] = [message.fire_id for message in messages]
-        if as_json:
-            echo_json(report)
-        else:
-            queue = spec.options.queue if spec.options else ""
-            click.echo(f"sent {len(messages)} backfill fire(s) of {job} to Celery queue {queue}")
-        return
-    with Progress(f"enqueue {job}", len(messages)) as progress:
-        store.enqueue(spec.queue, [(m.to_json(), _signature(config, m)) for m in messages], record, progress.update)
+    token = secrets.token_hex(8)
+    if not dry_run:
+        _lock(store, spec, token, now)
+    try:
+        taken = set() if rerun else _taken(runs, spec)
+        chosen = [instant for instant in instants if format_utc(instant) not in taken]
+        if wait and len(chosen) > spec.history.keep:
+            raise UsageProblem(
+                f"--wait follows at most jobs.{job}.history.keep ({spec.history.keep}) fires, as their records are "
+                f"pruned beyond it, and this backfill emits {len(chosen)}: split the range, raise history.keep, or "
+                f"leave out --wait and read `beatd history {job}`"
+            )
+        report: dict[str, Any] = {
+            "job": job, "queue": spec.queue, "range": [format_utc(first), format_utc(last)], "dry_run": dry_run,
+            "instants": [format_utc(instant) for instant in chosen],
+            "skipped": [format_utc(instant) for instant in instants if format_utc(instant) in taken],
+            "warnings": _retention_warnings(spec, kept, len(chosen)),
+        }  # fmt: skip
+        for warning in report["warnings"]:
+            click.echo(f"beatd: warning: {warning}", err=True)
+        if dry_run:
+            _print_plan(report, as_json)
+            return
+        messages = [fire_message(spec, instant, now, "backfill") for instant in chosen]
+        record = audit_record(
+            "backfill", now, job=job, count=len(messages), skipped=len(report["skipped"]),
+            first=messages[0].fire_id if messages else None, last=messages[-1].fire_id if messages else None,
+            range=report["range"], rerun=rerun,
+        )  # fmt: skip
+        if spec.celery is not None:
+            report["sent"] = send_celery_fires(config, store, spec, messages, now, record, wait=wait)
+            report["fire_ids"] = [message.fire_id for message in messages]
+            if as_json:
+                echo_json(report)
+            else:
+                queue = spec.options.queue if spec.options else ""
+                click.echo(f"sent {len(messages)} backfill fire(s) of {job} to Celery queue {queue}")
+            return
+        with Progress(f"enqueue {job}", len(messages)) as progress:
+            store.enqueue(spec.queue, signed(config, messages), record, progress.update)
+    finally:
+        if not dry_run:
+            store.unlock_backfill(job, token)
     report["fire_ids"] = [message.fire_id for message in messages]
     if not as_json:
-        skipped = f", skipped {len(report['skipped'])} already done (--rerun runs them again)" if taken else ""
-        click.echo(f"emitted {len(messages)} backfill fire(s) of {job} to queue {spec.queue}{skipped}")
+        skipped = len(report["skipped"])
+        note = f", skipped {skipped} already done (--rerun runs them again)" if skipped else ""
+        click.echo(f"emitted {len(messages)} backfill fire(s) of {job} to queue {spec.queue}{note}")
     if messages and not live_workers(runs, spec.queue, now):
         click.echo(f"beatd: warning: no live worker consumes queue {spec.queue!r}; the fires wait there", err=True)
     if wait and messages:
+        watch = FireWatch(runs, job, spec.queue, report["fire_ids"], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
         with Progress(f"run {job}", len(messages)) as progress:
-            ended = wait_for_fires(
-                runs, job, report["fire_ids"], lambda done, counts: progress.update(done, _counts(counts))
-            )
-        report["results"] = dict(Counter(record["status"] for record in ended.values()))
-        if not as_json:
-            click.echo(f"ended: {_counts(Counter(report['results']))}")
+            finished = wait_for_fires(watch, lambda done, counts: progress.update(done, _counts(counts)), timeout)
+        report["results"] = dict(watch.counts())
+        if not finished:
+            report["pending"] = watch.pending
+            click.echo(f"beatd: timed out after {timeout:g}s: {len(watch.ended)} of {len(messages)} fire(s) ended "
+                       f"({_counts(watch.counts())}); the rest carry on (`beatd history {job}`)", err=True)  # fmt: skip
+        elif not as_json:
+            click.echo(f"ended: {_counts(watch.counts())}")
+        if as_json:
+            echo_json(report)
+        sys.exit(0 if finished and set(report["results"]) <= {"succeeded"} else 1)
     if as_json:
         echo_json(report)
-    if wait and set(report.get("results", {})) - {"succeeded"}:
-        sys.exit(1)
 
 
 def plan(spec: JobSpec, first: datetime, last: datetime) -> list[datetime]:
     """Every scheduled instant of ``spec`` with ``first <= instant <= last``, in order (at most BACKFILL_LIMIT)."""
     trigger = spec.trigger()
     instants: list[datetime] = []
-    upcoming = trigger.next_after(first - timedelta(microseconds=1))
-    while upcoming is not None and upcoming <= last:
-        if len(instants) >= BACKFILL_LIMIT:
-            raise UsageProblem(f"more than {BACKFILL_LIMIT} fires in that range; split it")
-        instants.append(upcoming)
-        upcoming = trigger.next_after(upcoming)
+    try:
+        upcoming = trigger.next_after(first - timedelta(microseconds=1))
+        while upcoming is not None and upcoming <= last:
+            if len(instants) >= BACKFILL_LIMIT:
+                raise UsageProblem(f"more than {BACKFILL_LIMIT} fires in that range; split it")
+            instants.append(upcoming)
+            upcoming = trigger.next_after(upcoming)
+    except OverflowError:  # the trigger stepped past year 9999
+        pass
     return instants
 
 
@@ -141,18 +168,21 @@ def _bound(text: str, spec: JobSpec, option: str, *, end_of_day: bool) -> dateti
             day = datetime.fromisoformat(text.strip()).date() + timedelta(days=1)
             return parse_instant(day.isoformat(), spec.zone) - timedelta(milliseconds=1)
         return parse_instant(text, spec.zone)
+    except OverflowError:
+        raise UsageProblem(f"{option}: {text!r} is too close to the end (or start) of the calendar") from None
     except (ScheduleError, ValueError) as error:
         raise UsageProblem(f"{option}: {error}") from error
 
 
-def _taken(runs: RunStore, store: Store, spec: JobSpec) -> set[str]:
-    """Scheduled instants (UTC text) of ``spec`` that succeeded, are running, or wait in its queue."""
+def _taken(runs: RunStore, spec: JobSpec) -> set[str]:
+    """Scheduled instants (UTC text) of ``spec`` that succeeded or are running (by the kept records), or wait to
+    run: in its queue, between attempts or deferred (the retry set), or held back by ``overlap: buffer_one``."""
     taken = set()
     for text in runs.job_records(spec.name):
         record = json.loads(text)
         if record.get("status") in TAKEN:
             taken.add(format_utc(parse_utc(record["scheduled_at"])))
-    for _, text in store.read_queue(spec.queue, count=BACKFILL_LIMIT * 10):
+    for text in runs.waiting_messages(spec.queue, spec.name):
         try:
             message = json.loads(text)
         except ValueError:
@@ -160,6 +190,36 @@ def _taken(runs: RunStore, store: Store, spec: JobSpec) -> set[str]:
         if isinstance(message, dict) and message.get("job") == spec.name and "scheduled_at" in message:
             taken.add(format_utc(parse_utc(message["scheduled_at"])))
     return taken
+
+
+def _check_skip_is_complete(spec: JobSpec, kept: int, count: int) -> None:
+    """Refuse a backfill whose skip check may miss done instants: it goes by the kept run records, and once
+    the kept ones and the range's together pass ``history.keep``, the records of done instants may be pruned
+    (now, or before a second run of the same backfill), which would run them again."""
+    keep = spec.history.keep
+    if kept + count > keep:
+        raise UsageProblem(
+            f"{spec.name} keeps {keep} run records (history.keep) and has {kept}; with the {count} fire(s) of this "
+            "range that passes it, so records of instants already done may be pruned and the skip check would be "
+            f"incomplete: raise jobs.{spec.name}.history.keep, split the range, or pass --rerun to emit every "
+            "instant regardless"
+        )
+
+
+def _lock(store: Store, spec: JobSpec, token: str, now: datetime) -> None:
+    """Take the job's backfill lock, so two backfills at once cannot both emit an instant; refuse when taken."""
+    holder = store.lock_backfill(
+        spec.name,
+        token,
+        audit_record("backfill", now, job=spec.name),
+        int(defaults.BACKFILL_LOCK_TTL.total_seconds() * 1000),
+    )
+    if holder is not None:
+        who = f" (by {holder.get('user', '?')}@{holder.get('host', '?')} at {holder.get('at', '?')})" if holder else ""
+        raise UsageProblem(
+            f"another backfill of {spec.name} is emitting now{who}; run this one once it is done (it then skips "
+            "what that one emitted)"
+        )
 
 
 def _retention_warnings(spec: JobSpec, kept: int, count: int) -> list[str]:
@@ -173,19 +233,6 @@ def _retention_warnings(spec: JobSpec, kept: int, count: int) -> list[str]:
         f"{lost}{' of this backfill' if count > keep else ''}; raise jobs.{spec.name}.history.keep or "
         "`beatd export` first"
     ]
-
-
-def _message(spec: JobSpec, scheduled: datetime, now: datetime) -> Message:
-    return Message(
-        fire_id=fire_id(spec.name, scheduled, "backfill", now), job=spec.name, scheduled_at=format_utc(scheduled),
-        emitted_at=format_utc(now), trigger="backfill", config_digest=spec.digest, args=list(spec.args),
-        kwargs=dict(spec.kwargs),
-    )  # fmt: skip
-
-
-def _signature(config: Config, message: Message) -> str:
-    key = config.settings.security.signing_key
-    return Signer(key).sign(message.to_json()) if key else ""
 
 
 def _counts(counts: Counter[str]) -> str:

@@ -24,6 +24,10 @@ from beatd.store import RunStore, connect
 __all__ = ["dead"]
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+"""A stream entry id, ``MS-SEQ``; each part must also be below 2**64 (Redis refuses more)."""
+
+_PAGE = 200
+"""Dead letters read at once while listing."""
 
 
 def _store(runtime: Runtime, options: dict[str, Any]) -> RunStore:
@@ -52,9 +56,7 @@ def dead(
     if ctx.invoked_subcommand is not None:
         return
     store = _store(ctx.obj, ctx.meta)
-    entries = [_described(entry) for entry in store.dead(limit)]
-    if not show_all:
-        entries = _without_later_successes(store, entries)
+    entries = _listed(store, limit, show_all)
     if as_json:
         echo_json(entries)
         return
@@ -76,9 +78,9 @@ def dead_retry(
     store = _store(ctx.obj, _options(ctx, config_path=config_path, redis_url=redis_url, namespace=namespace))
     entry = _existing(store, entry_id, "retry")
     record = audit_record("dead-retry", ctx.obj.clock.now(), **_audited(entry))
-    if not store.retry_dead(entry_id, record):
+    if not store.retry_dead(entry_id, entry["queue"], record):
         raise UsageProblem(f"dead retry: no dead letter {entry_id!r} (another operator took it meanwhile)")
-    click.echo(f"requeued {entry_id} to {entry['queue']}")
+    click.echo(f"requeued {entry_id} to queue {store.keys.queue_name(entry['queue'])}")
 
 
 @dead.command("drop")
@@ -97,9 +99,23 @@ def dead_drop(
     click.echo(f"dropped {entry_id}")
 
 
+def _listed(store: RunStore, limit: int, show_all: bool) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters shown: read back page by page, those of fires that succeeded later
+    left out first (unless ``show_all``), so the limit counts only what is shown."""
+    shown: list[dict[str, Any]] = []
+    before = "+"
+    while len(shown) < limit:
+        page = [_described(entry) for entry in store.dead(max(limit - len(shown), _PAGE), before)]
+        if not page:
+            break
+        before = page[-1]["id"]
+        shown.extend(page if show_all else _without_later_successes(store, page))
+    return shown[:limit]
+
+
 def _existing(store: RunStore, entry_id: str, action: str) -> dict[str, Any]:
     """The dead letter ``entry_id``, or a UsageProblem saying what an id looks like and where to find one."""
-    if not _ENTRY_ID.match(entry_id):
+    if not _ENTRY_ID.match(entry_id) or any(int(part) >= 2**64 for part in entry_id.split("-")):
         raise UsageProblem(
             f"dead {action}: {entry_id!r} is not a dead-letter id (expected MS-SEQ such as 1764680000000-0; "
             "`beatd dead` lists them)"

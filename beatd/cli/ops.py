@@ -13,17 +13,17 @@ import click
 from beatd import defaults
 from beatd.audit import audit_record
 from beatd.cli.celery_fires import send_celery_fires
+from beatd.cli.emitting import fire_message, signed
 from beatd.cli.inspect import find_job
-from beatd.cli.options import config_option, connection_options, json_option
+from beatd.cli.options import config_option, connection_options, json_option, timeout_option
 from beatd.cli.render import echo_json, echo_table
 from beatd.cli.runs import print_records
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.cli.waiting import live_workers, wait_for_fires
+from beatd.cli.waiting import FireWatch, live_workers, wait_for_fires
 from beatd.config import Config, JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
-from beatd.messages import FireTrigger, Message, fire_id, format_utc, from_ms, parse_utc
-from beatd.signing import Signer
+from beatd.messages import format_utc, from_ms, parse_utc, to_ms
 from beatd.store import RunStore, Store, connect
 from beatd.triggers import parse_instant
 from beatd.upkeep import backlog_warnings
@@ -35,29 +35,11 @@ def _store(config: Config) -> Store:
     return Store(connect(config.settings.redis), Keys(config.namespace))
 
 
-def _signature(config: Config, message: Message) -> str:
-    key = config.settings.security.signing_key
-    return Signer(key).sign(message.to_json()) if key else ""
-
-
 def _instant(text: str, spec: JobSpec, option: str) -> datetime:
     try:
         return parse_instant(text, spec.zone)
     except ScheduleError as error:
         raise UsageProblem(f"{option}: {error}") from error
-
-
-def _message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: FireTrigger) -> Message:
-    return Message(
-        fire_id=fire_id(spec.name, scheduled, trigger, now),
-        job=spec.name,
-        scheduled_at=format_utc(scheduled),
-        emitted_at=format_utc(now),
-        trigger=trigger,
-        config_digest=spec.digest,
-        args=list(spec.args),
-        kwargs=dict(spec.kwargs),
-    )
 
 
 @click.command()
@@ -222,17 +204,22 @@ def _print_status(report: dict[str, Any]) -> None:
 @click.argument("job")
 @click.option("--at", "at", metavar="ISO8601", help="Logical scheduled instant of the fire (default now).")
 @click.option("--wait", is_flag=True, help="Wait for the fire to end and print its result; exit 1 unless it succeeded.")
+@timeout_option
 @json_option
 @click.pass_obj
-def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None, wait: bool, as_json: bool) -> None:
+def trigger(
+    runtime: Runtime, config_path: str | None, job: str, at: str | None, wait: bool, timeout: float | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Emit one fire of JOB now, with trigger: manual; warn when no live worker consumes its queue.
 
-    With --wait, print every attempt of the fire once it has ended; exit 1 unless it succeeded."""
+    With --wait, print every attempt of the fire once it has ended; exit 1 unless it succeeded (or when
+    --timeout passes first)."""
     config = runtime.load(config_path)
     spec = find_job(config, job)
     now = runtime.clock.now()
     scheduled = _instant(at, spec, "--at") if at else now
-    message = _message(spec, scheduled, now, "manual")
+    message = fire_message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
     store = _store(config)
     if spec.celery is not None:
@@ -242,7 +229,7 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None,
         else:
             click.echo(f"sent {message.fire_id} to Celery queue {sent['celery_queue']} as task {sent['task_id']}")
         return
-    store.enqueue(spec.queue, [(message.to_json(), _signature(config, message))], record)
+    store.enqueue(spec.queue, signed(config, [message]), record)
     report: dict[str, Any] = {"fire_id": message.fire_id, "job": job, "queue": spec.queue,
                               "scheduled_at": message.scheduled_at}  # fmt: skip
     runs = RunStore(store.client, store.keys)
@@ -251,9 +238,13 @@ def trigger(runtime: Runtime, config_path: str | None, job: str, at: str | None,
     if not as_json:
         click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
     if wait:
-        ended = wait_for_fires(runs, job, [message.fire_id], lambda done, counts: None)[message.fire_id]
-        report["result"] = ended
-        report["runs"] = [json.loads(text) for text in runs.fire_records(job, message.fire_id)]
+        watch = FireWatch(runs, job, spec.queue, [message.fire_id], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
+        if not wait_for_fires(watch, lambda done, counts: None, timeout):
+            click.echo(f"beatd: timed out after {timeout:g}s waiting for {message.fire_id}; the fire carries on "
+                       f"(`beatd show {message.fire_id}` later)", err=True)  # fmt: skip
+            sys.exit(1)
+        report["result"] = watch.ended[message.fire_id]
+        report["runs"] = [json.loads(text) for text in runs.fire_records(job, message.fire_id)] or [report["result"]]
         if not as_json:
             print_records(report["runs"])
     if as_json:

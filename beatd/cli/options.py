@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["config_option", "connection_options", "json_option", "log_options", "metrics_options"]
+__all__ = ["config_option", "connection_options", "json_option", "log_options", "metrics_options", "timeout_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,3 +63,13 @@ def connection_options(function: F) -> F:
         help="Redis to read (overrides the file's; works without a file, or with one whose jobs are broken).",
     )(function)
     return config_option(function)
+
+
+def timeout_option(function: F) -> F:
+    """``--timeout SECONDS``: how long ``--wait`` waits (default: until every fire has ended)."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+        help="With --wait: stop waiting after this long, exit 1 (the fires carry on).",
+    )(function)

@@ -47,11 +47,12 @@ def fit_columns(
             break
         keep.remove(headers.index(header))
     allowed = [index for index in keep if headers[index] in shrinkable]
-    while allowed and sum(widths[index] for index in keep) + 2 * (len(keep) - 1) > total:
-        widest = max(allowed, key=lambda index: widths[index])
-        if widths[widest] <= floor(widest):
+    while sum(widths[index] for index in keep) + 2 * (len(keep) - 1) > total:
+        # The widest column that may still shrink (one already at its floor leaves the others to shrink).
+        above = [index for index in allowed if widths[index] > floor(index)]
+        if not above:
             break
-        widths[widest] -= 1
+        widths[max(above, key=lambda index: widths[index])] -= 1
     return [headers[index] for index in keep], [[shorten(row[index], widths[index]) for index in keep] for row in rows]
 
 

@@ -14,6 +14,7 @@ from beatd import defaults
 from beatd.cli.options import connection_options, json_option
 from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.cli.waiting import heartbeat_age, is_live
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
@@ -205,11 +206,9 @@ def workers(
     alive: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
     for name, beat in sorted(store.workers().items()):
-        age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
-        (alive if age <= defaults.WORKER_STALE_AFTER.total_seconds() else gone).append(
-            {**beat, "heartbeat_age_s": round(age, 3)}
-        )
-        if age > 6 * defaults.WORKER_STALE_AFTER.total_seconds():
+        age = heartbeat_age(beat, now)
+        (alive if is_live(beat, now) else gone).append({**beat, "heartbeat_age_s": round(age.total_seconds(), 3)})
+        if age > 6 * defaults.WORKER_STALE_AFTER:
             store.forget_workers([name])
     if as_json:
         echo_json(alive)

@@ -13,7 +13,15 @@ import click
 import pydantic
 
 from beatd.clock import Clock, SystemClock
-from beatd.config import Config, ConfigFile, RedisSettings, find_config, load_config, load_connection
+from beatd.config import (
+    Config,
+    ConfigFile,
+    RedisSettings,
+    find_config,
+    load_config,
+    load_connection,
+    load_namespace,
+)
 from beatd.daemon import configure_logging, keep_out_of_collections
 from beatd.errors import BeatdError, ConfigError, Problem
 from beatd.metrics import Metrics
@@ -57,8 +65,8 @@ class Runtime:
         ConfigError (exit 2) only when neither gives a connection."""
         try:
             path = find_config(config_path, self.environ, self.cwd)
-        except ConfigError as error:
-            return self._bare(error, redis_url, namespace), error.problems
+        except ConfigError as error:  # no file named and none found: --redis-url alone is no reason to warn
+            return self._bare(error, redis_url, namespace, None, warn=False), error.problems
         try:
             return _overridden(load_config(path, self.environ), redis_url, namespace), []
         except ConfigError as error:
@@ -66,7 +74,7 @@ class Runtime:
         try:
             config = load_connection(path, self.environ)
         except ConfigError:
-            return self._bare(ConfigError(problems), redis_url, namespace), problems
+            return self._bare(ConfigError(problems), redis_url, namespace, path), problems
         count = len(problems)
         _warn(
             f"{path} has {count} problem{'s' if count != 1 else ''} (`beatd check` lists them); reading with "
@@ -75,13 +83,21 @@ class Runtime:
         )
         return _overridden(config, redis_url, namespace), problems
 
-    def _bare(self, error: ConfigError, redis_url: str | None, namespace: str | None) -> Config:
+    def _bare(
+        self, error: ConfigError, redis_url: str | None, namespace: str | None, path: Path | None, *, warn: bool = True
+    ) -> Config:
         """The connection from ``--redis-url`` and ``--namespace`` alone, when the file gives none (else
-        ``error``)."""
+        ``error``); the namespace is the file's when ``--namespace`` is not given and the file reads far enough
+        to give a valid one."""
         if redis_url is None:
             raise error
-        _warn("the config file gives no Redis connection; reading with --redis-url and --namespace", error.problems)
-        return _overridden(Config(path=Path("--redis-url"), settings=ConfigFile(), jobs={}), redis_url, namespace)
+        file_namespace = load_namespace(path, self.environ) if path is not None and namespace is None else None
+        if warn:
+            given = "--redis-url" + (" and --namespace" if namespace else "")
+            source = f" and the file's namespace {file_namespace!r}" if file_namespace else ""
+            _warn(f"the config file gives no Redis connection; reading with {given}{source}", error.problems)
+        settings = ConfigFile() if file_namespace is None else ConfigFile(namespace=file_namespace)
+        return _overridden(Config(path=Path("--redis-url"), settings=settings, jobs={}), redis_url, namespace)
 
     def reload(self, path: Path, metrics: Metrics) -> tuple[Config | None, list[str]]:
         """The config at ``path`` again, for SIGHUP; or None and the problems, each logged as rejected and the

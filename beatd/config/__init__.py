@@ -1,6 +1,6 @@
 """Config: YAML files -> validated JobSpecs. The only package that reads files and the environment."""
 
-from beatd.config.load import Config, find_config, load_config, load_connection
+from beatd.config.load import Config, find_config, load_config, load_connection, load_namespace
 from beatd.config.model import ConfigFile, HistoryPolicy, Isolation, JobSpec, Policies, RedisSettings
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "find_config",
     "load_config",
     "load_connection",
+    "load_namespace",
 ]

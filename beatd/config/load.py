@@ -35,7 +35,7 @@ from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
 from beatd.errors import ConfigError, Problem, ScheduleError
 
-__all__ = ["Config", "find_config", "load_config", "load_connection"]
+__all__ = ["Config", "find_config", "load_config", "load_connection", "load_namespace"]
 
 M = TypeVar("M", bound=BaseModel)
 _JOBS_ADAPTER = TypeAdapter(dict[str, JobSpec])  # serialises a whole config's jobs in one call
@@ -164,6 +164,19 @@ def load_connection(path: Path, environ: Mapping[str, str]) -> Config:
     if settings is None or mine:
         raise ConfigError(mine)
     return Config(path=path, settings=settings, jobs={})
+
+
+def load_namespace(path: Path, environ: Mapping[str, str]) -> str | None:
+    """The file's ``namespace`` alone, when the file reads far enough to give a valid one (its ``redis`` may be
+    broken: ``--redis-url`` stands in for it); else None."""
+    main, _ = read_yaml(path, environ)
+    raw = main.value.get("namespace") if isinstance(main.value, dict) else None
+    if raw is None:
+        return None
+    try:
+        return ConfigFile(namespace=raw).namespace
+    except ValidationError:
+        return None
 
 
 def _collect_jobs(raw: Any, source: Located, declared: dict[str, tuple[Any, Located]], problems: list[Problem]) -> None:

@@ -136,6 +136,7 @@ class Store:
         self._acquire = client.register_script(script("acquire"))
         self._renew = client.register_script(script("renew"))
         self._release = client.register_script(script("release"))
+        self._unlock = client.register_script(script("unlock"))
         self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
         self._send = BatchScript(self.client, "send", LeaderWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
@@ -167,6 +168,26 @@ class Store:
         """Give the lease up; False when ``token`` did not hold it."""
         with reachable():
             return bool(self._release(keys=[self.keys.leader], args=[token]))
+
+    # -- backfill lock -----------------------------------------------------------------------------------
+    def lock_backfill(self, job: str, token: str, record: dict[str, Any], ttl_ms: int) -> dict[str, Any] | None:
+        """Take ``job``'s backfill lock (``record``: who holds it, with ``token``) for ``ttl_ms``; None when
+        taken, else the record of the backfill that holds it."""
+        key = self.keys.backfill_lock(job)
+        with reachable():
+            if self.client.set(key, json.dumps({**record, "token": token}), nx=True, px=ttl_ms):
+                return None
+            held = self.client.get(key)
+        try:
+            holder = json.loads(held) if held else {}
+        except ValueError:
+            holder = {}
+        return holder if isinstance(holder, dict) else {}
+
+    def unlock_backfill(self, job: str, token: str) -> bool:
+        """Free ``job``'s backfill lock if ``token`` still holds it (``lua/release.lua``, by the token inside)."""
+        with reachable():
+            return bool(self._unlock(keys=[self.keys.backfill_lock(job)], args=[token]))
 
     def leader(self) -> tuple[str, int] | None:
         """The current fencing token and the lease's remaining ms, or None when nobody leads."""

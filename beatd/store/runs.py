@@ -15,7 +15,18 @@ from beatd.keys import GROUP, Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
 from beatd.store.codec import BatchScript
 
-__all__ = ["Claim", "ClaimItem", "ClaimRequest", "Delivery", "Finish", "FinishItem", "LostRun", "RunLease", "RunStore"]
+__all__ = [
+    "Claim",
+    "ClaimItem",
+    "ClaimRequest",
+    "DeadLetterAction",
+    "Delivery",
+    "Finish",
+    "FinishItem",
+    "LostRun",
+    "RunLease",
+    "RunStore",
+]
 
 BATCH_LIMIT = 500
 """Most items sent in one call of a worker's batched script, so one call stays short."""
@@ -174,6 +185,17 @@ class RunLease:
     index_key: str
 
 
+@dataclass(frozen=True)
+class DeadLetterAction:
+    """The wire layout of one dead letter in ``lua/settle_dead.lua``: retry or drop it, with its audit record."""
+
+    entry_id: str
+    action: str  # retry | drop
+    event: str
+    audit: str
+    queue_key: str
+
+
 class RunStore:
     """Queues, runs and history in one Redis namespace."""
 
@@ -184,6 +206,7 @@ class RunStore:
         self._finish = BatchScript(client, "finish", FinishItem, BATCH_LIMIT)
         self._unclaim = BatchScript(client, "unclaim", RunLease, BATCH_LIMIT)
         self._extend = BatchScript(client, "extend", RunLease, BATCH_LIMIT)
+        self._settle = BatchScript(client, "settle_dead", DeadLetterAction, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
         self._reclaim = client.register_script(script("reclaim"))
         self._dead_letter = client.register_script(script("dead_letter"))
@@ -363,10 +386,19 @@ class RunStore:
             )  # fmt: skip
 
     # -- dead letters ------------------------------------------------------------------------------------
-    def dead(self, limit: int) -> list[dict[str, str]]:
-        """Dead letters, newest first, each with its ``id``."""
+    def dead(self, count: int, before: str = "+") -> list[dict[str, str]]:
+        """Dead letters, newest first, each with its ``id``: at most ``count``, older than entry id ``before``
+        ("+": from the newest), so a caller can page back through them."""
         with reachable():
-            entries = self.client.xrevrange(self.keys.dead, count=limit)
+            entries = self.client.xrevrange(self.keys.dead, before if before == "+" else f"({before}", count=count)
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    def dead_since(self, after: str) -> list[dict[str, str]]:
+        """Dead letters newer than entry id ``after`` (``MS-SEQ``; or ``MS``: from that ms on), oldest first,
+        each with its ``id``."""
+        start = f"({after}" if "-" in after else after
+        with reachable():
+            entries = self.client.xrange(self.keys.dead, start, "+", count=defaults.DEAD_MAXLEN)
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
     def dead_letter_entry(self, entry_id: str) -> dict[str, str] | None:
@@ -375,48 +407,51 @@ class RunStore:
             entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
         return {"id": entries[0][0], **entries[0][1]} if entries else None
 
-    def retry_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
-        """Put a dead letter back into its queue stream and append ``audit``, in one transaction; False when
-        there is no such entry. A fire that ran out of retries gets its attempt count back (from the dead
-        letter's run id), so it runs as the next attempt."""
-        with reachable():
-            entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
-            if not entries:
-                return False
-            fields = entries[0][1]
-            pipe = self.client.pipeline(transaction=True)
-            fire, _, attempt = fields.get("run_id", "").rpartition("#")
-            if fire and attempt.isdigit():
-                pipe.hset(self.keys.attempts, fire, attempt)
-            pipe.xadd(fields["queue"], {"message": fields["message"], "sig": fields.get("sig", "")})
-            pipe.xdel(self.keys.dead, entry_id)
-            pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
-            pipe.execute()
-        return True
+    def retry_dead(self, entry_id: str, queue_key: str, audit: dict[str, Any]) -> bool:
+        """Put a dead letter back into ``queue_key`` (the queue stream it names) and append ``audit``, in one
+        step (``lua/settle_dead.lua``); False when it is gone (another operator took it): nothing is written. A
+        fire that ran out of retries gets its attempt count back (from the dead letter's run id), so it runs as
+        the next attempt."""
+        return self._settle_dead(DeadLetterAction(entry_id, "retry", audit["event"], json.dumps(audit), queue_key))
 
     def drop_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
-        """Delete a dead letter and append ``audit``; False when there is no such entry (nothing is audited)."""
+        """Delete a dead letter and append ``audit``, in one step; False when it is gone (nothing is audited)."""
+        return self._settle_dead(DeadLetterAction(entry_id, "drop", audit["event"], json.dumps(audit), ""))
+
+    def _settle_dead(self, action: DeadLetterAction) -> bool:
         with reachable():
-            if not self.client.xrange(self.keys.dead, entry_id, entry_id):
-                return False
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xdel(self.keys.dead, entry_id)
-            pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
-            pipe.execute()
-        return True
+            replies = self._settle([self.keys.dead, self.keys.audit, self.keys.attempts], [AUDIT_MAXLEN], [action])
+        return bool(replies[0][0])
 
     def succeeded_runs(self, job: str, fire_ids: Sequence[str]) -> dict[str, str]:
         """Fire id -> the run id that succeeded, for each of ``fire_ids`` (all of ``job``) that has one."""
-        wanted = set(fire_ids)
-        with reachable():
-            ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).rsplit("#", 1)[0] in wanted]
-            texts = self.client.hmget(self.keys.runs(job), ids) if ids else []
         done = {}
-        for text in texts:
-            record = json.loads(text) if text else {}
-            if record.get("status") == "succeeded":
-                done[str(record["fire_id"])] = str(record["run_id"])
+        for fire, texts in self.records_of_fires(job, fire_ids).items():
+            for text in texts:
+                record = json.loads(text)
+                if record.get("status") == "succeeded":
+                    done[fire] = str(record["run_id"])
         return done
+
+    def waiting_messages(self, queue: str, job: str) -> list[str]:
+        """Message JSON of fires not ended yet: in ``queue``'s stream (waiting or being run), in its retry set
+        (between attempts, or deferred), and ``job``'s fire held back by ``overlap: buffer_one``; read at one
+        instant (a fire moving between these places is seen in one of them)."""
+        with reachable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xrange(self.keys.queue(queue))
+            pipe.zrange(self.keys.retry(queue), 0, -1)
+            pipe.hget(self.keys.buffer(job), "message")
+            entries, retries, held = pipe.execute()
+        texts = [str(fields.get("message", "")) for _, fields in entries]
+        for member in retries:
+            try:
+                item = json.loads(member)
+            except ValueError:
+                continue
+            if isinstance(item, dict) and isinstance(item.get("message"), str):
+                texts.append(item["message"])
+        return texts + ([str(held)] if held else [])
 
     # -- live output ---------------------------------------------------------------------------------------
     def append_output(self, chunks: dict[str, list[str]], ended: Sequence[str] = ()) -> None:
@@ -488,10 +523,26 @@ class RunStore:
 
     def fire_records(self, job: str, fire_id: str) -> list[str]:
         """Every RunRecord JSON of one fire, by attempt (the fire's ``dead`` record last)."""
-        with reachable():
-            ids = [run for run in self.client.hkeys(self.keys.runs(job)) if str(run).rsplit("#", 1)[0] == fire_id]
-            records = [record for record in self.client.hmget(self.keys.runs(job), ids) if record] if ids else []
+        records = self.records_of_fires(job, [fire_id]).get(fire_id, [])
         return sorted(records, key=lambda text: (json.loads(text)["attempt"], '"status":"dead"' in text))
+
+    def records_of_fires(self, job: str, fire_ids: Sequence[str], since_ms: int | None = None) -> dict[str, list[str]]:
+        """Fire id -> its kept RunRecord JSON (in no order), for each of ``fire_ids`` (all of ``job``) that has
+        some. With ``since_ms``, only records placed in history at or after it (epoch ms: when their run
+        started, else when they were written): that reads only the recent end of the job's index."""
+        wanted = set(fire_ids)
+        with reachable():
+            if since_ms is None:
+                ids = self.client.hkeys(self.keys.runs(job))
+            else:
+                ids = self.client.zrangebyscore(self.keys.runs_by_time(job), since_ms, "+inf")
+            ids = [str(run) for run in ids if str(run).rsplit("#", 1)[0] in wanted]
+            texts = self.client.hmget(self.keys.runs(job), ids) if ids else []
+        found: dict[str, list[str]] = {}
+        for run, text in zip(ids, texts, strict=True):
+            if text:
+                found.setdefault(run.rsplit("#", 1)[0], []).append(str(text))
+        return found
 
     def job_records(self, job: str) -> list[str]:
         """Every RunRecord JSON of ``job``, in no order (bounded by its ``history.keep``)."""

@@ -217,7 +217,8 @@ def test_dead_retry_runs_the_fire_as_its_next_attempt(scene: Scene) -> None:
     worker.end(worker.read(), "failed")
     assert scene.store.client.hlen(scene.store.keys.attempts) == 0
     (letter,) = scene.store.dead(10)
-    assert scene.store.retry_dead(letter["id"], audit_record("dead-retry", scene.clock.now(), entry=letter["id"]))
+    audit = audit_record("dead-retry", scene.clock.now(), entry=letter["id"])
+    assert scene.store.retry_dead(letter["id"], letter["queue"], audit)
     assert worker.read().record.run_id == f"{fire}#3"
 
 

@@ -72,10 +72,11 @@ def test_backfill_dry_run_inclusive_ends_idempotent_wait_and_retention(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
     """--dry-run lists the instants (a plain --to date includes its day); --wait runs them with progress lines;
-    the same backfill again emits nothing (unless --rerun); retention that would drop records is warned of."""
+    the same backfill again emits nothing (unless --rerun); retention that would drop records is warned of, and
+    without --rerun refused (its skip check would be incomplete); a date past year 9999 is a usage error."""
     config = config_file(tmp_path, shared_redis, namespace, """
         nightly: {call: tests.worker_jobs:noop, cron: '30 1 * * *', timezone: America/New_York,
-                  history: {keep: 10}}
+                  history: {keep: 14}}
     """)  # fmt: skip
     span = ["nightly", "--from", "2026-11-01", "--to", "2026-11-07"]
     dry = cli("backfill", "-c", str(config), *span, "--dry-run", "--json")
@@ -84,6 +85,9 @@ def test_backfill_dry_run_inclusive_ends_idempotent_wait_and_retention(
     assert plan["instants"][0] == "2026-11-01T05:30:00Z" and plan["instants"][-1] == "2026-11-07T06:30:00Z"
     assert len(plan["instants"]) == 7 and plan["warnings"] == []
     assert messages(shared_redis.client(), namespace) == []
+    for option in ("--to", "--from"):
+        overflow = cli("backfill", "-c", str(config), "nightly", "--from", "2026-11-01", option, "9999-12-31")
+        assert overflow.returncode == 2 and "Traceback" not in overflow.stderr, overflow.stderr
 
     daemons("worker", "-c", str(config), name="worker")
     done = cli("backfill", "-c", str(config), *span, "--wait")
@@ -95,9 +99,15 @@ def test_backfill_dry_run_inclusive_ends_idempotent_wait_and_retention(
     again = json.loads(cli("backfill", "-c", str(config), *span, "--json").stdout)
     assert again["instants"] == [] and len(again["skipped"]) == 7
     assert statuses(shared_redis, namespace, "nightly") == ["succeeded"] * 7
-    rerun = cli("backfill", "-c", str(config), *span, "--rerun", "--dry-run")
-    assert len(rerun.stdout.splitlines()) == 7
-    assert "keeps 10 run records (history.keep) and has 7" in rerun.stderr and "drop the oldest 4" in rerun.stderr
+    wider = ["nightly", "--from", "2026-11-01", "--to", "2026-11-08"]
+    rerun = cli("backfill", "-c", str(config), *wider, "--rerun", "--dry-run")
+    assert len(rerun.stdout.splitlines()) == 8
+    assert "keeps 14 run records (history.keep) and has 7" in rerun.stderr and "drop the oldest 1" in rerun.stderr
+    refused = cli("backfill", "-c", str(config), *wider)
+    assert refused.returncode == 2 and "skip check would be incomplete" in refused.stderr, refused.stderr
+    assert "--rerun" in refused.stderr and messages(shared_redis.client(), namespace) == []
+    other = cli("backfill", "-c", str(config), "nightly", "--from", "2026-11-08", "--to", "2026-11-08", "--wait")
+    assert other.returncode == 0 and "emitted 1 backfill fire(s) of nightly to queue default\n" in other.stdout
 
 
 def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
@@ -108,7 +118,7 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path: Path, shared_redi
     environment.pop("COLUMNS", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "beatd", "backfill", "-c", str(config), "n", "--from", "2026-11-01", "--to",
-         "2026-11-01"],
+         "2026-11-01", "--rerun"],
         stdin=follower, stdout=follower, stderr=follower, cwd=REPO, env=environment,
     )  # fmt: skip
     os.close(follower)
@@ -138,7 +148,7 @@ def test_dead_letters_located_errors_own_records_audit_and_columns(
         bad: {{call: tests.worker_jobs:fail, every: 1h, retries: 1, retry_delay: 0s}}
         flaky: {{call: tests.worker_jobs:fail_first_attempt, kwargs: {{log: '{log}'}}, every: 1h, retries: 0}}
     """)  # fmt: skip
-    for nonsense in ("nonsense", "0-1"):
+    for nonsense in ("nonsense", "0-1", f"{2**64}-0", f"1-{2**64}"):
         result = cli("dead", "retry", nonsense, "-c", str(config))
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith("beatd: dead retry: ") and "`beatd dead` lists them" in result.stderr
@@ -153,7 +163,8 @@ def test_dead_letters_located_errors_own_records_audit_and_columns(
     entries = {entry["job"]: entry for entry in json.loads(cli("dead", "-c", str(config), "--json").stdout)}
     assert entries["bad"]["died_at"].endswith("Z") and entries["bad"]["attempts"] == 2
 
-    assert cli("dead", "retry", entries["bad"]["id"], "-c", str(config)).returncode == 0
+    requeued = cli("dead", "retry", entries["bad"]["id"], "-c", str(config))
+    assert requeued.returncode == 0 and requeued.stdout == f"requeued {entries['bad']['id']} to queue default\n"
     assert cli("dead", "-c", str(config), "retry", entries["flaky"]["id"]).returncode == 0
     wait_for(lambda: statuses(shared_redis, namespace, "bad") == ["failed", "failed", "dead", "failed", "dead"],
              what="bad died again")  # fmt: skip

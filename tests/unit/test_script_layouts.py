@@ -9,7 +9,7 @@ import pytest
 from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
-from beatd.store.runs import ClaimItem, FinishItem, RunLease
+from beatd.store.runs import ClaimItem, DeadLetterAction, FinishItem, RunLease
 from beatd.store.upkeep import ExpiredFire, Retention
 
 
@@ -20,6 +20,7 @@ from beatd.store.upkeep import ExpiredFire, Retention
         ("finish", FinishItem),
         ("unclaim", RunLease),
         ("extend", RunLease),
+        ("settle_dead", DeadLetterAction),
         ("sweep_expired", ExpiredFire),
         ("sweep_history", Retention),
         ("send", LeaderWrite),

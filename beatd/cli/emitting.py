@@ -1,0 +1,32 @@
+"""What ``trigger`` and ``backfill`` put into a queue: a fire's message, signed as the workers expect."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beatd.config import Config, JobSpec
+from beatd.messages import FireTrigger, Message, fire_id, format_utc
+from beatd.signing import Signer
+
+__all__ = ["fire_message", "signed"]
+
+
+def fire_message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: FireTrigger) -> Message:
+    """The message of one fire of ``spec`` at ``scheduled``, emitted ``now`` by hand (``manual``, ``backfill``)."""
+    return Message(
+        fire_id=fire_id(spec.name, scheduled, trigger, now),
+        job=spec.name,
+        scheduled_at=format_utc(scheduled),
+        emitted_at=format_utc(now),
+        trigger=trigger,
+        config_digest=spec.digest,
+        args=list(spec.args),
+        kwargs=dict(spec.kwargs),
+    )
+
+
+def signed(config: Config, messages: list[Message]) -> list[tuple[str, str]]:
+    """Each message's JSON and its signature by the config's signing key ("" when it has none)."""
+    key = config.settings.security.signing_key
+    signer = Signer(key) if key else None
+    return [(text, signer.sign(text) if signer else "") for text in (message.to_json() for message in messages)]

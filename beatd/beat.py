@@ -116,6 +116,8 @@ class Beat:
         self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
+        self.celery_refusal: str | None = None
+        """Why celery jobs are not emitted now (the broker is another server: :mod:`beatd.celery_broker`)."""
         self.counters = Counters()
         self.unavailable_since: float | None = None
         self._next_heartbeat = 0.0
@@ -319,8 +321,12 @@ class Beat:
             state = self.jobs.get(name)
             if state is None or name in self.paused or name in self.unreadable.jobs:
                 continue
-            budget -= 1
             spec = state.spec
+            if spec.celery is not None and self.celery_refusal is not None:
+                log.error("not emitting celery job %s: %s; again in %.0fs", name, self.celery_refusal, REFUSED_RETRY)
+                self._push_at(name, now + timedelta(seconds=REFUSED_RETRY))
+                continue
+            budget -= 1
             progress = self.progress.get(name, now)
             plan = plan_job(
                 state.trigger,

@@ -2,29 +2,38 @@
 
 ``convert(app)`` reads the app's schedule and settings (``timezone``, ``enable_utc``, ``result_backend``) and
 returns, per entry, the job it becomes (a mapping, ready for YAML) or why it cannot, and the notes on what
-changes. Nothing here connects anywhere: the app is only read. Celery is imported only to recognise its
-schedule classes (``beatd[celery]``).
+changes. Each entry's queue is resolved as Celery beat's send would: the task's own options (``@app.task(
+queue=...)``) under the entry's, then ``app.amqp.router.route`` (``task_routes``); the queue the message lands
+on is written as ``options.queue`` (when it is not the default queue). Kept options are checked against
+beatd's ``CeleryOptions`` and made plain JSON (a kombu ``Queue`` or ``Exchange`` becomes its name). Nothing
+here connects anywhere: the app is only read. Celery is imported only to recognise its schedule classes
+(``beatd[celery]``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
+from pydantic import ValidationError
 
-from beatd.config.model import CELERY_RESERVED_HEADERS, NAME_PATTERN
+from beatd.config.model import CELERY_RESERVED_HEADERS, NAME_PATTERN, CeleryOptions
 from beatd.durations import format_duration
 from beatd.errors import ScheduleError
 from beatd.triggers import CronTrigger
 
 __all__ = ["Converted", "convert", "render_yaml"]
 
-_OPTIONS = ("queue", "routing_key", "exchange", "priority", "headers", "expires", "time_limit", "soft_time_limit")
+_OPTIONS = ("queue", "priority", "headers", "expires", "time_limit", "soft_time_limit")
+_ROUTING = ("exchange", "routing_key")
+_KOMBU_DEFAULTS = ("priority_steps", "sep", "global_keyprefix")
+"""broker_transport_options beatd does not read: it writes kombu's default queue names (keys.celery_queue)."""
 _DURATION_OPTIONS = ("expires", "time_limit", "soft_time_limit")
 _INVALID_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -67,11 +76,21 @@ def convert(app: Any) -> Conversion:
     celery: dict[str, Any] = {"broker_url": "${CELERY_BROKER_URL}"}
     if conf.result_backend:
         celery["result_backend"] = "${CELERY_RESULT_BACKEND}"
-    if conf.task_default_queue and conf.task_default_queue != "celery":
-        celery["default_queue"] = str(conf.task_default_queue)
+    default_queue = str(conf.task_default_queue or "celery")
+    if default_queue != "celery":
+        celery["default_queue"] = default_queue
+    transport = dict(conf.broker_transport_options or {})
+    for key in _KOMBU_DEFAULTS:
+        if key in transport:
+            notes.append(
+                f"broker_transport_options {key}={transport[key]!r} is not read: beatd pushes onto kombu's default "
+                "queue names (priority steps 0, 3, 6, 9, separator '\\x06\\x16', no key prefix), so a worker with "
+                "this option would not see its tasks: drop the option, or keep these entries in Celery"
+            )
     entries, names = [], set()
     for entry, spec in (conf.beat_schedule or {}).items():
-        converted = _entry(str(entry), spec, ZoneInfo(timezone) if _known(timezone) else ZoneInfo("UTC"))
+        zone = ZoneInfo(timezone) if _known(timezone) else ZoneInfo("UTC")
+        converted = _entry(app, str(entry), spec, zone, default_queue)
         while converted.name in names:
             converted.name += "_"
         names.add(converted.name)
@@ -87,7 +106,7 @@ def _known(zone: str) -> bool:
     return True
 
 
-def _entry(entry: str, spec: dict[str, Any], zone: ZoneInfo) -> Converted:
+def _entry(app: Any, entry: str, spec: dict[str, Any], zone: ZoneInfo, default_queue: str) -> Converted:
     name = _INVALID_NAME_CHARACTER.sub("_", entry)[:200] or "entry"
     converted = Converted(entry, name, None)
     if name != entry:
@@ -112,7 +131,14 @@ def _entry(entry: str, spec: dict[str, Any], zone: ZoneInfo) -> Converted:
             return converted
         if value:
             job[key] = value
-    options = _options(dict(spec.get("options") or {}), converted)
+    routed = _routed(app, job["celery"], dict(spec.get("options") or {}), job.get("args", []), job.get("kwargs", {}))
+    queue = _route_queue(routed, converted)
+    if queue is None:
+        return converted
+    options = _options(routed, converted)
+    if queue != default_queue:
+        options = {"queue": queue, **options}
+    options = _validated(options, converted)
     if options:
         job["options"] = options
     if spec.get("relative"):
@@ -186,13 +212,76 @@ def _field(value: Any) -> str:
     return str(value)
 
 
+def _routed(app: Any, task: str, options: dict[str, Any], args: Any, kwargs: Any) -> dict[str, Any]:
+    """The options Celery would publish the entry's task with: the task's own (when the app declares it)
+    under the entry's, routed by ``task_routes``."""
+    with warnings.catch_warnings():  # Celery deprecates a task's own queue and priority attributes, still read
+        warnings.simplefilter("ignore")
+        own = getattr(app.tasks.get(task), "_get_exec_options", None)
+        merged = dict(own(), **options) if own is not None else dict(options)
+    return dict(app.amqp.router.route(merged, task, args, kwargs))
+
+
+def _route_queue(routed: dict[str, Any], converted: Converted) -> str | None:
+    """The queue the routed message lands on (a kombu Queue's name), or None (the entry refused) when only an
+    exchange says where."""
+    queue = routed.pop("queue", None)
+    exchange, routing_key = (_name(routed.pop(key, None)) for key in _ROUTING)
+    if queue is not None and not isinstance(queue, str):  # a kombu Queue: its own binding, unless overridden
+        exchange = exchange or _name(getattr(queue, "exchange", None)) or ""
+        routing_key = routing_key or getattr(queue, "routing_key", None)
+        if exchange == queue.name and routing_key in (None, "", queue.name):
+            exchange = ""  # Celery's automatic queue: exchange and routing key named after the queue
+    if queue is None:
+        converted.refused = (
+            f"routed by exchange {exchange!r} with routing key {routing_key!r}: beatd pushes straight onto a "
+            "queue, not through an exchange's bindings; name the queue in the entry's options or its task_routes"
+        )
+        return None
+    name = str(_name(queue))
+    if exchange or (routing_key and routing_key != name):
+        converted.notes.append(
+            f"exchange={exchange!r} routing_key={routing_key!r} dropped: beatd pushes straight onto queue {name!r}"
+        )
+    return name
+
+
+def _name(value: Any) -> Any:
+    """A kombu Queue or Exchange as its name; anything else as it is."""
+    return getattr(value, "name", value) if value is not None and not isinstance(value, str) else value
+
+
+def _validated(options: dict[str, Any], converted: Converted) -> dict[str, Any]:
+    """``options`` as plain JSON that beatd's CeleryOptions accepts: each option it refuses is dropped with a
+    note saying why."""
+    kept = dict(options)
+    for key, value in list(kept.items()):
+        try:
+            kept[key] = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            converted.notes.append(f"option {key}={value!r} dropped: not a JSON value (beatd sends JSON only)")
+            del kept[key]
+    for _ in range(len(kept)):
+        try:
+            CeleryOptions.model_validate(kept)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = str(first["loc"][0]) if first["loc"] else ""
+            if key not in kept:
+                break
+            converted.notes.append(f"option {key}={kept.pop(key)!r} dropped: {first['msg']}")
+        else:
+            break
+    return kept
+
+
 def _options(options: dict[str, Any], converted: Converted) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for key, value in options.items():
+        if value is None or (key == "serializer" and value == "json"):
+            continue  # unset, or the task's default serializer (beatd sends JSON)
         if key not in _OPTIONS:
             converted.notes.append(f"option {key}={value!r} dropped: beatd does not send it")
-            continue
-        if value is None:
             continue
         if key in _DURATION_OPTIONS:
             if isinstance(value, timedelta):

@@ -7,7 +7,10 @@ list (:func:`beatd.keys.celery_queue`), from which a Celery worker BRPOPs it. be
 importing Celery; ``tests/integration/test_celery.py`` compares it with what Celery itself writes.
 
 A fire's task id derives from the deployment's namespace and the fire id (uuid5), so the same fire always has
-the same task id: its Celery result can be found from the fire, and a duplicate would be recognisable.
+the same task id: its Celery result can be found from the fire, and a duplicate would be recognisable. The
+delivery tag is random (uuid4), as kombu's: kombu keys its unacked hash and QoS by it, so two messages (a
+fire sent again by trigger, say) must never share one. ``delivery_info`` names the default exchange and the
+queue as routing key, which is where kombu's Redis transport restores an unacked message.
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ class CeleryMessage:
 
 
 def build_task_message(
-    spec: JobSpec, *, namespace: str, fire_id: str, scheduled_at: str, trigger: str, emitted_at: datetime
-) -> CeleryMessage:
+    spec: JobSpec, *, namespace: str, fire_id: str, scheduled_at: str, trigger: str, emitted_at: datetime,
+    deadline: datetime | None = None,
+) -> CeleryMessage:  # fmt: skip
     """The task message of fire ``fire_id`` of the celery job ``spec``, emitted at ``emitted_at`` (aware).
 
     ``options.expires`` counts from the emission, as Celery beat's from its send: a caught-up fire still runs.
+    Without it, ``deadline`` (the fire's start deadline from the job's own ``expires``: its scheduled instant
+    plus ``expires``) is Celery's ``expires``: a Celery worker revokes the task if it gets it later.
     The fire is named in headers too (``beatd_fire_id``, ``beatd_scheduled_at``, ``beatd_trigger``: a task sees
     them as ``self.request.beatd_fire_id``)."""
     if spec.celery is None or spec.options is None or spec.options.queue is None:
@@ -63,14 +69,14 @@ def build_task_message(
     options, queue = spec.options, spec.options.queue
     task_id = celery_task_id(namespace, fire_id)
     args, kwargs = list(spec.args), dict(spec.kwargs)
-    expires = emitted_at.astimezone(UTC) + options.expires if options.expires is not None else None
+    expires = emitted_at.astimezone(UTC) + options.expires if options.expires is not None else deadline
     headers: dict[str, Any] = {
         "lang": "py",
         "task": spec.celery,
         "id": task_id,
         "shadow": None,
         "eta": None,
-        "expires": expires.isoformat() if expires is not None else None,
+        "expires": expires.astimezone(UTC).isoformat() if expires is not None else None,
         "group": None,
         "group_index": None,
         "retries": 0,
@@ -92,13 +98,14 @@ def build_task_message(
     properties: dict[str, Any] = {
         "correlation_id": task_id,
         "delivery_mode": 2,
-        "delivery_info": {"exchange": options.exchange, "routing_key": options.routing_key or queue},
+        "delivery_info": {"exchange": "", "routing_key": queue},  # where kombu restores it if unacked
         "priority": options.priority or 0,
         "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid5(CELERY_TASK_NAMESPACE, f"delivery/{namespace}/{fire_id}")),
+        "delivery_tag": str(uuid.uuid4()),  # kombu keys its unacked hash and QoS by it: one per message
     }
-    if options.expires is not None:
-        properties["expiration"] = str(int(options.expires / timedelta(milliseconds=1)))
+    if expires is not None:
+        left = max(expires - emitted_at, timedelta(0))
+        properties["expiration"] = str(int(left / timedelta(milliseconds=1)))
     body = json.dumps([args, kwargs, _EMBED], separators=(",", ":"))
     envelope = {
         "body": base64.b64encode(body.encode()).decode("ascii"),

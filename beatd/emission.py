@@ -23,8 +23,9 @@ from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
 from beatd.triggers import jitter_offset
+from beatd.upkeep import start_deadline
 
-__all__ = ["Counters", "Pending", "account", "celery_write", "plan_writes"]
+__all__ = ["CelerySend", "Counters", "Pending", "account", "celery_write", "plan_writes"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -78,7 +79,8 @@ def plan_writes(
             if spec.jitter:
                 due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
             if spec.celery is not None and celery is not None:
-                write = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
+                sent = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
+                write = sent.write
             else:
                 signature = signer.sign(message) if signer else ""
                 write = LeaderWrite.emit(
@@ -112,16 +114,27 @@ def plan_writes(
     return pending
 
 
+@dataclass(frozen=True)
+class CelerySend:
+    """The push of one celery fire, with the task id and Celery queue it goes to (for the caller's report)."""
+
+    write: LeaderWrite
+    task_id: str
+    queue: str
+
+
 def celery_write(
     spec: JobSpec, identifier: str, scheduled_at: datetime, trigger: str, message: str, now: datetime, keys: Keys,
     celery: CelerySettings,
-) -> LeaderWrite:  # fmt: skip
+) -> CelerySend:  # fmt: skip
     """The push of a celery job's fire emitted at ``now``, with its ``sent`` record (the task id in ``extra``):
     fenced in emit.lua for the beat's fires, or through send.lua for an operator's."""
     scheduled = format_utc(scheduled_at)
+    deadline = start_deadline(spec.expires, Message.from_json(message)) if spec.expires is not None else None
     task = build_task_message(
-        spec, namespace=keys.namespace, fire_id=identifier, scheduled_at=scheduled, trigger=trigger, emitted_at=now
-    )
+        spec, namespace=keys.namespace, fire_id=identifier, scheduled_at=scheduled, trigger=trigger, emitted_at=now,
+        deadline=deadline,
+    )  # fmt: skip
     emitted_at = format_utc(now)
     record = RunRecord(
         run_id=run_id(identifier, 0),
@@ -136,11 +149,13 @@ def celery_write(
         config_digest=spec.digest,
         extra={"task_id": task.task_id, "task": spec.celery, "celery_queue": task.queue},
     )
-    return LeaderWrite.celery(
-        spec.name, to_ms(scheduled_at), task.queue_key, task.envelope, celery.broker_db, message,
-        keys.runs(spec.name), keys.runs_by_time(spec.name), record.run_id, record.to_json(), to_ms(now),
-        spec.history.keep,
+    write = LeaderWrite.celery(
+        spec.name, to_ms(scheduled_at), celery_queue_key=task.queue_key, celery_message=task.envelope,
+        celery_db=celery.broker_db, message=message, runs_key=keys.runs(spec.name),
+        runs_index_key=keys.runs_by_time(spec.name), run_id=record.run_id, record=record.to_json(),
+        written_ms=to_ms(now), keep=spec.history.keep,
     )  # fmt: skip
+    return CelerySend(write, task.task_id, task.queue)
 
 
 def account(pending: list[Pending], result: ApplyResult, metrics: Metrics, counters: Counters) -> None:

@@ -8,11 +8,13 @@ import click
 
 from beatd.audit import audit_record
 from beatd.beat import Beat
+from beatd.celery_broker import probe_broker
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
+from beatd.config import Config
 from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.identity import Identity
-from beatd.keys import Keys
+from beatd.keys import Keys, celery_queue
 from beatd.messages import format_utc
 from beatd.metrics import Health, Metrics, serve
 from beatd.signing import Signer
@@ -57,6 +59,8 @@ def beat(
             _audit(store, audit_record("reload-failed", daemon.now(clock.now(), clock.monotonic()), problems=problems))
             return
         done = daemon.apply_config(fresh, clock.now(), clock.monotonic())
+        if "celery" in done.settings.applied:
+            probe(fresh)
         keep_out_of_collections(replacing=True)
         daemon.report_config_error(None)
         settings = done.settings
@@ -79,6 +83,9 @@ def beat(
         )
         _audit(store, record)
 
+    def probe(current: Config) -> None:
+        daemon.celery_refusal = _probe_celery_broker(store, current)
+
     def status() -> str:
         role = "leader" if daemon.leadership.is_leader(clock.monotonic()) else "standby"
         upcoming = daemon.next_fire()
@@ -90,6 +97,7 @@ def beat(
         return text
 
     log.info("beat %s starting with %s (%d jobs, digest %s)", replica.id, path, len(daemon.jobs), config.digest)
+    probe(config)
     try:
         run_loop(
             lambda: daemon.tick(clock.now(), clock.monotonic()),
@@ -111,3 +119,26 @@ def _audit(store: Store, record: dict[str, object]) -> None:
         store.audit(record)
     except StoreError as error:
         log.warning("audit record not written: %s", error)
+
+
+def _probe_celery_broker(store: Store, config: Config) -> str | None:
+    """Probe the Celery broker when celery jobs are declared (:mod:`beatd.celery_broker`), log what it found;
+    return the refusal, if any."""
+    celery = config.settings.celery
+    queue_keys = sorted(
+        {
+            celery_queue(spec.options.queue, spec.options.priority)
+            for spec in config.jobs.values()
+            if spec.celery is not None and spec.options is not None and spec.options.queue is not None
+        }
+    )
+    if celery is None or not queue_keys:
+        return None
+    found = probe_broker(store.client, store.db, celery, queue_keys)
+    for note in found.notes:
+        log.warning("celery broker: %s", note)
+    for error in found.errors:
+        log.error("celery broker: %s", error)
+    if found.refusal is not None:
+        log.error("celery broker: %s", found.refusal)
+    return found.refusal

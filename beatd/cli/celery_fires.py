@@ -6,7 +6,6 @@ into a beatd queue stream; there is no beatd run to wait for (Celery runs it: ``
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,12 @@ from beatd.keys import Keys
 from beatd.messages import Message, parse_utc
 from beatd.store import Store
 
-__all__ = ["send_celery_fires"]
+__all__ = ["CeleryRefused", "send_celery_fires"]
+
+
+class CeleryRefused(UsageProblem):
+    """Redis refused some pushes (the broker's database cannot be SELECTed, its queue key holds another type);
+    exit 2, naming the first fire and why."""
 
 
 def send_celery_fires(
@@ -33,14 +37,21 @@ def send_celery_fires(
             f"--wait: {spec.name} is a celery job, run by Celery's workers; `beatd show FIRE_ID` reads its outcome"
         )
     keys = Keys(config.namespace)
-    writes = [
+    sends = [
         celery_write(spec, message.fire_id, parse_utc(message.scheduled_at), message.trigger, message.to_json(), now,
                      keys, config.settings.celery)
         for message in messages
     ]  # fmt: skip
-    store.send_celery(writes, audit)
-    queue = spec.options.queue if spec.options and spec.options.queue else ""
+    refusals = store.send_celery([send.write for send in sends], audit)
+    refused = [(message.fire_id, error) for message, error in zip(messages, refusals, strict=True) if error]
+    if refused:
+        fire, error = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise CeleryRefused(
+            f"Redis refused the push of {fire}{more} to the Celery broker: {error}; "
+            f"{len(messages) - len(refused)} of {len(messages)} fire(s) sent, the refused ones left no record"
+        )
     return [
-        {"fire_id": message.fire_id, "task_id": json.loads(write.record)["extra"]["task_id"], "celery_queue": queue}
-        for message, write in zip(messages, writes, strict=True)
+        {"fire_id": message.fire_id, "task_id": send.task_id, "celery_queue": send.queue}
+        for message, send in zip(messages, sends, strict=True)
     ]

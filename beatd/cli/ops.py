@@ -63,7 +63,8 @@ def status(
     last = store.last_emitted()
     workers = RunStore(store.client, store.keys).workers()
     queues = sorted(
-        {spec.queue for spec in config.jobs.values()} | {queue for beat in workers.values() for queue in beat["queues"]}
+        {spec.queue for spec in config.jobs.values() if spec.celery is None}  # a celery job's queue is Celery's
+        | {queue for beat in workers.values() for queue in beat["queues"]}
     )
     report: dict[str, Any] = {
         "namespace": config.namespace,

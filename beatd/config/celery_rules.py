@@ -38,10 +38,13 @@ UNHONOURED = {
         "threads or solo)"
     ),
     "queue": "queue names a beatd queue stream: a celery job's Celery queue is options.queue",
-    "expires": "beatd's workers check expires: a Celery worker revokes a task past options.expires",
     "env": "env belongs to command jobs: a Celery task runs in its worker's environment",
     "cwd": "cwd belongs to command jobs: a Celery task runs in its worker's directory",
     "shell": "shell belongs to command jobs",
+    "output": (
+        "a Celery task's output stays with its worker: beatd captures nothing of it (read the worker's log, "
+        "or return what matters as the task's result: beatd show reads it from the result backend)"
+    ),
 }
 """Keys a ``celery`` job may not set itself, each with what to use instead (inherited defaults are ignored)."""
 
@@ -60,6 +63,16 @@ def celery_job_problems(
         for key, hint in UNHONOURED.items()
         if key in raw
     ]
+    options = raw.get("options")
+    if "expires" in raw and isinstance(options, dict) and options.get("expires") is not None:
+        problems.append(
+            source.problem(
+                (*base, "expires"),
+                "expires and options.expires both set: say one (expires counts from the fire's scheduled instant, "
+                "as for any job; options.expires from the emission)",
+                at_key=True,
+            )
+        )
     if celery is None:
         problems.append(
             source.problem(
@@ -72,12 +85,15 @@ def celery_job_problems(
 
 def prepare_celery_job(merged: dict[str, Any], celery: CelerySettings | None) -> None:
     """Make ``merged`` (a celery job's keys, defaults applied) ready to validate: drop the inherited keys a
-    celery job does not use (its own were reported), and fill ``options.queue`` from ``celery.default_queue``."""
+    celery job does not use (its own were reported) and an inherited ``expires`` when ``options.expires`` is
+    set, and fill ``options.queue`` from ``celery.default_queue``."""
     for key in UNHONOURED:
         merged.pop(key, None)
     options = merged.get("options")
     if options is None:
         options = {}
+    if isinstance(options, dict) and options.get("expires") is not None:
+        merged.pop("expires", None)  # an inherited expires gives way to the job's own options.expires
     if isinstance(options, dict) and celery is not None and options.get("queue") is None:
         merged["options"] = {**options, "queue": celery.default_queue}
 
@@ -95,8 +111,11 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
         broker = redis_location(broker_url)
     except ValueError as error:
         return [main.problem(where, f"{error}: beatd drives a Celery app whose broker is its own Redis server")]
-    own = redis_location(settings.redis.url)
-    if broker.server != own.server:
+    try:
+        own = redis_location(settings.redis.url)
+    except ValueError as error:
+        return [main.problem(("redis", "url"), str(error))]
+    if broker.surely_other(own):
         return [
             main.problem(
                 where,
@@ -105,4 +124,4 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
                 "server (any database number on it); another broker needs the outbox relay, not built yet",
             )
         ]
-    return []
+    return []  # a socket and a port, or two host names, may be one server: the beat compares run ids at start

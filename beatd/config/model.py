@@ -243,13 +243,40 @@ class CeleryOptions(_Strict):
     """What ``apply_async`` would be given (a Celery ``beat_schedule`` entry's ``options``)."""
 
     queue: str | None = Field(None, pattern=NAME_PATTERN, description="Celery queue (default: celery.default_queue)")
-    routing_key: str | None = Field(None, description="delivery_info routing key (default: the queue's name)")
-    exchange: str = Field("", description="delivery_info exchange (a Redis broker routes by queue)")
+    routing_key: str | None = Field(
+        None, description="delivery_info routing key: the queue's name (the default), the only one honoured"
+    )
+    exchange: str = Field("", description="only the default exchange '': beatd pushes straight onto the queue")
     priority: int | None = Field(None, ge=0, le=255, description="message priority (Redis: 0 is served first)")
     headers: dict[str, JsonValue] = Field(default_factory=dict, description="extra message headers")
     expires: PositiveDuration | None = Field(None, description="Celery revokes the task if not started in this")
     time_limit: PositiveDuration | None = Field(None, description="hard time limit, enforced by the Celery worker")
     soft_time_limit: PositiveDuration | None = Field(None, description="soft time limit (SoftTimeLimitExceeded)")
+
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key_is_the_queue(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # kombu restores an unacked message to the list its delivery_info names; with the default exchange that
+        # is the list named by the routing key, so any other key than the queue's would strand it there.
+        queue = info.data.get("queue")
+        if value is not None and queue is not None and value != queue:
+            raise ValueError(
+                f"with the default exchange a routing key is a queue name: {value!r} is not options.queue "
+                f"({queue!r}), and kombu would restore an unacked message onto the unread list {value!r}; drop "
+                "routing_key (beatd writes the queue's name), or set options.queue"
+            )
+        return value
+
+    @field_validator("exchange")
+    @classmethod
+    def _default_exchange_only(cls, value: str) -> str:
+        if value:
+            raise ValueError(
+                "beatd pushes straight onto options.queue's Redis list; an exchange would route through kombu's "
+                "_kombu.binding.* sets, which beatd does not read: drop exchange (and routing_key) and set "
+                "options.queue to the queue the binding leads to"
+            )
+        return value
 
     @field_validator("headers")
     @classmethod

@@ -82,8 +82,8 @@ class LeaderWrite:
 
     @classmethod
     def celery(
-        cls, job: str, scheduled_ms: int, celery_queue_key: str, celery_message: str, celery_db: int, message: str,
-        runs_key: str, runs_index_key: str, run_id: str, record: str, written_ms: int, keep: int,
+        cls, job: str, scheduled_ms: int, *, celery_queue_key: str, celery_message: str, celery_db: int,
+        message: str, runs_key: str, runs_index_key: str, run_id: str, record: str, written_ms: int, keep: int,
     ) -> LeaderWrite:  # fmt: skip
         """Push a Celery task message onto ``celery_queue_key`` in database ``celery_db``, write its ``sent``
         record (keeping ``keep``), keep ``message`` as the last emission and advance progress to ``scheduled_ms``."""
@@ -145,7 +145,8 @@ class Store:
         self.upkeep = UpkeepStore(client, keys)
         """The leader's upkeep (heartbeats, backlogs, expired fires)."""
         # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's.
-        self._db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        self.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        """The database number of beatd's connection (the Celery push SELECTs back to it)."""
 
     # -- the lease ---------------------------------------------------------------------------------------
     def acquire(self, replica: str, lease_ms: int, record: dict[str, Any]) -> tuple[str | None, float]:
@@ -234,7 +235,7 @@ class Store:
         """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
         fixed = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
         with reachable():
-            replies = self._emit(fixed, [token, self._db], writes)
+            replies = self._emit(fixed, [token, self.db], writes)
         statuses: list[str] = []
         errors: list[str] = []
         for reply in replies:
@@ -275,19 +276,21 @@ class Store:
                 if on_chunk is not None:
                     on_chunk(min(start + BATCH_LIMIT, len(messages)))
 
-    def send_celery(self, writes: Sequence[LeaderWrite], audit: dict[str, Any]) -> None:
+    def send_celery(self, writes: Sequence[LeaderWrite], audit: dict[str, Any]) -> list[str]:
         """Push manual or backfill Celery task messages (``celery`` writes, in order; their ``sent`` records
         with them) and one audit record (``lua/send.lua``). Each BATCH_LIMIT chunk is atomic; the audit record
-        goes with the last one."""
+        goes with the last one. Returns per write '' when pushed, else why Redis refused it (no record kept)."""
         last = (len(writes) - 1) // BATCH_LIMIT * BATCH_LIMIT if writes else 0  # where the last chunk starts
         fixed = [self.keys.audit]
+        replies: list[Any] = []
         with reachable():
             if last:
-                self._send(fixed, [self._db, "", AUDIT_MAXLEN], writes[:last])
+                replies += self._send(fixed, [self.db, "", AUDIT_MAXLEN], writes[:last])
             if writes:
-                self._send(fixed, [self._db, json.dumps(audit), AUDIT_MAXLEN], writes[last:])
+                replies += self._send(fixed, [self.db, json.dumps(audit), AUDIT_MAXLEN], writes[last:])
         if not writes:
             self.audit(audit)
+        return [str(error) for reply in replies for _status, error in reply]
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
         """Entries in each queue stream."""

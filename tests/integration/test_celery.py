@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,9 @@ jobs:
     return path
 
 
-def _celery_env(server: RedisServer, ledger: Path) -> dict[str, str]:
+def _celery_env(server: RedisServer, ledger: Path, broker_db: int = 1) -> dict[str, str]:
     return {
-        "CELERY_BROKER_URL": f"redis://127.0.0.1:{server.port}/1",
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{server.port}/{broker_db}",
         "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{server.port}/2",
         "CELERY_LEDGER": str(ledger),
     }
@@ -219,12 +220,16 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
 
 
-def _celery_writes(tmp_path: Path, server: RedisServer, namespace: str, instants: list[datetime]) -> list[Any]:
-    config = load_config(_config(tmp_path / "beatd.yaml", server, namespace), _celery_env(server, tmp_path / "l"))
+def _celery_writes(
+    tmp_path: Path, server: RedisServer, namespace: str, instants: list[datetime], broker_db: int = 1
+) -> list[Any]:
+    config = load_config(
+        _config(tmp_path / "beatd.yaml", server, namespace), _celery_env(server, tmp_path / "l", broker_db)
+    )
     assert config.settings.celery is not None
     spec, keys = config.jobs[JOB], Keys(namespace)
     return [
-        celery_write(spec, f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys, config.settings.celery)
+        celery_write(spec, f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys, config.settings.celery).write
         for at in instants
     ]
 
@@ -254,6 +259,31 @@ def test_fenced_push_is_once_and_a_refused_push_writes_nothing(
     assert own_redis.client().keys("celery*") == []  # nothing pushed into beatd's own database
 
 
+def test_a_refused_select_refuses_that_fire_only(tmp_path: Path, own_redis: RedisServer, namespace: str) -> None:
+    """A broker database Redis will not SELECT (past `databases`) refuses that fire like a refused push: no
+    `sent` record left behind, progress unmoved, and the batch's other fires applied; `beatd trigger` says so
+    and exits 2 with no record either."""
+    store = Store(connect(f"redis://127.0.0.1:{own_redis.port}/0"), Keys(namespace))
+    token, _ = store.acquire("one", 10_000, {"event": "leader"})
+    assert token is not None
+    at = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    (bad,) = _celery_writes(tmp_path, own_redis, namespace, [at], broker_db=99)
+    (good,) = _celery_writes(tmp_path, own_redis, namespace, [at + timedelta(seconds=1)])
+    good = replace(good, job="other")
+    result = store.apply(token, [bad, good])
+    assert result.statuses == ("refused", "applied") and "SELECT 99" in result.errors[0], result.errors
+    assert store.progress() == {"other": good.scheduled_ms}
+    assert [record["run_id"] for record in runs(own_redis.client(), namespace, JOB)] == [good.run_id]
+    env = {**os.environ, **_celery_env(own_redis, tmp_path / "l", broker_db=99)}
+    config = str(_config(tmp_path / "beatd.yaml", own_redis, namespace))
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "trigger", "-c", config, JOB], env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "SELECT 99" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert [record["run_id"] for record in runs(own_redis.client(), namespace, JOB)] == [good.run_id]
+
+
 def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: RedisServer, namespace: str) -> None:
     """`beatd trigger` and `beatd backfill` of a celery job push task messages to the broker, each recorded
     `sent` with its task id, and audited."""
@@ -277,3 +307,48 @@ def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: Redis
     assert all(record["status"] == "sent" for record in records)
     events = [fields["event"] for _, fields in own_redis.client().xrange(f"{namespace}:audit")]
     assert events == ["trigger", "backfill"]
+    done = subprocess.run(
+        [*beatd, "status", "-c", config, "--json"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["queues"] == {}  # no beatd queue stream: the celery job's queue is Celery's
+
+
+def test_beat_emits_no_celery_job_when_the_broker_is_another_server(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A broker URL the offline check cannot tell apart (0.0.0.0 reaches this host) but which reaches another
+    redis-server: the beat compares run ids at start, says so, and pushes nothing anywhere."""
+    other = RedisServer(tmp_path / "other")
+    other.start()
+    try:
+        env = {**_celery_env(own_redis, tmp_path / "l"), "CELERY_BROKER_URL": f"redis://0.0.0.0:{other.port}/1"}
+        beat = daemons("beat", "-c", str(_config(tmp_path / "beatd.yaml", own_redis, namespace)), env=env)
+        beat.wait_log(r"reaches another Redis server \(run_id")
+        beat.wait_log(r"not emitting celery job report: celery.broker_url")
+        assert beat.stop() == 0
+        for server in (own_redis, other):
+            client = server.client()
+            client.select(1)  # type: ignore[no-untyped-call]
+            assert client.keys("celery*") == []
+        assert runs(own_redis.client(), namespace, JOB) == []
+    finally:
+        other.stop()
+
+
+def test_probe_finds_what_would_refuse_every_push(tmp_path: Path, own_redis: RedisServer) -> None:
+    """The start probe: the same server under another spelling is no refusal; a database a script cannot
+    SELECT, and an ACL user that may not LPUSH the queue, are errors said at start."""
+    from beatd.celery_broker import probe_broker
+    from beatd.config.model import CelerySettings
+
+    same = CelerySettings(broker_url=f"redis://localhost:{own_redis.port}/1")
+    found = probe_broker(own_redis.client(), 0, same, ["celery"])
+    assert (found.refusal, found.errors, found.notes) == (None, [], []), found
+    far = CelerySettings(broker_url=f"redis://[::1]:{own_redis.port}/99")
+    found = probe_broker(own_redis.client(), 0, far, ["celery"])
+    assert found.refusal is None and any("cannot SELECT database 99" in error for error in found.errors), found
+    own_redis.client().execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-lpush")
+    limited = connect(f"redis://limited:pw@127.0.0.1:{own_redis.port}/0")
+    found = probe_broker(limited, 0, same, ["celery"])
+    assert found.refusal is None and any("'limited' may not LPUSH Celery queue 'celery'" in e for e in found.errors)

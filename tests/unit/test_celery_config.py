@@ -52,7 +52,7 @@ def test_celery_job_with_options_and_defaults(write_files: WriteFiles) -> None:
         ("timeout", "10s", "options.time_limit"),
         ("retry_delay", "1s", "retry_backoff"),
         ("queue", "reports", "options.queue"),
-        ("expires", "1m", "options.expires"),
+        ("output", "{tail: 100}", "the worker's log"),
     ],
 )
 def test_policies_celery_cannot_honour_are_located_errors(
@@ -110,14 +110,15 @@ def test_celery_job_without_celery_section(write_files: WriteFiles) -> None:
 @pytest.mark.parametrize(
     ("broker", "fragment"),
     [
-        ("redis://10.0.0.9:6379/0", "is another Redis server than redis.url (tcp://127.0.0.1:6379)"),
+        ("redis://[::1]:6380/0", "is another Redis server than redis.url (tcp://127.0.0.1:6379)"),
         ("redis://:secret@127.0.0.1:6380/0", "redis://:***@127.0.0.1:6380/0 is another Redis server"),
         ("amqp://guest@localhost//", "scheme 'amqp' is not a Redis URL"),
         ("redis://127.0.0.1:6379/x", "database 'x' is not a number"),
     ],
 )
 def test_broker_must_be_beatds_own_redis_server(write_files: WriteFiles, broker: str, fragment: str) -> None:
-    """A broker on another server (or not Redis) is refused at celery.broker_url; a password is not shown."""
+    """A broker surely on another server (the same host, another port), or not Redis, is refused at
+    celery.broker_url; a password is not shown."""
     path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
     (problem,) = _problems(path, {"CELERY_BROKER_URL": broker})
     assert problem.startswith(f"{path}:2:22: celery.broker_url: ") and fragment in problem
@@ -129,6 +130,40 @@ def test_localhost_and_another_database_are_the_same_server(write_files: WriteFi
     path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
     config = load_config(path, {"CELERY_BROKER_URL": "redis://localhost/5"})
     assert config.settings.celery is not None and config.settings.celery.broker_db == 5
+
+
+@pytest.mark.parametrize(
+    ("own", "broker", "db"),
+    [
+        ("unix:///run/redis.sock", "redis://127.0.0.1:6379/3", 3),
+        ("redis://127.0.0.1:6379/0", "redis+socket:///run/redis.sock?db=4", 4),
+        ("redis://redis.internal:6379/0", "redis://10.0.0.9:6379/2", 2),
+        ("redis://127.0.0.1:6379/0", "redis://[::1]:6379/5", 5),
+    ],
+)
+def test_urls_that_may_reach_one_server_are_left_to_the_beat(
+    write_files: WriteFiles, own: str, broker: str, db: int
+) -> None:
+    """A socket and a TCP port, a host name and an address, 127.0.0.1 and [::1] may be one server: check
+    accepts them (the beat compares run ids at start) and reads the database number, kombu's
+    redis+socket:// included."""
+    head = f"redis: {{url: '{own}'}}\ncelery: {{broker_url: '${{CELERY_BROKER_URL}}'}}\n"
+    path = write_files({"beatd.yaml": head + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    config = load_config(path, {"CELERY_BROKER_URL": broker})
+    assert config.settings.celery is not None and config.settings.celery.broker_db == db
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:99999/0", "redis://127.0.0.1:6379/zero"])
+def test_a_bad_redis_url_is_located_not_a_traceback(write_files: WriteFiles, url: str) -> None:
+    """redis.url with a port out of range or a database that is not a number: a located error, exit 2."""
+    head = f"redis: {{url: '{url}'}}\ncelery: {{broker_url: 'redis://127.0.0.1:6379/1'}}\n"
+    path = write_files({"beatd.yaml": head + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "check", "-c", str(path)], cwd=REPO, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"{path}:1:14: redis.url: " in done.stderr, done.stderr
 
 
 def test_check_exits_2_with_located_celery_error(write_files: WriteFiles) -> None:
@@ -155,3 +190,17 @@ def test_beatd_workers_do_not_serve_celery_jobs_queues(write_files: WriteFiles) 
         }
     )
     assert Setup.of(load_config(path, ENV), None).queues == ["mine"]
+
+
+def test_expires_and_options_expires_are_one_or_the_other(write_files: WriteFiles) -> None:
+    """A job's own expires with options.expires is a located error; an inherited expires gives way to
+    options.expires; alone, either is kept."""
+    job = "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n    expires: 5m\n    options: {expires: 30s}\n"
+    (problem,) = _problems(write_files({"beatd.yaml": HEAD + job}))
+    assert ":7:5: jobs.r.expires: expires and options.expires both set" in problem
+    inherited = HEAD + "defaults: {expires: 5m}\njobs:\n  r:\n    celery: proj.t\n    every: 1m\n"
+    inherited += "    options: {expires: 30s}\n  s:\n    celery: proj.t\n    every: 1m\n"
+    jobs = load_config(write_files({"beatd.yaml": inherited}), ENV).jobs
+    assert jobs["r"].expires is None and jobs["r"].options is not None
+    assert jobs["r"].options.expires == timedelta(seconds=30)
+    assert jobs["s"].expires == timedelta(minutes=5)

@@ -87,3 +87,27 @@ def test_crontab_fires_agree_with_celery(imported: tuple[str, str], tmp_path: Pa
         celery_at = celery_at + schedule.remaining_estimate(celery_at)
         theirs.append(celery_at.astimezone(UTC).replace(second=0, microsecond=0))
     assert ours == theirs
+
+
+def test_queues_are_resolved_as_celery_routes_them(tmp_path: Path) -> None:
+    """task_routes, a task's own queue and a kombu Queue object become options.queue (the entry's own option
+    first); an exchange-only route is refused; a non-JSON header value or an option beatd refuses is dropped
+    with a note; broker_transport_options beatd does not read are said; the YAML is a valid config."""
+    result = CliRunner().invoke(cli, ["import", "celery", "tests.celery_routing_app:app", "--pythonpath", str(REPO)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    path = tmp_path / "beatd.yaml"
+    path.write_text(out)
+    jobs = load_config(path, {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/1"}).jobs
+    queues = {name: spec.options.queue if spec.options else None for name, spec in jobs.items()}
+    assert queues == {
+        "routed": "fast", "routed-but-overridden": "slow", "own": "own-q", "plain": "main", "kombu-objects": "bulk",
+        "too-urgent": "main",
+    }  # fmt: skip
+    assert jobs["own"].options is not None and jobs["own"].options.priority == 3
+    assert "# fanout: NOT CONVERTED: routed by exchange 'media' with routing key 'media.video'" in out
+    assert "# kombu-objects: exchange='bulk-x' routing_key='bulk.k' dropped: beatd pushes straight onto" in out
+    assert "# kombu-objects: option headers={'at': {1, 2}} dropped: not a JSON value" in out
+    assert "# too-urgent: option priority=300 dropped: Input should be less than or equal to 255" in out
+    assert "# NOTE: broker_transport_options priority_steps=" in out
+    assert "visibility_timeout" not in out

@@ -16,7 +16,10 @@ def test_each_kind_fills_only_its_own_fields() -> None:
     emit = LeaderWrite.emit("a", 1, "ns:queue:default", "{}", "sig")
     miss = LeaderWrite.miss("a", 1, "ns:runs:a", "ns:runs-by-time:a", "a@x#0", "{}", 5, 10)
     base = LeaderWrite.base("a", 7, "digest")
-    celery = LeaderWrite.celery("a", 1, "celery", "{}", 3, "{}", "ns:runs:a", "ns:runs-by-time:a", "a@x#0", "{}", 5, 10)
+    celery = LeaderWrite.celery(
+        "a", 1, celery_queue_key="celery", celery_message="{}", celery_db=3, message="{}", runs_key="ns:runs:a",
+        runs_index_key="ns:runs-by-time:a", run_id="a@x#0", record="{}", written_ms=5, keep=10,
+    )  # fmt: skip
     blank = LeaderWrite("emit", "a")
     used = {
         write.kind: {name for name in item_fields(LeaderWrite) if getattr(write, name) != getattr(blank, name)}

@@ -37,6 +37,40 @@ local function items(first, layout)
     return list
 end
 
+-- The run record run_id (already HSET in runs_key) indexed at written_ms in runs_index_key, keeping at most
+-- `keep` records (the oldest dropped): emit.lua's miss and celery steps, send.lua's pushes.
+local function record_run(item)
+    redis.call('ZADD', item.runs_index_key, item.written_ms, item.run_id)
+    local excess = redis.call('ZCARD', item.runs_index_key) - tonumber(item.keep)
+    if excess > 0 then
+        call_chunked('HDEL', item.runs_key, redis.call('ZRANGE', item.runs_index_key, 0, excess - 1))
+        redis.call('ZREMRANGEBYRANK', item.runs_index_key, 0, excess - 1)
+    end
+end
+
+-- LPUSH a Celery task message (item.celery_message onto item.celery_queue_key) in database item.celery_db, then
+-- back to database `own` (the caller's): nil when pushed, else Redis's error reply. A SELECT Redis refuses (a
+-- database number past `databases`, an ACL user without SELECT, a proxy serving database 0 only) is an error
+-- reply like a refused LPUSH, not an error of the whole script; if SELECTing back were refused, no later
+-- write could land in the right database, so that one stops the script (nothing after it is written).
+local function push_celery(item, own)
+    local other_db = item.celery_db ~= own
+    if other_db then
+        local selected = redis.pcall('SELECT', tonumber(item.celery_db))
+        if type(selected) == 'table' and selected.err then
+            return {err = 'SELECT ' .. item.celery_db .. ' (the Celery broker database): ' .. selected.err}
+        end
+    end
+    local reply = redis.pcall('LPUSH', item.celery_queue_key, item.celery_message)
+    if other_db then
+        redis.call('SELECT', tonumber(own))
+    end
+    if type(reply) == 'table' and reply.err then
+        return reply
+    end
+    return nil
+end
+
 -- Keep at most `keep` records in a job's history (records hash + index sorted set), and none scored below
 -- `oldest` (0 keeps all ages); at most 1000 dropped per call of each rule.
 local function prune_history(records, index, keep, oldest)

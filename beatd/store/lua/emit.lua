@@ -9,7 +9,8 @@ local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature'
 --   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
 --           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms
 --   celery: if scheduled_ms > progress[job]: the `sent` record as for miss; in database celery_db (SELECTed,
---           then ARGV[2] again), LPUSH celery_queue_key celery_message (a Celery worker BRPOPs it);
+--           then ARGV[2] again), LPUSH celery_queue_key celery_message (a Celery worker BRPOPs it; a refused
+--           SELECT or LPUSH removes the record and refuses the step);
 --           progress[job] = scheduled_ms; last[job] = message
 --   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
 -- A step whose first write Redis refuses (out of memory, a key of the wrong type), or whose job's progress is
@@ -34,15 +35,6 @@ local function emit(item, scheduled)
     return {'applied', ''}
 end
 
-local function record_run(item)
-    redis.call('ZADD', item.runs_index_key, item.written_ms, item.run_id)
-    local excess = redis.call('ZCARD', item.runs_index_key) - tonumber(item.keep)
-    if excess > 0 then
-        call_chunked('HDEL', item.runs_key, redis.call('ZRANGE', item.runs_index_key, 0, excess - 1))
-        redis.call('ZREMRANGEBYRANK', item.runs_index_key, 0, excess - 1)
-    end
-end
-
 local function miss(item, scheduled)
     local reply = redis.pcall('HSET', item.runs_key, item.run_id, item.record)
     if type(reply) == 'table' and reply.err then
@@ -53,29 +45,25 @@ local function miss(item, scheduled)
     return {'applied', ''}
 end
 
--- The record is written first and undone if the push is refused, so a refused step writes nothing and
--- nothing that can fail comes after the push (a script is not rolled back: a push followed by an error
--- would leave the task queued with the job's progress unmoved, and the fire would be sent again).
+-- The record is written first and undone if the push (or the SELECT of the broker's database) is refused, so a
+-- refused step writes nothing. After the push nothing may stop the script (it is not rolled back: the task
+-- would be queued with the job's progress unmoved, and the fire sent again): the progress HSET cannot fail
+-- (KEYS[2] was read as a hash above, and Redis lets a script that has written go on past maxmemory), and the
+-- bookkeeping after it (last emission, the record's index) is pcalled: a key of the wrong type loses that
+-- bookkeeping, never the once.
 local function send(item, scheduled)
     local reply = redis.pcall('HSET', item.runs_key, item.run_id, item.record)
     if type(reply) == 'table' and reply.err then
         return refused(reply)
     end
-    local other_db = item.celery_db ~= ARGV[2]
-    if other_db then
-        redis.call('SELECT', tonumber(item.celery_db))
-    end
-    reply = redis.pcall('LPUSH', item.celery_queue_key, item.celery_message)
-    if other_db then
-        redis.call('SELECT', tonumber(ARGV[2]))
-    end
-    if type(reply) == 'table' and reply.err then
+    local failed = push_celery(item, ARGV[2])
+    if failed then
         redis.call('HDEL', item.runs_key, item.run_id)
-        return refused(reply)
+        return refused(failed)
     end
     redis.call('HSET', KEYS[2], item.job, scheduled)
-    redis.call('HSET', KEYS[4], item.job, item.message)
-    record_run(item)
+    redis.pcall('HSET', KEYS[4], item.job, item.message)
+    pcall(record_run, item)
     return {'applied', ''}
 end
 

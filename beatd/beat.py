@@ -181,6 +181,8 @@ class Beat:
         """Publish role, leader changes and health after a tick."""
         leading = self.leadership.is_leader(monotonic)
         self.metrics.leader.set(1 if leading else 0)
+        if not leading:
+            self.upkeep.stand_down()
         if self.leadership.changes > self._changes_seen:
             self.metrics.leader_changes.inc(self.leadership.changes - self._changes_seen)
             self._changes_seen = self.leadership.changes

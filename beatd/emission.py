@@ -15,6 +15,7 @@ from datetime import datetime
 from beatd.celery_messages import build_task_message
 from beatd.config import JobSpec
 from beatd.config.model import CelerySettings
+from beatd.expiry import start_deadline
 from beatd.keys import Keys
 from beatd.messages import Message, format_utc, scheduled_fire_id, to_ms
 from beatd.metrics import Metrics
@@ -23,7 +24,6 @@ from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
 from beatd.triggers import jitter_offset
-from beatd.upkeep import start_deadline
 
 __all__ = ["CelerySend", "Counters", "Pending", "account", "celery_write", "plan_writes"]
 

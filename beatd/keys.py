@@ -49,13 +49,15 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:attempts``: fires in flight: deleted when the fire ends (succeeded, failed for good, dead, skipped,
   expired, cancelled), is dead-lettered, or its claim is given back. A dead letter carries the count in its run id,
   for ``beatd dead retry``.
-- ``{ns}:cancel``: deleted with the run's end or release, or once the run is found dead (lease ended: pruned by a
-  claim, reclaimed, or dead-lettered).
+- ``{ns}:cancel``: deleted with the run's end or release, or once the run is found dead (lease ended: reclaimed
+  or dead-lettered; pruned by another fire's claim only once its entry is no longer pending).
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
 
-Every queue stream has one consumer group, :data:`GROUP`.
+Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
+id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
+``HEARTBEAT_FORGET_AFTER``.
 
 A run's live output stream (written by its worker, read by ``beatd logs``) holds chunks ``{stream, text}``
 (``stream``: ``stdout``, ``stderr``, ``log``) and last ``{end, status}``. Its bound: about

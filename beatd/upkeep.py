@@ -1,7 +1,7 @@
 """Upkeep: what keeps every key beatd writes within a bound, and what is done about fires nobody runs.
 
 The pure rules come first (no Redis, no clock of their own: instants and monotonic seconds are passed in, so
-each is table-tested): a fire's start deadline (its job's ``expires``), which heartbeats are stale, which
+each is table-tested): which heartbeats are stale, which
 waiting fires have expired, which queues ``beatd status`` warns about. :class:`Upkeep` is the leader's step
 over them, run every ``UPKEEP_INTERVAL`` with a bounded amount of work, each write fenced by the lease.
 
@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from beatd import defaults
 from beatd.config import JobSpec
 from beatd.durations import format_duration
-from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
+from beatd.expiry import expired_record, start_deadline
+from beatd.messages import Message, MessageError, to_ms
 from beatd.metrics import Metrics
-from beatd.records import RunRecord, run_id
 from beatd.store.upkeep import Backlog, ExpiredFire, UpkeepStore
 
 __all__ = [
@@ -31,14 +31,9 @@ __all__ = [
     "Upkeep",
     "backlog_warnings",
     "expired_fires",
-    "start_deadline",
 ]
 
 log = logging.getLogger("beatd.beat")
-
-REQUESTED = frozenset({"manual", "backfill"})
-"""Triggers whose scheduled instant is a logical date (a backfilled day): their deadline counts from the
-request (the message's ``emitted_at``)."""
 
 HEARTBEAT_SCAN = 1000
 """Most heartbeats read per hash in one upkeep step (HSCAN COUNT)."""
@@ -51,15 +46,6 @@ HISTORY_SCAN = 200
 
 
 # -- pure rules -------------------------------------------------------------------------------------------
-def start_deadline(expires: timedelta | None, message: Message) -> datetime | None:
-    """The latest instant a fire may start: its scheduled instant plus ``expires`` (for manual and backfill
-    fires, their request instant plus ``expires``); None without ``expires``."""
-    if expires is None:
-        return None
-    origin = message.emitted_at if message.trigger in REQUESTED else message.scheduled_at
-    return parse_utc(origin) + expires
-
-
 @dataclass
 class _Seen:
     digest: str
@@ -120,15 +106,10 @@ def expired_fires(
             continue
         if deadline is None or now <= deadline:
             continue
-        record = RunRecord(
-            run_id=run_id(message.fire_id, 0), fire_id=message.fire_id, job=spec.name,
-            scheduled_at=message.scheduled_at, trigger=message.trigger, attempt=0, status="expired",
-            emitted_at=message.emitted_at, finished_at=format_utc(now), config_digest=message.config_digest,
-            reason=f"not started within expires ({format_duration(spec.expires or timedelta(0))}): "
-            f"no worker took it from queue {queue} by {format_utc(deadline)}",
-        )  # fmt: skip
+        record = expired_record(spec, message, queue, now)
         expired.append(ExpiredFire(
-            spec.name, entry_id, record.to_json(), to_ms(now), spec.history.keep, to_ms(now - spec.history.max_age)
+            spec.name, message.fire_id, entry_id, record.to_json(), to_ms(now), spec.history.keep,
+            to_ms(now - spec.history.max_age),
         ))  # fmt: skip
     return expired
 
@@ -153,7 +134,8 @@ def backlog_warnings(
 
 # -- the leader's step ------------------------------------------------------------------------------------
 class Upkeep:
-    """The leader's upkeep: prune stale heartbeats, expire waiting fires past their deadline, publish backlogs."""
+    """The leader's upkeep: prune stale heartbeats and idle consumers, expire waiting fires past their deadline,
+    publish backlogs."""
 
     def __init__(self, store: UpkeepStore, metrics: Metrics) -> None:
         self.store = store
@@ -163,7 +145,20 @@ class Upkeep:
         self.cursors = dict.fromkeys(self.watches, 0)
         self.history_at = 0
         self.pages: dict[str, str] = {}
+        self.gauged: set[str] = set()
+        """Queues whose backlog gauges this process publishes."""
         self.next_at = 0.0
+
+    def stand_down(self) -> None:
+        """Not leading (any more): withdraw the backlog gauges, which only the leader keeps fresh."""
+        self._withdraw(self.gauged)
+        self.pages.clear()
+
+    def _withdraw(self, queues: set[str]) -> None:
+        for queue in queues:
+            self.metrics.queue_waiting.remove(queue)
+            self.metrics.queue_oldest_age.remove(queue)
+        self.gauged -= queues
 
     def due(self, monotonic: float) -> bool:
         """Whether a step is due."""
@@ -180,7 +175,12 @@ class Upkeep:
                 watch.forget(list(stale))
                 log.info("forgot %d heartbeats of %s unchanged for %s", deleted, key, defaults.HEARTBEAT_FORGET_AFTER)
         self._prune_history(token, jobs, now)
-        for queue in sorted({spec.queue for spec in jobs.values() if spec.celery is None}):
+        queues = sorted({spec.queue for spec in jobs.values() if spec.celery is None})
+        forget_ms = int(defaults.HEARTBEAT_FORGET_AFTER.total_seconds() * 1000)
+        gone = self.store.forget_consumers(token, queues, forget_ms)
+        if gone:
+            log.info("deleted %d idle consumers with nothing pending from the queues' groups", gone)
+        for queue in queues:
             # Page through a long backlog, WAITING_SCAN entries a step, so fires behind ones that never expire
             # are reached too; back to the oldest once a page comes back short.
             backlog = self.store.backlog(queue, WAITING_SCAN, self.pages.get(queue, ""))
@@ -198,6 +198,8 @@ class Upkeep:
                     backlog = self.store.backlog(queue, 1)
             self.metrics.queue_waiting.labels(queue).set(backlog.waiting)
             self.metrics.queue_oldest_age.labels(queue).set(backlog.oldest_age(now) if backlog.waiting else 0.0)
+        self._withdraw(self.gauged - set(queues))  # queues no longer configured
+        self.gauged = set(queues)
 
     def _prune_history(self, token: str, jobs: Mapping[str, JobSpec], now: datetime) -> None:
         """Apply the retention of the next HISTORY_SCAN jobs: records written without a prune (a claim's

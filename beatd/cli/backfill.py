@@ -76,7 +76,7 @@ def backfill(
     kept = runs.history_size(job)
     if not rerun:
         _check_skip_is_complete(spec, kept, len(instants))
-    now = runtime.clock.now()
+    now = store.redis_now()  # emitted_at: the deadline (expires) of each fire counts from Redis's clock
     token = secrets.token_hex(8)
     if not dry_run:
         _lock(store, spec, token, now)

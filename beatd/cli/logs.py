@@ -62,7 +62,7 @@ def logs(
                 # Ended without an end marker (its worker died, or the stream expired): nothing more will come.
                 click.echo(f"beatd: run {run} {current['status']}", err=True)
                 return
-            if current["status"] == "running" and _gone(store, current.get("worker"), runtime.clock.now()):
+            if current["status"] == "running" and _gone(store, current.get("worker"), store.redis_now()):
                 # Killed (no end marker, the record stays running until another worker reclaims the run).
                 click.echo(
                     f"beatd: run {run}: its worker {current.get('worker')} is gone (the run will be recorded lost)",

@@ -19,7 +19,7 @@ from beatd.cli.options import config_option, connection_options, json_option, ti
 from beatd.cli.render import echo_json, echo_table
 from beatd.cli.runs import print_records
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.cli.waiting import FireWatch, live_workers, wait_for_fires
+from beatd.cli.waiting import FireWatch, is_live, live_workers, wait_for_fires
 from beatd.config import Config, JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys
@@ -57,13 +57,7 @@ def status(
     store = _store(config)
     now = runtime.clock.now()
     leader = store.leader()
-    replicas = store.replicas()
-    stale = [
-        rid
-        for rid, beat in replicas.items()
-        if now - parse_utc(beat["heartbeat_at"]) > 6 * defaults.REPLICA_STALE_AFTER
-    ]
-    store.forget_replicas(stale)
+    replicas = store.replicas()  # stale ones are deleted by the leader's upkeep, never by a read command
     paused = store.paused()
     progress = store.progress()
     last = store.last_emitted()
@@ -93,10 +87,8 @@ def status(
             "pid": holder.get("pid"),
             "lease_left_s": round(ttl_ms / 1000, 3),
         }
-    _backlog(report, store, workers, queues, now)
-    for rid, beat in sorted(replicas.items()):
-        if rid in stale:
-            continue
+    _backlog(report, store, workers, queues, store.redis_now())  # liveness and waits by Redis's clock
+    for _, beat in sorted(replicas.items()):
         age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
         report["replicas"].append(
             {
@@ -142,12 +134,8 @@ def _backlog(
     report: dict[str, Any], store: Store, workers: dict[str, dict[str, Any]], queues: list[str], now: datetime
 ) -> None:
     """Fires waiting in each queue, and warnings for queues nobody consumes or that fall behind."""
-    stale_after = defaults.WORKER_STALE_AFTER
     consumers = Counter(
-        queue
-        for worker in workers.values()
-        if now - parse_utc(worker["heartbeat_at"]) <= stale_after
-        for queue in worker.get("queues", ())
+        queue for worker in workers.values() if is_live(worker, now) for queue in worker.get("queues", ())
     )
     backlogs = store.upkeep.backlogs(queues)
     report["backlog"] = {
@@ -217,7 +205,7 @@ def trigger(
     --timeout passes first)."""
     config = runtime.load(config_path)
     spec = find_job(config, job)
-    now = runtime.clock.now()
+    now = _store(config).redis_now()  # emitted_at: the deadline (expires) of the fire counts from Redis's clock
     scheduled = _instant(at, spec, "--at") if at else now
     message = fire_message(spec, scheduled, now, "manual")
     record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)

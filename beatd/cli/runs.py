@@ -10,7 +10,6 @@ from typing import Any, get_args
 
 import click
 
-from beatd import defaults
 from beatd.cli.options import connection_options, json_option
 from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
@@ -202,14 +201,12 @@ def workers(
 ) -> None:
     """Workers with a recent heartbeat: age, queues, runs in progress."""
     store = _store(runtime, config_path, redis_url, namespace)
-    now = runtime.clock.now()
+    now = store.redis_now()  # liveness judged by Redis's clock, as every command judges it
     alive: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
-    for name, beat in sorted(store.workers().items()):
+    for _, beat in sorted(store.workers().items()):  # stale ones are deleted by the leader's upkeep only
         age = heartbeat_age(beat, now)
         (alive if is_live(beat, now) else gone).append({**beat, "heartbeat_age_s": round(age.total_seconds(), 3)})
-        if age > 6 * defaults.WORKER_STALE_AFTER:
-            store.forget_workers([name])
     if as_json:
         echo_json(alive)
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -30,6 +31,7 @@ __all__ = [
     "connect",
     "queue_lengths",
     "reachable",
+    "redis_now",
     "script",
 ]
 
@@ -179,3 +181,14 @@ def queue_lengths(client: Any, streams: dict[str, str]) -> dict[str, int]:
         for key in streams.values():
             pipe.xlen(key)
         return dict(zip(streams, (int(length) for length in pipe.execute()), strict=True))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def redis_now(client: Any) -> datetime:
+    """Redis's clock now (``TIME``, ms precision): what commands stamp fires with and judge heartbeats by, so
+    every command agrees with the leader and the workers' deadline check, whatever the host's clock says."""
+    with reachable():
+        seconds, micros = client.time()
+    return _EPOCH + timedelta(milliseconds=int(seconds) * 1000 + int(micros) // 1000)

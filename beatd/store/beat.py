@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import redis
 
 from beatd.keys import Keys
-from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
 from beatd.store.codec import BatchScript
 from beatd.store.upkeep import UpkeepStore
 
@@ -163,6 +164,11 @@ class Store:
         with reachable():
             renewed, seconds, micros = self._renew(keys=[self.keys.leader], args=[token, lease_ms])
         return bool(int(renewed)), int(seconds) + int(micros) / 1e6
+
+    def redis_now(self) -> datetime:
+        """Redis's clock now (:func:`~beatd.store.base.redis_now`): a manual or backfill fire's ``emitted_at``,
+        so its deadline counts from the clock the workers and the upkeep judge it by."""
+        return redis_now(self.client)
 
     def release(self, token: str) -> bool:
         """Give the lease up; False when ``token`` did not hold it."""

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from beatd.store.base import KeyTable, script
 
-__all__ = ["UNPACK_LIMIT", "BatchScript", "item_fields", "lua_item_fields"]
+__all__ = ["UNPACK_LIMIT", "BatchScript", "decode_items", "item_fields", "lua_item_fields"]
 
 UNPACK_LIMIT = 1000
 """Most values a script hands to one ``unpack()`` (the prelude's ``UNPACK_LIMIT``; Redis's Lua stack takes
@@ -29,20 +29,27 @@ about 8,000): longer lists go in pieces, through the prelude's ``call_chunked``.
 
 Item = TypeVar("Item")
 
-_ITEM_LINE = re.compile(r"^local ITEM = \{(?P<names>[^}]*)\}", re.MULTILINE)
-
 
 def item_fields(item: type[Any]) -> tuple[str, ...]:
-    """The wire order of an item dataclass: its fields, in declaration order."""
+    """The wire order of an item dataclass (or named tuple): its fields, in declaration order."""
+    if not dataclasses.is_dataclass(item):
+        return tuple(item._fields)
     return tuple(field.name for field in dataclasses.fields(item))
 
 
-def lua_item_fields(name: str) -> tuple[str, ...]:
-    """The item layout declared by ``store/lua/NAME.lua`` in its ``local ITEM = {...}`` line."""
-    found = _ITEM_LINE.search(script(name, prelude=False))
+def lua_item_fields(name: str, line: str = "ITEM") -> tuple[str, ...]:
+    """The layout declared by ``store/lua/NAME.lua`` in its ``local ITEM = {...}`` line (``line``: another
+    layout's name, e.g. ``REPLY_ITEM`` for the items of a reply)."""
+    found = re.search(rf"^local {line} = \{{(?P<names>[^}}]*)\}}", script(name, prelude=False), re.MULTILINE)
     if found is None:
-        raise ValueError(f"store/lua/{name}.lua declares no `local ITEM = {{...}}` line")
+        raise ValueError(f"store/lua/{name}.lua declares no `local {line} = {{...}}` line")
     return tuple(part.strip().strip("'\"") for part in found["names"].split(",") if part.strip())
+
+
+def decode_items(item: Callable[..., Item], values: Sequence[Any]) -> list[Item]:
+    """The items of a flat reply (``REPLY_ITEM`` layout), each built from the next len(fields) values as str."""
+    width = len(item_fields(item))  # type: ignore[arg-type]
+    return [item(*(str(value) for value in values[i : i + width])) for i in range(0, len(values), width)]
 
 
 class BatchScript(Generic[Item]):

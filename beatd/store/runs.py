@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -12,13 +13,14 @@ import redis.exceptions
 
 from beatd import defaults
 from beatd.keys import GROUP, Keys
-from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
 from beatd.store.codec import BatchScript
 
 __all__ = [
     "Claim",
     "ClaimItem",
     "ClaimRequest",
+    "DeadLetter",
     "DeadLetterAction",
     "Delivery",
     "Finish",
@@ -174,6 +176,24 @@ class FinishItem:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """The wire layout of one entry in ``lua/dead_letter.lua``."""
+
+    entry_id: str
+    message: str
+    signature: str
+    reason: str
+    fire_id: str
+    lost_run: str
+    lost_expect: str
+    lost_record: str
+    stream_key: str
+    leases_key: str
+    active_key: str
+    records_key: str
+
+
+@dataclass(frozen=True)
 class RunLease:
     """The wire layout of one run in ``lua/unclaim.lua`` and ``lua/extend.lua``: what names a run's lease."""
 
@@ -209,7 +229,7 @@ class RunStore:
         self._settle = BatchScript(client, "settle_dead", DeadLetterAction, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
         self._reclaim = client.register_script(script("reclaim"))
-        self._dead_letter = client.register_script(script("dead_letter"))
+        self._dead_letter = BatchScript(client, "dead_letter", DeadLetter, BATCH_LIMIT)
         self._heartbeats = Heartbeats(self.client, keys.workers)
 
     # -- consuming ---------------------------------------------------------------------------------------
@@ -366,24 +386,30 @@ class RunStore:
         }
 
     def dead_letter(
-        self, delivery: Delivery, reason: str, fire_id: str = "", job: str = "", lost: LostRun | None = None
-    ) -> None:
+        self,
+        delivery: Delivery,
+        consumer: str,
+        reason: str,
+        fire_id: str = "",
+        job: str = "",
+        lost: LostRun | None = None,
+    ) -> bool:
         """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream; when its
         message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too, and a
-        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``)."""
+        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``).
+        False (nothing done) when the entry is no longer pending for ``consumer``: a reclaimer took it over."""
         keys = self.keys
+        item = DeadLetter(
+            delivery.entry_id, delivery.message, delivery.signature, reason, fire_id if job else "",
+            lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
+            keys.queue(delivery.queue), keys.leases(delivery.queue), keys.active(job) if job else "",
+            keys.runs(job) if job else "",
+        )  # fmt: skip
         with reachable():
-            self._dead_letter(
-                keys=[
-                    keys.attempts, keys.cancel, keys.dead, keys.queue(delivery.queue), keys.leases(delivery.queue),
-                    keys.active(job or "-"), keys.runs(job or "-"),
-                ],
-                args=[
-                    GROUP, defaults.DEAD_MAXLEN, delivery.entry_id, delivery.message, delivery.signature,
-                    fire_id if job else "", reason,
-                    lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
-                ],
-            )  # fmt: skip
+            (replies,) = self._dead_letter(
+                [keys.attempts, keys.cancel, keys.dead], [GROUP, defaults.DEAD_MAXLEN, consumer], [item]
+            )
+        return bool(replies == ["dead"])
 
     # -- dead letters ------------------------------------------------------------------------------------
     def dead(self, count: int, before: str = "+") -> list[dict[str, str]]:
@@ -495,6 +521,10 @@ class RunStore:
     def heartbeat(self, worker: str, record: dict[str, Any]) -> None:
         """Publish this worker's heartbeat."""
         self._heartbeats.publish(worker, record)
+
+    def redis_now(self) -> datetime:
+        """Redis's clock now (:func:`~beatd.store.base.redis_now`): what commands judge heartbeats by."""
+        return redis_now(self.client)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every worker's last heartbeat."""

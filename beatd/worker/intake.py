@@ -11,14 +11,13 @@ from datetime import timedelta
 from beatd import defaults
 from beatd.clock import Clock
 from beatd.config import JobSpec
-from beatd.durations import format_duration
+from beatd.expiry import REQUESTED, expired_record, start_deadline
 from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import Claim, ClaimRequest, Delivery, LostRun, RunStore, StoreError
-from beatd.upkeep import start_deadline
 from beatd.worker.ends import end_of, record_of
 from beatd.worker.finisher import Finisher
 from beatd.worker.registry import Registry, Run
@@ -103,7 +102,7 @@ class Intake:
                 requests.append(ClaimRequest(
                     spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
                     record.to_json(omit=("run_id", "attempt")), now_ms,
-                    requested=message.trigger in ("manual", "backfill"),
+                    requested=message.trigger in REQUESTED,
                     scheduled_ms=to_ms(scheduled), busy_here=self.registry.running_since(spec.name, scheduled),
                     lost=lost, deadline_ms=to_ms(deadline) if deadline else 0,
                 ))  # fmt: skip
@@ -112,7 +111,10 @@ class Intake:
                 raise
             except Exception as error:  # a message that passed the checks and still breaks something
                 log.exception("entry %s of queue %s cannot be run", delivery.entry_id, delivery.queue)
-                self._dead_letter(delivery, f"not run: {type(error).__name__}: {error}", _named(delivery))
+                named = _named(delivery)
+                self._dead_letter(
+                    delivery, f"not run: {type(error).__name__}: {error}", named, self._lost_quietly(delivery, named)
+                )
         if requests:
             for run, claim in zip(pending, self.store.claim(requests, self.identity.id, now_ms), strict=True):
                 self._decide(run, claim, now_ms)
@@ -162,6 +164,19 @@ class Intake:
             record.reason = f"{replaced}; {record.reason} before the run ended"
         return LostRun(previous, raw, record.to_json())
 
+    def _lost_quietly(self, delivery: Delivery, message: Message | None) -> LostRun | None:
+        """:meth:`_lost` for a redelivered entry that failed its checks; None when that fails too (its record
+        unreadable): the dead letter goes on without it."""
+        if message is None or delivery.deliveries <= 1:
+            return None
+        try:
+            return self._lost(message.job, message)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("the previous attempt of fire %s cannot be read", message.fire_id)
+            return None
+
     def _decide(self, run: Run, claim: Claim, now_ms: int) -> None:
         spec, delivery, message = run.spec, run.delivery, run.message
         now = self.clock.now()
@@ -184,9 +199,7 @@ class Intake:
             end = end_of(spec, delivery, message, record_of(spec, message, 0, "cancelled"), now)
             self.finisher.submit(dataclasses.replace(end, record=""))
         elif claim.decision == "expired":
-            record = record_of(spec, message, 0, "expired")
-            record.finished_at = format_utc(now)
-            record.reason = f"not started within expires ({format_duration(spec.expires or timedelta(0))})"
+            record = expired_record(spec, message, delivery.queue, now)
             log.warning("fire %s of %s expired unstarted: %s", message.fire_id, spec.name, record.reason)
             self.metrics.runs.labels(self.metrics.job(spec.name), "expired").inc()
             self.finisher.submit(end_of(spec, delivery, message, record, now))
@@ -214,11 +227,15 @@ class Intake:
     def _dead_letter(
         self, delivery: Delivery, reason: str, message: Message | None = None, lost: LostRun | None = None
     ) -> None:
-        log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
+        consumer = self.identity.id
         if message is None:
-            self.store.dead_letter(delivery, reason)
+            done = self.store.dead_letter(delivery, consumer, reason)
         else:
-            self.store.dead_letter(delivery, reason, message.fire_id, message.job, lost)
+            done = self.store.dead_letter(delivery, consumer, reason, message.fire_id, message.job, lost)
+        if done:
+            log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
+        else:
+            log.info("entry %s of queue %s not dead-lettered: it was taken over", delivery.entry_id, delivery.queue)
 
 
 def _named(delivery: Delivery) -> Message | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from beatd.config import Config, JobSpec
+from beatd.expiry import REQUESTED
 from beatd.messages import Message
 from beatd.records import RunRecord
 from beatd.store import Delivery
@@ -67,7 +68,6 @@ class Run:
         return self.message.trigger in REQUESTED
 
 
-REQUESTED = frozenset({"manual", "backfill"})
 """Triggers of fires asked for on purpose."""
 
 

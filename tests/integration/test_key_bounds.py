@@ -7,6 +7,7 @@ ending its run while the clock moves past its lease); the beat's upkeep runs in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from collections.abc import Iterator
@@ -16,18 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from beatd import upkeep
+from beatd import defaults, upkeep
 from beatd.audit import audit_record
 from beatd.beat import Beat
+from beatd.cli import cli as cli_main
+from beatd.cli.runtime import Runtime
 from beatd.clock import FixedClock
 from beatd.config import Config, load_config
 from beatd.identity import Identity
-from beatd.keys import Keys
-from beatd.messages import Message, fire_id, format_utc, to_ms
+from beatd.keys import GROUP, Keys
+from beatd.messages import Message, fire_id, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
 from beatd.store import Finish, RunStore, Store, connect
+from beatd.store.upkeep import HISTORY_BATCH
 from beatd.worker.ends import conclude
 from beatd.worker.finisher import Finisher
 from beatd.worker.intake import Intake
@@ -43,6 +48,7 @@ JOBS = """
     busy: {command: [x], every: 1h, retries: 1, retry_delay: 0s, overlap: skip, history: {keep: 3}}
     swap: {command: [x], every: 1h, overlap: replace, history: {keep: 3}}
     gone: {command: [x], every: 1h, history: {keep: 3}}
+    late: {command: [x], every: 1h, retries: 1, retry_delay: 0s, expires: 1m, overlap: allow, history: {keep: 3}}
 """
 
 LEASE = 30  # s: every job's run lease (timeout + kill grace, capped by RUN_LEASE_MAX)
@@ -222,6 +228,145 @@ def test_dead_retry_runs_the_fire_as_its_next_attempt(scene: Scene) -> None:
     assert worker.read().record.run_id == f"{fire}#3"
 
 
+def test_a_stale_worker_does_not_dead_letter_an_entry_another_worker_took_over(scene: Scene) -> None:
+    """Worker x (its config lacks the job) reads an entry and stalls; y reclaims it and runs attempt 1; when x
+    resumes, its dead letter finds the entry no longer its own and leaves everything of y's run alone."""
+    x = scene.worker("x", scene.without_gone)
+    y = scene.worker("y", scene.config)
+    fire = scene.fire("gone", scene.clock.now())
+    store = scene.store
+    deliveries = store.read(["default"], "x", 1, block_ms=0)  # x reads, and stalls before checking it
+    scene.clock.advance(3)
+    y.intake.admit(store.reclaim("default", "y", to_ms(scene.clock.now()), 0))
+    assert [run.record.run_id for run in y.claimed] == [f"{fire}#1"]
+    x.intake.admit(deliveries)
+    assert store.client.hget(store.keys.attempts, fire) == "1"
+    assert store.client.hkeys(store.keys.active("gone")) == [f"{fire}#1"]
+    assert store.client.hkeys(store.keys.leases("default")) == [deliveries[0].entry_id]
+    assert store.client.xlen(store.keys.queue("default")) == 1 and store.client.xlen(store.keys.dead) == 0
+    y.end(y.claimed[0], "succeeded")
+    assert [record["status"] for record in runs(store.client, store.keys.namespace, "gone")] == ["succeeded"]
+
+
+def test_a_reclaimed_fire_dead_lettered_then_retried_runs_as_its_next_attempt(scene: Scene) -> None:
+    """A fire whose worker died, reclaimed by a worker that lacks its job, is dead-lettered with the run id of
+    its last attempt; `dead retry` runs it as attempt 2, and the `lost` record of attempt 1 stays."""
+    first = scene.worker("first", scene.config)
+    third = scene.worker("third", scene.without_gone)
+    fire = scene.fire("gone", scene.clock.now())
+    first.read()  # attempt 1 runs on `first`, which dies
+    scene.clock.advance(LEASE + 1)
+    store = scene.store
+    third.intake.admit(store.reclaim("default", third.intake.identity.id, to_ms(scene.clock.now()), 0))
+    (letter,) = store.dead(10)
+    assert letter["run_id"] == f"{fire}#1"
+    assert store.retry_dead(
+        letter["id"], letter["queue"], audit_record("dead-retry", scene.clock.now(), entry=letter["id"])
+    )
+    again = first.read()
+    assert again.record.run_id == f"{fire}#2"
+    records = {record["run_id"]: record["status"] for record in runs(store.client, store.keys.namespace, "gone")}
+    assert records == {f"{fire}#1": "lost", f"{fire}#2": "running"}
+
+
+def test_a_redelivered_fire_that_breaks_the_admission_records_its_previous_attempt_lost(
+    scene: Scene, tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """A reclaimed fire that fails on the new worker past the checks (here: an `expires` its config adds meets
+    an emitted_at that is no instant) is dead-lettered, and its previous attempt recorded `lost`, as a fire of
+    an unknown job is."""
+    strict = JOBS.replace("gone: {command: [x], every: 1h,", "gone: {command: [x], every: 1h, expires: 1m,")
+    with_expires = load_config(write_config(tmp_path / "c.yaml", shared_redis, namespace, strict), {})
+    first, other = scene.worker("first", scene.config), scene.worker("other", with_expires)
+    now = scene.clock.now()
+    message = Message(fire_id("gone", now, "manual", now), "gone", format_utc(now), "soon", "manual", "d")
+    scene.beat_store.enqueue("default", [(message.to_json(), "")], audit_record("trigger", now, job="gone"))
+    first.read()
+    scene.clock.advance(LEASE + 1)
+    store = scene.store
+    other.intake.admit(store.reclaim("default", other.intake.identity.id, to_ms(scene.clock.now()), 0))
+    assert other.claimed == []
+    assert [record["status"] for record in runs(store.client, store.keys.namespace, "gone")] == ["lost"]
+    (letter,) = store.dead(10)
+    assert letter["run_id"] == f"{message.fire_id}#1" and "ValueError" in letter["reason"]
+
+
+def test_the_upkeep_leaves_a_retry_waiting_past_expires_to_run(scene: Scene) -> None:
+    """A fire whose attempt 1 started in time and failed waits in the queue past its job's `expires`: the
+    leader's upkeep neither expires it nor drops its attempt count; a worker runs it as attempt 2."""
+    worker = scene.worker("w", scene.config)
+    store, clock = scene.store, scene.clock
+    fire = scene.fire("late", clock.now())
+    worker.end(worker.read(), "failed")
+    store.requeue_due_retries("default", to_ms(clock.now()))
+    clock.advance(120)
+    store.client.set(store.keys.leader, "token")
+    upkeep_store = scene.beat_store.upkeep
+    waiting = upkeep_store.backlog("default", 10).entries
+    expired = upkeep.expired_fires(waiting, scene.config.jobs, clock.now(), "default")
+    assert [fire_ for fire_ in expired if fire_.fire_id == fire]  # past its deadline by the rule alone
+    assert upkeep_store.expire("token", "default", expired) == []
+    assert store.client.hget(store.keys.attempts, fire) == "1"
+    assert worker.read().record.run_id == f"{fire}#2"
+
+
+def test_a_run_replaced_while_its_worker_is_dead_stays_cancelled_past_a_later_fire(scene: Scene) -> None:
+    """F2 replaces F1 whose worker then dies; F3 is claimed before anyone reclaims F1: F1's cancel request
+    stays for the reclaiming claim, which records F1 cancelled and does not run it again."""
+    first, second, third = (scene.worker(name, scene.config) for name in ("first", "second", "third"))
+    store, clock = scene.store, scene.clock
+    base = clock.now()
+    scene.fire("swap", base)
+    replaced = second.read()
+    scene.fire("swap", base + timedelta(seconds=1))
+    first.end(first.read(), "succeeded")
+    clock.advance(LEASE + 1)  # second died; its lease ended
+    scene.fire("swap", base + timedelta(seconds=2))
+    first.end(first.read(), "succeeded")
+    third.intake.admit(store.reclaim("default", third.intake.identity.id, to_ms(clock.now()), 0))
+    assert third.claimed == []
+    record = json.loads(store.client.hget(store.keys.runs("swap"), replaced.record.run_id))
+    assert record["status"] == "cancelled"
+    assert store.client.exists(store.keys.cancel, store.keys.attempts) == 0
+
+
+@pytest.mark.parametrize(("skew", "age", "ran"), [(-3600, 600, False), (3600, 0, True)])
+def test_a_worker_judges_a_fire_s_deadline_by_redis_s_clock(scene: Scene, skew: int, age: int, ran: bool) -> None:
+    """A worker whose host clock is an hour behind does not run a fire ten minutes past its `expires: 1m`; one
+    an hour ahead runs a fresh fire: the deadline is judged by Redis's clock."""
+    real = datetime.now(UTC).replace(microsecond=0)
+    fire = scene.fire("late", real - timedelta(seconds=age))
+    worker = dataclasses.replace(scene, clock=FixedClock(real + timedelta(seconds=skew))).worker("w", scene.config)
+    worker.intake.read(1)
+    assert [run.record.run_id for run in worker.claimed] == ([f"{fire}#1"] if ran else [])
+    records = runs(scene.store.client, scene.store.keys.namespace, "late")
+    assert [record["status"] for record in records] == (["running"] if ran else ["expired"])
+    if not ran:  # the same record the leader's upkeep writes for a fire still waiting
+        deadline = format_utc(real - timedelta(seconds=age) + timedelta(minutes=1))
+        assert (
+            records[0]["reason"]
+            == f"not started within expires (1m): no worker took it from queue default by {deadline}"
+        )
+
+
+@pytest.mark.parametrize("command", [["trigger", "late"], ["backfill", "late", "--from", "2026-01-01T00:00:00Z",
+                                                          "--to", "2026-01-01T01:00:00Z"]])  # fmt: skip
+def test_trigger_and_backfill_stamp_emitted_at_by_redis_s_clock(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, command: list[str]
+) -> None:
+    """Run on a host whose clock is an hour behind, `beatd trigger` and `beatd backfill` stamp their fires'
+    `emitted_at` (where `expires` counts from) with Redis's time."""
+    path = write_config(tmp_path / "a.yaml", shared_redis, namespace, JOBS)
+    skewed = FixedClock(datetime.now(UTC) - timedelta(hours=1))
+    runtime = Runtime(environ={}, cwd=tmp_path, clock=skewed)
+    result = CliRunner().invoke(cli_main, [*command, "-c", str(path)], obj=runtime, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    messages = [json.loads(text) for _, text in Store(shared_redis.client(), Keys(namespace)).read_queue("default")]
+    assert messages
+    for message in messages:
+        assert abs((parse_utc(message["emitted_at"]) - datetime.now(UTC)).total_seconds()) < 60
+
+
 def test_a_lease_of_a_deleted_pending_entry_is_dropped_by_reclaim(scene: Scene) -> None:
     """An entry deleted while pending (by hand, or a trim) leaves no lease behind once its lease ended."""
     worker = scene.worker("w", scene.config)
@@ -290,6 +435,73 @@ def test_stale_heartbeats_are_pruned_by_the_leader_without_any_read_command(
     assert set(client.hkeys(keys.replicas)) == {"beat"}
 
 
+@pytest.mark.parametrize("command", ["status", "workers"])
+def test_read_commands_delete_no_heartbeat(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, command: str
+) -> None:
+    """`beatd status` and `beatd workers` only read heartbeats, however old they look by the host's clock
+    (which may be wrong): deleting stale ones is the leader's upkeep."""
+    path = write_config(tmp_path / "a.yaml", shared_redis, namespace, "a: {command: [x], every: 1h}")
+    keys, client = Keys(namespace), shared_redis.client()
+    old = {"heartbeat_at": "2020-01-01T00:00:00Z", "queues": ["default"], "runs": [], "worker": "w",
+           "concurrency": 1, "processed": 0}  # fmt: skip
+    client.hset(keys.workers, "old-worker", json.dumps(old))
+    client.hset(keys.replicas, "old-replica", json.dumps({**old, "replica": "old-replica"}))
+    runtime = Runtime(environ={}, cwd=tmp_path)
+    result = CliRunner().invoke(cli_main, [command, "-c", str(path), "--json"], obj=runtime, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert client.hkeys(keys.workers) == ["old-worker"] and client.hkeys(keys.replicas) == ["old-replica"]
+
+
+def test_status_and_workers_judge_liveness_by_redis_s_clock(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """Run on a host whose clock is an hour ahead, `beatd status` and `beatd workers` count a worker that
+    published a heartbeat just now as alive, as `trigger` does: no "no live worker" warning."""
+    path = write_config(tmp_path / "a.yaml", shared_redis, namespace, "a: {command: [x], every: 1h}")
+    keys, client = Keys(namespace), shared_redis.client()
+    now = format_utc(datetime.now(UTC))
+    beat = {"heartbeat_at": now, "queues": ["default"], "runs": [], "worker": "w", "concurrency": 1, "processed": 0}
+    client.hset(keys.workers, "w", json.dumps(beat))
+    message = Message(fire_id("a", datetime.now(UTC)), "a", now, now, "schedule", "d")
+    Store(client, keys).enqueue("default", [(message.to_json(), "")], audit_record("trigger", datetime.now(UTC)))
+    runtime = Runtime(environ={}, cwd=tmp_path, clock=FixedClock(datetime.now(UTC) + timedelta(hours=1)))
+
+    def run(*args: str) -> Any:
+        result = CliRunner().invoke(cli_main, [*args, "-c", str(path), "--json"], obj=runtime, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    status = run("status")
+    assert status["backlog"]["default"]["waiting"] == 1 and status["warnings"] == []
+    assert [worker["worker"] for worker in run("workers")] == ["w"]
+
+
+def test_idle_consumers_with_nothing_pending_are_deleted_by_the_leader(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consumers of a queue's group left by workers that are gone (each worker joins under a name of its own)
+    are deleted by the leader's upkeep once idle longer than HEARTBEAT_FORGET_AFTER; one holding a pending
+    entry stays however long it is idle."""
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, "a: {command: [x], every: 1h}")
+    monkeypatch.setattr(defaults, "HEARTBEAT_FORGET_AFTER", timedelta(milliseconds=200))
+    keys, client = Keys(namespace), shared_redis.client()
+    stream = keys.queue("default")
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    client.xadd(stream, {"message": "{}", "sig": ""})
+    client.xreadgroup(GROUP, "host-a:101:x1", {stream: ">"}, count=1)  # holds the entry, pending
+    for name in ("host-a:102:x2", "host-b:201:x3", "host-b:202:x4"):
+        client.xgroup_createconsumer(stream, GROUP, name)
+
+    def consumers() -> set[str]:
+        clock.advance(6)
+        beat.tick(clock.now(), clock.monotonic())
+        return {str(consumer["name"]) for consumer in client.xinfo_consumers(stream, GROUP)}
+
+    wait_for(lambda: consumers() == {"host-a:101:x1"}, what="the idle consumers deleted")
+    assert client.xpending(stream, GROUP)["pending"] == 1
+
+
 def test_a_failing_upkeep_step_does_not_hold_up_emission(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -327,6 +539,25 @@ def test_history_written_without_a_prune_is_trimmed_by_the_leader(
     assert client.zcard(keys.runs_by_time("a")) == 3
 
 
+def test_a_history_sweep_is_cut_into_short_calls(own_redis: RedisServer) -> None:
+    """Retention over 200 jobs is applied in calls of at most HISTORY_BATCH jobs (each job's prune may drop
+    2,000 records: one call over all of them would block Redis for a good fraction of a second)."""
+    client, keys = own_redis.client(), Keys("h")
+    for job in range(200):
+        client.hset(keys.runs(f"j{job}"), mapping={f"r{index}": "x" for index in range(3)})
+        client.zadd(keys.runs_by_time(f"j{job}"), {f"r{index}": index for index in range(3)})
+    client.set(keys.leader, "token")
+    store = Store(client, keys).upkeep
+    store.prune_history("token", {f"j{job}": (1, 0) for job in range(200)})  # loads the script
+    for job in range(200):
+        client.hset(keys.runs(f"j{job}"), "again", "x")
+        client.zadd(keys.runs_by_time(f"j{job}"), {"again": 5})
+    calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    store.prune_history("token", {f"j{job}": (1, 0) for job in range(200)})
+    assert client.info("commandstats")["cmdstat_evalsha"]["calls"] - calls == 200 // HISTORY_BATCH == 10
+    assert {client.zcard(keys.runs_by_time(f"j{job}")) for job in range(200)} == {1}
+
+
 def test_fires_nobody_consumes_expire_with_a_record_and_show_in_the_backlog(
     tmp_path: Path, shared_redis: RedisServer, namespace: str
 ) -> None:
@@ -360,6 +591,39 @@ def test_fires_nobody_consumes_expire_with_a_record_and_show_in_the_backlog(
     assert status["backlog"]["nobody"]["waiting"] == 2
     assert any("no live worker consumes it" in warning for warning in status["warnings"])
     assert "warning: queue nobody: 2 fires waiting" in cli("status", "-c", str(path)).stdout
+
+
+def test_backlog_gauges_are_withdrawn_for_a_queue_no_longer_configured_and_when_not_leading(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """The leader's backlog gauges cover the queues of its config only, and a replica that stops leading
+    withdraws them (a standby would keep publishing stale values)."""
+    beat, clock, _ = make_beat(tmp_path, shared_redis, namespace, """
+        a: {command: [x], every: 1h, queue: one}
+        b: {command: [x], every: 1h, queue: two}
+    """)  # fmt: skip
+    beat.tick(clock.now(), clock.monotonic())
+    metrics = beat.metrics.registry
+
+    def gauged() -> set[str]:
+        return {
+            sample.labels["queue"]
+            for metric in metrics.collect()
+            if metric.name == "beatd_queue_waiting"
+            for sample in metric.samples
+        }
+
+    assert gauged() == {"one", "two"}
+    clock.advance(6)
+    assert beat.leadership.token is not None
+    beat.upkeep.step(beat.leadership.token, {"a": beat.config.jobs["a"]}, beat.now(clock.now(), clock.monotonic()),
+                     clock.monotonic())  # fmt: skip
+    assert gauged() == {"one"}
+    shared_redis.client().set(Keys(namespace).leader, "another replica's token")
+    clock.advance(6)
+    beat.tick(clock.now(), clock.monotonic())
+    assert not beat.leadership.is_leader(clock.monotonic())
+    assert gauged() == set()
 
 
 def test_the_upkeep_pages_through_a_long_backlog(

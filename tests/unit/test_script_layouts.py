@@ -9,8 +9,8 @@ import pytest
 from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
-from beatd.store.runs import ClaimItem, DeadLetterAction, FinishItem, RunLease
-from beatd.store.upkeep import ExpiredFire, Retention
+from beatd.store.runs import ClaimItem, DeadLetter, DeadLetterAction, FinishItem, RunLease
+from beatd.store.upkeep import ExpiredFire, Retention, StaleHeartbeat, WaitingEntry
 
 
 @pytest.mark.parametrize(
@@ -18,17 +18,24 @@ from beatd.store.upkeep import ExpiredFire, Retention
     [
         ("claim", ClaimItem),
         ("finish", FinishItem),
+        ("dead_letter", DeadLetter),
         ("unclaim", RunLease),
         ("extend", RunLease),
         ("settle_dead", DeadLetterAction),
         ("sweep_expired", ExpiredFire),
         ("sweep_history", Retention),
+        ("sweep_heartbeats", StaleHeartbeat),
         ("send", LeaderWrite),
     ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:
     """The script's `local ITEM = {...}` names the dataclass's fields in the same order."""
     assert lua_item_fields(name) == item_fields(item)
+
+
+def test_the_backlog_reply_items_match_the_named_tuple() -> None:
+    """backlog.lua's `local REPLY_ITEM = {...}` names WaitingEntry's fields in the same order."""
+    assert lua_item_fields("backlog", "REPLY_ITEM") == item_fields(WaitingEntry)
 
 
 def test_the_prelude_and_the_codec_share_the_unpack_limit() -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from beatd.config import JobSpec, load_config
+from beatd.expiry import start_deadline
 from beatd.messages import Message, format_utc, to_ms
 from beatd.store.upkeep import Backlog
-from beatd.upkeep import HeartbeatWatch, backlog_warnings, expired_fires, start_deadline
+from beatd.upkeep import HeartbeatWatch, backlog_warnings, expired_fires
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

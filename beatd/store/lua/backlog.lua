@@ -2,8 +2,10 @@
 -- KEYS[1] queue stream
 -- ARGV[1] consumer group     ARGV[2] most waiting entries to return     ARGV[3] return only entries after this
 -- id ('' from the oldest waiting one: a caller pages through a long backlog step by step)
--- Returns {waiting, oldest waiting id ('' when none), {entry id, message, ...}}: waiting counts every entry after
--- the group's last delivered one (all of them before any worker created the group).
+-- Returns {waiting, oldest waiting id ('' when none), {REPLY_ITEM values, ...}}: waiting counts every entry
+-- after the group's last delivered one (all of them before any worker created the group); then one REPLY_ITEM
+-- per entry listed (beatd.store.upkeep.WaitingEntry), flat.
+local REPLY_ITEM = {'entry_id', 'message'}
 local last = last_delivered(KEYS[1], ARGV[1])
 local oldest = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
 if #oldest == 0 then

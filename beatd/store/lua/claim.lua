@@ -15,13 +15,13 @@
 --   slow former owner's end is never overwritten ('' when there is none),
 --   stream_key: the queue stream, active_key: active runs hash of the job, leases_key: leases hash of the queue,
 --   buffer_key: buffer hash of the job, records_key / index_key: run records hash / index of the job,
---   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none)
+--   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none), by Redis's clock (TIME)
 -- A fire past its deadline that has no attempt yet is not started ({'expired'}); a retry or a reclaimed
 -- attempt goes on (the fire did start in time).
 -- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started,
 -- nor a redelivered fire whose previous attempt `overlap: replace` had asked to stop before its worker died
 -- ({'replaced', why}: it was replaced, so it does not come back).
--- Runs whose lease ended (their worker died) no longer count as running. A run on another worker that started
+-- Runs whose lease ended (their worker died) no longer count as running (see running_elsewhere). A run on another worker that started
 -- at or before the fire's instant overlaps it (the policy decides); one that started later (a backlog worked
 -- off after a delay) does not: the fire is deferred until it ends ({'defer'}), never skipped for it. A fire whose write Redis refuses gets
 -- {'error', message}; the rest go on (no rollback: a refusal after the first write of a fire keeps those before).
@@ -29,16 +29,27 @@
 -- {'taken'} | {'expired'} | {'replaced', why} | {'error', text}
 local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key', 'deadline_ms'}
 local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- Deadlines are judged by Redis's clock, as the leader's upkeep judges them and as the CLI stamps a manual
+-- fire's emitted_at: a worker whose host clock is wrong neither runs a fire past its deadline nor expires one
+-- in time.
+local time = redis.call('TIME')
+local redis_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 -- Live runs of the job on other workers: those that started at or before `scheduled`, and those after.
-local function running_elsewhere(active, scheduled)
+-- A run whose worker died no longer counts; it is dropped, and so is its cancel request unless its entry is
+-- still pending: the claim that reclaims the entry (or its dead letter) reads the request and forgets it, so a
+-- run replaced while its worker was dead is recorded cancelled, not run again.
+local function running_elsewhere(active, stream, scheduled)
     local entries = redis.call('HGETALL', active)
     local before, after = {}, {}
     for i = 1, #entries, 2 do
         local lease = cjson.decode(entries[i + 1])
-        if tonumber(lease['lease_until']) < now then  -- its worker died: the run and its cancel request go
+        if tonumber(lease['lease_until']) < now then
             redis.call('HDEL', active, entries[i])
-            redis.call('HDEL', KEYS[2], entries[i])
+            local entry = lease['entry']
+            if not entry or #redis.call('XPENDING', stream, group, entry, entry, 1) == 0 then
+                redis.call('HDEL', KEYS[2], entries[i])
+            end
         elseif lease['worker'] ~= worker then
             table.insert(tonumber(lease['since'] or 0) <= scheduled and before or after, entries[i])
         end
@@ -67,13 +78,13 @@ local function claim(item)
         end
     end
     local deadline = tonumber(item.deadline_ms)
-    if deadline > 0 and now > deadline and not redis.call('HGET', KEYS[1], item.fire_id) then
+    if deadline > 0 and redis_now > deadline and not redis.call('HGET', KEYS[1], item.fire_id) then
         return {'expired'}
     end
     local policy = item.overlap
     local running, later = {}, {}
     if policy ~= 'allow' then
-        running, later = running_elsewhere(item.active_key, tonumber(item.scheduled_ms))
+        running, later = running_elsewhere(item.active_key, item.stream_key, tonumber(item.scheduled_ms))
     end
     if #running == 0 and item.busy_here ~= '1' and #later > 0 then
         if policy ~= 'replace' then

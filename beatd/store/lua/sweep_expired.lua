@@ -1,19 +1,23 @@
 -- Record waiting fires past their start deadline `expired` and delete their entries (the leader's upkeep),
--- fenced by the lease; a fire delivered to a worker meanwhile is left to it (the worker checks the deadline).
--- KEYS[1] leader lease key     KEYS[2] queue stream     KEYS[3..] named by the items' *_key fields
+-- fenced by the lease; a fire delivered to a worker meanwhile is left to it (the worker checks the deadline),
+-- and so is a fire that has started attempts (a retry, a fire put back by `dead retry`: it started in time, and
+-- claim.lua lets it go on), so no attempt count is ever left behind.
+-- KEYS[1] leader lease key     KEYS[2] queue stream     KEYS[3] attempts hash
+-- KEYS[4..] named by the items' *_key fields
 -- ARGV[1] fencing token        ARGV[2] consumer group
--- then one ITEM per fire (beatd.store.upkeep.ExpiredFire): job (not used here), entry_id, record: the 'expired'
---   run record JSON, score_ms: its score, keep / oldest_ms: history retention (as finish.lua),
+-- then one ITEM per fire (beatd.store.upkeep.ExpiredFire): job (not used here), fire_id, entry_id, record: the
+--   'expired' run record JSON, score_ms: its score, keep / oldest_ms: history retention (as finish.lua),
 --   records_key / index_key: run records hash / index of the job
 -- Returns -1 when the caller does not hold the lease, else the entry ids expired.
-local ITEM = {'job', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'records_key', 'index_key'}
+local ITEM = {'job', 'fire_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'records_key', 'index_key'}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
 end
 local last = last_delivered(KEYS[2], ARGV[2])
 local done = {}
 for _, item in ipairs(items(3, ITEM)) do
-    if entry_after(item.entry_id, last) and #redis.call('XRANGE', KEYS[2], item.entry_id, item.entry_id) == 1 then
+    if entry_after(item.entry_id, last) and redis.call('HEXISTS', KEYS[3], item.fire_id) == 0
+        and #redis.call('XRANGE', KEYS[2], item.entry_id, item.entry_id) == 1 then
         redis.call('XDEL', KEYS[2], item.entry_id)
         local run = cjson.decode(item.record)['run_id']
         redis.call('HSET', item.records_key, run, item.record)

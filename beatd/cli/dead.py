@@ -75,11 +75,8 @@ def dead_retry(
     ctx: click.Context, entry_id: str, config_path: str | None, redis_url: str | None, namespace: str | None
 ) -> None:
     """Put dead letter ID back into its queue (a worker checks it again and runs it as the next attempt)."""
-    store = _store(ctx.obj, _options(ctx, config_path=config_path, redis_url=redis_url, namespace=namespace))
-    entry = _existing(store, entry_id, "retry")
-    record = audit_record("dead-retry", ctx.obj.clock.now(), **_audited(entry))
-    if not store.retry_dead(entry_id, entry["queue"], record):
-        raise UsageProblem(f"dead retry: no dead letter {entry_id!r} (another operator took it meanwhile)")
+    store, entry, record = _settling(ctx, entry_id, "retry", config_path, redis_url, namespace)
+    _settled(store.retry_dead(entry_id, entry["queue"], record), entry_id, "retry")
     click.echo(f"requeued {entry_id} to queue {store.keys.queue_name(entry['queue'])}")
 
 
@@ -91,12 +88,24 @@ def dead_drop(
     ctx: click.Context, entry_id: str, config_path: str | None, redis_url: str | None, namespace: str | None
 ) -> None:
     """Delete dead letter ID (the audit log keeps what it was)."""
-    store = _store(ctx.obj, _options(ctx, config_path=config_path, redis_url=redis_url, namespace=namespace))
-    entry = _existing(store, entry_id, "drop")
-    record = audit_record("dead-drop", ctx.obj.clock.now(), **_audited(entry))
-    if not store.drop_dead(entry_id, record):
-        raise UsageProblem(f"dead drop: no dead letter {entry_id!r} (another operator took it meanwhile)")
+    store, _, record = _settling(ctx, entry_id, "drop", config_path, redis_url, namespace)
+    _settled(store.drop_dead(entry_id, record), entry_id, "drop")
     click.echo(f"dropped {entry_id}")
+
+
+def _settling(
+    ctx: click.Context, entry_id: str, action: str, config_path: str | None, redis_url: str | None,
+    namespace: str | None,
+) -> tuple[RunStore, dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The store, the dead letter ``entry_id`` and the audit record of ``dead {action}`` on it."""
+    store = _store(ctx.obj, _options(ctx, config_path=config_path, redis_url=redis_url, namespace=namespace))
+    entry = _existing(store, entry_id, action)
+    return store, entry, audit_record(f"dead-{action}", ctx.obj.clock.now(), **_audited(entry))
+
+
+def _settled(done: bool, entry_id: str, action: str) -> None:
+    if not done:
+        raise UsageProblem(f"dead {action}: no dead letter {entry_id!r} (another operator took it meanwhile)")
 
 
 def _listed(store: RunStore, limit: int, show_all: bool) -> list[dict[str, Any]]:

@@ -15,6 +15,12 @@ local function call_chunked(command, key, values)
     return total
 end
 
+-- Whether entry_id of stream_key is pending in group for consumer (not acknowledged, not taken over by another).
+local function pending_for(stream_key, group, entry_id, consumer)
+    local pending = redis.call('XPENDING', stream_key, group, entry_id, entry_id, 1)
+    return #pending == 1 and pending[1][2] == consumer
+end
+
 -- The items of a batched call (see beatd.store.codec): ARGV from `first` on, #layout values each, as tables
 -- keyed by field name. A field whose name ends in _key travels as an index into KEYS and comes back as the key.
 local function items(first, layout)

@@ -57,13 +57,8 @@ local function running_elsewhere(active, stream, scheduled)
     return before, after
 end
 
-local function owned(item)
-    local pending = redis.call('XPENDING', item.stream_key, group, item.entry_id, item.entry_id, 1)
-    return #pending == 1 and pending[1][2] == worker
-end
-
 local function claim(item)
-    if not owned(item) then
+    if not pending_for(item.stream_key, group, item.entry_id, worker) then
         return {'taken'}
     end
     if item.lost_run ~= '' then

@@ -17,13 +17,8 @@
 local ITEM = {'entry_id', 'message', 'signature', 'reason', 'fire_id', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'leases_key', 'active_key', 'records_key'}
 local group, consumer = ARGV[1], ARGV[3]
 
-local function owned(item)
-    local pending = redis.call('XPENDING', item.stream_key, group, item.entry_id, item.entry_id, 1)
-    return #pending == 1 and pending[1][2] == consumer
-end
-
 local function dead_letter(item)
-    if not owned(item) then
+    if not pending_for(item.stream_key, group, item.entry_id, consumer) then
         return 'taken'
     end
     local fire, attempts = item.fire_id, 0

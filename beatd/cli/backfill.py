@@ -20,14 +20,14 @@ import click
 
 from beatd import defaults
 from beatd.audit import audit_record
-from beatd.cli.celery_fires import send_celery_fires
-from beatd.cli.emitting import fire_message, signed
-from beatd.cli.inspect import find_job
 from beatd.cli.options import config_option, json_option, timeout_option
 from beatd.cli.progress import Progress
 from beatd.cli.render import echo_json
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.cli.waiting import FireWatch, live_workers, wait_for_fires
+from beatd.client.celery_fires import send_celery_fires
+from beatd.client.emitting import fire_message, signed
+from beatd.client.sync import find_job
+from beatd.client.waiting import FireWatch, live_workers, wait_for_fires
 from beatd.config import JobSpec
 from beatd.errors import ScheduleError
 from beatd.keys import Keys

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-from datetime import datetime
 from typing import Any
 
 import click
@@ -11,13 +9,13 @@ import click
 from beatd.cli.options import config_option, json_option
 from beatd.cli.render import echo_json, echo_table, fit_columns
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.config import Config, JobSpec
+from beatd.client.sync import find_job, next_instants
 from beatd.config.schema import config_schema
 from beatd.errors import ConfigError, ScheduleError
 from beatd.targets import check_targets
 from beatd.triggers import parse_instant
 
-__all__ = ["check", "find_job", "jobs", "next_fires", "schema"]
+__all__ = ["check", "jobs", "next_fires", "schema"]
 
 
 @click.command()
@@ -112,14 +110,7 @@ def next_fires(
             instant = parse_instant(after, spec.zone)
         except ScheduleError as error:
             raise UsageProblem(f"--after: {error}") from error
-    trigger = spec.trigger()
-    instants: list[datetime] = []
-    while len(instants) < count:
-        upcoming = trigger.next_after(instant)
-        if upcoming is None:
-            break
-        instants.append(upcoming)
-        instant = upcoming
+    instants = next_instants(spec, count, instant)
     texts = [upcoming.astimezone(spec.zone).isoformat() for upcoming in instants]
     if as_json:
         echo_json(texts)
@@ -134,12 +125,3 @@ def next_fires(
 def schema() -> None:
     """Print the JSON Schema of the config file (for yaml-language-server and other editors)."""
     echo_json(config_schema())
-
-
-def find_job(config: Config, name: str) -> JobSpec:
-    """The job named ``name``, or a UsageProblem suggesting the closest name."""
-    if name in config.jobs:
-        return config.jobs[name]
-    close = difflib.get_close_matches(name, list(config.jobs), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UsageProblem(f"no job named {name!r} in {config.path}{hint}")

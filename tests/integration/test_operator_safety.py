@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from beatd.cli.emitting import fire_message
+from beatd.client.emitting import fire_message
 from beatd.config import load_config
 from beatd.keys import Keys
 from beatd.messages import format_utc

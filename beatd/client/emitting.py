@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from beatd.config import Config, JobSpec
 from beatd.messages import FireTrigger, Message, fire_id, format_utc
@@ -11,8 +12,16 @@ from beatd.signing import Signer
 __all__ = ["fire_message", "signed"]
 
 
-def fire_message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: FireTrigger) -> Message:
-    """The message of one fire of ``spec`` at ``scheduled``, emitted ``now`` by hand (``manual``, ``backfill``)."""
+def fire_message(
+    spec: JobSpec,
+    scheduled: datetime,
+    now: datetime,
+    trigger: FireTrigger,
+    arguments: tuple[list[Any], dict[str, Any]] | None = None,
+) -> Message:
+    """The message of one fire of ``spec`` at ``scheduled``, emitted ``now`` by hand (``manual``, ``backfill``);
+    ``arguments``: the (args, kwargs) it runs with when a trigger overrode them (``beatd.overrides``)."""
+    args, kwargs = arguments if arguments is not None else (list(spec.args), dict(spec.kwargs))
     return Message(
         fire_id=fire_id(spec.name, scheduled, trigger, now),
         job=spec.name,
@@ -20,8 +29,8 @@ def fire_message(spec: JobSpec, scheduled: datetime, now: datetime, trigger: Fir
         emitted_at=format_utc(now),
         trigger=trigger,
         config_digest=spec.digest,
-        args=list(spec.args),
-        kwargs=dict(spec.kwargs),
+        args=args,
+        kwargs=kwargs,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +23,13 @@ def fire_message(
     """The message of one fire of ``spec`` at ``scheduled``, emitted ``now`` by hand (``manual``, ``backfill``);
     ``arguments``: the (args, kwargs) it runs with when a trigger overrode them (``beatd.overrides``)."""
     args, kwargs = arguments if arguments is not None else (list(spec.args), dict(spec.kwargs))
+    identifier = fire_id(spec.name, scheduled, trigger, now)
+    if trigger == "manual":
+        # Two triggers in one millisecond (an application calling trigger() concurrently) would share an id,
+        # and so their attempts, records and ends; a backfill's fires differ by their scheduled instants.
+        identifier += "~" + secrets.token_hex(3)
     return Message(
-        fire_id=fire_id(spec.name, scheduled, trigger, now),
+        fire_id=identifier,
         job=spec.name,
         scheduled_at=format_utc(scheduled),
         emitted_at=format_utc(now),

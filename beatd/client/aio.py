@@ -156,10 +156,7 @@ class AsyncFireHandle:
             if deadline is not None and now >= deadline:
                 raise timed_out(self.fire_id, timeout)
             left = BLOCK_LIMIT if deadline is None else max(min(BLOCK_LIMIT, deadline - now), 0.001)
-            reply = await store.read_streams(ends.after, READ_COUNT, int(left * 1000))
-            for fire, run, status in ends.take(reply):
-                ends.found(fire, run, status, await store.run_record(self.job, run) if run else None)
-            if not reply and loop.time() - last_check >= recheck:
+            if not await self._read(ends, left) and loop.time() - last_check >= recheck:
                 await self._recheck(ends)
                 last_check = loop.time()
         return as_record(ends.ended[self.fire_id])
@@ -172,7 +169,21 @@ class AsyncFireHandle:
                           key=lambda record: (record.attempt, record.status == "dead"))  # fmt: skip
         return outcome(final, attempts)
 
+    async def _read(self, ends: FireEnds, seconds: float | None) -> int:
+        """As :meth:`FireWatch.block`."""
+        store = self.client.store
+        reply = await store.read_streams(ends.after, READ_COUNT, None if seconds is None else int(seconds * 1000))
+        for fire, run, status in ends.take(reply):
+            ends.found(fire, run, status, await store.run_record(self.job, run) if run else None)
+        return max((len(entries) for _, entries in reply), default=0)
+
     async def _recheck(self, ends: FireEnds) -> None:
+        """As :meth:`FireWatch.recheck`."""
+        if not ends.pending:
+            return
         store = self.client.store
         waiting = await store.waiting_messages(self.queue, self.job)
-        ends.settle(await store.records_of_fires(self.job, ends.pending, self.since_ms), waiting)
+        ends.settle(await store.records_of_fires(self.job, ends.pending, self.since_ms))
+        while await self._read(ends, None) >= READ_COUNT:
+            pass
+        ends.gone(waiting)

@@ -107,16 +107,16 @@ class FireEnds:
         else:
             self.ended[fire] = {"fire_id": fire, "job": self.job, "run_id": run, "status": status, "reason": PRUNED}
 
-    def settle(self, records: dict[str, list[str]], waiting: list[str] | None) -> None:
-        """The recheck: the pending fires' records (fire -> JSON texts) and, when read before them, the message
-        JSON of every fire still waiting: a pending fire with an ending record ended; one waiting nowhere ended
-        with its records pruned."""
+    def settle(self, records: dict[str, list[str]]) -> None:
+        """The pending fires' records (fire -> JSON texts), read by a recheck: a fire with an ending record ended."""
         for fire, texts in records.items():
             ending = _ending([json.loads(text) for text in texts])
             if ending is not None and fire not in self.ended:
                 self.ended[fire] = ending
-        if waiting is None:
-            return
+
+    def gone(self, waiting: list[str]) -> None:
+        """The message JSON of every fire still waiting, read before the records and the streams a recheck read:
+        a pending fire waiting nowhere ended with its records pruned."""
         still = {_fire_of(text) or "" for text in waiting}
         for fire in self.pending:
             if fire not in still:
@@ -131,17 +131,24 @@ class FireWatch(FireEnds):
         self.store = store
 
     def recheck(self) -> None:
-        """Read where the pending fires wait, then their records (a fire gone now has written its end already)."""
-        if self.pending:
-            waiting = self.store.waiting_messages(self.queue, self.job)
-            self.settle(self.store.records_of_fires(self.job, self.pending, self.since_ms), waiting)
+        """Read where the pending fires wait, then their records and every end notified so far (a fire gone
+        from where fires wait has written its end, or its dead letter, already); what is still pending then
+        was pruned."""
+        if not self.pending:
+            return
+        waiting = self.store.waiting_messages(self.queue, self.job)
+        self.settle(self.store.records_of_fires(self.job, self.pending, self.since_ms))
+        while self.block(None) >= READ_COUNT:
+            pass
+        self.gone(waiting)
 
-    def block(self, seconds: float) -> bool:
-        """Block up to ``seconds`` on the ended stream and the dead letters; True when anything came."""
-        reply = self.store.read_streams(self.after, READ_COUNT, int(seconds * 1000))
+    def block(self, seconds: float | None) -> int:
+        """Read the ended stream and the dead letters, blocking up to ``seconds`` (None: not at all) for the
+        first entry; returns how many entries came (of the longer stream)."""
+        reply = self.store.read_streams(self.after, READ_COUNT, None if seconds is None else int(seconds * 1000))
         for fire, run, status in self.take(reply):
             self.found(fire, run, status, self.store.run_record(self.job, run) if run else None)
-        return bool(reply)
+        return max((len(entries) for _, entries in reply), default=0)
 
 
 def wait_for_fires(

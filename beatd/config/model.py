@@ -444,7 +444,7 @@ class JobSpec(Policies):
         if info.data.get("command") is not None:
             # A command's argv is fixed by the config: appending caller text to it is how shell injection starts.
             raise ValueError("a command job takes no arguments from trigger (overrides: call and celery jobs only)")
-        if "kwargs" in info.data:
+        if "kwargs" in info.data and info.data.get("enabled", True):  # its scheduled fires run with its own kwargs
             import jsonschema
 
             errors = list(jsonschema.Draft202012Validator(value.kwargs_schema).iter_errors(info.data["kwargs"]))

@@ -34,8 +34,8 @@ class AsyncRunStore:
                 pipe.xadd(self.keys.audit, {"event": audit["event"], "record": json.dumps(audit)}, maxlen=AUDIT_MAXLEN)
                 await pipe.execute()
 
-    async def read_streams(self, after: dict[str, str], count: int, block_ms: int) -> list[Any]:
-        """XREAD of the streams ``after`` names from the ids given, blocking up to ``block_ms``."""
+    async def read_streams(self, after: dict[str, str], count: int, block_ms: int | None) -> list[Any]:
+        """XREAD of the streams ``after`` names from the ids given, blocking up to ``block_ms`` (None: not)."""
         with reachable():
             return list(await self.client.xread(after, count=count, block=block_ms) or [])
 

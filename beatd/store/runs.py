@@ -492,9 +492,10 @@ class RunStore:
                 texts.append(item["message"])
         return texts + ([str(held)] if held else [])
 
-    def read_streams(self, after: dict[str, str], count: int, block_ms: int) -> list[Any]:
+    def read_streams(self, after: dict[str, str], count: int, block_ms: int | None) -> list[Any]:
         """XREAD of the streams ``after`` names (stream key -> the last entry id read), at most ``count`` entries
-        each, blocking up to ``block_ms`` for the first (the ended streams and dead letters a wait follows)."""
+        each, blocking up to ``block_ms`` for the first (None: not blocking; the ended streams and dead letters a
+        wait follows)."""
         with reachable():
             return list(self.client.xread(after, count=count, block=block_ms) or [])
 

@@ -118,7 +118,9 @@ def test_a_fire_expired_by_the_beat_ends_the_wait(
     assert caught.value.status == "expired" and "not started within expires" in caught.value.reason
 
 
-def test_overrides_refused_before_anything_is_enqueued(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
+def test_overrides_refused_before_anything_is_enqueued(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
     """Overrides for a job that does not allow them, that are not JSON, too large or against the job's schema
     are refused with OverridesRefused saying why, and nothing reaches the queue or the audit log; the CLI exits
     2 for the same."""

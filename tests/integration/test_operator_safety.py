@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from beatd.client.emitting import fire_message
+from beatd.client.waiting import PRUNED
 from beatd.config import load_config
 from beatd.keys import Keys
-from beatd.client.waiting import PRUNED
 from beatd.messages import format_utc
 from beatd.store import RunStore, Store
 from tests.conftest import REPO

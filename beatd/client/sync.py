@@ -12,6 +12,7 @@ from typing import Any
 
 from beatd import defaults
 from beatd.audit import audit_record
+from beatd.client.backfill import Backfill, bound, emit_backfill
 from beatd.client.celery_fires import send_celery_fires
 from beatd.client.emitting import fire_message, signed
 from beatd.client.handles import FireHandle, as_record
@@ -120,6 +121,19 @@ class Client:
                               celery_task_id=sent["task_id"])  # fmt: skip
         self.store.enqueue(spec.queue, signed(self.config, [message]), record)
         return FireHandle(self, message.fire_id, job, spec.queue, message.scheduled_at, since)
+
+    def backfill(
+        self, job: str, start: datetime | str, end: datetime | str, *, rerun: bool = False, dry_run: bool = False
+    ) -> Backfill:
+        """Emit every scheduled instant of ``job`` from ``start`` to ``end`` (both inclusive; a plain date as
+        ``end`` includes that day), in order, with trigger ``backfill``, skipping instants already done unless
+        ``rerun``; audited. Returns the report and a handle per fire (``dry_run``: the plan only). UsageProblem
+        when refused: more than 10,000 fires, another backfill of the job running, a skip check the job's
+        ``history.keep`` cannot make complete (``rerun`` then)."""
+        spec = self.job(job)
+        first = start if isinstance(start, datetime) else bound(start, spec, "start", end_of_day=False)
+        last = end if isinstance(end, datetime) else bound(end, spec, "end", end_of_day=True)
+        return emit_backfill(self, spec, first, last, rerun=rerun, dry_run=dry_run)
 
     def pause(self, job: str, reason: str = "") -> bool:
         """Stop scheduling ``job`` until resumed (survives restarts); False when it was already paused. Audited."""

@@ -193,3 +193,28 @@ def test_async_client_100_concurrent_waits(
         [("succeeded", number + 1000) for number in range(100)], key=lambda item: json.dumps(item)
     )
     print(f"100 concurrent trigger().wait(): {time.monotonic() - started:.1f}s")
+
+
+def test_backfill_reads_and_pause_through_the_client(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """backfill returns a handle per fire and skips done instants when run again; history, show, next, pause,
+    resume and status read and act as the CLI does; a client from a bare URL and namespace reads the same."""
+    config = config_file(tmp_path, shared_redis, namespace)
+    daemons("worker", "-c", str(config), name="worker")
+    with Client.from_config(config, environ={}) as client:
+        done = client.backfill("add", "2026-11-01T00:00:00Z", "2026-11-01T02:00:00Z")
+        assert len(done.handles) == 3 and done.report["skipped"] == []
+        assert [handle.result(timeout=20) for handle in done.handles] == [1, 1, 1]
+        again = client.backfill("add", "2026-11-01T00:00:00Z", "2026-11-01T02:00:00Z")
+        assert again.handles == [] and len(again.report["skipped"]) == 3
+        assert [record.status for record in client.history("add")] == ["succeeded"] * 3
+        assert [record.attempt for record in client.show(done.handles[0].fire_id)] == [1]
+        assert len(client.next("add", 3)) == 3
+        assert client.pause("add", "maintenance") and not client.pause("add")
+        assert client.status()["paused"]["add"]["reason"] == "maintenance"
+        assert client.resume("add") and not client.resume("add")
+        events = [record["event"] for record in client.audit(10)]
+        assert events[0] == "resume" and "pause" in events and "backfill" in events
+    with Client(shared_redis.url, namespace=namespace) as bare:
+        assert len(bare.history("add", status="succeeded")) == 3

@@ -14,6 +14,7 @@ from beatd import defaults
 from beatd.audit import audit_record
 from beatd.client.backfill import Backfill, bound, emit_backfill
 from beatd.client.celery_fires import send_celery_fires
+from beatd.client.dead import dead_letters, settle_dead
 from beatd.client.emitting import fire_message, signed
 from beatd.client.handles import FireHandle, as_record
 from beatd.client.reads import find_runs, history_records, with_celery_outcomes
@@ -134,6 +135,20 @@ class Client:
         first = start if isinstance(start, datetime) else bound(start, spec, "start", end_of_day=False)
         last = end if isinstance(end, datetime) else bound(end, spec, "end", end_of_day=True)
         return emit_backfill(self, spec, first, last, rerun=rerun, dry_run=dry_run)
+
+    def dead_letters(self, limit: int = 50, *, show_all: bool = False) -> list[dict[str, Any]]:
+        """Dead letters, newest first (each with ``id``, ``died_at``, ``job``, ``fire_id``, ``attempts``,
+        ``reason``, ``queue``), at most ``limit``; those of fires that succeeded later only with ``show_all``."""
+        return dead_letters(self.runs, limit, show_all)
+
+    def retry_dead(self, entry_id: str) -> dict[str, Any]:
+        """Put dead letter ``entry_id`` back into its queue (its fire runs as its next attempt); audited.
+        UsageProblem when there is no such dead letter (or another caller settled it meanwhile)."""
+        return settle_dead(self.runs, entry_id, "retry", self.store.redis_now(), self.actor)
+
+    def drop_dead(self, entry_id: str) -> dict[str, Any]:
+        """Delete dead letter ``entry_id`` (the audit record keeps what it was); UsageProblem as :meth:`retry_dead`."""
+        return settle_dead(self.runs, entry_id, "drop", self.store.redis_now(), self.actor)
 
     def pause(self, job: str, reason: str = "") -> bool:
         """Stop scheduling ``job`` until resumed (survives restarts); False when it was already paused. Audited."""

@@ -91,3 +91,17 @@ def test_fixed_offsets_become_etc_zones_and_odd_offsets_are_refused() -> None:
     assert to_schedule(Recurrence(MONTHLY, START))["timezone"] == "Etc/GMT-2"  # type: ignore[index]
     odd = datetime(2026, 3, 1, 6, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     assert "not whole hours" in str(to_schedule(Recurrence(MONTHLY, odd)))
+
+
+def test_a_beat_schedule_rrule_converts_through_the_celery_importer() -> None:
+    """RedBeat's rrule object in a Celery app's beat_schedule takes the same path as a stored one."""
+    celery = pytest.importorskip("celery")
+    schedules = pytest.importorskip("redbeat.schedules", reason="celery-redbeat is in the dev extras")
+    from beatd.celery_import import convert
+
+    app = celery.Celery("rrule-in-beat-schedule", set_as_current=False)
+    rule = schedules.rrule("WEEKLY", dtstart=START, byweekday=[0], byhour=[7], byminute=[30])
+    app.conf.beat_schedule = {"monday": {"task": "proj.tasks.weekly", "schedule": rule}}
+    (entry,) = convert(app).entries
+    assert entry.job == {"celery": "proj.tasks.weekly", "cron": "30 7 * * 1", "timezone": "Etc/GMT-2",
+                         "start": START.isoformat()}  # fmt: skip

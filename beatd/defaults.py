@@ -37,6 +37,22 @@ CELERY_QUEUE: Final = "celery"
 """Celery queue of ``celery`` jobs that name none: Celery's own ``task_default_queue``, so an unchanged worker
 (``celery -A proj worker``, which consumes ``celery``) runs them."""
 
+CELERY_OUTBOX_LIMIT: Final = 10_000
+"""Most task messages the Celery outbox holds (a broker on another server): past it the fenced script refuses
+a celery fire (logged, retried, its progress unmoved; the job's catch-up policy judges the gap), so a broker
+down for long never grows beatd's Redis without bound nor drops a fire unrecorded. 10,000 envelopes of ~1 KB
+are ~10 MB, hours of backlog for most deployments."""
+
+RELAY_BATCH: Final = 100
+"""Most outbox entries the relay publishes before it acknowledges them in one fenced call: a duplicate publish
+(the leader killed between publishing and acknowledging) repeats at most this many."""
+
+RELAY_IDLE: Final = timedelta(milliseconds=100)
+"""How long the relay waits when the outbox is empty (or while this replica is not the leader)."""
+
+RELAY_BACKOFF_MAX: Final = timedelta(seconds=5)
+"""Longest wait between the relay's attempts while the broker refuses or is unreachable (doubling from 0.1 s)."""
+
 QUEUE: Final = "default"
 """Queue (Redis stream) a job's fires go to."""
 

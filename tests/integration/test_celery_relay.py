@@ -16,6 +16,7 @@ import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,5 +215,61 @@ def test_broker_down_neither_blocks_emission_nor_grows_the_outbox_past_its_bound
         sent = [record["extra"]["task_id"] for record in runs(client, namespace, JOB)]
         assert sorted(ids) == sorted(sent) and len(set(ids)) == len(ids)
         assert "Celery broker: " in beat.log() and "retrying with backoff" in beat.log()
+    finally:
+        broker.stop()
+
+
+def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """The fenced emit writes celery fires to the outbox; a relay step whose broker is down deletes nothing
+    (counted as a failure, backing off); a confirmed batch is deleted by the next step, but not by a step with a
+    stale token (the new leader's relay publishes it again: at least once)."""
+    from beatd.celery_publish import RedisPublisher
+    from beatd.celery_relay import Relay
+    from beatd.config import load_config
+    from beatd.emission import celery_write
+    from beatd.messages import format_utc
+    from beatd.metrics import Metrics
+    from beatd.store import Store, connect
+    from beatd.store.outbox import OutboxStore
+
+    broker = RedisServer(tmp_path / "broker")
+    env = {"CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/1", "CELERY_RESULT_BACKEND": own_redis.url}
+    config = load_config(_config(tmp_path / "beatd.yaml", own_redis, namespace), env)
+    assert config.settings.celery is not None
+    keys = Keys(namespace)
+    store = Store(connect(own_redis.url), keys)
+    token, _ = store.acquire("one", 10_000, {"event": "leader"})
+    assert token is not None
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    writes = [
+        celery_write(config.jobs[JOB], f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys,
+                     config.settings.celery, outbox=True).write
+        for at in (start + timedelta(seconds=second) for second in range(3))
+    ]  # fmt: skip
+    assert store.apply(token, writes).statuses == ("applied",) * 3
+    client = own_redis.client()
+    assert client.xlen(keys.celery_outbox) == 3 and client.keys("celery*") == []
+    metrics = Metrics(1)
+    relay = Relay(OutboxStore(store.client, keys), RedisPublisher(broker.url), metrics, limit=10)
+    assert relay.step(token) > 0 and relay.confirmed == []
+    assert metrics.celery_publish_failures._value.get() == 1 and client.xlen(keys.celery_outbox) == 3
+    broker.start()
+    try:
+        relay.publisher = RedisPublisher(f"redis://127.0.0.1:{broker.port}/1")
+        assert relay.step(token) == 0 and len(relay.confirmed) == 3
+        assert relay.step("0:stale") > 0 and relay.confirmed == []
+        assert client.xlen(keys.celery_outbox) == 3  # a stale token deletes nothing
+        assert relay.step(token) == 0 and len(relay.confirmed) == 3  # published again
+        relay.step(token)
+        assert client.xlen(keys.celery_outbox) == 0
+        pushed = broker.client()
+        pushed.select(1)  # type: ignore[no-untyped-call]
+        ids = Counter(json.loads(item)["headers"]["id"] for item in pushed.lrange("celery", 0, -1))
+        assert sorted(ids) == sorted(celery_task_id(namespace, f"{JOB}@{format_utc(start + timedelta(seconds=s))}")
+                                     for s in range(3))  # fmt: skip
+        assert set(ids.values()) == {2}  # published again after the stale step: recognisable by task id
+        assert metrics.celery_published._value.get() == 6
     finally:
         broker.stop()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import redis
 
+from beatd import defaults
 from beatd.config.model import CelerySettings
 from beatd.config.redis_urls import display_url, redis_py_url
 from beatd.errors import BeatdError
@@ -38,6 +39,9 @@ class PublishFailed(BeatdError):
 class Publisher(Protocol):
     """Publishes outbox entries in order; returns how many the broker confirmed (all, or raises)."""
 
+    batch: int
+    """Most entries the relay hands to one :meth:`publish` (and deletes in one fenced call after)."""
+
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
         """Publish ``entries``; raise :class:`PublishFailed` (with the confirmed prefix) on a broker error."""
         ...
@@ -49,6 +53,8 @@ class Publisher(Protocol):
 
 class RedisPublisher:
     """LPUSH onto the queue lists of a Redis broker (the database of its URL)."""
+
+    batch = defaults.RELAY_BATCH
 
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.url = url
@@ -72,6 +78,8 @@ class RedisPublisher:
 
 class AmqpPublisher:
     """Publish with publisher confirms to an AMQP broker (kombu, py-amqp); reconnects after an error."""
+
+    batch = defaults.RELAY_BATCH_AMQP
 
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.url, self.timeout = url, timeout

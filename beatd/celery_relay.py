@@ -9,7 +9,9 @@ replica leads again.
 
 What is guaranteed: every task message in the outbox reaches the broker at least once. A duplicate publish
 happens when the leader dies (or loses the lease) after the broker confirmed a batch and before the relay
-deleted it: the next leader's relay publishes those entries again (at most ``defaults.RELAY_BATCH``). Each
+deleted it: the next leader's relay publishes those entries again (at most one batch:
+``defaults.RELAY_BATCH``, ``RELAY_BATCH_AMQP``). A clean stop deletes the confirmed ones before the lease is
+released. Each
 carries the fire's deterministic task id (uuid5 of the fire id), so a duplicate is recognisable by id.
 
 A broker that refuses or is unreachable is retried with a doubling backoff (0.1 s up to
@@ -20,6 +22,7 @@ retried, never dropped unrecorded). The relay warns when the outbox is half full
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -39,11 +42,8 @@ log = logging.getLogger("beatd.relay")
 class Relay:
     """One replica's relay from ``outbox`` to ``publisher``; call :meth:`step` with the leader's token."""
 
-    def __init__(
-        self, outbox: OutboxStore, publisher: Publisher, metrics: Metrics, limit: int,
-        batch: int = defaults.RELAY_BATCH,
-    ) -> None:  # fmt: skip
-        self.outbox, self.publisher, self.metrics, self.limit, self.batch = outbox, publisher, metrics, limit, batch
+    def __init__(self, outbox: OutboxStore, publisher: Publisher, metrics: Metrics, limit: int) -> None:
+        self.outbox, self.publisher, self.metrics, self.limit = outbox, publisher, metrics, limit
         self.confirmed: list[str] = []
         """Entries the broker confirmed, deleted by the next step."""
         self.backoff = Backoff(log, "Celery broker", first=0.1, longest=defaults.RELAY_BACKOFF_MAX.total_seconds())
@@ -52,7 +52,7 @@ class Relay:
     def step(self, token: str) -> float:
         """Delete what the broker confirmed, publish the next batch; the seconds to wait before the next step
         (0 when more may be waiting). Raises StoreError when beatd's Redis fails."""
-        batch = self.outbox.step(token, self.confirmed, self.batch)
+        batch = self.outbox.step(token, self.confirmed, self.publisher.batch)
         self.confirmed = []
         if batch is None:
             log.info("relay: the lease is lost; stopping until this replica leads again")
@@ -100,9 +100,15 @@ class RelayThread:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (after its current publish) and close the broker connection."""
+        """Stop the thread (after its current publish), delete what the broker confirmed (while the lease is
+        still held: call before releasing it) and close the broker connection."""
         self._stop.set()
         self._thread.join(timeout)
+        token = self.token()
+        if token is not None and self.relay.confirmed and not self._thread.is_alive():
+            with contextlib.suppress(StoreError):
+                self.relay.outbox.step(token, self.relay.confirmed, 0)
+            self.relay.confirmed = []
         self.relay.publisher.close()
 
     def _run(self) -> None:

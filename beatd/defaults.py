@@ -44,8 +44,14 @@ down for long never grows beatd's Redis without bound nor drops a fire unrecorde
 are ~10 MB, hours of backlog for most deployments."""
 
 RELAY_BATCH: Final = 100
-"""Most outbox entries the relay publishes before it acknowledges them in one fenced call: a duplicate publish
-(the leader killed between publishing and acknowledging) repeats at most this many."""
+"""Most outbox entries the relay publishes to a Redis broker (one MULTI) before it deletes them in one fenced
+call: a duplicate publish (the leader killed between the broker's reply and the delete) repeats at most this
+many."""
+
+RELAY_BATCH_AMQP: Final = 10
+"""The same for an AMQP broker, which confirms one message at a time (a few ms each): a batch of 100 would keep
+the confirmed ones undeleted for most of a second, and a kill then repeats them all; 10 bounds a duplicate
+publish to 10 messages for one more fenced call to beatd's Redis per 10 (measured in docs/benchmarks.md)."""
 
 RELAY_IDLE: Final = timedelta(milliseconds=100)
 """How long the relay waits when the outbox is empty (or while this replica is not the leader)."""

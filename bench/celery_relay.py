@@ -4,6 +4,7 @@ Commands (from the repo root)::
 
     .venv/bin/python bench/celery_relay.py --broker redis --jobs 200 --kills 20
     .venv/bin/python bench/celery_relay.py --broker amqp --jobs 200 --kills 20     # the local RabbitMQ
+    .venv/bin/python bench/celery_relay.py --broker redis --jobs 200 --kills 20 --aim-ms 300
 
 Set-up: a private redis-server for beatd and, with ``--broker redis``, a second one as the Celery broker
 (database 1); with ``--broker amqp`` the RabbitMQ at 127.0.0.1:5672 (guest/guest), a fresh queue per run.
@@ -11,9 +12,10 @@ Set-up: a private redis-server for beatd and, with ``--broker redis``, a second 
 --jobs messages, in batches of ``defaults.RELAY_BATCH``), leader lease --lease, --replicas beat processes.
 No Celery worker consumes: the messages stay in the broker, where they are counted by task id.
 
-Kill series, --kills times: after a random 1 .. 3 s, ``kill -9`` the leader's pid (from its fencing token),
-start a replacement at once, and wait until another token holds the lease. At the end every replica is
-stopped (SIGTERM) and the broker's messages counted:
+Kill series, --kills times: after a random 1 .. 3 s (with --aim-ms, then at a random 0 .. AIM ms past the next
+whole second, when the fires are due: aimed at the relay's publishing), ``kill -9`` the leader's pid (from
+its fencing token), start a replacement at once, and wait until another token holds the lease. At the end
+every replica is stopped (SIGTERM) and the broker's messages counted:
 
 * sent = ``sent`` run records (a task message written to the outbox with the job's progress, atomically);
 * duplicate publishes = messages in the broker beyond one per task id (a batch the broker confirmed that the
@@ -59,6 +61,10 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--lease", default="1s")
+    parser.add_argument(
+        "--aim-ms", type=float, default=0.0,
+        help="kill at a random 0 .. AIM ms after a whole second (when the fires are due and relayed); 0: any time",
+    )  # fmt: skip
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-relay-"))
     own = RedisServer(folder / "own")
@@ -103,6 +109,9 @@ def main() -> None:
         time.sleep(2)
         for kill in range(args.kills):
             time.sleep(random.uniform(1.0, 3.0))
+            if args.aim_ms:
+                now = time.time()
+                time.sleep(1 - now % 1 + random.uniform(0, args.aim_ms) / 1000)
             old = token()
             assert old is not None
             pid = int(old.split(":")[2])
@@ -136,6 +145,7 @@ def main() -> None:
         "kills": args.kills,
         "replicas": args.replicas,
         "lease": args.lease,
+        "aim_ms": args.aim_ms,
         "sent": len(sent),
         "published": len(published),
         "duplicate_publishes": duplicates,

@@ -10,6 +10,7 @@ gets it through the outbox and the leader's relay (:mod:`beatd.celery_relay`).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any
 
 from beatd.config.model import CelerySettings, ConfigFile
@@ -111,7 +112,7 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
         return [main.problem(where, "a Celery broker with redis.sentinel is not supported yet: beatd must reach "
                                     "the same master as the Celery workers")]  # fmt: skip
     if settings.celery.amqp:
-        if importlib.util.find_spec("kombu") is None:
+        if not _kombu_installed():
             return [main.problem(where, f"{display_url(broker_url)} is AMQP: the relay publishes with kombu, "
                                         "which is not installed (pip install 'beatd[celery]')")]  # fmt: skip
         return []
@@ -124,3 +125,11 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
     except ValueError as error:
         return [main.problem(("redis", "url"), str(error))]
     return []  # the beat compares run ids at start: its own server gets the fenced push, another the relay
+
+
+def _kombu_installed() -> bool:
+    """Whether kombu can be imported, without importing it (a module already imported counts: Celery's lazy
+    modules leave ``kombu.__spec__`` None, which find_spec refuses)."""
+    if "kombu" in sys.modules:
+        return True
+    return importlib.util.find_spec("kombu") is not None

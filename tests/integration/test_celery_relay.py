@@ -254,7 +254,10 @@ def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
     metrics = Metrics(1)
     relay = Relay(OutboxStore(store.client, keys), RedisPublisher(broker.url), metrics, limit=10)
     assert relay.step(token) > 0 and relay.confirmed == []
-    assert metrics.celery_publish_failures._value.get() == 1 and client.xlen(keys.celery_outbox) == 3
+    assert (
+        metrics.registry.get_sample_value("beatd_celery_publish_failures_total") == 1
+        and client.xlen(keys.celery_outbox) == 3
+    )
     broker.start()
     try:
         relay.publisher = RedisPublisher(f"redis://127.0.0.1:{broker.port}/1")
@@ -270,6 +273,6 @@ def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
         assert sorted(ids) == sorted(celery_task_id(namespace, f"{JOB}@{format_utc(start + timedelta(seconds=s))}")
                                      for s in range(3))  # fmt: skip
         assert set(ids.values()) == {2}  # published again after the stale step: recognisable by task id
-        assert metrics.celery_published._value.get() == 6
+        assert metrics.registry.get_sample_value("beatd_celery_published_total") == 6
     finally:
         broker.stop()

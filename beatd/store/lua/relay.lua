@@ -1,7 +1,7 @@
 -- One step of the Celery outbox relay, fenced by the lease: delete the entries the broker confirmed, then read
 -- the next ones to publish. Only the leader's relay gets entries; a deposed one gets -1 and deletes nothing.
 -- KEYS[1] leader lease key      KEYS[2] the Celery outbox stream
--- ARGV[1] fencing token         ARGV[2] most entries to read      ARGV[3..] ids of the entries the broker confirmed
+-- ARGV[1] fencing token         ARGV[2] most entries to read (0: none)      ARGV[3..] ids the broker confirmed
 -- Returns {-1} when the caller does not hold the lease, else {1, depth (entries left, the read ones included),
 -- {REPLY_ITEM values, ...}}: the oldest entries, in order.
 local REPLY_ITEM = {'entry_id', 'queue', 'envelope'}
@@ -13,8 +13,11 @@ for i = 3, #ARGV do
     confirmed[#confirmed + 1] = ARGV[i]
 end
 call_chunked('XDEL', KEYS[2], confirmed)
-local flat = {}
-for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', tonumber(ARGV[2]))) do
+local flat, read = {}, {}
+if tonumber(ARGV[2]) > 0 then
+    read = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', tonumber(ARGV[2]))
+end
+for _, entry in ipairs(read) do
     local fields = {}
     for i = 1, #entry[2], 2 do
         fields[entry[2][i]] = entry[2][i + 1]

@@ -316,18 +316,30 @@ def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: Redis
 
 
 def test_probe_finds_what_would_refuse_every_push(tmp_path: Path, own_redis: RedisServer) -> None:
-    """The start probe: the same server under another spelling is no refusal; a database a script cannot
-    SELECT, and an ACL user that may not LPUSH the queue, are errors said at start."""
+    """The start probe: the same server under another spelling is pushed to directly (no outbox); a database a
+    script cannot SELECT, and an ACL user that may not LPUSH the queue, are errors said at start; another
+    server, one that does not answer, and AMQP go through the outbox."""
     from beatd.celery_broker import probe_broker
     from beatd.config.model import CelerySettings
 
     same = CelerySettings(broker_url=f"redis://localhost:{own_redis.port}/1")
     found = probe_broker(own_redis.client(), 0, same, ["celery"])
-    assert (found.refusal, found.errors, found.notes) == (None, [], []), found
-    far = CelerySettings(broker_url=f"redis://[::1]:{own_redis.port}/99")
+    assert (found.outbox, found.errors, found.notes) == (None, [], []), found
+    far = CelerySettings(broker_url=f"redis://127.0.0.1:{own_redis.port}/99")
     found = probe_broker(own_redis.client(), 0, far, ["celery"])
-    assert found.refusal is None and any("cannot SELECT database 99" in error for error in found.errors), found
+    assert found.outbox is None and any("cannot SELECT database 99" in error for error in found.errors), found
     own_redis.client().execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-lpush")
     limited = connect(f"redis://limited:pw@127.0.0.1:{own_redis.port}/0")
     found = probe_broker(limited, 0, same, ["celery"])
-    assert found.refusal is None and any("'limited' may not LPUSH Celery queue 'celery'" in e for e in found.errors)
+    assert found.outbox is None and any("'limited' may not LPUSH Celery queue 'celery'" in e for e in found.errors)
+    other = RedisServer(tmp_path / "other")
+    other.start()
+    try:
+        found = probe_broker(own_redis.client(), 0, CelerySettings(broker_url=other.url), ["celery"])
+        assert found.outbox is not None and "reaches another Redis server (run_id" in found.outbox
+    finally:
+        other.stop()
+    found = probe_broker(own_redis.client(), 0, CelerySettings(broker_url=other.url), ["celery"])
+    assert found.outbox is not None and "did not answer" in found.outbox
+    found = probe_broker(own_redis.client(), 0, CelerySettings(broker_url="amqp://guest@127.0.0.1//"), ["celery"])
+    assert found.outbox is not None and "is AMQP" in found.outbox

@@ -112,6 +112,7 @@ def main() -> None:
             if args.aim_ms:
                 now = time.time()
                 time.sleep(1 - now % 1 + random.uniform(0, args.aim_ms) / 1000)
+            _until(lambda: token() is not None, 30, "a leader")  # a loaded machine may lapse a 1 s lease
             old = token()
             assert old is not None
             pid = int(old.split(":")[2])

@@ -23,6 +23,7 @@
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
+| ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
 
@@ -54,6 +55,9 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
+- ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
+  celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
+  dropped, its job's progress stays (counted in ``beatd_celery_outbox_depth``, logged as refused).
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
 id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
@@ -218,6 +222,11 @@ class Keys:
     def queue_name(self, key: str) -> str:
         """The queue name of queue stream key ``key`` (the inverse of :meth:`queue`)."""
         return key.removeprefix(self.queue(""))
+
+    @property
+    def celery_outbox(self) -> str:
+        """Stream of Celery task messages waiting for the relay (a broker on another server)."""
+        return f"{self.namespace}:celery-outbox"
 
     @property
     def workers(self) -> str:

@@ -24,6 +24,7 @@
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
+| ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
 
@@ -56,6 +57,9 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:ended:{job}``: ``ENDED_MAXLEN`` entries (approximate MAXLEN), and ``ENDED_TTL`` after its last write.
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
+- ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
+  celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
+  dropped, its job's progress stays (counted in ``beatd_celery_outbox_depth``, logged as refused).
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
 id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
@@ -74,13 +78,20 @@ workers BRPOP them; messages of priority step 3, 6 or 9 go to that step's own li
 |---|---|---|
 | ``{queue}``, ``{queue}\x06\x16{step}`` | list | a Celery queue (kombu's Redis transport): task envelopes |
 | ``celery-task-meta-{task_id}`` | string | a task's result in a Redis result backend (read by ``beatd show``) |
+
+RedBeat's keys (only read, by ``beatd import redbeat``; ``{prefix}`` is its ``redbeat_key_prefix``, ``redbeat:``):
+
+| key | type | holds |
+|---|---|---|
+| ``{prefix}:schedule`` | sorted set | entry keys scored by next run time (Unix s) |
+| ``{prefix}{name}`` | hash | ``definition`` (JSON: name, task, schedule, args, kwargs, options, enabled), ``meta`` |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result"]
+__all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result", "redbeat_schedule"]
 
 GROUP = "workers"
 """The consumer group of every queue stream."""
@@ -101,6 +112,11 @@ def celery_queue(queue: str, priority: int | None) -> str:
 def celery_result(task_id: str) -> str:
     """A task's result in a Redis result backend (Celery's default key prefix)."""
     return f"celery-task-meta-{task_id}"
+
+
+def redbeat_schedule(prefix: str) -> str:
+    """RedBeat's sorted set of entry keys (``{prefix}:schedule``); its members are the entries' hash keys."""
+    return f"{prefix}:schedule"
 
 
 @dataclass(frozen=True)
@@ -212,6 +228,11 @@ class Keys:
     def queue_name(self, key: str) -> str:
         """The queue name of queue stream key ``key`` (the inverse of :meth:`queue`)."""
         return key.removeprefix(self.queue(""))
+
+    @property
+    def celery_outbox(self) -> str:
+        """Stream of Celery task messages waiting for the relay (a broker on another server)."""
+        return f"{self.namespace}:celery-outbox"
 
     @property
     def workers(self) -> str:

@@ -25,7 +25,11 @@ from beatd.records import RunRecord
 from beatd.store.aio import AsyncRunStore
 from beatd.store.base import connect_async
 
-__all__ = ["AsyncClient", "AsyncFireHandle"]
+__all__ = ["READ_TIMEOUT", "AsyncClient", "AsyncFireHandle"]
+
+READ_TIMEOUT = 10.0
+"""How long (s) a reply may take on the async client's connections: well past a wait's blocking XREAD
+(``BLOCK_LIMIT``), since an event loop running many waits may read a reply late; connecting stays bounded by 2 s."""
 
 
 class AsyncClient:
@@ -43,7 +47,8 @@ class AsyncClient:
         self.sync = Client(redis_url, namespace=namespace, config=config, actor=actor)
         """The synchronous client the thread-run calls use (and its config, jobs and keys)."""
         self.config = self.sync.config
-        self.store = AsyncRunStore(connect_async(self.config.settings.redis), self.sync.keys)
+        connection = connect_async(self.config.settings.redis, read_timeout=READ_TIMEOUT)
+        self.store = AsyncRunStore(connection, self.sync.keys)
 
     @classmethod
     def from_config(

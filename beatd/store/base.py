@@ -91,14 +91,15 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
     return client
 
 
-def connect_async(settings: RedisSettings | str, timeout: float = 2.0) -> Any:
-    """:func:`connect` for asyncio: a ``redis.asyncio.Redis`` with the same URL, TLS options and Sentinel."""
+def connect_async(settings: RedisSettings | str, timeout: float = 2.0, read_timeout: float | None = None) -> Any:
+    """:func:`connect` for asyncio: a ``redis.asyncio.Redis`` with the same URL, TLS options and Sentinel;
+    ``read_timeout`` (default ``timeout``): how long a reply may take once sent, for callers that block."""
     import redis.asyncio
     import redis.asyncio.sentinel
 
     if isinstance(settings, str):
         settings = RedisSettings(url=settings)
-    options = _options(settings, timeout)
+    options = _options(settings, timeout) | {"socket_timeout": read_timeout or timeout}
     if settings.sentinel is None:
         return redis.asyncio.Redis.from_url(settings.url, **options)
     return _sentinel_master(settings, options, timeout, redis.asyncio.sentinel.Sentinel)

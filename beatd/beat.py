@@ -32,6 +32,7 @@ from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.redis_clock import RedisClock
 from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
+from beatd.runtime_follow import Changed, RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import LeaderWrite, Store, StoreError, StoreUnavailable
 from beatd.triggers import Trigger, jitter_offset
@@ -95,14 +96,19 @@ class Beat:
         metrics: Metrics | None = None,
         health: Health | None = None,
         clock: Clock | None = None,
+        runtime: RuntimeFollower | None = None,
     ) -> None:
         self.store = store
+        self.runtime = runtime
+        """The runtime jobs (``beatd job put``), followed from Redis; None: YAML jobs only."""
         self.signer = signer
         self.metrics = metrics or Metrics(len(config.jobs))
         self.health = health or Health()
         self.replica = replica
         self.config = config
-        self.jobs = {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
+        self.specs: dict[str, JobSpec] = self._all_specs(config)
+        """Every job, enabled or not: the YAML's and the valid runtime jobs (a YAML job wins a name)."""
+        self.jobs = {name: JobState.of(spec) for name, spec in self.specs.items() if spec.enabled}
         self.redis_clock = RedisClock()
         lease = config.settings.leader.lease
         monotonic = (clock or SystemClock()).monotonic
@@ -125,6 +131,7 @@ class Beat:
         self._backoff = 0.1
         self._now = replica.started_at
         self._changes_seen = 0
+        self._next_runtime_poll = 0.0
 
     # -- the loop step -----------------------------------------------------------------------------------
     def now(self, host_now: datetime, monotonic: float) -> datetime:
@@ -140,6 +147,7 @@ class Beat:
             leading = self.leadership.step(monotonic)
             now = self._now = self.now(now, monotonic)
             self._heartbeat(now, monotonic)
+            self._follow_runtime(now, monotonic)
             if leading:
                 self._lead(now, monotonic)
             else:
@@ -170,7 +178,7 @@ class Beat:
         """The leader's upkeep step; a failure of its own (a refused write, data it cannot read) is logged and
         counted, never allowed to hold up emission. Redis being unreachable ends the tick as ever."""
         try:
-            self.upkeep.step(token, self.config.jobs, now, monotonic)
+            self.upkeep.step(token, self.specs, now, monotonic)
         except StoreUnavailable:
             raise
         except Exception:
@@ -221,12 +229,15 @@ class Beat:
         self.leadership.set_lease(config.settings.leader.lease)
         self.late_after = late_after(config.settings.leader.lease)
         self.signer = Signer.optional(config.settings.security.signing_key)
-        old, new = self.jobs, {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
+        if self.runtime is not None:
+            self.runtime.set_config(config)
+        specs = self._all_specs(config)
+        old, new = self.jobs, {name: JobState.of(spec) for name, spec in specs.items() if spec.enabled}
         lines, names = job_changes(
             {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
         )
         restart = {name: old.get(name) for name in names}
-        self.config, self.jobs = config, new
+        self.config, self.jobs, self.specs = config, new, specs
         for name in old:
             if name not in new:
                 self.queued.pop(name, None)
@@ -237,6 +248,61 @@ class Beat:
             except StoreError:
                 self.synced = False  # a later sync compares schedule digests and does the same
         return Reload(lines, settings)
+
+    # -- runtime jobs ------------------------------------------------------------------------------------
+    def _all_specs(self, config: Config) -> dict[str, JobSpec]:
+        runtime = self.runtime.jobs if self.runtime is not None else {}
+        return {**{name: spec for name, spec in runtime.items() if name not in config.jobs}, **config.jobs}
+
+    def _follow_runtime(self, now: datetime, monotonic: float) -> None:
+        """Apply the runtime jobs changed since the last poll (one GET when none did)."""
+        if self.runtime is None or monotonic < self._next_runtime_poll:
+            return
+        changed = self.runtime.poll()
+        self._next_runtime_poll = monotonic + (0.0 if self.runtime.behind else defaults.RUNTIME_POLL.total_seconds())
+        if changed:
+            for line in self.apply_job_changes(changed, now):
+                log.info("runtime job %s", line)
+
+    def apply_job_changes(self, changed: Changed, now: datetime) -> list[str]:
+        """Apply changes of some runtime jobs (None: gone) at ``now``, touching only those: like a reload of
+        them alone (a new or rescheduled job starts from now, a changed one first settles its old schedule).
+        Returns one line per change. A name the YAML declares is left to the YAML job."""
+        lines: list[str] = []
+        restart: dict[str, JobState | None] = {}
+        for name, spec in changed.items():
+            if name in self.config.jobs:
+                continue
+            before = self.jobs.get(name)
+            if spec is None:
+                self.specs.pop(name, None)
+                self.jobs.pop(name, None)
+                self.queued.pop(name, None)
+                lines.append(f"removed {name}")
+                continue
+            self.specs[name] = spec
+            if not spec.enabled:
+                self.jobs.pop(name, None)
+                self.queued.pop(name, None)
+                lines.append(f"disabled {name}")
+                continue
+            self.jobs[name] = JobState.of(spec)
+            if before is None:
+                lines.append(f"added {name}: {spec.schedule_text}")
+                restart[name] = None
+            elif before.spec.schedule_digest != spec.schedule_digest:
+                lines.append(f"changed {name}: {before.spec.schedule_text} -> {spec.schedule_text}, from now on")
+                restart[name] = before
+            else:
+                lines.append(f"changed {name}: target or policies (schedule unchanged)")
+        if self.synced and restart:
+            try:
+                readable = {name: before for name, before in restart.items() if name not in self.unreadable.jobs}
+                self._start_from_now(readable, now)
+            except StoreError:
+                self.synced = False  # a later sync compares schedule digests and does the same
+                raise
+        return lines
 
     # -- leader work -------------------------------------------------------------------------------------
     def _sync(self, now: datetime) -> None:
@@ -412,6 +478,8 @@ class Beat:
         wait = min(
             MAX_SLEEP, self.leadership.seconds_until_action(monotonic), max(0.0, self._next_heartbeat - monotonic)
         )
+        if self.runtime is not None:
+            wait = min(wait, max(0.0, self._next_runtime_poll - monotonic))
         upcoming = self.next_fire() if leading else None
         if upcoming is not None:
             wait = min(wait, max(0.0, (upcoming - now).total_seconds()))

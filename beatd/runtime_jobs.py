@@ -38,6 +38,9 @@ def allow_problem(settings: RuntimeJobsSettings | None, spec: JobSpec) -> tuple[
     """Why ``spec`` may not be a runtime job under ``settings`` (the key to blame and the message), or None."""
     if settings is None:
         return "", "runtime jobs are not enabled: the config has no runtime_jobs section"
+    if spec.celery is None and spec.queue not in settings.queues:
+        allowed = ", ".join(settings.queues) or "none"
+        return "queue", f"queue {spec.queue!r} is not one runtime jobs may use (runtime_jobs.queues: {allowed})"
     if spec.call is not None or spec.celery is not None:
         key, target = ("call", spec.call) if spec.call is not None else ("celery", spec.celery)
         if not any(fnmatchcase(target or "", pattern) for pattern in settings.allow):

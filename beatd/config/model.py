@@ -230,6 +230,9 @@ class RuntimeJobsSettings(_Strict):
     commands: tuple[str, ...] = Field(
         (), description="patterns of command lines allowed (none unless listed; shell: true never)"
     )
+    queues: tuple[Annotated[str, Field(pattern=NAME_PATTERN)], ...] = Field(
+        (defaults.QUEUE,), description="queues runtime jobs may use; workers read them besides their YAML jobs'"
+    )
 
 
 class CelerySettings(_Strict):

@@ -10,6 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from beatd.cli import cli
+from beatd.cli.runtime import Runtime
 from beatd.config import Config, load_config
 from beatd.keys import Keys
 from beatd.runtime_jobs import RuntimeJobs
@@ -36,7 +40,9 @@ def _api(config: Config) -> RuntimeJobs:
 
 
 def _audit(client: Any, namespace: str, event: str) -> list[dict[str, Any]]:
-    return [json.loads(fields["record"]) for _, fields in client.xrange(f"{namespace}:audit") if fields["event"] == event]
+    return [
+        json.loads(fields["record"]) for _, fields in client.xrange(f"{namespace}:audit") if fields["event"] == event
+    ]
 
 
 def test_put_change_delete_are_picked_up_within_a_second(
@@ -125,6 +131,33 @@ def test_a_forged_entry_is_refused_by_the_beat_and_the_worker(
     assert "refused by this worker" in dead[0]["reason"]
     worker.wait_log("runtime job sneaky2 refused by the worker", timeout=5)
     refusals = _audit(client, namespace, "runtime-job-refused")
-    assert {(record["job"], record["by"].split()[0]) for record in refusals} >= {("evil", "beat"), ("sneaky2", "worker")}
+    assert {(record["job"], record["by"].split()[0]) for record in refusals} >= {
+        ("evil", "beat"),
+        ("sneaky2", "worker"),
+    }
     assert not scheduled(messages(client, namespace), "evil")
     assert not (Path("/tmp/pwned")).exists()
+
+
+def test_jobs_and_next_list_runtime_jobs_with_their_source(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """`beatd jobs` lists runtime jobs beside the YAML's with a SOURCE; `beatd next` and `job list` know them."""
+    config = _config(tmp_path / "beatd.yaml", shared_redis, namespace)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("every: 1h\nstart: 2026-01-01T00:00:00Z\ncall: tests.worker_jobs:noop\n")
+    runner, runtime = CliRunner(), Runtime(environ={}, cwd=tmp_path)
+    put = runner.invoke(cli, ["job", "put", "hourly", "-c", str(config.path), "-f", str(spec)], obj=runtime)
+    assert put.exit_code == 0 and put.stdout.startswith("put hourly: version ")
+    rows = json.loads(runner.invoke(cli, ["jobs", "-c", str(config.path), "--json"], obj=runtime).stdout)
+    assert {row["name"]: row["source"] for row in rows} == {"yaml_job": "yaml", "hourly": "runtime"}
+    table = runner.invoke(cli, ["jobs", "-c", str(config.path), "--wide"], obj=runtime).stdout.splitlines()
+    assert table[0].split()[-1] == "SOURCE" and table[-1].split()[-1] == "runtime"
+    upcoming = runner.invoke(
+        cli, ["next", "-c", str(config.path), "hourly", "-n", "1", "--after", "2026-01-01T00:30:00Z"], obj=runtime
+    )
+    assert upcoming.stdout.strip() == "2026-01-01T01:00:00+00:00"
+    listed = runner.invoke(cli, ["job", "list", "-c", str(config.path)], obj=runtime).stdout
+    assert "hourly" in listed and "yaml_job" not in listed
+    assert runner.invoke(cli, ["job", "rm", "hourly", "-c", str(config.path)], obj=runtime).exit_code == 0
+    assert runner.invoke(cli, ["job", "rm", "hourly", "-c", str(config.path)], obj=runtime).exit_code == 2

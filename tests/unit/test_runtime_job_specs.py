@@ -100,7 +100,7 @@ def test_a_runtime_job_cannot_shadow_a_yaml_job(config: Config) -> None:
 
 def test_a_queue_outside_runtime_jobs_queues_is_refused(config: Config) -> None:
     """A runtime job may use only the queues runtime_jobs.queues lists (workers read those)."""
-    with pytest.raises(ConfigError, match="jobs.q.queue: queue 'other' is not one runtime jobs may use"):
+    with pytest.raises(ConfigError, match=r"jobs\.q\.queue: queue 'other' is not one runtime jobs may use"):
         check_job(config, "q", job_from_json("q", '{"every": "1m", "call": "app.tasks:a", "queue": "other"}'))
 
 

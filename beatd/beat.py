@@ -56,6 +56,9 @@ PLANS_PER_TICK = 2000
 """Most jobs planned in one tick (about 0.1 s of work): a long backlog is worked off over several ticks, with
 the lease renewed between them."""
 
+RUNTIME_LINES = 20
+"""Most runtime job changes logged one by one per poll (a put_many of thousands gets one more line)."""
+
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
 
@@ -261,8 +264,13 @@ class Beat:
         changed = self.runtime.poll()
         self._next_runtime_poll = monotonic + (0.0 if self.runtime.behind else defaults.RUNTIME_POLL.total_seconds())
         if changed:
-            for line in self.apply_job_changes(changed, now):
+            lines = self.apply_job_changes(changed, now)
+            for line in lines[:RUNTIME_LINES]:
                 log.info("runtime job %s", line)
+            if len(lines) > RUNTIME_LINES:
+                log.info(
+                    "runtime jobs: %d more changes applied (%d jobs in all)", len(lines) - RUNTIME_LINES, len(self.jobs)
+                )
 
     def apply_job_changes(self, changed: Changed, now: datetime) -> list[str]:
         """Apply changes of some runtime jobs (None: gone) at ``now``, touching only those: like a reload of

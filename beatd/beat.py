@@ -233,7 +233,10 @@ class Beat:
         self.late_after = late_after(config.settings.leader.lease)
         self.signer = Signer.optional(config.settings.security.signing_key)
         if self.runtime is not None:
-            self.runtime.set_config(config)
+            try:
+                self.runtime.set_config(config)
+            except StoreError as error:  # the next poll reads them all under the new config
+                log.warning("runtime jobs not judged again yet: %s", error)
         specs = self._all_specs(config)
         old, new = self.jobs, {name: JobState.of(spec) for name, spec in specs.items() if spec.enabled}
         lines, names = job_changes(

@@ -9,10 +9,12 @@ config, for an entry that may have been forged straight into Redis.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 from beatd import defaults
@@ -43,14 +45,14 @@ def allow_problem(settings: RuntimeJobsSettings | None, spec: JobSpec) -> tuple[
         return "queue", f"queue {spec.queue!r} is not one runtime jobs may use (runtime_jobs.queues: {allowed})"
     if spec.call is not None or spec.celery is not None:
         key, target = ("call", spec.call) if spec.call is not None else ("celery", spec.celery)
-        if not any(fnmatchcase(target or "", pattern) for pattern in settings.allow):
+        if not _matcher(settings.allow)(target or ""):
             allowed = ", ".join(settings.allow) or "nothing"
             return key, f"{target} is not allowed for runtime jobs (runtime_jobs.allow: {allowed})"
         return None
     if spec.shell:
         return "shell", "shell: true is never allowed in a runtime job"
     line = shlex.join(spec.command or ())
-    if not any(fnmatchcase(line, pattern) for pattern in settings.commands):
+    if not _matcher(settings.commands)(line):
         allowed = ", ".join(settings.commands) or "none"
         return "command", f"command {line!r} is not allowed for runtime jobs (runtime_jobs.commands: {allowed})"
     return None
@@ -78,9 +80,11 @@ def check_job(config: Config, name: str, document: Located) -> JobSpec:
 def judge(config: Config, name: str, raw: str) -> tuple[JobSpec | None, str]:
     """A reader's verdict on the stored entry ``raw`` of runtime job ``name``: its spec, or None and why it
     is refused (a forged entry, a target this config does not allow, a name its YAML declares)."""
+    if len(raw) > defaults.RUNTIME_SPEC_MAX_BYTES + 1024:
+        return None, f"entry larger than {defaults.RUNTIME_SPEC_MAX_BYTES // 1024} KiB"
     try:
-        stored = StoredJob.parse(name, raw)
-        return check_job(config, name, job_from_mapping(name, stored.spec, f"runtime job {name}")), ""
+        stored = StoredJob.parse(name, raw)  # JSON already: validated as it is, without another round trip
+        return check_job(config, name, Located(f"runtime job {name}", {"jobs": {name: stored.spec}})), ""
     except ValueError as error:
         return None, f"unreadable entry: {error}"
     except ConfigError as error:
@@ -173,6 +177,15 @@ class RuntimeJobs:
         record = audit_record(event, self.clock.now(), **details)
         record["actor"] = self.actor or record["user"]
         return record
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a text matches any of ``patterns`` (``fnmatch``, case-sensitive), as one compiled expression."""
+    if not patterns:
+        return lambda _: False
+    compiled = re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns))
+    return lambda text: compiled.match(text) is not None
 
 
 def _positioned(document: Located, problem: Problem) -> Problem:

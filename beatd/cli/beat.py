@@ -46,12 +46,12 @@ def beat(
     store = Store(connect(config.settings.redis), Keys(config.namespace))
     replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
-    metrics, health = Metrics(len(config.jobs)), Health()
     follower = RuntimeFollower(JobStore(store.client, store.keys), config, clock, f"beat {replica.id}", store.audit)
     try:
         follower.poll()  # before leading: a first read of many runtime jobs does not hold up the lease
     except StoreError as error:
         log.warning("runtime jobs not read yet: %s", error)
+    metrics, health = Metrics(len(config.jobs) + len(follower.jobs)), Health()
     daemon = Beat(config, store, replica, Signer.optional(key), metrics, health, clock, follower)
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)

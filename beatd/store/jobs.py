@@ -135,7 +135,9 @@ class JobStore:
         with reachable():
             first = self.client.xrange(self.keys.runtime_changes, count=1)
             last = self.client.xrevrange(self.keys.runtime_changes, count=1)
-        if seen_version < 0 or (first and _after(first[0][0], cursor)):
+        # Every change is one entry with the next version: the entries after the reader's are all there unless
+        # the oldest one left is past the next version it needs (trimmed away).
+        if seen_version < 0 or (first and int(first[0][1]["version"]) > seen_version + 1):
             # The cursor is taken before the scan, so a change made during it is read again by the next poll.
             end = last[0][0] if last else START
             return Changes(dict(self.all_entries()), full=True, cursor=end, version=version)
@@ -147,10 +149,3 @@ class JobStore:
         more = len(batch) == limit and batch[-1][0] != (last[0][0] if last else START)
         reached = int(batch[-1][1]["version"]) if more else version
         return Changes(self.entries(names), full=False, cursor=batch[-1][0], version=reached, more=more)
-
-
-def _after(a: str, b: str) -> bool:
-    """Whether stream id ``a`` comes after ``b``."""
-    a_ms, _, a_seq = a.partition("-")
-    b_ms, _, b_seq = b.partition("-")
-    return (int(a_ms), int(a_seq or 0)) > (int(b_ms), int(b_seq or 0))

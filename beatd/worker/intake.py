@@ -85,7 +85,11 @@ class Intake:
         """Check the deliveries, claim the runnable ones in one batch, and hand each to a runner or record why
         it does not run."""
         if deliveries and self.runtime is not None:
-            self.runtime.poll()  # one GET when nothing changed: a run always uses the latest runtime spec
+            # One GET when nothing changed; after a large put_many, read on until caught up, so a fire of a job
+            # put a moment ago is not taken for one of an unknown job. A run always uses the latest spec.
+            self.runtime.poll()
+            while self.runtime.behind:
+                self.runtime.poll()
         now = self.clock.now()
         now_ms = to_ms(now)
         requests, pending = [], []

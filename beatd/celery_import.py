@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from beatd.config.model import CELERY_RESERVED_HEADERS, NAME_PATTERN, CeleryOptions
 from beatd.durations import format_duration
 from beatd.errors import ScheduleError
+from beatd.rrule_import import Recurrence, to_schedule
 from beatd.triggers import CronTrigger
 
 __all__ = ["Converted", "convert", "render_yaml"]
@@ -159,6 +160,14 @@ def _schedule(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, 
         return None
     if isinstance(schedule, crontab):
         return _cron(schedule, zone, converted)
+    if type(schedule).__name__ == "rrule" and hasattr(schedule, "freq"):  # RedBeat's rrule schedule
+        try:
+            schedule = Recurrence.from_parts(vars(schedule))
+        except (KeyError, TypeError, ValueError) as error:
+            converted.refused = f"rrule schedule not understood: {error}"
+            return None
+    if isinstance(schedule, Recurrence):
+        return _rrule(schedule, converted)
     if isinstance(schedule, every_schedule):
         schedule = schedule.run_every
     if isinstance(schedule, int | float) and not isinstance(schedule, bool):
@@ -200,6 +209,20 @@ def _cron(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, Any]
         converted.refused = f"crontab {expression!r} is not a cron expression beatd reads: {error}"
         return None
     return {"cron": expression}  # a day field starting with '*': beatd ANDs the two, as Celery does
+
+
+def _rrule(rule: Recurrence, converted: Converted) -> dict[str, Any] | None:
+    converted_schedule = to_schedule(rule)
+    if isinstance(converted_schedule, str):
+        converted.refused = converted_schedule
+        return None
+    zone = converted_schedule.get("timezone", "")
+    if zone.startswith("Etc/GMT"):
+        converted.notes.append(
+            f"timezone {zone}: the rrule's dtstart keeps a fixed UTC offset (RedBeat stores the offset, not the "
+            "zone), so it never shifts for daylight saving time; write your IANA zone if it should"
+        )
+    return converted_schedule
 
 
 def _field(value: Any) -> str:
@@ -302,10 +325,10 @@ def _options(options: dict[str, Any], converted: Converted) -> dict[str, Any]:
     return kept
 
 
-def render_yaml(conversion: Conversion) -> str:
+def render_yaml(conversion: Conversion, source: str = "a Celery beat_schedule by `beatd import celery`") -> str:
     """The beatd config of ``conversion`` as YAML, each entry's notes as comments above its job (refused
-    entries appear as comments only)."""
-    lines = ["# Converted from a Celery beat_schedule by `beatd import celery`; check it with `beatd check`."]
+    entries appear as comments only); ``source`` says where it came from in the first line."""
+    lines = [f"# Converted from {source}; check it with `beatd check`."]
     lines += [f"# NOTE: {note}" for note in conversion.notes]
     lines.append(yaml.safe_dump({"timezone": conversion.timezone, "celery": conversion.celery}, sort_keys=False))
     lines.append("jobs:")

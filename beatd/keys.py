@@ -78,13 +78,20 @@ workers BRPOP them; messages of priority step 3, 6 or 9 go to that step's own li
 |---|---|---|
 | ``{queue}``, ``{queue}\x06\x16{step}`` | list | a Celery queue (kombu's Redis transport): task envelopes |
 | ``celery-task-meta-{task_id}`` | string | a task's result in a Redis result backend (read by ``beatd show``) |
+
+RedBeat's keys (only read, by ``beatd import redbeat``; ``{prefix}`` is its ``redbeat_key_prefix``, ``redbeat:``):
+
+| key | type | holds |
+|---|---|---|
+| ``{prefix}:schedule`` | sorted set | entry keys scored by next run time (Unix s) |
+| ``{prefix}{name}`` | hash | ``definition`` (JSON: name, task, schedule, args, kwargs, options, enabled), ``meta`` |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result"]
+__all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result", "redbeat_schedule"]
 
 GROUP = "workers"
 """The consumer group of every queue stream."""
@@ -105,6 +112,11 @@ def celery_queue(queue: str, priority: int | None) -> str:
 def celery_result(task_id: str) -> str:
     """A task's result in a Redis result backend (Celery's default key prefix)."""
     return f"celery-task-meta-{task_id}"
+
+
+def redbeat_schedule(prefix: str) -> str:
+    """RedBeat's sorted set of entry keys (``{prefix}:schedule``); its members are the entries' hash keys."""
+    return f"{prefix}:schedule"
 
 
 @dataclass(frozen=True)

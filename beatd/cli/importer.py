@@ -1,14 +1,20 @@
-"""``beatd import celery APP``: a Celery app's beat_schedule as beatd YAML on stdout, differences as comments."""
+"""``beatd import celery APP`` and ``beatd import redbeat``: another scheduler's entries as beatd YAML on stdout,
+differences in meaning as comments."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from beatd.cli.runtime import UsageProblem
+from beatd.errors import BeatdError
+
+if TYPE_CHECKING:
+    from beatd.celery_import import Conversion
 
 __all__ = ["import_group"]
 
@@ -49,6 +55,55 @@ def import_celery(app_path: str, paths: tuple[str, ...]) -> None:
         raise UsageProblem(f"{app_path} is a {type(app).__name__}, expected a Celery app")
     conversion = convert(app)
     click.echo(render_yaml(conversion), nl=False)
+    _summary(conversion)
+
+
+@import_group.command("redbeat")
+@click.option("--redis-url", required=True, metavar="URL", help="RedBeat's Redis (its redbeat_redis_url).")
+@click.option("--key-prefix", default="redbeat:", show_default=True, help="RedBeat's redbeat_key_prefix.")
+@click.option(
+    "--timezone", "zone", default="UTC", show_default=True, help="The Celery app's timezone (crontabs run in it)."
+)
+def import_redbeat(redis_url: str, key_prefix: str, zone: str) -> None:
+    """Convert the entries RedBeat keeps in Redis (only read) into beatd YAML.
+
+    Every difference in meaning is written as a comment above its job, as by `beatd import celery`; entries
+    whose definition cannot be read are refused with the reason, and the command then exits 1."""
+    try:
+        from beatd.redbeat_import import convert_entries
+    except ImportError as error:
+        raise UsageProblem(f"beatd import redbeat needs Celery: pip install 'beatd[celery]' ({error})") from error
+    from zoneinfo import ZoneInfo
+
+    from beatd.celery_import import render_yaml
+    from beatd.config.redis_urls import display_url
+    from beatd.store import connect
+    from beatd.store.redbeat_entries import read_entries
+
+    try:
+        ZoneInfo(zone)
+    except (KeyError, ValueError) as error:
+        raise UsageProblem(f"--timezone {zone!r} is not an IANA time zone") from error
+    try:
+        client = connect(redis_url)
+    except ValueError as error:
+        raise UsageProblem(f"--redis-url {display_url(redis_url)!r}: {error}") from error
+    entries = read_entries(client, key_prefix)
+    if not entries:
+        raise BeatdError(
+            f"no RedBeat entries in {key_prefix}:schedule at {display_url(redis_url)}: is it RedBeat's database "
+            "(redbeat_redis_url) and its redbeat_key_prefix (--key-prefix)?"
+        )
+    imported = convert_entries(entries, key_prefix, zone)
+    source = f"RedBeat's entries in {display_url(redis_url)} by `beatd import redbeat`"
+    click.echo(render_yaml(imported.conversion, source=source), nl=False)
+    _summary(imported.conversion)
+    if imported.malformed:
+        click.echo(f"beatd: {imported.malformed} entries could not be read (see NOT CONVERTED)", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def _summary(conversion: Conversion) -> None:
     refused = [entry for entry in conversion.entries if entry.job is None]
     noted = sum(len(entry.notes) for entry in conversion.entries)
     click.echo(

@@ -62,7 +62,9 @@ def test_replicas_with_skewed_host_clocks_emit_on_time_by_redis_time(
         assert runs(client, namespace, job) == [], "an instant that had not come was recorded missed"
     for item in items:
         lag_ms = int(item["_id"].split("-")[0]) - to_ms(parse_utc(item["scheduled_at"]))
-        assert 0 <= lag_ms < 1000, f"{item['fire_id']} appended {lag_ms} ms after its instant by Redis's clock"
+        # Never early by Redis's clock; the upper bound only has to be far below the skews (60 and 90 s), and
+        # generous for a loaded machine (1.9 s was seen with the suite in parallel on 2 cores).
+        assert 0 <= lag_ms < 10_000, f"{item['fire_id']} appended {lag_ms} ms after its instant by Redis's clock"
 
 
 def test_rolling_config_change_loses_and_doubles_nothing(

@@ -51,6 +51,7 @@ def beat(
         follower.poll()  # before leading: a first read of many runtime jobs does not hold up the lease
     except StoreError as error:
         log.warning("runtime jobs not read yet: %s", error)
+    keep_out_of_collections()  # the runtime jobs too, like the config's
     metrics, health = Metrics(len(config.jobs) + len(follower.jobs)), Health()
     daemon = Beat(config, store, replica, Signer.optional(key), metrics, health, clock, follower)
     if metrics_port is not None:

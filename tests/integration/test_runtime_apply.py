@@ -11,7 +11,7 @@ from beatd.config.job_documents import job_from_mapping
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.runtime_jobs import check_job
-from beatd.store import Store
+from beatd.store import LeaderWrite, Store
 from tests.redis_server import RedisServer
 
 
@@ -54,3 +54,24 @@ def test_one_put_among_thousands_touches_only_that_job(
 
     assert beat.apply_job_changes({"c8": None}, now) == ["removed c8"]
     assert "c8" not in beat.jobs and "c8" not in beat.queued and len(beat.jobs) == 3000
+
+
+def test_a_batch_of_start_writes_is_fenced_and_refuses_unreadable_progress(
+    shared_redis: RedisServer, namespace: str
+) -> None:
+    """Start writes alone (the light start.lua) move progress forward only, refuse a job whose progress is not
+    a number, and write nothing for a caller without the lease, as the same writes through emit.lua do."""
+    client = shared_redis.client()
+    keys = Keys(namespace)
+    store = Store(client, keys)
+    token, _ = store.acquire("me", 60_000, {"event": "leader"})
+    assert token is not None
+    client.hset(keys.progress, mapping={"later": 5000, "garbage": "x"})
+    writes = [LeaderWrite.base(job, 1000, "d1") for job in ("new", "later", "garbage")]
+    result = store.apply(token, writes)
+    assert result.leader and result.statuses == ("applied", "applied", "refused")
+    assert "not epoch ms" in result.errors[2]
+    assert client.hgetall(keys.progress) == {"new": "1000", "later": "5000", "garbage": "x"}
+    assert client.hgetall(keys.schedules) == {"new": "d1", "later": "d1"}
+    assert not store.apply("1:someone-else", [LeaderWrite.base("other", 1000, "d1")]).leader
+    assert client.hget(keys.progress, "other") is None

@@ -125,8 +125,9 @@ class Beat:
         self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
-        self.celery_refusal: str | None = None
-        """Why celery jobs are not emitted now (the broker is another server: :mod:`beatd.celery_broker`)."""
+        self.celery_outbox = False
+        """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
+        :mod:`beatd.celery_broker`) rather than straight into the broker's database."""
         self.counters = Counters()
         self.unavailable_since: float | None = None
         self._next_heartbeat = 0.0
@@ -399,10 +400,6 @@ class Beat:
             if state is None or name in self.paused or name in self.unreadable.jobs:
                 continue
             spec = state.spec
-            if spec.celery is not None and self.celery_refusal is not None:
-                log.error("not emitting celery job %s: %s; again in %.0fs", name, self.celery_refusal, REFUSED_RETRY)
-                self._push_at(name, now + timedelta(seconds=REFUSED_RETRY))
-                continue
             budget -= 1
             progress = self.progress.get(name, now)
             plan = plan_job(
@@ -423,7 +420,8 @@ class Beat:
         self._flush(pending)
 
     def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
-        return plan_writes(spec, plan, now, self.store.keys, self.signer, self.config.settings.celery)
+        celery = self.config.settings.celery
+        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox)
 
     def _flush(self, pending: list[Pending]) -> None:
         if not pending or self.leadership.token is None:

@@ -3,8 +3,10 @@
 ``beatd check`` compares URLs, which cannot prove two of them reach one server (a socket and a port, a name
 and an address) nor that one URL reaches the same server from beatd and from the workers' hosts. The beat
 asks: it connects with ``celery.broker_url`` and compares ``INFO server``'s ``run_id`` with its own
-connection's; another server is a refusal (the beat emits no celery job: a push into its own server would be
-read by nobody). It then runs the script's SELECT of the broker database and back, and where Redis has it
+connection's. Another server, a broker it cannot reach, or an AMQP broker is served through the outbox (the
+fenced script writes the task message there, the leader's relay publishes it: :mod:`beatd.celery_relay`);
+only a proven same server gets the push inside the fenced script. For that one it then runs the script's
+SELECT of the broker database and back, and where Redis has it
 (7.0+) asks ``ACL DRYRUN`` whether its user may LPUSH the jobs' queues: each failure is an error to log, as
 every such push would be refused.
 """
@@ -37,10 +39,11 @@ it inside a script is found too."""
 
 @dataclass(frozen=True)
 class BrokerProbe:
-    """What the probe found: ``refusal`` (the broker is another server: emit no celery job), ``errors`` (each
-    push would be refused, said once at start), ``notes`` (what could not be asked)."""
+    """What the probe found: ``outbox`` (why celery fires go through the outbox and the relay; None: the broker
+    is beatd's own server, pushed to directly), ``errors`` (each push would be refused, said once at start),
+    ``notes`` (what could not be asked)."""
 
-    refusal: str | None = None
+    outbox: str | None = None
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -51,22 +54,33 @@ def probe_broker(
     """Probe ``celery``'s broker from beatd's connection ``client`` (database ``own_db``); ``queue_keys`` are
     the Redis lists the celery jobs push to. Never raises for Redis errors: what cannot be asked is a note."""
     url = display_url(celery.broker_url)
+    if celery.amqp:
+        return BrokerProbe(outbox=f"celery.broker_url {url} is AMQP")
     try:
         own = _run_id(client)
     except redis.RedisError as error:
-        return BrokerProbe(notes=[f"cannot probe the Celery broker: beatd's Redis: {error}"])
+        return BrokerProbe(
+            outbox=f"beatd's Redis did not answer the probe ({error})",
+            notes=[f"cannot probe the Celery broker: beatd's Redis: {error}"],
+        )
     notes: list[str] = []
     try:
         theirs = _run_id(connect(redis_py_url(celery.broker_url), timeout))
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        # No answer: whichever server it is, the relay reaches it once it answers; a push could land nowhere.
+        return BrokerProbe(
+            outbox=f"celery.broker_url {url} did not answer, so is not proven to be beatd's own server",
+            notes=[f"cannot reach celery.broker_url {url} ({error})"],
+        )
     except (redis.RedisError, ValueError) as error:
-        notes.append(f"cannot reach celery.broker_url {url} ({error}): not proven to be beatd's own server")
+        # It answered but refused (a database past `databases`, a password): the pushes' own checks below say why.
+        notes.append(f"cannot ask celery.broker_url {url} ({error}): not proven to be beatd's own server")
     else:
         if theirs != own:
             return BrokerProbe(
-                refusal=(
+                outbox=(
                     f"celery.broker_url {url} reaches another Redis server (run_id {theirs[:12]}) than redis.url "
-                    f"(run_id {own[:12]}): a task pushed into beatd's server would never reach a Celery worker; "
-                    "celery jobs are not emitted until the broker is beatd's own server"
+                    f"(run_id {own[:12]})"
                 )
             )
     errors = []

@@ -37,6 +37,28 @@ CELERY_QUEUE: Final = "celery"
 """Celery queue of ``celery`` jobs that name none: Celery's own ``task_default_queue``, so an unchanged worker
 (``celery -A proj worker``, which consumes ``celery``) runs them."""
 
+CELERY_OUTBOX_LIMIT: Final = 10_000
+"""Most task messages the Celery outbox holds (a broker on another server): past it the fenced script refuses
+a celery fire (logged, retried, its progress unmoved; the job's catch-up policy judges the gap), so a broker
+down for long never grows beatd's Redis without bound nor drops a fire unrecorded. 10,000 envelopes of ~1 KB
+are ~10 MB, hours of backlog for most deployments."""
+
+RELAY_BATCH: Final = 100
+"""Most outbox entries the relay publishes to a Redis broker (one MULTI) before it deletes them in one fenced
+call: a duplicate publish (the leader killed between the broker's reply and the delete) repeats at most this
+many."""
+
+RELAY_BATCH_AMQP: Final = 10
+"""The same for an AMQP broker, which confirms one message at a time (a few ms each): a batch of 100 would keep
+the confirmed ones undeleted for most of a second, and a kill then repeats them all; 10 bounds a duplicate
+publish to 10 messages for one more fenced call to beatd's Redis per 10 (measured in docs/benchmarks.md)."""
+
+RELAY_IDLE: Final = timedelta(milliseconds=100)
+"""How long the relay waits when the outbox is empty (or while this replica is not the leader)."""
+
+RELAY_BACKOFF_MAX: Final = timedelta(seconds=5)
+"""Longest wait between the relay's attempts while the broker refuses or is unreachable (doubling from 0.1 s)."""
+
 QUEUE: Final = "default"
 """Queue (Redis stream) a job's fires go to."""
 

@@ -54,10 +54,11 @@ class Pending:
 
 
 def plan_writes(
-    spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None = None
-) -> list[Pending]:
+    spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None = None,
+    *, outbox: bool = False,
+) -> list[Pending]:  # fmt: skip
     """The writes for ``plan`` of ``spec`` at ``now`` (the instant of emission), in the plan's order; a celery
-    job's fires become Celery task messages for the broker of ``celery``."""
+    job's fires become Celery task messages for the broker of ``celery`` (through the outbox with ``outbox``)."""
     pending: list[Pending] = []
     emitted_at = format_utc(now)
     missed: list[str] = []
@@ -79,7 +80,9 @@ def plan_writes(
             if spec.jitter:
                 due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
             if spec.celery is not None and celery is not None:
-                sent = celery_write(spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery)
+                sent = celery_write(
+                    spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery, outbox=outbox
+                )
                 write = sent.write
             else:
                 signature = signer.sign(message) if signer else ""
@@ -125,10 +128,11 @@ class CelerySend:
 
 def celery_write(
     spec: JobSpec, identifier: str, scheduled_at: datetime, trigger: str, message: str, now: datetime, keys: Keys,
-    celery: CelerySettings,
+    celery: CelerySettings, *, outbox: bool = False,
 ) -> CelerySend:  # fmt: skip
     """The push of a celery job's fire emitted at ``now``, with its ``sent`` record (the task id in ``extra``):
-    fenced in emit.lua for the beat's fires, or through send.lua for an operator's."""
+    fenced in emit.lua for the beat's fires, or through send.lua for an operator's; with ``outbox`` (a broker on
+    another server) into the outbox, for the relay (:mod:`beatd.celery_relay`)."""
     scheduled = format_utc(scheduled_at)
     deadline = start_deadline(spec.expires, Message.from_json(message)) if spec.expires is not None else None
     task = build_task_message(
@@ -153,7 +157,8 @@ def celery_write(
         spec.name, to_ms(scheduled_at), celery_queue_key=task.queue_key, celery_message=task.envelope,
         celery_db=celery.broker_db, message=message, runs_key=keys.runs(spec.name),
         runs_index_key=keys.runs_by_time(spec.name), run_id=record.run_id, record=record.to_json(),
-        written_ms=to_ms(now), keep=spec.history.keep,
+        written_ms=to_ms(now), keep=spec.history.keep, outbox_key=keys.celery_outbox if outbox else "",
+        outbox_limit=celery.outbox_limit if outbox else 0,
     )  # fmt: skip
     return CelerySend(write, task.task_id, task.queue)
 

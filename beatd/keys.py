@@ -26,6 +26,7 @@
 | ``{ns}:runtime-jobs`` | hash | runtime job name -> JSON ``{version, spec, by, at}`` (``beatd job put``) |
 | ``{ns}:runtime-jobs:version`` | integer | INCR on every runtime job change: the version of the latest |
 | ``{ns}:runtime-jobs:changes`` | stream, capped | one entry ``{job, version}`` per change, read on from a cursor |
+| ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
 
@@ -60,6 +61,9 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   integer. ``{ns}:runtime-jobs:changes``: ``defaults.RUNTIME_CHANGES_MAXLEN`` entries (approximate MAXLEN); a
   reader that finds the entries after its own trimmed away reads the whole hash once instead.
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
+- ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
+  celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
+  dropped, its job's progress stays (counted in ``beatd_celery_outbox_depth``, logged as refused).
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
 id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
@@ -239,6 +243,11 @@ class Keys:
     def runtime_changes(self) -> str:
         """Stream: one entry per runtime job change (job, version), capped."""
         return f"{self.namespace}:runtime-jobs:changes"
+
+    @property
+    def celery_outbox(self) -> str:
+        """Stream of Celery task messages waiting for the relay (a broker on another server)."""
+        return f"{self.namespace}:celery-outbox"
 
     @property
     def workers(self) -> str:

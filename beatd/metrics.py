@@ -96,6 +96,19 @@ class Metrics:
             ["queue"], registry=registry,
         )  # fmt: skip
         self.reload_failures = Counter("beatd_config_reload_failures", "Rejected config reloads.", registry=registry)
+        self.celery_outbox_depth = Gauge(
+            "beatd_celery_outbox_depth",
+            "Celery task messages in the outbox, waiting for the relay (leader).",
+            registry=registry,
+        )
+        self.celery_published = Counter(
+            "beatd_celery_published", "Celery task messages the relay published (broker confirmed).", registry=registry
+        )
+        self.celery_publish_failures = Counter(
+            "beatd_celery_publish_failures",
+            "Relay publishes the Celery broker refused or did not answer.",
+            registry=registry,
+        )
         self.redis_errors = Counter("beatd_redis_errors", "Redis operations that failed.", registry=registry)
         self.loop_errors = Counter("beatd_loop_errors", "Loop steps that failed unexpectedly (the loop went on).",
                                    registry=registry)  # fmt: skip

@@ -9,6 +9,8 @@ import click
 from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.celery_broker import probe_broker
+from beatd.celery_publish import publisher_for
+from beatd.celery_relay import Relay, RelayThread
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
 from beatd.config import Config
@@ -21,6 +23,7 @@ from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
 from beatd.store.jobs import JobStore
+from beatd.store.outbox import OutboxStore
 
 __all__ = ["beat"]
 
@@ -91,8 +94,22 @@ def beat(
         )
         _audit(store, record)
 
+    relay: list[RelayThread] = []
+
     def probe(current: Config) -> None:
-        daemon.celery_refusal = _probe_celery_broker(store, current)
+        for running in relay:
+            running.stop()
+        relay.clear()
+        why = _probe_celery_broker(store, current)
+        daemon.celery_outbox = why is not None
+        if why is not None and current.settings.celery is not None:
+            log.info("celery broker: %s: task messages go through the outbox and the leader's relay", why)
+            celery = current.settings.celery
+            relaying = Relay(OutboxStore(store.client, store.keys), publisher_for(celery), metrics, celery.outbox_limit)
+            relay.append(RelayThread(relaying, leader_token).start())
+
+    def leader_token() -> str | None:
+        return daemon.leadership.token if daemon.leadership.is_leader(clock.monotonic()) else None
 
     def status() -> str:
         role = "leader" if daemon.leadership.is_leader(clock.monotonic()) else "standby"
@@ -117,6 +134,8 @@ def beat(
             metrics=metrics,
         )
     finally:
+        for running in relay:
+            running.stop()
         daemon.shutdown()
         notifier.close()
         log.info("beat %s stopped", replica.id)
@@ -131,7 +150,7 @@ def _audit(store: Store, record: dict[str, object]) -> None:
 
 def _probe_celery_broker(store: Store, config: Config) -> str | None:
     """Probe the Celery broker when celery jobs are declared (:mod:`beatd.celery_broker`), log what it found;
-    return the refusal, if any."""
+    return why the outbox relay serves it (None: the fenced script pushes into beatd's own server)."""
     celery = config.settings.celery
     queue_keys = sorted(
         {
@@ -147,6 +166,4 @@ def _probe_celery_broker(store: Store, config: Config) -> str | None:
         log.warning("celery broker: %s", note)
     for error in found.errors:
         log.error("celery broker: %s", error)
-    if found.refusal is not None:
-        log.error("celery broker: %s", found.refusal)
-    return found.refusal
+    return found.outbox

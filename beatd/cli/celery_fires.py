@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from beatd.celery_broker import probe_broker
 from beatd.cli.runtime import UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.emission import celery_write
@@ -36,10 +37,13 @@ def send_celery_fires(
         raise UsageProblem(
             f"--wait: {spec.name} is a celery job, run by Celery's workers; `beatd show FIRE_ID` reads its outcome"
         )
-    keys = Keys(config.namespace)
+    keys, celery = Keys(config.namespace), config.settings.celery
+    # As the beat decides: beatd's own server gets the push directly, another broker the outbox (the leader's
+    # relay publishes it; with no beat running, it waits there).
+    outbox = probe_broker(store.client, store.db, celery, []).outbox is not None
     sends = [
         celery_write(spec, message.fire_id, parse_utc(message.scheduled_at), message.trigger, message.to_json(), now,
-                     keys, config.settings.celery)
+                     keys, celery, outbox=outbox)
         for message in messages
     ]  # fmt: skip
     refusals = store.send_celery([send.write for send in sends], audit)

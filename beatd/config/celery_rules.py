@@ -2,12 +2,15 @@
 
 A ``celery`` job is run by the Celery app's own workers, so the policies that beatd's workers enforce
 (``overlap``, ``retries``, ``timeout``) cannot apply; each is refused with the Celery setting that does the
-same. The broker must be beatd's own Redis server, because the beat pushes the task message inside the fenced
-script that advances the job's progress (any database number on that server: the script SELECTs it).
+same. A broker on beatd's own Redis server gets the task message inside the fenced script that advances the
+job's progress (any database number on that server: the script SELECTs it); another Redis server or RabbitMQ
+gets it through the outbox and the leader's relay (:mod:`beatd.celery_relay`).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any
 
 from beatd.config.model import CelerySettings, ConfigFile
@@ -99,7 +102,8 @@ def prepare_celery_job(merged: dict[str, Any], celery: CelerySettings | None) ->
 
 
 def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
-    """Problems of the ``celery`` section: a broker that is not beatd's own Redis server (or not Redis)."""
+    """Problems of the ``celery`` section: a broker URL that is neither Redis nor AMQP, an AMQP broker without
+    kombu installed. A broker on another server is no problem: the leader's relay publishes to it."""
     if settings.celery is None:
         return []
     where = ("celery", "broker_url")
@@ -107,21 +111,25 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
     if settings.redis.sentinel is not None:
         return [main.problem(where, "a Celery broker with redis.sentinel is not supported yet: beatd must reach "
                                     "the same master as the Celery workers")]  # fmt: skip
+    if settings.celery.amqp:
+        if not _kombu_installed():
+            return [main.problem(where, f"{display_url(broker_url)} is AMQP: the relay publishes with kombu, "
+                                        "which is not installed (pip install 'beatd[celery]')")]  # fmt: skip
+        return []
     try:
-        broker = redis_location(broker_url)
+        redis_location(broker_url)
     except ValueError as error:
-        return [main.problem(where, f"{error}: beatd drives a Celery app whose broker is its own Redis server")]
+        return [main.problem(where, f"{error}, or amqp:// (RabbitMQ)")]
     try:
-        own = redis_location(settings.redis.url)
+        redis_location(settings.redis.url)
     except ValueError as error:
         return [main.problem(("redis", "url"), str(error))]
-    if broker.surely_other(own):
-        return [
-            main.problem(
-                where,
-                f"{display_url(broker_url)} is another Redis server than redis.url ({own.server}): the beat "
-                "pushes Celery's task messages inside its fenced script, so the broker must be beatd's own Redis "
-                "server (any database number on it); another broker needs the outbox relay, not built yet",
-            )
-        ]
-    return []  # a socket and a port, or two host names, may be one server: the beat compares run ids at start
+    return []  # the beat compares run ids at start: its own server gets the fenced push, another the relay
+
+
+def _kombu_installed() -> bool:
+    """Whether kombu can be imported, without importing it (a module already imported counts: Celery's lazy
+    modules leave ``kombu.__spec__`` None, which find_spec refuses)."""
+    if "kombu" in sys.modules:
+        return True
+    return importlib.util.find_spec("kombu") is not None

@@ -235,16 +235,31 @@ class RuntimeJobsSettings(_Strict):
     )
 
 
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+"""Broker URL schemes of RabbitMQ (kombu's py-amqp transport)."""
+
+
 class CelerySettings(_Strict):
     """The Celery app whose workers run the ``celery`` jobs. Give the broker from the environment:
-    ``broker_url: ${CELERY_BROKER_URL}``. The broker must be beatd's own Redis server (any database on it):
-    the task message is pushed in the same fenced script that advances the job's progress."""
+    ``broker_url: ${CELERY_BROKER_URL}``. On beatd's own Redis server (any database on it) the task message is
+    pushed in the same fenced script that advances the job's progress; on another Redis server or RabbitMQ
+    (``amqp://``) that script writes it to the outbox, and the leader's relay publishes it."""
 
-    broker_url: str = Field(min_length=1, description="the Celery app's broker_url (beatd's Redis server)")
+    broker_url: str = Field(
+        min_length=1, description="the Celery app's broker_url: redis://, rediss://, unix:// or amqp://"
+    )
+    outbox_limit: int = Field(
+        defaults.CELERY_OUTBOX_LIMIT, ge=1, description="most task messages waiting for the relay (another broker)"
+    )
     default_queue: str = Field(
         defaults.CELERY_QUEUE, pattern=NAME_PATTERN, description="Celery queue of jobs whose options name none"
     )
     result_backend: str | None = Field(None, description="the Celery app's result_backend, to show outcomes")
+
+    @property
+    def amqp(self) -> bool:
+        """Whether the broker is AMQP (RabbitMQ): always reached through the outbox relay."""
+        return self.broker_url.split(":", 1)[0] in AMQP_SCHEMES
 
     @cached_property
     def broker_db(self) -> int:

@@ -63,6 +63,11 @@ class LeaderWrite:
     """base: the job's progress moves here unless it is already later."""
     schedule_digest: str = ""
     """base: the schedule digest the job's progress now belongs to."""
+    outbox_key: str = ""
+    """celery, for a broker on another server: the outbox stream the message goes to instead of
+    ``celery_queue_key`` (the relay publishes it); '' pushes into the broker's database directly."""
+    outbox_limit: int = 0
+    """celery with ``outbox_key``: the fire is refused while the outbox holds this many entries."""
 
     @classmethod
     def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str) -> LeaderWrite:
@@ -84,13 +89,15 @@ class LeaderWrite:
     def celery(
         cls, job: str, scheduled_ms: int, *, celery_queue_key: str, celery_message: str, celery_db: int,
         message: str, runs_key: str, runs_index_key: str, run_id: str, record: str, written_ms: int, keep: int,
+        outbox_key: str = "", outbox_limit: int = 0,
     ) -> LeaderWrite:  # fmt: skip
-        """Push a Celery task message onto ``celery_queue_key`` in database ``celery_db``, write its ``sent``
-        record (keeping ``keep``), keep ``message`` as the last emission and advance progress to ``scheduled_ms``."""
+        """Push a Celery task message onto ``celery_queue_key`` in database ``celery_db`` (or, with
+        ``outbox_key``, append it to the outbox for the relay), write its ``sent`` record (keeping ``keep``),
+        keep ``message`` as the last emission and advance progress to ``scheduled_ms``."""
         return cls(
             "celery", job, scheduled_ms, message=message, runs_key=runs_key, runs_index_key=runs_index_key,
             run_id=run_id, record=record, written_ms=written_ms, keep=keep, celery_queue_key=celery_queue_key,
-            celery_message=celery_message, celery_db=celery_db,
+            celery_message=celery_message, celery_db=celery_db, outbox_key=outbox_key, outbox_limit=outbox_limit,
         )  # fmt: skip
 
     @classmethod

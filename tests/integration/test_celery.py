@@ -70,15 +70,16 @@ def _celery_env(server: RedisServer, ledger: Path, broker_db: int = 1) -> dict[s
 
 
 @pytest.fixture
-def celery_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess.Popen[bytes]]]:
-    """Start ``celery -A tests.celery_app worker`` subprocesses (solo pool); stopped at the end of the test."""
+def celery_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``celery -A tests.celery_app worker`` subprocesses (solo pool; ``args`` added, such as ``-Q q``);
+    stopped at the end of the test."""
     started: list[tuple[subprocess.Popen[bytes], Any]] = []
 
-    def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"celery-{len(started)}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool", "solo",
-             "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info"],
+             "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info", *args],
             cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log,
         )  # fmt: skip
         started.append((process, log))
@@ -160,7 +161,7 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     own_redis: RedisServer,
     namespace: str,
     daemons: Callable[..., Daemon],
-    celery_worker: Callable[[dict[str, str]], subprocess.Popen[bytes]],
+    celery_worker: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     """Three beat replicas drive a real Celery worker: every fire of a 1 s job is executed exactly once across
     a kill -9 of the leader (about 25 fires), with args, kwargs and headers intact, and its result found by its task id
@@ -314,41 +315,31 @@ def test_trigger_and_backfill_send_celery_tasks(tmp_path: Path, own_redis: Redis
     assert json.loads(done.stdout)["queues"] == {}  # no beatd queue stream: the celery job's queue is Celery's
 
 
-def test_beat_emits_no_celery_job_when_the_broker_is_another_server(
-    tmp_path: Path, own_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
-) -> None:
-    """A broker URL the offline check cannot tell apart (0.0.0.0 reaches this host) but which reaches another
-    redis-server: the beat compares run ids at start, says so, and pushes nothing anywhere."""
-    other = RedisServer(tmp_path / "other")
-    other.start()
-    try:
-        env = {**_celery_env(own_redis, tmp_path / "l"), "CELERY_BROKER_URL": f"redis://0.0.0.0:{other.port}/1"}
-        beat = daemons("beat", "-c", str(_config(tmp_path / "beatd.yaml", own_redis, namespace)), env=env)
-        beat.wait_log(r"reaches another Redis server \(run_id")
-        beat.wait_log(r"not emitting celery job report: celery.broker_url")
-        assert beat.stop() == 0
-        for server in (own_redis, other):
-            client = server.client()
-            client.select(1)  # type: ignore[no-untyped-call]
-            assert client.keys("celery*") == []
-        assert runs(own_redis.client(), namespace, JOB) == []
-    finally:
-        other.stop()
-
-
 def test_probe_finds_what_would_refuse_every_push(tmp_path: Path, own_redis: RedisServer) -> None:
-    """The start probe: the same server under another spelling is no refusal; a database a script cannot
-    SELECT, and an ACL user that may not LPUSH the queue, are errors said at start."""
+    """The start probe: the same server under another spelling is pushed to directly (no outbox); a database a
+    script cannot SELECT, and an ACL user that may not LPUSH the queue, are errors said at start; another
+    server, one that does not answer, and AMQP go through the outbox."""
     from beatd.celery_broker import probe_broker
     from beatd.config.model import CelerySettings
 
     same = CelerySettings(broker_url=f"redis://localhost:{own_redis.port}/1")
     found = probe_broker(own_redis.client(), 0, same, ["celery"])
-    assert (found.refusal, found.errors, found.notes) == (None, [], []), found
-    far = CelerySettings(broker_url=f"redis://[::1]:{own_redis.port}/99")
+    assert (found.outbox, found.errors, found.notes) == (None, [], []), found
+    far = CelerySettings(broker_url=f"redis://127.0.0.1:{own_redis.port}/99")
     found = probe_broker(own_redis.client(), 0, far, ["celery"])
-    assert found.refusal is None and any("cannot SELECT database 99" in error for error in found.errors), found
+    assert found.outbox is None and any("cannot SELECT database 99" in error for error in found.errors), found
     own_redis.client().execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-lpush")
     limited = connect(f"redis://limited:pw@127.0.0.1:{own_redis.port}/0")
     found = probe_broker(limited, 0, same, ["celery"])
-    assert found.refusal is None and any("'limited' may not LPUSH Celery queue 'celery'" in e for e in found.errors)
+    assert found.outbox is None and any("'limited' may not LPUSH Celery queue 'celery'" in e for e in found.errors)
+    other = RedisServer(tmp_path / "other")
+    other.start()
+    try:
+        found = probe_broker(own_redis.client(), 0, CelerySettings(broker_url=other.url), ["celery"])
+        assert found.outbox is not None and "reaches another Redis server (run_id" in found.outbox
+    finally:
+        other.stop()
+    found = probe_broker(own_redis.client(), 0, CelerySettings(broker_url=other.url), ["celery"])
+    assert found.outbox is not None and "did not answer" in found.outbox
+    found = probe_broker(own_redis.client(), 0, CelerySettings(broker_url="amqp://guest@127.0.0.1//"), ["celery"])
+    assert found.outbox is not None and "is AMQP" in found.outbox

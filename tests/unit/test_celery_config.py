@@ -110,19 +110,26 @@ def test_celery_job_without_celery_section(write_files: WriteFiles) -> None:
 @pytest.mark.parametrize(
     ("broker", "fragment"),
     [
-        ("redis://[::1]:6380/0", "is another Redis server than redis.url (tcp://127.0.0.1:6379)"),
-        ("redis://:secret@127.0.0.1:6380/0", "redis://:***@127.0.0.1:6380/0 is another Redis server"),
-        ("amqp://guest@localhost//", "scheme 'amqp' is not a Redis URL"),
-        ("redis://127.0.0.1:6379/x", "database 'x' is not a number"),
+        ("kafka://127.0.0.1:9092", "scheme 'kafka' is not a Redis URL (expected redis://"),
+        ("redis://:secret@127.0.0.1:6379/x", "database 'x' is not a number"),
     ],
 )
-def test_broker_must_be_beatds_own_redis_server(write_files: WriteFiles, broker: str, fragment: str) -> None:
-    """A broker surely on another server (the same host, another port), or not Redis, is refused at
-    celery.broker_url; a password is not shown."""
+def test_broker_must_be_redis_or_amqp(write_files: WriteFiles, broker: str, fragment: str) -> None:
+    """A broker URL neither Redis nor AMQP, or unreadable, is refused at celery.broker_url; a password is not
+    shown."""
     path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
     (problem,) = _problems(path, {"CELERY_BROKER_URL": broker})
     assert problem.startswith(f"{path}:2:22: celery.broker_url: ") and fragment in problem
-    assert "secret" not in problem
+    assert "secret" not in problem and "amqp://" in problem
+
+
+@pytest.mark.parametrize("broker", ["redis://[::1]:6380/0", "redis://other.host:6379/1", "amqp://guest@localhost//"])
+def test_another_broker_is_accepted_for_the_relay(write_files: WriteFiles, broker: str) -> None:
+    """A broker on another Redis server or on RabbitMQ is accepted: the leader's outbox relay publishes to it."""
+    path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    config = load_config(path, {"CELERY_BROKER_URL": broker})
+    assert config.settings.celery is not None
+    assert config.settings.celery.amqp == broker.startswith("amqp")
 
 
 def test_localhost_and_another_database_are_the_same_server(write_files: WriteFiles) -> None:

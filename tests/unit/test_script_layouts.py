@@ -42,6 +42,13 @@ def test_the_backlog_reply_items_match_the_named_tuple() -> None:
     assert lua_item_fields("backlog", "REPLY_ITEM") == item_fields(WaitingEntry)
 
 
+def test_the_relay_reply_items_match_the_named_tuple() -> None:
+    """relay.lua's `local REPLY_ITEM = {...}` names OutboxEntry's fields in the same order."""
+    from beatd.store.outbox import OutboxEntry
+
+    assert lua_item_fields("relay", "REPLY_ITEM") == item_fields(OutboxEntry)
+
+
 def test_the_prelude_and_the_codec_share_the_unpack_limit() -> None:
     """`UNPACK_LIMIT` in the Lua prelude is the Python constant."""
     prelude = script("_prelude", prelude=False)

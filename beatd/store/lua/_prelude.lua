@@ -54,12 +54,36 @@ local function record_run(item)
     end
 end
 
--- LPUSH a Celery task message (item.celery_message onto item.celery_queue_key) in database item.celery_db, then
+-- XADD a Celery task message to the outbox (a broker on another server: the leader's relay publishes it): nil
+-- when added, else an error reply; refused while the outbox holds item.outbox_limit entries, so a broker down for
+-- long stops the job's progress (said, retried) instead of growing the outbox without bound.
+local function outbox_celery(item)
+    local depth = redis.pcall('XLEN', item.outbox_key)
+    if type(depth) == 'table' and depth.err then
+        return depth
+    end
+    if depth >= tonumber(item.outbox_limit) then
+        return {err = 'the Celery outbox ' .. item.outbox_key .. ' holds ' .. depth .. ' task messages, its bound ' ..
+            '(celery.outbox_limit): the relay cannot reach the broker'}
+    end
+    local reply = redis.pcall('XADD', item.outbox_key, '*', 'queue', item.celery_queue_key, 'envelope',
+        item.celery_message)
+    if type(reply) == 'table' and reply.err then
+        return reply
+    end
+    return nil
+end
+
+-- With item.outbox_key: the outbox (above). Else LPUSH a Celery task message (item.celery_message onto
+-- item.celery_queue_key) in database item.celery_db, then
 -- back to database `own` (the caller's): nil when pushed, else Redis's error reply. A SELECT Redis refuses (a
 -- database number past `databases`, an ACL user without SELECT, a proxy serving database 0 only) is an error
 -- reply like a refused LPUSH, not an error of the whole script; if SELECTing back were refused, no later
 -- write could land in the right database, so that one stops the script (nothing after it is written).
 local function push_celery(item, own)
+    if item.outbox_key then
+        return outbox_celery(item)
+    end
     local other_db = item.celery_db ~= own
     if other_db then
         local selected = redis.pcall('SELECT', tonumber(item.celery_db))

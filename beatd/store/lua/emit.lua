@@ -3,14 +3,16 @@
 -- KEYS[5..] the queue streams, run-record hashes and indexes and Celery queue lists the items name (*_key fields)
 -- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
 -- then one item per write (beatd.store.beat.LeaderWrite; a field a kind does not use is empty or 0):
-local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest'}
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit'}
 --   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
 --           last[job] = message
 --   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
 --           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms
 --   celery: if scheduled_ms > progress[job]: the `sent` record as for miss; in database celery_db (SELECTed,
 --           then ARGV[2] again), LPUSH celery_queue_key celery_message (a Celery worker BRPOPs it; a refused
---           SELECT or LPUSH removes the record and refuses the step);
+--           SELECT or LPUSH removes the record and refuses the step); with outbox_key (a broker on another
+--           server) XADD outbox_key queue celery_queue_key envelope celery_message instead, refused while the
+--           outbox holds outbox_limit entries (the relay publishes it and deletes the entry);
 --           progress[job] = scheduled_ms; last[job] = message
 --   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
 -- A step whose first write Redis refuses (out of memory, a key of the wrong type), or whose job's progress is

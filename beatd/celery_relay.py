@@ -1,0 +1,129 @@
+"""The relay: in the leader, publish the Celery outbox to a broker on another server, at least once.
+
+The fenced emit script writes each celery fire's task message to the outbox (``{ns}:celery-outbox``) in the
+step that advances the job's progress and records ``sent``. The relay, a thread of the leader, takes the oldest
+entries in a fenced step (``lua/relay.lua``: only while its token holds the lease), publishes them (a Redis
+broker's reply, an AMQP broker's publisher confirms) and deletes them in its next fenced step, only once the
+broker confirmed them. A relay whose token is stale gets nothing and deletes nothing: it stops until its
+replica leads again.
+
+What is guaranteed: every task message in the outbox reaches the broker at least once. A duplicate publish
+happens when the leader dies (or loses the lease) after the broker confirmed a batch and before the relay
+deleted it: the next leader's relay publishes those entries again (at most one batch:
+``defaults.RELAY_BATCH``, ``RELAY_BATCH_AMQP``). A clean stop deletes the confirmed ones before the lease is
+released. Each
+carries the fire's deterministic task id (uuid5 of the fire id), so a duplicate is recognisable by id.
+
+A broker that refuses or is unreachable is retried with a doubling backoff (0.1 s up to
+``defaults.RELAY_BACKOFF_MAX``); emission goes on meanwhile (the relay has its own thread and connections),
+and the outbox grows until ``celery.outbox_limit``, past which the fenced script refuses celery fires (logged,
+retried, never dropped unrecorded). The relay warns when the outbox is half full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+from beatd import defaults
+from beatd.celery_publish import Publisher, PublishFailed
+from beatd.daemon import Backoff
+from beatd.metrics import Metrics
+from beatd.store import StoreError
+from beatd.store.outbox import OutboxStore
+
+__all__ = ["Relay", "RelayThread"]
+
+log = logging.getLogger("beatd.relay")
+
+
+class Relay:
+    """One replica's relay from ``outbox`` to ``publisher``; call :meth:`step` with the leader's token."""
+
+    def __init__(self, outbox: OutboxStore, publisher: Publisher, metrics: Metrics, limit: int) -> None:
+        self.outbox, self.publisher, self.metrics, self.limit = outbox, publisher, metrics, limit
+        self.confirmed: list[str] = []
+        """Entries the broker confirmed, deleted by the next step."""
+        self.backoff = Backoff(log, "Celery broker", first=0.1, longest=defaults.RELAY_BACKOFF_MAX.total_seconds())
+        self._warned = False
+
+    def step(self, token: str) -> float:
+        """Delete what the broker confirmed, publish the next batch; the seconds to wait before the next step
+        (0 when more may be waiting). Raises StoreError when beatd's Redis fails."""
+        batch = self.outbox.step(token, self.confirmed, self.publisher.batch)
+        self.confirmed = []
+        if batch is None:
+            log.info("relay: the lease is lost; stopping until this replica leads again")
+            return defaults.RELAY_IDLE.total_seconds()
+        self.metrics.celery_outbox_depth.set(batch.depth)
+        self._warn(batch.depth)
+        if not batch.entries:
+            return defaults.RELAY_IDLE.total_seconds()
+        try:
+            done = self.publisher.publish(batch.entries)
+        except PublishFailed as error:
+            done = error.done
+            self.metrics.celery_publish_failures.inc()
+            wait = self.backoff.failed(error)
+        else:
+            self.backoff.succeeded()
+            wait = 0.0
+        self.metrics.celery_published.inc(done)
+        self.confirmed = [entry.entry_id for entry in batch.entries[:done]]
+        return wait
+
+    def _warn(self, depth: int) -> None:
+        if depth * 2 >= self.limit and not self._warned:
+            log.warning(
+                "the Celery outbox holds %d task messages (bound %d, celery.outbox_limit): the broker is not keeping "
+                "up; past the bound celery fires are refused",
+                depth,
+                self.limit,
+            )
+        self._warned = depth * 2 >= self.limit
+
+
+class RelayThread:
+    """Runs a :class:`Relay` in a daemon thread while ``token()`` gives the leader's token (None: not leading)."""
+
+    def __init__(self, relay: Relay, token: Callable[[], str | None]) -> None:
+        self.relay, self.token = relay, token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="celery-relay", daemon=True)
+        self._redis = Backoff(log, "relay: beatd's Redis")
+
+    def start(self) -> RelayThread:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (after its current publish), delete what the broker confirmed (while the lease is
+        still held: call before releasing it) and close the broker connection."""
+        self._stop.set()
+        self._thread.join(timeout)
+        token = self.token()
+        if token is not None and self.relay.confirmed and not self._thread.is_alive():
+            with contextlib.suppress(StoreError):
+                self.relay.outbox.step(token, self.relay.confirmed, 0)
+            self.relay.confirmed = []
+        self.relay.publisher.close()
+
+    def _run(self) -> None:
+        wait = 0.0
+        while not self._stop.wait(wait):
+            token = self.token()
+            if token is None:
+                self.relay.confirmed = []  # not ours to delete any more: the new leader publishes them again
+                wait = defaults.RELAY_IDLE.total_seconds()
+                continue
+            try:
+                wait = self.relay.step(token)
+                self._redis.succeeded()
+            except StoreError as error:
+                wait = self._redis.failed(error)
+            except Exception:  # the relay survives any one bad step, as the loop does
+                log.exception("relay step failed; retrying in 1s")
+                wait = 1.0

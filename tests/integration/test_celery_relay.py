@@ -1,0 +1,278 @@
+"""The outbox relay: celery fires for a broker on another server (a second redis-server, RabbitMQ), at least once.
+
+The beat's fenced script writes each task message to the outbox in beatd's Redis; the leader's relay publishes
+it to the broker (Redis: LPUSH; AMQP: publisher confirms) and deletes it once confirmed. A real ``celery -A
+tests.celery_app worker`` consumes from that broker and writes a ledger; the tests count executions and
+duplicates across a kill -9 of the beat leader.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import socket
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beatd.celery_messages import celery_task_id
+from beatd.keys import Keys
+from tests.integration.conftest import Daemon, wait_for
+from tests.integration.helpers import leader_token, runs
+from tests.integration.test_celery import _leader, _ledger, celery_worker  # noqa: F401 - celery_worker: a fixture
+from tests.redis_server import RedisServer
+
+JOB = "report"
+RABBITMQ = ("127.0.0.1", 5672)
+"""The developers' and CI machines' RabbitMQ (guest/guest); the AMQP case skips when it does not answer."""
+
+
+@functools.cache
+def rabbitmq_unreachable() -> str | None:
+    """Why the local RabbitMQ cannot be used, or None when it accepts an AMQP connection."""
+    try:
+        socket.create_connection(RABBITMQ, timeout=2).close()
+        from kombu import Connection
+
+        with Connection(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}//", connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as error:  # any reason the broker is not usable is a reason to skip, reported as is
+        return f"RabbitMQ at {RABBITMQ[0]}:{RABBITMQ[1]}: {type(error).__name__}: {error}"
+    return None
+
+
+def _config(path: Path, server: RedisServer, namespace: str, *, queue: str = "celery", extra: str = "") -> Path:
+    path.write_text(
+        f"""
+redis: {{url: "redis://127.0.0.1:{server.port}/0"}}
+namespace: {namespace}
+leader: {{lease: 1s}}
+celery:
+  broker_url: ${{CELERY_BROKER_URL}}
+  result_backend: ${{CELERY_RESULT_BACKEND}}
+{extra}
+jobs:
+  {JOB}:
+    celery: tests.record
+    every: 1s
+    catchup: all
+    args: [1, "two"]
+    options: {{queue: {queue}, headers: {{trace: abc-123}}}}
+"""
+    )
+    return path
+
+
+def _across_leader_kill(
+    config: Path, env: dict[str, str], own: RedisServer, namespace: str, daemons: Callable[..., Daemon],
+    ledger: Path,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:  # fmt: skip
+    """Three beat replicas relay a 1 s job; kill -9 the leader after ten executions, let fifteen more run, stop;
+    return the ledger, the `sent` records and the fire ids still in the outbox at the end."""
+    replicas = [daemons("beat", "-c", str(config), env=env) for _ in range(3)]
+    client = own.client()
+    wait_for(lambda: len(_ledger(ledger)) >= 10, timeout=40, what="ten executions before the kill")
+    leader = _leader(replicas, client, namespace)
+    old_token = leader_token(client, namespace)
+    leader.signal(signal.SIGKILL)
+    wait_for(lambda: leader_token(client, namespace) not in (None, old_token), timeout=10, what="a new leader")
+    executed = len(_ledger(ledger))
+    wait_for(lambda: len(_ledger(ledger)) >= executed + 15, timeout=40, what="executions after the takeover")
+    outbox = Keys(namespace).celery_outbox
+    wait_for(lambda: client.xlen(outbox) == 0, timeout=10, what="the relay to empty the outbox")
+    for replica in replicas:
+        replica.stop()
+    waiting = {
+        json.loads(fields["envelope"])["headers"]["beatd_fire_id"] for _, fields in client.xrange(outbox, "-", "+")
+    }
+    sent = [record for record in runs(client, namespace, JOB) if record["status"] == "sent"]
+    relayed = len(sent) - len(waiting)
+    wait_for(lambda: len({line["fire_id"] for line in _ledger(ledger)}) >= relayed, timeout=20, what="every task run")
+    return _ledger(ledger), sent, waiting
+
+
+def _check_at_least_once(
+    lines: list[dict[str, Any]], sent: list[dict[str, Any]], waiting: set[str], namespace: str
+) -> int:
+    """Every sent fire not left in the outbox was executed at least once, by its deterministic task id, args
+    and headers intact; return the number of duplicate executions."""
+    executions = Counter(line["fire_id"] for line in lines)
+    assert set(executions) == {record["fire_id"] for record in sent} - waiting
+    assert len(waiting) <= 2, waiting  # at most the fires emitted while the replicas stopped
+    for line in lines:
+        assert line["task_id"] == celery_task_id(namespace, line["fire_id"])
+        assert (line["args"], line["trace"]) == ([1, "two"], "abc-123")
+    return sum(count - 1 for count in executions.values())
+
+
+def test_relay_to_another_redis_runs_every_fire_across_leader_kill(
+    tmp_path: Path,
+    own_redis: RedisServer,
+    namespace: str,
+    daemons: Callable[..., Daemon],
+    celery_worker: Callable[..., subprocess.Popen[bytes]],  # noqa: F811 - the fixture imported above
+) -> None:
+    """A broker on a second redis-server (spelt 0.0.0.0, which the beat proves another server by run id): the
+    outbox relay gets every fire of a 1 s job to a real Celery worker at least once across a kill -9 of the
+    leader; nothing is pushed into beatd's own server."""
+    broker = RedisServer(tmp_path / "broker")
+    broker.start()
+    try:
+        ledger = tmp_path / "ledger.jsonl"
+        env = {
+            "CELERY_BROKER_URL": f"redis://0.0.0.0:{broker.port}/1",
+            "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{broker.port}/2",
+            "CELERY_LEDGER": str(ledger),
+        }
+        worker = celery_worker(env)
+        config = _config(tmp_path / "beatd.yaml", own_redis, namespace)
+        lines, sent, waiting = _across_leader_kill(config, env, own_redis, namespace, daemons, ledger)
+        duplicates = _check_at_least_once(lines, sent, waiting, namespace)
+        print(f"redis relay: {len(sent)} fires sent, {len(lines)} executions, {duplicates} duplicate(s)")
+        assert worker.poll() is None
+        assert duplicates <= 2  # at most the entries published but not yet deleted when the leader died
+        for database in (0, 1):
+            client = own_redis.client()
+            client.select(database)  # type: ignore[no-untyped-call]
+            assert client.keys("celery*") == []
+    finally:
+        broker.stop()
+
+
+def test_relay_to_rabbitmq_with_confirms_across_leader_kill(
+    tmp_path: Path,
+    own_redis: RedisServer,
+    namespace: str,
+    daemons: Callable[..., Daemon],
+    celery_worker: Callable[..., subprocess.Popen[bytes]],  # noqa: F811 - the fixture imported above
+) -> None:
+    """An AMQP broker (the local RabbitMQ): fires published with publisher confirms to the job's queue, run by a
+    real Celery worker with an amqp broker; every fire at least once across a kill -9 of the leader."""
+    if (why := rabbitmq_unreachable()) is not None:
+        pytest.skip(why)
+    from kombu import Connection, Exchange, Queue
+
+    queue = f"beatd-test-{uuid.uuid4().hex[:8]}"
+    url = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}//"
+    ledger = tmp_path / "ledger.jsonl"
+    env = {
+        "CELERY_BROKER_URL": url,
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{own_redis.port}/2",
+        "CELERY_LEDGER": str(ledger),
+    }
+    try:
+        worker = celery_worker(env, "-Q", queue)
+        config = _config(tmp_path / "beatd.yaml", own_redis, namespace, queue=queue)
+        lines, sent, waiting = _across_leader_kill(config, env, own_redis, namespace, daemons, ledger)
+        duplicates = _check_at_least_once(lines, sent, waiting, namespace)
+        print(f"amqp relay: {len(sent)} fires sent, {len(lines)} executions, {duplicates} duplicate(s)")
+        assert worker.poll() is None
+        assert duplicates <= 2
+        assert {line["queue"] for line in lines} == {queue}
+    finally:
+        with Connection(url, connect_timeout=3) as connection:
+            Queue(queue, Exchange(queue, type="direct"), routing_key=queue)(connection.default_channel).delete()
+
+
+def test_broker_down_neither_blocks_emission_nor_grows_the_outbox_past_its_bound(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """With the broker down, another job goes on being emitted, the outbox stops at celery.outbox_limit (said in
+    the log and by the depth gauge, the refused fires' progress unmoved); once the broker is up the relay
+    publishes every waiting task message once and empties the outbox."""
+    broker = RedisServer(tmp_path / "broker")  # not started yet: its port refuses connections
+    extra = "  outbox_limit: 3\n"
+    config = _config(tmp_path / "beatd.yaml", own_redis, namespace, extra=extra)
+    config.write_text(config.read_text() + "  other:\n    call: tests.worker_jobs:noop\n    every: 1s\n")
+    env = {
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/1",
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{own_redis.port}/2",
+    }
+    beat = daemons("beat", "-c", str(config), env=env)
+    client, keys = own_redis.client(), Keys(namespace)
+    beat.wait_log(r"did not answer, so is not proven to be beatd's own server")
+    beat.wait_log(r"holds 3 task messages, its bound", timeout=20)
+    assert client.xlen(keys.celery_outbox) == 3
+    queued = client.xlen(keys.queue("default"))
+    wait_for(lambda: client.xlen(keys.queue("default")) >= queued + 2, what="the other job still emitted")
+    assert [record["status"] for record in runs(client, namespace, JOB)] == ["sent"] * 3
+    broker.start()
+    try:
+        wait_for(lambda: client.xlen(keys.celery_outbox) == 0, timeout=20, what="the relay to empty the outbox")
+        wait_for(lambda: len(runs(client, namespace, JOB)) >= 5, timeout=20, what="the refused fires sent later")
+        beat.stop()
+        pushed = broker.client()
+        pushed.select(1)  # type: ignore[no-untyped-call]
+        ids = [json.loads(item)["headers"]["id"] for item in pushed.lrange("celery", 0, -1)]
+        ids += [json.loads(fields["envelope"])["headers"]["id"] for _, fields in client.xrange(keys.celery_outbox)]
+        sent = [record["extra"]["task_id"] for record in runs(client, namespace, JOB)]
+        assert sorted(ids) == sorted(sent) and len(set(ids)) == len(ids)
+        assert "Celery broker: " in beat.log() and "retrying with backoff" in beat.log()
+    finally:
+        broker.stop()
+
+
+def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """The fenced emit writes celery fires to the outbox; a relay step whose broker is down deletes nothing
+    (counted as a failure, backing off); a confirmed batch is deleted by the next step, but not by a step with a
+    stale token (the new leader's relay publishes it again: at least once)."""
+    from beatd.celery_publish import RedisPublisher
+    from beatd.celery_relay import Relay
+    from beatd.config import load_config
+    from beatd.emission import celery_write
+    from beatd.messages import format_utc
+    from beatd.metrics import Metrics
+    from beatd.store import Store, connect
+    from beatd.store.outbox import OutboxStore
+
+    broker = RedisServer(tmp_path / "broker")
+    env = {"CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/1", "CELERY_RESULT_BACKEND": own_redis.url}
+    config = load_config(_config(tmp_path / "beatd.yaml", own_redis, namespace), env)
+    assert config.settings.celery is not None
+    keys = Keys(namespace)
+    store = Store(connect(own_redis.url), keys)
+    token, _ = store.acquire("one", 10_000, {"event": "leader"})
+    assert token is not None
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    writes = [
+        celery_write(config.jobs[JOB], f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys,
+                     config.settings.celery, outbox=True).write
+        for at in (start + timedelta(seconds=second) for second in range(3))
+    ]  # fmt: skip
+    assert store.apply(token, writes).statuses == ("applied",) * 3
+    client = own_redis.client()
+    assert client.xlen(keys.celery_outbox) == 3 and client.keys("celery*") == []
+    metrics = Metrics(1)
+    relay = Relay(OutboxStore(store.client, keys), RedisPublisher(broker.url), metrics, limit=10)
+    assert relay.step(token) > 0 and relay.confirmed == []
+    assert (
+        metrics.registry.get_sample_value("beatd_celery_publish_failures_total") == 1
+        and client.xlen(keys.celery_outbox) == 3
+    )
+    broker.start()
+    try:
+        relay.publisher = RedisPublisher(f"redis://127.0.0.1:{broker.port}/1")
+        assert relay.step(token) == 0 and len(relay.confirmed) == 3
+        assert relay.step("0:stale") > 0 and relay.confirmed == []
+        assert client.xlen(keys.celery_outbox) == 3  # a stale token deletes nothing
+        assert relay.step(token) == 0 and len(relay.confirmed) == 3  # published again
+        relay.step(token)
+        assert client.xlen(keys.celery_outbox) == 0
+        pushed = broker.client()
+        pushed.select(1)  # type: ignore[no-untyped-call]
+        ids = Counter(json.loads(item)["headers"]["id"] for item in pushed.lrange("celery", 0, -1))
+        assert sorted(ids) == sorted(celery_task_id(namespace, f"{JOB}@{format_utc(start + timedelta(seconds=s))}")
+                                     for s in range(3))  # fmt: skip
+        assert set(ids.values()) == {2}  # published again after the stale step: recognisable by task id
+        assert metrics.registry.get_sample_value("beatd_celery_published_total") == 6
+    finally:
+        broker.stop()

@@ -10,12 +10,17 @@ from beatd.cli.options import config_option, json_option
 from beatd.cli.render import echo_json, echo_table, fit_columns
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.client.sync import find_job, next_instants
+from beatd.config import Config, JobSpec
 from beatd.config.schema import config_schema
 from beatd.errors import ConfigError, ScheduleError
+from beatd.keys import Keys
+from beatd.runtime_jobs import RUNTIME, YAML, judge
+from beatd.store import StoreError, connect
+from beatd.store.jobs import JobStore
 from beatd.targets import check_targets
 from beatd.triggers import parse_instant
 
-__all__ = ["check", "jobs", "next_fires", "schema"]
+__all__ = ["check", "find_job", "jobs", "next_fires", "runtime_specs", "schema"]
 
 
 @click.command()
@@ -46,14 +51,16 @@ def check(runtime: Runtime, config_path: str | None, no_import: bool, strict: bo
 @click.option("--wide", is_flag=True, help="Print every column in full (default: fit the terminal's width).")
 @click.pass_obj
 def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -> None:
-    """List the jobs: schedule in words and as written, time zone, next fire (in the job's zone), target, enabled.
+    """List the jobs: schedule in words and as written, time zone, next fire (in the job's zone), target, enabled,
+    and where each comes from (SOURCE: yaml, or runtime for ``beatd job put``, read from Redis).
 
     The table fits the terminal (long texts end in an ellipsis, AS WRITTEN is left out when there is no room);
     --wide prints every column whole."""
     config = runtime.load(config_path)
     now = runtime.clock.now()
     rows: list[dict[str, Any]] = []
-    for spec in config.jobs.values():
+    sources = {**dict.fromkeys(config.jobs, YAML), **dict.fromkeys(created := runtime_specs(config), RUNTIME)}
+    for spec in [*config.jobs.values(), *created.values()]:
         upcoming = spec.trigger().next_after(now) if spec.enabled else None
         rows.append(
             {
@@ -66,12 +73,13 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
                 "enabled": spec.enabled,
                 "queue": spec.queue,
                 "tags": list(spec.tags),
+                "source": sources[spec.name],
             }
         )
     if as_json:
         echo_json(rows)
         return
-    headers = ("NAME", "SCHEDULE", "AS WRITTEN", "TIMEZONE", "NEXT FIRE", "TARGET", "ENABLED")
+    headers = ("NAME", "SCHEDULE", "AS WRITTEN", "TIMEZONE", "NEXT FIRE", "TARGET", "ENABLED", "SOURCE")
     table = [
         [
             str(row["name"]),
@@ -81,6 +89,7 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
             str(row["next_fire"] or "-"),
             str(row["target"]),
             "yes" if row["enabled"] else "no",
+            str(row["source"]),
         ]
         for row in rows
     ]
@@ -125,3 +134,18 @@ def next_fires(
 def schema() -> None:
     """Print the JSON Schema of the config file (for yaml-language-server and other editors)."""
     echo_json(config_schema())
+
+
+def runtime_specs(config: Config, names: list[str] | None = None) -> dict[str, JobSpec]:
+    """The runtime jobs (all, or ``names``) valid under ``config``, read from Redis; none when the config does
+    not enable runtime jobs. Redis being unreachable is a warning: the YAML jobs are still listed."""
+    if config.settings.runtime_jobs is None:
+        return {}
+    store = JobStore(connect(config.settings.redis), Keys(config.namespace))
+    try:
+        entries = store.entries(names) if names is not None else store.all_entries()
+    except StoreError as error:
+        click.echo(f"beatd: warning: runtime jobs not read: {error}", err=True)
+        return {}
+    found = {name: judge(config, name, raw)[0] for name, raw in sorted(entries.items()) if raw is not None}
+    return {name: spec for name, spec in found.items() if spec is not None}

@@ -25,7 +25,9 @@ from beatd.keys import Keys
 from beatd.messages import to_ms
 from beatd.overrides import effective_arguments
 from beatd.records import RunRecord
+from beatd.runtime_jobs import RuntimeJobs
 from beatd.store import RunStore, Store, connect
+from beatd.store.jobs import JobStore
 from beatd.triggers import parse_instant
 
 __all__ = ["Client", "find_job", "instant_of", "next_instants"]
@@ -61,6 +63,8 @@ class Client:
         self.keys = Keys(config.namespace)
         self.store = Store(connect(config.settings.redis), self.keys)
         self.runs = RunStore(self.store.client, self.keys)
+        self.runtime_jobs = RuntimeJobs(config, JobStore(self.store.client, self.keys), actor=actor)
+        """Jobs created at runtime (``put``, ``put_many``, ``delete``, ``get``, ``list``; see beatd.runtime_jobs)."""
 
     @classmethod
     def from_config(
@@ -162,8 +166,16 @@ class Client:
 
     # -- reading -----------------------------------------------------------------------------------------
     def jobs(self) -> list[JobSpec]:
-        """The declared jobs, in config order."""
-        return list(self.config.jobs.values())
+        """The declared jobs, in config order, then the runtime jobs valid under the config (by name)."""
+        created: list[JobSpec] = []
+        if self.config.settings.runtime_jobs is not None:
+            from beatd.runtime_jobs import judge
+
+            for name, raw in sorted(self.runtime_jobs.store.all_entries().items()):
+                spec = judge(self.config, name, raw)[0]
+                if spec is not None:
+                    created.append(spec)
+        return [*self.config.jobs.values(), *created]
 
     def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:
         """The next ``n`` scheduled instants of ``job`` after ``after`` (default now), in the job's zone; fewer
@@ -226,9 +238,18 @@ class Client:
 
 
 def find_job(config: Config, name: str) -> JobSpec:
-    """The job named ``name``, or UnknownJob suggesting the closest name."""
+    """The job named ``name``, declared in the YAML or (when the config enables runtime jobs) created at runtime
+    and valid under ``config``; else UnknownJob suggesting the closest name."""
     if name in config.jobs:
         return config.jobs[name]
+    if config.settings.runtime_jobs is not None:
+        from beatd.runtime_jobs import judge
+        from beatd.store.jobs import JobStore
+
+        raw = JobStore(connect(config.settings.redis), Keys(config.namespace)).entries([name]).get(name)
+        created = judge(config, name, raw)[0] if raw is not None else None
+        if created is not None:
+            return created
     close = difflib.get_close_matches(name, list(config.jobs), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UnknownJob(f"no job named {name!r} in {config.path}{hint}")

@@ -18,9 +18,8 @@ __all__ = ["FireHandle", "as_record", "outcome", "timed_out"]
 
 @dataclasses.dataclass
 class FireHandle:
-    """One fire emitted by :meth:`Client.trigger`. ``fire_id`` names it for ``show`` and the CLI; the handle can
-    be dropped and rebuilt from the fire id (``client.handle(fire_id)``) without losing anything: the fire runs
-    whether or not anyone waits."""
+    """One fire emitted by :meth:`Client.trigger`. ``fire_id`` names it for ``show`` and the CLI; dropping the
+    handle loses nothing: the fire runs whether or not anyone waits."""
 
     client: Client = dataclasses.field(repr=False)
     fire_id: str

@@ -225,6 +225,26 @@ CONFIG_MAX_DEPTH: Final = 100
 its ``kwargs`` and their JSON values); 100 leaves room for any argument while staying far below the depth at
 which reading the file would exhaust Python's stack."""
 
+ENDED_MAXLEN: Final = 1_000
+"""Ends of one job's fires kept in its ``ended`` stream (approximate): a waiter reads each end within
+milliseconds of its XADD, so the stream only has to cover the ends written while a waiter is between two
+reads; a backfill's waiter reads up to this many at once."""
+
+ENDED_TTL: Final = timedelta(minutes=10)
+"""How long a job's ``ended`` stream lives after its last end: a waiter reads ends as they come, so an idle
+job's stream (a job removed, a job that fires monthly) goes away instead of staying forever."""
+
+WAIT_RECHECK_EVERY: Final = timedelta(seconds=5)
+"""How long a wait blocks on the ``ended`` stream and the dead letters before it also reads the awaited fires'
+records and where fires wait: the safety net for an end whose notification was trimmed before it was read
+(or a fire whose records were pruned); the ends themselves arrive by the notification at once."""
+
+OVERRIDES_MAX_BYTES: Final = 64 * 1024
+"""Largest JSON of a trigger's argument overrides (``{"args": ..., "kwargs": ...}``), in bytes. They travel in
+the fire's message, which sits in a queue stream, the retry set and dead letters and is read by every worker of
+the queue: arguments should name data (ids, dates, options), not carry it; 64 KiB leaves room for long lists
+of ids while refusing a document passed by mistake."""
+
 RUNTIME_CHANGES_MAXLEN: Final = 200_000
 """Entries kept in the runtime job change stream: a put_many of 100,000 jobs stays readable as changes by a reader
 that was a batch behind; one further behind (a replica down for long) reads the whole hash once instead."""

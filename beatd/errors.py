@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BeatdError", "ConfigError", "Problem", "ScheduleError"]
+__all__ = [
+    "BeatdError",
+    "ConfigError",
+    "OverridesRefused",
+    "Problem",
+    "RunFailed",
+    "ScheduleError",
+    "UnknownJob",
+    "UsageProblem",
+]
 
 
 class BeatdError(Exception):
@@ -52,3 +61,36 @@ class ConfigError(BeatdError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(set(problems))
         super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class UsageProblem(BeatdError):
+    """The caller asked for something that does not exist or is not allowed (an unknown job, a bad option);
+    the CLI prints it and exits 2."""
+
+
+class UnknownJob(UsageProblem, LookupError):
+    """A job, fire or run the caller named does not exist (the CLI exits 2)."""
+
+
+class OverridesRefused(UsageProblem, ValueError):
+    """A trigger's ``args``/``kwargs`` were refused before anything was enqueued: the job does not accept
+    overrides, they are not JSON, too large, or do not match the job's schema. ``job`` names the job; the
+    message says what was expected."""
+
+    def __init__(self, job: str, message: str) -> None:
+        self.job = job
+        super().__init__(f"{job}: {message}")
+
+
+class RunFailed(BeatdError):
+    """A fire ended without succeeding (``FireHandle.result``). ``status`` is how it ended (``dead``,
+    ``skipped``, ``expired``, ``cancelled``, ...); ``error_type``, ``error_message`` and ``traceback`` come from
+    the last attempt's error ('' when it had none, e.g. a fire that never ran); ``record`` is the final RunRecord
+    (a :class:`beatd.records.RunRecord`)."""
+
+    def __init__(self, fire_id: str, status: str, error_type: str, error_message: str, traceback: str,
+                 reason: str, record: object) -> None:  # fmt: skip
+        self.fire_id, self.status, self.reason, self.record = fire_id, status, reason, record
+        self.error_type, self.error_message, self.traceback = error_type, error_message, traceback
+        what = f"{error_type}: {error_message}" if error_type else reason or status
+        super().__init__(f"fire {fire_id} ended {status}: {what}")

@@ -19,6 +19,7 @@
 | ``{ns}:attempts`` | hash | fire id -> attempts started so far |
 | ``{ns}:cancel`` | hash | run id -> why, for runs that ``overlap: replace`` asked to stop |
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
+| ``{ns}:ended:{job}`` | stream, capped, TTL | ends of ``job``'s fires (fire_id, run_id, status), for waiters |
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
@@ -56,6 +57,7 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:cancel``: deleted with the run's end or release, or once the run is found dead (lease ended: reclaimed
   or dead-lettered; pruned by another fire's claim only once its entry is no longer pending).
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:ended:{job}``: ``ENDED_MAXLEN`` entries (approximate MAXLEN), and ``ENDED_TTL`` after its last write.
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:runtime-jobs``: a field per runtime job; ``beatd job rm`` deletes. ``{ns}:runtime-jobs:version``: one
   integer. ``{ns}:runtime-jobs:changes``: ``defaults.RUNTIME_CHANGES_MAXLEN`` entries (approximate MAXLEN); a
@@ -176,6 +178,10 @@ class Keys:
     def runs(self, job: str) -> str:
         """Hash of run records of ``job``."""
         return f"{self.namespace}:runs:{job}"
+
+    def ended(self, job: str) -> str:
+        """Stream of the ends of ``job``'s fires (finisher, expiry sweep), for waiters (``FireHandle.wait``)."""
+        return f"{self.namespace}:ended:{job}"
 
     def runs_by_time(self, job: str) -> str:
         """Sorted set of ``job``'s run ids by scheduled instant."""

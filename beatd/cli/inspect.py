@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-from datetime import datetime
 from typing import Any
 
 import click
@@ -11,6 +9,7 @@ import click
 from beatd.cli.options import config_option, json_option
 from beatd.cli.render import echo_json, echo_table, fit_columns
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.client.sync import find_job, next_instants
 from beatd.config import Config, JobSpec
 from beatd.config.schema import config_schema
 from beatd.errors import ConfigError, ScheduleError
@@ -120,14 +119,7 @@ def next_fires(
             instant = parse_instant(after, spec.zone)
         except ScheduleError as error:
             raise UsageProblem(f"--after: {error}") from error
-    trigger = spec.trigger()
-    instants: list[datetime] = []
-    while len(instants) < count:
-        upcoming = trigger.next_after(instant)
-        if upcoming is None:
-            break
-        instants.append(upcoming)
-        instant = upcoming
+    instants = next_instants(spec, count, instant)
     texts = [upcoming.astimezone(spec.zone).isoformat() for upcoming in instants]
     if as_json:
         echo_json(texts)
@@ -157,15 +149,3 @@ def runtime_specs(config: Config, names: list[str] | None = None) -> dict[str, J
         return {}
     found = {name: judge(config, name, raw)[0] for name, raw in sorted(entries.items()) if raw is not None}
     return {name: spec for name, spec in found.items() if spec is not None}
-
-
-def find_job(config: Config, name: str) -> JobSpec:
-    """The job named ``name`` (declared in the YAML, or a runtime job), or a UsageProblem suggesting the closest
-    name."""
-    if name in config.jobs:
-        return config.jobs[name]
-    if (created := runtime_specs(config, [name]).get(name)) is not None:
-        return created
-    close = difflib.get_close_matches(name, list(config.jobs), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UsageProblem(f"no job named {name!r} in {config.path}{hint}")

@@ -4,42 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
-from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
-from beatd import defaults
-from beatd.audit import audit_record
-from beatd.cli.celery_fires import send_celery_fires
-from beatd.cli.emitting import fire_message, signed
-from beatd.cli.inspect import find_job
 from beatd.cli.options import config_option, connection_options, json_option, timeout_option
 from beatd.cli.render import echo_json, echo_table
 from beatd.cli.runs import print_records
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.cli.waiting import FireWatch, is_live, live_workers, wait_for_fires
-from beatd.config import Config, JobSpec
-from beatd.errors import ScheduleError
-from beatd.keys import Keys
-from beatd.messages import format_utc, from_ms, parse_utc, to_ms
-from beatd.store import RunStore, Store, connect
-from beatd.triggers import parse_instant
-from beatd.upkeep import backlog_warnings
+from beatd.client import Client
+from beatd.client.status import status_report
+from beatd.client.sync import instant_of
+from beatd.client.waiting import wait_for_fires
 
 __all__ = ["audit", "pause", "resume", "status", "trigger"]
-
-
-def _store(config: Config) -> Store:
-    return Store(connect(config.settings.redis), Keys(config.namespace))
-
-
-def _instant(text: str, spec: JobSpec, option: str) -> datetime:
-    try:
-        return parse_instant(text, spec.zone)
-    except ScheduleError as error:
-        raise UsageProblem(f"{option}: {error}") from error
 
 
 @click.command()
@@ -53,96 +31,11 @@ def status(
 
     With a broken config file the jobs are the ones the beat keeps progress of (no next fire is computed)."""
     config, local_problems = runtime.connection(config_path, redis_url, namespace)
-    complete = not local_problems
-    store = _store(config)
-    now = runtime.clock.now()
-    leader = store.leader()
-    replicas = store.replicas()  # stale ones are deleted by the leader's upkeep, never by a read command
-    paused = store.paused()
-    progress = store.progress()
-    last = store.last_emitted()
-    workers = RunStore(store.client, store.keys).workers()
-    queues = sorted(
-        {spec.queue for spec in config.jobs.values() if spec.celery is None}  # a celery job's queue is Celery's
-        | {queue for beat in workers.values() for queue in beat["queues"]}
-    )
-    report: dict[str, Any] = {
-        "namespace": config.namespace,
-        "config_digest": config.digest if complete else None,
-        "leader": None,
-        "replicas": [],
-        "jobs": [],
-        "paused": paused,
-        "queues": store.queue_lengths(queues),
-        "backlog": {},
-        "warnings": [],
-        "local_config_problems": [str(problem) for problem in local_problems],
-    }
-    if leader is not None:
-        token, ttl_ms = leader
-        holder = next((beat for beat in replicas.values() if token.endswith(":" + beat["replica"])), {})
-        report["leader"] = {
-            "token": token,
-            "host": holder.get("host"),
-            "pid": holder.get("pid"),
-            "lease_left_s": round(ttl_ms / 1000, 3),
-        }
-    _backlog(report, store, workers, queues, store.redis_now())  # liveness and waits by Redis's clock
-    for _, beat in sorted(replicas.items()):
-        age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
-        report["replicas"].append(
-            {
-                **beat,
-                "heartbeat_age_s": round(age, 3),
-                "alive": age <= defaults.REPLICA_STALE_AFTER.total_seconds(),
-                "config_differs": complete and beat.get("config_digest") != config.digest,
-            }
-        )
-    for name, spec in config.jobs.items():
-        since = from_ms(progress[name]) if name in progress else now
-        upcoming = spec.trigger().next_after(max(since, now - timedelta(days=366))) if spec.enabled else None
-        report["jobs"].append(
-            {
-                "name": name,
-                "enabled": spec.enabled,
-                "paused": name in paused,
-                "next_fire": format_utc(upcoming) if upcoming else None,
-                "last_emission": last.get(name),
-                "config_digest": spec.digest,
-            }
-        )
-    if not complete:  # the jobs the deployment knows of: those the beat keeps progress of, emitted or paused
-        for name in sorted(set(progress) | set(last) | set(paused)):
-            emitted = last.get(name)
-            report["jobs"].append(
-                {
-                    "name": name,
-                    "enabled": None,
-                    "paused": name in paused,
-                    "next_fire": None,
-                    "last_emission": emitted,
-                    "config_digest": (emitted or {}).get("config_digest"),
-                }
-            )
+    report = status_report(Client(config=config), config, local_problems, runtime.clock.now())
     if as_json:
         echo_json(report)
     else:
         _print_status(report)
-
-
-def _backlog(
-    report: dict[str, Any], store: Store, workers: dict[str, dict[str, Any]], queues: list[str], now: datetime
-) -> None:
-    """Fires waiting in each queue, and warnings for queues nobody consumes or that fall behind."""
-    consumers = Counter(
-        queue for worker in workers.values() if is_live(worker, now) for queue in worker.get("queues", ())
-    )
-    backlogs = store.upkeep.backlogs(queues)
-    report["backlog"] = {
-        queue: {"waiting": backlog.waiting, "oldest_age_s": round(backlog.oldest_age(now), 3)}
-        for queue, backlog in backlogs.items()
-    }
-    report["warnings"] = backlog_warnings(backlogs, consumers, now, defaults.BACKLOG_WARN_AFTER)
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -191,54 +84,71 @@ def _print_status(report: dict[str, Any]) -> None:
 @config_option
 @click.argument("job")
 @click.option("--at", "at", metavar="ISO8601", help="Logical scheduled instant of the fire (default now).")
+@click.option(
+    "--args", "args_json", metavar="JSON", help="Positional arguments (a JSON list), if the job allows overrides."
+)
+@click.option(
+    "--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments (a JSON object) merged over the job's."
+)
 @click.option("--wait", is_flag=True, help="Wait for the fire to end and print its result; exit 1 unless it succeeded.")
 @timeout_option
 @json_option
 @click.pass_obj
 def trigger(
-    runtime: Runtime, config_path: str | None, job: str, at: str | None, wait: bool, timeout: float | None,
-    as_json: bool,
+    runtime: Runtime, config_path: str | None, job: str, at: str | None, args_json: str | None,
+    kwargs_json: str | None, wait: bool, timeout: float | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Emit one fire of JOB now, with trigger: manual; warn when no live worker consumes its queue.
 
-    With --wait, print every attempt of the fire once it has ended; exit 1 unless it succeeded (or when
-    --timeout passes first)."""
-    config = runtime.load(config_path)
-    spec = find_job(config, job)
-    now = _store(config).redis_now()  # emitted_at: the deadline (expires) of the fire counts from Redis's clock
-    scheduled = _instant(at, spec, "--at") if at else now
-    message = fire_message(spec, scheduled, now, "manual")
-    record = audit_record("trigger", now, job=job, fire_id=message.fire_id, scheduled_at=message.scheduled_at)
-    store = _store(config)
-    if spec.celery is not None:
-        (sent,) = send_celery_fires(config, store, spec, [message], now, record, wait=wait)
+    --args and --kwargs pass arguments to a job whose config says `overrides` (checked before anything is
+    enqueued; refused: exit 2). With --wait, print every attempt of the fire once it has ended; exit 1 unless
+    it succeeded (or when --timeout passes first)."""
+    client = Client(config=runtime.load(config_path))
+    spec = client.job(job)
+    if wait and spec.celery is not None:
+        raise UsageProblem(
+            f"--wait: {spec.name} is a celery job, run by Celery's workers; `beatd show FIRE_ID` reads its outcome"
+        )
+    args, kwargs = _json_option(args_json, "--args"), _json_option(kwargs_json, "--kwargs")
+    scheduled = instant_of(at, spec, "--at") if at else None
+    handle = client.trigger(job, args=args, kwargs=kwargs, at=scheduled)
+    if handle.celery_task_id is not None:
+        sent = {"fire_id": handle.fire_id, "task_id": handle.celery_task_id, "celery_queue": handle.queue}
         if as_json:
-            echo_json({"job": job, "scheduled_at": message.scheduled_at, **sent})
+            echo_json({"job": job, "scheduled_at": handle.scheduled_at, **sent})
         else:
-            click.echo(f"sent {message.fire_id} to Celery queue {sent['celery_queue']} as task {sent['task_id']}")
+            click.echo(f"sent {handle.fire_id} to Celery queue {handle.queue} as task {handle.celery_task_id}")
         return
-    store.enqueue(spec.queue, signed(config, [message]), record)
-    report: dict[str, Any] = {"fire_id": message.fire_id, "job": job, "queue": spec.queue,
-                              "scheduled_at": message.scheduled_at}  # fmt: skip
-    runs = RunStore(store.client, store.keys)
-    if not live_workers(runs, spec.queue, now):
+    report: dict[str, Any] = {"fire_id": handle.fire_id, "job": job, "queue": spec.queue,
+                              "scheduled_at": handle.scheduled_at}  # fmt: skip
+    if not client.live_workers(spec.queue):
         click.echo(f"beatd: warning: no live worker consumes queue {spec.queue!r}; the fire waits there", err=True)
     if not as_json:
-        click.echo(f"emitted {message.fire_id} to queue {spec.queue}")
+        click.echo(f"emitted {handle.fire_id} to queue {spec.queue}")
     if wait:
-        watch = FireWatch(runs, job, spec.queue, [message.fire_id], to_ms(now - defaults.WAIT_CLOCK_MARGIN))
+        watch = handle.watch()
         if not wait_for_fires(watch, lambda done, counts: None, timeout):
-            click.echo(f"beatd: timed out after {timeout:g}s waiting for {message.fire_id}; the fire carries on "
-                       f"(`beatd show {message.fire_id}` later)", err=True)  # fmt: skip
+            click.echo(f"beatd: timed out after {timeout:g}s waiting for {handle.fire_id}; the fire carries on "
+                       f"(`beatd show {handle.fire_id}` later)", err=True)  # fmt: skip
             sys.exit(1)
-        report["result"] = watch.ended[message.fire_id]
-        report["runs"] = [json.loads(text) for text in runs.fire_records(job, message.fire_id)] or [report["result"]]
+        report["result"] = watch.ended[handle.fire_id]
+        report["runs"] = client.runs_of_fire(job, handle.fire_id) or [report["result"]]
         if not as_json:
             print_records(report["runs"])
     if as_json:
         echo_json(report)
     if wait and report["result"]["status"] != "succeeded":
         sys.exit(1)
+
+
+def _json_option(text: str | None, option: str) -> Any:
+    """The JSON value of ``option`` (None when not given); UsageProblem (exit 2) when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageProblem(f"{option}: not JSON: {error}") from None
 
 
 @click.command()
@@ -248,10 +158,8 @@ def trigger(
 @click.pass_obj
 def pause(runtime: Runtime, config_path: str | None, job: str, reason: str) -> None:
     """Stop scheduling JOB until resumed (survives restarts; no catch-up of the paused period)."""
-    config = runtime.load(config_path)
-    find_job(config, job)
-    record = audit_record("pause", runtime.clock.now(), job=job, reason=reason)
-    if _store(config).pause(job, record):
+    client = Client(config=runtime.load(config_path))
+    if client.pause(job, reason):
         click.echo(f"paused {job}")
     else:
         click.echo(f"{job} was already paused")
@@ -263,11 +171,8 @@ def pause(runtime: Runtime, config_path: str | None, job: str, reason: str) -> N
 @click.pass_obj
 def resume(runtime: Runtime, config_path: str | None, job: str) -> None:
     """Resume JOB from now on; fires of the paused period are not caught up."""
-    config = runtime.load(config_path)
-    find_job(config, job)
-    now = runtime.clock.now()
-    record = audit_record("resume", now, job=job)
-    if _store(config).resume(job, record):
+    client = Client(config=runtime.load(config_path))
+    if client.resume(job):
         click.echo(f"resumed {job}")
     else:
         click.echo(f"{job} was not paused")
@@ -283,7 +188,7 @@ def audit(
 ) -> None:
     """Show the audit log, newest first: leader changes, reloads, pause/resume/trigger/backfill, dead letters."""
     config, _ = runtime.connection(config_path, redis_url, namespace)
-    records = _store(config).read_audit(limit)
+    records = Client(config=config).audit(limit)
     if as_json:
         echo_json(records)
         return

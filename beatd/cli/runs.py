@@ -4,7 +4,6 @@ Every instant shown is UTC with a ``Z``."""
 
 from __future__ import annotations
 
-import heapq
 import json
 from typing import Any, get_args
 
@@ -13,13 +12,13 @@ import click
 from beatd.cli.options import connection_options, json_option
 from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.cli.waiting import heartbeat_age, is_live
+from beatd.client.reads import find_runs, history_records, merged_records, record_time, with_celery_outcomes
+from beatd.client.waiting import heartbeat_age, is_live
 from beatd.config import Config
 from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
-from beatd.records import RunStatus, job_of
+from beatd.records import RunStatus
 from beatd.store import RunStore, connect
-from beatd.store.celery_results import celery_outcomes
 
 __all__ = ["export", "find_runs", "history", "latest_attempt", "print_records", "show", "workers"]
 
@@ -52,13 +51,6 @@ def _since(text: str | None, option: str) -> int | None:
         ) from error
 
 
-def _records(store: RunStore, jobs: list[str], limit: int, since_ms: int | None) -> list[dict[str, Any]]:
-    """Newest first across ``jobs`` (each job's records are already newest first)."""
-    streams = [[json.loads(text) for text in store.run_records(job, limit, since_ms)] for job in jobs]
-    merged = heapq.merge(*streams, key=_record_time, reverse=True)
-    return list(merged)
-
-
 @click.command()
 @connection_options
 @click.argument("job", required=False)
@@ -76,13 +68,7 @@ def history(
     """Run records, newest first: every attempt, plus missed and skipped fires. A ``dead`` record of a fire
     that succeeded later (retried from dead letters) says so, and ``--status dead`` leaves it out."""
     store, config = _opened(runtime, config_path, redis_url, namespace)
-    jobs = [job] if job else store.jobs_with_history()
-    fetch = limit if status is None else max(limit * 20, 1000)
-    records = _records(store, jobs, fetch, _since(since, "--since"))
-    _mark_revived(store, records)
-    if status is not None:
-        records = [r for r in records if r["status"] == status and not (status == "dead" and r.get("succeeded_later"))]
-    records = _with_celery_outcomes(config, records[:limit])
+    records = history_records(store, config, [job] if job else None, status, _since(since, "--since"), limit)
     if as_json:
         echo_json(records)
         return
@@ -93,19 +79,6 @@ def history(
         for record in records
     ]  # fmt: skip
     echo_table(("RUN", "STATUS", "TRIGGER", "STARTED", "DURATION", "LAG", "WORKER", "DETAIL"), rows)
-
-
-def _mark_revived(store: RunStore, records: list[dict[str, Any]]) -> None:
-    """Give each ``dead`` record whose fire has a succeeded run ``succeeded_later``: that run's id."""
-    dead: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        if record["status"] == "dead":
-            dead.setdefault(record["job"], []).append(record)
-    for job, found in dead.items():
-        succeeded = store.succeeded_runs(job, [record["fire_id"] for record in found])
-        for record in found:
-            if record["fire_id"] in succeeded:
-                record["succeeded_later"] = succeeded[record["fire_id"]]
 
 
 @click.command()
@@ -119,25 +92,11 @@ def show(
 ) -> None:  # fmt: skip
     """One run (by run id) or every attempt of one fire (by fire id); a traceback is printed as text."""
     store, config = _opened(runtime, config_path, redis_url, namespace)
-    records = _with_celery_outcomes(config, find_runs(store, identifier))
+    records = with_celery_outcomes(config, find_runs(store, identifier))
     if as_json:
         echo_json(records[0] if "#" in identifier else records)
         return
     print_records(records)
-
-
-def find_runs(store: RunStore, identifier: str) -> list[dict[str, Any]]:
-    """The record of run ``identifier`` (a run id), or every attempt of fire ``identifier`` (by attempt, its
-    ``dead`` record last); a usage problem (exit 2) naming it when there is none."""
-    job = job_of(identifier)
-    if "#" in identifier:
-        text = store.run_record(job, identifier)
-        records = [json.loads(text)] if text else []
-    else:
-        records = [json.loads(text) for text in store.fire_records(job, identifier)]
-    if not records:
-        raise UsageProblem(f"no run or fire {identifier!r} in the history of {job!r}")
-    return records
 
 
 def latest_attempt(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -186,9 +145,9 @@ def export(
     store = _store(runtime, config_path, redis_url, namespace)
     low, high = _since(since, "--since"), _since(until, "--until")
     jobs = store.jobs_with_history()
-    records = _records(store, jobs, 10_000_000, low)
+    records = merged_records(store, jobs, 10_000_000, low)
     for record in reversed(records):
-        if high is None or to_ms(parse_utc(_record_time(record)[0])) < high:
+        if high is None or to_ms(parse_utc(record_time(record)[0])) < high:
             click.echo(json.dumps(record, separators=(",", ":")))
 
 
@@ -213,31 +172,6 @@ def workers(
     rows = [[w["worker"], f"{w['heartbeat_age_s']:.1f}s", ",".join(w["queues"]), f"{len(w['runs'])}/{w['concurrency']}",
              str(w["processed"]), " ".join(w["runs"]) or "-"] for w in alive]  # fmt: skip
     echo_table(("WORKER", "HEARTBEAT AGE", "QUEUES", "BUSY", "DONE", "RUNS"), rows)
-
-
-def _with_celery_outcomes(config: Config, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``records`` with, for each ``sent`` one, its Celery outcome as ``celery`` (when a result backend is
-    configured), read by task id."""
-    backend = config.settings.celery.result_backend if config.settings.celery else None
-    task_ids = [record["extra"]["task_id"] for record in records if record.get("extra", {}).get("task_id")]
-    if backend is None or not task_ids:
-        return records
-    outcomes = celery_outcomes(backend, task_ids)
-    for record in records:
-        task_id = record.get("extra", {}).get("task_id")
-        if task_id in outcomes:
-            record["celery"] = outcome = dict(outcomes[task_id])
-            try:  # Celery keeps no runtime: from emission to done (queue wait included)
-                done = parse_utc(outcome["date_done"]) - parse_utc(record["emitted_at"])
-                outcome["done_after_s"] = round(done.total_seconds(), 3)
-            except (KeyError, TypeError, ValueError):
-                pass
-    return records
-
-
-def _record_time(record: dict[str, Any]) -> tuple[str, str]:
-    """Where a record sits in history: when its run started, else when it was written."""
-    return (record.get("started_at") or record.get("finished_at") or record["scheduled_at"], record["run_id"])
 
 
 def _seconds(value: float | None) -> str:

@@ -23,16 +23,12 @@ from beatd.config import (
     load_namespace,
 )
 from beatd.daemon import configure_logging, keep_out_of_collections
-from beatd.errors import BeatdError, ConfigError, Problem
+from beatd.errors import ConfigError, Problem, UsageProblem
 from beatd.metrics import Metrics
 
 __all__ = ["Runtime", "UsageProblem"]
 
 log = logging.getLogger("beatd")
-
-
-class UsageProblem(BeatdError):
-    """The user asked for something that does not exist (an unknown job); exit 2."""
 
 
 @dataclass

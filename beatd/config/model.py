@@ -322,6 +322,37 @@ class CeleryOptions(_Strict):
         return value
 
 
+_OVERRIDES_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "boolean"},
+        {
+            "type": "object",
+            "properties": {"schema": {"type": "object", "description": "JSON Schema of the job's kwargs"}},
+            "required": ["schema"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+class OverridePolicy(_Strict):
+    """``overrides: {schema: {...}}``: a trigger may pass arguments, and the kwargs the job then runs with (its
+    own merged with the trigger's) must match this JSON Schema (draft 2020-12)."""
+
+    kwargs_schema: dict[str, JsonValue] = Field(alias="schema", description="JSON Schema of the job's kwargs")
+
+    @field_validator("kwargs_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema  # here: only configs with a schema pay for the import
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as error:
+            raise ValueError(f"not a valid JSON Schema: {error.message}") from None
+        return value
+
+
 class Policies(_Strict):
     """The per-job keys that may also appear under ``defaults``: how a job is run, not what or when."""
 
@@ -382,6 +413,9 @@ class JobSpec(Policies):
     )
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of command")
     cwd: str | None = Field(None, description="working directory of command")
+    overrides: Annotated[OverridePolicy | None, WithJsonSchema(_OVERRIDES_SCHEMA)] = Field(
+        None, description="true or {schema: ...}: trigger may pass args/kwargs (call and celery jobs only)"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -425,6 +459,29 @@ class JobSpec(Policies):
         if not value:
             raise ValueError("expected a non-empty argv")
         return tuple(str(item) for item in value)
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _overrides_flag(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # true: any JSON arguments (the empty schema); false: none
+            return {"schema": {}} if value else None
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _overridable(cls, value: OverridePolicy | None, info: ValidationInfo) -> OverridePolicy | None:
+        if value is None:
+            return value
+        if info.data.get("command") is not None:
+            # A command's argv is fixed by the config: appending caller text to it is how shell injection starts.
+            raise ValueError("a command job takes no arguments from trigger (overrides: call and celery jobs only)")
+        if "kwargs" in info.data and info.data.get("enabled", True):  # its scheduled fires run with its own kwargs
+            import jsonschema
+
+            errors = list(jsonschema.Draft202012Validator(value.kwargs_schema).iter_errors(info.data["kwargs"]))
+            if errors:
+                raise ValueError(f"the job's own kwargs do not match overrides.schema: {errors[0].message}")
+        return value
 
     @field_validator("env", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "connect",
+    "connect_async",
     "queue_lengths",
     "reachable",
     "redis_now",
@@ -83,6 +84,28 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
     """
     if isinstance(settings, str):
         settings = RedisSettings(url=settings)
+    options = _options(settings, timeout)
+    if settings.sentinel is None:
+        return redis.Redis.from_url(settings.url, **options)
+    client: redis.Redis = _sentinel_master(settings, options, timeout, Sentinel)
+    return client
+
+
+def connect_async(settings: RedisSettings | str, timeout: float = 2.0, read_timeout: float | None = None) -> Any:
+    """:func:`connect` for asyncio: a ``redis.asyncio.Redis`` with the same URL, TLS options and Sentinel;
+    ``read_timeout`` (default ``timeout``): how long a reply may take once sent, for callers that block."""
+    import redis.asyncio
+    import redis.asyncio.sentinel
+
+    if isinstance(settings, str):
+        settings = RedisSettings(url=settings)
+    options = _options(settings, timeout) | {"socket_timeout": read_timeout or timeout}
+    if settings.sentinel is None:
+        return redis.asyncio.Redis.from_url(settings.url, **options)
+    return _sentinel_master(settings, options, timeout, redis.asyncio.sentinel.Sentinel)
+
+
+def _options(settings: RedisSettings, timeout: float) -> dict[str, Any]:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": True}
     tls = settings.tls
     if settings.url.startswith("rediss://") or (settings.sentinel and settings.sentinel.tls):
@@ -93,8 +116,12 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
             "ssl_cert_reqs": "required" if tls.verify else "none",
             "ssl_check_hostname": tls.verify,
         }
-    if settings.sentinel is None:
-        return redis.Redis.from_url(settings.url, **options)
+    return options
+
+
+def _sentinel_master(settings: RedisSettings, options: dict[str, Any], timeout: float, factory: Any) -> Any:
+    """The master client behind ``settings.sentinel``, by ``factory`` (redis-py's or redis.asyncio's Sentinel)."""
+    assert settings.sentinel is not None
     parsed = urlparse(settings.url)
     sentinel = settings.sentinel
     addresses = [(host.rpartition(":")[0], int(host.rpartition(":")[2])) for host in sentinel.hosts]
@@ -106,17 +133,16 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
     if parsed.scheme == "rediss":
         options["ssl"] = True
     database = int(parsed.path.lstrip("/") or 0) if parsed.scheme != "unix" else 0
-    manager = Sentinel(addresses, sentinel_kwargs=sentinel_options, **{  # type: ignore[no-untyped-call]
+    manager = factory(addresses, sentinel_kwargs=sentinel_options, **{
         key: value for key, value in options.items() if key != "decode_responses"
     })  # fmt: skip
-    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+    return manager.master_for(
         sentinel.master,
         decode_responses=True,
         db=database,
         username=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password else None,
     )
-    return client
 
 
 def script(name: str, *, prelude: bool = True) -> str:

@@ -118,6 +118,9 @@ class Finish:
     fire_done: bool = False
     dead_record: str = ""
     dead_run_id: str = ""
+    status: str = ""
+    """The status of ``record`` (``then: dead`` ends the fire ``dead``); with ``fire_done``, the fire's end,
+    appended to the job's ended stream for waiters."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class FinishItem:
     reason: str
     fire_id: str
     fire_done: str
+    end_status: str
     dead_record: str
     dead_run_id: str
     active_key: str
@@ -173,6 +177,7 @@ class FinishItem:
     index_key: str
     buffer_key: str
     retry_key: str
+    ended_key: str
 
 
 @dataclass(frozen=True)
@@ -373,13 +378,21 @@ class RunStore:
             items.append(FinishItem(
                 end.run_id, end.entry_id, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
                 end.message if queued else "", end.signature if queued else "", end.retry_at_ms, end.reason,
-                end.fire_id, "1" if end.fire_done else "0", end.dead_record, end.dead_run_id,
+                end.fire_id, "1" if end.fire_done else "0", _end_status(end), end.dead_record, end.dead_run_id,
                 keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
-                keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue),
+                keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue), keys.ended(end.job),
             ))  # fmt: skip
         with reachable():
             replies = self._finish(
-                [keys.attempts, keys.cancel, keys.dead], [GROUP, defaults.DEAD_MAXLEN, now_ms], items
+                [keys.attempts, keys.cancel, keys.dead],
+                [
+                    GROUP,
+                    defaults.DEAD_MAXLEN,
+                    now_ms,
+                    defaults.ENDED_MAXLEN,
+                    int(defaults.ENDED_TTL.total_seconds() * 1000),
+                ],
+                items,
             )
         return {
             str(run): str(error) for refused in replies for run, error in zip(refused[::2], refused[1::2], strict=True)
@@ -478,6 +491,13 @@ class RunStore:
             if isinstance(item, dict) and isinstance(item.get("message"), str):
                 texts.append(item["message"])
         return texts + ([str(held)] if held else [])
+
+    def read_streams(self, after: dict[str, str], count: int, block_ms: int | None) -> list[Any]:
+        """XREAD of the streams ``after`` names (stream key -> the last entry id read), at most ``count`` entries
+        each, blocking up to ``block_ms`` for the first (None: not blocking; the ended streams and dead letters a
+        wait follows)."""
+        with reachable():
+            return list(self.client.xread(after, count=count, block=block_ms) or [])
 
     # -- live output ---------------------------------------------------------------------------------------
     def append_output(self, chunks: dict[str, list[str]], ended: Sequence[str] = ()) -> None:
@@ -594,6 +614,13 @@ class RunStore:
                 if not name.endswith(":by-time"):
                     names.add(name)
         return sorted(names)
+
+
+def _end_status(end: Finish) -> str:
+    """The status a done fire ended with, for the ended stream ('' while the fire goes on)."""
+    if not end.fire_done or not end.fire_id:
+        return ""
+    return "dead" if end.then == "dead" else end.status or "ended"
 
 
 def _claim(reply: list[Any]) -> Claim:

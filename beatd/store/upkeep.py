@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import redis
 
+from beatd import defaults
 from beatd.keys import GROUP, Keys
 from beatd.messages import from_ms
 from beatd.store.base import reachable, script
@@ -75,6 +76,7 @@ class ExpiredFire:
     oldest_ms: int
     records_key: str = ""
     index_key: str = ""
+    ended_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,12 +140,14 @@ class UpkeepStore:
         items = [
             ExpiredFire(
                 fire.job, fire.fire_id, fire.entry_id, fire.record, fire.score_ms, fire.keep, fire.oldest_ms,
-                keys.runs(fire.job), keys.runs_by_time(fire.job),
+                keys.runs(fire.job), keys.runs_by_time(fire.job), keys.ended(fire.job),
             )
             for fire in fires
         ]  # fmt: skip
         with reachable():
-            replies = self._expire([keys.leader, keys.queue(queue), keys.attempts], [token, GROUP], items)
+            replies = self._expire(
+                [keys.leader, keys.queue(queue), keys.attempts], [token, GROUP, *_ended_args()], items
+            )
         done = {str(entry) for reply in replies if reply != -1 for entry in reply}
         return [fire for fire in fires if fire.entry_id in done]
 
@@ -156,3 +160,8 @@ class UpkeepStore:
         ]
         with reachable():
             self._history([keys.leader], [token], items)
+
+
+def _ended_args() -> list[int]:
+    """The ended streams' bounds as scripts take them: max length, TTL in ms."""
+    return [defaults.ENDED_MAXLEN, int(defaults.ENDED_TTL.total_seconds() * 1000)]

@@ -51,7 +51,7 @@ def end_of(
         job=spec.name, queue=delivery.queue, run_id=record.run_id, entry_id=delivery.entry_id,
         record="" if hold else record.to_json(), score_ms=record_time(record, now),
         keep=spec.history.keep, oldest_ms=to_ms(now - spec.history.max_age), message=delivery.message,
-        signature=delivery.signature, fire_id=message.fire_id, fire_done=fire_done,
+        signature=delivery.signature, fire_id=message.fire_id, fire_done=fire_done, status=record.status,
     )  # fmt: skip
 
 

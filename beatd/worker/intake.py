@@ -15,6 +15,7 @@ from beatd.expiry import REQUESTED, expired_record, start_deadline
 from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
+from beatd.overrides import refusal
 from beatd.records import RunRecord, run_id
 from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
@@ -157,6 +158,12 @@ class Intake:
             return None
         if spec.celery is not None:
             self._dead_letter(delivery, f"not run: job {message.job!r} is a celery job, run by Celery's workers")
+            return None
+        # Arguments other than the job's own need its `overrides` (judged only on the same config: during a
+        # rolling change the beat's own args may differ from this worker's).
+        problem = refusal(spec, message.args, message.kwargs) if message.config_digest == spec.digest else ""
+        if problem:
+            self._dead_letter(delivery, f"not run: {problem}", message)
             return None
         return spec, message
 

@@ -196,14 +196,18 @@ def test_retries_deaths_replacements_reclaims_and_dead_letters_leave_nothing_beh
     after_twenty = scene.keys()
     left = {key: _fields(scene, key) for key in after_twenty if key.startswith(BOOKKEEPING)}
     assert left == {}
-    assert set(after_twenty) == set(after_five)
-    assert len(after_twenty) == 11  # queue stream, dead letters, audit log, four jobs' history hash and index
     store = scene.store
+    # The jobs' ended streams (what waiters read) are capped by ENDED_MAXLEN and expire ENDED_TTL after their
+    # last end: bounded by count like the dead letters, and a job's appears with its first end.
+    ended = {key for key in after_twenty if key.startswith("ended:")}
+    assert ended and all(store.client.pttl(f"{store.keys.namespace}:{key}") > 0 for key in ended)
+    assert set(after_twenty) - ended == set(after_five) - ended
+    assert len(after_twenty) - len(ended) == 11  # queue stream, dead letters, audit log, four jobs' history
     for job in ("flaky", "busy", "swap", "gone"):
         assert "running" not in {record["status"] for record in runs(store.client, store.keys.namespace, job)}
     assert store.client.xlen(store.keys.dead) == 2 * 20  # every dead letter kept (the stream is capped)
     assert store.client.xlen(store.keys.queue("default")) == 0
-    capped = ("dead", "audit")  # bounded by count (DEAD_MAXLEN, AUDIT_MAXLEN), so they grow up to it
+    capped = ("dead", "audit", *ended)  # bounded by count (DEAD_MAXLEN, AUDIT_MAXLEN, ENDED_MAXLEN): grow up to it
     after = sum(size for key, size in after_twenty.items() if key not in capped)
     before = sum(size for key, size in after_five.items() if key not in capped)
     assert after <= 1.1 * before, (after_five, after_twenty)

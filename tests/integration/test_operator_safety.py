@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from beatd.cli.emitting import fire_message
+from beatd.client.emitting import fire_message
+from beatd.client.waiting import PRUNED
 from beatd.config import load_config
 from beatd.keys import Keys
 from beatd.messages import format_utc
@@ -31,7 +32,8 @@ def test_a_wait_ends_though_the_records_of_its_fire_are_pruned(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
     """A fire whose records other runs of its job push past history.keep before the wait reads them still
-    ends the wait (status unknown: it waits nowhere any more); a --wait for more fires than history.keep is
+    ends the wait, with the status its end notification carried (succeeded) and the reason that its records
+    were pruned; a --wait for more fires than history.keep is
     refused before anything is emitted."""
     config = config_file(tmp_path, shared_redis, namespace, """
         slow: {call: tests.worker_jobs:hang, kwargs: {seconds: 1.5}, cron: '0 3 * * *', history: {keep: 2}}
@@ -54,8 +56,9 @@ def test_a_wait_ends_though_the_records_of_its_fire_are_pruned(
         later = {**started[0], "run_id": f"slow@later-{n}#1", "fire_id": f"slow@later-{n}", "status": "missed"}
         store.write_record("slow", later["run_id"], json.dumps(later), int(time.time() * 1000) + 60_000)
     out, err = waiting.communicate(timeout=90)
-    assert waiting.returncode == 1 and "timed out" not in err, err
-    assert json.loads(out)["result"]["status"] == "unknown"
+    assert waiting.returncode == 0 and "timed out" not in err, err
+    result = json.loads(out)["result"]
+    assert result["status"] == "succeeded" and result["reason"] == PRUNED
     assert started[0]["run_id"] not in {record["run_id"] for record in runs(shared_redis.client(), namespace, "slow")}
 
 

@@ -2,21 +2,24 @@
 -- one uninterrupted step: its record is written in the same step that acknowledges its entry.
 -- KEYS[1] attempts hash     KEYS[2] cancel hash     KEYS[3] dead-letter stream     KEYS[4..] named by *_key fields
 -- ARGV[1] consumer group     ARGV[2] dead-letter max length     ARGV[3] now, ms
+-- ARGV[4] ended stream max length     ARGV[5] ended stream TTL, ms
 -- then one ITEM per end (beatd.store.runs.FinishItem):
 --   run_id, entry_id ('' when there is none), record: run record JSON ('' writes none), score_ms: its score,
 --   keep: records to keep, oldest_ms: drop records scored below this (0 keeps all),
 --   then: none | retry | dead, message, signature, retry_at_ms, reason (of a dead letter), fire_id,
 --   fire_done: '1' when the fire is done (forget its attempts),
+--   end_status: the status that ended the fire ('' when it is not done): appended with the fire id and the run
+--   id of its ending record to ended_key, the job's ended stream (MAXLEN ~ ARGV[4], PEXPIRE ARGV[5] ms),
 --   dead_record: the fire-level 'dead' record JSON ('' writes none; scored now), dead_run_id: its run id
 --   ('{fire id}#dead-{attempt}': each time a fire runs out of attempts it gets a record of its own),
 --   active_key: active runs hash of the job, leases_key: leases hash of the queue, stream_key: queue stream,
 --   records_key / index_key: run records hash / index of the job, buffer_key: buffer hash of the job,
---   retry_key: retry sorted set of the queue
+--   retry_key: retry sorted set of the queue, ended_key: ended stream of the job
 -- A fire held back by overlap: buffer_one goes to the queue once no run of its job is left.
 -- An end whose write Redis refuses is reported and the rest go on; Redis keeps the writes made before the
 -- refusal (it has no rollback), which is why the entry is acknowledged last.
 -- Returns {run id, error, run id, error, ...}: one pair per refused end (empty when all were written).
-local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key'}
+local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'end_status', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key', 'ended_key'}
 
 local function put_record(records, index, run, record, score)
     redis.call('HSET', records, run, record)
@@ -49,6 +52,12 @@ local function finish(item)
         redis.call('XACK', stream, ARGV[1], entry)
         redis.call('XDEL', stream, entry)
     end
+    if item.end_status ~= '' then
+        local ending = item.dead_record ~= '' and item.dead_run_id or run
+        redis.call('XADD', item.ended_key, 'MAXLEN', '~', ARGV[4], '*', 'fire_id', item.fire_id, 'run_id', ending,
+            'status', item.end_status)
+        redis.call('PEXPIRE', item.ended_key, ARGV[5])
+    end
     if redis.call('HLEN', item.active_key) == 0 and redis.call('EXISTS', item.buffer_key) == 1 then
         local held = redis.call('HMGET', item.buffer_key, 'message', 'sig')
         redis.call('DEL', item.buffer_key)
@@ -57,7 +66,7 @@ local function finish(item)
 end
 
 local refused = {}
-for _, item in ipairs(items(4, ITEM)) do
+for _, item in ipairs(items(6, ITEM)) do
     local ok, err = pcall(finish, item)
     if not ok then
         table.insert(refused, item.run_id)

@@ -5,17 +5,19 @@
 -- KEYS[1] leader lease key     KEYS[2] queue stream     KEYS[3] attempts hash
 -- KEYS[4..] named by the items' *_key fields
 -- ARGV[1] fencing token        ARGV[2] consumer group
+-- ARGV[3] ended stream max length     ARGV[4] ended stream TTL, ms
 -- then one ITEM per fire (beatd.store.upkeep.ExpiredFire): job (not used here), fire_id, entry_id, record: the
 --   'expired' run record JSON, score_ms: its score, keep / oldest_ms: history retention (as finish.lua),
---   records_key / index_key: run records hash / index of the job
+--   records_key / index_key: run records hash / index of the job, ended_key: ended stream of the job (each
+--   expired fire is appended there: fire_id, run_id, status 'expired')
 -- Returns -1 when the caller does not hold the lease, else the entry ids expired.
-local ITEM = {'job', 'fire_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'records_key', 'index_key'}
+local ITEM = {'job', 'fire_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'records_key', 'index_key', 'ended_key'}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
 end
 local last = last_delivered(KEYS[2], ARGV[2])
 local done = {}
-for _, item in ipairs(items(3, ITEM)) do
+for _, item in ipairs(items(5, ITEM)) do
     if entry_after(item.entry_id, last) and redis.call('HEXISTS', KEYS[3], item.fire_id) == 0
         and #redis.call('XRANGE', KEYS[2], item.entry_id, item.entry_id) == 1 then
         redis.call('XDEL', KEYS[2], item.entry_id)
@@ -23,6 +25,9 @@ for _, item in ipairs(items(3, ITEM)) do
         redis.call('HSET', item.records_key, run, item.record)
         redis.call('ZADD', item.index_key, item.score_ms, run)
         prune_history(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
+        redis.call('XADD', item.ended_key, 'MAXLEN', '~', ARGV[3], '*', 'fire_id', item.fire_id, 'run_id', run,
+            'status', 'expired')
+        redis.call('PEXPIRE', item.ended_key, ARGV[4])
         done[#done + 1] = item.entry_id
     end
 end

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from beatd.celery_broker import probe_broker
-from beatd.cli.runtime import UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.emission import celery_write
+from beatd.errors import UsageProblem
 from beatd.keys import Keys
 from beatd.messages import Message, parse_utc
 from beatd.store import Store

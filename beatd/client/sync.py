@@ -1,0 +1,276 @@
+"""``beatd.Client``: what application code (and the CLI) reads and does against a running deployment."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from beatd import defaults
+from beatd.audit import audit_record
+from beatd.client.backfill import Backfill, bound, emit_backfill
+from beatd.client.celery_fires import send_celery_fires
+from beatd.client.dead import dead_letters, settle_dead
+from beatd.client.emitting import fire_message, signed
+from beatd.client.handles import FireHandle, as_record
+from beatd.client.reads import find_runs, history_records, with_celery_outcomes
+from beatd.client.waiting import live_workers
+from beatd.config import Config, ConfigFile, JobSpec, RedisSettings, load_config
+from beatd.errors import ScheduleError, UnknownJob, UsageProblem
+from beatd.keys import Keys
+from beatd.messages import to_ms
+from beatd.overrides import effective_arguments
+from beatd.records import RunRecord
+from beatd.runtime_jobs import RuntimeJobs
+from beatd.store import RunStore, Store, connect
+from beatd.store.jobs import JobStore
+from beatd.triggers import parse_instant
+
+__all__ = ["Client", "find_job", "instant_of", "next_instants"]
+
+
+class Client:
+    """A connection to one beatd deployment (a Redis server and namespace), synchronous.
+
+    Build it from the deployment's config file (:meth:`from_config`: the jobs, the signing key, the Redis
+    settings with TLS and Sentinel) or from a Redis URL and namespace (``Client("redis://host:6379/0",
+    namespace="beatd")``). Without a config the client reads and acts on what Redis holds (history, show,
+    pause, resume, status) but cannot trigger: what a fire runs comes from the job's declaration, so
+    :meth:`trigger`, :meth:`jobs` and :meth:`next` need the config (``config=``). Every call may raise
+    ``beatd.store.StoreUnavailable`` when Redis cannot be reached. Not thread-safe beyond what redis-py is
+    (one client per thread is simplest)."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        namespace: str = defaults.NAMESPACE,
+        config: Config | None = None,
+        actor: str | None = None,
+    ) -> None:
+        if config is None:
+            if redis_url is None:
+                raise UsageProblem("Client: give a redis_url (and namespace) or a config (Client.from_config)")
+            settings = ConfigFile(namespace=namespace, redis=RedisSettings(url=redis_url))
+            config = Config(path=Path("--redis-url"), settings=settings, jobs={})
+        self.config = config
+        self.actor = actor
+        """Who acts, written into every audit record this client appends (besides the OS user, host and pid)."""
+        self.keys = Keys(config.namespace)
+        self.store = Store(connect(config.settings.redis), self.keys)
+        self.runs = RunStore(self.store.client, self.keys)
+        self.runtime_jobs = RuntimeJobs(config, JobStore(self.store.client, self.keys), actor=actor)
+        """Jobs created at runtime (``put``, ``put_many``, ``delete``, ``get``, ``list``; see beatd.runtime_jobs)."""
+
+    @classmethod
+    def from_config(
+        cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, actor: str | None = None
+    ) -> Client:
+        """A client for the deployment of the config file at ``path`` (``${VAR}`` from ``environ``, default
+        the process environment); raises ConfigError with every problem located."""
+        config = load_config(Path(path), dict(os.environ) if environ is None else environ)
+        return cls(config=config, actor=actor)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.store.client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- acting ------------------------------------------------------------------------------------------
+    def job(self, name: str) -> JobSpec:
+        """The declared job ``name``; UnknownJob (naming the closest name) when the config has none."""
+        return find_job(self.config, name)
+
+    def trigger(
+        self,
+        job: str,
+        *,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        at: datetime | str | None = None,
+    ) -> FireHandle:
+        """Emit one fire of ``job`` now (trigger ``manual``), with the job's own arguments or, for a job whose
+        config says ``overrides``, ``args`` (replacing its own) and ``kwargs`` (merged over its own). ``at``:
+        the fire's logical scheduled instant (aware datetime, or ISO-8601 text, naive = the job's zone; default
+        now). The overrides are checked before anything is enqueued (OverridesRefused: not allowed, not JSON,
+        larger than ``OVERRIDES_MAX_BYTES``, not matching the job's schema); the message is signed when the
+        config has a signing key; the audit record names the actor and the overrides. Returns the handle to
+        wait on. A ``celery`` job's fire goes to Celery's broker (its handle has ``celery_task_id``; Celery
+        runs it, so it cannot be waited on)."""
+        spec = self.job(job)
+        arguments = effective_arguments(spec, args, kwargs)
+        now = self.store.redis_now()  # emitted_at: the deadline (expires) counts from Redis's clock
+        scheduled = instant_of(at, spec, "at") if at is not None else now
+        message = fire_message(spec, scheduled, now, "manual", arguments)
+        details: dict[str, Any] = {"job": job, "fire_id": message.fire_id, "scheduled_at": message.scheduled_at}
+        if args is not None:
+            details["args"] = message.args
+        if kwargs is not None:
+            details["kwargs"] = dict(kwargs)
+        if self.actor is not None:
+            details["actor"] = self.actor
+        record = audit_record("trigger", now, **details)
+        since = to_ms(now - defaults.WAIT_CLOCK_MARGIN)
+        if spec.celery is not None:
+            (sent,) = send_celery_fires(self.config, self.store, spec, [message], now, record, wait=False)
+            return FireHandle(self, message.fire_id, job, sent["celery_queue"], message.scheduled_at, since,
+                              celery_task_id=sent["task_id"])  # fmt: skip
+        self.store.enqueue(spec.queue, signed(self.config, [message]), record)
+        return FireHandle(self, message.fire_id, job, spec.queue, message.scheduled_at, since)
+
+    def backfill(
+        self, job: str, start: datetime | str, end: datetime | str, *, rerun: bool = False, dry_run: bool = False
+    ) -> Backfill:
+        """Emit every scheduled instant of ``job`` from ``start`` to ``end`` (both inclusive; a plain date as
+        ``end`` includes that day), in order, with trigger ``backfill``, skipping instants already done unless
+        ``rerun``; audited. Returns the report and a handle per fire (``dry_run``: the plan only). UsageProblem
+        when refused: more than 10,000 fires, another backfill of the job running, a skip check the job's
+        ``history.keep`` cannot make complete (``rerun`` then)."""
+        spec = self.job(job)
+        first = start if isinstance(start, datetime) else bound(start, spec, "start", end_of_day=False)
+        last = end if isinstance(end, datetime) else bound(end, spec, "end", end_of_day=True)
+        return emit_backfill(self, spec, first, last, rerun=rerun, dry_run=dry_run)
+
+    def dead_letters(self, limit: int = 50, *, show_all: bool = False) -> list[dict[str, Any]]:
+        """Dead letters, newest first (each with ``id``, ``died_at``, ``job``, ``fire_id``, ``attempts``,
+        ``reason``, ``queue``), at most ``limit``; those of fires that succeeded later only with ``show_all``."""
+        return dead_letters(self.runs, limit, show_all)
+
+    def retry_dead(self, entry_id: str) -> dict[str, Any]:
+        """Put dead letter ``entry_id`` back into its queue (its fire runs as its next attempt); audited.
+        UsageProblem when there is no such dead letter (or another caller settled it meanwhile)."""
+        return settle_dead(self.runs, entry_id, "retry", self.store.redis_now(), self.actor)
+
+    def drop_dead(self, entry_id: str) -> dict[str, Any]:
+        """Delete dead letter ``entry_id`` (the audit record keeps what it was); UsageProblem as :meth:`retry_dead`."""
+        return settle_dead(self.runs, entry_id, "drop", self.store.redis_now(), self.actor)
+
+    def pause(self, job: str, reason: str = "") -> bool:
+        """Stop scheduling ``job`` until resumed (survives restarts); False when it was already paused. Audited."""
+        self._known(job)
+        return self.store.pause(job, self._audit("pause", job=job, reason=reason))
+
+    def resume(self, job: str) -> bool:
+        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused."""
+        self._known(job)
+        return self.store.resume(job, self._audit("resume", job=job))
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def jobs(self) -> list[JobSpec]:
+        """The declared jobs, in config order, then the runtime jobs valid under the config (by name)."""
+        created: list[JobSpec] = []
+        if self.config.settings.runtime_jobs is not None:
+            from beatd.runtime_jobs import judge
+
+            for name, raw in sorted(self.runtime_jobs.store.all_entries().items()):
+                spec = judge(self.config, name, raw)[0]
+                if spec is not None:
+                    created.append(spec)
+        return [*self.config.jobs.values(), *created]
+
+    def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:
+        """The next ``n`` scheduled instants of ``job`` after ``after`` (default now), in the job's zone; fewer
+        when the job fires no more."""
+        spec = self.job(job)
+        instant = instant_of(after, spec, "after") if after is not None else datetime.now(UTC)
+        return [upcoming.astimezone(spec.zone) for upcoming in next_instants(spec, n, instant)]
+
+    def history(
+        self, job: str | None = None, *, status: str | None = None, since: datetime | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Run records, newest first, of ``job`` (default every job with history), at most ``limit``; only those
+        with ``status``, and only those started (or recorded) at or after ``since``."""
+        return [as_record(record) for record in self.history_records(job, status=status, since=since, limit=limit)]
+
+    def history_records(
+        self, job: str | None = None, *, status: str | None = None, since: datetime | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """:meth:`history` as the stored JSON objects (what ``beatd history --json`` prints)."""
+        since_ms = to_ms(since) if since is not None else None
+        return history_records(self.runs, self.config, [job] if job else None, status, since_ms, limit)
+
+    def show(self, identifier: str) -> list[RunRecord]:
+        """The record of run ``identifier`` (a run id), or every attempt of fire ``identifier`` (by attempt, its
+        ``dead`` record last); UnknownJob when there is none."""
+        return [as_record(record) for record in self.show_records(identifier)]
+
+    def show_records(self, identifier: str) -> list[dict[str, Any]]:
+        """:meth:`show` as the stored JSON objects (with Celery outcomes)."""
+        return with_celery_outcomes(self.config, find_runs(self.runs, identifier))
+
+    def runs_of_fire(self, job: str, fire_id: str) -> list[dict[str, Any]]:
+        """Every kept record of fire ``fire_id`` of ``job`` as stored JSON objects, by attempt (``dead`` last)."""
+        return [json.loads(text) for text in self.runs.fire_records(job, fire_id)]
+
+    def audit(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit records, newest first, each with its stream ``id``."""
+        return self.store.read_audit(limit)
+
+    def live_workers(self, queue: str) -> list[str]:
+        """Workers whose heartbeat is fresh (by Redis's clock) and which consume ``queue``."""
+        return live_workers(self.runs, queue, self.store.redis_now())
+
+    def status(self) -> dict[str, Any]:
+        """The deployment at a glance, as ``beatd status --json`` prints it (leader, replicas, jobs, queues,
+        backlog, warnings)."""
+        from beatd.client.status import status_report
+
+        return status_report(self, self.config, [], datetime.now(UTC))
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _known(self, job: str) -> None:
+        if self.config.jobs and job not in self.config.jobs:
+            self.job(job)  # raises UnknownJob with a hint
+
+    def _audit(self, event: str, **details: Any) -> dict[str, Any]:
+        if self.actor is not None:
+            details["actor"] = self.actor
+        return audit_record(event, self.store.redis_now(), **details)
+
+
+def find_job(config: Config, name: str) -> JobSpec:
+    """The job named ``name``, declared in the YAML or (when the config enables runtime jobs) created at runtime
+    and valid under ``config``; else UnknownJob suggesting the closest name."""
+    if name in config.jobs:
+        return config.jobs[name]
+    if config.settings.runtime_jobs is not None:
+        from beatd.runtime_jobs import judge
+        from beatd.store.jobs import JobStore
+
+        raw = JobStore(connect(config.settings.redis), Keys(config.namespace)).entries([name]).get(name)
+        created = judge(config, name, raw)[0] if raw is not None else None
+        if created is not None:
+            return created
+    close = difflib.get_close_matches(name, list(config.jobs), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UnknownJob(f"no job named {name!r} in {config.path}{hint}")
+
+
+def next_instants(spec: JobSpec, n: int, after: datetime) -> list[datetime]:
+    """The next ``n`` scheduled instants of ``spec`` after ``after`` (pure; fewer when it fires no more)."""
+    trigger, instants = spec.trigger(), list[datetime]()
+    while len(instants) < n and (upcoming := trigger.next_after(after)) is not None:
+        instants.append(upcoming)
+        after = upcoming
+    return instants
+
+
+def instant_of(value: datetime | str, spec: JobSpec, option: str) -> datetime:
+    """An instant given as an aware datetime or ISO-8601 text (naive: in the job's zone); UsageProblem else."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise UsageProblem(f"{option}: expected an aware datetime (with a tzinfo)")
+        return value
+    try:
+        return parse_instant(value, spec.zone)
+    except ScheduleError as error:
+        raise UsageProblem(f"{option}: {error}") from error

@@ -54,6 +54,8 @@ class StoredJob:
     spec: Any
     by: str
     at: str
+    unreadable: str | None = None
+    """Why the stored value is not an entry (a forged or corrupt value; ``version`` 0, ``spec`` None), or None."""
 
     @classmethod
     def parse(cls, name: str, raw: str) -> StoredJob:
@@ -62,6 +64,8 @@ class StoredJob:
             entry = json.loads(raw)
         except ValueError as error:
             raise ValueError(f"not JSON: {error}") from error
+        except RecursionError as error:  # a forged entry nested deeper than the parser recurses
+            raise ValueError("not JSON: nested too deep") from error
         if not isinstance(entry, dict) or not isinstance(entry.get("version"), int) or "spec" not in entry:
             raise ValueError("expected an object with version and spec")
         return cls(name, entry["version"], entry["spec"], str(entry.get("by", "")), str(entry.get("at", "")))

@@ -227,3 +227,20 @@ def test_a_deeply_nested_entry_is_refused_not_raised(config: Config) -> None:
         StoredJob.parse("deep", deep)
     spec, why = judge(config, "deep", deep)
     assert spec is None and "unreadable entry" in why
+
+
+def test_a_spec_nested_too_deep_is_a_located_error(write_files: WriteFiles, tmp_path: Path, config: Config) -> None:
+    """`job put --json` with kwargs 3000 deep exits 2 with a located message (no RecursionError traceback); a
+    mapping that deep is a ConfigError naming its path."""
+    path = write_files({"beatd.yaml": CONFIG})
+    text = '{"every": "1m", "call": "app.tasks:a", "kwargs": {"a": ' + "[" * 3000 + "]" * 3000 + "}}"
+    result = CliRunner().invoke(
+        cli, ["job", "put", "x", "-c", str(path), "--json", text], obj=Runtime(environ={}, cwd=tmp_path)
+    )
+    assert result.exit_code == 2 and "--json:1:1: nested deeper than 100 levels" in result.output, result.output
+    assert "Traceback" not in result.output
+    deep: list[object] = []
+    for _ in range(3000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match=r"t: jobs\.x\.kwargs\.a\.0\.\.\.\.: nested deeper than 100 levels"):
+        job_from_mapping("x", {"every": "1m", "call": "app.tasks:a", "kwargs": {"a": deep}}, "t")

@@ -140,8 +140,9 @@ class JobStore:
             first = self.client.xrange(self.keys.runtime_changes, count=1)
             last = self.client.xrevrange(self.keys.runtime_changes, count=1)
         # Every change is one entry with the next version: the entries after the reader's are all there unless
-        # the oldest one left is past the next version it needs (trimmed away).
-        if seen_version < 0 or (first and int(first[0][1]["version"]) > seen_version + 1):
+        # the oldest one left is past the next version it needs, or the stream is gone while the version moved
+        # (trimmed or deleted away: read everything).
+        if seen_version < 0 or not first or int(first[0][1]["version"]) > seen_version + 1:
             # The cursor is taken before the scan, so a change made during it is read again by the next poll.
             end = last[0][0] if last else START
             return Changes(dict(self.all_entries()), full=True, cursor=end, version=version)

@@ -73,7 +73,10 @@ class RuntimeFollower:
         if raw is None:
             self.refused.pop(name, None)
             return {name: None} if self.jobs.pop(name, None) is not None else {}
-        spec, why = judge(self.config, name, raw)
+        try:
+            spec, why = judge(self.config, name, raw)
+        except Exception as error:  # an entry that breaks the judge is refused; the others are still read
+            spec, why = None, f"unreadable entry: {type(error).__name__}: {error}"
         if spec is None:
             self._refuse(name, why)
             return {name: None} if self.jobs.pop(name, None) is not None else {}

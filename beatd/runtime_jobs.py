@@ -13,7 +13,7 @@ import fnmatch
 import functools
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,18 @@ from beatd.errors import ConfigError, Problem
 from beatd.messages import format_utc
 from beatd.store.jobs import JobChange, JobStore, StoredJob
 
-__all__ = ["RUNTIME", "YAML", "RuntimeJobs", "allow_problem", "check_job", "diff", "judge"]
+__all__ = [
+    "RUNTIME",
+    "YAML",
+    "RuntimeJobs",
+    "allow_problem",
+    "call_allowed",
+    "celery_allowed",
+    "check_job",
+    "command_allowed",
+    "diff",
+    "judge",
+]
 
 YAML = "yaml"
 """The source of a job declared in the config files."""
@@ -43,17 +54,31 @@ def allow_problem(settings: RuntimeJobsSettings | None, spec: JobSpec) -> tuple[
     if spec.celery is None and spec.queue not in settings.queues:
         allowed = ", ".join(settings.queues) or "none"
         return "queue", f"queue {spec.queue!r} is not one runtime jobs may use (runtime_jobs.queues: {allowed})"
-    if spec.call is not None or spec.celery is not None:
-        key, target = ("call", spec.call) if spec.call is not None else ("celery", spec.celery)
-        if not _matcher(settings.allow)(target or ""):
+    if spec.env or spec.cwd:
+        if spec.cwd:
+            return "cwd", "cwd is never allowed in a runtime job"
+        refused = sorted(name for name in spec.env if name not in settings.env or not env_name_allowed(name))
+        if refused:
+            allowed = ", ".join(settings.env) or "none"
+            return "env", f"env {', '.join(refused)} not allowed in a runtime job (runtime_jobs.env: {allowed})"
+    if spec.call is not None:
+        if not call_allowed(settings.allow, spec.call):
             allowed = ", ".join(settings.allow) or "nothing"
-            return key, f"{target} is not allowed for runtime jobs (runtime_jobs.allow: {allowed})"
+            return "call", f"{spec.call} is not allowed for runtime jobs (runtime_jobs.allow: {allowed})"
+        return None
+    if spec.celery is not None:
+        if not celery_allowed(settings.allow, spec.celery):
+            allowed = ", ".join(settings.allow) or "nothing"
+            return "celery", f"{spec.celery} is not allowed for runtime jobs (runtime_jobs.allow: {allowed})"
         return None
     if spec.shell:
         return "shell", "shell: true is never allowed in a runtime job"
-    line = shlex.join(spec.command or ())
-    if not _matcher(settings.commands)(line):
+    argv = tuple(spec.command or ())
+    if not argv or not argv[0].startswith("/"):
+        return "command", "a runtime job's command must start with an absolute path (argv[0])"
+    if not command_allowed(settings.commands, argv):
         allowed = ", ".join(settings.commands) or "none"
+        line = shlex.join(argv)
         return "command", f"command {line!r} is not allowed for runtime jobs (runtime_jobs.commands: {allowed})"
     return None
 
@@ -147,10 +172,12 @@ class RuntimeJobs:
 
     def delete(self, name: str) -> bool:
         """Delete runtime job ``name``; False when there was none. Its history stays (like a removed YAML job)."""
-        previous = self.get(name)
-        if previous is None:
+        raw = self.store.entries([name]).get(name)
+        if raw is None:
             return False
-        record = self._audit("job-delete", job=name, previous_version=previous.version, diff=diff(previous.spec, None))
+        previous = self.get(name)  # None: an unreadable entry, deleted all the same
+        version, spec = (previous.version, previous.spec) if previous is not None else (None, None)
+        record = self._audit("job-delete", job=name, previous_version=version, diff=diff(spec, None))
         return self.store.write([JobChange.delete(name)], record)[0] > 0
 
     def get(self, name: str) -> StoredJob | None:
@@ -164,13 +191,14 @@ class RuntimeJobs:
             return None
 
     def list(self) -> Sequence[StoredJob]:
-        """Every readable runtime job as stored, by name."""
+        """Every runtime job as stored, by name; an unreadable entry (forged or corrupt) as one with
+        ``unreadable`` saying why."""
         found = []
         for name, raw in sorted(self.store.all_entries().items()):
             try:
                 found.append(StoredJob.parse(name, raw))
-            except ValueError:
-                continue
+            except ValueError as error:
+                found.append(StoredJob(name, 0, None, "", "", unreadable=str(error)))
         return found
 
     def _audit(self, event: str, **details: Any) -> dict[str, Any]:
@@ -179,13 +207,54 @@ class RuntimeJobs:
         return record
 
 
-@functools.lru_cache(maxsize=64)
-def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """Whether a text matches any of ``patterns`` (``fnmatch``, case-sensitive), as one compiled expression."""
-    if not patterns:
-        return lambda _: False
-    compiled = re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns))
-    return lambda text: compiled.match(text) is not None
+PLAIN_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+"""The function part of a runtime job's call target: one public name of the module (no dotted path, which
+resolve_call would walk into other objects, ``ok.__globals__``; no leading underscore)."""
+
+
+def call_allowed(patterns: Sequence[str], target: str) -> bool:
+    """Whether call ``target`` (``module:function``) is allowed by a call pattern (one with ``:``) of
+    ``patterns``: the module part equals the pattern's exactly (no wildcard), the function is a plain public
+    name and matches the pattern's function part (``fnmatch``, case-sensitive). Celery name patterns (no
+    ``:``) never allow a call."""
+    module, colon, function = target.partition(":")
+    if not colon or not module or not PLAIN_ATTRIBUTE.match(function):
+        return False
+    for pattern in patterns:
+        allowed_module, colon, allowed_function = pattern.partition(":")
+        if colon and allowed_module == module and fnmatch.fnmatchcase(function, allowed_function):
+            return True
+    return False
+
+
+def celery_allowed(patterns: Sequence[str], name: str) -> bool:
+    """Whether Celery task ``name`` is allowed by a Celery name pattern (one without ``:``) of ``patterns``
+    (``fnmatch``, case-sensitive); call patterns (with ``:``) never allow a Celery task."""
+    return ":" not in name and any(":" not in pattern and fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def command_allowed(patterns: Sequence[str], argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is allowed by a command pattern: the pattern split as a shell would (``shlex``) has as
+    many elements as ``argv``, and each matches its argv element (``fnmatch``: ``*`` never spans arguments)."""
+    return any(_argv_matches(_pattern_argv(pattern), argv) for pattern in patterns)
+
+
+def env_name_allowed(name: str) -> bool:
+    """Whether ``runtime_jobs.env`` may name ``name`` at all: never PATH, LD_* nor PYTHON* (what chooses the
+    program or the code it loads)."""
+    return name != "PATH" and not name.startswith(("LD_", "PYTHON"))
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern_argv(pattern: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(pattern))
+    except ValueError:
+        return ()
+
+
+def _argv_matches(pattern: Sequence[str], argv: Sequence[str]) -> bool:
+    return bool(pattern) and len(pattern) == len(argv) and all(map(fnmatch.fnmatchcase, argv, pattern))
 
 
 def _positioned(document: Located, problem: Problem) -> Problem:

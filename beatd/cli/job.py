@@ -65,6 +65,16 @@ def list_jobs(runtime: Runtime, config_path: str | None, as_json: bool) -> None:
     """List the runtime jobs as stored: name, version, who wrote it and when."""
     stored = _jobs(runtime, config_path).list()
     if as_json:
-        echo_json([{"name": s.name, "version": s.version, "by": s.by, "at": s.at, "spec": s.spec} for s in stored])
+        echo_json(
+            [
+                {"name": s.name, "version": s.version, "by": s.by, "at": s.at, "spec": s.spec}
+                | ({"unreadable": s.unreadable} if s.unreadable is not None else {})
+                for s in stored
+            ]
+        )
         return
-    echo_table(["NAME", "VERSION", "BY", "AT"], [[s.name, str(s.version), s.by, s.at] for s in stored])
+    rows = [
+        [s.name, str(s.version), s.by, s.at] if s.unreadable is None else [s.name, "unreadable", "", s.unreadable]
+        for s in stored
+    ]
+    echo_table(["NAME", "VERSION", "BY", "AT"], rows)

@@ -34,6 +34,8 @@ def job_from_json(name: str, text: str, label: str = "--json") -> Located:
     """The job in JSON ``text`` (positions are line and column in the text), as ``jobs.NAME``."""
     try:
         json.loads(text)
+    except RecursionError:
+        raise ConfigError([Problem(label, 1, 1, "", _TOO_DEEP)]) from None
     except ValueError as error:
         line, column = getattr(error, "lineno", 1), getattr(error, "colno", 1)
         message = f"malformed JSON: {getattr(error, 'msg', error)}"
@@ -44,12 +46,38 @@ def job_from_json(name: str, text: str, label: str = "--json") -> Located:
 def job_from_mapping(name: str, spec: Any, label: str) -> Located:
     """The job given as Python values (``client.jobs.put``), as ``jobs.NAME``; it has no positions, so its
     problems name ``label`` and the key path only. The values must be JSON's (they are stored as JSON)."""
+    deep = _too_deep(spec)
+    if deep is not None:
+        path = ".".join(("jobs", name, *deep[:3], "...") if len(deep) > 3 else ("jobs", name, *deep))
+        raise ConfigError([Problem(label, 0, 0, path, _TOO_DEEP)])
     try:
         text = json.dumps(spec, allow_nan=False)
+    except RecursionError:  # not reached by plain containers (checked above); a cycle through a subclass, say
+        raise ConfigError([Problem(label, 0, 0, f"jobs.{name}", _TOO_DEEP)]) from None
     except (TypeError, ValueError) as error:
         raise ConfigError([Problem(label, 0, 0, f"jobs.{name}", f"expected JSON values: {error}")]) from None
     _check_size(label, text)
     return Located(label, {"jobs": {name: json.loads(text)}})
+
+
+_TOO_DEEP = f"nested deeper than {defaults.CONFIG_MAX_DEPTH} levels"
+
+
+def _too_deep(value: Any) -> tuple[str, ...] | None:
+    """The key path of the first container of ``value`` nested deeper than ``CONFIG_MAX_DEPTH`` (a config's
+    bound), or None; iterative, so a value of any depth is judged without recursion."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        children = (
+            item.items() if isinstance(item, Mapping) else enumerate(item) if isinstance(item, list | tuple) else ()
+        )
+        for key, child in children:
+            if isinstance(child, Mapping | list | tuple):
+                if len(path) >= defaults.CONFIG_MAX_DEPTH:
+                    return (*path, str(key))
+                stack.append((child, (*path, str(key))))
+    return None
 
 
 def _parsed(name: str, label: str, text: str) -> Located:

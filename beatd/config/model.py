@@ -225,10 +225,26 @@ class RuntimeJobsSettings(_Strict):
     writes, schedules or runs one: a runtime job names only what these patterns (``fnmatch``) allow."""
 
     allow: tuple[str, ...] = Field(
-        (), description="patterns of call targets (app.tasks:*) and Celery task names (proj.tasks.*) allowed"
+        (),
+        description="call patterns module:function (module exact, function fnmatch: app.tasks:*) and Celery "
+        "task name patterns (no colon: proj.tasks.*) allowed",
     )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in names if name == "PATH" or name.startswith(("LD_", "PYTHON"))]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} may never be set by a runtime job (PATH, LD_*, PYTHON*)")
+        return names
+
     commands: tuple[str, ...] = Field(
-        (), description="patterns of command lines allowed (none unless listed; shell: true never)"
+        (),
+        description="patterns of commands allowed, split like a shell: each element matches one argv element "
+        "(none unless listed; argv[0] absolute; shell: true never)",
+    )
+    env: tuple[str, ...] = Field(
+        (), description="environment variable names a runtime command may set (never PATH, LD_*, PYTHON*)"
     )
     queues: tuple[Annotated[str, Field(pattern=NAME_PATTERN)], ...] = Field(
         (defaults.QUEUE,), description="queues runtime jobs may use; workers read them besides their YAML jobs'"

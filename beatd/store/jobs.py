@@ -54,6 +54,8 @@ class StoredJob:
     spec: Any
     by: str
     at: str
+    unreadable: str | None = None
+    """Why the stored value is not an entry (a forged or corrupt value; ``version`` 0, ``spec`` None), or None."""
 
     @classmethod
     def parse(cls, name: str, raw: str) -> StoredJob:
@@ -62,6 +64,8 @@ class StoredJob:
             entry = json.loads(raw)
         except ValueError as error:
             raise ValueError(f"not JSON: {error}") from error
+        except RecursionError as error:  # a forged entry nested deeper than the parser recurses
+            raise ValueError("not JSON: nested too deep") from error
         if not isinstance(entry, dict) or not isinstance(entry.get("version"), int) or "spec" not in entry:
             raise ValueError("expected an object with version and spec")
         return cls(name, entry["version"], entry["spec"], str(entry.get("by", "")), str(entry.get("at", "")))
@@ -136,8 +140,9 @@ class JobStore:
             first = self.client.xrange(self.keys.runtime_changes, count=1)
             last = self.client.xrevrange(self.keys.runtime_changes, count=1)
         # Every change is one entry with the next version: the entries after the reader's are all there unless
-        # the oldest one left is past the next version it needs (trimmed away).
-        if seen_version < 0 or (first and int(first[0][1]["version"]) > seen_version + 1):
+        # the oldest one left is past the next version it needs, or the stream is gone while the version moved
+        # (trimmed or deleted away: read everything).
+        if seen_version < 0 or not first or int(first[0][1]["version"]) > seen_version + 1:
             # The cursor is taken before the scan, so a change made during it is read again by the next poll.
             end = last[0][0] if last else START
             return Changes(dict(self.all_entries()), full=True, cursor=end, version=version)

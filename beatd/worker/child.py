@@ -81,6 +81,9 @@ def _call(task: dict[str, Any]) -> dict[str, Any]:
     try:
         pythonpath = tuple(task.get("pythonpath", ()))
         function = _resolve(task["target"], pythonpath)
+        if "module" in task and getattr(function, "__module__", None) != task["module"]:
+            defined = getattr(function, "__module__", None)
+            raise TargetError(f"{task['target']!r} is defined in {defined!r}, not in {task['module']!r}")
         args = list(task.get("args", []))
         if takes_context(task["target"], pythonpath):
             args.insert(0, _context(task["context"]))

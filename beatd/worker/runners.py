@@ -14,10 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from beatd.clock import Clock
-from beatd.config import Isolation, JobSpec
+from beatd.config import Isolation, JobSpec, RuntimeJobsSettings
 from beatd.messages import Message, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord
+from beatd.runtime_jobs import call_allowed
 from beatd.store import RunStore, StoreError
 from beatd.worker.context import previous_fire
 from beatd.worker.ends import conclude, record_time
@@ -38,6 +39,10 @@ the instant it really started; sooner, the claim's instant stands until the fina
 
 PREVIOUS_CACHE = 4096
 """Most data-interval starts remembered (see ``Runners._previous_at``)."""
+
+
+_NO_RUNTIME = RuntimeJobsSettings(allow=())
+"""The runtime jobs settings of a worker whose config has none: nothing allowed."""
 
 
 class Runners:
@@ -222,9 +227,15 @@ class Runners:
         timeout = spec.timeout.total_seconds()
         grace = setup.kill_grace.total_seconds()
         if spec.call is not None:
+            runtime = spec.name not in setup.config.jobs
+            if runtime and not call_allowed((setup.config.settings.runtime_jobs or _NO_RUNTIME).allow, spec.call):
+                why = f"{spec.call!r} is not allowed for runtime jobs by this worker's runtime_jobs.allow"
+                return Outcome("failed", error={"type": "TargetError", "message": why, "traceback": ""})
             wanted = executor.wants_context(spec.call, setup.pythonpath)
             task = {
                 "target": spec.call,
+                # A runtime job runs only a function defined in the module allowed (not one imported into it).
+                **({"module": spec.call.partition(":")[0]} if runtime else {}),
                 "args": message.args,
                 "kwargs": message.kwargs,
                 "pythonpath": setup.pythonpath,

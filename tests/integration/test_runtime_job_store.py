@@ -41,3 +41,16 @@ def test_a_reader_whose_changes_were_trimmed_reads_everything(shared_redis: Redi
     client.xtrim(Keys(namespace).runtime_changes, maxlen=1, approximate=False)  # "b" (version 2) is gone
     found = store.changes(seen.cursor, seen.version, 10)
     assert found is not None and found.full and set(found.entries) == {"a", "b", "c"}
+
+
+def test_a_reader_whose_change_stream_is_gone_reads_everything(shared_redis: RedisServer, namespace: str) -> None:
+    """When the change stream key is gone while the version moved past the reader's, it gets every job once."""
+    client = shared_redis.client()
+    store = JobStore(client, Keys(namespace))
+    _put(store, "a")
+    seen = store.changes(START, -1, 10)
+    assert seen is not None
+    _put(store, "b")
+    client.delete(Keys(namespace).runtime_changes)
+    found = store.changes(seen.cursor, seen.version, 10)
+    assert found is not None and found.full and set(found.entries) == {"a", "b"}

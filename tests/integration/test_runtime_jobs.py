@@ -161,3 +161,47 @@ def test_jobs_and_next_list_runtime_jobs_with_their_source(
     assert "hourly" in listed and "yaml_job" not in listed
     assert runner.invoke(cli, ["job", "rm", "hourly", "-c", str(config.path)], obj=runtime).exit_code == 0
     assert runner.invoke(cli, ["job", "rm", "hourly", "-c", str(config.path)], obj=runtime).exit_code == 2
+
+
+def test_a_deeply_nested_forged_entry_stops_neither_the_beat_nor_the_worker(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A forged entry nested deeper than the JSON parser recurses (about 10 KB) is refused (logged, audited) by
+    the beat and a worker; the YAML job and a runtime job put after it keep firing and running; `job list`
+    shows it as unreadable and `job rm` deletes it."""
+    path = tmp_path / "beatd.yaml"
+    path.write_text(
+        f"redis: {{url: '{shared_redis.url}'}}\nnamespace: {namespace}\nleader: {{lease: 1s}}\npythonpath: [{REPO}]\n"
+        "runtime_jobs: {allow: ['tests.worker_jobs:*']}\n"
+        "jobs:\n  yaml_job: {every: 200ms, call: tests.worker_jobs:noop}\n"
+    )
+    config = load_config(path, {})
+    client = shared_redis.client()
+    keys = Keys(namespace)
+    deep = '"spec":{"every":"1m","call":"tests.worker_jobs:noop","kwargs":{"a":' + "[" * 5000 + "]" * 5000 + "}}}"
+    version = client.incr(keys.runtime_version)
+    client.hset(keys.runtime_jobs, "deep", '{"version":' + str(version) + "," + deep)
+    client.xadd(keys.runtime_changes, {"job": "deep", "version": version})
+    beat = daemons("beat", "-c", str(path))
+    worker = daemons("worker", "-c", str(path), name="worker")
+    _api(config).put("after", {"every": "200ms", "call": "tests.worker_jobs:noop"})
+
+    beat.wait_log(r"runtime job deep refused by the beat .*: unreadable entry: not JSON: nested too deep", timeout=10)
+    for job in ("yaml_job", "after"):
+        wait_for(lambda job=job: len(scheduled(messages(client, namespace), job)) >= 3, timeout=10, what=job)
+    worker.wait_log("runtime job deep refused by the worker", timeout=10)
+    for job in ("yaml_job", "after"):
+        wait_for(lambda job=job: client.hlen(keys.runs(job)) >= 2, timeout=10, what=f"runs of {job} by the worker")
+    assert {record["job"] for record in _audit(client, namespace, "runtime-job-refused")} == {"deep"}
+    assert "RecursionError" not in beat.log() + worker.log()
+
+    runtime = Runtime(environ={}, cwd=tmp_path)
+    listed = CliRunner().invoke(cli, ["job", "list", "-c", str(path), "--json"], obj=runtime)
+    assert listed.exit_code == 0, listed.output
+    assert {entry["name"]: "unreadable" in entry for entry in json.loads(listed.output)} == {
+        "after": False,
+        "deep": True,
+    }
+    removed = CliRunner().invoke(cli, ["job", "rm", "deep", "-c", str(path)], obj=runtime)
+    assert removed.exit_code == 0, removed.output
+    assert not client.hexists(keys.runtime_jobs, "deep")

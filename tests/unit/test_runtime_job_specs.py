@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,18 +12,20 @@ from click.testing import CliRunner
 from beatd.cli import cli
 from beatd.cli.runtime import Runtime
 from beatd.config import Config, load_config
-from beatd.config.job_documents import job_from_file, job_from_json
+from beatd.config.job_documents import job_from_file, job_from_json, job_from_mapping
 from beatd.errors import ConfigError
 from beatd.keys import Keys
-from beatd.runtime_jobs import RuntimeJobs, check_job, diff, judge
-from beatd.store.jobs import JobStore
+from beatd.runtime_jobs import RuntimeJobs, celery_allowed, check_job, diff, judge
+from beatd.store.jobs import JobStore, StoredJob
+from beatd.worker.child import call_target
 from tests.conftest import WriteFiles
 
 CONFIG = """
     redis: {url: "redis://127.0.0.1:1/0"}
     runtime_jobs:
-      allow: ["app.tasks:*"]
+      allow: ["app.tasks:*", "proj.tasks.*"]
       commands: ["/usr/local/bin/report *"]
+      env: [REPORT_DAY]
     jobs:
       nightly: {cron: "0 3 * * *", call: app.tasks:nightly}
 """
@@ -67,13 +70,13 @@ def test_malformed_json_is_located() -> None:
 def test_disallowed_targets_are_refused(config: Config) -> None:
     """A call target, a command or a shell the runtime_jobs section does not allow is refused at its key."""
     cases = {
-        "os:system": "jobs.j.call: os:system is not allowed for runtime jobs (runtime_jobs.allow: app.tasks:*)",
-        "rm": "jobs.j.command: command 'rm -rf /' is not allowed for runtime jobs",
+        "os:system": "jobs.j.call: os:system is not allowed for runtime jobs (runtime_jobs.allow: app.tasks:*, proj.",
+        "rm": "jobs.j.command: command '/bin/rm -rf /' is not allowed for runtime jobs",
         "shell": "jobs.j.shell: shell: true is never allowed in a runtime job",
     }
     specs = {
         "os:system": {"every": "1m", "call": "os:system"},
-        "rm": {"every": "1m", "command": ["rm", "-rf", "/"]},
+        "rm": {"every": "1m", "command": ["/bin/rm", "-rf", "/"]},
         "shell": {"every": "1m", "command": "/usr/local/bin/report x", "shell": True},
     }
     for case, spec in specs.items():
@@ -95,7 +98,7 @@ def test_a_runtime_job_cannot_shadow_a_yaml_job(config: Config) -> None:
         check_job(config, "nightly", job_from_json("nightly", '{"every": "1m", "call": "app.tasks:a"}'))
     (message,) = _messages(error)
     assert "jobs.nightly: a job of this name is declared in the YAML at " in message
-    assert message.endswith("beatd.yaml:6: a runtime job cannot shadow it")
+    assert message.endswith("beatd.yaml:7: a runtime job cannot shadow it")
 
 
 def test_a_queue_outside_runtime_jobs_queues_is_refused(config: Config) -> None:
@@ -144,3 +147,100 @@ def test_cli_put_of_a_bad_spec_exits_2(write_files: WriteFiles, tmp_path: Path) 
     )
     assert result.exit_code == 2
     assert "--json:1:25: jobs.x.call: os:system is not allowed for runtime jobs" in result.stderr
+
+
+def _entry(spec: dict[str, object]) -> str:
+    return json.dumps({"version": 1, "spec": spec})
+
+
+REFUSED_CALLS = ["app.tasks:os.system", "app.tasks:ok.__globals__", "proj.tasks.x:os.system", "app.tasks_evil:x"]
+REFUSED_CALLS += ["app.tasks.sub:x", "app.tasks:_private"]
+
+
+@pytest.mark.parametrize("target", REFUSED_CALLS)
+def test_a_call_pattern_crosses_no_segment(config: Config, target: str) -> None:
+    """`app.tasks:*` allows one public function of app.tasks only: no dotted attribute path (resolve_call would
+    walk it into os or __globals__), no other module; a Celery pattern (`proj.tasks.*`) allows no call. Refused
+    by the API and by a reader judging a forged entry."""
+    with pytest.raises(ConfigError, match=r"jobs\.j\.call: .* is not allowed for runtime jobs"):
+        check_job(config, "j", job_from_mapping("j", {"every": "1m", "call": target}, "t"))
+    spec, why = judge(config, "j", _entry({"every": "1m", "call": target}))
+    assert spec is None and "is not allowed for runtime jobs" in why
+
+
+def test_celery_name_patterns_and_call_patterns_are_kept_apart() -> None:
+    """A pattern without `:` matches Celery task names only; one with `:` never matches a Celery name."""
+    allow = ("app.tasks:*", "proj.tasks.*")
+    assert celery_allowed(allow, "proj.tasks.send")
+    assert not celery_allowed(allow, "app.tasks:send")
+    assert not celery_allowed(allow, "proj.tasks.x:os.system")
+    assert not celery_allowed(("app.tasks*",), "app.tasks:send")
+
+
+def test_a_worker_runs_only_a_function_defined_in_the_allowed_module() -> None:
+    """Defence in depth where the worker resolves: a runtime job's target must be defined in its module, not
+    imported into it (os.getcwd is posix.getcwd)."""
+    reply = call_target({"target": "os:getcwd", "module": "os"})
+    assert reply["status"] == "failed" and "defined in 'posix', not in 'os'" in reply["error"]["message"]
+    assert call_target({"target": "tests.worker_jobs:noop", "module": "tests.worker_jobs"})["status"] == "succeeded"
+
+
+COMMAND_CASES = {
+    "relative argv[0]": ({"command": ["report", "x"]}, "command: a runtime job's command must start with an absolute"),
+    "PATH": ({"command": ["/usr/local/bin/report", "x"], "env": {"PATH": "/tmp/evil"}}, "env: env PATH not allowed"),
+    "LD_PRELOAD": ({"command": ["/usr/local/bin/report", "x"], "env": {"LD_PRELOAD": "/e.so"}}, "env LD_PRELOAD not"),
+    "PYTHONPATH": ({"call": "app.tasks:a", "env": {"PYTHONPATH": "/tmp/evil"}}, "env: env PYTHONPATH not allowed"),
+    "cwd": ({"command": ["/usr/local/bin/report", "x"], "cwd": "/tmp"}, "cwd: cwd is never allowed"),
+    "star spans arguments": ({"command": ["/usr/local/bin/report", "x", "--out=/etc/cron.d/x"]}, "is not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", COMMAND_CASES)
+def test_a_runtime_command_runs_what_the_pattern_says_and_nothing_else(config: Config, case: str) -> None:
+    """A runtime command: argv[0] absolute, each pattern element matching one argv element (`*` never spans
+    arguments), no cwd, and env only for names runtime_jobs.env lists; by the API and a reader alike."""
+    spec, expected = COMMAND_CASES[case]
+    with pytest.raises(ConfigError) as error:
+        check_job(config, "j", job_from_mapping("j", {"every": "1m", **spec}, "t"))
+    assert any(expected in message for message in _messages(error)), _messages(error)
+    judged, why = judge(config, "j", _entry({"every": "1m", **spec}))
+    assert judged is None and expected.split(": ", 1)[-1] in why
+
+
+def test_a_runtime_command_may_set_an_env_name_runtime_jobs_env_lists(config: Config) -> None:
+    """runtime_jobs.env allows a variable by name; PATH, LD_* and PYTHON* may never be listed."""
+    spec = {"every": "1m", "command": ["/usr/local/bin/report", "x"], "env": {"REPORT_DAY": "mon"}}
+    assert check_job(config, "j", job_from_mapping("j", spec, "t")).env == {"REPORT_DAY": "mon"}
+
+
+@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "PYTHONPATH"])
+def test_runtime_jobs_env_may_never_list_path_ld_or_python(write_files: WriteFiles, name: str) -> None:
+    """A config listing a name that chooses the program or the code it loads is an error at load."""
+    with pytest.raises(ConfigError, match=f"{name} may never be set by a runtime job"):
+        load_config(write_files({"beatd.yaml": f"runtime_jobs: {{env: [{name}]}}\njobs: {{}}\n"}), {})
+
+
+def test_a_deeply_nested_entry_is_refused_not_raised(config: Config) -> None:
+    """An entry nested deeper than the JSON parser recurses (10 KB forged) is an unreadable entry."""
+    deep = '{"version":1,"spec":{"every":"1m","call":"app.tasks:ok","kwargs":{"a":' + "[" * 5000 + "]" * 5000 + "}}}"
+    with pytest.raises(ValueError, match="nested too deep"):
+        StoredJob.parse("deep", deep)
+    spec, why = judge(config, "deep", deep)
+    assert spec is None and "unreadable entry" in why
+
+
+def test_a_spec_nested_too_deep_is_a_located_error(write_files: WriteFiles, tmp_path: Path, config: Config) -> None:
+    """`job put --json` with kwargs 3000 deep exits 2 with a located message (no RecursionError traceback); a
+    mapping that deep is a ConfigError naming its path."""
+    path = write_files({"beatd.yaml": CONFIG})
+    text = '{"every": "1m", "call": "app.tasks:a", "kwargs": {"a": ' + "[" * 3000 + "]" * 3000 + "}}"
+    result = CliRunner().invoke(
+        cli, ["job", "put", "x", "-c", str(path), "--json", text], obj=Runtime(environ={}, cwd=tmp_path)
+    )
+    assert result.exit_code == 2 and "--json:1:1: nested deeper than 100 levels" in result.output, result.output
+    assert "Traceback" not in result.output
+    deep: list[object] = []
+    for _ in range(3000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match=r"t: jobs\.x\.kwargs\.a\.0\.\.\.\.: nested deeper than 100 levels"):
+        job_from_mapping("x", {"every": "1m", "call": "app.tasks:a", "kwargs": {"a": deep}}, "t")

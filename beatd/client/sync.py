@@ -20,17 +20,18 @@ from beatd.client.handles import FireHandle, as_record
 from beatd.client.reads import find_runs, history_records, with_celery_outcomes
 from beatd.client.waiting import live_workers
 from beatd.config import Config, ConfigFile, JobSpec, RedisSettings, load_config
+from beatd.config.yamlsource import Located
 from beatd.errors import ScheduleError, UnknownJob, UsageProblem
 from beatd.keys import Keys
 from beatd.messages import to_ms
 from beatd.overrides import effective_arguments
 from beatd.records import RunRecord
-from beatd.runtime_jobs import RuntimeJobs
+from beatd.runtime_jobs import RuntimeJobs, judge
 from beatd.store import RunStore, Store, connect
-from beatd.store.jobs import JobStore
+from beatd.store.jobs import JobStore, StoredJob
 from beatd.triggers import parse_instant
 
-__all__ = ["Client", "find_job", "instant_of", "next_instants"]
+__all__ = ["Client", "Jobs", "find_job", "instant_of", "next_instants"]
 
 
 class Client:
@@ -63,8 +64,9 @@ class Client:
         self.keys = Keys(config.namespace)
         self.store = Store(connect(config.settings.redis), self.keys)
         self.runs = RunStore(self.store.client, self.keys)
-        self.runtime_jobs = RuntimeJobs(config, JobStore(self.store.client, self.keys), actor=actor)
-        """Jobs created at runtime (``put``, ``put_many``, ``delete``, ``get``, ``list``; see beatd.runtime_jobs)."""
+        self.jobs = Jobs(self, RuntimeJobs(config, JobStore(self.store.client, self.keys), actor=actor))
+        """Every job (``client.jobs()``), and the jobs created at runtime (``client.jobs.put``, ``put_many``,
+        ``delete``, ``get``, ``list``; see beatd.runtime_jobs)."""
 
     @classmethod
     def from_config(
@@ -165,18 +167,6 @@ class Client:
         return self.store.resume(job, self._audit("resume", job=job))
 
     # -- reading -----------------------------------------------------------------------------------------
-    def jobs(self) -> list[JobSpec]:
-        """The declared jobs, in config order, then the runtime jobs valid under the config (by name)."""
-        created: list[JobSpec] = []
-        if self.config.settings.runtime_jobs is not None:
-            from beatd.runtime_jobs import judge
-
-            for name, raw in sorted(self.runtime_jobs.store.all_entries().items()):
-                spec = judge(self.config, name, raw)[0]
-                if spec is not None:
-                    created.append(spec)
-        return [*self.config.jobs.values(), *created]
-
     def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:
         """The next ``n`` scheduled instants of ``job`` after ``after`` (default now), in the job's zone; fewer
         when the job fires no more."""
@@ -274,3 +264,42 @@ def instant_of(value: datetime | str, spec: JobSpec, option: str) -> datetime:
         return parse_instant(value, spec.zone)
     except ScheduleError as error:
         raise UsageProblem(f"{option}: {error}") from error
+
+
+class Jobs:
+    """``client.jobs``: called, every job; its methods create, change, delete and read runtime jobs."""
+
+    def __init__(self, client: Client, runtime: RuntimeJobs) -> None:
+        self._client = client
+        self.runtime = runtime
+
+    def __call__(self) -> list[JobSpec]:
+        """The declared jobs, in config order, then the runtime jobs valid under the config (by name)."""
+        config = self._client.config
+        created: list[JobSpec] = []
+        if config.settings.runtime_jobs is not None:
+            for name, raw in sorted(self.runtime.store.all_entries().items()):
+                spec = judge(config, name, raw)[0]
+                if spec is not None:
+                    created.append(spec)
+        return [*config.jobs.values(), *created]
+
+    def put(self, name: str, spec: Mapping[str, Any] | Located) -> StoredJob:
+        """Create or replace runtime job ``name`` (see :meth:`beatd.runtime_jobs.RuntimeJobs.put`)."""
+        return self.runtime.put(name, spec)
+
+    def put_many(self, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+        """Create or replace many runtime jobs at once, all validated before any is written."""
+        return self.runtime.put_many(specs)
+
+    def delete(self, name: str) -> bool:
+        """Delete runtime job ``name``; False when there was none."""
+        return self.runtime.delete(name)
+
+    def get(self, name: str) -> StoredJob | None:
+        """Runtime job ``name`` as stored, or None."""
+        return self.runtime.get(name)
+
+    def list(self) -> Sequence[StoredJob]:
+        """Every stored runtime job."""
+        return self.runtime.list()

@@ -46,7 +46,13 @@ class Relay:
         self.outbox, self.publisher, self.metrics, self.limit = outbox, publisher, metrics, limit
         self.confirmed: list[str] = []
         """Entries the broker confirmed, deleted by the next step."""
-        self.backoff = Backoff(log, "Celery broker", first=0.1, longest=defaults.RELAY_BACKOFF_MAX.total_seconds())
+        self.backoff = Backoff(
+            log,
+            "Celery broker",
+            first=0.1,
+            longest=defaults.RELAY_BACKOFF_MAX.total_seconds(),
+            recovered="Celery broker reachable again",
+        )
         self._warned = False
 
     def step(self, token: str) -> float:
@@ -86,32 +92,46 @@ class Relay:
 
 
 class RelayThread:
-    """Runs a :class:`Relay` in a daemon thread while ``token()`` gives the leader's token (None: not leading)."""
+    """Runs a :class:`Relay` in a daemon thread while ``token()`` gives the leader's token (None: not leading).
 
-    def __init__(self, relay: Relay, token: Callable[[], str | None]) -> None:
-        self.relay, self.token = relay, token
+    ``after``: the relay this one replaces (a reload): the new thread waits for it to end first, in its own
+    thread, so two relays never publish the same entries at once and the main loop never waits on a broker.
+    """
+
+    def __init__(self, relay: Relay, token: Callable[[], str | None], after: RelayThread | None = None) -> None:
+        self.relay, self.token, self.after = relay, token, after
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="celery-relay", daemon=True)
-        self._redis = Backoff(log, "relay: beatd's Redis")
+        self._redis = Backoff(log, "relay: beatd's Redis", recovered="relay: beatd's Redis reachable again")
 
     def start(self) -> RelayThread:
         """Start the thread."""
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (after its current publish), delete what the broker confirmed (while the lease is
-        still held: call before releasing it) and close the broker connection."""
+    def stop(self, timeout: float = defaults.RELAY_STOP_WAIT.total_seconds()) -> bool:
+        """Ask the thread to stop after its current publish and wait at most ``timeout`` seconds; whether it
+        ended. On its way out the thread deletes what the broker confirmed (while the lease still holds: stop
+        before releasing it) and closes the broker connection; one still publishing does so when its publish
+        ends (bounded by the broker timeouts), and a stale token then deletes nothing (published again)."""
         self._stop.set()
         self._thread.join(timeout)
-        token = self.token()
-        if token is not None and self.relay.confirmed and not self._thread.is_alive():
-            with contextlib.suppress(StoreError):
-                self.relay.outbox.step(token, self.relay.confirmed, 0)
-            self.relay.confirmed = []
-        self.relay.publisher.close()
+        return not self._thread.is_alive()
+
+    def alive(self) -> bool:
+        """Whether the thread is still running."""
+        return self._thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            if self.after is not None:
+                self.after._thread.join()
+                self.after = None
+            self._loop()
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
         wait = 0.0
         while not self._stop.wait(wait):
             token = self.token()
@@ -127,3 +147,11 @@ class RelayThread:
             except Exception:  # the relay survives any one bad step, as the loop does
                 log.exception("relay step failed; retrying in 1s")
                 wait = 1.0
+
+    def _finish(self) -> None:
+        token = self.token()
+        if token is not None and self.relay.confirmed:
+            with contextlib.suppress(StoreError):
+                self.relay.outbox.step(token, self.relay.confirmed, 0)
+        self.relay.confirmed = []
+        self.relay.publisher.close()

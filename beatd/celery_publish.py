@@ -1,7 +1,10 @@
 """Publishing Celery task messages from the outbox to a broker on another server, confirmed by the broker.
 
 A Redis broker confirms by its reply: the envelopes are LPUSHed onto their queue lists (kombu's Redis
-transport's, where ``celery worker`` BRPOPs them) in one MULTI, so a batch lands whole or not at all. An AMQP
+transport's, where ``celery worker`` BRPOPs them) in one MULTI. A MULTI is not all-or-nothing: a command Redis
+refuses at run time (WRONGTYPE: the queue's key is not a list) fails alone while the others are applied, so
+the reply of each entry is read: the accepted ones are confirmed (deleted by the relay, never pushed again) and
+the refused ones reported with their reason (the relay moves one refused too often aside). An AMQP
 broker (RabbitMQ) confirms each message with publisher confirms (kombu's py-amqp transport,
 ``confirm_publish``): the envelope's body, headers and properties are published to the queue's direct exchange,
 as Celery's own AMQP producer does, after declaring the queue the way a Celery worker declares it.
@@ -14,7 +17,7 @@ import contextlib
 import importlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -31,21 +34,29 @@ __all__ = ["AmqpPublisher", "PublishFailed", "Publisher", "RedisPublisher", "amq
 
 
 class PublishFailed(BeatdError):
-    """The broker refused or could not be reached after ``done`` entries of the batch were confirmed."""
+    """The broker refused or could not be reached; ``confirmed``: the ids of the batch's entries it accepted
+    anyway, ``refused``: the entries it refused by themselves (id: reason), the others being accepted."""
 
-    def __init__(self, done: int, reason: str) -> None:
+    def __init__(self, confirmed: Sequence[str], reason: str, refused: Mapping[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.done = done
+        self.confirmed = tuple(confirmed)
+        self.refused = dict(refused or {})
+
+    @property
+    def done(self) -> int:
+        """How many entries the broker accepted."""
+        return len(self.confirmed)
 
 
 class Publisher(Protocol):
-    """Publishes outbox entries in order; returns how many the broker confirmed (all, or raises)."""
+    """Publishes outbox entries in order; returns how many the broker confirmed (all, or raises
+    :class:`PublishFailed` naming the ones it did confirm)."""
 
     batch: int
     """Most entries the relay hands to one :meth:`publish` (and deletes in one fenced call after)."""
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
-        """Publish ``entries``; raise :class:`PublishFailed` (with the confirmed prefix) on a broker error."""
+        """Publish ``entries``; raise :class:`PublishFailed` (with the confirmed ones) on a broker error."""
         ...
 
     def close(self) -> None:
@@ -63,14 +74,25 @@ class RedisPublisher:
         self.client: Any = connect(redis_py_url(url), timeout)
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
-        """LPUSH every entry's envelope onto its queue list, in one MULTI."""
+        """LPUSH every entry's envelope onto its queue list, in one MULTI; each entry's own reply says whether
+        it landed."""
         pipe = self.client.pipeline(transaction=True)
         for entry in entries:
             pipe.lpush(entry.queue, entry.envelope)
+        where = f"Redis broker {display_url(self.url)}"
         try:
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as error:
-            raise PublishFailed(0, f"Redis broker {display_url(self.url)}: {error}") from error
+            raise PublishFailed((), f"{where}: {error}") from error
+        refused = {
+            entry.entry_id: f"{type(reply).__name__}: {reply}"
+            for entry, reply in zip(entries, replies, strict=True)
+            if isinstance(reply, Exception)
+        }
+        if refused:
+            confirmed = [entry.entry_id for entry in entries if entry.entry_id not in refused]
+            first = next(iter(refused.values()))
+            raise PublishFailed(confirmed, f"{where}: {len(refused)} refused ({first})", refused)
         return len(entries)
 
     def close(self) -> None:
@@ -115,7 +137,8 @@ class AmqpPublisher:
         except Exception as error:  # kombu and py-amqp raise many kinds (socket, channel, NACK): all are one outage
             self.close()
             raise PublishFailed(
-                done, f"AMQP broker {display_url(self.url)}: {type(error).__name__}: {error}"
+                [entry.entry_id for entry in entries[:done]],
+                f"AMQP broker {display_url(self.url)}: {type(error).__name__}: {error}",
             ) from error
         self._used = self.monotonic()
         return done

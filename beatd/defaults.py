@@ -59,6 +59,15 @@ RELAY_IDLE: Final = timedelta(milliseconds=100)
 RELAY_BACKOFF_MAX: Final = timedelta(seconds=5)
 """Longest wait between the relay's attempts while the broker refuses or is unreachable (doubling from 0.1 s)."""
 
+RELAY_POISON_AFTER: Final = 5
+"""Times the broker may refuse one outbox entry by itself (the others of its batch accepted) before the relay
+moves it to the dead stream (``{ns}:celery-outbox-dead``, with the reason, logged): a poisoned entry must not
+block or be re-published with the ones behind it. An outage (nothing accepted) never counts."""
+
+CELERY_OUTBOX_DEAD_LIMIT: Final = 1_000
+"""Most entries the dead stream keeps (approximately; the oldest go): an operator inspects a few, a broken
+broker config must not grow beatd's Redis without bound."""
+
 RELAY_STOP_WAIT: Final = timedelta(milliseconds=500)
 """Longest the main loop waits for the relay thread to end when it stops it (a reload, a shutdown): the thread
 ends after its current publish, bounded by the broker timeouts below; a successor relay waits for it in its own

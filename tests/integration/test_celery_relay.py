@@ -356,3 +356,43 @@ def test_a_leader_pushing_directly_still_relays_what_another_replica_left_in_the
     from beatd.messages import format_utc
 
     assert {f"{JOB}@{format_utc(start + timedelta(seconds=s))}" for s in range(3)} <= ids
+
+
+def test_a_broker_refusing_one_entry_confirms_the_others_once_and_moves_the_poisoned_one_aside(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """A Redis MULTI is not all-or-nothing: with one queue key of the wrong type, the other entries of the batch
+    land and are confirmed (they were pushed again on every retry: duplicates), and the refused one, after
+    RELAY_POISON_AFTER refusals, moves to the dead stream with its reason instead of blocking the outbox."""
+    from beatd import defaults
+    from beatd.celery_publish import RedisPublisher
+    from beatd.celery_relay import Relay
+    from beatd.metrics import Metrics
+    from beatd.store import Store, connect
+    from beatd.store.outbox import OutboxStore
+
+    broker = RedisServer(tmp_path / "broker")
+    broker.start()
+    try:
+        keys = Keys(namespace)
+        store = Store(connect(own_redis.url), keys)
+        token, _ = store.acquire("one", 30_000, {"event": "leader"})
+        assert token is not None
+        client = own_redis.client()
+        ids = [client.xadd(keys.celery_outbox, {"queue": queue, "envelope": json.dumps({"n": n})})
+               for n, queue in enumerate(["celery", "poisoned", "celery"])]  # fmt: skip
+        pushed = broker.client()
+        pushed.set("poisoned", "not a list")
+        metrics = Metrics(1)
+        relay = Relay(OutboxStore(store.client, keys), RedisPublisher(broker.url), metrics, limit=10)
+        for _ in range(defaults.RELAY_POISON_AFTER):
+            relay.step(token)
+            assert pushed.llen("celery") == 2  # the accepted ones, once
+        relay.step(token)
+        assert client.xlen(keys.celery_outbox) == 0 and pushed.llen("celery") == 2
+        [(_, dead)] = client.xrange(keys.celery_outbox_dead)
+        assert dead["entry_id"] == ids[1] and dead["queue"] == "poisoned" and "WRONGTYPE" in dead["reason"]
+        last = metrics.registry.get_sample_value("beatd_celery_relay_last_step_timestamp_seconds")
+        assert last is not None and abs(last - time.time()) < 60  # the relay's liveness
+    finally:
+        broker.stop()

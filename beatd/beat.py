@@ -32,6 +32,7 @@ from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.redis_clock import RedisClock
 from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
+from beatd.runtime_follow import Changed, RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import LeaderWrite, Store, StoreError, StoreUnavailable
 from beatd.triggers import Trigger, jitter_offset
@@ -54,6 +55,9 @@ BACKOFF_MAX = 5.0
 PLANS_PER_TICK = 2000
 """Most jobs planned in one tick (about 0.1 s of work): a long backlog is worked off over several ticks, with
 the lease renewed between them."""
+
+RUNTIME_LINES = 20
+"""Most runtime job changes logged one by one per poll (a put_many of thousands gets one more line)."""
 
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
@@ -95,14 +99,19 @@ class Beat:
         metrics: Metrics | None = None,
         health: Health | None = None,
         clock: Clock | None = None,
+        runtime: RuntimeFollower | None = None,
     ) -> None:
         self.store = store
+        self.runtime = runtime
+        """The runtime jobs (``beatd job put``), followed from Redis; None: YAML jobs only."""
         self.signer = signer
         self.metrics = metrics or Metrics(len(config.jobs))
         self.health = health or Health()
         self.replica = replica
         self.config = config
-        self.jobs = {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
+        self.specs: dict[str, JobSpec] = self._all_specs(config)
+        """Every job, enabled or not: the YAML's and the valid runtime jobs (a YAML job wins a name)."""
+        self.jobs = {name: JobState.of(spec) for name, spec in self.specs.items() if spec.enabled}
         self.redis_clock = RedisClock()
         lease = config.settings.leader.lease
         monotonic = (clock or SystemClock()).monotonic
@@ -126,6 +135,7 @@ class Beat:
         self._backoff = 0.1
         self._now = replica.started_at
         self._changes_seen = 0
+        self._next_runtime_poll = 0.0
 
     # -- the loop step -----------------------------------------------------------------------------------
     def now(self, host_now: datetime, monotonic: float) -> datetime:
@@ -141,6 +151,7 @@ class Beat:
             leading = self.leadership.step(monotonic)
             now = self._now = self.now(now, monotonic)
             self._heartbeat(now, monotonic)
+            self._follow_runtime(now, monotonic)
             if leading:
                 self._lead(now, monotonic)
             else:
@@ -171,7 +182,7 @@ class Beat:
         """The leader's upkeep step; a failure of its own (a refused write, data it cannot read) is logged and
         counted, never allowed to hold up emission. Redis being unreachable ends the tick as ever."""
         try:
-            self.upkeep.step(token, self.config.jobs, now, monotonic)
+            self.upkeep.step(token, self.specs, now, monotonic)
         except StoreUnavailable:
             raise
         except Exception:
@@ -222,12 +233,18 @@ class Beat:
         self.leadership.set_lease(config.settings.leader.lease)
         self.late_after = late_after(config.settings.leader.lease)
         self.signer = Signer.optional(config.settings.security.signing_key)
-        old, new = self.jobs, {name: JobState.of(spec) for name, spec in config.jobs.items() if spec.enabled}
+        if self.runtime is not None:
+            try:
+                self.runtime.set_config(config)
+            except StoreError as error:  # the next poll reads them all under the new config
+                log.warning("runtime jobs not judged again yet: %s", error)
+        specs = self._all_specs(config)
+        old, new = self.jobs, {name: JobState.of(spec) for name, spec in specs.items() if spec.enabled}
         lines, names = job_changes(
             {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
         )
         restart = {name: old.get(name) for name in names}
-        self.config, self.jobs = config, new
+        self.config, self.jobs, self.specs = config, new, specs
         for name in old:
             if name not in new:
                 self.queued.pop(name, None)
@@ -238,6 +255,66 @@ class Beat:
             except StoreError:
                 self.synced = False  # a later sync compares schedule digests and does the same
         return Reload(lines, settings)
+
+    # -- runtime jobs ------------------------------------------------------------------------------------
+    def _all_specs(self, config: Config) -> dict[str, JobSpec]:
+        runtime = self.runtime.jobs if self.runtime is not None else {}
+        return {**{name: spec for name, spec in runtime.items() if name not in config.jobs}, **config.jobs}
+
+    def _follow_runtime(self, now: datetime, monotonic: float) -> None:
+        """Apply the runtime jobs changed since the last poll (one GET when none did)."""
+        if self.runtime is None or monotonic < self._next_runtime_poll:
+            return
+        changed = self.runtime.poll()
+        self._next_runtime_poll = monotonic + (0.0 if self.runtime.behind else defaults.RUNTIME_POLL.total_seconds())
+        if changed:
+            lines = self.apply_job_changes(changed, now)
+            for line in lines[:RUNTIME_LINES]:
+                log.info("runtime job %s", line)
+            if len(lines) > RUNTIME_LINES:
+                log.info(
+                    "runtime jobs: %d more changes applied (%d jobs in all)", len(lines) - RUNTIME_LINES, len(self.jobs)
+                )
+
+    def apply_job_changes(self, changed: Changed, now: datetime) -> list[str]:
+        """Apply changes of some runtime jobs (None: gone) at ``now``, touching only those: like a reload of
+        them alone (a new or rescheduled job starts from now, a changed one first settles its old schedule).
+        Returns one line per change. A name the YAML declares is left to the YAML job."""
+        lines: list[str] = []
+        restart: dict[str, JobState | None] = {}
+        for name, spec in changed.items():
+            if name in self.config.jobs:
+                continue
+            before = self.jobs.get(name)
+            if spec is None:
+                self.specs.pop(name, None)
+                self.jobs.pop(name, None)
+                self.queued.pop(name, None)
+                lines.append(f"removed {name}")
+                continue
+            self.specs[name] = spec
+            if not spec.enabled:
+                self.jobs.pop(name, None)
+                self.queued.pop(name, None)
+                lines.append(f"disabled {name}")
+                continue
+            self.jobs[name] = JobState.of(spec)
+            if before is None:
+                lines.append(f"added {name}: {spec.schedule_text}")
+                restart[name] = None
+            elif before.spec.schedule_digest != spec.schedule_digest:
+                lines.append(f"changed {name}: {before.spec.schedule_text} -> {spec.schedule_text}, from now on")
+                restart[name] = before
+            else:
+                lines.append(f"changed {name}: target or policies (schedule unchanged)")
+        if self.synced and restart:
+            try:
+                readable = {name: before for name, before in restart.items() if name not in self.unreadable.jobs}
+                self._start_from_now(readable, now)
+            except StoreError:
+                self.synced = False  # a later sync compares schedule digests and does the same
+                raise
+        return lines
 
     # -- leader work -------------------------------------------------------------------------------------
     def _sync(self, now: datetime) -> None:
@@ -410,6 +487,8 @@ class Beat:
         wait = min(
             MAX_SLEEP, self.leadership.seconds_until_action(monotonic), max(0.0, self._next_heartbeat - monotonic)
         )
+        if self.runtime is not None:
+            wait = min(wait, max(0.0, self._next_runtime_poll - monotonic))
         upcoming = self.next_fire() if leading else None
         if upcoming is not None:
             wait = min(wait, max(0.0, (upcoming - now).total_seconds()))

@@ -26,10 +26,10 @@ from pydantic import ValidationError
 from beatd.config.model import CELERY_RESERVED_HEADERS, NAME_PATTERN, CeleryOptions
 from beatd.durations import format_duration
 from beatd.errors import ScheduleError
-from beatd.rrule_import import Recurrence, to_schedule
+from beatd.rrule_import import Recurrence, has_daylight_saving, to_schedule
 from beatd.triggers import CronTrigger
 
-__all__ = ["Converted", "convert", "render_yaml"]
+__all__ = ["Converted", "convert", "every_note", "known_zone", "render_yaml"]
 
 _OPTIONS = ("queue", "priority", "headers", "expires", "time_limit", "soft_time_limit")
 _ROUTING = ("exchange", "routing_key")
@@ -60,12 +60,15 @@ class Conversion:
     notes: list[str] = field(default_factory=list)
 
 
-def convert(app: Any) -> Conversion:
-    """Convert ``app.conf.beat_schedule`` (a Celery app) into beatd jobs, in the schedule's order."""
+def convert(app: Any, beat_schedule: dict[str, Any] | None = None, timezone: str | None = None) -> Conversion:
+    """Convert ``app.conf.beat_schedule`` (a Celery app) into beatd jobs, in the schedule's order; or, given,
+    ``beat_schedule`` (routed by the app's task_routes and tasks) in ``timezone`` instead of the app's."""
     conf = app.conf
     notes: list[str] = []
-    timezone = str(conf.timezone) if conf.timezone else "UTC"
-    if not conf.timezone and not conf.enable_utc:
+    given = timezone is not None
+    if timezone is None:
+        timezone = str(conf.timezone) if conf.timezone else "UTC"
+    if not given and not conf.timezone and not conf.enable_utc:
         notes.append(
             "enable_utc is False and no timezone is set: Celery reads crontab in the host's local time; "
             "timezone: UTC was written, set your host's IANA zone instead"
@@ -89,9 +92,11 @@ def convert(app: Any) -> Conversion:
                 "this option would not see its tasks: drop the option, or keep these entries in Celery"
             )
     entries, names = [], set()
-    for entry, spec in (conf.beat_schedule or {}).items():
-        zone = ZoneInfo(timezone) if _known(timezone) else ZoneInfo("UTC")
-        converted = _entry(app, str(entry), spec, zone, default_queue)
+    redbeat = "redbeat" in str(conf.beat_scheduler or "").lower()
+    schedule = conf.beat_schedule if beat_schedule is None else beat_schedule
+    for entry, spec in (schedule or {}).items():
+        zone = ZoneInfo(timezone) if known_zone(timezone) else ZoneInfo("UTC")
+        converted = _entry(app, str(entry), spec, zone, default_queue, redbeat)
         while converted.name in names:
             converted.name += "_"
         names.add(converted.name)
@@ -99,7 +104,8 @@ def convert(app: Any) -> Conversion:
     return Conversion(timezone, celery, entries, notes)
 
 
-def _known(zone: str) -> bool:
+def known_zone(zone: str) -> bool:
+    """Whether ``zone`` is an IANA time zone this host knows."""
     try:
         ZoneInfo(zone)
     except (KeyError, ValueError):
@@ -107,7 +113,7 @@ def _known(zone: str) -> bool:
     return True
 
 
-def _entry(app: Any, entry: str, spec: dict[str, Any], zone: ZoneInfo, default_queue: str) -> Converted:
+def _entry(app: Any, entry: str, spec: dict[str, Any], zone: ZoneInfo, default_queue: str, redbeat: bool) -> Converted:
     name = _INVALID_NAME_CHARACTER.sub("_", entry)[:200] or "entry"
     converted = Converted(entry, name, None)
     if name != entry:
@@ -118,7 +124,7 @@ def _entry(app: Any, entry: str, spec: dict[str, Any], zone: ZoneInfo, default_q
     if not job["celery"]:
         converted.refused = "the entry names no task"
         return converted
-    schedule = _schedule(spec.get("schedule"), zone, converted)
+    schedule = _schedule(spec.get("schedule"), zone, converted, redbeat)
     if schedule is None:
         return converted
     job.update(schedule)
@@ -148,7 +154,7 @@ def _entry(app: Any, entry: str, spec: dict[str, Any], zone: ZoneInfo, default_q
     return converted
 
 
-def _schedule(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, Any] | None:
+def _schedule(schedule: Any, zone: ZoneInfo, converted: Converted, redbeat: bool) -> dict[str, Any] | None:
     from celery.schedules import crontab, solar
     from celery.schedules import schedule as every_schedule
 
@@ -167,7 +173,7 @@ def _schedule(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, 
             converted.refused = f"rrule schedule not understood: {error}"
             return None
     if isinstance(schedule, Recurrence):
-        return _rrule(schedule, converted)
+        return _rrule(schedule, converted, redbeat)
     if isinstance(schedule, every_schedule):
         schedule = schedule.run_every
     if isinstance(schedule, int | float) and not isinstance(schedule, bool):
@@ -176,14 +182,19 @@ def _schedule(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, 
         if schedule <= timedelta(0) or schedule.microseconds % 1000:
             converted.refused = f"interval {schedule} is not a positive whole number of milliseconds"
             return None
-        converted.notes.append(
-            f"every {format_duration(schedule)}: Celery measures each interval from the last run (a beat restart "
-            "or a slow beat shifts every later run); beatd's fires sit on a fixed grid from the epoch, so the "
-            "first fire after the switch may come sooner than Celery's would"
-        )
+        converted.notes.append(every_note(format_duration(schedule), "the epoch"))
         return {"every": format_duration(schedule)}
     converted.refused = f"schedule {schedule!r} ({type(schedule).__name__}) is not a crontab, timedelta or number"
     return None
+
+
+def every_note(every: str, grid: str) -> str:
+    """The note on an interval entry whose beatd grid starts at ``grid`` (the epoch, or its start)."""
+    return (
+        f"every {every}: Celery measures each interval from the last run (a beat restart or a slow beat shifts "
+        f"every later run); beatd's fires sit on a fixed grid from {grid}, so the first fire after the switch "
+        "may come sooner than Celery's would"
+    )
 
 
 def _cron(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, Any] | None:
@@ -211,16 +222,41 @@ def _cron(schedule: Any, zone: ZoneInfo, converted: Converted) -> dict[str, Any]
     return {"cron": expression}  # a day field starting with '*': beatd ANDs the two, as Celery does
 
 
-def _rrule(rule: Recurrence, converted: Converted) -> dict[str, Any] | None:
+def _rrule(rule: Recurrence, converted: Converted, redbeat: bool) -> dict[str, Any] | None:
+    """The rrule's beatd schedule (its cron checked as a crontab's is), noting how it keeps daylight saving time;
+    ``redbeat``: the app runs RedBeat, which stores dtstart's UTC offset, not its zone."""
     converted_schedule = to_schedule(rule)
     if isinstance(converted_schedule, str):
         converted.refused = converted_schedule
         return None
     zone = converted_schedule.get("timezone", "")
+    if "cron" in converted_schedule:
+        try:
+            CronTrigger.parse(converted_schedule["cron"], ZoneInfo(zone))
+        except ScheduleError as error:
+            converted.refused = f"rrule's cron {converted_schedule['cron']!r} is not one beatd reads: {error}"
+            return None
+    key = getattr(rule.dtstart.tzinfo, "key", None)
     if zone.startswith("Etc/GMT"):
         converted.notes.append(
             f"timezone {zone}: the rrule's dtstart keeps a fixed UTC offset (RedBeat stores the offset, not the "
             "zone), so it never shifts for daylight saving time; write your IANA zone if it should"
+        )
+    elif "every" in converted_schedule and key is None:
+        converted.notes.append(
+            f"every {converted_schedule['every']} from dtstart's fixed UTC offset {rule.dtstart.utcoffset()}: it "
+            "never shifts for daylight saving time (nor does RedBeat's rule, which keeps only the offset)"
+        )
+    elif "every" in converted_schedule and has_daylight_saving(rule.dtstart):
+        converted.notes.append(
+            f"every {converted_schedule['every']}: a fixed length from dtstart, while dateutil keeps {key}'s "
+            "wall-clock time: the fires move by the daylight saving shift twice a year"
+        )
+    if redbeat and key is not None and has_daylight_saving(rule.dtstart):
+        converted.notes.append(
+            f"this app runs RedBeat, which stores dtstart's UTC offset ({rule.dtstart.utcoffset()}), not {key}: "
+            f"RedBeat runs the rule at that fixed offset year round; beatd follows {key}'s daylight saving time "
+            "(dateutil's meaning of the rule)"
         )
     return converted_schedule
 
@@ -316,6 +352,9 @@ def _options(options: dict[str, Any], converted: Converted) -> dict[str, Any]:
             if key == "expires":
                 converted.notes.append("expires counts from the emission, as Celery beat's from its send")
         elif key == "headers":
+            if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+                converted.notes.append(f"option headers={value!r} dropped: expected a mapping of names to values")
+                continue
             reserved = sorted(name for name in value if name in CELERY_RESERVED_HEADERS or name.startswith("beatd_"))
             if reserved:
                 converted.notes.append(f"headers {reserved} dropped: beatd writes them itself")

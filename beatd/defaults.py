@@ -250,3 +250,21 @@ CONFIG_MAX_DEPTH: Final = 100
 """Deepest nesting of mappings and lists in a config file. A config needs a handful of levels (``jobs``, a job,
 its ``kwargs`` and their JSON values); 100 leaves room for any argument while staying far below the depth at
 which reading the file would exhaust Python's stack."""
+
+RUNTIME_CHANGES_MAXLEN: Final = 200_000
+"""Entries kept in the runtime job change stream: a put_many of 100,000 jobs stays readable as changes by a reader
+that was a batch behind; one further behind (a replica down for long) reads the whole hash once instead."""
+
+RUNTIME_BATCH: Final = 1000
+"""Most runtime jobs written by one script call of ``put_many`` (one audit record each): about 10 ms of Redis."""
+
+RUNTIME_POLL: Final = timedelta(milliseconds=250)
+"""How often a beat or worker reads the runtime jobs' version key (one GET): a change is applied within this,
+plus the loop's own sleep (at most a second)."""
+
+RUNTIME_SPEC_MAX_BYTES: Final = 64 * 1024
+"""Largest runtime job spec accepted (its JSON): a spec is a job, not a data store."""
+
+RUNTIME_CHANGES_PER_POLL: Final = 5000
+"""Most runtime job changes a beat or worker applies in one loop step (about a quarter of a second of
+validation): a put_many of 100,000 is taken in steps, with the lease renewed between them."""

@@ -22,7 +22,10 @@
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
-| ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill |
+| ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill, runtime job changes |
+| ``{ns}:runtime-jobs`` | hash | runtime job name -> JSON ``{version, spec, by, at}`` (``beatd job put``) |
+| ``{ns}:runtime-jobs:version`` | integer | INCR on every runtime job change: the version of the latest |
+| ``{ns}:runtime-jobs:changes`` | stream, capped | one entry ``{job, version}`` per change, read on from a cursor |
 | ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
 | ``{ns}:celery-outbox-dead`` | stream | outbox entries the broker kept refusing: ``entry_id``, ``reason``, ... |
 
@@ -55,6 +58,9 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   or dead-lettered; pruned by another fire's claim only once its entry is no longer pending).
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
+- ``{ns}:runtime-jobs``: a field per runtime job; ``beatd job rm`` deletes. ``{ns}:runtime-jobs:version``: one
+  integer. ``{ns}:runtime-jobs:changes``: ``defaults.RUNTIME_CHANGES_MAXLEN`` entries (approximate MAXLEN); a
+  reader that finds the entries after its own trimmed away reads the whole hash once instead.
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
 - ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
   celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
@@ -224,6 +230,21 @@ class Keys:
     def queue_name(self, key: str) -> str:
         """The queue name of queue stream key ``key`` (the inverse of :meth:`queue`)."""
         return key.removeprefix(self.queue(""))
+
+    @property
+    def runtime_jobs(self) -> str:
+        """Hash: runtime job name -> JSON entry (version, spec, who, when)."""
+        return f"{self.namespace}:runtime-jobs"
+
+    @property
+    def runtime_version(self) -> str:
+        """Integer: version of the latest runtime job change."""
+        return f"{self.namespace}:runtime-jobs:version"
+
+    @property
+    def runtime_changes(self) -> str:
+        """Stream: one entry per runtime job change (job, version), capped."""
+        return f"{self.namespace}:runtime-jobs:changes"
 
     @property
     def celery_outbox(self) -> str:

@@ -2,10 +2,14 @@
 
 Each stored ``definition`` (RedBeatJSONEncoder's JSON: ``{"__type__": "crontab" | "interval" | "rrule" |
 "datetime" | "weekday", ...}``) is decoded into the schedule objects Celery (and ``beatd.rrule_import``) know,
-and the entries become a ``beat_schedule`` of a bare Celery app in the given time zone, which
-``celery_import.convert`` converts like any app's. What only RedBeat has is added here: ``enabled: false``
-is kept, an interval entry's grid starts at its ``last_run_at`` (so beatd keeps RedBeat's current phase), and
-an entry whose definition cannot be read is refused with the reason (``Imported.malformed`` counts them).
+and the entries become a ``beat_schedule`` converted by ``celery_import.convert`` in the given time zone,
+routed by the project's Celery app when one is given (its ``task_routes``, tasks' own queues and
+``task_default_queue``; without it, a bare app's: every entry without ``options.queue`` goes to ``celery``,
+said in a top-level note). Each entry is named after its key without the prefix (unique, as RedBeat's keys
+are; a different definition name is noted). What only RedBeat has is added here: ``enabled: false`` is kept,
+a non-relative interval entry's grid starts at its ``last_run_at`` (so beatd keeps RedBeat's current phase),
+a MONTHLY or YEARLY rrule's weekdays are noted (RedBeat keeps no n-th), and an entry whose definition cannot
+be read is refused with the reason (``Imported.malformed`` counts them).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from beatd.celery_import import Conversion, Converted, convert
-from beatd.rrule_import import Recurrence
+from beatd.celery_import import Conversion, Converted, convert, every_note
+from beatd.rrule_import import MONTHLY, YEARLY, Recurrence
 from beatd.store.redbeat_entries import StoredEntry
 
 __all__ = ["Imported", "convert_entries", "decode_definition"]
@@ -31,55 +35,71 @@ class Imported:
     malformed: int
 
 
-def convert_entries(entries: list[StoredEntry], prefix: str, zone: str) -> Imported:
+def convert_entries(entries: list[StoredEntry], prefix: str, zone: str, app: Any = None) -> Imported:
     """Convert RedBeat's ``entries`` (as read, in key order) into beatd jobs; crontab entries run in ``zone``
-    (RedBeat keeps none: its crontabs run in the Celery app's ``timezone``)."""
-    from celery import Celery
-
+    (RedBeat keeps none: its crontabs run in the Celery app's ``timezone``). ``app``, the project's Celery app
+    (only read), routes the entries; None: a bare app's defaults."""
     schedule: dict[str, dict[str, Any]] = {}
-    extras: dict[str, tuple[bool, datetime | None]] = {}
-    names: dict[str, str] = {}  # stored key -> beat_schedule name
+    specs: dict[str, dict[str, Any]] = {}  # stored key without the prefix -> what only RedBeat has
     refused: dict[str, Converted] = {}
     for stored in entries:
         name = stored.key.removeprefix(prefix)
         try:
             spec = _spec(stored)
         except ValueError as error:
-            refused[stored.key] = Converted(name, name, None, refused=f"{stored.key}: {error}")
+            refused[name] = Converted(name, name, None, refused=f"{stored.key}: {error}")
             continue
-        named = str(spec.pop("name", None) or name)
-        names[stored.key] = named if named not in schedule else name
-        extras[names[stored.key]] = (spec.pop("enabled"), spec.pop("last_run_at"))
-        schedule[names[stored.key]] = spec
-    app = Celery("beatd-import-redbeat", set_as_current=False)
-    app.conf.timezone = zone
-    app.conf.beat_schedule = schedule
-    conversion = convert(app)
-    conversion.notes.insert(
-        0,
-        f"RedBeat keeps no time zone: crontab entries run in the Celery app's timezone, converted as {zone} "
-        "(--timezone)",
-    )
-    converted = {entry.entry: entry for entry in conversion.entries}
-    conversion.entries = [
-        refused[stored.key]
-        if stored.key in refused
-        else _redbeat_extras(converted[names[stored.key]], *extras[names[stored.key]])
-        for stored in entries
+        specs[name] = {key: spec.pop(key) for key in ("name", "enabled", "last_run_at")}
+        schedule[name] = spec
+    source = "--timezone" if app is None else "--timezone, by default the app's"
+    notes = [
+        f"RedBeat keeps no time zone: crontab entries run in the Celery app's timezone, converted as {zone} ({source})"
     ]
+    if app is None:
+        from celery import Celery
+
+        app = Celery("beatd-import-redbeat", set_as_current=False)
+        notes.append(
+            "no --app given: the project's task_routes, tasks' own queues and task_default_queue were not seen; "
+            "entries without options.queue go to the queue 'celery' (pass --app MODULE:APP to route them)"
+        )
+    conversion = convert(app, beat_schedule=schedule, timezone=zone)
+    conversion.notes[:0] = notes
+    converted = {entry.entry: entry for entry in conversion.entries}
+    conversion.entries = []
+    for stored in entries:
+        name = stored.key.removeprefix(prefix)
+        if name in refused:
+            conversion.entries.append(refused[name])
+        else:
+            conversion.entries.append(_redbeat_extras(converted[name], schedule[name], **specs[name]))
     return Imported(conversion, len(refused))
 
 
-def _redbeat_extras(converted: Converted, enabled: bool, last_run_at: datetime | None) -> Converted:
+def _redbeat_extras(
+    converted: Converted, spec: dict[str, Any], name: Any, enabled: bool, last_run_at: datetime | None
+) -> Converted:
+    if name is not None and str(name) != converted.entry:
+        converted.notes.append(
+            f"RedBeat's definition names it {str(name)!r}: the job is named after its key (unique, as names are not)"
+        )
     job = converted.job
     if job is None:
         return converted
     if not enabled:
         job["enabled"] = False
         converted.notes.append("disabled in RedBeat: enabled: false (declared, never scheduled)")
-    if "every" in job and "start" not in job and last_run_at is not None:
+    rule = spec["schedule"]
+    if isinstance(rule, Recurrence) and rule.freq in (MONTHLY, YEARLY) and rule.byweekday is not None:
+        converted.notes.append(
+            "RedBeat stores a weekday without its n (MO(+1) is saved as MO): RedBeat itself now runs this rule on "
+            "every such weekday, and so does beatd; if the n-th weekday was meant, beatd cannot express it"
+        )
+    if "every" in job and "start" not in job and last_run_at is not None and not spec["relative"]:
         anchor = last_run_at.astimezone(UTC).replace(microsecond=last_run_at.microsecond // 1000 * 1000)
         job["start"] = anchor.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        epoch = every_note(job["every"], "the epoch")
+        converted.notes = [every_note(job["every"], "start") if note == epoch else note for note in converted.notes]
         converted.notes.append(
             f"start: RedBeat's last_run_at, so beatd's grid keeps the entry's current phase (next run at "
             f"last_run_at + {job['every']}, as RedBeat's)"
@@ -120,7 +140,7 @@ def _last_run_at(meta: str | None) -> datetime | None:
         return None
     try:
         value = json.loads(meta, object_hook=_object).get("last_run_at")
-    except (ValueError, TypeError, AttributeError, KeyError):
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError, OSError):
         return None  # meta is only a hint for the phase: a bad one is left out
     return value if isinstance(value, datetime) else None
 
@@ -132,7 +152,7 @@ def decode_definition(text: str) -> dict[str, Any]:
         definition = json.loads(text, object_hook=_object)
     except json.JSONDecodeError as error:
         raise ValueError(f"definition is not JSON: {error}") from error
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, ValueError, KeyError, OverflowError, OSError) as error:
         raise ValueError(f"definition not understood: {type(error).__name__}: {error}") from error
     if not isinstance(definition, dict):
         raise ValueError(f"definition is a JSON {type(definition).__name__}, expected an object")

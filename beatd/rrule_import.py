@@ -9,8 +9,14 @@ or why there is none. Two shapes convert:
 * ``interval: 1`` with ``by*`` parts that act as filters (``bymonth``, ``bymonthday`` >= 1, ``byweekday``
   without an n-th, ``byhour``, ``byminute``, ``bysecond`` 0), in a zone beatd can name: a cron expression.
 
+A ``dtstart`` in an IANA zone (a live rule, such as a ``beat_schedule``'s; RedBeat's Redis keeps only the UTC
+offset) makes dateutil step wall-clock days: DAILY and WEEKLY with ``interval: 1`` then take the cron path in
+that zone (following daylight saving time as dateutil does), and ``interval`` > 1 on days or weeks in a zone
+with daylight saving time is refused (a fixed-length ``every`` would drift by an hour twice a year).
+
 Everything else (``bysetpos``, ``byyearday``, ``byweekno``, ``byeaster``, the n-th weekday, negative month
-days, both day fields, seconds, ``interval`` > 1 on a calendar period) is refused with the reason. Pure.
+days, both day fields, seconds, ``interval`` > 1 on a calendar period) is refused with the reason; ``by*``
+values out of their range are a ValueError from ``Recurrence.from_parts``. Pure.
 """
 
 from __future__ import annotations
@@ -33,6 +39,20 @@ _PERIOD = {
     SECONDLY: timedelta(seconds=1),
 }
 _UNSUPPORTED = ("bysetpos", "byyearday", "byweekno", "byeaster")
+_RANGES = {
+    "bysetpos": (-366, 366),
+    "byyearday": (-366, 366),
+    "byweekno": (-53, 53),
+    "byeaster": (-366, 366),
+    "bymonth": (1, 12),
+    "bymonthday": (-31, 31),
+    "byweekday": (0, 6),
+    "byhour": (0, 23),
+    "byminute": (0, 59),
+    "bysecond": (0, 59),
+}
+"""Each ``by*`` part's values as dateutil reads them (0 is no position nor month day, see ``_NONZERO``)."""
+_NONZERO = ("bysetpos", "byyearday", "byweekno", "bymonthday")
 _MOST_COUNT = 100_000
 """Longest ``count`` whose last instant is computed (by stepping the rule) for ``end``."""
 
@@ -61,7 +81,9 @@ class Recurrence:
     byminute: tuple[int, ...] | None = None
     bysecond: tuple[int, ...] | None = None
     nth_weekday: bool = False
-    """A ``byweekday`` part named an n-th weekday (``MO(+1)``): RedBeat's encoder drops the n, so refused."""
+    """A ``byweekday`` part named an n-th weekday (``MO(+1)``): refused. Only a live rule object shows it:
+    RedBeat's encoder stores ``MO(+1)`` as ``{"wkday": 0}``, so a rule read from Redis has lost the n (and
+    RedBeat itself then runs it on every such weekday)."""
 
     @classmethod
     def from_parts(cls, parts: dict[str, Any]) -> Recurrence:
@@ -76,26 +98,10 @@ class Recurrence:
         dtstart = parts.get("dtstart")
         if not isinstance(dtstart, datetime) or dtstart.tzinfo is None:
             raise ValueError("dtstart is missing or has no time zone")
-        nth = False
-
-        def values(key: str) -> tuple[int, ...] | None:
-            nonlocal nth
-            raw = parts.get(key)
-            if raw is None:
-                return None
-            items = raw if isinstance(raw, list | tuple | set | frozenset) else [raw]
-            out = []
-            for item in items:
-                if hasattr(item, "weekday"):  # dateutil's weekday (MO, MO(+1)); RedBeat decodes its own this way
-                    nth = nth or bool(getattr(item, "n", None))
-                    item = item.weekday
-                if not isinstance(item, int) or isinstance(item, bool):
-                    raise ValueError(f"{key} holds {item!r}, expected integers")
-                out.append(item)
-            return tuple(sorted(set(out)))
-
-        by = {key: values(key) for key in (*_UNSUPPORTED, "bymonth", "bymonthday", "byweekday", "byhour",
-                                           "byminute", "bysecond")}  # fmt: skip
+        by, nth = {}, False
+        for key in _RANGES:
+            by[key], named_nth = _values(parts, key)
+            nth = nth or named_nth
         until = parts.get("until")
         if until is not None and not isinstance(until, datetime):
             raise ValueError(f"until {until!r} is not an instant")
@@ -103,6 +109,28 @@ class Recurrence:
         if not isinstance(interval, int) or interval < 1 or (count is not None and not isinstance(count, int)):
             raise ValueError(f"interval {interval!r} or count {count!r} is not a positive integer")
         return cls(freq, dtstart, interval, count, until, nth_weekday=nth, **by)
+
+
+def _values(parts: dict[str, Any], key: str) -> tuple[tuple[int, ...] | None, bool]:
+    """The ``by*`` part ``key`` as sorted distinct ints (None if absent), and whether a weekday named an n-th.
+    Raises ValueError on a value that is not an int in the part's range."""
+    raw = parts.get(key)
+    if raw is None:
+        return None, False
+    items = raw if isinstance(raw, list | tuple | set | frozenset) else [raw]
+    out, nth = [], False
+    low, high = _RANGES[key]
+    for item in items:
+        if hasattr(item, "weekday"):  # dateutil's weekday (MO, MO(+1)); RedBeat decodes its own this way
+            nth = nth or bool(getattr(item, "n", None))
+            item = item.weekday
+        if not isinstance(item, int) or isinstance(item, bool):
+            raise ValueError(f"{key} holds {item!r}, expected integers")
+        if not low <= item <= high or (item == 0 and key in _NONZERO):
+            zero = " other than 0" if key in _NONZERO else ""
+            raise ValueError(f"{key} holds {item}, expected {low} to {high}{zero}")
+        out.append(item)
+    return tuple(sorted(set(out))), nth
 
 
 def to_schedule(rule: Recurrence) -> dict[str, Any] | str:
@@ -122,7 +150,14 @@ def _schedule(rule: Recurrence) -> dict[str, Any]:
     end = _end(rule)
     bounds = {"start": rule.dtstart.isoformat(), **({"end": end.isoformat()} if end else {})}
     filters = ("bymonth", "bymonthday", "byweekday", "byhour", "byminute", "bysecond")
-    if rule.freq in _PERIOD and all(getattr(rule, key) is None for key in filters):
+    calendar_days = rule.freq in (DAILY, WEEKLY) and has_daylight_saving(rule.dtstart)
+    if calendar_days and rule.interval != 1:
+        raise _Refusal(
+            f"rrule {_FREQUENCY_NAMES[rule.freq]} with interval {rule.interval} in {_zone_name(rule.dtstart)}, a "
+            "zone with daylight saving time: dateutil keeps the wall-clock time, a fixed-length every would move "
+            "an hour twice a year; use interval 1 or a fixed-offset dtstart"
+        )
+    if rule.freq in _PERIOD and not calendar_days and all(getattr(rule, key) is None for key in filters):
         step = _PERIOD[rule.freq] * rule.interval
         return {"every": format_duration(step), **bounds}
     if rule.interval != 1:
@@ -136,6 +171,14 @@ def _schedule(rule: Recurrence) -> dict[str, Any]:
     return {"cron": _cron(rule), "timezone": zone, **bounds}
 
 
+def has_daylight_saving(instant: datetime) -> bool:
+    """Whether the instant's zone is an IANA zone whose UTC offset changes within the instant's year."""
+    if not isinstance(getattr(instant.tzinfo, "key", None), str):
+        return False
+    offsets = {datetime(instant.year, month, 1, tzinfo=instant.tzinfo).utcoffset() for month in range(1, 13)}
+    return len(offsets) > 1
+
+
 def _end(rule: Recurrence) -> datetime | None:
     if rule.count is None:
         return rule.until
@@ -144,11 +187,16 @@ def _end(rule: Recurrence) -> datetime | None:
     from dateutil import rrule as dateutil_rrule  # Celery's own dependency: the rule's meaning is dateutil's
 
     weekdays = [dateutil_rrule.weekdays[day] for day in rule.byweekday] if rule.byweekday else None
+    filters = {key: getattr(rule, key) for key in ("bymonth", "bymonthday", "byhour", "byminute", "bysecond")}
     instants = dateutil_rrule.rrule(
-        rule.freq, dtstart=rule.dtstart, interval=rule.interval, count=rule.count, until=rule.until,
-        bymonth=rule.bymonth, bymonthday=rule.bymonthday, byweekday=weekdays, byhour=rule.byhour,
-        byminute=rule.byminute, bysecond=rule.bysecond,
-    )  # fmt: skip
+        rule.freq,
+        dtstart=rule.dtstart,
+        interval=rule.interval,
+        count=rule.count,
+        until=rule.until,
+        byweekday=weekdays,
+        **filters,
+    )
     last = None
     for last in instants:  # noqa: B007 (the last instant is the end)
         pass

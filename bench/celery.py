@@ -10,21 +10,30 @@ Each part runs in a fresh private redis-server (free loopback port, ``--save '' 
 system Redis), beatd's side and RedBeat's one after the other.
 
 **Emission**, per N in --jobs: N jobs every --interval s, their phases spread evenly over the interval.
-beatd: ``{celery: bench.noop, every: ..., start: ...}`` with the broker in database 1 of the same server (the
-fenced script SELECTs it and LPUSHes the task message onto the ``celery`` list); ``python -m beatd beat`` runs
---duration s, then SIGTERM. RedBeat: ``bench/peers/redbeat_emission.py``'s own run (entries stored with
-``RedBeatSchedulerEntry.save()``, ``celery beat -S redbeat.RedBeatScheduler``, defaults), in this interpreter.
+beatd: ``{celery: bench.noop, every: ..., start: ..., catchup: all}`` with the broker in database 1 of the same
+server (the fenced script SELECTs it and LPUSHes the task message onto the ``celery`` list); each job's
+``{ns}:progress`` (and schedule digest) is seeded at its last grid instant before the launch, so, as RedBeat's
+entries, every fire due from the launch on is the beat's to send (a job without progress would start from
+the beat's first leadership, and the fires due while it loads would be neither late nor lost);
+``python -m beatd beat`` runs --duration s, then SIGTERM. RedBeat: ``bench/peers/redbeat_emission.py``'s own
+run (entries stored with ``RedBeatSchedulerEntry.save()``, ``celery beat -S redbeat.RedBeatScheduler``,
+defaults), in this interpreter.
 Definitions are the peer benchmark's:
 
 * fires/s: fires sent within the run / --duration. No worker consumes here (the figures are the beat's).
-* lag = the beat's clock just before the push - the scheduled instant (beatd: the ``sent`` record's
-  ``emitted_at`` - ``scheduled_at``; RedBeat: ``before_task_publish`` time - ``last_run_at + interval``),
-  nearest-rank p50 / p99.
+* lag = when the message was pushed - the scheduled instant, nearest-rank p50 / p99, over the messages
+  pushed within the run. beatd: a thread samples the broker list's length every 10 ms; the n-th message
+  (LPUSH order) was pushed by the first sample counting more than n, so its push time is late by at most a
+  step (its scheduled instant is its ``beatd_fire_id``'s). RedBeat: ``before_task_publish`` time (just
+  before kombu's push) - ``last_run_at + interval``. ``lag_planned_*`` (JSON only): beatd's ``sent`` record's
+  ``emitted_at`` (the tick's clock when it planned the batch, before the fenced push) - ``scheduled_at``.
 * lost (beatd): for each job, instants of its grid between its first and its last task message in the broker
   list that have no message (holes; a message's fire is read from its ``beatd_fire_id`` header), and
   ``jobs_never_sent``: jobs whose progress moved with no message at all. dup: messages beyond the first with
   the same fire id. RedBeat reports ``overdue@end`` instead (its interval schedule is relative to
   the last run, so a late fire moves the next and nothing is a hole): entries due at the end not yet sent.
+  Its counterpart for beatd, ``unsent_due_at_end``: instants due after the seeded progress and by the end of
+  the run with no ``sent`` record emitted by then (counted per instant; RedBeat's per entry, each at most 1).
 
 **Fail-over** (--kills > 0): --replicas beats of each, --entries jobs every 1 s, and one real
 ``celery -A benchapp worker --pool solo`` consuming the queue and executing every task: the task appends its
@@ -51,6 +60,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -163,61 +173,124 @@ def _broker_messages(server: Any) -> list[dict[str, Any]]:
     return messages
 
 
+def _seed_progress(client: Any, config: Path, jobs: dict[str, dict[str, Any]], interval_ms: int) -> dict[str, int]:
+    """Each job's progress at its last grid instant at or before now (with its schedule digest, so the beat
+    continues it rather than starting it from its first leadership): the fires due from the launch on are
+    the beat's to send, late or not, as RedBeat's entries due from its launch are. The seeded values."""
+    from beatd.config import load_config
+
+    specs = load_config(config, {}).jobs
+    now_ms = int(time.time() * 1000)
+    seeded = {}
+    for name, job in jobs.items():
+        first = C.parse_ms(job["start"])
+        seeded[name] = first + (now_ms - first) // interval_ms * interval_ms
+    client.hset(f"{NAMESPACE}:progress", mapping=seeded)
+    client.hset(f"{NAMESPACE}:schedules", mapping={name: specs[name].schedule_digest for name in jobs})
+    return seeded
+
+
+class _PushClock(threading.Thread):
+    """Samples the broker list's length every ``step`` s: the n-th message pushed (LPUSH order) was in the
+    list by the first sample counting more than n, so its push time is known to within one step (late)."""
+
+    def __init__(self, server: Any, step: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.broker = redis.Redis(host="127.0.0.1", port=server.port, db=BROKER_DB)
+        self.step, self.samples, self.done = step, [(0.0, 0)], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            length = int(self.broker.llen("celery"))
+            if length > self.samples[-1][1]:
+                self.samples.append((time.time(), length))
+            time.sleep(self.step)
+
+    def pushed_by(self, count: int) -> list[float]:
+        """The push time (upper bound) of each of the first ``count`` messages, oldest first."""
+        times, index = [], 1
+        for position in range(count):
+            while index < len(self.samples) and self.samples[index][1] <= position:
+                index += 1
+            times.append(self.samples[index][0] if index < len(self.samples) else float("inf"))
+        return times
+
+
 def beatd_emission(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One beatd emission run into Celery's queue; the figures (see the module docstring)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"beatd-celery-{n}-"))
     server = C.RedisServer(tmp)
     result: dict[str, Any] = {"scheduler": "beatd", "jobs": n, "due_per_s": n / args.interval}
-    beat = None
+    beat, clock = None, _PushClock(server)
+    interval_ms = args.interval * 1000
     try:
         jobs, _phases = celery_jobs(n, args.interval)
-        beat = C.Beat(_config(tmp, server, args.lease, jobs), tmp / "beat.log").start()
+        config = _config(tmp, server, args.lease, jobs)
+        client = server.client
+        seeded = _seed_progress(client, config, jobs, interval_ms)
+        clock.start()
+        beat = C.Beat(config, tmp / "beat.log").start()
         end = beat.started_at + args.duration
         while time.time() < end and beat.alive():
             time.sleep(0.2)
+        end_ms = int(end * 1000)
+        due_at_end = {name: (end_ms - seeded[name]) // interval_ms for name in jobs}  # instants in (seed, end]
         beat.stop()
-        client = server.client
+        clock.done.set()
+        clock.join(5)
         leaders = [
             json.loads(f["record"]) for _, f in client.xrange(f"{NAMESPACE}:audit") if f.get("event") == "leader"
         ]
         if not leaders:
             return result | {"error": "no leader within the run"}
-        base_ms, end_ms = C.parse_ms(leaders[0]["at"]), int(end * 1000)
         progress = {job: int(value) for job, value in client.hgetall(f"{NAMESPACE}:progress").items()}
-        lags, sent_in_run = [], 0
+        planned_lags, sent_due = [], Counter[str]()
         pipe = client.pipeline(transaction=False)
         for name in jobs:
             pipe.hvals(f"{NAMESPACE}:runs:{name}")
-        for values in pipe.execute():
+        for name, values in zip(jobs, pipe.execute(), strict=True):
             for raw in values:
                 record = json.loads(raw)
                 if record.get("status") != "sent":
                     continue
-                emitted = C.parse_ms(record["emitted_at"])
+                emitted, scheduled = C.parse_ms(record["emitted_at"]), C.parse_ms(record["scheduled_at"])
                 if emitted <= end_ms:
-                    sent_in_run += 1
-                    lags.append(emitted - C.parse_ms(record["scheduled_at"]))
-        fires = Counter(message["headers"]["beatd_fire_id"] for message in _broker_messages(server))
+                    planned_lags.append(emitted - scheduled)
+                    sent_due[name] += scheduled <= end_ms
+        messages = _broker_messages(server)[::-1]  # LPUSH: the list's tail is the first pushed
+        pushed = clock.pushed_by(len(messages))
+        lags = sorted(
+            int(at * 1000) - C.parse_ms(message["headers"]["beatd_fire_id"].rpartition("@")[2])
+            for message, at in zip(messages, pushed, strict=True)
+            if at * 1000 <= end_ms
+        )
+        fires = Counter(message["headers"]["beatd_fire_id"] for message in messages)
         delivered: dict[str, set[int]] = {}
         for message_fire in fires:
             job, _, instant = message_fire.rpartition("@")
             delivered.setdefault(job, set()).add(C.parse_ms(instant))
         # A hole: an instant of the job's grid between its first and last message with no message.
-        interval_ms = args.interval * 1000
         lost = sum((max(got) - min(got)) // interval_ms + 1 - len(got) for got in delivered.values())
-        unscheduled = sum(1 for name in jobs if name not in delivered and progress.get(name, -1) > base_ms)
-        lags.sort()
+        unscheduled = sum(1 for name in jobs if name not in delivered and progress.get(name, -1) > seeded[name])
+        planned_lags.sort()
         return result | {
-            "fires": sent_in_run,
-            "fires_per_s": round(sent_in_run / args.duration, 1),
+            "fires": len(lags),
+            "fires_per_s": round(len(lags) / args.duration, 1),
             "lag_p50_s": _seconds(C.percentile(lags, 50)),
             "lag_p99_s": _seconds(C.percentile(lags, 99)),
+            "lag_max_s": _seconds(lags[-1]) if lags else None,
+            "lag_planned_p50_s": _seconds(C.percentile(planned_lags, 50)),
+            "lag_planned_p99_s": _seconds(C.percentile(planned_lags, 99)),
+            "push_clock_step_s": clock.step,
             "lost": lost,
             "jobs_never_sent": unscheduled,
+            "unsent_due_at_end": sum(max(0, due_at_end[name] - sent_due[name]) for name in jobs),
             "duplicates": sum(count - 1 for count in fires.values()),
             "messages_in_broker": sum(fires.values()),
+            "first_leader_after_launch_s": round(C.parse_ms(leaders[0]["at"]) / 1000 - beat.started_at, 3),
         }
     finally:
+        clock.done.set()
         if beat is not None:
             beat.stop()
         server.stop()
@@ -365,11 +438,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(emission[-1]), flush=True)
     print()
     C.print_table(
-        ["scheduler", "N", "due/s", "fires/s", "lag p50 ms", "lag p99 ms", "lost", "dup", "overdue@end"],
+        ["scheduler", "N", "due/s", "fires/s", "lag p50 ms", "lag p99 ms", "lost", "dup", "overdue@end",
+         "unsent due@end"],
         [
             [r["scheduler"], r.get("jobs"), C.fmt(r.get("due_per_s"), digits=0), C.fmt(r.get("fires_per_s"), digits=1),
              _ms(r.get("lag_p50_s")), _ms(r.get("lag_p99_s")), r.get("lost", "-"), r.get("duplicates", "-"),
-             r.get("overdue_at_end", "-")]
+             r.get("overdue_at_end", "-"), r.get("unsent_due_at_end", "-")]
             for r in emission
         ],
     )  # fmt: skip

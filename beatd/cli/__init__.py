@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import backfill, beat, dead, dev, importer, inspect, install, logs, ops, runs, worker
+from beatd.cli import backfill, beat, dead, dev, importer, inspect, install, job, logs, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -66,6 +66,7 @@ for _command in (
     dev.dev,
     install.install_systemd,
     importer.import_group,
+    job.job,
 ):
     cli.add_command(_command)
 

@@ -20,8 +20,10 @@ from beatd.identity import Identity
 from beatd.keys import Keys, celery_queue
 from beatd.messages import format_utc
 from beatd.metrics import Health, Metrics, serve
+from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
+from beatd.store.jobs import JobStore
 from beatd.store.outbox import OutboxStore
 
 __all__ = ["beat"]
@@ -48,8 +50,14 @@ def beat(
     store = Store(connect(config.settings.redis), Keys(config.namespace))
     replica = Identity.here(clock.now())
     key = config.settings.security.signing_key
-    metrics, health = Metrics(len(config.jobs)), Health()
-    daemon = Beat(config, store, replica, Signer.optional(key), metrics, health, clock)
+    follower = RuntimeFollower(JobStore(store.client, store.keys), config, clock, f"beat {replica.id}", store.audit)
+    try:
+        follower.poll()  # before leading: a first read of many runtime jobs does not hold up the lease
+    except StoreError as error:
+        log.warning("runtime jobs not read yet: %s", error)
+    keep_out_of_collections()  # the runtime jobs too, like the config's
+    metrics, health = Metrics(len(config.jobs) + len(follower.jobs)), Health()
+    daemon = Beat(config, store, replica, Signer.optional(key), metrics, health, clock, follower)
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)
     signals = Signals()

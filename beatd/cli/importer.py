@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,6 +38,13 @@ def import_celery(app_path: str, paths: tuple[str, ...]) -> None:
         from beatd.celery_import import convert, render_yaml
     except ImportError as error:
         raise UsageProblem(f"beatd import celery needs Celery: pip install 'beatd[celery]' ({error})") from error
+    conversion = convert(_load_app(app_path, paths))
+    click.echo(render_yaml(conversion), nl=False)
+    _summary(conversion)
+
+
+def _load_app(app_path: str, paths: tuple[str, ...]) -> Any:
+    """The Celery app MODULE:APP, imported with ``paths`` and . on sys.path; UsageProblem says what is wrong."""
     module_name, _, attribute = app_path.partition(":")
     if not module_name or not attribute:
         raise UsageProblem(f"expected MODULE:APP such as proj.celery:app, got {app_path!r}")
@@ -53,37 +60,49 @@ def import_celery(app_path: str, paths: tuple[str, ...]) -> None:
         raise UsageProblem(f"module {module_name!r} has no attribute {attribute!r}") from error
     if not hasattr(app, "conf") or not hasattr(app.conf, "beat_schedule"):
         raise UsageProblem(f"{app_path} is a {type(app).__name__}, expected a Celery app")
-    conversion = convert(app)
-    click.echo(render_yaml(conversion), nl=False)
-    _summary(conversion)
+    return app
 
 
 @import_group.command("redbeat")
 @click.option("--redis-url", required=True, metavar="URL", help="RedBeat's Redis (its redbeat_redis_url).")
 @click.option("--key-prefix", default="redbeat:", show_default=True, help="RedBeat's redbeat_key_prefix.")
 @click.option(
-    "--timezone", "zone", default="UTC", show_default=True, help="The Celery app's timezone (crontabs run in it)."
+    "--app",
+    "app_path",
+    metavar="MODULE:APP",
+    help="The project's Celery app (only read): its task_routes, tasks' queues, task_default_queue and timezone.",
 )
-def import_redbeat(redis_url: str, key_prefix: str, zone: str) -> None:
+@click.option(
+    "--pythonpath", "paths", multiple=True, type=click.Path(file_okay=False), help="Also search here (default: .)."
+)
+@click.option(
+    "--timezone",
+    "zone",
+    default=None,
+    help="The Celery app's timezone (crontabs run in it)  [default: the --app's timezone, else UTC]",
+)
+def import_redbeat(
+    redis_url: str, key_prefix: str, app_path: str | None, paths: tuple[str, ...], zone: str | None
+) -> None:
     """Convert the entries RedBeat keeps in Redis (only read) into beatd YAML.
 
     Every difference in meaning is written as a comment above its job, as by `beatd import celery`; entries
-    whose definition cannot be read are refused with the reason, and the command then exits 1."""
+    whose definition cannot be read are refused with the reason, and the command then exits 1. Without --app,
+    entries are not routed by the project's task_routes: those without options.queue go to `celery`."""
     try:
         from beatd.redbeat_import import convert_entries
     except ImportError as error:
         raise UsageProblem(f"beatd import redbeat needs Celery: pip install 'beatd[celery]' ({error})") from error
-    from zoneinfo import ZoneInfo
-
-    from beatd.celery_import import render_yaml
+    from beatd.celery_import import known_zone, render_yaml
     from beatd.config.redis_urls import display_url
     from beatd.store import connect
     from beatd.store.redbeat_entries import read_entries
 
-    try:
-        ZoneInfo(zone)
-    except (KeyError, ValueError) as error:
-        raise UsageProblem(f"--timezone {zone!r} is not an IANA time zone") from error
+    app = _load_app(app_path, paths) if app_path is not None else None
+    if zone is None:
+        zone = str(app.conf.timezone) if app is not None and app.conf.timezone else "UTC"
+    if not known_zone(zone):
+        raise UsageProblem(f"--timezone {zone!r} is not an IANA time zone")
     try:
         client = connect(redis_url)
     except ValueError as error:
@@ -94,7 +113,7 @@ def import_redbeat(redis_url: str, key_prefix: str, zone: str) -> None:
             f"no RedBeat entries in {key_prefix}:schedule at {display_url(redis_url)}: is it RedBeat's database "
             "(redbeat_redis_url) and its redbeat_key_prefix (--key-prefix)?"
         )
-    imported = convert_entries(entries, key_prefix, zone)
+    imported = convert_entries(entries, key_prefix, zone, app)
     source = f"RedBeat's entries in {display_url(redis_url)} by `beatd import redbeat`"
     click.echo(render_yaml(imported.conversion, source=source), nl=False)
     _summary(imported.conversion)

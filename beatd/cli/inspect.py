@@ -14,10 +14,14 @@ from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.config import Config, JobSpec
 from beatd.config.schema import config_schema
 from beatd.errors import ConfigError, ScheduleError
+from beatd.keys import Keys
+from beatd.runtime_jobs import RUNTIME, YAML, judge
+from beatd.store import StoreError, connect
+from beatd.store.jobs import JobStore
 from beatd.targets import check_targets
 from beatd.triggers import parse_instant
 
-__all__ = ["check", "find_job", "jobs", "next_fires", "schema"]
+__all__ = ["check", "find_job", "jobs", "next_fires", "runtime_specs", "schema"]
 
 
 @click.command()
@@ -48,14 +52,16 @@ def check(runtime: Runtime, config_path: str | None, no_import: bool, strict: bo
 @click.option("--wide", is_flag=True, help="Print every column in full (default: fit the terminal's width).")
 @click.pass_obj
 def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -> None:
-    """List the jobs: schedule in words and as written, time zone, next fire (in the job's zone), target, enabled.
+    """List the jobs: schedule in words and as written, time zone, next fire (in the job's zone), target, enabled,
+    and where each comes from (SOURCE: yaml, or runtime for ``beatd job put``, read from Redis).
 
     The table fits the terminal (long texts end in an ellipsis, AS WRITTEN is left out when there is no room);
     --wide prints every column whole."""
     config = runtime.load(config_path)
     now = runtime.clock.now()
     rows: list[dict[str, Any]] = []
-    for spec in config.jobs.values():
+    sources = {**dict.fromkeys(config.jobs, YAML), **dict.fromkeys(created := runtime_specs(config), RUNTIME)}
+    for spec in [*config.jobs.values(), *created.values()]:
         upcoming = spec.trigger().next_after(now) if spec.enabled else None
         rows.append(
             {
@@ -68,12 +74,13 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
                 "enabled": spec.enabled,
                 "queue": spec.queue,
                 "tags": list(spec.tags),
+                "source": sources[spec.name],
             }
         )
     if as_json:
         echo_json(rows)
         return
-    headers = ("NAME", "SCHEDULE", "AS WRITTEN", "TIMEZONE", "NEXT FIRE", "TARGET", "ENABLED")
+    headers = ("NAME", "SCHEDULE", "AS WRITTEN", "TIMEZONE", "NEXT FIRE", "TARGET", "ENABLED", "SOURCE")
     table = [
         [
             str(row["name"]),
@@ -83,6 +90,7 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
             str(row["next_fire"] or "-"),
             str(row["target"]),
             "yes" if row["enabled"] else "no",
+            str(row["source"]),
         ]
         for row in rows
     ]
@@ -136,10 +144,28 @@ def schema() -> None:
     echo_json(config_schema())
 
 
+def runtime_specs(config: Config, names: list[str] | None = None) -> dict[str, JobSpec]:
+    """The runtime jobs (all, or ``names``) valid under ``config``, read from Redis; none when the config does
+    not enable runtime jobs. Redis being unreachable is a warning: the YAML jobs are still listed."""
+    if config.settings.runtime_jobs is None:
+        return {}
+    store = JobStore(connect(config.settings.redis), Keys(config.namespace))
+    try:
+        entries = store.entries(names) if names is not None else store.all_entries()
+    except StoreError as error:
+        click.echo(f"beatd: warning: runtime jobs not read: {error}", err=True)
+        return {}
+    found = {name: judge(config, name, raw)[0] for name, raw in sorted(entries.items()) if raw is not None}
+    return {name: spec for name, spec in found.items() if spec is not None}
+
+
 def find_job(config: Config, name: str) -> JobSpec:
-    """The job named ``name``, or a UsageProblem suggesting the closest name."""
+    """The job named ``name`` (declared in the YAML, or a runtime job), or a UsageProblem suggesting the closest
+    name."""
     if name in config.jobs:
         return config.jobs[name]
+    if (created := runtime_specs(config, [name]).get(name)) is not None:
+        return created
     close = difflib.get_close_matches(name, list(config.jobs), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UsageProblem(f"no job named {name!r} in {config.path}{hint}")

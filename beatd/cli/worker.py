@@ -16,8 +16,10 @@ from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.metrics import Health, Metrics, serve
+from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
+from beatd.store.jobs import JobStore
 from beatd.worker import Worker, needs_restart
 from beatd.worker.output import install
 from beatd.worker.registry import Setup
@@ -91,10 +93,13 @@ def worker(
     if refused:
         raise ConfigError(refused)
     key = config.settings.security.signing_key
+    store = RunStore(connect(config.settings.redis), Keys(config.namespace))
+    identity = Identity.here(clock.now())
+    follower = RuntimeFollower(JobStore(store.client, store.keys), config, clock, f"worker {identity.id}", store.audit)
     daemon = Worker(
         config,
-        RunStore(connect(config.settings.redis), Keys(config.namespace)),
-        Identity.here(clock.now()),
+        store,
+        identity,
         clock,
         queues=names,
         concurrency=concurrency or settings.concurrency,
@@ -104,6 +109,7 @@ def worker(
         signer=Signer.optional(key),
         metrics=metrics,
         health=health,
+        runtime=follower,
     )
     if metrics_port is not None:
         serve(metrics_port, metrics, health, metrics_host)

@@ -1,7 +1,15 @@
 """Config: YAML files -> validated JobSpecs. The only package that reads files and the environment."""
 
-from beatd.config.load import Config, find_config, load_config, load_connection, load_namespace
-from beatd.config.model import ConfigFile, HistoryPolicy, Isolation, JobSpec, Policies, RedisSettings
+from beatd.config.load import Config, find_config, load_config, load_connection, load_namespace, validate_job
+from beatd.config.model import (
+    ConfigFile,
+    HistoryPolicy,
+    Isolation,
+    JobSpec,
+    Policies,
+    RedisSettings,
+    RuntimeJobsSettings,
+)
 
 __all__ = [
     "Config",
@@ -11,8 +19,10 @@ __all__ = [
     "JobSpec",
     "Policies",
     "RedisSettings",
+    "RuntimeJobsSettings",
     "find_config",
     "load_config",
     "load_connection",
     "load_namespace",
+    "validate_job",
 ]

@@ -35,7 +35,7 @@ from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
 from beatd.errors import ConfigError, Problem, ScheduleError
 
-__all__ = ["Config", "find_config", "load_config", "load_connection", "load_namespace"]
+__all__ = ["Config", "find_config", "load_config", "load_connection", "load_namespace", "validate_job"]
 
 M = TypeVar("M", bound=BaseModel)
 _JOBS_ADAPTER = TypeAdapter(dict[str, JobSpec])  # serialises a whole config's jobs in one call
@@ -177,6 +177,17 @@ def load_namespace(path: Path, environ: Mapping[str, str]) -> str | None:
         return ConfigFile(namespace=raw).namespace
     except ValidationError:
         return None
+
+
+def validate_job(config: Config, name: str, source: Located) -> tuple[JobSpec | None, list[Problem]]:
+    """Validate the job ``name`` written at ``jobs.NAME`` of ``source`` as if ``config``'s file declared it: the
+    same defaults, time zone, Celery settings and messages (a runtime job, :mod:`beatd.runtime_jobs`)."""
+    settings = config.settings
+    job_defaults = {key: value for key, value in settings.defaults.items() if key in Policies.model_fields}
+    problems: list[Problem] = []
+    raw = source.value.get("jobs", {}).get(name) if isinstance(source.value, dict) else None
+    spec = _validate_job(name, raw, source, settings.timezone, job_defaults, settings.celery, problems)
+    return spec, problems
 
 
 def _collect_jobs(raw: Any, source: Located, declared: dict[str, tuple[Any, Located]], problems: list[Problem]) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "OutputPolicy",
     "Policies",
     "RedisSettings",
+    "RuntimeJobsSettings",
     "SecuritySettings",
     "SentinelSettings",
     "TlsSettings",
@@ -216,6 +217,21 @@ class OutputPolicy(_Strict):
         ge=0,
         le=defaults.OUTPUT_TAIL_MAX,
         description="bytes of the run's output kept (its end) in the run record; default: worker.output_tail",
+    )
+
+
+class RuntimeJobsSettings(_Strict):
+    """Which jobs may be created at runtime (``beatd job put``, ``client.jobs.put``), checked by whoever
+    writes, schedules or runs one: a runtime job names only what these patterns (``fnmatch``) allow."""
+
+    allow: tuple[str, ...] = Field(
+        (), description="patterns of call targets (app.tasks:*) and Celery task names (proj.tasks.*) allowed"
+    )
+    commands: tuple[str, ...] = Field(
+        (), description="patterns of command lines allowed (none unless listed; shell: true never)"
+    )
+    queues: tuple[Annotated[str, Field(pattern=NAME_PATTERN)], ...] = Field(
+        (defaults.QUEUE,), description="queues runtime jobs may use; workers read them besides their YAML jobs'"
     )
 
 
@@ -494,6 +510,9 @@ class ConfigFile(_Strict):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     celery: CelerySettings | None = Field(None, description="the Celery app that runs celery jobs")
+    runtime_jobs: RuntimeJobsSettings | None = Field(
+        None, description="allow jobs created at runtime, and which targets they may name (absent: none)"
+    )
     namespace: str = Field(defaults.NAMESPACE, pattern=NAME_PATTERN, description="prefix of every Redis key")
     timezone: Zone = Field(defaults.TIMEZONE, description="default time zone of every job")
     include: tuple[str, ...] = Field((), description="glob patterns of drop-in files holding more jobs")

@@ -84,8 +84,12 @@ def _loopback(host: str) -> bool:
 
 
 def display_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
-    parts = urlsplit(url)
+    """``url`` with its password, if any, replaced by ``***`` (for messages); ``<unparsable URL>`` when it cannot
+    be split (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)

@@ -22,7 +22,7 @@ from beatd.config.bounds import alias_problem, byte_position, read_text
 from beatd.config.envsubst import MissingVariable, substitute
 from beatd.errors import Problem
 
-__all__ = ["KeyPath", "Located", "dotted", "read_yaml"]
+__all__ = ["KeyPath", "Located", "dotted", "parse_yaml", "read_yaml"]
 
 KeyPath = tuple[str | int, ...]
 
@@ -77,6 +77,11 @@ def read_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Located, list[Pro
     text = read_text(path)
     if isinstance(text, Problem):
         return Located(name, None), [text]
+    return parse_yaml(name, text, environ)
+
+
+def parse_yaml(name: str, text: str, environ: Mapping[str, str]) -> tuple[Located, list[Problem]]:
+    """:func:`read_yaml` of ``text`` already read, named ``name`` in problems (JSON is YAML too)."""
     try:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:

@@ -107,6 +107,15 @@ class LeaderWrite:
 
 
 @dataclass(frozen=True)
+class StartWrite:
+    """A :meth:`LeaderWrite.base` on its own, an item of ``lua/start.lua``."""
+
+    job: str
+    base_ms: int
+    schedule_digest: str
+
+
+@dataclass(frozen=True)
 class ApplyResult:
     """What Redis did with a list of writes: ``statuses[i]`` is ``applied``, ``duplicate`` (the fire was at or
     behind progress), ``refused`` (Redis refused the write; ``errors[i]`` says why; progress did not move) or
@@ -147,6 +156,7 @@ class Store:
         self._unlock = client.register_script(script("unlock"))
         self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
         self._send = BatchScript(self.client, "send", LeaderWrite, BATCH_LIMIT)
+        self._start = BatchScript(self.client, "start", StartWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
         self._heartbeats = Heartbeats(self.client, keys.replicas)
         self.upkeep = UpkeepStore(client, keys)
@@ -242,7 +252,11 @@ class Store:
         """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
         fixed = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
         with reachable():
-            replies = self._emit(fixed, [token, self.db], writes)
+            if all(write.kind == "base" for write in writes):  # many jobs starting: the light script
+                starts = [StartWrite(write.job, write.base_ms, write.schedule_digest) for write in writes]
+                replies = self._start(fixed[:3], [token], starts)
+            else:
+                replies = self._emit(fixed, [token, self.db], writes)
         statuses: list[str] = []
         errors: list[str] = []
         for reply in replies:

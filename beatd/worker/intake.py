@@ -16,6 +16,7 @@ from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.records import RunRecord, run_id
+from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import Claim, ClaimRequest, Delivery, LostRun, RunStore, StoreError
 from beatd.worker.ends import end_of, record_of
@@ -49,7 +50,10 @@ class Intake:
         signer: Signer | None,
         dispatch: Callable[[Run], None],
         stop_run: Callable[[str, str], None],
+        runtime: RuntimeFollower | None = None,
     ) -> None:
+        self.runtime = runtime
+        """The runtime jobs this worker may run (judged by its own config), followed from Redis."""
         self.store = store
         self.registry = registry
         self.identity = identity
@@ -80,6 +84,12 @@ class Intake:
     def admit(self, deliveries: list[Delivery]) -> None:
         """Check the deliveries, claim the runnable ones in one batch, and hand each to a runner or record why
         it does not run."""
+        if deliveries and self.runtime is not None:
+            # One GET when nothing changed; after a large put_many, read on until caught up, so a fire of a job
+            # put a moment ago is not taken for one of an unknown job. A run always uses the latest spec.
+            self.runtime.poll()
+            while self.runtime.behind:
+                self.runtime.poll()
         now = self.clock.now()
         now_ms = to_ms(now)
         requests, pending = [], []
@@ -131,6 +141,15 @@ class Intake:
             self._dead_letter(delivery, f"not run: message {problem}")  # its content is not to be acted on
             return None
         spec = self.registry.setup.config.jobs.get(message.job)
+        if spec is None and self.runtime is not None:
+            spec = self.runtime.jobs.get(message.job)
+            if spec is None and message.job in self.runtime.refused:
+                reason = (
+                    f"not run: runtime job {message.job!r} refused by this worker: {self.runtime.refused[message.job]}"
+                )
+                lost = self._lost(message.job, message) if delivery.deliveries > 1 else None
+                self._dead_letter(delivery, reason, message, lost)
+                return None
         if spec is None:
             reason = f"not run: job {message.job!r} is not declared in this worker's config"
             lost = self._lost(message.job, message) if delivery.deliveries > 1 else None

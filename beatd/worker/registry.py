@@ -34,9 +34,11 @@ class Setup:
     def of(cls, config: Config, fixed_queues: list[str] | None) -> Setup:
         """The setup for ``config``; queues follow it unless given on the command line (celery jobs are run by
         the Celery app's workers: their queues are not beatd's)."""
+        declared = {spec.queue for spec in config.jobs.values() if spec.celery is None}
+        runtime = config.settings.runtime_jobs
         return cls(
             config=config,
-            queues=fixed_queues or sorted({spec.queue for spec in config.jobs.values() if spec.celery is None}),
+            queues=fixed_queues or sorted(declared | set(runtime.queues if runtime is not None else ())),
             kill_grace=config.settings.worker.kill_grace,
             pythonpath=[str(entry) for entry in config.pythonpath],
         )

@@ -18,6 +18,7 @@ from beatd.clock import Clock
 from beatd.config import Config, Isolation
 from beatd.identity import Identity
 from beatd.metrics import Health, Metrics
+from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError
 from beatd.worker.executor import ThreadExecutor
@@ -74,6 +75,7 @@ class Worker:
         signer: Signer | None,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        runtime: RuntimeFollower | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -93,7 +95,7 @@ class Worker:
         )  # fmt: skip
         self.intake = Intake(
             store, self.registry, identity, clock, self.finisher, self.metrics,
-            signer=signer, dispatch=self.runners.work.put, stop_run=self.stop_run,
+            signer=signer, dispatch=self.runners.work.put, stop_run=self.stop_run, runtime=runtime,
         )  # fmt: skip
         self.leases = LeaseKeeper(
             store, self.registry, identity, clock, self.metrics, describe=self._describe, cancel=self.stop_run
@@ -169,6 +171,8 @@ class Worker:
         place, so no run of the new config meets a child that imported the old code."""
         self.runners.retire_children()
         self.registry.setup = Setup.of(config, self.fixed_queues)
+        if self.intake.runtime is not None:
+            self.intake.runtime.set_config(config)
         self.prefetch, self.grace, self.intake.signer = prefetch, grace, signer
         self.store.ensure_groups(self.queues)
 

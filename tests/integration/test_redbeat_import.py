@@ -190,6 +190,8 @@ def test_malformed_definitions_are_refused_and_exit_1(redbeat: Any, shared_redis
         (["--redis-url", "http://nowhere"], 2, "--redis-url 'http://nowhere'"),
         (["--timezone", "Mars/Olympus"], 2, "--timezone 'Mars/Olympus' is not an IANA time zone"),
         ([], 1, "no RedBeat entries in"),
+        (["--redis-url", "rediss://:pw@[bad/0"], 2, "--redis-url '<unparsable URL>': Invalid IPv6 URL"),
+        (["--app", "no_such_module_here:app"], 2, "cannot import 'no_such_module_here'"),
     ],
 )
 def test_bad_input_gets_a_message_not_a_traceback(redbeat: Any, args: list[str], code: int, message: str) -> None:
@@ -198,3 +200,128 @@ def test_bad_input_gets_a_message_not_a_traceback(redbeat: Any, args: list[str],
     result = _import(redbeat, *args)  # the later --redis-url wins over _import's own
     assert result.exit_code == code, result.output
     assert message in result.stderr and "Traceback" not in result.output
+    assert ":pw@" not in result.output
+
+
+APP_MODULE = """
+from celery import Celery
+
+app = Celery("redbeat_project_app", set_as_current=False)
+app.conf.timezone = "Europe/Paris"
+app.conf.task_default_queue = "main"
+app.conf.task_routes = {"proj.tasks.routed": {"queue": "fast"}}
+
+
+@app.task(name="proj.tasks.own_queue", queue="own-q", shared=False)
+def own_queue():
+    pass
+"""
+
+
+def test_the_projects_app_routes_the_entries_and_gives_the_timezone(redbeat: Any, tmp_path: Path) -> None:
+    """With --app, an entry without options.queue lands where the app routes it (task_routes, the task's own
+    queue, task_default_queue) and crontabs run in the app's timezone; without it, a NOTE says routes were not
+    seen and every such entry goes to `celery`."""
+    from celery.schedules import crontab
+
+    for name, task in (("routed", "proj.tasks.routed"), ("own", "proj.tasks.own_queue"), ("plain", "proj.tasks.x")):
+        _save(redbeat, name, crontab(minute=0, hour=7), task=task)
+    _save(redbeat, "explicit", crontab(minute=0), task="proj.tasks.routed", options={"queue": "slow"})
+    (tmp_path / "redbeat_project_app.py").write_text(APP_MODULE)
+    result = _import(redbeat, "--app", "redbeat_project_app:app", "--pythonpath", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(result.stdout)
+    assert config["timezone"] == "Europe/Paris" and config["celery"]["default_queue"] == "main"
+    queues = {name: (job.get("options") or {}).get("queue") for name, job in config["jobs"].items()}
+    assert queues == {"explicit": "slow", "own": "own-q", "plain": None, "routed": "fast"}
+    assert "no --app given" not in result.stdout
+    bare = _import(redbeat)
+    assert bare.exit_code == 0, bare.output
+    assert "# NOTE: no --app given: the project's task_routes, tasks' own queues and task_default_queue were " in (
+        bare.stdout
+    )
+    assert "entries without options.queue go to the queue 'celery'" in bare.stdout
+    config = yaml.safe_load(bare.stdout)
+    assert config["timezone"] == "UTC" and "default_queue" not in config["celery"]
+    assert {name: (job.get("options") or {}).get("queue") for name, job in config["jobs"].items()} == {
+        "explicit": "slow", "own": None, "plain": None, "routed": None,
+    }  # fmt: skip
+
+
+def test_entries_are_named_by_key_so_a_shared_definition_name_loses_none(
+    redbeat: Any, shared_redis: RedisServer
+) -> None:
+    """Two keys whose definitions both say name "b" become two jobs (named by key), with a note on the one
+    whose definition name differs."""
+    from celery.schedules import crontab
+
+    prefix = redbeat.conf.redbeat_key_prefix
+    _save(redbeat, "b", crontab(minute=5))
+    client = shared_redis.client()
+    definition = json.loads(client.hget(f"{prefix}b", "definition"))
+    definition["schedule"]["minute"] = "10"
+    client.hset(f"{prefix}a", "definition", json.dumps(definition))
+    client.zadd(f"{prefix}:schedule", {f"{prefix}a": 0})
+    result = _import(redbeat)
+    assert result.exit_code == 0, result.output
+    jobs = yaml.safe_load(result.stdout)["jobs"]
+    assert {name: job["cron"] for name, job in jobs.items()} == {"a": "10 * * * *", "b": "5 * * * *"}
+    assert "# a: RedBeat's definition names it 'b': the job is named after its key" in result.stdout
+    assert "# b: RedBeat's definition names it" not in result.stdout
+    assert "2 of 2 entries converted" in result.stderr
+
+
+def test_numbers_out_of_range_are_refused_with_their_key(redbeat: Any, shared_redis: RedisServer) -> None:
+    """An interval of 1e300 seconds and an rrule dtstart at 1e20 are refused with their key (exit 1); a meta
+    that overflows only loses the phase hint. Never a traceback."""
+    from celery.schedules import schedule as every
+
+    prefix = redbeat.conf.redbeat_key_prefix
+    client = shared_redis.client()
+    huge = {"task": "t", "schedule": {"__type__": "interval", "every": 1e300}}
+    far = {"task": "t", "schedule": {"__type__": "rrule", "freq": 3, "dtstart": 1e20, "dtstart_tz": 0}}
+    for name, definition in (("huge", huge), ("far", far)):
+        client.hset(f"{prefix}{name}", "definition", json.dumps(definition))
+        client.zadd(f"{prefix}:schedule", {f"{prefix}{name}": 0})
+    _save(redbeat, "odd-meta", every(timedelta(minutes=1)))
+    client.hset(f"{prefix}odd-meta", "meta", json.dumps({"last_run_at": {"__type__": "interval", "every": 1e300}}))
+    result = _import(redbeat)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"# huge: NOT CONVERTED: {prefix}huge: definition not understood: OverflowError" in result.stdout
+    assert f"# far: NOT CONVERTED: {prefix}far: definition not understood: " in result.stdout
+    assert yaml.safe_load(result.stdout)["jobs"] == {"odd-meta": {"celery": "proj.tasks.work", "every": "1m"}}
+
+
+def test_a_relative_interval_keeps_the_epoch_grid_and_a_phased_one_says_its_start(redbeat: Any) -> None:
+    """relative=True (Celery rounds each run to the interval's resolution) gets no start and the epoch-grid
+    note; a plain interval's note says its grid starts at start (RedBeat's last_run_at), not the epoch."""
+    from celery.schedules import schedule as every
+
+    last_run = datetime.now(UTC) - timedelta(seconds=10)
+    _save(redbeat, "relative", every(timedelta(minutes=5), relative=True), last_run_at=last_run)
+    _save(redbeat, "phased", every(timedelta(minutes=5)), last_run_at=last_run)
+    result = _import(redbeat)
+    assert result.exit_code == 0, result.output
+    jobs = yaml.safe_load(result.stdout)["jobs"]
+    assert "start" not in jobs["relative"] and "start" in jobs["phased"]
+    assert "# relative: relative: True is dropped: beatd's every is aligned to the epoch grid" in result.stdout
+    assert "# phased: every 5m: Celery measures each interval from the last run" in result.stdout
+    assert "fixed grid from start, so" in result.stdout
+    assert (
+        "# phased: every 5m: Celery measures each interval from the last run (a beat restart or a slow beat "
+        "shifts every later run); beatd's fires sit on a fixed grid from the epoch" not in result.stdout
+    )
+
+
+def test_a_monthly_rule_with_weekdays_says_redbeat_dropped_the_nth(redbeat: Any) -> None:
+    """RedBeat saves MO(+1) as MO: the stored MONTHLY rule runs every Monday (in RedBeat too), and says so."""
+    from dateutil.rrule import MO
+    from redbeat.schedules import rrule
+
+    start = datetime(2026, 6, 1, 6, 0, tzinfo=PARIS)
+    _save(redbeat, "first-monday", rrule("MONTHLY", dtstart=start, byweekday=MO(+1), byhour=[6], byminute=[0]))
+    result = _import(redbeat)
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout)["jobs"]["first-monday"]["cron"] == "0 6 * * 1"
+    assert "# first-monday: RedBeat stores a weekday without its n (MO(+1) is saved as MO)" in result.stdout

@@ -3,7 +3,7 @@ meaning (checked against Celery's own next run times), and every difference is s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -111,3 +111,57 @@ def test_queues_are_resolved_as_celery_routes_them(tmp_path: Path) -> None:
     assert "# too-urgent: option priority=300 dropped: Input should be less than or equal to 255" in out
     assert "# NOTE: broker_transport_options priority_steps=" in out
     assert "visibility_timeout" not in out
+
+
+def test_headers_that_are_not_a_mapping_of_names_are_dropped_with_a_note() -> None:
+    """options.headers as a list or with a non-string key is dropped with a note, never an AttributeError."""
+    from celery import Celery
+
+    from beatd.celery_import import convert
+
+    app = Celery("odd-headers", set_as_current=False)
+    app.conf.beat_schedule = {
+        "listed": {"task": "t", "schedule": 60, "options": {"headers": ["a", "b"]}},
+        "numbered": {"task": "t", "schedule": 60, "options": {"headers": {1: "x"}}},
+    }
+    for entry in convert(app).entries:
+        assert entry.job == {"celery": "t", "every": "1m"}, entry.entry
+        assert any("option headers=" in note and "expected a mapping of names" in note for note in entry.notes)
+
+
+def test_an_rrule_in_a_zone_under_redbeat_says_redbeat_runs_the_fixed_offset() -> None:
+    """A live rrule with a Europe/Paris dtstart: DAILY with and without byhour both become cron in Paris
+    (dateutil's 09:00 local all year); under RedBeat's scheduler a note says RedBeat itself keeps the offset."""
+    from celery import Celery
+
+    schedules = pytest.importorskip("redbeat.schedules", reason="celery-redbeat is in the dev extras")
+    from beatd.celery_import import convert
+
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    app = Celery("rrule-zone", set_as_current=False)
+    app.conf.beat_scheduler = "redbeat.RedBeatScheduler"
+    app.conf.beat_schedule = {
+        "plain": {"task": "t", "schedule": schedules.rrule("DAILY", dtstart=start)},
+        "nine": {"task": "t", "schedule": schedules.rrule("DAILY", dtstart=start, byhour=[9], byminute=[0])},
+    }
+    for entry in convert(app).entries:
+        assert entry.job is not None and entry.job["cron"] == "0 9 * * *", entry.entry
+        assert entry.job["timezone"] == "Europe/Paris"
+        assert any("RedBeat runs the rule at that fixed offset year round" in note for note in entry.notes)
+    app.conf.beat_scheduler = "celery.beat:PersistentScheduler"
+    assert not any("RedBeat" in note for entry in convert(app).entries for note in entry.notes)
+
+
+def test_a_fixed_offset_rrule_every_says_it_ignores_daylight_saving() -> None:
+    """DAILY from a fixed +02:00 dtstart (as RedBeat's Redis keeps it) is every 1d, with a note on DST."""
+    from celery import Celery
+
+    schedules = pytest.importorskip("redbeat.schedules", reason="celery-redbeat is in the dev extras")
+    from beatd.celery_import import convert
+
+    start = datetime(2026, 7, 1, 9, 0, tzinfo=timezone(timedelta(hours=2)))
+    app = Celery("rrule-offset", set_as_current=False)
+    app.conf.beat_schedule = {"daily": {"task": "t", "schedule": schedules.rrule("DAILY", dtstart=start)}}
+    (entry,) = convert(app).entries
+    assert entry.job is not None and entry.job["every"] == "1d"
+    assert any("never shifts for daylight saving time" in note for note in entry.notes)

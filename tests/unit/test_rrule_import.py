@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -105,3 +106,54 @@ def test_a_beat_schedule_rrule_converts_through_the_celery_importer() -> None:
     (entry,) = convert(app).entries
     assert entry.job == {"celery": "proj.tasks.weekly", "cron": "30 7 * * 1", "timezone": "Etc/GMT-2",
                          "start": START.isoformat()}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ({"byhour": [99]}, "byhour holds 99, expected 0 to 23"),
+        ({"bymonth": [13]}, "bymonth holds 13, expected 1 to 12"),
+        ({"byweekday": [9]}, "byweekday holds 9, expected 0 to 6"),
+        ({"byminute": [60]}, "byminute holds 60"),
+        ({"bymonthday": [0]}, "bymonthday holds 0, expected -31 to 31 other than 0"),
+    ],
+)
+def test_out_of_range_by_parts_are_refused(parts: dict[str, Any], message: str) -> None:
+    """A by-part value out of its range is a ValueError naming the part, never a cron beatd misreads."""
+    with pytest.raises(ValueError, match=message):
+        Recurrence.from_parts({"freq": DAILY, "dtstart": START, **parts})
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("parts", "kind"),
+    [({"freq": DAILY}, "cron"), ({"freq": DAILY, "byhour": (9,)}, "cron"), ({"freq": WEEKLY}, "cron"),
+     ({"freq": HOURLY, "interval": 3}, "every")],
+)  # fmt: skip
+def test_an_iana_dtstart_follows_daylight_saving_as_dateutil(tmp_path: Path, parts: dict[str, Any], kind: str) -> None:
+    """With dtstart in Europe/Paris, DAILY and WEEKLY (with or without by-parts) keep 09:00 local across the
+    DST change, as dateutil does: both become cron in the zone."""
+    rule = Recurrence(dtstart=datetime(2026, 1, 5, 9, 0, tzinfo=PARIS), **parts)
+    schedule = to_schedule(rule)
+    assert isinstance(schedule, dict) and kind in schedule, schedule
+    path = tmp_path / "beatd.yaml"
+    path.write_text(yaml.safe_dump({"jobs": {"job": {"command": ["true"], **schedule}}}))
+    trigger = load_config(path, {}).jobs["job"].trigger()
+    after = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # the change is on Sunday 29 March
+    theirs = list(_dateutil(rule).xafter(after, count=10))
+    ours, at = [], after
+    for _ in range(10):
+        at = trigger.next_after(at)
+        assert at is not None
+        ours.append(at)
+    assert ours == theirs
+
+
+def test_days_with_interval_in_a_dst_zone_are_refused() -> None:
+    """Every 2 days at 09:00 Paris time is no fixed length: refused with the reason, not an every that drifts."""
+    refusal = to_schedule(Recurrence(DAILY, datetime(2026, 1, 5, 9, 0, tzinfo=PARIS), interval=2))
+    assert isinstance(refusal, str) and "daylight saving time" in refusal
+    tokyo = to_schedule(Recurrence(DAILY, datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("Asia/Tokyo")), interval=2))
+    assert isinstance(tokyo, dict) and tokyo["every"] == "2d"

@@ -8,7 +8,9 @@ import pytest
 
 from beatd.store import LeaderWrite
 from beatd.store.base import script
+from beatd.store.beat import StartWrite
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
+from beatd.store.jobs import JobChange
 from beatd.store.runs import ClaimItem, DeadLetter, DeadLetterAction, FinishItem, RunLease
 from beatd.store.upkeep import ExpiredFire, Retention, StaleHeartbeat, WaitingEntry
 
@@ -26,6 +28,8 @@ from beatd.store.upkeep import ExpiredFire, Retention, StaleHeartbeat, WaitingEn
         ("sweep_history", Retention),
         ("sweep_heartbeats", StaleHeartbeat),
         ("send", LeaderWrite),
+        ("put_jobs", JobChange),
+        ("start", StartWrite),
     ],
 )
 def test_lua_item_line_matches_the_dataclass(name: str, item: type) -> None:

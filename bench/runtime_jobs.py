@@ -1,0 +1,158 @@
+"""beatd runtime jobs benchmark: put N runtime jobs with ``put_many`` into a running leader; compare with YAML.
+
+Command (from the repo root)::
+
+    .venv/bin/python bench/runtime_jobs.py --jobs 100000
+
+In a fresh private redis-server (free loopback port, ``--save '' --appendonly no``; never the system Redis):
+
+1. Runtime: a config with one YAML job and ``runtime_jobs: {allow: ["bench.*:*"]}``; ``beatd beat`` starts and
+   leads (``leading 1 jobs``). Then this process builds N specs ``{every: 1h, start: S_i, call:
+   bench.target:noop}`` (starts spread over the hour: nothing is due during the run) and puts them with
+   ``RuntimeJobs.put_many`` (validated here first, then written 1,000 to a script call).
+   * put s: from the call to its return (validation + writes), and its validation part alone.
+   * scheduled s after last put: from put_many's return until the leader has written the start progress of
+     every runtime job (``HLEN {ns}:progress`` = N + 1, polled every 50 ms): the leader has read the changes,
+     validated each job against its own config and allow-list, and planned it.
+   * leader RSS: VmRSS of the beat once all are scheduled (after a 2 s settle), and its CPU s.
+2. YAML: the same N jobs written into the config file instead; ``beatd beat`` starts, and its VmRSS once the
+   progress hash holds N + 1 fields is the baseline (and its start-up time, for reference).
+
+Per-job RSS = (RSS - RSS of a beat with the one YAML job) / N, both modes. Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from beatd.config import load_config
+from beatd.keys import Keys
+from beatd.runtime_jobs import RuntimeJobs
+from beatd.store import connect
+from beatd.store.jobs import JobStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+SETTINGS = {"runtime_jobs": {"allow": ["bench.*:*"]}}
+BASE = {"base": {"every": "1h", "call": "bench.target:noop"}}
+
+
+def _specs(count: int) -> dict[str, dict[str, Any]]:
+    return {
+        f"customer-{index:06d}": {
+            "every": "1h",
+            "start": f"2026-01-01T00:{(index * 60 // count) % 60:02d}:{index % 60:02d}Z",
+            "call": "bench.target:noop",
+        }
+        for index in range(count)
+    }
+
+
+def _wait_progress(client: Any, namespace: str, count: int, timeout: float) -> float | None:
+    """Seconds until the progress hash holds ``count`` fields (None: not within ``timeout``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if client.hlen(Keys(namespace).progress) >= count:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def _rss_mb(pid: int) -> float:
+    return round((C.proc_status_kb(pid, "VmRSS") or 0) / 1024, 1)
+
+
+def run_runtime(workdir: Path, server: Any, count: int, timeout: float) -> dict[str, Any]:
+    """Put ``count`` runtime jobs into a running leader."""
+    namespace = "bench-runtime"
+    path = C.write_config(workdir / "runtime.yaml", server.url, namespace, "5s", BASE, SETTINGS)
+    beat = C.Beat(path, workdir / "beat-runtime.log").start()
+    try:
+        if beat.wait_line(r"leading 1 jobs", timeout) is None:
+            raise SystemExit("the beat did not lead")
+        time.sleep(1.0)
+        rss_empty = _rss_mb(beat.pid)
+        config = load_config(path, {})
+        client = connect(config.settings.redis)
+        jobs = RuntimeJobs(config, JobStore(client, Keys(namespace)), actor="bench")
+        specs = _specs(count)
+        started = time.perf_counter()
+        jobs.put_many(specs)
+        put_s = time.perf_counter() - started
+        scheduled_s = _wait_progress(client, namespace, count + 1, timeout)
+        time.sleep(2.0)
+        return {
+            "mode": "runtime",
+            "jobs": count,
+            "put_s": round(put_s, 2),
+            "scheduled_after_last_put_s": round(scheduled_s, 2) if scheduled_s is not None else None,
+            "rss_mb_one_job": rss_empty,
+            "rss_mb": _rss_mb(beat.pid),
+            "beat_cpu_s": round(C.proc_cpu_seconds(beat.pid) or 0, 1),
+            "stored": client.hlen(Keys(namespace).runtime_jobs),
+        }
+    finally:
+        beat.stop()
+
+
+def run_yaml(workdir: Path, server: Any, count: int, timeout: float) -> dict[str, Any]:
+    """The same jobs in the YAML: the RSS baseline."""
+    namespace = "bench-yaml"
+    path = C.write_config(workdir / "yaml.yaml", server.url, namespace, "5s", {**BASE, **_specs(count)}, SETTINGS)
+    client = connect(f"{server.url}")
+    beat = C.Beat(path, workdir / "beat-yaml.log").start()
+    try:
+        started = time.monotonic()
+        if _wait_progress(client, namespace, count + 1, timeout) is None:
+            raise SystemExit("the YAML beat did not schedule every job")
+        startup = time.monotonic() - started
+        time.sleep(2.0)
+        return {"mode": "yaml", "jobs": count, "startup_s": round(startup, 2), "rss_mb": _rss_mb(beat.pid)}
+    finally:
+        beat.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="beatd-bench-runtime-"))
+    server = C.RedisServer(workdir)
+    try:
+        runtime = run_runtime(workdir, server, args.jobs, args.timeout)
+        yaml = run_yaml(workdir, server, args.jobs, args.timeout)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = runtime["rss_mb_one_job"]
+    per_runtime = round((runtime["rss_mb"] - base) * 1024 / args.jobs, 2)
+    per_yaml = round((yaml["rss_mb"] - base) * 1024 / args.jobs, 2)
+    C.print_table(
+        ["mode", "jobs", "put s", "scheduled s after last put", "RSS MB", "KB per job"],
+        [
+            [
+                "runtime",
+                args.jobs,
+                runtime["put_s"],
+                runtime["scheduled_after_last_put_s"],
+                runtime["rss_mb"],
+                per_runtime,
+            ],
+            ["yaml", args.jobs, "-", f"(start-up {yaml['startup_s']})", yaml["rss_mb"], per_yaml],
+        ],
+    )
+    print(json.dumps({"runtime": runtime, "yaml": yaml, "kb_per_job": {"runtime": per_runtime, "yaml": per_yaml},
+                      "machine": C.machine()}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

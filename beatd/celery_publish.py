@@ -1,7 +1,10 @@
 """Publishing Celery task messages from the outbox to a broker on another server, confirmed by the broker.
 
 A Redis broker confirms by its reply: the envelopes are LPUSHed onto their queue lists (kombu's Redis
-transport's, where ``celery worker`` BRPOPs them) in one MULTI, so a batch lands whole or not at all. An AMQP
+transport's, where ``celery worker`` BRPOPs them) in one MULTI. A MULTI is not all-or-nothing: a command Redis
+refuses at run time (WRONGTYPE: the queue's key is not a list) fails alone while the others are applied, so
+the reply of each entry is read: the accepted ones are confirmed (deleted by the relay, never pushed again) and
+the refused ones reported with their reason (the relay moves one refused too often aside). An AMQP
 broker (RabbitMQ) confirms each message with publisher confirms (kombu's py-amqp transport,
 ``confirm_publish``): the envelope's body, headers and properties are published to the queue's direct exchange,
 as Celery's own AMQP producer does, after declaring the queue the way a Celery worker declares it.
@@ -13,7 +16,9 @@ import base64
 import contextlib
 import importlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
@@ -25,25 +30,33 @@ from beatd.errors import BeatdError
 from beatd.store.base import connect
 from beatd.store.outbox import OutboxEntry
 
-__all__ = ["AmqpPublisher", "PublishFailed", "Publisher", "RedisPublisher", "publisher_for"]
+__all__ = ["AmqpPublisher", "PublishFailed", "Publisher", "RedisPublisher", "amqp_expiration", "publisher_for"]
 
 
 class PublishFailed(BeatdError):
-    """The broker refused or could not be reached after ``done`` entries of the batch were confirmed."""
+    """The broker refused or could not be reached; ``confirmed``: the ids of the batch's entries it accepted
+    anyway, ``refused``: the entries it refused by themselves (id: reason), the others being accepted."""
 
-    def __init__(self, done: int, reason: str) -> None:
+    def __init__(self, confirmed: Sequence[str], reason: str, refused: Mapping[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.done = done
+        self.confirmed = tuple(confirmed)
+        self.refused = dict(refused or {})
+
+    @property
+    def done(self) -> int:
+        """How many entries the broker accepted."""
+        return len(self.confirmed)
 
 
 class Publisher(Protocol):
-    """Publishes outbox entries in order; returns how many the broker confirmed (all, or raises)."""
+    """Publishes outbox entries in order; returns how many the broker confirmed (all, or raises
+    :class:`PublishFailed` naming the ones it did confirm)."""
 
     batch: int
     """Most entries the relay hands to one :meth:`publish` (and deletes in one fenced call after)."""
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
-        """Publish ``entries``; raise :class:`PublishFailed` (with the confirmed prefix) on a broker error."""
+        """Publish ``entries``; raise :class:`PublishFailed` (with the confirmed ones) on a broker error."""
         ...
 
     def close(self) -> None:
@@ -56,19 +69,30 @@ class RedisPublisher:
 
     batch = defaults.RELAY_BATCH
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, timeout: float = defaults.BROKER_TIMEOUT.total_seconds()) -> None:
         self.url = url
         self.client: Any = connect(redis_py_url(url), timeout)
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
-        """LPUSH every entry's envelope onto its queue list, in one MULTI."""
+        """LPUSH every entry's envelope onto its queue list, in one MULTI; each entry's own reply says whether
+        it landed."""
         pipe = self.client.pipeline(transaction=True)
         for entry in entries:
             pipe.lpush(entry.queue, entry.envelope)
+        where = f"Redis broker {display_url(self.url)}"
         try:
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as error:
-            raise PublishFailed(0, f"Redis broker {display_url(self.url)}: {error}") from error
+            raise PublishFailed((), f"{where}: {error}") from error
+        refused = {
+            entry.entry_id: f"{type(reply).__name__}: {reply}"
+            for entry, reply in zip(entries, replies, strict=True)
+            if isinstance(reply, Exception)
+        }
+        if refused:
+            confirmed = [entry.entry_id for entry in entries if entry.entry_id not in refused]
+            first = next(iter(refused.values()))
+            raise PublishFailed(confirmed, f"{where}: {len(refused)} refused ({first})", refused)
         return len(entries)
 
     def close(self) -> None:
@@ -77,15 +101,30 @@ class RedisPublisher:
 
 
 class AmqpPublisher:
-    """Publish with publisher confirms to an AMQP broker (kombu, py-amqp); reconnects after an error."""
+    """Publish with publisher confirms to an AMQP broker (kombu, py-amqp); reconnects after an error.
+
+    Each message goes to the default exchange (``""``) with its queue's name as routing key and ``mandatory``:
+    a queue deleted, expired or missing while connected makes RabbitMQ return the message (312 NO_ROUTE, raised
+    while waiting for the confirm) instead of acking and dropping it, so nothing unrouted is deleted from the
+    outbox. The queue is declared (as a Celery worker declares it) only when a passive declare finds none, so a
+    queue declared with its own arguments (quorum, ``x-max-priority``) or an exchange of the same name and
+    another type is used as it is. Connect, read, write and confirm waits are bounded by ``timeout``.
+    """
 
     batch = defaults.RELAY_BATCH_AMQP
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
-        self.url, self.timeout = url, timeout
+    def __init__(
+        self,
+        url: str,
+        timeout: float = defaults.BROKER_TIMEOUT.total_seconds(),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url, self.timeout, self.now, self.monotonic = url, timeout, now, monotonic
         self._connection: Any = None
         self._producer: Any = None
         self._declared: set[str] = set()
+        self._used = 0.0
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
         """Publish each entry and wait for the broker's confirm before the next."""
@@ -98,43 +137,68 @@ class AmqpPublisher:
         except Exception as error:  # kombu and py-amqp raise many kinds (socket, channel, NACK): all are one outage
             self.close()
             raise PublishFailed(
-                done, f"AMQP broker {display_url(self.url)}: {type(error).__name__}: {error}"
+                [entry.entry_id for entry in entries[:done]],
+                f"AMQP broker {display_url(self.url)}: {type(error).__name__}: {error}",
             ) from error
+        self._used = self.monotonic()
         return done
 
     def _connect(self) -> Any:
+        if self._producer is not None and self.monotonic() - self._used > defaults.AMQP_HEARTBEAT:
+            self.close()  # idle past the heartbeat: the broker may have dropped it; reopen rather than fail once
         if self._producer is None:
             connection = _kombu().Connection(
-                self.url, connect_timeout=self.timeout, transport_options={"confirm_publish": True}
+                self.url,
+                connect_timeout=self.timeout,
+                heartbeat=defaults.AMQP_HEARTBEAT,
+                transport_options={
+                    "confirm_publish": True,
+                    "read_timeout": self.timeout,
+                    "write_timeout": self.timeout,
+                },
             )
             connection.ensure_connection(max_retries=1)
             self._connection, self._producer, self._declared = connection, connection.Producer(), set()
+            self._used = self.monotonic()
         return self._producer
 
-    def _publish(self, producer: Any, entry: OutboxEntry) -> None:
+    def _declare(self, name: str) -> None:
+        """Declare queue ``name`` as a Celery worker does, unless it exists (a passive declare, on a channel of
+        its own: a missing queue closes the channel it is asked on)."""
         kombu = _kombu()
+        channel = self._connection.channel()
+        try:
+            channel.queue_declare(name, passive=True)
+        except self._connection.channel_errors:
+            queue = kombu.Queue(name, kombu.Exchange(name, type="direct"), routing_key=name)
+            with contextlib.closing(self._connection.channel()) as fresh:
+                queue(fresh).declare()
+        else:
+            channel.close()
+        self._declared.add(name)
+
+    def _publish(self, producer: Any, entry: OutboxEntry) -> None:
         envelope = json.loads(entry.envelope)
         properties = envelope["properties"]
         name = properties["delivery_info"]["routing_key"]
-        queue = kombu.Queue(
-            name, kombu.Exchange(name, type="direct"), routing_key=name
-        )  # as a Celery worker declares it
-        expiration = properties.get("expiration")
+        if name not in self._declared:
+            self._declare(name)
         producer.publish(
             base64.b64decode(envelope["body"]),
-            exchange=queue.exchange,
+            exchange="",
             routing_key=name,
-            declare=[queue] if name not in self._declared else [],
+            mandatory=True,
             headers=envelope["headers"],
             content_type=envelope["content-type"],
             content_encoding=envelope["content-encoding"],
             correlation_id=properties["correlation_id"],
             delivery_mode=properties.get("delivery_mode", 2),
             priority=properties.get("priority") or 0,
-            expiration=int(expiration) / 1000 if expiration is not None else None,
+            expiration=amqp_expiration(envelope["headers"], self.now()),
             retry=False,
+            timeout=self.timeout,
+            confirm_timeout=self.timeout,
         )
-        self._declared.add(name)
 
     def close(self) -> None:
         """Close the connection (the next publish opens another)."""
@@ -142,6 +206,15 @@ class AmqpPublisher:
             with contextlib.suppress(Exception):
                 self._connection.release()
         self._connection, self._producer = None, None
+
+
+def amqp_expiration(headers: dict[str, Any], now: datetime) -> float | None:
+    """The AMQP ``expiration`` (seconds) of a task message published at ``now``: what is left until its absolute
+    ``expires`` header (a message that waited in the outbox keeps its deadline), 0 when past; None without."""
+    expires = headers.get("expires")
+    if expires is None:
+        return None
+    return max((datetime.fromisoformat(expires) - now).total_seconds(), 0.0)
 
 
 def _kombu() -> Any:

@@ -25,14 +25,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from beatd import defaults
 from beatd.celery_publish import Publisher, PublishFailed
 from beatd.daemon import Backoff
 from beatd.metrics import Metrics
 from beatd.store import StoreError
-from beatd.store.outbox import OutboxStore
+from beatd.store.outbox import OutboxEntry, OutboxStore
 
 __all__ = ["Relay", "RelayThread"]
 
@@ -46,33 +46,68 @@ class Relay:
         self.outbox, self.publisher, self.metrics, self.limit = outbox, publisher, metrics, limit
         self.confirmed: list[str] = []
         """Entries the broker confirmed, deleted by the next step."""
-        self.backoff = Backoff(log, "Celery broker", first=0.1, longest=defaults.RELAY_BACKOFF_MAX.total_seconds())
+        self.dead: list[tuple[str, str]] = []
+        """Entries the broker refused too often ((id, reason)), moved to the dead stream by the next step."""
+        self.refusals: dict[str, int] = {}
+        """How many times the broker refused each entry by itself (an outage does not count)."""
+        self.backoff = Backoff(
+            log,
+            "Celery broker",
+            first=0.1,
+            longest=defaults.RELAY_BACKOFF_MAX.total_seconds(),
+            recovered="Celery broker reachable again",
+        )
         self._warned = False
 
     def step(self, token: str) -> float:
         """Delete what the broker confirmed, publish the next batch; the seconds to wait before the next step
         (0 when more may be waiting). Raises StoreError when beatd's Redis fails."""
-        batch = self.outbox.step(token, self.confirmed, self.publisher.batch)
-        self.confirmed = []
+        batch = self.outbox.step(token, self.confirmed, self.publisher.batch, self.dead)
+        self.confirmed, self.dead = [], []
         if batch is None:
             log.info("relay: the lease is lost; stopping until this replica leads again")
             return defaults.RELAY_IDLE.total_seconds()
         self.metrics.celery_outbox_depth.set(batch.depth)
+        self.metrics.celery_relay_last_step.set_to_current_time()
         self._warn(batch.depth)
         if not batch.entries:
             return defaults.RELAY_IDLE.total_seconds()
         try:
-            done = self.publisher.publish(batch.entries)
+            self.publisher.publish(batch.entries)
         except PublishFailed as error:
-            done = error.done
+            self.confirmed = list(error.confirmed)
             self.metrics.celery_publish_failures.inc()
             wait = self.backoff.failed(error)
+            self._refused(batch.entries, error.refused)
         else:
+            self.confirmed = [entry.entry_id for entry in batch.entries]
             self.backoff.succeeded()
             wait = 0.0
-        self.metrics.celery_published.inc(done)
-        self.confirmed = [entry.entry_id for entry in batch.entries[:done]]
+        self.metrics.celery_published.inc(len(self.confirmed))
+        for entry_id in self.confirmed:
+            self.refusals.pop(entry_id, None)
         return wait
+
+    def _refused(self, entries: Sequence[OutboxEntry], refused: dict[str, str]) -> None:
+        """Count each entry the broker refused by itself; one refused ``RELAY_POISON_AFTER`` times is moved to
+        the dead stream by the next step (logged), so it no longer holds back the ones behind it."""
+        for entry in entries:
+            if entry.entry_id not in refused:
+                continue
+            count = self.refusals.get(entry.entry_id, 0) + 1
+            self.refusals[entry.entry_id] = count
+            if count >= defaults.RELAY_POISON_AFTER:
+                reason = refused[entry.entry_id]
+                log.error(
+                    "relay: outbox entry %s for queue %s refused %d times (%s): moved to %s",
+                    entry.entry_id,
+                    entry.queue,
+                    count,
+                    reason,
+                    self.outbox.keys.celery_outbox_dead,
+                )
+                self.dead.append((entry.entry_id, reason))
+                del self.refusals[entry.entry_id]
 
     def _warn(self, depth: int) -> None:
         if depth * 2 >= self.limit and not self._warned:
@@ -86,37 +121,54 @@ class Relay:
 
 
 class RelayThread:
-    """Runs a :class:`Relay` in a daemon thread while ``token()`` gives the leader's token (None: not leading)."""
+    """Runs a :class:`Relay` in a daemon thread while ``token()`` gives the leader's token (None: not leading).
 
-    def __init__(self, relay: Relay, token: Callable[[], str | None]) -> None:
-        self.relay, self.token = relay, token
+    ``after``: the relay this one replaces (a reload): the new thread waits for it to end first, in its own
+    thread, so two relays never publish the same entries at once and the main loop never waits on a broker.
+    """
+
+    def __init__(self, relay: Relay, token: Callable[[], str | None], after: RelayThread | None = None) -> None:
+        self.relay, self.token, self.after = relay, token, after
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="celery-relay", daemon=True)
-        self._redis = Backoff(log, "relay: beatd's Redis")
+        self._redis = Backoff(log, "relay: beatd's Redis", recovered="relay: beatd's Redis reachable again")
 
     def start(self) -> RelayThread:
         """Start the thread."""
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (after its current publish), delete what the broker confirmed (while the lease is
-        still held: call before releasing it) and close the broker connection."""
+    def stop(self, timeout: float = defaults.RELAY_STOP_WAIT.total_seconds()) -> bool:
+        """Ask the thread to stop after its current publish and wait at most ``timeout`` seconds; whether it
+        ended. On its way out the thread deletes what the broker confirmed (while the lease still holds: stop
+        before releasing it) and closes the broker connection; one still publishing does so when its publish
+        ends (bounded by the broker timeouts), and a stale token then deletes nothing (published again)."""
         self._stop.set()
         self._thread.join(timeout)
-        token = self.token()
-        if token is not None and self.relay.confirmed and not self._thread.is_alive():
-            with contextlib.suppress(StoreError):
-                self.relay.outbox.step(token, self.relay.confirmed, 0)
-            self.relay.confirmed = []
-        self.relay.publisher.close()
+        return not self._thread.is_alive()
+
+    def alive(self) -> bool:
+        """Whether the thread is still running."""
+        return self._thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            if self.after is not None:
+                self.after._thread.join()
+                self.after = None
+            self._loop()
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
         wait = 0.0
         while not self._stop.wait(wait):
             token = self.token()
             if token is None:
-                self.relay.confirmed = []  # not ours to delete any more: the new leader publishes them again
+                self.relay.confirmed, self.relay.dead = (
+                    [],
+                    [],
+                )  # not ours to delete any more: the new leader publishes them again
                 wait = defaults.RELAY_IDLE.total_seconds()
                 continue
             try:
@@ -127,3 +179,11 @@ class RelayThread:
             except Exception:  # the relay survives any one bad step, as the loop does
                 log.exception("relay step failed; retrying in 1s")
                 wait = 1.0
+
+    def _finish(self) -> None:
+        token = self.token()
+        if token is not None and (self.relay.confirmed or self.relay.dead):
+            with contextlib.suppress(StoreError):
+                self.relay.outbox.step(token, self.relay.confirmed, 0, self.relay.dead)
+        self.relay.confirmed, self.relay.dead = [], []
+        self.relay.publisher.close()

@@ -113,8 +113,17 @@ class Backoff:
     ``longest`` seconds. The outage is logged once to ``logger`` when it starts (``what`` says what waits),
     and once more when it ends."""
 
-    def __init__(self, logger: logging.Logger, what: str, first: float = 0.1, longest: float = 5.0) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        first: float = 0.1,
+        longest: float = 5.0,
+        recovered: str = "Redis reachable again",
+    ) -> None:
         self.logger, self.what, self.first, self.longest = logger, what, first, longest
+        self.recovered = recovered
+        """What is logged when an outage ends (it names what came back: beatd's Redis, a Celery broker)."""
         self._wait: float | None = None
 
     def failed(self, error: Exception) -> float:
@@ -128,7 +137,7 @@ class Backoff:
     def succeeded(self) -> None:
         """Note a successful attempt: the next failure starts a new outage."""
         if self._wait is not None:
-            self.logger.info("Redis reachable again")
+            self.logger.info("%s", self.recovered)
             self._wait = None
 
 

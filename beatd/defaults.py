@@ -59,6 +59,32 @@ RELAY_IDLE: Final = timedelta(milliseconds=100)
 RELAY_BACKOFF_MAX: Final = timedelta(seconds=5)
 """Longest wait between the relay's attempts while the broker refuses or is unreachable (doubling from 0.1 s)."""
 
+RELAY_POISON_AFTER: Final = 5
+"""Times the broker may refuse one outbox entry by itself (the others of its batch accepted) before the relay
+moves it to the dead stream (``{ns}:celery-outbox-dead``, with the reason, logged): a poisoned entry must not
+block or be re-published with the ones behind it. An outage (nothing accepted) never counts."""
+
+CELERY_OUTBOX_DEAD_LIMIT: Final = 1_000
+"""Most entries the dead stream keeps (approximately; the oldest go): an operator inspects a few, a broken
+broker config must not grow beatd's Redis without bound."""
+
+RELAY_STOP_WAIT: Final = timedelta(milliseconds=500)
+"""Longest the main loop waits for the relay thread to end when it stops it (a reload, a shutdown): the thread
+ends after its current publish, bounded by the broker timeouts below; a successor relay waits for it in its own
+thread, and what it confirmed but could not delete under the lease is published again (at least once)."""
+
+RELAY_SHUTDOWN_WAIT: Final = timedelta(seconds=5)
+"""Longest a stopping beat waits for its relay thread before releasing the lease (it is no longer ticking):
+enough for a publish bounded by ``BROKER_TIMEOUT``, so what the broker confirmed is deleted, not republished."""
+
+BROKER_TIMEOUT: Final = timedelta(seconds=2)
+"""Connect, read, write and publisher-confirm timeout of the relay's broker connection: a stalled broker fails
+the publish (retried with backoff, nothing deleted) instead of blocking the relay thread forever."""
+
+AMQP_HEARTBEAT: Final = 30
+"""AMQP heartbeat (seconds) the relay negotiates, so RabbitMQ and the relay both notice a dead peer; a connection
+idle for longer than this is reopened before the next publish (py-amqp sends heartbeats only when called)."""
+
 QUEUE: Final = "default"
 """Queue (Redis stream) a job's fires go to."""
 

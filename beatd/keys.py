@@ -28,6 +28,7 @@
 | ``{ns}:runtime-jobs:version`` | integer | INCR on every runtime job change: the version of the latest |
 | ``{ns}:runtime-jobs:changes`` | stream, capped | one entry ``{job, version}`` per change, read on from a cursor |
 | ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
+| ``{ns}:celery-outbox-dead`` | stream | outbox entries the broker kept refusing: ``entry_id``, ``reason``, ... |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
 
@@ -66,6 +67,7 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
   celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
   dropped, its job's progress stays (counted in ``beatd_celery_outbox_depth``, logged as refused).
+- ``{ns}:celery-outbox-dead``: ``CELERY_OUTBOX_DEAD_LIMIT`` entries (approximate MAXLEN).
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
 id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
@@ -254,6 +256,12 @@ class Keys:
     def celery_outbox(self) -> str:
         """Stream of Celery task messages waiting for the relay (a broker on another server)."""
         return f"{self.namespace}:celery-outbox"
+
+    @property
+    def celery_outbox_dead(self) -> str:
+        """Stream of outbox entries moved aside after the broker refused them ``defaults.RELAY_POISON_AFTER``
+        times (a WRONGTYPE queue key, say), with the reason: they no longer block the ones behind."""
+        return f"{self.namespace}:celery-outbox-dead"
 
     @property
     def workers(self) -> str:

@@ -109,6 +109,11 @@ class Metrics:
             "Relay publishes the Celery broker refused or did not answer.",
             registry=registry,
         )
+        self.celery_relay_last_step = Gauge(
+            "beatd_celery_relay_last_step_timestamp_seconds",
+            "Unix time of the relay's last fenced step as the leader (relay liveness: alert when it lags).",
+            registry=registry,
+        )
         self.redis_errors = Counter("beatd_redis_errors", "Redis operations that failed.", registry=registry)
         self.loop_errors = Counter("beatd_loop_errors", "Loop steps that failed unexpectedly (the loop went on).",
                                    registry=registry)  # fmt: skip

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from beatd import defaults
 from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.celery_broker import probe_broker
@@ -97,16 +98,20 @@ def beat(
     relay: list[RelayThread] = []
 
     def probe(current: Config) -> None:
-        for running in relay:
-            running.stop()
-        relay.clear()
+        previous = relay.pop() if relay else None
+        if previous is not None:
+            previous.stop()  # bounded; the successor waits for it in its own thread
         why = _probe_celery_broker(store, current)
         daemon.celery_outbox = why is not None
-        if why is not None and current.settings.celery is not None:
+        celery = current.settings.celery
+        if why is not None:
             log.info("celery broker: %s: task messages go through the outbox and the leader's relay", why)
-            celery = current.settings.celery
+        if celery is not None:
+            # Always, even when this replica pushes directly: another replica or `beatd celery fire` (another
+            # network view, an earlier broker) may have written the outbox, and only a relay empties it.
             relaying = Relay(OutboxStore(store.client, store.keys), publisher_for(celery), metrics, celery.outbox_limit)
-            relay.append(RelayThread(relaying, leader_token).start())
+            after = previous if previous is not None and previous.alive() else None
+            relay.append(RelayThread(relaying, leader_token, after=after).start())
 
     def leader_token() -> str | None:
         return daemon.leadership.token if daemon.leadership.is_leader(clock.monotonic()) else None
@@ -134,8 +139,8 @@ def beat(
             metrics=metrics,
         )
     finally:
-        for running in relay:
-            running.stop()
+        for running in relay:  # before the lease is released: the relay deletes what the broker confirmed
+            running.stop(timeout=defaults.RELAY_SHUTDOWN_WAIT.total_seconds())
         daemon.shutdown()
         notifier.close()
         log.info("beat %s stopped", replica.id)

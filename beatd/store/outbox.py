@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import redis
 
+from beatd import defaults
 from beatd.keys import Keys
 from beatd.store.base import reachable, script
 from beatd.store.codec import decode_items
@@ -40,11 +41,17 @@ class OutboxStore:
         self.keys = keys
         self._step = client.register_script(script("relay"))
 
-    def step(self, token: str, confirmed: Sequence[str], count: int) -> OutboxBatch | None:
-        """Delete ``confirmed`` (entries the broker accepted) and read the next ``count``, if ``token`` still
-        holds the lease; None when it does not (nothing deleted: the new leader's relay publishes them)."""
+    def step(
+        self, token: str, confirmed: Sequence[str], count: int, dead: Sequence[tuple[str, str]] = ()
+    ) -> OutboxBatch | None:
+        """Delete ``confirmed`` (entries the broker accepted), move ``dead`` ((id, reason): entries the broker
+        refused too often) to the dead stream and read the next ``count``, if ``token`` still holds the lease;
+        None when it does not (nothing deleted nor moved: the new leader's relay publishes them)."""
+        keys = [self.keys.leader, self.keys.celery_outbox, self.keys.celery_outbox_dead]
+        args: list[str | int] = [token, count, defaults.CELERY_OUTBOX_DEAD_LIMIT, len(confirmed), *confirmed]
+        args += [part for pair in dead for part in pair]
         with reachable():
-            reply = self._step(keys=[self.keys.leader, self.keys.celery_outbox], args=[token, count, *confirmed])
+            reply = self._step(keys=keys, args=args)
         if int(reply[0]) == -1:
             return None
         return OutboxBatch(int(reply[1]), tuple(decode_items(OutboxEntry, reply[2])))

@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -274,5 +275,124 @@ def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
                                      for s in range(3))  # fmt: skip
         assert set(ids.values()) == {2}  # published again after the stale step: recognisable by task id
         assert metrics.registry.get_sample_value("beatd_celery_published_total") == 6
+    finally:
+        broker.stop()
+
+
+def _outbox_with_entries(own_redis: RedisServer, namespace: str, tmp_path: Path, env: dict[str, str]) -> Any:
+    """Three celery fires written to the outbox under a lease held by replica "one"; (store, token, keys)."""
+    from beatd.config import load_config
+    from beatd.emission import celery_write
+    from beatd.messages import format_utc
+    from beatd.store import Store, connect
+
+    config = load_config(_config(tmp_path / "beatd.yaml", own_redis, namespace), env)
+    assert config.settings.celery is not None
+    keys = Keys(namespace)
+    store = Store(connect(own_redis.url), keys)
+    token, _ = store.acquire("one", 30_000, {"event": "leader"})
+    assert token is not None
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    writes = [
+        celery_write(config.jobs[JOB], f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys,
+                     config.settings.celery, outbox=True).write
+        for at in (start + timedelta(seconds=second) for second in range(3))
+    ]  # fmt: skip
+    assert store.apply(token, writes).statuses == ("applied",) * 3
+    return store, token, keys
+
+
+def test_stopping_a_relay_stuck_on_a_stalled_broker_does_not_block_the_caller(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """The main loop stops the relay on a reload: with its publish stuck on a broker that stopped answering, the
+    stop returns within its short bound (it joined 5 s, and the lease could lapse), and the thread ends on its
+    own once the publish times out, deleting nothing it was not confirmed."""
+    from beatd.celery_publish import AmqpPublisher
+    from beatd.celery_relay import Relay, RelayThread
+    from beatd.metrics import Metrics
+    from beatd.store.outbox import OutboxStore
+    from tests.integration.test_celery_publish import _StallingProxy
+
+    if (why := rabbitmq_unreachable()) is not None:
+        pytest.skip(why)
+    proxy = _StallingProxy()
+    url = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+    store, token, keys = _outbox_with_entries(own_redis, namespace, tmp_path, {"CELERY_BROKER_URL": url,
+                                              "CELERY_RESULT_BACKEND": own_redis.url})  # fmt: skip
+    proxy.stalled.set()  # the TCP connection opens, the AMQP handshake never completes
+    relay = Relay(OutboxStore(store.client, keys), AmqpPublisher(url, timeout=3.0), Metrics(1), limit=10)
+    running = RelayThread(relay, lambda: token).start()
+    try:
+        wait_for(lambda: proxy.connections > 0, what="the relay connecting to the stalled broker")
+        started = time.monotonic()
+        assert running.stop() is False  # its default bound: a reload waits no longer
+        assert time.monotonic() - started < 2.5
+        wait_for(lambda: not running.alive(), timeout=30, what="the relay thread ending after its timeout")
+        assert own_redis.client().xlen(keys.celery_outbox) == 3
+    finally:
+        proxy.close()
+
+
+def test_a_leader_pushing_directly_still_relays_what_another_replica_left_in_the_outbox(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """The broker is beatd's own server (direct mode), yet the outbox holds task messages another replica or
+    `beatd celery fire` wrote with another view of the broker: the leader's relay publishes them (they were
+    stranded: no relay ran in direct mode)."""
+    env = {
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{own_redis.port}/0",
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{own_redis.port}/2",
+    }
+    store, token, keys = _outbox_with_entries(own_redis, namespace, tmp_path, env)
+    store.release(token)
+    config = tmp_path / "beatd.yaml"
+    beat = daemons("beat", "-c", str(config), env=env)
+    client = own_redis.client()
+    wait_for(lambda: client.xlen(keys.celery_outbox) == 0, timeout=20, what="the relay to empty the outbox")
+    beat.stop()
+    ids = {json.loads(item)["headers"]["beatd_fire_id"] for item in client.lrange("celery", 0, -1)}
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    from beatd.messages import format_utc
+
+    assert {f"{JOB}@{format_utc(start + timedelta(seconds=s))}" for s in range(3)} <= ids
+
+
+def test_a_broker_refusing_one_entry_confirms_the_others_once_and_moves_the_poisoned_one_aside(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """A Redis MULTI is not all-or-nothing: with one queue key of the wrong type, the other entries of the batch
+    land and are confirmed (they were pushed again on every retry: duplicates), and the refused one, after
+    RELAY_POISON_AFTER refusals, moves to the dead stream with its reason instead of blocking the outbox."""
+    from beatd import defaults
+    from beatd.celery_publish import RedisPublisher
+    from beatd.celery_relay import Relay
+    from beatd.metrics import Metrics
+    from beatd.store import Store, connect
+    from beatd.store.outbox import OutboxStore
+
+    broker = RedisServer(tmp_path / "broker")
+    broker.start()
+    try:
+        keys = Keys(namespace)
+        store = Store(connect(own_redis.url), keys)
+        token, _ = store.acquire("one", 30_000, {"event": "leader"})
+        assert token is not None
+        client = own_redis.client()
+        ids = [client.xadd(keys.celery_outbox, {"queue": queue, "envelope": json.dumps({"n": n})})
+               for n, queue in enumerate(["celery", "poisoned", "celery"])]  # fmt: skip
+        pushed = broker.client()
+        pushed.set("poisoned", "not a list")
+        metrics = Metrics(1)
+        relay = Relay(OutboxStore(store.client, keys), RedisPublisher(broker.url), metrics, limit=10)
+        for _ in range(defaults.RELAY_POISON_AFTER):
+            relay.step(token)
+            assert pushed.llen("celery") == 2  # the accepted ones, once
+        relay.step(token)
+        assert client.xlen(keys.celery_outbox) == 0 and pushed.llen("celery") == 2
+        [(_, dead)] = client.xrange(keys.celery_outbox_dead)
+        assert dead["entry_id"] == ids[1] and dead["queue"] == "poisoned" and "WRONGTYPE" in dead["reason"]
+        last = metrics.registry.get_sample_value("beatd_celery_relay_last_step_timestamp_seconds")
+        assert last is not None and abs(last - time.time()) < 60  # the relay's liveness
     finally:
         broker.stop()

@@ -39,3 +39,15 @@ def test_an_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixt
         "worker waiting: refused; retrying with backoff up to 5s",
     ]
     assert first_again == 0.1
+
+
+def test_the_relays_broker_backoff_names_the_broker_when_it_comes_back(caplog: pytest.LogCaptureFixture) -> None:
+    """The relay's broker outage ends with "Celery broker reachable again", not "Redis reachable again" (an
+    AMQP broker is no Redis, and beatd's own Redis never went away)."""
+    from beatd.celery_relay import Relay
+
+    relay = Relay(None, None, None, 10)  # type: ignore[arg-type]  # only its backoff is used
+    with caplog.at_level(logging.INFO, logger="beatd.relay"):
+        relay.backoff.failed(OSError("refused"))
+        relay.backoff.succeeded()
+    assert [record.getMessage() for record in caplog.records][-1] == "Celery broker reachable again"

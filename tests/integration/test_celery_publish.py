@@ -1,0 +1,164 @@
+"""The AMQP publisher of the outbox relay against a real RabbitMQ (skipped, with the reason, when it does not
+answer at 127.0.0.1:5672): unroutable messages fail the publish, existing queues are used as declared, and a
+stalled broker fails within the timeout instead of blocking the relay."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from beatd.celery_publish import AmqpPublisher, PublishFailed
+from beatd.store.outbox import OutboxEntry
+from tests.integration.test_celery_relay import RABBITMQ, rabbitmq_unreachable
+
+URL = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}//"
+
+
+@pytest.fixture
+def queue() -> Iterator[str]:
+    """A fresh queue name; the queue and any exchange of that name are deleted afterwards."""
+    if (why := rabbitmq_unreachable()) is not None:
+        pytest.skip(why)
+    from kombu import Connection
+
+    name = f"beatd_test_{uuid.uuid4().hex[:8]}"
+    yield name
+    with Connection(URL) as connection:
+        for delete in ("queue_delete", "exchange_delete"):
+            channel = connection.channel()
+            getattr(channel, delete)(name)
+            channel.close()
+
+
+def _entry(queue: str, entry_id: str) -> OutboxEntry:
+    envelope = {
+        "body": base64.b64encode(b"[[],{},{}]").decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"id": entry_id, "task": "tests.record"},
+        "properties": {
+            "correlation_id": entry_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": entry_id,
+        },
+    }
+    return OutboxEntry(entry_id, queue, json.dumps(envelope))
+
+
+def _depth(queue: str) -> int:
+    from kombu import Connection
+
+    with Connection(URL) as connection:
+        return int(connection.channel().queue_declare(queue, passive=True).message_count)
+
+
+def test_a_queue_deleted_while_connected_fails_the_publish_instead_of_dropping_it(queue: str) -> None:
+    """RabbitMQ acks an unroutable message unless it is mandatory: with the queue deleted between two publishes
+    on one connection, the second fails (nothing confirmed, so the relay deletes nothing), and the retry
+    declares the queue again and lands the message."""
+    from kombu import Connection
+
+    publisher = AmqpPublisher(URL)
+    try:
+        assert publisher.publish([_entry(queue, "1-0")]) == 1
+        assert _depth(queue) == 1
+        with Connection(URL) as connection:
+            connection.channel().queue_delete(queue)
+        with pytest.raises(PublishFailed, match="NO_ROUTE") as failed:
+            publisher.publish([_entry(queue, "2-0")])
+        assert failed.value.done == 0
+        assert publisher.publish([_entry(queue, "2-0")]) == 1
+        assert _depth(queue) == 1
+    finally:
+        publisher.close()
+
+
+def test_an_existing_quorum_queue_and_a_same_named_exchange_of_another_type_are_used_as_they_are(queue: str) -> None:
+    """A queue declared by its owner with arguments (quorum) and an exchange of its name of another type: the
+    publisher declares nothing over them (that was 406 PRECONDITION_FAILED on every retry) and publishes through
+    the default exchange."""
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(URL) as connection:
+        channel = connection.channel()
+        Queue(queue, queue_arguments={"x-queue-type": "quorum"})(channel).declare()
+        Exchange(queue, type="fanout")(channel).declare()
+    publisher = AmqpPublisher(URL)
+    try:
+        assert publisher.publish([_entry(queue, "1-0"), _entry(queue, "2-0")]) == 2
+        assert publisher.publish([_entry(queue, "3-0")]) == 1
+    finally:
+        publisher.close()
+    assert _depth(queue) == 3
+
+
+class _StallingProxy:
+    """A TCP proxy to RabbitMQ that stops forwarding (without closing) once :attr:`stalled` is set."""
+
+    def __init__(self) -> None:
+        self.stalled = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(RABBITMQ)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.stalled.is_set():
+                    return  # swallowed: the broker looks alive but never answers
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_stalled_broker_fails_the_publish_within_the_timeout(queue: str) -> None:
+    """A broker that stops answering mid-connection (no RST): the publish raises PublishFailed within a few
+    timeouts (it blocked forever: no confirm timeout, no read timeout)."""
+    proxy = _StallingProxy()
+    publisher = AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", timeout=1.0)
+    try:
+        assert publisher.publish([_entry(queue, "1-0")]) == 1
+        proxy.stalled.set()
+        outcome: dict[str, Any] = {}
+
+        def publish() -> None:
+            try:
+                outcome["done"] = publisher.publish([_entry(queue, "2-0")])
+            except PublishFailed as error:
+                outcome["failed"] = error
+
+        started = time.monotonic()
+        thread = threading.Thread(target=publish, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive(), "the publish still blocks on a stalled broker"
+        assert "failed" in outcome and time.monotonic() - started < 15
+    finally:
+        proxy.close()
+        publisher.close()

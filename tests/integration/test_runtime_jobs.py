@@ -135,7 +135,10 @@ def test_a_forged_entry_is_refused_by_the_beat_and_the_worker(
         ("evil", "beat"),
         ("sneaky2", "worker"),
     }
+    # Never emitted: not in the queue, and (the worker deletes what it acknowledges) neither run nor dead-lettered.
     assert not scheduled(messages(client, namespace), "evil")
+    assert client.hlen(Keys(namespace).runs("evil")) == 0
+    assert "evil" not in {json.loads(f["message"]).get("job") for _, f in client.xrange(Keys(namespace).dead)}
     assert not (Path("/tmp/pwned")).exists()
 
 

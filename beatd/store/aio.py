@@ -9,6 +9,7 @@ from typing import Any
 
 from beatd.keys import Keys
 from beatd.store.base import AUDIT_MAXLEN, reachable
+from beatd.store.runs import waiting_texts
 
 __all__ = ["AsyncRunStore"]
 
@@ -66,15 +67,7 @@ class AsyncRunStore:
                 pipe.zrange(self.keys.retry(queue), 0, -1)
                 pipe.hget(self.keys.buffer(job), "message")
                 entries, retries, held = await pipe.execute()
-        texts = [str(fields.get("message", "")) for _, fields in entries]
-        for member in retries:
-            try:
-                item = json.loads(member)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and isinstance(item.get("message"), str):
-                texts.append(item["message"])
-        return texts + ([str(held)] if held else [])
+        return waiting_texts(entries, retries, held)
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -482,15 +482,7 @@ class RunStore:
             pipe.zrange(self.keys.retry(queue), 0, -1)
             pipe.hget(self.keys.buffer(job), "message")
             entries, retries, held = pipe.execute()
-        texts = [str(fields.get("message", "")) for _, fields in entries]
-        for member in retries:
-            try:
-                item = json.loads(member)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and isinstance(item.get("message"), str):
-                texts.append(item["message"])
-        return texts + ([str(held)] if held else [])
+        return waiting_texts(entries, retries, held)
 
     def read_streams(self, after: dict[str, str], count: int, block_ms: int | None) -> list[Any]:
         """XREAD of the streams ``after`` names (stream key -> the last entry id read), at most ``count`` entries
@@ -629,3 +621,17 @@ def _claim(reply: list[Any]) -> Claim:
     if reply[0] == "error":
         return Claim("error", error=str(reply[1]))
     return Claim(str(reply[0]))
+
+
+def waiting_texts(entries: list[Any], retries: list[Any], held: Any) -> list[str]:
+    """The messages of one read of where fires wait: queue stream entries, retry set members (``{message,
+    sig}`` JSON; unreadable ones skipped) and a held ``buffer_one`` message."""
+    texts = [str(fields.get("message", "")) for _, fields in entries]
+    for member in retries:
+        try:
+            item = json.loads(member)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("message"), str):
+            texts.append(item["message"])
+    return texts + ([str(held)] if held else [])

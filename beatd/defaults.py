@@ -288,3 +288,35 @@ RUNTIME_SPEC_MAX_BYTES: Final = 64 * 1024
 RUNTIME_CHANGES_PER_POLL: Final = 5000
 """Most runtime job changes a beat or worker applies in one loop step (about a quarter of a second of
 validation): a put_many of 100,000 is taken in steps, with the lease renewed between them."""
+
+ALERT_WINDOW: Final = timedelta(minutes=10)
+"""Grouping window of alerts: the first event of a job and rule in a window is told at once, the rest of the
+window's are counted and told in one summary when it closes, so a storm is a few messages that say how many."""
+
+ALERT_SINK_TIMEOUT: Final = 10.0
+"""Seconds one delivery attempt to a sink may take (connect and reply): a hung sink delays the others little."""
+
+ALERT_RETRY_FIRST: Final = timedelta(seconds=1)
+"""Wait before the second attempt of a delivery; it doubles after each failure (with jitter) up to the next."""
+
+ALERT_RETRY_MAX: Final = timedelta(minutes=5)
+"""Longest wait between delivery attempts of one alert to one sink."""
+
+ALERT_ATTEMPTS: Final = 300
+"""Attempts of one delivery before it is given up (recorded, audited): at the longest wait about a day."""
+
+ALERT_EVENTS_LIMIT: Final = 100_000
+"""Most alert events waiting for the leader (``{ns}:alerts:events``): a run end past it writes none (counted),
+so a deployment without a leader for long cannot grow Redis without bound. The Lua prelude has the same number."""
+
+ALERT_LOG_MAXLEN: Final = 10_000
+"""Entries of the alerts log (``beatd alerts``: raised, attempts, delivered, given up) kept, approximately."""
+
+ALERT_DELIVERIES_LIMIT: Final = 10_000
+"""Most deliveries waiting (``{ns}:alerts:deliveries``): past it new groups are counted as dropped, not queued."""
+
+ALERT_BATCH: Final = 500
+"""Most alert events the leader groups, and deliveries it attempts, in one step."""
+
+ALERT_WATCH_INTERVAL: Final = timedelta(seconds=1)
+"""How often the leader judges deadlines, silence and unserved queues, and a standby the missing leader."""

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from beatd.alert_rules import wants_event
 from beatd.celery_messages import build_task_message
 from beatd.config import JobSpec
 from beatd.config.model import CelerySettings
@@ -109,6 +110,7 @@ def plan_writes(
         write = LeaderWrite.miss(
             spec.name, to_ms(step.scheduled_at), keys.runs(spec.name), keys.runs_by_time(spec.name), record.run_id,
             record.to_json(), to_ms(now), spec.history.keep,
+            keys.alert_events if wants_event(spec.alert_rules, "missed") else "",
         )  # fmt: skip
         pending.append(Pending(write, fires=step.count))
     if missed:  # one line per job and tick, however long the gap

@@ -29,6 +29,13 @@
 | ``{ns}:runtime-jobs:changes`` | stream, capped | one entry ``{job, version}`` per change, read on from a cursor |
 | ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
 | ``{ns}:celery-outbox-dead`` | stream | outbox entries the broker kept refusing: ``entry_id``, ``reason``, ... |
+| ``{ns}:alerts:events`` | stream | alert events: run records (``record``) noted in the step that wrote them |
+| ``{ns}:alerts:groups`` | hash | group id ``{job}|{rule}|{window start ms}`` -> JSON: count, sinks, last event |
+| ``{ns}:alerts:deliveries`` | hash | delivery id -> JSON: idempotency key, sink, payload, attempts, last error |
+| ``{ns}:alerts:due`` | sorted set | delivery id scored by its next attempt (ms; a summary: its window's end) |
+| ``{ns}:alerts:state`` | hash | ``open:{job}`` -> rule, ``success:{job}`` -> ms, ``mark:{rule}:{subject}`` -> JSON |
+| ``{ns}:alerts:log`` | stream, capped | raised, attempted, delivered, given up: what ``beatd alerts`` shows |
+| ``{ns}:alerts:standby`` | string, PX TTL | the token of the standby that delivers alerts while no beat leads |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
 
@@ -68,6 +75,14 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
   dropped, its job's progress stays (counted in ``beatd_celery_outbox_depth``, logged as refused).
 - ``{ns}:celery-outbox-dead``: ``CELERY_OUTBOX_DEAD_LIMIT`` entries (approximate MAXLEN).
+- ``{ns}:alerts:events``: the leader's alerting deletes each event in the fenced step that groups it; a writer
+  writes none while it holds ``ALERT_EVENTS_LIMIT`` (no leader for long).
+- ``{ns}:alerts:groups``: one per job, rule and window with events: deleted when its summary is due (the window's
+  end). ``{ns}:alerts:deliveries`` / ``{ns}:alerts:due``: deleted once delivered or given up (after
+  ``ALERT_ATTEMPTS``); past ``ALERT_DELIVERIES_LIMIT`` a new group queues none (logged, counted).
+- ``{ns}:alerts:state``: a few fields per job with alert rules (and per queue for ``no_worker``); the leader
+  deletes those of jobs no longer configured.
+- ``{ns}:alerts:log``: ``ALERT_LOG_MAXLEN`` entries (approximate MAXLEN). ``{ns}:alerts:standby``: its TTL.
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
 id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
@@ -262,6 +277,41 @@ class Keys:
         """Stream of outbox entries moved aside after the broker refused them ``defaults.RELAY_POISON_AFTER``
         times (a WRONGTYPE queue key, say), with the reason: they no longer block the ones behind."""
         return f"{self.namespace}:celery-outbox-dead"
+
+    @property
+    def alert_events(self) -> str:
+        """Stream of alert events (run records noted by the scripts that wrote them), for the leader."""
+        return f"{self.namespace}:alerts:events"
+
+    @property
+    def alert_groups(self) -> str:
+        """Hash: alert group id -> JSON (count of events, sinks, last event) of the window open now."""
+        return f"{self.namespace}:alerts:groups"
+
+    @property
+    def alert_deliveries(self) -> str:
+        """Hash: delivery id -> JSON (idempotency key, sink, payload, attempts so far, last error)."""
+        return f"{self.namespace}:alerts:deliveries"
+
+    @property
+    def alert_due(self) -> str:
+        """Sorted set: delivery id -> when its next attempt is due (ms, Redis's clock)."""
+        return f"{self.namespace}:alerts:due"
+
+    @property
+    def alert_state(self) -> str:
+        """Hash: what alerting remembers per job and rule (open alerts, last success, judged marks)."""
+        return f"{self.namespace}:alerts:state"
+
+    @property
+    def alert_log(self) -> str:
+        """Stream, capped: alerts raised and every delivery attempt, for ``beatd alerts``."""
+        return f"{self.namespace}:alerts:log"
+
+    @property
+    def alert_standby(self) -> str:
+        """The token of the standby delivering alerts while no beat leads (PX TTL)."""
+        return f"{self.namespace}:alerts:standby"
 
     @property
     def workers(self) -> str:

@@ -114,6 +114,13 @@ class Metrics:
             "Unix time of the relay's last fenced step as the leader (relay liveness: alert when it lags).",
             registry=registry,
         )
+        self.alerts_raised = Counter("beatd_alerts_raised", "Alert events raised (grouped ones too), by rule.",
+                                     ["rule"], registry=registry)  # fmt: skip
+        self.alerts_delivered = Counter("beatd_alerts_delivered", "Alert messages a sink took.", ["sink"],
+                                        registry=registry)  # fmt: skip
+        self.alerts_failed = Counter("beatd_alerts_failed", "Alert delivery attempts that failed.", ["sink"],
+                                     registry=registry)  # fmt: skip
+        self.alerts_waiting = Gauge("beatd_alerts_waiting", "Alert deliveries waiting (leader).", registry=registry)
         self.redis_errors = Counter("beatd_redis_errors", "Redis operations that failed.", registry=registry)
         self.loop_errors = Counter("beatd_loop_errors", "Loop steps that failed unexpectedly (the loop went on).",
                                    registry=registry)  # fmt: skip

@@ -13,10 +13,10 @@ from beatd.config.model import ConfigFile, JobSpec
 
 __all__ = ["BEAT_APPLIES", "Reload", "SettingsChange", "changed_settings", "job_changes", "settings_change"]
 
-BEAT_APPLIES = ("leader.lease", "security.signing_key", "celery")
+BEAT_APPLIES = ("leader.lease", "security.signing_key", "celery", "alerts")
 """Settings the beat applies on reload (``late_after`` follows the lease; the next Celery push goes to the new
-broker database and default queue); jobs and their defaults, time zone, includes and pythonpath are applied as the job
-diff."""
+broker database and default queue; alerting reads the new sinks and rules at its next step); jobs and their
+defaults, time zone, includes and pythonpath are applied as the job diff."""
 
 JOB_SETTINGS = ("defaults", "include", "jobs", "pythonpath", "timezone")
 """Top-level keys whose effect is the jobs themselves: applied as the job diff, not listed as settings."""

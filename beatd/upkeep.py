@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from beatd import defaults
+from beatd.alert_rules import wants_event
 from beatd.config import JobSpec
 from beatd.durations import format_duration
 from beatd.expiry import expired_record, start_deadline
@@ -188,7 +189,8 @@ class Upkeep:
             self.pages[queue] = backlog.entries[-1][0] if full else ""
             expired = expired_fires(backlog.entries, jobs, now, queue)
             if expired:
-                done = self.store.expire(token, queue, expired)
+                alerting = frozenset(fire.job for fire in expired if wants_event(jobs[fire.job].alert_rules, "expired"))
+                done = self.store.expire(token, queue, expired, alerting)
                 for fire in done:
                     self.metrics.runs.labels(self.metrics.job(fire.job), "expired").inc()
                 if done:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import backfill, beat, dead, dev, importer, inspect, install, job, logs, ops, runs, worker
+from beatd.cli import alerts, backfill, beat, dead, dev, importer, inspect, install, job, logs, ops, runs, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -67,6 +67,7 @@ for _command in (
     install.install_systemd,
     importer.import_group,
     job.job,
+    alerts.alerts,
 ):
     cli.add_command(_command)
 

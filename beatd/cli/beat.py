@@ -7,6 +7,7 @@ import logging
 import click
 
 from beatd import defaults
+from beatd.alerting import Alerting, AlertThread, Current
 from beatd.audit import audit_record
 from beatd.beat import Beat
 from beatd.celery_broker import probe_broker
@@ -23,6 +24,7 @@ from beatd.metrics import Health, Metrics, serve
 from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import Store, StoreError, connect
+from beatd.store.alerts import AlertStore
 from beatd.store.jobs import JobStore
 from beatd.store.outbox import OutboxStore
 
@@ -63,6 +65,7 @@ def beat(
     signals = Signals()
     signals.install()
     notifier = Notifier(runtime.environ)
+    alert_settings = [config.settings.alerts]
 
     def reload() -> None:
         fresh, problems = runtime.reload(path, metrics)
@@ -71,6 +74,7 @@ def beat(
             _audit(store, audit_record("reload-failed", daemon.now(clock.now(), clock.monotonic()), problems=problems))
             return
         done = daemon.apply_config(fresh, clock.now(), clock.monotonic())
+        alert_settings[0] = fresh.settings.alerts
         if "celery" in done.settings.applied:
             probe(fresh)
         keep_out_of_collections(replacing=True)
@@ -128,6 +132,10 @@ def beat(
 
     log.info("beat %s starting with %s (%d jobs, digest %s)", replica.id, path, len(daemon.jobs), config.digest)
     probe(config)
+    alerting = Alerting(AlertStore(store.client, store.keys), store.upkeep, metrics)
+    alerts = AlertThread(
+        alerting, leader_token, lambda: Current(daemon.specs, alert_settings[0]), clock.monotonic
+    ).start()
     try:
         run_loop(
             lambda: daemon.tick(clock.now(), clock.monotonic()),
@@ -139,6 +147,7 @@ def beat(
             metrics=metrics,
         )
     finally:
+        alerts.stop()  # before the lease is released: the attempt being made is recorded under it
         for running in relay:  # before the lease is released: the relay deletes what the broker confirmed
             running.stop(timeout=defaults.RELAY_SHUTDOWN_WAIT.total_seconds())
         daemon.shutdown()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from beatd import defaults
+from beatd.config.alerts import AlertSettings, alert_problems, effective_rules, job_alert_problems
 from beatd.config.celery_rules import broker_problems, celery_job_problems, prepare_celery_job
 from beatd.config.model import (
     NAME_PATTERN,
@@ -134,9 +135,13 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
         _collect_include(include_path, environ, declared, problems)
 
     job_defaults = _valid_defaults(settings.defaults, main, problems)
+    if settings.alerts is not None:
+        problems.extend(alert_problems(settings.alerts, declared, main))
     jobs: dict[str, JobSpec] = {}
     for name, (raw, source) in declared.items():
-        spec = _validate_job(name, raw, source, settings.timezone, job_defaults, settings.celery, problems)
+        spec = _validate_job(
+            name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
+        )
         if spec is not None:
             jobs[name] = spec
     if problems:
@@ -186,7 +191,7 @@ def validate_job(config: Config, name: str, source: Located) -> tuple[JobSpec | 
     job_defaults = {key: value for key, value in settings.defaults.items() if key in Policies.model_fields}
     problems: list[Problem] = []
     raw = source.value.get("jobs", {}).get(name) if isinstance(source.value, dict) else None
-    spec = _validate_job(name, raw, source, settings.timezone, job_defaults, settings.celery, problems)
+    spec = _validate_job(name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts)
     return spec, problems
 
 
@@ -259,6 +264,7 @@ def _validate_job(
     job_defaults: dict[str, Any],
     celery: CelerySettings | None,
     problems: list[Problem],
+    alerts: AlertSettings | None = None,
 ) -> JobSpec | None:
     base: KeyPath = ("jobs", name)
     if not isinstance(raw, dict):
@@ -272,6 +278,8 @@ def _validate_job(
         problems.append(
             source.problem((*base, "name"), "unknown key: the job's name is its key under jobs", at_key=True)
         )
+    if "alert_rules" in raw:
+        problems.append(source.problem((*base, "alert_rules"), "unknown key (did you mean 'alerts'?)", at_key=True))
     _exactly_one(raw, SCHEDULE_KEYS, "schedule", source, base, problems)
     _exactly_one(raw, TARGET_KEYS, "target", source, base, problems)
     problems.extend(celery_job_problems(raw, source, base, celery))
@@ -279,7 +287,7 @@ def _validate_job(
     for key, value in raw.items():
         if key == "history" and isinstance(value, dict) and isinstance(merged.get("history"), dict):
             merged["history"] = {**merged["history"], **value}
-        elif key != "name":
+        elif key not in ("name", "alert_rules"):
             merged[key] = value
     merged["name"] = name
     if raw.get("celery") is not None:
@@ -295,6 +303,11 @@ def _validate_job(
         problems.append(
             source.problem((*base, "expires"), f"must be longer than jitter ({jitter}): every fire would expire")
         )
+    if spec is not None:
+        problems.extend(job_alert_problems(alerts, name, spec.alerts, source))
+        rules = effective_rules(alerts, name, spec.tags, spec.alerts)
+        if rules:
+            spec = spec.model_copy(update={"alert_rules": rules})
     if spec is not None:
         try:
             spec.trigger()

@@ -26,8 +26,10 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from beatd import defaults
+from beatd.config.alerts import AlertRule, AlertSettings, JobAlerts
 from beatd.config.redis_urls import redis_location
 from beatd.durations import format_duration, parse_duration
 from beatd.triggers import AtTrigger, CronTrigger, IntervalTrigger, Trigger, load_zone, parse_instant
@@ -432,6 +434,9 @@ class JobSpec(Policies):
     overrides: Annotated[OverridePolicy | None, WithJsonSchema(_OVERRIDES_SCHEMA)] = Field(
         None, description="true or {schema: ...}: trigger may pass args/kwargs (call and celery jobs only)"
     )
+    alerts: JobAlerts = True
+    alert_rules: SkipJsonSchema[tuple[AlertRule, ...]] = ()
+    """The rules that apply (set by the loader from ``alerts`` and the top-level rules; not written in YAML)."""
 
     @field_validator("cron")
     @classmethod
@@ -583,6 +588,7 @@ class ConfigFile(_Strict):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     celery: CelerySettings | None = Field(None, description="the Celery app that runs celery jobs")
+    alerts: AlertSettings | None = Field(None, description="tell someone: sinks and rules (absent: no alerts)")
     runtime_jobs: RuntimeJobsSettings | None = Field(
         None, description="allow jobs created at runtime, and which targets they may name (absent: none)"
     )

@@ -68,6 +68,8 @@ class LeaderWrite:
     ``celery_queue_key`` (the relay publishes it); '' pushes into the broker's database directly."""
     outbox_limit: int = 0
     """celery with ``outbox_key``: the fire is refused while the outbox holds this many entries."""
+    alerts_key: str = ""
+    """miss: the alert events stream the record is noted in (the job has a ``missed`` rule), else ''."""
 
     @classmethod
     def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str) -> LeaderWrite:
@@ -77,12 +79,13 @@ class LeaderWrite:
     @classmethod
     def miss(
         cls, job: str, scheduled_ms: int, runs_key: str, runs_index_key: str, run_id: str, record: str,
-        written_ms: int, keep: int,
+        written_ms: int, keep: int, alerts_key: str = "",
     ) -> LeaderWrite:  # fmt: skip
-        """Write a ``missed`` run record (keeping ``keep``) and advance the job's progress to ``scheduled_ms``."""
+        """Write a ``missed`` run record (keeping ``keep``; noted as an alert event in ``alerts_key`` if given)
+        and advance the job's progress to ``scheduled_ms``."""
         return cls(
             "miss", job, scheduled_ms, runs_key=runs_key, runs_index_key=runs_index_key, run_id=run_id,
-            record=record, written_ms=written_ms, keep=keep,
+            record=record, written_ms=written_ms, keep=keep, alerts_key=alerts_key,
         )  # fmt: skip
 
     @classmethod

@@ -121,6 +121,8 @@ class Finish:
     status: str = ""
     """The status of ``record`` (``then: dead`` ends the fire ``dead``); with ``fire_done``, the fire's end,
     appended to the job's ended stream for waiters."""
+    alerts: bool = False
+    """Whether the records written are noted as alert events (the job has rules about them)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class FinishItem:
     buffer_key: str
     retry_key: str
     ended_key: str
+    alerts_key: str
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,7 @@ class RunStore:
                 end.fire_id, "1" if end.fire_done else "0", _end_status(end), end.dead_record, end.dead_run_id,
                 keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
                 keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue), keys.ended(end.job),
+                keys.alert_events if end.alerts else "",
             ))  # fmt: skip
         with reachable():
             replies = self._finish(

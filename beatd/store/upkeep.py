@@ -77,6 +77,7 @@ class ExpiredFire:
     records_key: str = ""
     index_key: str = ""
     ended_key: str = ""
+    alerts_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,18 @@ class UpkeepStore:
         """:meth:`backlog` of each queue, with only the oldest entry (for ``beatd status``)."""
         return {queue: self.backlog(queue, 1) for queue in queues}
 
-    def expire(self, token: str, queue: str, fires: Sequence[ExpiredFire]) -> list[ExpiredFire]:
+    def expire(
+        self, token: str, queue: str, fires: Sequence[ExpiredFire], alerting: frozenset[str] = frozenset()
+    ) -> list[ExpiredFire]:
         """Record each fire ``expired`` and delete its entry, if it is still waiting, has started no attempt,
-        and ``token`` holds the lease (``lua/sweep_expired.lua``); return those done."""
+        and ``token`` holds the lease (``lua/sweep_expired.lua``); return those done. The records of jobs in
+        ``alerting`` (with an ``expired`` rule) are noted as alert events."""
         keys = self.keys
         items = [
             ExpiredFire(
                 fire.job, fire.fire_id, fire.entry_id, fire.record, fire.score_ms, fire.keep, fire.oldest_ms,
                 keys.runs(fire.job), keys.runs_by_time(fire.job), keys.ended(fire.job),
+                keys.alert_events if fire.job in alerting else "",
             )
             for fire in fires
         ]  # fmt: skip

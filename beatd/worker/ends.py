@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 
+from beatd.alert_rules import wants_event
 from beatd.config import JobSpec
 from beatd.messages import Message, parse_utc, to_ms
 from beatd.records import RunRecord, RunStatus, dead_run_id, run_id
@@ -52,6 +53,7 @@ def end_of(
         record="" if hold else record.to_json(), score_ms=record_time(record, now),
         keep=spec.history.keep, oldest_ms=to_ms(now - spec.history.max_age), message=delivery.message,
         signature=delivery.signature, fire_id=message.fire_id, fire_done=fire_done, status=record.status,
+        alerts=not hold and wants_event(spec.alert_rules, record.status),
     )  # fmt: skip
 
 
@@ -88,5 +90,6 @@ def conclude(
     dead.finished_at, dead.reason = record.finished_at, record.reason
     end = end_of(spec, delivery, message, record, now)
     return dataclasses.replace(
-        end, then="dead", reason=after.reason, dead_record=dead.to_json(), dead_run_id=dead.run_id
-    )
+        end, then="dead", reason=after.reason, dead_record=dead.to_json(), dead_run_id=dead.run_id,
+        alerts=end.alerts or wants_event(spec.alert_rules, "dead"),
+    )  # fmt: skip

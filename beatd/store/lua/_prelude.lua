@@ -3,6 +3,10 @@
 -- a longer list is sent in pieces. beatd.store.codec.UNPACK_LIMIT is the same number (a test checks).
 local UNPACK_LIMIT = 1000
 
+-- ALERT_EVENTS_LIMIT: most alert events waiting for the leader (beatd.defaults.ALERT_EVENTS_LIMIT, the same
+-- number: a test checks).
+local ALERT_EVENTS_LIMIT = 100000
+
 -- redis.call(command, key, values...) in pieces of at most UNPACK_LIMIT values; returns the summed replies.
 local function call_chunked(command, key, values)
     local total = 0
@@ -141,4 +145,18 @@ local function entry_after(a, b)
     local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
     a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
     return a_ms > b_ms or (a_ms == b_ms and tonumber(a_seq) > tonumber(b_seq))
+end
+
+-- Note run record `record` (JSON) as an alert event in events_key, the alert events stream, in the step that
+-- writes the record: the leader's alerting (beatd.alerting) reads it, groups it and queues its deliveries.
+-- Nothing when events_key is nil (the job has no alert rules) or record is ''; past ALERT_EVENTS_LIMIT waiting
+-- events (no leader has read them for long) none is written: the run record itself is kept as ever.
+local function note_alert(events_key, record)
+    if not events_key or record == '' then
+        return
+    end
+    if redis.call('XLEN', events_key) >= ALERT_EVENTS_LIMIT then
+        return
+    end
+    redis.call('XADD', events_key, '*', 'record', record)
 end

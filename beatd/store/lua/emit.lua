@@ -3,11 +3,12 @@
 -- KEYS[5..] the queue streams, run-record hashes and indexes and Celery queue lists the items name (*_key fields)
 -- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
 -- then one item per write (beatd.store.beat.LeaderWrite; a field a kind does not use is empty or 0):
-local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit'}
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
 --   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
 --           last[job] = message
 --   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
---           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms
+--           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms;
+--           with alerts_key (the job has alert rules), the record is noted as an alert event there (prelude)
 --   celery: if scheduled_ms > progress[job]: the `sent` record as for miss; in database celery_db (SELECTed,
 --           then ARGV[2] again), LPUSH celery_queue_key celery_message (a Celery worker BRPOPs it; a refused
 --           SELECT or LPUSH removes the record and refuses the step); with outbox_key (a broker on another
@@ -43,6 +44,7 @@ local function miss(item, scheduled)
         return refused(reply)
     end
     record_run(item)
+    note_alert(item.alerts_key, item.record)
     redis.call('HSET', KEYS[2], item.job, scheduled)
     return {'applied', ''}
 end

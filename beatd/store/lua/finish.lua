@@ -14,12 +14,13 @@
 --   ('{fire id}#dead-{attempt}': each time a fire runs out of attempts it gets a record of its own),
 --   active_key: active runs hash of the job, leases_key: leases hash of the queue, stream_key: queue stream,
 --   records_key / index_key: run records hash / index of the job, buffer_key: buffer hash of the job,
---   retry_key: retry sorted set of the queue, ended_key: ended stream of the job
+--   retry_key: retry sorted set of the queue, ended_key: ended stream of the job,
+--   alerts_key: the alert events stream when the job has alert rules (both records noted there), else empty
 -- A fire held back by overlap: buffer_one goes to the queue once no run of its job is left.
 -- An end whose write Redis refuses is reported and the rest go on; Redis keeps the writes made before the
 -- refusal (it has no rollback), which is why the entry is acknowledged last.
 -- Returns {run id, error, run id, error, ...}: one pair per refused end (empty when all were written).
-local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'end_status', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key', 'ended_key'}
+local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'end_status', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key', 'ended_key', 'alerts_key'}
 
 local function put_record(records, index, run, record, score)
     redis.call('HSET', records, run, record)
@@ -34,6 +35,8 @@ local function finish(item)
     if item.dead_record ~= '' then
         put_record(item.records_key, item.index_key, item.dead_run_id, item.dead_record, ARGV[3])
     end
+    note_alert(item.alerts_key, item.record)
+    note_alert(item.alerts_key, item.dead_record)
     prune_history(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
     if item.then_ == 'retry' then
         redis.call('ZADD', item.retry_key, item.retry_at_ms, cjson.encode({message = item.message, sig = item.signature}))

@@ -9,9 +9,10 @@
 -- then one ITEM per fire (beatd.store.upkeep.ExpiredFire): job (not used here), fire_id, entry_id, record: the
 --   'expired' run record JSON, score_ms: its score, keep / oldest_ms: history retention (as finish.lua),
 --   records_key / index_key: run records hash / index of the job, ended_key: ended stream of the job (each
---   expired fire is appended there: fire_id, run_id, status 'expired')
+--   expired fire is appended there: fire_id, run_id, status 'expired'), alerts_key: the alert events stream
+--   when the job has alert rules (the record is noted there), else empty
 -- Returns -1 when the caller does not hold the lease, else the entry ids expired.
-local ITEM = {'job', 'fire_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'records_key', 'index_key', 'ended_key'}
+local ITEM = {'job', 'fire_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'records_key', 'index_key', 'ended_key', 'alerts_key'}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
 end
@@ -25,6 +26,7 @@ for _, item in ipairs(items(5, ITEM)) do
         redis.call('HSET', item.records_key, run, item.record)
         redis.call('ZADD', item.index_key, item.score_ms, run)
         prune_history(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
+        note_alert(item.alerts_key, item.record)
         redis.call('XADD', item.ended_key, 'MAXLEN', '~', ARGV[3], '*', 'fire_id', item.fire_id, 'run_id', run,
             'status', 'expired')
         redis.call('PEXPIRE', item.ended_key, ARGV[4])

@@ -358,7 +358,8 @@ class Alerting:
                         error,
                     )
                 else:
-                    wait = retry_delay(delivery.attempts, defaults.ALERT_RETRY_FIRST, defaults.ALERT_RETRY_MAX)
+                    assert settings is not None
+                    wait = retry_delay(delivery.attempts, settings.retry_first, settings.retry_max)
                     changes.deliveries[delivery.id] = delivery.to_json()
                     changes.due[delivery.id] = to_ms(now + wait)
                     outcome = "failed"

@@ -97,3 +97,10 @@ def long_text(size: int = 300) -> str:
 def add(a: int, b: int = 0) -> int:
     """Return the sum of its arguments (the client tests pass them as overrides)."""
     return a + b
+
+
+def fail_while(flag: str) -> str:
+    """Fail while the file ``flag`` exists, else succeed."""
+    if os.path.exists(flag):
+        raise RuntimeError(f"failing while {flag} exists")
+    return "ok"

@@ -184,6 +184,8 @@ class AlertSettings(_Strict):
     window: AlertDuration = Field(
         defaults.ALERT_WINDOW, description="one message per job and rule per window; later ones summed up"
     )
+    retry_first: AlertDuration = Field(defaults.ALERT_RETRY_FIRST, description="wait before a delivery's 2nd attempt")
+    retry_max: AlertDuration = Field(defaults.ALERT_RETRY_MAX, description="longest wait between delivery attempts")
     sinks: dict[str, SinkSettings] = Field(default_factory=dict, description="named sinks")
     rules: tuple[AlertRule, ...] = Field((), description="rules for every job, or those named or tagged")
 

@@ -1,0 +1,293 @@
+"""Alerts end to end: real redis-server, real HTTP and SMTP servers in the test, real beat and worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from beatd.alert_sinks import SIGNATURE_HEADER, signature
+from beatd.alerting import Alerting, Current
+from beatd.config import load_config
+from beatd.keys import Keys
+from beatd.metrics import Metrics
+from beatd.store.alerts import AlertStore, Fence
+from beatd.store.upkeep import UpkeepStore
+from tests.integration.conftest import wait_for
+from tests.redis_server import RedisServer
+
+SECRET = "s3cret-for-tests"
+
+
+class Receiver:
+    """A webhook receiver: records every POST (checking its signature); ``mode``: ok, fail (500) or hang."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self.mode = "ok"
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.mode == "hang":
+                    receiver.received.append({"hung": True, **json.loads(body)})
+                    receiver.release.wait(30)
+                    return
+                if self.headers.get(SIGNATURE_HEADER) != signature(SECRET, body):
+                    receiver.bad_signatures += 1
+                alert = json.loads(body)
+                assert self.headers["Idempotency-Key"] == alert["id"]
+                if receiver.mode == "fail":
+                    self.send_response(500)
+                else:
+                    receiver.received.append(alert)
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def keys(self, rule: str | None = None, kind: str = "alert") -> list[str]:
+        """Idempotency keys of the alerts taken (not hung), of ``rule`` and ``kind``."""
+        return [a["id"] for a in self.received if not a.get("hung") and a["kind"] == kind and rule in (None, a["rule"])]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a free port."""
+    found = Receiver()
+    yield found
+    found.close()
+
+
+def _config(tmp_path: Path, server: RedisServer, namespace: str, sinks: str, rules: str, jobs: str,
+            extra: str = "") -> Path:  # fmt: skip
+    path = tmp_path / "beatd.yaml"
+    path.write_text(
+        f"redis: {{url: '{server.url}'}}\nnamespace: {namespace}\nleader: {{lease: 1s}}\n"
+        f"pythonpath: [{Path(__file__).resolve().parents[2]}]\n"
+        f"alerts:\n  retry_first: 200ms\n  retry_max: 1s\n{extra}  sinks:\n{sinks}  rules:\n{rules}jobs:\n{jobs}"
+    )
+    return path
+
+
+def _webhook(url: str) -> str:
+    return f"    hook: {{type: webhook, url: '{url}', secret: '${{HOOK_SECRET}}', timeout: 5}}\n"
+
+
+def _dead_record(job: str, number: int) -> str:
+    fire = f"{job}@2026-01-01T00:00:{number % 60:02d}Z/{number}"
+    return json.dumps({"run_id": f"{fire}#dead-3", "fire_id": fire, "job": job, "status": "dead", "attempt": 3,
+                       "scheduled_at": "2026-01-01T00:00:00Z", "trigger": "schedule"})  # fmt: skip
+
+
+def _leader(client: redis.Redis, keys: Keys) -> Fence:
+    client.set(keys.leader, "1:test", px=600_000)
+    return Fence("leader", "1:test")
+
+
+def test_a_storm_of_ten_thousand_failures_is_two_signed_messages_that_say_how_many(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, receiver: Receiver
+) -> None:
+    """10,000 dead records in a minute reach the webhook as one alert and one summary counting 9,999 more,
+    both signed."""
+    path = _config(tmp_path, shared_redis, namespace, _webhook(receiver.url), "    - {on: dead, sinks: [hook]}\n",
+                   "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n", extra="  window: 3s\n")  # fmt: skip
+    config = load_config(path, {"HOOK_SECRET": SECRET})
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    fence = _leader(client, keys)
+    pipe = client.pipeline(transaction=False)
+    for number in range(10_000):
+        pipe.xadd(keys.alert_events, {"record": _dead_record("nightly", number)})
+    pipe.execute()
+    alerting = Alerting(AlertStore(client, keys), UpkeepStore(client, keys), Metrics())
+    current = Current(config.jobs, config.settings.alerts)
+    started = time.monotonic()
+    wait_for(lambda: alerting.step(fence, current, time.monotonic()) > 0 and receiver.keys("dead", "summary"),
+             timeout=30, what="the summary")  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert client.xlen(keys.alert_events) == 0
+    assert len(receiver.received) <= 3  # the storm may straddle two windows: at most two alerts, one summary
+    assert receiver.bad_signatures == 0
+    told = [alert for alert in receiver.received if alert["kind"] == "alert"]
+    counted = sum(alert["count"] for alert in receiver.received)
+    assert counted == 10_000
+    assert told[0]["job"] == "nightly" and told[0]["rule"] == "dead"
+    assert client.hlen(keys.alert_deliveries) == 0 or all(
+        json.loads(value)["kind"] == "close" for value in client.hvals(keys.alert_deliveries)
+    )
+
+
+def test_the_email_sink_sends_mail_to_a_real_smtp_server(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """An alert routed to an email sink arrives at an aiosmtpd server with the rule in its subject."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    got: list[Any] = []
+
+    class Keep(Message):  # type: ignore[misc]
+        def handle_message(self, message: Any) -> None:
+            got.append(message)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        sinks = (f"    mail: {{type: email, host: 127.0.0.1, port: {port}, starttls: false, from: beatd@example.com, "
+                 "to: [ops@example.com]}\n")  # fmt: skip
+        path = _config(tmp_path, shared_redis, namespace, sinks, "    - {on: dead, sinks: [mail]}\n",
+                       "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n")  # fmt: skip
+        config = load_config(path, {})
+        client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+        keys = Keys(namespace)
+        fence = _leader(client, keys)
+        client.xadd(keys.alert_events, {"record": _dead_record("nightly", 1)})
+        alerting = Alerting(AlertStore(client, keys), UpkeepStore(client, keys), Metrics())
+        current = Current(config.jobs, config.settings.alerts)
+        wait_for(lambda: alerting.step(fence, current, time.monotonic()) >= 0 and got, timeout=20, what="a mail")
+        assert "dead" in got[0]["Subject"] and got[0]["To"] == "ops@example.com"
+        assert got[0]["X-Beatd-Idempotency-Key"].endswith(":first")
+    finally:
+        controller.stop()
+
+
+def _beat_config(tmp_path: Path, server: RedisServer, namespace: str, url: str, rules: str, jobs: str) -> Path:
+    return _config(tmp_path, server, namespace, _webhook(url), rules, jobs)
+
+
+def test_a_sink_down_for_30s_gets_the_alert_once_when_it_returns(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any
+) -> None:
+    """With the webhook's server down for 30 s, the beat retries; once it is up the alert arrives, once."""
+    probe = Receiver()
+    port = probe.server.server_address[1]
+    probe.close()  # the port is free (nothing listens): the sink is down
+    path = _beat_config(tmp_path, shared_redis, namespace, f"http://127.0.0.1:{port}/hook",
+                        "    - {on: dead, sinks: [hook]}\n", "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n")
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    beat = daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    beat.wait_log("became leader|leader", timeout=20)
+    client.xadd(keys.alert_events, {"record": _dead_record("nightly", 7)})
+    beat.wait_log("failed \\(attempt 2", timeout=20)
+    time.sleep(30)  # the outage being tested: 30 s of the sink down, not a wait for something to happen
+    up = Receiver(port)
+    try:
+        wait_for(lambda: up.keys("dead"), timeout=20, what="the alert after the sink returned")
+        wait_for(lambda: client.zcard(keys.alert_due) == 1, timeout=10, what="the delivery recorded")  # the close
+        assert len(up.keys("dead")) == 1 and up.bad_signatures == 0
+        log = [json.loads(fields["entry"]) for _, fields in client.xrange(keys.alert_log)]
+        assert sum(entry["event"] == "failed" for entry in log) >= 3
+        assert [entry["event"] for entry in log].count("delivered") == 1
+        audit = [fields["event"] for _, fields in client.xrange(keys.audit)]
+        assert "alert-delivered" in audit and "alert-failed" in audit
+    finally:
+        up.close()
+
+
+def test_a_leader_killed_during_delivery_loses_no_alert(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
+) -> None:
+    """The leader is killed -9 while the sink holds its request; the next leader delivers the alert."""
+    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, "    - {on: dead, sinks: [hook]}\n",
+                        "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n")
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    receiver.mode = "hang"
+    first = daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    wait_for(lambda: client.get(keys.leader), timeout=20, what="a leader")
+    client.xadd(keys.alert_events, {"record": _dead_record("nightly", 9)})
+    wait_for(lambda: receiver.received, timeout=20, what="the delivery in flight")
+    first.signal(signal.SIGKILL)
+    first.process.wait()
+    receiver.mode = "ok"
+    receiver.release.set()
+    daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    wait_for(lambda: receiver.keys("dead"), timeout=30, what="the alert from the next leader")
+    assert receiver.keys("dead") == [receiver.received[0]["id"]]
+
+
+def test_a_job_out_of_retries_gives_one_dead_alert_and_its_next_success_one_recovered(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
+) -> None:
+    """Real beat and worker: a job failing every fire raises one ``dead`` message; once it succeeds, one
+    ``recovered``; later successes none."""
+    flag = tmp_path / "failing"
+    flag.write_text("")
+    jobs = (f"  flaky: {{every: 1s, call: 'tests.worker_jobs:fail_while', kwargs: {{flag: '{flag}'}}, retries: 1, "
+            "retry_delay: 100ms, queue: alerts}\n")  # fmt: skip
+    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url,
+                        "    - {on: dead, sinks: [hook]}\n    - {on: recovered, sinks: [hook]}\n", jobs)
+    daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    daemons("worker", "-c", str(path), "--isolation", "thread", env={"HOOK_SECRET": SECRET}, name="worker")
+    wait_for(lambda: receiver.keys("dead"), timeout=30, what="the dead alert")
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    wait_for(lambda: len([r for r in client.hvals(keys.runs("flaky")) if '"dead"' in r]) >= 3, timeout=30,
+             what="more dead fires")  # fmt: skip
+    flag.unlink()
+    wait_for(lambda: receiver.keys("recovered"), timeout=30, what="the recovered alert")
+    succeeded = len([r for r in client.hvals(keys.runs("flaky")) if '"succeeded"' in r])
+    wait_for(lambda: len([r for r in client.hvals(keys.runs("flaky")) if '"succeeded"' in r]) >= succeeded + 3,
+             timeout=30, what="more successes")  # fmt: skip
+    time.sleep(1.5)  # let alerting group what those successes noted (it steps every 0.2 s)
+    assert len(receiver.keys("dead")) == 1
+    assert len(receiver.keys("recovered")) == 1
+    assert receiver.bad_signatures == 0
+
+
+def test_a_stopped_worker_gives_one_deadline_alert_and_one_silence_alert(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
+) -> None:
+    """With its worker stopped, a job every 2 s raises one ``deadline`` message (fires not done 1 s after their
+    instant) and, after 3 intervals without a success, one ``silence`` message."""
+    jobs = "  tick: {every: 2s, call: 'tests.worker_jobs:noop', queue: ticks}\n"
+    rules = ("    - {on: deadline, after: 1s, sinks: [hook], jobs: [tick]}\n"
+             "    - {on: silence, intervals: 3, sinks: [hook], jobs: [tick]}\n")  # fmt: skip
+    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, rules, jobs)
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    worker = daemons("worker", "-c", str(path), "--isolation", "thread", env={"HOOK_SECRET": SECRET}, name="worker")
+    wait_for(lambda: len([r for r in client.hvals(keys.runs("tick")) if '"succeeded"' in r]) >= 2, timeout=30,
+             what="successes")  # fmt: skip
+    worker.stop()
+    stopped = time.monotonic()
+    wait_for(lambda: receiver.keys("deadline"), timeout=20, what="the deadline alert")
+    wait_for(lambda: receiver.keys("silence"), timeout=30, what="the silence alert")
+    assert time.monotonic() - stopped >= 4  # silence: 3 intervals of 2 s after the last success
+    time.sleep(4)  # two more fires miss their deadline: counted in the group, not told again
+    assert len(receiver.keys("deadline")) == 1
+    assert len(receiver.keys("silence")) == 1

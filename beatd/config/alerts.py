@@ -151,6 +151,8 @@ class AlertRule(_Strict):
 
     @model_validator(mode="after")
     def _needs(self) -> AlertRule:
+        if not self.sinks:  # an opt-out needs nothing else
+            return self
         if self.on == "deadline" and self.after is None:
             raise ValueError("a deadline rule needs after: how long after the fire's instant it must have succeeded")
         if self.on == "silence" and (self.after is None) == (self.intervals is None):
@@ -172,9 +174,20 @@ class AlertRule(_Strict):
         return f"{self.on}{after}{intervals} -> {', '.join(self.sinks) or '(off)'}"
 
 
+def _job_alerts(value: Any) -> Any:
+    """``true``: inherit (None); ``false``: opt out of every job rule (each with no sinks)."""
+    if value is True:
+        return None
+    if value is False:
+        return [{"on": on, "sinks": []} for on in JOB_RULES]
+    return value
+
+
 JobAlerts = Annotated[
-    tuple[AlertRule, ...] | bool,
-    Field(description="this job's rules (added to or replacing inherited ones with the same on); false: none"),
+    tuple[AlertRule, ...] | None,
+    BeforeValidator(_job_alerts),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "array", "items": {"$ref": "#/$defs/AlertRule"}}]}),
+    Field(description="this job's rules (added, or replacing inherited ones with the same on); false: none"),
 ]
 
 
@@ -197,12 +210,12 @@ class AlertSettings(_Strict):
 def effective_rules(
     settings: AlertSettings | None, name: str, tags: tuple[str, ...], own: Any
 ) -> tuple[AlertRule, ...]:
-    """The rules that apply to job ``name`` (tagged ``tags``; its own ``alerts:`` is ``own``): the top-level
-    job rules that select it, each replaced by the job's rules with the same ``on``, plus the job's others;
-    rules with no sinks dropped. ``own`` False: none. Pure."""
-    if settings is None or own is False:
+    """The rules that apply to job ``name`` (tagged ``tags``; its own ``alerts:`` is ``own``, None to inherit):
+    the top-level job rules that select it, each replaced by the job's rules with the same ``on``, plus the
+    job's others; rules with no sinks (opt-outs) dropped. Pure."""
+    if settings is None:
         return ()
-    mine = tuple(own) if isinstance(own, tuple | list) else ()
+    mine = tuple(own or ())
     replaced = {rule.on for rule in mine}
     inherited = tuple(
         rule

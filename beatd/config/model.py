@@ -434,7 +434,7 @@ class JobSpec(Policies):
     overrides: Annotated[OverridePolicy | None, WithJsonSchema(_OVERRIDES_SCHEMA)] = Field(
         None, description="true or {schema: ...}: trigger may pass args/kwargs (call and celery jobs only)"
     )
-    alerts: JobAlerts = True
+    alerts: JobAlerts = None
     alert_rules: SkipJsonSchema[tuple[AlertRule, ...]] = ()
     """The rules that apply (set by the loader from ``alerts`` and the top-level rules; not written in YAML)."""
 

@@ -1,0 +1,101 @@
+"""The alerts: config: routing merges, and bad input as located problems (exit 2 from beatd check)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beatd.config import load_config
+from beatd.errors import ConfigError
+from tests.conftest import REPO
+
+SINKS = """alerts:
+  sinks:
+    mail: {type: email, host: smtp.example.com, from: beatd@example.com, to: [ops@example.com]}
+    chat: {type: slack, url: 'https://hooks.slack.example/T0/B0/x'}
+"""
+JOB = "jobs:\n  signups:\n    call: jobs.stats:daily_signups\n    cron: '0 0 * * *'\n    tags: [nightly]\n"
+
+# (id, config text, expected fragment of the problem, line:col)
+BAD: list[tuple[str, str, str]] = [
+    ("unknown-sink", SINKS + "  rules:\n    - {on: dead, sinks: [pager]}\n" + JOB,
+     ":6:26: alerts.rules[0].sinks[0]: unknown sink 'pager': expected one of alerts.sinks (chat, mail)"),
+    ("malformed-url", "alerts:\n  sinks:\n    hook: {type: webhook, url: 'ftp:/nowhere'}\n" + JOB,
+     ":3:11: alerts.sinks.hook.webhook.url: invalid URL 'ftp:/nowhere': expected http:// or https:// and a host"),
+    ("rule-on-unknown-job", SINKS + "  rules:\n    - {on: dead, sinks: [mail], jobs: [signup]}\n" + JOB,
+     ":6:40: alerts.rules[0].jobs[0]: unknown job 'signup'"),
+    ("missing-env-secret", "alerts:\n  sinks:\n    hook: {type: webhook, url: 'https://x.example/h', secret: "
+     "'${HOOK_SECRET}'}\n" + JOB, ":3:63: alerts.sinks.hook.secret: environment variable HOOK_SECRET is not set"),
+    ("job-rule-unknown-sink", SINKS + JOB + "    alerts:\n      - {on: deadline, after: 30m, sinks: [pagr]}\n",
+     ":11:44: jobs.signups.alerts[0].sinks[0]: unknown sink 'pagr'"),
+    ("deadline-without-after", SINKS + JOB + "    alerts:\n      - {on: deadline, sinks: [chat]}\n",
+     ":11:9: jobs.signups.alerts[0]: a deadline rule needs after"),
+    ("unknown-sink-type", "alerts:\n  sinks:\n    x: {type: pager, url: 'https://x.example'}\n" + JOB,
+     ":3:8: alerts.sinks.x: Input tag 'pager' found using 'type' does not match"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_alert_config_is_a_located_problem(tmp_path: Path, text: str, expected: str) -> None:
+    """Each mistake in alerts: is reported with its file, line, column and key path."""
+    path = tmp_path / "beatd.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+    assert expected in str(raised.value), str(raised.value)
+
+
+def test_beatd_check_exits_2_on_an_unknown_sink_without_a_traceback(tmp_path: Path) -> None:
+    """`beatd check` on a rule naming an unknown sink exits 2 with the located message."""
+    path = tmp_path / "beatd.yaml"
+    path.write_text(BAD[0][1])
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    result = subprocess.run([sys.executable, "-m", "beatd", "check", "-c", str(path)], capture_output=True,
+                            text=True, cwd=REPO, env=environment, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}:6:26: alerts.rules[0].sinks[0]: unknown sink 'pager'" in result.stderr
+
+
+# (id, top-level rules, the job's own alerts:, tags, expected effective rules as "on:sinks")
+MERGES: list[tuple[str, str, str, str, list[str]]] = [
+    ("inherits-all", "[{on: dead, sinks: [mail]}]", "", "[]", ["dead:mail"]),
+    ("by-tag", "[{on: dead, sinks: [mail], tags: [nightly]}]", "", "[nightly]", ["dead:mail"]),
+    ("other-tag", "[{on: dead, sinks: [mail], tags: [hourly]}]", "", "[nightly]", []),
+    ("adds", "[{on: dead, sinks: [mail]}]", "[{on: deadline, after: 30m, sinks: [chat]}]", "[]",
+     ["dead:mail", "deadline:chat"]),
+    ("changes", "[{on: dead, sinks: [mail]}]", "[{on: dead, sinks: [chat]}]", "[]", ["dead:chat"]),
+    ("opts-out-of-one", "[{on: dead, sinks: [mail]}, {on: missed, sinks: [mail]}]", "[{on: dead, sinks: []}]",
+     "[]", ["missed:mail"]),
+    ("opts-out", "[{on: dead, sinks: [mail]}]", "false", "[]", []),
+    ("deployment-rules-not-per-job", "[{on: no_leader, after: 1m, sinks: [chat]}]", "", "[]", []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rules", "own", "tags", "expected"), [case[1:] for case in MERGES],
+                         ids=[case[0] for case in MERGES])  # fmt: skip
+def test_a_jobs_rules_merge_the_top_level_ones_with_its_own(
+    tmp_path: Path, rules: str, own: str, tags: str, expected: list[str]
+) -> None:
+    """Top-level rules select jobs by name or tag; a job's alerts: adds, replaces by on, or opts out."""
+    job = f"jobs:\n  signups:\n    call: m:f\n    every: 1h\n    tags: {tags}\n"
+    if own:
+        job += f"    alerts: {own}\n"
+    path = tmp_path / "beatd.yaml"
+    path.write_text(SINKS + f"  rules: {rules}\n" + job)
+    spec = load_config(path, {}).jobs["signups"]
+    assert [f"{rule.on}:{','.join(rule.sinks)}" for rule in spec.alert_rules] == expected
+
+
+def test_secrets_are_never_shown(tmp_path: Path) -> None:
+    """A webhook secret from the environment is usable but absent from the settings' repr."""
+    path = tmp_path / "beatd.yaml"
+    path.write_text("alerts:\n  sinks:\n    hook: {type: webhook, url: 'https://x.example/h', secret: '${S}'}\n" + JOB)
+    settings = load_config(path, {"S": "hunter2-very-secret"}).settings
+    assert settings.alerts is not None
+    assert "hunter2" not in repr(settings)
+    hook = settings.alerts.sinks["hook"]
+    assert hook.secret is not None and hook.secret.get_secret_value() == "hunter2-very-secret"  # type: ignore[union-attr]

@@ -101,6 +101,6 @@ def add(a: int, b: int = 0) -> int:
 
 def fail_while(flag: str) -> str:
     """Fail while the file ``flag`` exists, else succeed."""
-    if os.path.exists(flag):
+    if Path(flag).exists():
         raise RuntimeError(f"failing while {flag} exists")
     return "ok"

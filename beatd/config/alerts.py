@@ -186,7 +186,9 @@ def _job_alerts(value: Any) -> Any:
 JobAlerts = Annotated[
     tuple[AlertRule, ...] | None,
     BeforeValidator(_job_alerts),
-    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "array", "items": {"$ref": "#/$defs/AlertRule"}}]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "object"}}], "examples": [False]}
+    ),
     Field(description="this job's rules (added, or replacing inherited ones with the same on); false: none"),
 ]
 
@@ -215,7 +217,7 @@ def effective_rules(
     job's others; rules with no sinks (opt-outs) dropped. Pure."""
     if settings is None:
         return ()
-    mine = tuple(own or ())
+    mine = tuple(own) if isinstance(own, tuple | list) else ()
     replaced = {rule.on for rule in mine}
     inherited = tuple(
         rule

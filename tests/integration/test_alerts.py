@@ -194,8 +194,14 @@ def test_a_sink_down_for_30s_gets_the_alert_once_when_it_returns(
     probe = Receiver()
     port = probe.server.server_address[1]
     probe.close()  # the port is free (nothing listens): the sink is down
-    path = _beat_config(tmp_path, shared_redis, namespace, f"http://127.0.0.1:{port}/hook",
-                        "    - {on: dead, sinks: [hook]}\n", "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n")
+    path = _beat_config(
+        tmp_path,
+        shared_redis,
+        namespace,
+        f"http://127.0.0.1:{port}/hook",
+        "    - {on: dead, sinks: [hook]}\n",
+        "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n",
+    )
     client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
     keys = Keys(namespace)
     beat = daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
@@ -221,8 +227,14 @@ def test_a_leader_killed_during_delivery_loses_no_alert(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
 ) -> None:
     """The leader is killed -9 while the sink holds its request; the next leader delivers the alert."""
-    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, "    - {on: dead, sinks: [hook]}\n",
-                        "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n")
+    path = _beat_config(
+        tmp_path,
+        shared_redis,
+        namespace,
+        receiver.url,
+        "    - {on: dead, sinks: [hook]}\n",
+        "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n",
+    )
     client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
     keys = Keys(namespace)
     receiver.mode = "hang"
@@ -248,8 +260,14 @@ def test_a_job_out_of_retries_gives_one_dead_alert_and_its_next_success_one_reco
     flag.write_text("")
     jobs = (f"  flaky: {{every: 1s, call: 'tests.worker_jobs:fail_while', kwargs: {{flag: '{flag}'}}, retries: 1, "
             "retry_delay: 100ms, queue: alerts}\n")  # fmt: skip
-    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url,
-                        "    - {on: dead, sinks: [hook]}\n    - {on: recovered, sinks: [hook]}\n", jobs)
+    path = _beat_config(
+        tmp_path,
+        shared_redis,
+        namespace,
+        receiver.url,
+        "    - {on: dead, sinks: [hook]}\n    - {on: recovered, sinks: [hook]}\n",
+        jobs,
+    )
     daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
     daemons("worker", "-c", str(path), "--isolation", "thread", env={"HOOK_SECRET": SECRET}, name="worker")
     wait_for(lambda: receiver.keys("dead"), timeout=30, what="the dead alert")

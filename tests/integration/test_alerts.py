@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -219,6 +222,12 @@ def test_a_sink_down_for_30s_gets_the_alert_once_when_it_returns(
         assert [entry["event"] for entry in log].count("delivered") == 1
         audit = [fields["event"] for _, fields in client.xrange(keys.audit)]
         assert "alert-delivered" in audit and "alert-failed" in audit
+        shown = subprocess.run([sys.executable, "-m", "beatd", "alerts", "--json", "-c", str(path)],
+                               capture_output=True, text=True, env={**os.environ, "HOOK_SECRET": SECRET}, timeout=60,
+                               check=True)  # fmt: skip
+        (alert,) = json.loads(shown.stdout)
+        assert alert["rule"] == "dead" and alert["sinks"]["hook"]["state"] == "delivered"
+        assert alert["sinks"]["hook"]["attempts"] >= 4
     finally:
         up.close()
 

@@ -142,3 +142,14 @@ def test_events_in_the_next_window_open_a_new_group() -> None:
     grouped = group_events("ns", events, {}, MINUTE)
     keys = {d.key for d, _ in grouped.deliveries if d.kind == "alert"}
     assert len(grouped.groups) == 3 and len(keys) == 3
+
+
+def test_the_prelude_bounds_alert_events_like_the_defaults() -> None:
+    """`ALERT_EVENTS_LIMIT` in the Lua prelude is the Python default."""
+    import re
+
+    from beatd import defaults
+    from beatd.store.base import script
+
+    found = re.search(r"^local ALERT_EVENTS_LIMIT = (\d+)$", script("_prelude", prelude=False), re.MULTILINE)
+    assert found is not None and int(found[1]) == defaults.ALERT_EVENTS_LIMIT

@@ -80,8 +80,8 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:alerts:groups``: one per job, rule and window with events: deleted when its summary is due (the window's
   end). ``{ns}:alerts:deliveries`` / ``{ns}:alerts:due``: deleted once delivered or given up (after
   ``ALERT_ATTEMPTS``); past ``ALERT_DELIVERIES_LIMIT`` a new group queues none (logged, counted).
-- ``{ns}:alerts:state``: a few fields per job with alert rules (and per queue for ``no_worker``); the leader
-  deletes those of jobs no longer configured.
+- ``{ns}:alerts:state``: a few fields per job ever given alert rules (and per queue for ``no_worker``), kept
+  like ``{ns}:progress`` when a job leaves the config.
 - ``{ns}:alerts:log``: ``ALERT_LOG_MAXLEN`` entries (approximate MAXLEN). ``{ns}:alerts:standby``: its TTL.
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its

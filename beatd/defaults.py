@@ -320,3 +320,9 @@ ALERT_BATCH: Final = 500
 
 ALERT_WATCH_INTERVAL: Final = timedelta(seconds=1)
 """How often the leader judges deadlines, silence and unserved queues, and a standby the missing leader."""
+TALLY_BUCKET: Final = timedelta(minutes=5)
+"""The span of one run-count bucket (``{ns}:tally:{bucket_ms}``): the dashboard sums the buckets of the last
+hour and day."""
+
+TALLY_TTL: Final = timedelta(hours=25)
+"""How long a run-count bucket is kept after its last write (a day, plus the bucket being summed)."""

@@ -21,6 +21,8 @@
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
 | ``{ns}:ended:{job}`` | stream, capped, TTL | ends of ``job``'s fires (fire_id, run_id, status), for waiters |
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
+| ``{ns}:tally:{bucket_ms}`` | hash | run status -> runs that ended in the 5-minute bucket starting at ``bucket_ms`` |
+| ``{ns}:failing`` | hash | job -> fire id, while the job's last ended fire ended ``dead`` (the dashboard's "failing") |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
 | ``{ns}:audit`` | stream, capped | leader changes, reloads, pause/resume/trigger/backfill, runtime job changes |
@@ -66,6 +68,8 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   or dead-lettered; pruned by another fire's claim only once its entry is no longer pending).
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:ended:{job}``: ``ENDED_MAXLEN`` entries (approximate MAXLEN), and ``ENDED_TTL`` after its last write.
+- ``{ns}:tally:{bucket_ms}``: a field per status; expires ``TALLY_TTL`` after its last write.
+- ``{ns}:failing``: a field per failing job; the job's next fire that ends otherwise deletes it.
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
 - ``{ns}:runtime-jobs``: a field per runtime job; ``beatd job rm`` deletes. ``{ns}:runtime-jobs:version``: one
   integer. ``{ns}:runtime-jobs:changes``: ``defaults.RUNTIME_CHANGES_MAXLEN`` entries (approximate MAXLEN); a
@@ -233,6 +237,15 @@ class Keys:
     def cancel(self) -> str:
         """Hash: run id -> reason, for runs asked to stop."""
         return f"{self.namespace}:cancel"
+
+    def tally(self, bucket_ms: int) -> str:
+        """Hash of run counts by status of the time bucket starting at ``bucket_ms`` (epoch ms)."""
+        return f"{self.namespace}:tally:{bucket_ms}"
+
+    @property
+    def failing(self) -> str:
+        """Hash: job -> fire id of its last fire, while that ended dead."""
+        return f"{self.namespace}:failing"
 
     @property
     def dead(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from beatd.cli import alerts, backfill, beat, dead, dev, importer, inspect, install, job, logs, ops, runs, worker
+from beatd.cli import alerts, backfill, beat, dead, dev, importer, inspect, install, job, logs, ops, runs, web, worker
 from beatd.cli.runtime import Runtime, UsageProblem
 from beatd.errors import BeatdError, ConfigError
 
@@ -64,6 +64,7 @@ for _command in (
     runs.workers,
     dead.dead,
     dev.dev,
+    web.web,
     install.install_systemd,
     importer.import_group,
     job.job,

@@ -6,7 +6,9 @@ For trying beatd out and for developing jobs. Ctrl-C (or ``--duration``) stops e
 from __future__ import annotations
 
 import json
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,9 +46,12 @@ STOP_WAIT = 60.0
 @click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop by itself after this many seconds.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True, help="Log level of the beat and the worker (runs are printed anyway).")  # fmt: skip
+@click.option("--web-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port of the web dashboard on 127.0.0.1 (taken: any free one; 0: any free one).")  # fmt: skip
+@click.option("--no-web", is_flag=True, help="Do not start the web dashboard.")
 @click.pass_obj
 def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_dir: Path | None,
-        duration: float | None, log_level: str) -> None:  # fmt: skip
+        duration: float | None, log_level: str, web_port: int, no_web: bool) -> None:  # fmt: skip
     """Run a beat and a worker on the config, with a private Redis, and print each run as it finishes."""
     stop, stop_now = threading.Event(), threading.Event()
 
@@ -70,9 +75,15 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
         config = load_config(path, environ)
         store = RunStore(connect(config.settings.redis), Keys(config.namespace))
         seen = _finished_before(store, list(config.jobs))  # a kept --data-dir or --redis-url holds earlier runs
-        children = [_spawn(kind, path, environ, log_level) for kind in ("beat", "worker")]
+        children = [_spawn([kind, "--log-level", log_level], path, environ) for kind in ("beat", "worker")]
         click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "
                    "Ctrl-C stops everything")  # fmt: skip
+        if not no_web:
+            token = environ.get("BEATD_WEB_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+            port = _free_port(web_port)
+            web_environ = {**environ, "BEATD_WEB_ADMIN_TOKEN": token}
+            children.append(_spawn(["web", "--port", str(port), "--log-level", log_level], path, web_environ))
+            click.echo(f"beatd dev: web dashboard at http://127.0.0.1:{port}/login?token={token}")
         try:
             _watch(store, list(config.jobs), seen, stop, duration, children)
         finally:
@@ -104,13 +115,26 @@ def _stop(children: list[subprocess.Popen[bytes]], stop_now: threading.Event) ->
         child.wait()
 
 
-def _spawn(kind: str, path: Path, environ: dict[str, str], log_level: str) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], path: Path, environ: dict[str, str]) -> subprocess.Popen[bytes]:
     # In a session of its own: a Ctrl-C reaches this process only, which stops the children in order.
     return subprocess.Popen(
-        [sys.executable, "-m", "beatd", kind, "-c", str(path), "--log-level", log_level],
+        [sys.executable, "-m", "beatd", command[0], "-c", str(path), *command[1:]],
         env=environ,
         start_new_session=True,
+        stdout=subprocess.DEVNULL if command[0] == "web" else None,  # its URL is printed here, with the token
     )
+
+
+def _free_port(wanted: int) -> int:
+    """``wanted`` if it is free on 127.0.0.1, else (or for 0) a free port the system picks."""
+    for port in (wanted, 0) if wanted else (0,):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
 
 
 def _watch(

@@ -28,6 +28,7 @@ from beatd.overrides import effective_arguments
 from beatd.records import RunRecord
 from beatd.runtime_jobs import RuntimeJobs, judge
 from beatd.store import RunStore, Store, connect
+from beatd.store.dashboard import DashboardStore
 from beatd.store.jobs import JobStore, StoredJob
 from beatd.triggers import parse_instant
 
@@ -64,6 +65,8 @@ class Client:
         self.keys = Keys(config.namespace)
         self.store = Store(connect(config.settings.redis), self.keys)
         self.runs = RunStore(self.store.client, self.keys)
+        self.dashboard = DashboardStore(self.store.client, self.keys)
+        """Run counts per time bucket, failing jobs, newest records of many jobs (beatd.client.dashboard)."""
         self.jobs = Jobs(self, RuntimeJobs(config, JobStore(self.store.client, self.keys), actor=actor))
         """Every job (``client.jobs()``), and the jobs created at runtime (``client.jobs.put``, ``put_many``,
         ``delete``, ``get``, ``list``; see beatd.runtime_jobs)."""
@@ -215,6 +218,22 @@ class Client:
         from beatd.client.status import status_report
 
         return status_report(self, self.config, [], datetime.now(UTC))
+
+    # -- dashboard reads (beatd web) ---------------------------------------------------------------------
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Runs ended in the last hour and day by status: ``{"hour": {status: n}, "day": {status: n}}``."""
+        from beatd.client.dashboard import run_counts
+
+        return run_counts(self, self.store.redis_now())
+
+    def failing_jobs(self) -> dict[str, str]:
+        """Job -> fire id, for each job whose last ended fire ended ``dead``."""
+        return self.dashboard.failing()
+
+    def newest_runs(self, jobs: Sequence[str], count: int = 20) -> dict[str, list[dict[str, Any]]]:
+        """Job -> its newest ``count`` run records (JSON objects, newest first), for many jobs at once."""
+        found = self.dashboard.newest_records(list(jobs), count)
+        return {job: [json.loads(text) for text in texts] for job, texts in found.items()}
 
     # -- internals ---------------------------------------------------------------------------------------
     def _known(self, job: str) -> None:

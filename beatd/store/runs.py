@@ -181,6 +181,11 @@ class FinishItem:
     retry_key: str
     ended_key: str
     alerts_key: str
+    job: str
+    run_status: str
+    tally_key: str
+    tally_ttl_ms: int
+    failing_key: str
 
 
 @dataclass(frozen=True)
@@ -385,6 +390,8 @@ class RunStore:
                 keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
                 keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue), keys.ended(end.job),
                 keys.alert_events if end.alerts else "",
+                end.job, end.status if end.record else "", keys.tally(tally_bucket(now_ms)),
+                int(defaults.TALLY_TTL.total_seconds() * 1000), keys.failing,
             ))  # fmt: skip
         with reachable():
             replies = self._finish(
@@ -610,6 +617,12 @@ class RunStore:
                 if not name.endswith(":by-time"):
                     names.add(name)
         return sorted(names)
+
+
+def tally_bucket(instant_ms: int) -> int:
+    """The start (epoch ms) of the run-count bucket holding ``instant_ms`` (``defaults.TALLY_BUCKET`` long)."""
+    size = int(defaults.TALLY_BUCKET.total_seconds() * 1000)
+    return instant_ms - instant_ms % size
 
 
 def _end_status(end: Finish) -> str:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from beatd.localredis import bundled_redis_server
 from tests.conftest import REPO
+from tests.integration.conftest import wait_for
+
+
+def _get(url: str, token: str) -> str | None:
+    """The body of a GET of ``url`` with ``token``, or None while nothing answers there."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return None
 
 
 def _path_without_redis() -> str:
@@ -47,7 +60,8 @@ def test_dev_runs_jobs_without_a_redis_on_path(tmp_path: Path) -> None:
 
 
 def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    """SIGINT to `beatd dev` stops the beat, the worker and the private redis-server."""
+    """`beatd dev` prints the web dashboard's URL, which answers; SIGINT stops the beat, the worker, the web
+    dashboard and the private redis-server."""
     config = tmp_path / "beatd.yaml"
     config.write_text(
         f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
@@ -59,10 +73,14 @@ def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     )  # fmt: skip
     assert process.stdout is not None
     seen = ""
-    while "succeeded" not in seen:
+    while "succeeded" not in seen or "web dashboard at" not in seen:
         line = process.stdout.readline()
         assert line, "beatd dev ended early"
         seen += line
+    url = re.search(r"web dashboard at (http://127\.0\.0\.1:(\d+))/login\?token=(\S+)", seen)
+    assert url is not None, seen
+    page = wait_for(lambda: _get(f"{url.group(1)}/api/v1/jobs", url.group(3)), 30, 0.2, what="the dashboard")
+    assert json.loads(page)["jobs"][0]["name"] == "ping"
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0 and "stopped" in out
@@ -70,6 +88,8 @@ def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url.group(1)}/api/v1/health", timeout=5)
     redis_port = re.search(r"127\.0\.0\.1:(\d+)", seen)
     assert redis_port is not None
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout

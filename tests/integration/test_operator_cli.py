@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -247,6 +248,17 @@ def test_dev_prints_only_runs_of_this_session(tmp_path: Path, shared_redis: Redi
     record = {"run_id": earlier, "fire_id": earlier[:-2], "job": "tick", "scheduled_at": "2026-01-01T00:00:00Z",
               "trigger": "schedule", "attempt": 1, "status": "succeeded", "v": 1}  # fmt: skip
     store.write_record("tick", earlier, json.dumps(record), 1)
-    result = cli("dev", "-c", str(config), "--redis-url", shared_redis.url, "--duration", "4")
-    assert result.returncode == 0, result.stderr
-    assert "succeeded" in result.stdout and earlier not in result.stdout
+    process = subprocess.Popen(  # --duration is only a backstop: the test stops it at its first run
+        [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--redis-url", shared_redis.url, "--no-web",
+         "--duration", "120"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen = ""
+    while "succeeded" not in seen:
+        line = process.stdout.readline()
+        assert line, f"beatd dev ended before a run succeeded: {seen}"
+        seen += line
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and earlier not in seen + out

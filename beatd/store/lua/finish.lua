@@ -16,15 +16,33 @@
 --   records_key / index_key: run records hash / index of the job, buffer_key: buffer hash of the job,
 --   retry_key: retry sorted set of the queue, ended_key: ended stream of the job,
 --   alerts_key: the alert events stream when the job has alert rules (both records noted there), else empty
+--   job, run_status: the status of record ('' when none), tally_key: the run-count bucket hash of now (status ->
+--   runs; PEXPIRE tally_ttl_ms), failing_key: job -> fire id of its last fire when that ended dead
 -- A fire held back by overlap: buffer_one goes to the queue once no run of its job is left.
 -- An end whose write Redis refuses is reported and the rest go on; Redis keeps the writes made before the
 -- refusal (it has no rollback), which is why the entry is acknowledged last.
 -- Returns {run id, error, run id, error, ...}: one pair per refused end (empty when all were written).
-local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'end_status', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key', 'ended_key', 'alerts_key'}
+local ITEM = {'run_id', 'entry_id', 'record', 'score_ms', 'keep', 'oldest_ms', 'then_', 'message', 'signature', 'retry_at_ms', 'reason', 'fire_id', 'fire_done', 'end_status', 'dead_record', 'dead_run_id', 'active_key', 'leases_key', 'stream_key', 'records_key', 'index_key', 'buffer_key', 'retry_key', 'ended_key', 'alerts_key', 'job', 'run_status', 'tally_key', 'tally_ttl_ms', 'failing_key'}
 
 local function put_record(records, index, run, record, score)
     redis.call('HSET', records, run, record)
     redis.call('ZADD', index, score, run)
+end
+
+-- For the dashboard (beatd.client.dashboard): runs by status per time bucket, and which jobs are failing.
+local function tally(item)
+    if item.run_status ~= '' then
+        redis.call('HINCRBY', item.tally_key, item.run_status, 1)
+    end
+    if item.dead_record ~= '' then
+        redis.call('HINCRBY', item.tally_key, 'dead', 1)
+    end
+    redis.call('PEXPIRE', item.tally_key, item.tally_ttl_ms)
+    if item.end_status == 'dead' then
+        redis.call('HSET', item.failing_key, item.job, item.fire_id)
+    elseif item.end_status ~= '' then
+        redis.call('HDEL', item.failing_key, item.job)
+    end
 end
 
 local function finish(item)
@@ -61,6 +79,7 @@ local function finish(item)
             'status', item.end_status)
         redis.call('PEXPIRE', item.ended_key, ARGV[5])
     end
+    tally(item)
     if redis.call('HLEN', item.active_key) == 0 and redis.call('EXISTS', item.buffer_key) == 1 then
         local held = redis.call('HMGET', item.buffer_key, 'message', 'sig')
         redis.call('DEL', item.buffer_key)

@@ -1,0 +1,41 @@
+"""``beatd web``: serve the dashboard and HTTP API of the deployment of a config file (uvicorn)."""
+
+from __future__ import annotations
+
+import click
+
+from beatd.cli.options import config_option
+from beatd.cli.runtime import Runtime, UsageProblem
+
+__all__ = ["web"]
+
+
+@click.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+              show_default=True, help="uvicorn's log level (requests are logged at info).")  # fmt: skip
+@click.pass_obj
+def web(runtime: Runtime, config_path: str | None, host: str, port: int, log_level: str) -> None:
+    """Serve the web dashboard and the HTTP API (/api/v1). Tokens: BEATD_WEB_READ_TOKEN, BEATD_WEB_ADMIN_TOKEN."""
+    import uvicorn
+
+    from beatd.client import Client
+    from beatd.web import Catalogue, Tokens, Web, create_app
+
+    config = runtime.load(config_path)
+    try:
+        tokens = Tokens.from_environ(runtime.environ, host)
+    except ValueError as error:
+        raise UsageProblem(str(error)) from error
+    client = Client(config=config, actor="web")
+    app = create_app(Web(client, Catalogue(client)), tokens)
+    shown = f"[{host}]" if ":" in host else host
+    if tokens.generated:
+        click.echo("beatd web: no BEATD_WEB_ADMIN_TOKEN or BEATD_WEB_READ_TOKEN set; admin token of this process: "
+                   f"{tokens.admin[0]}")  # fmt: skip
+        click.echo(f"beatd web: open http://{shown}:{port}/login?token={tokens.admin[0]}", err=False)
+    else:
+        click.echo(f"beatd web: open http://{shown}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in {"debug", "info"})

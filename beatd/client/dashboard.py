@@ -1,0 +1,258 @@
+"""What the web dashboard and its HTTP API show, as JSON objects, read through :class:`beatd.Client`.
+
+Every page and API endpoint of ``beatd web`` is one of these functions (one code path). Each reads a bounded
+amount whatever the size of the deployment: the overview sums run-count buckets (written by ``finish.lua``)
+instead of reading history; the jobs page reads the newest records of one page of jobs only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from beatd import defaults
+from beatd.client.waiting import heartbeat_age, is_live
+from beatd.config import JobSpec
+from beatd.messages import format_utc, from_ms, to_ms
+from beatd.records import FINAL_STATUSES
+from beatd.store.runs import tally_bucket
+from beatd.upkeep import backlog_warnings
+
+if TYPE_CHECKING:
+    from beatd.client.sync import Client
+
+__all__ = [
+    "SCAN_LIMIT",
+    "declared",
+    "job_detail",
+    "job_rows",
+    "overview",
+    "run_counts",
+    "success_rate",
+    "trouble",
+    "worker_rows",
+]
+
+SCAN_LIMIT = 5000
+"""Up to this many jobs, the overview also looks at each job's newest record (missed) and progress (overdue);
+beyond it only the kept counters (failing, dead letters, paused) are read, so the page stays fast."""
+
+OVERDUE_AFTER = timedelta(minutes=1)
+"""A job is overdue when a scheduled instant this much in the past has not been emitted (beat down, or behind)."""
+
+_RATED = FINAL_STATUSES - {"skipped", "sent", "cancelled"}
+"""The statuses a success rate counts: a skipped or cancelled fire is neither a success nor a failure."""
+
+_SECRET_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
+
+
+def run_counts(client: Client, now: datetime) -> dict[str, dict[str, int]]:
+    """Runs ended in the last hour and the last day (5-minute buckets, so "hour" spans 55 to 60 minutes), by
+    status, as ``{"hour": {status: n}, "day": {status: n}}``."""
+    size = int(defaults.TALLY_BUCKET.total_seconds() * 1000)
+    newest = tally_bucket(to_ms(now))
+    per_hour = 3_600_000 // size
+    buckets = [newest - index * size for index in range(24 * per_hour)]
+    tallies = client.dashboard.tallies(buckets)
+    hour: Counter[str] = Counter()
+    day: Counter[str] = Counter()
+    for index, tally in enumerate(tallies):
+        day.update(tally)
+        if index < per_hour:
+            hour.update(tally)
+    return {"hour": dict(sorted(hour.items())), "day": dict(sorted(day.items()))}
+
+
+def overview(client: Client, specs: Sequence[JobSpec], now: datetime) -> dict[str, Any]:
+    """The overview page: replicas (leader first), workers, queue depths and backlog, runs by status in the
+    last hour and day, and the jobs in trouble (failing, dead letters, missed, overdue, paused), worst first."""
+    store = client.store
+    redis_now = store.redis_now()
+    leader = store.leader()
+    workers = client.runs.workers()
+    queues = sorted(
+        {spec.queue for spec in specs if spec.celery is None}
+        | {queue for beat in workers.values() for queue in beat.get("queues", ())}
+    )
+    lengths = store.queue_lengths(queues)
+    backlogs = store.upkeep.backlogs(queues)
+    consumers = Counter(q for beat in workers.values() if is_live(beat, redis_now) for q in beat.get("queues", ()))
+    token = leader[0] if leader else None
+    replicas = []
+    for replica, beat in sorted(store.replicas().items()):
+        age = heartbeat_age(beat, now)
+        replicas.append({
+            "replica": replica, "host": beat.get("host"), "pid": beat.get("pid"), "role": beat.get("role"),
+            "leader": token is not None and token.endswith(":" + replica),
+            "heartbeat_age_s": round(age.total_seconds(), 1),
+            "alive": age <= defaults.REPLICA_STALE_AFTER,
+        })  # fmt: skip
+    replicas.sort(key=lambda row: (not row["leader"], row["replica"]))
+    return {
+        "namespace": client.config.namespace,
+        "at": format_utc(now),
+        "leader": {"token": token, "lease_left_s": round(leader[1] / 1000, 1)} if leader else None,
+        "replicas": replicas,
+        "workers": worker_rows(workers, redis_now),
+        "queues": [
+            {
+                "queue": queue,
+                "length": lengths.get(queue, 0),
+                "waiting": backlogs[queue].waiting,
+                "oldest_age_s": round(backlogs[queue].oldest_age(redis_now), 1),
+                "consumers": consumers.get(queue, 0),
+            }
+            for queue in queues
+        ],
+        "warnings": backlog_warnings(backlogs, consumers, redis_now, defaults.BACKLOG_WARN_AFTER),
+        "runs": run_counts(client, redis_now),
+        "jobs": len(specs),
+        "trouble": trouble(client, specs, redis_now),
+    }
+
+
+def trouble(client: Client, specs: Sequence[JobSpec], now: datetime) -> list[dict[str, Any]]:
+    """Jobs in trouble, worst first: failing (last fire ended dead), with dead letters, whose newest record is
+    ``missed``, overdue, paused. Each ``{job, problem, detail}``; missed and overdue only up to SCAN_LIMIT jobs."""
+    rows: list[dict[str, Any]] = []
+    for job, fire in sorted(client.dashboard.failing().items()):
+        rows.append({"job": job, "problem": "failing", "detail": f"fire {fire} ended dead"})
+    letters: Counter[str] = Counter(entry["job"] or "?" for entry in client.dead_letters(200))
+    for job, count in sorted(letters.items()):
+        rows.append({"job": job, "problem": "dead letters", "detail": f"{count} dead letter{'s' * (count != 1)}"})
+    paused = client.store.paused()
+    if len(specs) <= SCAN_LIMIT:
+        names = [spec.name for spec in specs]
+        newest = client.dashboard.newest_records(names, 1)
+        progress = client.dashboard.progress_of(names)
+        for spec in specs:
+            records = newest.get(spec.name) or []
+            if records and json.loads(records[0])["status"] == "missed":
+                rows.append({"job": spec.name, "problem": "missed", "detail": "its newest fire was missed"})
+            due = _overdue_instant(spec, progress.get(spec.name), now)
+            if due is not None and spec.name not in paused:
+                rows.append(
+                    {"job": spec.name, "problem": "overdue", "detail": f"due at {format_utc(due)}, not emitted"}
+                )
+    for job, pause in sorted(paused.items()):
+        reason = pause.get("reason") or "no reason given"
+        rows.append({"job": job, "problem": "paused", "detail": f"{reason} ({pause.get('user', '?')})"})
+    return rows
+
+
+def _overdue_instant(spec: JobSpec, progress_ms: int | None, now: datetime) -> datetime | None:
+    """The instant ``spec`` should have been emitted at and was not, by ``OVERDUE_AFTER`` (None: not overdue)."""
+    if progress_ms is None or not spec.enabled:
+        return None
+    due = spec.trigger().next_after(from_ms(progress_ms))
+    slack = OVERDUE_AFTER + spec.jitter
+    return due if due is not None and due < now - slack else None
+
+
+def worker_rows(workers: Mapping[str, dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The workers page: each worker's heartbeat with its age by ``now`` (Redis's clock) and liveness."""
+    rows = []
+    for worker, beat in sorted(workers.items()):
+        rows.append({
+            "worker": worker, "host": beat.get("host"), "pid": beat.get("pid"), "queues": beat.get("queues", []),
+            "runs": beat.get("runs", []),
+            "heartbeat_age_s": round(heartbeat_age(beat, now).total_seconds(), 1), "alive": is_live(beat, now),
+        })  # fmt: skip
+    return rows
+
+
+def job_rows(
+    client: Client, specs: Sequence[JobSpec], sources: Mapping[str, str], failing: Mapping[str, str], now: datetime
+) -> list[dict[str, Any]]:
+    """One row per job of ``specs`` (one page): schedule in words and as written, zone, next fire, last run
+    (status, duration, when), success rate over its newest 20 records, paused, failing, source, tags, queue."""
+    newest = client.dashboard.newest_records([spec.name for spec in specs], 20)
+    paused = client.store.paused()
+    rows = []
+    for spec in specs:
+        records = [json.loads(text) for text in newest.get(spec.name, [])]
+        upcoming = spec.trigger().next_after(now) if spec.enabled else None
+        last = next((record for record in records if record["status"] in FINAL_STATUSES), None)
+        rows.append({
+            "name": spec.name, "description": spec.description, "schedule": spec.trigger().describe(),
+            "as_written": spec.schedule_text, "timezone": spec.timezone,
+            "next_fire": format_utc(upcoming) if upcoming else None,
+            "last_run": _last_run(last), "success_rate": success_rate(records),
+            "paused": spec.name in paused, "failing": spec.name in failing, "enabled": spec.enabled,
+            "source": sources.get(spec.name, "yaml"), "tags": list(spec.tags), "queue": spec.queue,
+        })  # fmt: skip
+    return rows
+
+
+def _last_run(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    when = record.get("finished_at") or record.get("started_at") or record["scheduled_at"]
+    return {"run_id": record["run_id"], "status": record["status"], "duration_s": record.get("duration_s"),
+            "at": when}  # fmt: skip
+
+
+def success_rate(records: Sequence[Mapping[str, Any]]) -> float | None:
+    """Succeeded runs over the runs that succeeded or failed in any way (None when there are none)."""
+    rated = [record for record in records if record["status"] in _RATED]
+    if not rated:
+        return None
+    succeeded = sum(record["status"] == "succeeded" for record in rated)
+    return round(float(succeeded) / len(rated), 3)
+
+
+def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window: timedelta) -> dict[str, Any]:
+    """The job page: next 10 fires, the records of the last ``window`` (for the timeline), the newest 50
+    records grouped by fire (attempts), its audit entries, pause state and the spec as declared."""
+    name = spec.name
+    recent = client.history_records(name, since=now - window, limit=5000)
+    history = client.history_records(name, limit=50)
+    fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in history:
+        fires[record["fire_id"]].append(record)
+    audit = [entry for entry in client.audit(1000) if entry.get("job") == name][:20]
+    return {
+        "name": name,
+        "description": spec.description,
+        "source": source,
+        "schedule": spec.trigger().describe(),
+        "as_written": spec.schedule_text,
+        "timezone": spec.timezone,
+        "target": spec.target_text,
+        "queue": spec.queue,
+        "tags": list(spec.tags),
+        "enabled": spec.enabled,
+        "overrides": spec.overrides is not None,
+        "paused": client.store.paused().get(name),
+        "next_fires": [instant.isoformat() for instant in client.next(name, 10, now)] if spec.enabled else [],
+        "recent": recent,
+        "fires": [
+            {"fire_id": fire, "attempts": sorted(records, key=lambda r: r["attempt"])}
+            for fire, records in fires.items()
+        ],
+        "success_rate": success_rate(recent),
+        "audit": audit,
+        "spec": declared(spec),
+    }
+
+
+def declared(spec: JobSpec) -> dict[str, Any]:
+    """The spec as declared (its non-default fields, JSON values), with secrets masked: the password of any
+    URL, and the values of environment variables and keyword arguments whose names look secret."""
+    body = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
+    return {key: _masked(key, value) for key, value in body.items()}
+
+
+def _masked(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return "***" if _SECRET_NAME.search(name) and name not in {"keep"} else _SECRET_URL.sub(r"\g<head>***@", value)
+    if isinstance(value, dict):
+        return {key: _masked(str(key), item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked("", item) for item in value]
+    return value

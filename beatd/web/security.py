@@ -1,0 +1,81 @@
+"""Who may see and do what in ``beatd web``: tokens from the environment, two roles, CSRF tokens.
+
+- ``BEATD_WEB_READ_TOKEN`` reads every page and GET endpoint; ``BEATD_WEB_ADMIN_TOKEN`` also acts (trigger,
+  pause, resume, backfill, retry and drop dead letters). Each may hold several tokens separated by commas.
+- Neither set: on a loopback address a random admin token is made for this process (printed once, with a
+  login URL); on any other address ``beatd web`` refuses to start.
+- A request carries its token as ``Authorization: Bearer TOKEN`` (API clients) or in the session cookie set
+  by ``/login`` (browsers; HttpOnly, SameSite=Strict). An action is a POST; one authenticated by the cookie
+  must also carry the CSRF token of its session (form field ``csrf`` or header ``X-CSRF-Token``), which the
+  pages embed. A bearer token is never sent by a browser on its own, so such a request needs none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["ADMIN", "COOKIE", "READ", "Tokens", "loopback"]
+
+READ = "read"
+ADMIN = "admin"
+COOKIE = "beatd_session"
+"""The session cookie: the token itself (the server keeps no sessions)."""
+
+READ_ENV = "BEATD_WEB_READ_TOKEN"
+ADMIN_ENV = "BEATD_WEB_ADMIN_TOKEN"
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (only this machine can connect)."""
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The tokens of each role, and the secret CSRF tokens are derived with (random per process)."""
+
+    read: tuple[str, ...]
+    admin: tuple[str, ...]
+    generated: bool = False
+    """True when no token was configured and ``admin`` holds one made for this process."""
+    secret: bytes = b""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], host: str) -> Tokens:
+        """The tokens of ``environ``; a generated admin token when none is set and ``host`` is loopback.
+        ValueError (a sentence for the operator) when none is set on any other address."""
+        read = _tokens(environ.get(READ_ENV, ""))
+        admin = _tokens(environ.get(ADMIN_ENV, ""))
+        secret = secrets.token_bytes(32)
+        if read or admin:
+            return cls(read, admin, False, secret)
+        if not loopback(host):
+            raise ValueError(f"beatd web on {host} needs {ADMIN_ENV} and/or {READ_ENV} set (only a loopback "
+                             "address gets a generated token)")  # fmt: skip
+        return cls((), (secrets.token_urlsafe(24),), True, secret)
+
+    def role(self, token: str | None) -> str | None:
+        """The role ``token`` grants (ADMIN, READ), or None."""
+        if not token:
+            return None
+        if any(hmac.compare_digest(token, known) for known in self.admin):
+            return ADMIN
+        if any(hmac.compare_digest(token, known) for known in self.read):
+            return READ
+        return None
+
+    def csrf(self, token: str) -> str:
+        """The CSRF token of the session holding ``token``."""
+        return hmac.new(self.secret, token.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def csrf_ok(self, token: str, presented: str | None) -> bool:
+        """Whether ``presented`` is the CSRF token of the session holding ``token``."""
+        return bool(presented) and hmac.compare_digest(self.csrf(token), str(presented))
+
+
+def _tokens(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())

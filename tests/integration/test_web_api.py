@@ -1,0 +1,176 @@
+"""The web dashboard's HTTP API and pages (issue 13) in process (Starlette's TestClient) against a real
+redis-server and a real worker: every endpoint, the roles, CSRF, escaping and masked secrets."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from beatd.client import Client
+from beatd.web import Catalogue, Tokens, Web, create_app
+from beatd.web.security import COOKIE
+from tests.conftest import REPO
+from tests.integration.conftest import Daemon, wait_for
+from tests.redis_server import RedisServer
+from tests.web_jobs import XSS
+
+READ_TOKEN = "read-token-for-tests"
+ADMIN_TOKEN = "admin-token-for-tests"
+
+JOBS = """
+xss: {call: tests.web_jobs:xss, every: 1h, tags: [probe]}
+fail: {call: tests.web_jobs:fail, every: 1h, retries: 0}
+report:
+  call: tests.web_jobs:ok
+  cron: "0 6 * * *"
+  timezone: Europe/Paris
+  kwargs: {dsn: "postgresql://app:hunter2@db.internal/app", api_token: "s3cret-token"}
+  tags: [nightly]
+"""
+
+
+def web_config(tmp_path: Path, server: RedisServer, namespace: str) -> Path:
+    """A config with the web tests' jobs (the XSS probe, a job that fails, one with secrets in its kwargs)."""
+    path = tmp_path / "beatd.yaml"
+    body = textwrap.indent(textwrap.dedent(JOBS).strip("\n"), "  ")
+    path.write_text(
+        f"redis: {{url: '{server.url}'}}\nnamespace: {namespace}\npythonpath: ['{REPO}']\n"
+        f"worker: {{kill_grace: 500ms, concurrency: 4}}\njobs:\n{body}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> Iterator[tuple[TestClient, Client]]:
+    """The app of a deployment whose worker runs, and a client of it for the assertions."""
+    config = web_config(tmp_path, shared_redis, namespace)
+    daemons("worker", "-c", str(config), name="worker")
+    client = Client.from_config(config, environ={}, actor="web")
+    environ = {"BEATD_WEB_READ_TOKEN": READ_TOKEN, "BEATD_WEB_ADMIN_TOKEN": ADMIN_TOKEN}
+    tokens = Tokens.from_environ(environ, "127.0.0.1")
+    with TestClient(create_app(Web(client, Catalogue(client)), tokens), base_url="http://127.0.0.1") as http:
+        yield http, client
+    client.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header of an API call with ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token a page embeds."""
+    match = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page)
+    assert match, "the page embeds no CSRF token"
+    return match.group(1)
+
+
+def test_every_read_endpoint_answers_json_and_its_page_html(site: tuple[TestClient, Client]) -> None:
+    """Each GET endpoint answers JSON to a read token and its page HTML; the OpenAPI document lists them all."""
+    http, client = site
+    handle = client.trigger("xss")
+    handle.wait(timeout=20)
+    paths = ["/overview", "/jobs", "/jobs/xss", f"/runs/{handle.fire_id}", "/workers", "/dead", "/audit"]
+    for path in paths:
+        reply = http.get("/api/v1" + path, headers=bearer(READ_TOKEN))
+        assert reply.status_code == 200, (path, reply.text)
+        assert reply.headers["content-type"].startswith("application/json")
+    http.cookies.set(COOKIE, READ_TOKEN)
+    for path in ["/", "/jobs", "/jobs/xss", f"/runs/{handle.fire_id}", "/workers", "/dead", "/audit"]:
+        page = http.get(path)
+        assert page.status_code == 200 and "<html" in page.text, path
+        assert "Content-Security-Policy" in page.headers
+    jobs = http.get("/api/v1/jobs", headers=bearer(READ_TOKEN)).json()
+    assert [row["name"] for row in jobs["jobs"]] == ["xss", "fail", "report"] and jobs["total"] == 3
+    row = jobs["jobs"][0]
+    assert row["last_run"]["status"] == "succeeded" and row["success_rate"] == 1.0 and row["source"] == "yaml"
+    assert http.get("/api/v1/jobs?tag=nightly", headers=bearer(READ_TOKEN)).json()["total"] == 1
+    assert http.get("/api/v1/jobs?q=FAI", headers=bearer(READ_TOKEN)).json()["jobs"][0]["name"] == "fail"
+    job = http.get("/api/v1/jobs/report", headers=bearer(READ_TOKEN)).json()
+    assert len(job["next_fires"]) == 10 and job["next_fires"][0].endswith(("+01:00", "+02:00"))
+    overview = wait_for(lambda: (o := http.get("/api/v1/overview", headers=bearer(READ_TOKEN)).json())["workers"] and o,
+                        20, 0.1, what="the worker's heartbeat")  # fmt: skip
+    assert overview["runs"]["hour"].get("succeeded", 0) >= 1 and overview["workers"][0]["alive"]
+    document = http.get("/api/v1/openapi.json").json()
+    wanted = {"/api/v1/jobs/{name}/trigger", "/api/v1/dead/{entry_id}/retry", "/api/v1/runs/{identifier}"}
+    assert wanted <= set(document["paths"])
+    assert http.get("/api/v1/jobs/nope", headers=bearer(READ_TOKEN)).status_code == 404
+    assert http.get("/api/v1/jobs?status=bogus", headers=bearer(READ_TOKEN)).status_code == 400
+
+
+def test_without_a_token_or_with_the_wrong_role_or_without_csrf_it_is_refused(site: tuple[TestClient, Client]) -> None:
+    """No token: 401 (a page redirects to the login); a read token cannot act (403); a cookie session must send
+    its CSRF token (403 without, or with another's); an action is POST only."""
+    http, client = site
+    assert http.get("/api/v1/jobs").status_code == 401
+    assert http.get("/api/v1/jobs", headers=bearer("wrong")).status_code == 401
+    login = http.get("/jobs", follow_redirects=False)
+    assert login.status_code == 303 and login.headers["location"].startswith("/login")
+    assert http.post("/api/v1/jobs/xss/pause").status_code == 401
+    assert http.post("/api/v1/jobs/xss/pause", headers=bearer(READ_TOKEN)).status_code == 403
+    assert http.get("/api/v1/jobs/xss/pause", headers=bearer(ADMIN_TOKEN)).status_code == 405
+    http.cookies.set(COOKIE, ADMIN_TOKEN)
+    csrf = csrf_of(http.get("/jobs/xss").text)
+    assert http.post("/api/v1/jobs/xss/pause", data={"reason": "x"}).status_code == 403
+    assert http.post("/api/v1/jobs/xss/pause", data={"reason": "x", "csrf": "0" * 40}).status_code == 403
+    assert "xss" not in client.store.paused()
+    reply = http.post("/api/v1/jobs/xss/pause", data={"reason": "x", "csrf": csrf, "next": "/jobs/xss"},
+                      follow_redirects=False)  # fmt: skip
+    assert reply.status_code == 303 and reply.headers["location"].startswith("/jobs/xss?flash=")
+    assert client.store.paused()["xss"]["reason"] == "x"
+    assert http.post("/api/v1/jobs/xss/resume", headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
+                     data={"next": "//evil.example"}).json()["changed"]  # fmt: skip
+
+
+def test_actions_trigger_pause_resume_backfill_and_dead_letters_are_audited(site: tuple[TestClient, Client]) -> None:
+    """An admin token triggers (the run ends), pauses with a reason and resumes, previews a backfill before it
+    emits, and retries and drops dead letters; each audit record names the web actor."""
+    http, client = site
+    admin = bearer(ADMIN_TOKEN)
+    fired = http.post("/api/v1/jobs/xss/trigger", headers=admin).json()
+    ended = lambda: [r for r in client.runs_of_fire("xss", fired["fire_id"]) if r["status"] == "succeeded"]  # noqa: E731
+    wait_for(ended, 20, 0.1, what="the triggered run")
+    assert http.post("/api/v1/jobs/xss/pause", headers=admin, json={"reason": "maintenance"}).json()["changed"]
+    assert http.post("/api/v1/jobs/xss/resume", headers=admin).json()["changed"]
+    preview = http.post("/api/v1/jobs/xss/backfill", headers=admin, json={"start": "2026-01-01T00:00:00Z",
+                        "end": "2026-01-01T02:00:00Z"}).json()  # fmt: skip
+    assert preview["dry_run"] and len(preview["instants"]) == 3
+    assert http.post("/api/v1/jobs/xss/trigger", headers=admin, json={"kwargs": {"a": 1}}).status_code == 400
+    failed = http.post("/api/v1/jobs/fail/trigger", headers=admin).json()
+    dead = wait_for(lambda: http.get("/api/v1/dead", headers=admin).json()["dead"], 20, 0.1, what="a dead letter")
+    assert dead[0]["fire_id"] == failed["fire_id"]
+    retried = http.post(f"/api/v1/dead/{dead[0]['id']}/retry", headers=admin)
+    assert retried.status_code == 200, retried.text
+    again = wait_for(lambda: [d for d in http.get("/api/v1/dead", headers=admin).json()["dead"]
+                              if d["id"] != dead[0]["id"]], 20, 0.1, what="the retried fire's dead letter")  # fmt: skip
+    assert http.post(f"/api/v1/dead/{again[0]['id']}/drop", headers=admin).status_code == 200
+    assert http.post(f"/api/v1/dead/{again[0]['id']}/drop", headers=admin).status_code == 400
+    events = {(entry["event"], entry.get("actor")) for entry in client.audit(50)}
+    assert {(event, "web") for event in ("trigger", "pause", "resume", "dead-retry", "dead-drop")} <= events
+    overview = http.get("/api/v1/overview", headers=admin).json()
+    failing = {"job": "fail", "problem": "failing", "detail": f"fire {failed['fire_id']} ended dead"}
+    assert failing in overview["trouble"]
+
+
+def test_user_strings_are_escaped_and_secrets_never_shown(site: tuple[TestClient, Client]) -> None:
+    """A result of ``<script>alert(1)</script>`` and an error message with markup are shown escaped; the URL
+    password and a token in a job's kwargs are masked."""
+    http, client = site
+    handle = client.trigger("xss")
+    handle.wait(timeout=20)
+    failed = client.trigger("fail")
+    wait_for(lambda: any(r["status"] == "dead" for r in client.runs_of_fire("fail", failed.fire_id)), 20, 0.1)
+    http.cookies.set(COOKIE, READ_TOKEN)
+    for path in (f"/runs/{handle.fire_id}", f"/runs/{failed.fire_id}", "/jobs/xss", "/jobs/report", "/jobs", "/"):
+        page = http.get(path).text
+        assert XSS not in page and "<b>not bold</b>" not in page, path
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in http.get(f"/runs/{handle.fire_id}").text
+    report = http.get("/jobs/report").text + http.get("/api/v1/jobs/report", headers=bearer(READ_TOKEN)).text
+    assert "hunter2" not in report and "s3cret-token" not in report and "app:***@db.internal" in report

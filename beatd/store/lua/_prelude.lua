@@ -47,6 +47,72 @@ local function items(first, layout)
     return list
 end
 
+-- text split at each occurrence of the one-character separator (plain, not a pattern).
+local function split(text, separator)
+    local parts, from = {}, 1
+    while true do
+        local at = string.find(text, separator, from, true)
+        if not at then
+            parts[#parts + 1] = string.sub(text, from)
+            return parts
+        end
+        parts[#parts + 1] = string.sub(text, from, at - 1)
+        from = at + 1
+    end
+end
+
+-- The items of a packed batched call (beatd.store.codec, packed): ARGV[at] holds the rows, separated by "\30",
+-- each the values of one item in layout order separated by "\31"; ARGV[at + 1] == 'json': a JSON array of rows
+-- (of strings) instead. The first row holds each field's default; a row ends at its last value that differs
+-- from its field's default, and reading a field past its end gives the default (through a metatable). A field
+-- whose name ends in _key travels as an index into KEYS (0: none, reads as nil).
+local function packed_items(at, layout)
+    local rows
+    if ARGV[at + 1] == 'json' then
+        rows = cjson.decode(ARGV[at])
+    else
+        rows = split(ARGV[at], '\30')
+        for i = 1, #rows do
+            rows[i] = split(rows[i], '\31')
+        end
+    end
+    local is_key, defaults = {}, {}
+    for offset, name in ipairs(layout) do
+        is_key[offset] = string.sub(name, -4) == '_key'
+        if not is_key[offset] then
+            defaults[name] = rows[1][offset]
+        end
+    end
+    local missing = {__index = defaults}
+    local list = {}
+    for i = 2, #rows do
+        local row, item = rows[i], {}
+        for offset = 1, #row do
+            local value = row[offset]
+            if is_key[offset] then
+                value = KEYS[tonumber(value)]
+            end
+            item[layout[offset]] = value
+        end
+        list[#list + 1] = setmetatable(item, missing)
+    end
+    return list
+end
+
+-- The values of `fields` of hash `key` (HMGET in pieces of at most UNPACK_LIMIT), as a table field -> value
+-- (a field the hash lacks: false).
+local function hmget_chunked(key, fields)
+    local found = {}
+    for first = 1, #fields, UNPACK_LIMIT do
+        local last = math.min(first + UNPACK_LIMIT - 1, #fields)
+        local values = redis.call('HMGET', key, unpack(fields, first, last))
+        for i = first, last do
+            found[fields[i]] = values[i - first + 1]
+        end
+    end
+    return found
+end
+
 -- The run record run_id (already HSET in runs_key) indexed at written_ms in runs_index_key, keeping at most
 -- `keep` records (the oldest dropped): emit.lua's miss and celery steps, send.lua's pushes.
 local function record_run(item)

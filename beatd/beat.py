@@ -108,7 +108,10 @@ class JobState:
 def plan_share(trigger: Trigger, policy: CatchupPolicy) -> Hashable | None:
     """What decides the plans of a job without jitter besides its progress, equal for jobs whose triggers
     fire at the same instants (a cron trigger's ``H`` values are in its expanded expression; the job name it
-    hashes them from is not); None when that is not known."""
+    hashes them from is not); None when that is not known, and for a trigger with its own ``start`` (jobs spread
+    over an interval by their starts share nothing: a share each would only cost memory)."""
+    if getattr(trigger, "start", None) is not None:
+        return None
     if isinstance(trigger, CronTrigger):
         return ("cron", trigger.expanded_expression, trigger.zone, trigger.start, trigger.end, policy)
     try:

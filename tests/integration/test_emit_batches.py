@@ -131,6 +131,6 @@ def test_a_burst_of_jobs_sharing_a_schedule_emits_each_fire_once(
     assert len(instants) >= 2 and len(set(instants)) == len(instants)
     assert all(by_job[name.split(":")[0]] == instants for name in same)
     assert len(set(by_job["jittered"])) == len(by_job["jittered"]) >= 1
-    assert [item["args"] for item in found if item["job"] == "argued"][0] == [1, "é"]
+    assert next(item["args"] for item in found if item["job"] == "argued") == [1, "é"]
     registry = beat.metrics.registry
     assert registry.get_sample_value("beatd_emission_lag_seconds_count") == len(found) == beat.counters.emitted

@@ -67,10 +67,8 @@ def decode_items(item: Callable[..., Item], values: Sequence[Any]) -> list[Item]
     return [item(*(str(value) for value in values[i : i + width])) for i in range(0, len(values), width)]
 
 
-ROW = "\x1e"
-"""Separates the rows of a packed batch."""
 FIELD = "\x1f"
-"""Separates the values of a row of a packed batch."""
+"""Separates the values of a packed batch (each row starts with its width)."""
 
 
 def _defaults(item: type[Any], fields: tuple[str, ...]) -> tuple[Any, ...]:
@@ -103,9 +101,8 @@ class BatchScript(Generic[Item]):
         self._key_positions = tuple(index for index, field in enumerate(fields) if field.endswith("_key"))
         self._defaults = _defaults(item, fields)
         self._widths: dict[Any, int] = {}  # by the first value (an emit write's kind): the last width sent
-        self._defaults_row = FIELD.join(
-            "0" if i in self._key_positions else str(v) for i, v in enumerate(self._defaults)
-        )
+        defaults = ["0" if index in self._key_positions else str(v) for index, v in enumerate(self._defaults)]
+        self._defaults_row = FIELD.join([str(len(fields)), *defaults])
 
     def __call__(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> list[Any]:
         """Run the script over ``items`` in calls of at most ``batch_limit``; one reply per call, in order.
@@ -184,10 +181,9 @@ class BatchScript(Generic[Item]):
                     break
                 values[index] = position(values[index]) if values[index] else 0
             rows.append(values)
-        texts = [FIELD.join(map(str, row)) for row in rows]
-        blob = ROW.join([self._defaults_row, *texts])
-        separators = sum(len(row) - 1 for row in rows) + self._defaults_row.count(FIELD)
-        if blob.count(FIELD) == separators and blob.count(ROW) == len(rows):
+        texts = [f"{len(row)}{FIELD}{FIELD.join(map(str, row))}" for row in rows]
+        blob = FIELD.join([self._defaults_row, *texts])
+        if blob.count(FIELD) == sum(len(row) + 1 for row in rows) + len(defaults):  # no value holds FIELD
             return blob, "text"
         head = ["0" if i in positions else str(v) for i, v in enumerate(defaults)]
         return json.dumps([head, *([str(value) for value in row] for row in rows)]), "json"

@@ -61,40 +61,50 @@ local function split(text, separator)
     end
 end
 
--- The items of a packed batched call (beatd.store.codec, packed): ARGV[at] holds the rows, separated by "\30",
--- each the values of one item in layout order separated by "\31"; ARGV[at + 1] == 'json': a JSON array of rows
--- (of strings) instead. The first row holds each field's default; a row ends at its last value that differs
--- from its field's default, and reading a field past its end gives the default (through a metatable). A field
--- whose name ends in _key travels as an index into KEYS (0: none, reads as nil).
+-- The items of a packed batched call (beatd.store.codec, packed): ARGV[at] holds rows of values separated by
+-- "\31", each row its width and then the values of one item in layout order; ARGV[at + 1] == 'json': a JSON
+-- array of rows (of strings, without the width) instead. The first row holds each field's default; a row ends
+-- at its last value that differs from its field's default, and reading a field past its end gives the default
+-- (through a metatable). A field whose name ends in _key travels as an index into KEYS (0: none, reads as nil).
 local function packed_items(at, layout)
-    local rows
+    local parts, rows = nil, nil
     if ARGV[at + 1] == 'json' then
         rows = cjson.decode(ARGV[at])
     else
-        rows = split(ARGV[at], '\30')
-        for i = 1, #rows do
-            rows[i] = split(rows[i], '\31')
-        end
+        parts = split(ARGV[at], '\31')
     end
     local is_key, defaults = {}, {}
+    local first = rows and rows[1] or {unpack(parts, 2, 1 + tonumber(parts[1]))}
     for offset, name in ipairs(layout) do
         is_key[offset] = string.sub(name, -4) == '_key'
         if not is_key[offset] then
-            defaults[name] = rows[1][offset]
+            defaults[name] = first[offset]
         end
     end
     local missing = {__index = defaults}
     local list = {}
-    for i = 2, #rows do
-        local row, item = rows[i], {}
-        for offset = 1, #row do
-            local value = row[offset]
+    local function add(source, from, width)
+        local item = {}
+        for offset = 1, width do
+            local value = source[from + offset]
             if is_key[offset] then
                 value = KEYS[tonumber(value)]
             end
             item[layout[offset]] = value
         end
         list[#list + 1] = setmetatable(item, missing)
+    end
+    if rows then
+        for i = 2, #rows do
+            add(rows[i], 0, #rows[i])
+        end
+    else
+        local i = 2 + tonumber(parts[1])
+        while i <= #parts do
+            local width = tonumber(parts[i])
+            add(parts, i, width)
+            i = i + width + 1
+        end
     end
     return list
 end

@@ -33,6 +33,7 @@ end
 local function refused(reply)
     return {'refused', reply.err}
 end
+local APPLIED, DUPLICATE = {'applied', ''}, {'duplicate', ''}  -- shared: a reply table per item costs
 
 local current = {}  -- job -> its progress now (the stored text, or a number once moved here)
 local last = {}  -- the run of emit steps not yet written: job -> its last emission (its progress: current)
@@ -61,7 +62,7 @@ local function emit(item, scheduled)
     end
     current[item.job] = scheduled
     last[item.job] = item.message
-    return {'applied', ''}
+    return APPLIED
 end
 
 local function miss(item, scheduled)
@@ -73,7 +74,7 @@ local function miss(item, scheduled)
     note_alert(item.alerts_key, item.record)
     redis.call('HSET', KEYS[2], item.job, scheduled)
     current[item.job] = scheduled
-    return {'applied', ''}
+    return APPLIED
 end
 
 -- The record is written first and undone if the push (or the SELECT of the broker's database) is refused, so a
@@ -96,7 +97,7 @@ local function send(item, scheduled)
     current[item.job] = scheduled
     redis.pcall('HSET', KEYS[4], item.job, item.message)
     pcall(record_run, item)
-    return {'applied', ''}
+    return APPLIED
 end
 
 local list = packed_items(3, ITEM)
@@ -127,9 +128,9 @@ for i, item in ipairs(list) do
             current[item.job] = item.base_ms
         end
         redis.call('HSET', KEYS[3], item.job, item.schedule_digest)
-        reply = {'applied', ''}
+        reply = APPLIED
     elseif tonumber(item.scheduled_ms) <= progress then
-        reply = {'duplicate', ''}
+        reply = DUPLICATE
     elseif item.kind == 'emit' then
         reply = emit(item, item.scheduled_ms)
     elseif item.kind == 'celery' then

@@ -205,8 +205,10 @@ class Beat:
             if leading:
                 self._lead(now, monotonic)
             else:
+                self._settle_in_flight()
                 self.synced = False
         except StoreError as error:
+            self._settle_in_flight()
             self.metrics.redis_errors.inc()
             self._observe(monotonic, redis_ok=False)
             return self._unavailable(error, monotonic)
@@ -260,6 +262,7 @@ class Beat:
 
     def shutdown(self) -> None:
         """Release the lease (a standby takes over at once) and withdraw the heartbeat."""
+        self._settle_in_flight()
         self.leadership.release()
         with contextlib.suppress(StoreError):
             self.store.forget_replicas([self.replica.id])
@@ -377,6 +380,7 @@ class Beat:
 
         Jobs this config lacks keep their progress and schedule digest (another replica's config may have
         them, during a rolling change): a job unknown to this leader is simply not scheduled by it."""
+        self._settle_in_flight()
         stored, corrupt = self.store.read_progress()
         digests = self.store.schedule_digests()
         self.paused = self._read_paused()
@@ -450,6 +454,7 @@ class Beat:
         garbage collector is paused meanwhile: a burst makes a few tuples per fire, none in a cycle, and the
         collections they would set off (each walking every object alive) cost more than the fires."""
         if not (self.heap and self.heap[0] <= now):
+            self._collect()
             return
         collecting = gc.isenabled()
         gc.disable()
@@ -504,7 +509,8 @@ class Beat:
                     if not self.synced:
                         return
         self._send(pending)
-        self._collect()
+        if not (self.heap and self.heap[0] <= now and self.synced):
+            self._collect()  # else the next tick comes at once and goes on while Redis applies these
 
     def _plan(self, state: JobState, progress: datetime, now: datetime) -> Plan:
         spec = state.spec
@@ -541,6 +547,16 @@ class Beat:
         if not pending or self.leadership.token is None or not self.synced:
             return
         self.in_flight = (pending, self.store.submit(self.leadership.token, [item.write for item in pending]))
+
+    def _settle_in_flight(self) -> None:
+        """Read (and count) what Redis did with writes still in flight, as the leadership ends or before a
+        sync; an error reading them is dropped (the next sync reads the progress Redis has)."""
+        if self.in_flight is None:
+            return
+        pending, submitted = self.in_flight
+        self.in_flight = None
+        with contextlib.suppress(StoreError):
+            account(pending, submitted.result(), self.metrics, self.counters)
 
     def _collect(self) -> None:
         """Read what Redis did with the writes in flight, count them, and act on a lost lease or refusals."""

@@ -11,12 +11,12 @@ use) travels as 0 and reads as nil in Lua.
 Long batches are cut into calls of at most ``batch_limit`` items; each call is atomic on its own.
 
 A *packed* script (``packed=True``; emit.lua, the hot path of a burst) takes its items as one ARGV value instead:
-rows separated by ``\x1e``, each row the item's values in layout order separated by ``\x1f``, the first row
-the layout's defaults (a field without one: ''). A row stops at its last value that differs from the field's
-default, so an ``emit`` write sends 6 of LeaderWrite's 20 fields; the prelude's ``packed_items()`` reads a
-missing field as its default. Values are JSON texts, keys, names, digests and numbers, which hold no control
-characters; a batch in which one does is sent as a JSON array of rows instead (the next ARGV value says
-``json``). Calls can be sent before the previous one's reply is read (:meth:`BatchScript.send`), so the caller
+values separated by ``\x1f``, row after row, each row its width and then the item's values in layout order;
+the first row holds the layout's defaults (a field without one: ''). A row stops at its last value that
+differs from the field's default, so an unsigned ``emit`` write sends 5 of LeaderWrite's 20 fields; the
+prelude's ``packed_items()`` reads a missing field as its default. Values are JSON texts, keys, names, digests
+and numbers, which hold no control characters; a batch in which one holds ``\x1f`` is sent as a JSON array of
+rows instead (the next ARGV value says ``json``). Calls can be sent before the previous one's reply is read (:meth:`BatchScript.send`), so the caller
 builds the next batch while Redis runs this one; they are sent as EVAL (never NOSCRIPT, so a call never has to
 be sent again behind a later one).
 """

@@ -28,6 +28,7 @@ __all__ = [
     "Event",
     "Group",
     "Grouped",
+    "closable",
     "deadline_fires",
     "event_of_record",
     "group_events",
@@ -262,6 +263,15 @@ def group_events(
         )
         grouped.raised.append((event, "told"))
     return grouped
+
+
+def closable(group: Group | None, oldest_waiting_ms: int | None) -> bool:
+    """Whether a group whose window has ended may close now, given the instant (ms) of the oldest alert event
+    still waiting to be grouped (None: none waits). Not while an event of its window waits: the events
+    stream is read oldest first, so a backlog (a leader behind, or back after none led) is counted into its
+    group before the summary is told; closing earlier would open a second group for the same window, with the
+    same idempotency keys, and tell the storm again every batch."""
+    return group is None or oldest_waiting_ms is None or oldest_waiting_ms >= group.end_ms
 
 
 def summaries(namespace: str, close: Delivery, group: Group | None) -> list[Delivery]:

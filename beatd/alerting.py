@@ -34,6 +34,7 @@ from beatd.alert_rules import (
     Delivery,
     Event,
     Group,
+    closable,
     deadline_fires,
     event_of_record,
     group_events,
@@ -313,10 +314,14 @@ class Alerting:
         closing = [delivery for delivery in due if delivery.kind == "close"]
         if closing:
             groups = self.store.groups([delivery.group for delivery in closing])
+            oldest = self.store.oldest_event_ms()
             changes = AlertChanges()
             for delivery in closing:
                 text = groups.get(delivery.group)
-                for summary in summaries(self.namespace, delivery, Group.from_json(text) if text else None):
+                group = Group.from_json(text) if text else None
+                if not closable(group, oldest):
+                    continue  # still due: it closes at a later step, once its window's events are counted
+                for summary in summaries(self.namespace, delivery, group):
                     changes.deliveries[summary.id] = summary.to_json()
                     changes.due[summary.id] = to_ms(now)
                 changes.deliveries_gone.append(delivery.id)

@@ -9,6 +9,8 @@ import pytest
 
 from beatd.alert_rules import (
     Event,
+    Group,
+    closable,
     deadline_fires,
     group_events,
     retry_delay,
@@ -142,6 +144,22 @@ def test_events_in_the_next_window_open_a_new_group() -> None:
     grouped = group_events("ns", events, {}, MINUTE)
     keys = {d.key for d, _ in grouped.deliveries if d.kind == "alert"}
     assert len(grouped.groups) == 3 and len(keys) == 3
+
+
+@pytest.mark.parametrize(
+    ("oldest_waiting", "expected"),
+    [
+        (None, True),  # nothing waits to be grouped
+        (to_ms(T0 + MINUTE), True),  # the oldest waiting event is of the next window
+        (to_ms(T0 + MINUTE) - 1, False),  # one of this window's events is not counted yet
+        (to_ms(T0), False),
+    ],
+)
+def test_a_window_closes_only_once_its_waiting_events_are_counted(oldest_waiting: int | None, expected: bool) -> None:
+    """A group whose window ended closes (tells its summary) only when no event of its window still waits."""
+    group = Group("j", "dead", to_ms(T0), to_ms(T0 + MINUTE), 7, ("hook",), {})
+    assert closable(group, oldest_waiting) is expected
+    assert closable(None, oldest_waiting)  # a close whose group is gone just goes
 
 
 def test_the_prelude_bounds_alert_events_like_the_defaults() -> None:

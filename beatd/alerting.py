@@ -104,18 +104,23 @@ class Alerting:
         entries = self.store.events(defaults.ALERT_BATCH)
         if not entries:
             return False
-        changes = AlertChanges(events=[entry_id for entry_id, _ in entries])
+        changes = AlertChanges()
         jobs_seen = set()
         parsed: list[tuple[str, str, Any]] = []
         for entry_id, text in entries:
             try:
                 record = json.loads(text)
             except ValueError:
+                changes.events.append(entry_id)
                 continue
             kind, what = event_of_record(record, int(entry_id.split("-")[0]))
+            job = what if isinstance(what, str) else what.subject if kind else ""
+            if kind and fence.mode == "standby" and job not in current.jobs:
+                continue  # a worker's config may declare only its own jobs: left for a leader to route
+            changes.events.append(entry_id)
             if kind:
                 parsed.append((kind, entry_id, what))
-                jobs_seen.add(what if isinstance(what, str) else what.subject)
+                jobs_seen.add(job)
         state = self.store.state([f"open:{job}" for job in jobs_seen])
         routed: list[tuple[Event, AlertRule]] = []
         for _kind, entry_id, what in parsed:
@@ -138,7 +143,7 @@ class Alerting:
             routed += found
         self._raise(changes, routed, current.settings)
         self._apply(fence, changes)
-        return len(entries) == defaults.ALERT_BATCH
+        return len(changes.events) == defaults.ALERT_BATCH
 
     def _routes(self, current: Current, event: Event) -> list[tuple[Event, AlertRule]]:
         spec = current.jobs.get(event.subject)

@@ -15,7 +15,6 @@ import smtplib
 import ssl
 import subprocess
 from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ import httpx
 from beatd.config.alerts import CommandSink, EmailSink, SinkSettings, SlackSink, WebhookSink
 from beatd.errors import BeatdError
 
-__all__ = ["SIGNATURE_HEADER", "SinkFailed", "send", "signature", "text_of"]
+__all__ = ["SIGNATURE_HEADER", "SinkFailed", "message_id", "send", "signature", "text_of"]
 
 SIGNATURE_HEADER = "X-Beatd-Signature"
 """``sha256=`` and the hex HMAC-SHA256 of the request body with the sink's secret."""
@@ -42,6 +41,13 @@ def text_of(alert: dict[str, Any]) -> str:
     """One line for humans: ``[beatd] dead: signups: out of retries ...``."""
     prefix = "[beatd summary]" if alert.get("kind") == "summary" else "[beatd]"
     return f"{prefix} {alert.get('rule')}: {alert.get('summary') or alert.get('subject')}"
+
+
+def message_id(key: str, sender: str) -> str:
+    """The Message-ID of the mail of idempotency key ``key``: the same on every attempt (a receiver that
+    threads or drops duplicates by it sees one message), at the sender's domain."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<beatd.{digest}@{sender.rpartition('@')[2] or 'beatd'}>"
 
 
 def send(sink: SinkSettings, alert: dict[str, Any]) -> None:
@@ -81,7 +87,7 @@ def _email(sink: EmailSink, alert: dict[str, Any]) -> None:
     message["Subject"] = text_of(alert)[:200]
     message["From"] = sink.sender
     message["To"] = ", ".join(sink.to)
-    message["Message-ID"] = make_msgid(idstring=hashlib.sha256(str(alert.get("id")).encode()).hexdigest()[:32])
+    message["Message-ID"] = message_id(str(alert.get("id", "")), sink.sender)
     message["X-Beatd-Idempotency-Key"] = str(alert.get("id", ""))
     message.set_content(text_of(alert) + "\n\n" + json.dumps(alert, indent=2))
     with smtplib.SMTP(sink.host, sink.port, timeout=sink.timeout) as smtp:

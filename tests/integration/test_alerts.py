@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -170,30 +171,56 @@ def test_a_storm_of_ten_thousand_failures_is_two_signed_messages_that_say_how_ma
     assert client.hlen(keys.alert_deliveries) == 0 and client.hlen(keys.alert_groups) == 0
 
 
-def test_the_email_sink_sends_mail_to_a_real_smtp_server(
-    tmp_path: Path, shared_redis: RedisServer, namespace: str
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (``openssl``): the SMTP server's, and the only CA trusted."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    return cert, key
+
+
+def test_the_email_sink_sends_mail_over_starttls_with_credentials_from_the_environment(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An alert routed to an email sink arrives at an aiosmtpd server with the rule in its subject."""
+    """An alert routed to an email sink arrives at an aiosmtpd server that requires STARTTLS and a login (the
+    credentials from the environment), with the rule in its subject and a Message-ID that is the same when the
+    alert is sent again (at least once: a receiver drops the duplicate)."""
+    import ssl
+
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Message
+    from aiosmtpd.smtp import AuthResult
+
+    from beatd.alert_sinks import send
 
     got: list[Any] = []
+    logins: list[tuple[bytes, bytes]] = []
 
     class Keep(Message):  # type: ignore[misc]
         def handle_message(self, message: Any) -> None:
             got.append(message)
 
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        logins.append((data.login, data.password))
+        return AuthResult(success=(data.login, data.password) == (b"ops", b"mail-pass-123"))
+
+    cert, key = _certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what the sink's default context trusts
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
+                            authenticator=authenticator, auth_required=True)  # fmt: skip
     controller.start()
     try:
-        sinks = (f"    mail: {{type: email, host: 127.0.0.1, port: {port}, starttls: false, from: beatd@example.com, "
-                 "to: [ops@example.com]}\n")  # fmt: skip
+        sinks = (f"    mail: {{type: email, host: 127.0.0.1, port: {port}, from: beatd@example.com, "
+                 "username: '${SMTP_USER}', password: '${SMTP_PASSWORD}', to: [ops@example.com]}\n")  # fmt: skip
         path = _config(tmp_path, shared_redis, namespace, sinks, "    - {on: dead, sinks: [mail]}\n",
                        "  nightly: {every: 1h, call: 'tests.worker_jobs:noop'}\n")  # fmt: skip
-        config = load_config(path, {})
+        config = load_config(path, {"SMTP_USER": "ops", "SMTP_PASSWORD": "mail-pass-123"})
         client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
         keys = Keys(namespace)
         fence = _leader(client, keys)
@@ -201,8 +228,17 @@ def test_the_email_sink_sends_mail_to_a_real_smtp_server(
         alerting = Alerting(AlertStore(client, keys), UpkeepStore(client, keys), Metrics())
         current = Current(config.jobs, config.settings.alerts)
         wait_for(lambda: alerting.step(fence, current, time.monotonic()) >= 0 and got, timeout=20, what="a mail")
+        assert logins == [(b"ops", b"mail-pass-123")]
         assert "dead" in got[0]["Subject"] and got[0]["To"] == "ops@example.com"
         assert got[0]["X-Beatd-Idempotency-Key"].endswith(":first")
+        sent = next(alert for alert in (json.loads(e["entry"]) for _, e in client.xrange(keys.alert_log))
+                    if alert["event"] == "delivered")  # fmt: skip
+        assert sent["id"] == got[0]["X-Beatd-Idempotency-Key"]
+        assert config.settings.alerts is not None
+        send(config.settings.alerts.sinks["mail"], {"id": sent["id"], "kind": "alert", "rule": "dead"})
+        wait_for(lambda: len(got) == 2, timeout=20, what="the mail sent again")
+        assert got[1]["Message-ID"] == got[0]["Message-ID"]
+        assert "mail-pass-123" not in json.dumps(client.xrange(keys.alert_log)) + json.dumps(client.xrange(keys.audit))
     finally:
         controller.stop()
 
@@ -372,3 +408,56 @@ def test_a_stopped_worker_gives_one_deadline_alert_and_one_silence_alert(
     _wait_until_told(client, keys)
     assert len(receiver.keys("deadline")) == 1
     assert len(receiver.keys("silence")) == 1
+
+
+def test_with_every_beat_gone_a_worker_tells_no_leader_and_delivers_until_a_beat_leads_again(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
+) -> None:
+    """The only beat killed -9: once no beat has led for no_leader's ``after``, the worker takes the standby
+    claim, raises one ``no_leader`` message and delivers what is noted meanwhile (a dead record); a beat
+    that leads again takes over (the no_leader mark cleared, the standby's writes refused)."""
+    rules = "    - {on: no_leader, after: 1s, sinks: [hook]}\n    - {on: dead, sinks: [hook]}\n"
+    jobs = "  nightly: {every: 1h, call: 'tests.worker_jobs:noop', queue: standby}\n"
+    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, rules, jobs)
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    beat = daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    worker = daemons("worker", "-c", str(path), "--isolation", "thread", env={"HOOK_SECRET": SECRET}, name="worker")
+    wait_for(lambda: client.get(keys.leader) and client.hlen(keys.workers), timeout=30, what="a leader and a worker")
+    beat.signal(signal.SIGKILL)
+    beat.process.wait()
+    wait_for(lambda: receiver.keys("no_leader"), timeout=30, what="the no_leader alert")
+    assert client.get(keys.leader) is None and client.get(keys.alert_standby)
+    assert re.search(r"alert no_leader: namespace \w+: no beat holds the lease", worker.log())
+    told = next(alert for alert in receiver.received if alert["rule"] == "no_leader")
+    assert told["subject"] == "-" and told["job"] is None and receiver.bad_signatures == 0
+    client.xadd(keys.alert_events, {"record": _dead_record("nightly", 3)})  # noted while no beat leads
+    wait_for(lambda: receiver.keys("dead"), timeout=30, what="the dead alert, delivered by the standby")
+    daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    wait_for(lambda: not client.hexists(keys.alert_state, "mark:no_leader"), timeout=30, what="the leader back")
+    assert client.get(keys.leader) is not None
+    assert len(receiver.keys("no_leader")) == 1 and len(receiver.keys("dead")) == 1
+    assert SECRET not in worker.log()
+
+
+def test_a_queue_with_due_fires_and_no_live_worker_gives_one_no_worker_alert(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
+) -> None:
+    """A job every second on a queue no worker consumes: after no_worker's ``after``, one message naming the
+    queue and its waiting fires, not repeated while it stays unserved; a worker serving it clears the mark."""
+    rules = "    - {on: no_worker, after: 1s, sinks: [hook]}\n"
+    jobs = "  lonely: {every: 1s, call: 'tests.worker_jobs:noop', queue: lonely}\n"
+    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, rules, jobs)
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    wait_for(lambda: receiver.keys("no_worker"), timeout=30, what="the no_worker alert")
+    told = next(alert for alert in receiver.received if alert["rule"] == "no_worker")
+    assert told["subject"] == "queue:lonely" and told["event"]["queue"] == "lonely" and told["event"]["waiting"] >= 1
+    waiting = told["event"]["waiting"]
+    wait_for(lambda: client.xlen(keys.queue("lonely")) >= waiting + 2, timeout=30, what="more fires waiting")
+    _wait_until_told(client, keys)
+    assert len(receiver.keys("no_worker")) == 1
+    daemons("worker", "-c", str(path), "--isolation", "thread", env={"HOOK_SECRET": SECRET}, name="worker")
+    wait_for(lambda: not client.hexists(keys.alert_state, "mark:no_worker:lonely"), timeout=30, what="served")
+    assert len(receiver.keys("no_worker")) == 1

@@ -63,8 +63,26 @@ def send(sink: SinkSettings, alert: dict[str, Any]) -> None:
             _command(sink, alert)
     except SinkFailed:
         raise
-    except (OSError, httpx.HTTPError, smtplib.SMTPException, subprocess.SubprocessError) as error:
-        raise SinkFailed(f"{type(error).__name__}: {error}") from error
+    except Exception as error:  # any way a sink fails is a failed attempt: recorded, audited, retried
+        raise SinkFailed(_redacted(f"{type(error).__name__}: {error}", sink)) from error
+
+
+def _redacted(text: str, sink: SinkSettings) -> str:
+    """``text`` without the sink's secrets: its URL past the host (a Slack webhook URL is a credential), its
+    signing secret, its password."""
+    secrets: list[str] = []
+    if isinstance(sink, WebhookSink | SlackSink):
+        url = httpx.URL(sink.url)
+        text = text.replace(sink.url, f"{url.scheme}://{url.netloc.decode()}/...")
+        secrets += [url.raw_path.decode()] if url.raw_path not in (b"", b"/") else []
+    if isinstance(sink, WebhookSink) and sink.secret is not None:
+        secrets.append(sink.secret.get_secret_value())
+    if isinstance(sink, EmailSink) and sink.password is not None:
+        secrets.append(sink.password.get_secret_value())
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _webhook(sink: WebhookSink, alert: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ class Receiver:
 
     def __init__(self, port: int = 0) -> None:
         self.received: list[dict[str, Any]] = []
+        self.texts: list[str] = []
         self.bad_signatures = 0
         self.mode = "ok"
         self.release = threading.Event()
@@ -50,6 +51,12 @@ class Receiver:
                 if receiver.mode == "hang":
                     receiver.received.append({"hung": True, **json.loads(body)})
                     receiver.release.wait(30)
+                    return
+                if "/slack/" in self.path:  # a Slack-compatible incoming webhook: {"text": ...}, unsigned
+                    receiver.texts.append(json.loads(body)["text"])
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if self.headers.get(SIGNATURE_HEADER) != signature(SECRET, body):
                     receiver.bad_signatures += 1
@@ -445,12 +452,15 @@ def test_a_queue_with_due_fires_and_no_live_worker_gives_one_no_worker_alert(
 ) -> None:
     """A job every second on a queue no worker consumes: after no_worker's ``after``, one message naming the
     queue and its waiting fires, not repeated while it stays unserved; a worker serving it clears the mark."""
-    rules = "    - {on: no_worker, after: 1s, sinks: [hook]}\n"
+    rules = "    - {on: no_worker, after: 1s, sinks: [hook, slack]}\n"
     jobs = "  lonely: {every: 1s, call: 'tests.worker_jobs:noop', queue: lonely}\n"
-    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, rules, jobs)
+    slack = "    slack: {type: slack, url: '${SLACK_URL}'}\n"
+    path = _config(tmp_path, shared_redis, namespace, _webhook(receiver.url) + slack, rules, jobs)
     client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
     keys = Keys(namespace)
-    daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    token = "T0000/B0000/slack-token-not-for-logs"  # the URL of a Slack webhook is its credential
+    env = {"HOOK_SECRET": SECRET, "SLACK_URL": receiver.url.replace("/hook", f"/slack/{token}")}
+    beat = daemons("beat", "-c", str(path), "--log-level", "debug", env=env)
     wait_for(lambda: receiver.keys("no_worker"), timeout=30, what="the no_worker alert")
     told = next(alert for alert in receiver.received if alert["rule"] == "no_worker")
     assert told["subject"] == "queue:lonely" and told["event"]["queue"] == "lonely" and told["event"]["waiting"] >= 1
@@ -458,6 +468,12 @@ def test_a_queue_with_due_fires_and_no_live_worker_gives_one_no_worker_alert(
     wait_for(lambda: client.xlen(keys.queue("lonely")) >= waiting + 2, timeout=30, what="more fires waiting")
     _wait_until_told(client, keys)
     assert len(receiver.keys("no_worker")) == 1
-    daemons("worker", "-c", str(path), "--isolation", "thread", env={"HOOK_SECRET": SECRET}, name="worker")
+    assert [text for text in receiver.texts if "no_worker" in text] == [f"[beatd] no_worker: {told['summary']}"]
+    daemons("worker", "-c", str(path), "--isolation", "thread", env=env, name="worker")
     wait_for(lambda: not client.hexists(keys.alert_state, "mark:no_worker:lonely"), timeout=30, what="served")
     assert len(receiver.keys("no_worker")) == 1
+    shown = subprocess.run([sys.executable, "-m", "beatd", "alerts", "-c", str(path)], capture_output=True,
+                           text=True, env={**os.environ, **env}, timeout=60, check=True)  # fmt: skip
+    assert "no_worker" in shown.stdout and "slack: delivered" in shown.stdout
+    for output in (beat.log(), shown.stdout, shown.stderr, json.dumps(client.xrange(keys.alert_log))):
+        assert "slack-token" not in output and SECRET not in output

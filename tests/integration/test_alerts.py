@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,7 @@ from beatd.alert_sinks import SIGNATURE_HEADER, signature
 from beatd.alerting import Alerting, Current
 from beatd.config import load_config
 from beatd.keys import Keys
+from beatd.localredis import free_port
 from beatd.messages import parse_utc
 from beatd.metrics import Metrics
 from beatd.store.alerts import AlertStore, Fence
@@ -292,7 +294,8 @@ def test_a_sink_down_past_the_backoff_cap_gets_the_alert_once_when_it_returns(
     )
     client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
     keys = Keys(namespace)
-    beat = daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
+    metrics_port = free_port()
+    beat = daemons("beat", "-c", str(path), "--metrics-port", str(metrics_port), env={"HOOK_SECRET": SECRET})
     wait_for(lambda: client.get(keys.leader), timeout=30, what="a leader")
     client.xadd(keys.alert_events, {"record": _dead_record("nightly", 7)})
     beat.wait_log("failed \\(attempt 8", timeout=60)
@@ -317,6 +320,11 @@ def test_a_sink_down_past_the_backoff_cap_gets_the_alert_once_when_it_returns(
         assert alert["rule"] == "dead" and alert["sinks"]["hook"]["state"] == "delivered"
         assert alert["sinks"]["hook"]["attempts"] == len(failed) + 1
         assert SECRET not in shown.stdout and SECRET not in beat.log()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'beatd_alerts_raised_total{rule="dead"} 1.0' in metrics
+        assert 'beatd_alerts_delivered_total{sink="hook"} 1.0' in metrics
+        assert f'beatd_alerts_failed_total{{sink="hook"}} {len(failed)}.0' in metrics
     finally:
         up.close()
         holder.close()

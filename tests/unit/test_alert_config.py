@@ -49,15 +49,23 @@ def test_bad_alert_config_is_a_located_problem(tmp_path: Path, text: str, expect
     assert expected in str(raised.value), str(raised.value)
 
 
-def test_beatd_check_exits_2_on_an_unknown_sink_without_a_traceback(tmp_path: Path) -> None:
-    """`beatd check` on a rule naming an unknown sink exits 2 with the located message."""
+CONTRACT = ("unknown-sink", "malformed-url", "rule-on-unknown-job", "missing-env-secret")
+
+
+@pytest.mark.parametrize(("text", "expected"), [case[1:] for case in BAD if case[0] in CONTRACT], ids=CONTRACT)
+def test_beatd_check_exits_2_on_each_alert_mistake_without_a_traceback(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """`beatd check` on an unknown sink, a malformed URL, a rule on an unknown job or a missing environment
+    secret exits 2 with the located message, no traceback."""
     path = tmp_path / "beatd.yaml"
-    path.write_text(BAD[0][1])
+    path.write_text(text)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    environment.pop("HOOK_SECRET", None)
     result = subprocess.run([sys.executable, "-m", "beatd", "check", "-c", str(path)], capture_output=True,
                             text=True, cwd=REPO, env=environment, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"{path}:6:26: alerts.rules[0].sinks[0]: unknown sink 'pager'" in result.stderr
+    assert f"{path}{expected}" in result.stderr, result.stderr
 
 
 # (id, top-level rules, the job's own alerts:, tags, expected effective rules as "on:sinks")

@@ -5,13 +5,16 @@ Where alerts come from. The scripts that write a run record (``finish.lua``: fai
 successes; ``emit.lua``: ``missed``; ``sweep_expired.lua``: ``expired``) note it in ``{ns}:alerts:events`` in
 the same atomic step, for jobs with rules about it. The leader judges ``deadline`` (a fire not succeeded D after
 its instant), ``silence`` (no success for N intervals or a duration) and ``no_worker`` (a queue with waiting
-fires and no live worker) itself; ``no_leader`` is judged by every standby (no lease for longer than X), and
-the first to take the standby claim raises and delivers it (and everything else due) until a beat leads again.
+fires and no live worker) itself; ``no_leader`` is judged by every standby beat and every worker (no lease for
+longer than X: with every beat down, the workers are who is left), and the first to take the standby claim
+raises and delivers it (and everything else due) until a beat leads again. A standby leaves the events of jobs
+its config does not declare (a worker's may declare only its own) for a leader to route.
 
 One step (:meth:`Alerting.step`), each write fenced (``lua/alerts_apply.lua``): group the oldest events
 (:func:`beatd.alert_rules.group_events`: one message per job, rule and window, the rest counted and summed up
-when the window closes), judge the watched rules, then attempt the due deliveries one by one, recording each
-attempt (alerts log, audit stream) in its own fenced call. A failed attempt is retried with a doubling
+when the window closes, once none of its events waits: :func:`beatd.alert_rules.closable`), judge the
+watched rules, then attempt the due deliveries one by one, recording each attempt (alerts log, audit stream)
+in its own fenced call. A failed attempt is retried with a doubling
 backoff (``ALERT_RETRY_FIRST`` to ``ALERT_RETRY_MAX``, jittered), given up after ``ALERT_ATTEMPTS``. A
 process killed between a send and its record sends again (at least once): the payload's ``id`` (and the
 ``Idempotency-Key`` header) is the same each time.

@@ -107,3 +107,27 @@ def test_secrets_are_never_shown(tmp_path: Path) -> None:
     assert "hunter2" not in repr(settings)
     hook = settings.alerts.sinks["hook"]
     assert hook.secret is not None and hook.secret.get_secret_value() == "hunter2-very-secret"  # type: ignore[union-attr]
+
+
+def test_the_readme_alerts_example_is_the_nightly_signups_contract(tmp_path: Path) -> None:
+    """README "Alerts": the nightly signups job mails on dead and tells Slack when not done by 00:30 Shanghai."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    section = (REPO / "README.md").read_text().split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    path = tmp_path / "beatd.yaml"
+    path.write_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    environment = {"SMTP_USER": "u", "SMTP_PASSWORD": "p", "SLACK_WEBHOOK_URL": "https://hooks.slack.example/T/B/x",
+                   "BEATD_WEBHOOK_SECRET": "s"}  # fmt: skip
+    config = load_config(path, environment)
+    assert config.settings.alerts is not None
+    sinks = config.settings.alerts.sinks
+    spec = config.jobs["signups"]
+    by_rule = {rule.on: rule for rule in spec.alert_rules}
+    assert {sinks[name].type for name in by_rule["dead"].sinks} == {"email"}
+    deadline = by_rule["deadline"]
+    assert {sinks[name].type for name in deadline.sinks} == {"slack"} and deadline.after is not None
+    fire = spec.trigger().next_after(datetime(2026, 3, 1, tzinfo=UTC))
+    assert fire is not None
+    due = (fire + deadline.after).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert (due.hour, due.minute) == (0, 30)

@@ -202,16 +202,17 @@ class Alerting:
         events: list[tuple[Event, AlertRule]] = []
         if fence.mode == "leader":
             paused = self.store.paused()
-            watched = {
+            watching = {
                 name: spec
                 for name, spec in current.jobs.items()
-                if spec.enabled
-                and name not in paused
-                and any(rule.on in ("deadline", "silence") for rule in spec.alert_rules)
+                if any(rule.on in ("deadline", "silence") for rule in spec.alert_rules)
             }
-            fields = [f"{kind}:{name}" for name in watched for kind in ("mark:deadline", "mark:silence", "success")]
+            fields = [f"{kind}:{name}" for name in watching for kind in ("mark:deadline", "mark:silence", "success")]
             state = self.store.state(fields)
-            for _name, spec in watched.items():
+            for name, spec in watching.items():
+                if not spec.enabled or name in paused:
+                    self._rest(spec, state, changes, now)
+                    continue
                 events += self._deadlines(spec, state, changes, now)
                 events += self._silence(spec, state, changes, now)
             events += self._unserved(current, settings, changes, now)
@@ -221,6 +222,18 @@ class Alerting:
             events += self._no_leader(settings, changes, now)
         self._raise(changes, events, settings)
         self._apply(fence, changes)
+
+    def _rest(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> None:
+        """A paused or disabled job: the fires it skips meanwhile are not judged late once it is back, and its
+        silence counts from its last moment at rest (not from its last success, before it was paused)."""
+        rule = next((rule for rule in spec.alert_rules if rule.on == "deadline" and rule.after is not None), None)
+        mark_name = f"mark:deadline:{spec.name}"
+        if rule is not None and rule.after is not None and mark_name in state:
+            changes.state[mark_name] = str(max(int(state[mark_name]), to_ms(now - rule.after)))
+        if any(rule.on == "silence" for rule in spec.alert_rules):
+            changes.state[f"mark:silence:{spec.name}"] = json.dumps({"since_ms": to_ms(now)})
+            if f"success:{spec.name}" in state:
+                changes.state_gone.append(f"success:{spec.name}")
 
     def _deadlines(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> list[Any]:
         events = []

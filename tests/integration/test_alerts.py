@@ -26,7 +26,7 @@ from beatd.alerting import Alerting, Current
 from beatd.config import load_config
 from beatd.keys import Keys
 from beatd.localredis import free_port
-from beatd.messages import parse_utc
+from beatd.messages import from_ms, parse_utc
 from beatd.metrics import Metrics
 from beatd.store.alerts import AlertStore, Fence
 from beatd.store.upkeep import UpkeepStore
@@ -485,3 +485,40 @@ def test_a_queue_with_due_fires_and_no_live_worker_gives_one_no_worker_alert(
     assert "no_worker" in shown.stdout and "slack: delivered" in shown.stdout
     for output in (beat.log(), shown.stdout, shown.stderr, json.dumps(client.xrange(keys.alert_log))):
         assert "slack-token" not in output and SECRET not in output
+
+
+def test_a_paused_job_is_not_judged_late_for_the_fires_it_skipped(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, receiver: Receiver
+) -> None:
+    """A job every second, watched, then paused for 3 s: once resumed, the first deadline alert is about a fire
+    after the pause (not one it skipped), and its silence counts from the resume, not from before the pause."""
+    rules = "    - {on: deadline, after: 1s, sinks: [hook]}\n    - {on: silence, after: 2s, sinks: [hook]}\n"
+    path = _config(tmp_path, shared_redis, namespace, _webhook(receiver.url), rules,
+                   "  tick: {every: 1s, call: 'tests.worker_jobs:noop'}\n")  # fmt: skip
+    config = load_config(path, {"HOOK_SECRET": SECRET})
+    client = redis.Redis.from_url(shared_redis.url, decode_responses=True)
+    keys = Keys(namespace)
+    fence = _leader(client, keys)
+    alerting = Alerting(AlertStore(client, keys), UpkeepStore(client, keys), Metrics())
+    current = Current(config.jobs, config.settings.alerts)
+
+    def redis_ms() -> int:
+        seconds, micros = client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    alerting.step(fence, current, time.monotonic())  # watched: its marks start now
+    assert client.hexists(keys.alert_state, "mark:deadline:tick")
+    client.hset(keys.paused, "tick", "1")
+    paused_until = time.monotonic() + 3
+    while time.monotonic() < paused_until:  # the leader steps on while it is paused (no beat emits: none succeed)
+        alerting.step(fence, current, time.monotonic())
+        time.sleep(0.05)
+    client.hdel(keys.paused, "tick")
+    resumed = redis_ms()
+    wait_for(lambda: alerting.step(fence, current, time.monotonic()) >= 0 and len(receiver.keys()) == 2, timeout=30,
+             what="the deadline and silence alerts after the resume")  # fmt: skip
+    by_rule = {alert["rule"]: alert for alert in receiver.received}
+    late = parse_utc(by_rule["deadline"]["event"]["scheduled_at"])
+    assert late >= from_ms(resumed) - timedelta(seconds=2.5)  # the last watch at rest was at most 1 s before
+    silent_at = parse_utc(by_rule["silence"]["at"])
+    assert silent_at >= from_ms(resumed) + timedelta(seconds=1)  # 2 s after the last watch at rest

@@ -304,10 +304,12 @@ class Alerting:
             if "since_ms" not in mark:
                 mark["since_ms"] = to_ms(now)
                 changes.state[name] = json.dumps(mark)
-            for rule in rules:
+            told = list(mark.get("told_rules", []))  # each rule tells once (its own after: an escalation)
+            for index, rule in enumerate(rules):
                 after_ms = int(rule.after.total_seconds() * 1000) if rule.after else 0
-                if to_ms(now) - int(mark["since_ms"]) >= after_ms and not mark.get("told"):
-                    mark["told"] = True
+                if to_ms(now) - int(mark["since_ms"]) >= after_ms and index not in told:
+                    told.append(index)
+                    mark["told_rules"] = told
                     changes.state[name] = json.dumps(mark)
                     summary = f"queue {queue}: {waiting} fires waiting and no live worker consumes it"
                     events.append(

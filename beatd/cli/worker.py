@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import get_args
+from collections import ChainMap
+from collections.abc import MutableMapping
+from typing import cast, get_args
 
 import click
 
@@ -11,7 +13,7 @@ from beatd.alerting import Alerting, AlertThread, Current
 from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.config import Isolation
+from beatd.config import Isolation, JobSpec
 from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.errors import ConfigError
 from beatd.identity import Identity
@@ -180,8 +182,9 @@ def worker(
         return daemon.tick()
 
     def current() -> Current:
-        config = daemon.config
-        return Current({**follower.jobs, **config.jobs}, config.settings.alerts)
+        config = daemon.config  # a view, not a copy (called every step): a YAML job wins a name, as in the beat
+        jobs = cast("MutableMapping[str, JobSpec]", config.jobs)  # read only: ChainMap writes only when told to
+        return Current(ChainMap(jobs, follower.jobs), config.settings.alerts)
 
     # Never the leader: it watches for no_leader (every beat down is when that matters) and, holding the
     # standby claim, delivers while no beat leads (beatd.alerting).

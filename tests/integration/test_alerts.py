@@ -476,7 +476,7 @@ def test_a_queue_with_due_fires_and_no_live_worker_gives_one_no_worker_alert(
     wait_for(lambda: client.xlen(keys.queue("lonely")) >= waiting + 2, timeout=30, what="more fires waiting")
     _wait_until_told(client, keys)
     assert len(receiver.keys("no_worker")) == 1
-    assert [text for text in receiver.texts if "no_worker" in text] == [f"[beatd] no_worker: {told['summary']}"]
+    assert set(receiver.texts) == {f"[beatd] no_worker: {told['summary']}"}  # (a late reply may bring it twice)
     daemons("worker", "-c", str(path), "--isolation", "thread", env=env, name="worker")
     wait_for(lambda: not client.hexists(keys.alert_state, "mark:no_worker:lonely"), timeout=30, what="served")
     assert len(receiver.keys("no_worker")) == 1

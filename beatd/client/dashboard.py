@@ -30,6 +30,7 @@ __all__ = [
     "declared",
     "job_detail",
     "job_rows",
+    "masked_audit",
     "overview",
     "run_counts",
     "success_rate",
@@ -215,7 +216,7 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
     fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in history:
         fires[record["fire_id"]].append(record)
-    audit = [entry for entry in client.audit(1000) if entry.get("job") == name][:20]
+    audit = masked_audit([entry for entry in client.audit(1000) if entry.get("job") == name][:20])
     return {
         "name": name,
         "description": spec.description,
@@ -223,7 +224,7 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
         "schedule": spec.trigger().describe(),
         "as_written": spec.schedule_text,
         "timezone": spec.timezone,
-        "target": spec.target_text,
+        "target": _masked("target", spec.target_text),
         "queue": spec.queue,
         "tags": list(spec.tags),
         "enabled": spec.enabled,
@@ -246,6 +247,12 @@ def declared(spec: JobSpec) -> dict[str, Any]:
     URL, and the values of environment variables and keyword arguments whose names look secret."""
     body = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
     return {key: _masked(key, value) for key, value in body.items()}
+
+
+def masked_audit(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Audit records with secrets masked as :func:`declared` masks them (a trigger's kwargs, a URL's password
+    in an error)."""
+    return [{key: _masked(key, value) for key, value in entry.items()} for entry in entries]
 
 
 def _masked(name: str, value: Any) -> Any:

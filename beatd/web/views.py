@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beatd.client import Client
-from beatd.client.dashboard import job_detail, job_rows, overview, worker_rows
+from beatd.client.dashboard import job_detail, job_rows, masked_audit, overview, worker_rows
 from beatd.config import JobSpec
 from beatd.errors import UnknownJob, UsageProblem
 from beatd.web.catalogue import PAGE_SIZE, STATUS_FILTERS, Catalogue
@@ -130,7 +130,7 @@ def _dead(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[
 def _audit(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, Any]:
     job = str(params.get("job") or "")
     entries = web.client.audit(_int(params, "limit", 200, 1, 5000))
-    return {"audit": [entry for entry in entries if not job or entry.get("job") == job], "job": job}
+    return {"audit": masked_audit([entry for entry in entries if not job or entry.get("job") == job]), "job": job}
 
 
 def _json_param(params: Mapping[str, Any], name: str) -> Any:

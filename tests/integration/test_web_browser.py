@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from beatd.client import Client
+from beatd.web.security import actor_of
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.test_web_api import ADMIN_TOKEN, web_config
@@ -133,7 +134,7 @@ def test_the_dashboard_in_a_browser(
     browser.find_element(By.NAME, "reason").send_keys("maintenance <i>window</i>")
     browser.find_element(By.ID, "pause").click()
     wait_for(lambda: "paused: maintenance <i>window</i>" in browser.find_element(By.ID, "job-state").text, 15, 0.2)
-    assert client.store.paused()["xss"]["actor"] == "web"
+    assert client.store.paused()["xss"]["actor"] == actor_of(ADMIN_TOKEN)
     browser.find_element(By.XPATH, "//button[text()='resume']").click()
     wait_for(lambda: "paused:" not in browser.find_element(By.ID, "job-state").text, 15, 0.2, what="resumed")
     assert "xss" not in client.store.paused()

@@ -69,17 +69,19 @@ def run_counts(client: Client, now: datetime) -> dict[str, dict[str, int]]:
     return {"hour": dict(sorted(hour.items())), "day": dict(sorted(day.items()))}
 
 
-def overview(client: Client, specs: Sequence[JobSpec], now: datetime) -> dict[str, Any]:
+def overview(
+    client: Client, specs: Sequence[JobSpec], now: datetime, job_queues: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The overview page: replicas (leader first), workers, queue depths and backlog, runs by status in the
-    last hour and day, and the jobs in trouble (failing, dead letters, missed, overdue, paused), worst first."""
+    last hour and day, and the jobs in trouble (failing, dead letters, missed, overdue, paused), worst first.
+    ``job_queues``: the queues of ``specs`` when the caller keeps them (else read off every spec)."""
     store = client.store
     redis_now = store.redis_now()
     leader = store.leader()
     workers = client.runs.workers()
-    queues = sorted(
-        {spec.queue for spec in specs if spec.celery is None}
-        | {queue for beat in workers.values() for queue in beat.get("queues", ())}
-    )
+    if job_queues is None:
+        job_queues = sorted({spec.queue for spec in specs if spec.celery is None})
+    queues = sorted({*job_queues} | {queue for beat in workers.values() for queue in beat.get("queues", ())})
     lengths = store.queue_lengths(queues)
     backlogs = store.upkeep.backlogs(queues)
     consumers = Counter(q for beat in workers.values() if is_live(beat, redis_now) for q in beat.get("queues", ()))

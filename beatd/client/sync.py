@@ -174,10 +174,12 @@ class Client:
         self._known(job)
         return self.store.pause(job, self._audit("pause", job=job, reason=reason))
 
-    def resume(self, job: str) -> bool:
-        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused."""
+    def resume(self, job: str, reason: str = "") -> bool:
+        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused.
+        Audited, with ``reason`` when given."""
         self._known(job)
-        return self.store.resume(job, self._audit("resume", job=job))
+        details = {"reason": reason} if reason else {}
+        return self.store.resume(job, self._audit("resume", job=job, **details))
 
     # -- reading -----------------------------------------------------------------------------------------
     def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:

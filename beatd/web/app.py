@@ -31,6 +31,8 @@ __all__ = ["API", "create_app"]
 
 API = "/api/v1"
 HERE = Path(__file__).parent
+BODY_LIMIT = 1 << 20
+"""The largest body an action takes, bytes (a trigger's overrides are bounded far below it)."""
 NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/workers", "Workers"), ("/dead", "Dead letters"), ("/audit", "Audit"))
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
@@ -120,6 +122,15 @@ class _App:
             token, role, by_cookie = self.credentials(request)
             kind = request.headers.get("content-type", "")
             form = "form" in kind
+            wants_page = form and "application/json" not in request.headers.get("accept", "")
+            # who asks is judged before the body is read: a stranger's body is never parsed nor held
+            if role is None:
+                return self.refuse(request, not wants_page, 401, "an admin token is needed")
+            if role != ADMIN:
+                return self.refuse(request, not wants_page, 403, "this needs the admin role (the token is read-only)")
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > BODY_LIMIT:
+                return JSONResponse({"error": f"the body is larger than {BODY_LIMIT} bytes"}, 413)
             body: dict[str, Any] = {}
             if form:
                 body = dict(await request.form())
@@ -131,11 +142,6 @@ class _App:
                 if not isinstance(loaded, dict):
                     return JSONResponse({"error": "the body must be a JSON object"}, 400)
                 body = loaded
-            wants_page = form and "application/json" not in request.headers.get("accept", "")
-            if role is None:
-                return self.refuse(request, not wants_page, 401, "an admin token is needed")
-            if role != ADMIN:
-                return self.refuse(request, not wants_page, 403, "this needs the admin role (the token is read-only)")
             if by_cookie and not self.tokens.csrf_ok(
                 token or "", body.get("csrf") or request.headers.get("x-csrf-token")
             ):

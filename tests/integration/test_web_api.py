@@ -3,6 +3,7 @@ redis-server and a real worker: every endpoint, the roles, CSRF, escaping and ma
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import textwrap
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 
 from beatd.client import Client
 from beatd.web import Catalogue, Tokens, Web, create_app
+from beatd.web.app import BODY_LIMIT
 from beatd.web.security import COOKIE, actor_of
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
@@ -134,6 +136,20 @@ def test_without_a_token_or_with_the_wrong_role_or_without_csrf_it_is_refused(si
                      data={"next": "//evil.example"}).json()["changed"]  # fmt: skip
 
 
+def test_a_stranger_s_body_is_never_read_and_an_admin_s_is_bounded(site: tuple[TestClient, Client]) -> None:
+    """Without a token (or with a read one) an action is refused before its body is read (401/403 whatever
+    the body); an admin's body past 1 MiB is refused (413) unread."""
+    http, client = site
+    junk = {"Content-Type": "application/json"}
+    assert http.post("/api/v1/jobs/xss/pause", content=b"{not json", headers=junk).status_code == 401
+    assert http.post("/api/v1/jobs/xss/pause", content=b"{not json", headers={**junk, **bearer(READ_TOKEN)}
+                     ).status_code == 403  # fmt: skip
+    large = json.dumps({"reason": "x" * (BODY_LIMIT + 1)}).encode()
+    assert http.post("/api/v1/jobs/xss/pause", content=large, headers={**junk, **bearer(ADMIN_TOKEN)}
+                     ).status_code == 413  # fmt: skip
+    assert "xss" not in client.store.paused()
+
+
 def test_actions_trigger_pause_resume_backfill_and_dead_letters_are_audited(site: tuple[TestClient, Client]) -> None:
     """An admin token triggers (the run ends), pauses with a reason and resumes, previews a backfill before it
     emits, and retries and drops dead letters; each audit record names the web actor."""
@@ -143,7 +159,9 @@ def test_actions_trigger_pause_resume_backfill_and_dead_letters_are_audited(site
     ended = lambda: [r for r in client.runs_of_fire("xss", fired["fire_id"]) if r["status"] == "succeeded"]  # noqa: E731
     wait_for(ended, 20, 0.1, what="the triggered run")
     assert http.post("/api/v1/jobs/xss/pause", headers=admin, json={"reason": "maintenance"}).json()["changed"]
-    assert http.post("/api/v1/jobs/xss/resume", headers=admin).json()["changed"]
+    assert http.post("/api/v1/jobs/xss/resume", headers=admin, json={"reason": "migration done"}).json()["changed"]
+    resumed = next(entry for entry in client.audit(5) if entry["event"] == "resume")
+    assert resumed["reason"] == "migration done" and resumed["job"] == "xss"
     preview = http.post("/api/v1/jobs/xss/backfill", headers=admin, json={"start": "2026-01-01T00:00:00Z",
                         "end": "2026-01-01T02:00:00Z"}).json()  # fmt: skip
     assert preview["dry_run"] and len(preview["instants"]) == 3

@@ -203,9 +203,11 @@ def test_the_dashboard_in_a_browser(
     wait_for(lambda: reason in _text(browser, "#trouble"), LIVE, 0.2, what="the pause reason in trouble")
     _inert(browser, "overview, paused")
     _page(browser, f"{base}/jobs/xss", "Next fires")
-    _click(browser, By.XPATH, "//button[text()='resume']")
+    _retry(lambda: browser.find_element(By.CSS_SELECTOR, "#job-state input[name=reason]").send_keys("done"))
+    _click(browser, By.ID, "resume")
     wait_for(lambda: "paused:" not in _text(browser, "#job-state"), LIVE, 0.2, what="resumed")
     assert "xss" not in client.store.paused()
+    assert next(entry for entry in client.audit(5) if entry["event"] == "resume")["reason"] == "done"
 
     _retry(lambda: browser.find_element(By.NAME, "start").send_keys("2026-01-01T00:00:00Z"))
     _retry(lambda: browser.find_element(By.NAME, "end").send_keys("2026-01-01T02:00:00Z"))

@@ -117,7 +117,10 @@ def _fill(redis_client: object, keys: Keys, jobs: list[str], per_job: int) -> No
         if number % 500 == 499:
             pipe.execute()
     for bucket in range(288):
-        pipe.hset(keys.tally(tally_bucket(now_ms) - bucket * 300_000), mapping={"succeeded": 350, "failed": 1, "missed": 2, "expired": 1})
+        pipe.hset(
+            keys.tally(tally_bucket(now_ms) - bucket * 300_000),
+            mapping={"succeeded": 350, "failed": 1, "missed": 2, "expired": 1},
+        )
     pipe.execute()
 
 

@@ -245,10 +245,14 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
 
 
 def declared(spec: JobSpec) -> dict[str, Any]:
-    """The spec as declared (its non-default fields, JSON values), with secrets masked: the password of any
-    URL, and the values of environment variables and keyword arguments whose names look secret."""
+    """The spec as declared (its non-default fields, JSON values), with secrets masked: every value of ``env``
+    (a command's environment is where secrets are handed over, whatever their names), the password of any
+    URL, and the values of keyword arguments whose names look secret."""
     body = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
-    return {key: _masked(key, value) for key, value in body.items()}
+    masked = {key: _masked(key, value) for key, value in body.items()}
+    if isinstance(masked.get("env"), dict):
+        masked["env"] = dict.fromkeys(masked["env"], "***")
+    return masked
 
 
 def masked_audit(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -124,12 +124,22 @@ class Catalogue:
         ``tag``, ``queue``, ``status`` (one of STATUS_FILTERS, judged with ``failing`` and ``paused``)."""
         index = self._index
         specs = index.specs
-        starts: list[Sequence[int]] = []  # the jobs each selective filter allows, in catalogue order
-        if status in ("failing", "paused"):
-            names = failing if status == "failing" else paused
-            starts.append(sorted(index.position[name] for name in names if name in index.position))
+        # a status as the positions it allows (failing first: a failing job that is paused is failing) or excludes
+        failing_at = {index.position[name] for name in failing if name in index.position}
+        paused_at = {index.position[name] for name in paused if name in index.position} - failing_at
+        allowed: set[int] | None = None
+        excluded: set[int] | None = None
+        if status == "failing":
+            allowed = failing_at
+        elif status == "paused":
+            allowed = paused_at
         elif status == "disabled":
-            starts.append(index.disabled)
+            allowed = set(index.disabled) - failing_at - paused_at
+        elif status == "ok":
+            excluded = failing_at | paused_at | set(index.disabled)
+        starts: list[Sequence[int]] = []  # the jobs each selective filter allows, in catalogue order
+        if allowed is not None:
+            starts.append(sorted(allowed))
         if tag:
             starts.append(index.by_tag.get(tag, []))
         if queue:
@@ -142,18 +152,8 @@ class Catalogue:
                 i for i in candidates
                 if (not needle or needle in haystacks[i]) and (not tag or tag in specs[i].tags)
                 and (not queue or specs[i].queue == queue)
-                and (not status or _status_of(specs[i], failing, paused) == status)
+                and (allowed is None or i in allowed) and (excluded is None or i not in excluded)
             ]  # fmt: skip
         total = len(candidates)
         offset = max(0, min(offset, max(total - 1, 0)))
         return Selection([specs[i] for i in candidates[offset : offset + limit]], total, offset, limit)
-
-
-def _status_of(spec: JobSpec, failing: Mapping[str, str], paused: Mapping[str, object]) -> str:
-    if spec.name in failing:
-        return "failing"
-    if spec.name in paused:
-        return "paused"
-    if not spec.enabled:
-        return "disabled"
-    return "ok"

@@ -37,7 +37,10 @@ report:
   kwargs: {dsn: "postgresql://app:hunter2@db.internal/app", api_token: "s3cret-token"}
   overrides: true
   tags: [nightly]
-dump: {command: [pg_dump, "postgres://app:hunter2@db.internal/app"], cron: "0 3 * * *"}
+dump:
+  command: [pg_dump, "postgres://app:hunter2@db.internal/app"]
+  cron: "0 3 * * *"
+  env: {SLACK_HOOK: "https://hooks.example/services/T0/hook-secret"}
 """
 
 
@@ -201,6 +204,7 @@ def test_user_strings_are_escaped_and_secrets_never_shown(site: tuple[TestClient
     assert "hunter2" not in report and "s3cret-token" not in report and "app:***@db.internal" in report
     dump = http.get("/jobs/dump").text + http.get("/api/v1/jobs/dump", headers=bearer(READ_TOKEN)).text
     assert "hunter2" not in dump and "pg_dump postgres://app:***@db.internal/app" in dump  # the target too
+    assert "hook-secret" not in dump and "SLACK_HOOK" in dump  # a command's environment: every value masked
 
 
 def test_an_audited_trigger_shows_no_secret_of_its_arguments(site: tuple[TestClient, Client]) -> None:

@@ -68,9 +68,10 @@ class Tokens:
         """The role ``token`` grants (ADMIN, READ), or None."""
         if not token:
             return None
-        if any(hmac.compare_digest(token, known) for known in self.admin):
+        given = token.encode()  # bytes: compare_digest refuses str with non-ASCII characters
+        if any(hmac.compare_digest(given, known.encode()) for known in self.admin):
             return ADMIN
-        if any(hmac.compare_digest(token, known) for known in self.read):
+        if any(hmac.compare_digest(given, known.encode()) for known in self.read):
             return READ
         return None
 
@@ -80,7 +81,7 @@ class Tokens:
 
     def csrf_ok(self, token: str, presented: str | None) -> bool:
         """Whether ``presented`` is the CSRF token of the session holding ``token``."""
-        return bool(presented) and hmac.compare_digest(self.csrf(token), str(presented))
+        return bool(presented) and hmac.compare_digest(self.csrf(token).encode(), str(presented).encode())
 
     def sign(self, text: str) -> str:
         """A signature of ``text`` by this process (the flash message an action redirects with: a link made
@@ -89,7 +90,7 @@ class Tokens:
 
     def signed(self, text: str, signature: str | None) -> bool:
         """Whether ``signature`` is :meth:`sign` of ``text``."""
-        return bool(signature) and hmac.compare_digest(self.sign(text), str(signature))
+        return bool(signature) and hmac.compare_digest(self.sign(text).encode(), str(signature).encode())
 
 
 def actor_of(token: str) -> str:

@@ -139,6 +139,22 @@ def test_without_a_token_or_with_the_wrong_role_or_without_csrf_it_is_refused(si
                      data={"next": "//evil.example"}).json()["changed"]  # fmt: skip
 
 
+def test_a_token_or_csrf_token_with_non_ascii_characters_is_refused_not_an_error(
+    site: tuple[TestClient, Client],
+) -> None:
+    """A bearer token, session cookie, CSRF token or flash signature with non-ASCII characters is compared in
+    constant time like any other and refused (401/403, the page without the flash), never a server error."""
+    http, client = site
+    strange = "tökén-ü"
+    assert http.get("/api/v1/jobs", headers={"Authorization": f"Bearer {strange}".encode("latin-1")}).status_code == 401
+    assert http.get("/api/v1/jobs", headers={"Cookie": f"{COOKIE}={strange}".encode("latin-1")}).status_code == 401
+    http.cookies.set(COOKIE, ADMIN_TOKEN)
+    reply = http.post("/api/v1/jobs/xss/pause", data={"reason": "x", "csrf": strange})
+    assert reply.status_code == 403 and "xss" not in client.store.paused()
+    page = http.get("/jobs/xss", params={"flash": "hello", "sig": strange})
+    assert page.status_code == 200 and ">hello<" not in page.text
+
+
 def test_a_stranger_s_body_is_never_read_and_an_admin_s_is_bounded(site: tuple[TestClient, Client]) -> None:
     """Without a token (or with a read one) an action is refused before its body is read (401/403 whatever
     the body); an admin's body past 1 MiB is refused (413) unread."""

@@ -19,6 +19,7 @@ from beatd.keys import Keys
 from beatd.messages import Message, fire_id, format_utc, to_ms
 from beatd.store import Store, connect
 from beatd.store.base import script
+from beatd.web import Catalogue, Web, views
 from tests.integration.helpers import runs, write_config
 from tests.redis_server import RedisServer
 
@@ -48,7 +49,16 @@ def test_missed_fires_are_counted_in_the_overview(tmp_path: Path, shared_redis: 
     assert len(missed) >= 10  # 11 fires in the gap; the newest may be on time yet, by Redis's clock
     with Client.from_config(path, environ={}) as reader:
         counts = reader.run_counts()
+        web = Web(reader, Catalogue(reader))
+        overview = views.ENDPOINTS[0].run(web, {}, {})
+        job = next(endpoint for endpoint in views.ENDPOINTS if endpoint.path == "/jobs/{name}").run(
+            web, {"name": "a"}, {}
+        )
     assert counts["hour"].get("missed") == len(missed) and counts["day"].get("missed") == len(missed)
+    assert overview["runs"]["hour"]["missed"] == len(missed)
+    assert {"job": "a", "problem": "missed", "detail": "its newest fire was missed"} in overview["trouble"]
+    marks = [mark for mark in job["timeline"]["marks"] if mark["status"] == "missed"]
+    assert len(marks) == len(missed) and all(mark["y"] > job["timeline"]["axis_y"] for mark in marks)  # below
 
 
 def test_expired_fires_are_counted_in_the_overview(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:

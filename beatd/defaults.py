@@ -68,6 +68,10 @@ CELERY_OUTBOX_DEAD_LIMIT: Final = 1_000
 """Most entries the dead stream keeps (approximately; the oldest go): an operator inspects a few, a broken
 broker config must not grow beatd's Redis without bound."""
 
+CELERY_OUTBOX_WARN_AFTER: Final = timedelta(minutes=1)
+"""``beatd status`` warns when the Celery outbox's oldest task message has waited longer than this: the relay
+publishes within a second while the broker answers, so a minute means the broker is down or refusing."""
+
 RELAY_STOP_WAIT: Final = timedelta(milliseconds=500)
 """Longest the main loop waits for the relay thread to end when it stops it (a reload, a shutdown): the thread
 ends after its current publish, bounded by the broker timeouts below; a successor relay waits for it in its own

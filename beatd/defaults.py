@@ -48,10 +48,10 @@ RELAY_BATCH: Final = 100
 call: a duplicate publish (the leader killed between the broker's reply and the delete) repeats at most this
 many."""
 
-RELAY_BATCH_AMQP: Final = 10
-"""The same for an AMQP broker, which confirms one message at a time (a few ms each): a batch of 100 would keep
-the confirmed ones undeleted for most of a second, and a kill then repeats them all; 10 bounds a duplicate
-publish to 10 messages for one more fenced call to beatd's Redis per 10 (measured in docs/benchmarks.md)."""
+RELAY_BATCH_AMQP: Final = 100
+"""The same for an AMQP broker: the batch is published without waiting and its publisher confirms awaited
+together (one round trip), so a duplicate publish after a kill repeats at most this many, and usually none:
+the fenced delete follows the confirms at once (measured in docs/benchmarks.md)."""
 
 RELAY_IDLE: Final = timedelta(milliseconds=100)
 """How long the relay waits when the outbox is empty (or while this replica is not the leader)."""

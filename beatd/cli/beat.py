@@ -108,7 +108,7 @@ def beat(
         decide(current)
         celery = current.settings.celery
         if celery is not None:
-            # Always, even when this replica pushes directly: another replica or `beatd celery fire` (another
+            # Always, even when this replica pushes directly: another replica or `beatd trigger` (another
             # network view, an earlier broker) may have written the outbox, and only a relay empties it.
             relaying = Relay(OutboxStore(store.client, store.keys), publisher_for(celery), metrics, celery.outbox_limit)
             after = previous if previous is not None and previous.alive() else None

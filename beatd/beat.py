@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -59,6 +60,8 @@ the lease renewed between them."""
 RUNTIME_LINES = 20
 """Most runtime job changes logged one by one per poll (a put_many of thousands gets one more line)."""
 
+CELERY_REPROBE = 1.0
+"""Seconds between probes of the Celery broker while beatd's Redis did not answer the last one."""
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
 
@@ -125,9 +128,12 @@ class Beat:
         self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
-        self.celery_outbox = False
+        self.celery_outbox: bool | None = False
         """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
-        :mod:`beatd.celery_broker`) rather than straight into the broker's database."""
+        :mod:`beatd.celery_broker`) rather than straight into the broker's database; None while the broker
+        probe could not tell (beatd's Redis did not answer it): celery fires wait, and ``celery_reprobe`` runs
+        before the leader's next emission, at most every ``CELERY_REPROBE`` s."""
+        self.celery_reprobe: Callable[[], None] | None = None
         self.counters = Counters()
         self.unavailable_since: float | None = None
         self._next_heartbeat = 0.0
@@ -136,6 +142,7 @@ class Beat:
         self._now = replica.started_at
         self._changes_seen = 0
         self._next_runtime_poll = 0.0
+        self._next_celery_probe = 0.0
 
     # -- the loop step -----------------------------------------------------------------------------------
     def now(self, host_now: datetime, monotonic: float) -> datetime:
@@ -174,6 +181,9 @@ class Beat:
             self._poll_paused(now)
             self._recheck_skipped(now)
             self._next_paused_poll = monotonic + PAUSED_POLL
+        if self.celery_outbox is None and self.celery_reprobe is not None and monotonic >= self._next_celery_probe:
+            self._next_celery_probe = monotonic + CELERY_REPROBE
+            self.celery_reprobe()
         self._emit_due(now)
         if self.upkeep.due(monotonic) and self.leadership.token is not None:
             self._upkeep(self.leadership.token, now, monotonic)
@@ -400,6 +410,9 @@ class Beat:
             if state is None or name in self.paused or name in self.unreadable.jobs:
                 continue
             spec = state.spec
+            if spec.celery is not None and self.celery_outbox is None:
+                self._push_at(name, now + timedelta(seconds=CELERY_REPROBE))  # not yet known where to push
+                continue
             budget -= 1
             progress = self.progress.get(name, now)
             plan = plan_job(
@@ -421,7 +434,7 @@ class Beat:
 
     def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
         celery = self.config.settings.celery
-        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox)
+        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True)
 
     def _flush(self, pending: list[Pending]) -> None:
         if not pending or self.leadership.token is None:

@@ -71,7 +71,7 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
                 "next_fire": upcoming.astimezone(spec.zone).isoformat() if upcoming else None,
                 "target": spec.target_text,
                 "enabled": spec.enabled,
-                "queue": spec.queue,
+                "queue": _queue(spec),
                 "tags": list(spec.tags),
                 "source": sources[spec.name],
             }
@@ -149,3 +149,10 @@ def runtime_specs(config: Config, names: list[str] | None = None) -> dict[str, J
         return {}
     found = {name: judge(config, name, raw)[0] for name, raw in sorted(entries.items()) if raw is not None}
     return {name: spec for name, spec in found.items() if spec is not None}
+
+
+def _queue(spec: JobSpec) -> str:
+    """Where the job's fires go: its beatd queue, or for a celery job its Celery queue (``options.queue``)."""
+    if spec.celery is not None and spec.options is not None and spec.options.queue is not None:
+        return spec.options.queue
+    return spec.queue

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 from beatd import defaults
 from beatd.client.waiting import is_live
 from beatd.config import Config
+from beatd.config.redis_urls import display_url
+from beatd.durations import format_duration
 from beatd.errors import Problem
-from beatd.messages import format_utc, from_ms, parse_utc
+from beatd.messages import format_utc, from_ms, parse_utc, to_ms
 from beatd.store import RunStore, Store
+from beatd.store.outbox import OutboxStore, OutboxSummary
 from beatd.upkeep import backlog_warnings
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
         "backlog": {},
         "warnings": [],
         "local_config_problems": [str(problem) for problem in local_problems],
+        "celery": None,
     }
     if leader is not None:
         token, ttl_ms = leader
@@ -57,7 +61,9 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
             "pid": holder.get("pid"),
             "lease_left_s": round(ttl_ms / 1000, 3),
         }
-    _backlog(report, store, workers, queues, store.redis_now())  # liveness and waits by Redis's clock
+    redis_now = store.redis_now()  # liveness and waits by Redis's clock
+    _backlog(report, store, workers, queues, redis_now)
+    _celery(report, config, OutboxStore(store.client, store.keys).summary(), redis_now, store.keys.celery_outbox_dead)
     for _, beat in sorted(replicas.items()):
         age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
         report["replicas"].append(
@@ -110,3 +116,50 @@ def _backlog(
         for queue, backlog in backlogs.items()
     }
     report["warnings"] = backlog_warnings(backlogs, consumers, now, defaults.BACKLOG_WARN_AFTER)
+
+
+def _celery(report: dict[str, Any], config: Config, outbox: OutboxSummary, now: datetime, dead_key: str) -> None:
+    """The Celery outbox (task messages for a broker on another server, waiting for the leader's relay) and its
+    dead stream (entries the broker kept refusing), with warnings; shown when the config has a ``celery:``
+    section or either stream holds entries (a broken or changed config)."""
+    celery = config.settings.celery
+    if celery is None and outbox.depth == 0 and outbox.dead == 0:
+        return
+    now_ms = to_ms(now)
+    limit = celery.outbox_limit if celery is not None else None
+    oldest_age = round(max(now_ms - outbox.oldest_ms, 0) / 1000, 3) if outbox.oldest_ms is not None else None
+    report["celery"] = {
+        "broker": display_url(celery.broker_url) if celery is not None else None,
+        "outbox": {"depth": outbox.depth, "limit": limit, "oldest_age_s": oldest_age},
+        "dead": {
+            "count": outbox.dead,
+            "newest": [
+                {
+                    "entry_id": entry.entry_id,
+                    "reason": entry.reason,
+                    "queue": entry.queue,
+                    "task_id": entry.task_id,
+                    "fire_id": entry.fire_id,
+                    "moved_at": format_utc(from_ms(entry.moved_at_ms)),
+                }
+                for entry in outbox.newest_dead
+            ],
+        },
+    }
+    warn_after = defaults.CELERY_OUTBOX_WARN_AFTER.total_seconds()
+    if oldest_age is not None and oldest_age > warn_after:
+        report["warnings"].append(
+            f"Celery outbox: {outbox.depth} task messages waiting, the oldest for "
+            f"{format_duration(timedelta(seconds=round(oldest_age)))}: the broker is down or refusing, or no leader "
+            "relays (see the leader's log)"
+        )
+    if limit is not None and outbox.depth * 2 >= limit:
+        report["warnings"].append(
+            f"Celery outbox: {outbox.depth} of at most {limit} task messages (celery.outbox_limit); past the bound "
+            "celery fires are refused (retried, never dropped)"
+        )
+    if outbox.dead:
+        report["warnings"].append(
+            f"Celery outbox: {outbox.dead} task messages the broker kept refusing were moved to "
+            f"{dead_key} (never published; `beatd status --json` lists the newest)"
+        )

@@ -6,7 +6,7 @@ Command (from the repo root)::
 
 In a fresh private redis-server (free loopback port, ``--save '' --appendonly no``; never the system Redis):
 
-1. Runtime: a config with one YAML job and ``runtime_jobs: {allow: ["bench.*:*"]}``; ``beatd beat`` starts and
+1. Runtime: a config with one YAML job and ``runtime_jobs: {allow: ["bench.target:*"]}``; ``beatd beat`` starts and
    leads (``leading 1 jobs``). Then this process builds N specs ``{every: 1h, start: S_i, call:
    bench.target:noop}`` (starts spread over the hour: nothing is due during the run) and puts them with
    ``RuntimeJobs.put_many`` (validated here first, then written 1,000 to a script call).
@@ -41,7 +41,7 @@ from beatd.store.jobs import JobStore
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
-SETTINGS = {"runtime_jobs": {"allow": ["bench.*:*"]}}
+SETTINGS = {"runtime_jobs": {"allow": ["bench.target:*"]}}
 BASE = {"base": {"every": "1h", "call": "bench.target:noop"}}
 
 

@@ -62,20 +62,20 @@ class Judge:
 
     def __call__(self, name: str, raw: str) -> tuple[JobSpec | None, str]:
         """The verdict on entry ``raw`` of runtime job ``name``."""
-        spec = self._by_shape(name, raw)
+        spec = None
+        if len(raw) <= defaults.RUNTIME_SPEC_MAX_BYTES:
+            try:
+                spec = self.valid(name, StoredJob.parse(name, raw).spec)
+            except ValueError:
+                spec = None
         if spec is not None:
-            self.fast += 1
             return spec, ""
         return judge(self.config, name, raw)
 
-    def _by_shape(self, name: str, raw: str) -> JobSpec | None:
-        if len(raw) > defaults.RUNTIME_SPEC_MAX_BYTES or name in self.config.jobs or not _NAME.fullmatch(name):
-            return None
-        try:
-            document = StoredJob.parse(name, raw).spec
-        except ValueError:
-            return None
-        if not isinstance(document, dict):
+    def valid(self, name: str, document: Any) -> JobSpec | None:
+        """The spec of job ``name`` written as ``document`` (JSON values: what a job holds under its name) when
+        its shape vouches for it; None when the full validation must decide (and word the problems)."""
+        if name in self.config.jobs or not _NAME.fullmatch(name) or not isinstance(document, dict):
             return None
         own = {key: document[key] for key in FREE_KEYS if key in document}
         rest = {key: value for key, value in document.items() if key not in FREE_KEYS}
@@ -86,9 +86,11 @@ class Judge:
         if template is None:
             return None
         try:
-            return _instance(template, name, own, self.config, self._values)
+            spec = _instance(template, name, own, self.config, self._values)
         except Exception:  # any doubt: the full path decides, with its messages
             return None
+        self.fast += 1
+        return spec
 
     def _remember(self, shape: str, name: str, rest: dict[str, Any]) -> None:
         if len(self._shapes) >= SHAPES_KEPT:

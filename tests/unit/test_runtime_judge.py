@@ -8,10 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis
 
 from beatd.config import Config, load_config
-from beatd.runtime_jobs import judge
+from beatd.config.job_documents import job_from_mapping
+from beatd.errors import ConfigError
+from beatd.keys import Keys
+from beatd.runtime_jobs import RuntimeJobs, check_job, judge
 from beatd.runtime_judge import Judge
+from beatd.store.jobs import JobStore
 from tests.conftest import WriteFiles
 
 CONFIG = """
@@ -92,3 +97,21 @@ def test_a_spec_of_a_known_shape_is_not_validated_in_full_again(config: Config) 
     assert shaped.fast == 1000 and all(spec is not None for spec, _ in specs)
     assert {spec.start.minute for spec, _ in specs if spec is not None and spec.start} == set(range(60))
     assert {spec.name for spec, _ in specs if spec is not None} == {f"c{i}" for i in range(1000)}
+
+
+def test_put_many_of_one_shape_still_words_every_problem(config: Config) -> None:
+    """put_many validates 500 specs of one shape by the shape, and still reports the bad ones among them with
+    the full validation's located messages (nothing written: the store here is unreachable)."""
+    store = JobStore(redis.Redis(port=1), Keys("x"))
+    specs = {f"c{i}": {"every": "1h", "call": "app.tasks:send", "start": f"2026-01-01T00:{i % 60:02d}:00Z"}
+             for i in range(500)}  # fmt: skip
+    specs["bad-start"] = {"every": "1h", "call": "app.tasks:send", "start": "2026-13-01"}
+    specs["bad-call"] = {"every": "1h", "call": "other.tasks:send"}
+    with pytest.raises(ConfigError) as error:
+        RuntimeJobs(config, store).put_many(specs)
+    expected = []
+    for name in ("bad-start", "bad-call"):
+        with pytest.raises(ConfigError) as alone:
+            check_job(config, name, job_from_mapping(name, specs[name], f"jobs.put_many[{name!r}]"))
+        expected.extend(alone.value.problems)
+    assert sorted(error.value.problems) == sorted(expected)

@@ -98,7 +98,7 @@ def test_the_dashboard_in_a_browser(
     wait_for(lambda: client.dead_letters(5), 30, 0.1, what="a dead letter")
 
     browser.get(f"{base}/login?token={ADMIN_TOKEN}")  # sets the session cookie, then the overview
-    wait_for(lambda: "Jobs in trouble" in browser.page_source, 10, 0.1, what="the overview")
+    wait_for(lambda: "Jobs in trouble" in browser.page_source, 30, 0.1, what="the overview")
     assert (
         "fail" in browser.find_element(By.ID, "trouble").text
         and "failing" in browser.find_element(By.ID, "trouble").text
@@ -127,7 +127,7 @@ def test_the_dashboard_in_a_browser(
     wait_for(shown, 30, 0.2, what="the new run on the job page")
     assert browser.execute_script("return window.beatdNoReload") == 42
     assert "triggered xss" in browser.find_element(By.ID, "flash").text
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.timeline rect.mark"), 10, 0.2, what="marks")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.timeline rect.mark"), 30, 0.2, what="marks")
     browser.save_screenshot(str(shots / "job.png"))
 
     browser.find_element(By.NAME, "reason").send_keys("maintenance <i>window</i>")

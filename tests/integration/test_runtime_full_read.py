@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from beatd import defaults
+from beatd.beat import Beat
 from beatd.clock import SystemClock
 from beatd.config import Config, load_config
+from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.runtime_follow import RuntimeFollower
+from beatd.store import Store
 from beatd.store.jobs import JobChange, JobStore
 from tests.redis_server import RedisServer
 
@@ -83,3 +86,33 @@ def test_a_reload_judges_every_entry_again_under_the_new_allow_list(
     assert follower.jobs == {} and len(follower.refused) == 1000
     assert "app.tasks:send is not allowed" in follower.refused["c5"]
     json.dumps(follower.refused)  # plain text reasons
+
+
+def test_a_leaders_reload_rereads_runtime_jobs_in_pages_and_restarts_none(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload of a leader with 2,000 runtime jobs (pages of 200) judges them again one page a tick, the
+    lease held all along, and leaves every job's progress as it was (nothing starts from now again)."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    client = shared_redis.client()
+    store = JobStore(client, Keys(namespace))
+    _put(store, 2000)
+    config = _config(tmp_path, shared_redis, namespace, "app.tasks:*")
+    clock = SystemClock()
+    follower = RuntimeFollower(store, config, clock, "test", lambda record: None)
+    follower.poll_all()
+    beat = Beat(config, Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock, runtime=follower)
+    while not beat.synced:
+        beat.tick(clock.now(), clock.monotonic())
+    progress = client.hgetall(Keys(namespace).progress)
+    assert len(progress) == 2001
+    beat.apply_config(_config(tmp_path, shared_redis, namespace, "app.tasks:*", "reloaded.yaml"),
+                      clock.now(), clock.monotonic())  # fmt: skip
+    ticks = 0
+    while follower.behind:
+        beat._next_runtime_poll = 0.0
+        beat.tick(clock.now(), clock.monotonic())
+        ticks += 1
+        assert beat.leadership.is_leader(clock.monotonic())
+    assert ticks >= 5 and len(beat.jobs) == 2001
+    assert client.hgetall(Keys(namespace).progress) == progress

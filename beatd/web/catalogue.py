@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from beatd.client import Client
 from beatd.config import JobSpec
-from beatd.runtime_jobs import judge
 
 __all__ = ["PAGE_SIZE", "STATUS_FILTERS", "Catalogue", "Selection"]
 
@@ -54,13 +53,10 @@ class Catalogue:
         with self._lock:
             if version == self._version:
                 return
-            created = []
-            for name, raw in sorted(store.all_entries().items()):
-                if name not in config.jobs and (spec := judge(config, name, raw)[0]) is not None:
-                    created.append(spec)
-            self._specs = [*config.jobs.values(), *created]
+            listed = self.client.jobs.sourced()  # the YAML's, then the runtime jobs valid under the config
+            self._specs = [spec for spec, _ in listed]
             self._by_name = {spec.name: spec for spec in self._specs}
-            self._sources = {**dict.fromkeys(config.jobs, YAML), **{spec.name: RUNTIME for spec in created}}
+            self._sources = {spec.name: source for spec, source in listed}
             self._version = version
 
     @property

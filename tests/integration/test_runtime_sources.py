@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from beatd.cli import cli
 from beatd.cli.runtime import Runtime
 from beatd.client import Client
+from beatd.web.catalogue import Catalogue
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.test_runtime_jobs import _api, _config
 from tests.redis_server import RedisServer
@@ -21,7 +22,8 @@ def test_status_and_history_name_each_jobs_source(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
     """A runtime job's runs are in `history` with SOURCE runtime (and `-` once it is deleted), `status` lists it
-    beside the YAML job with its source, and `workers`, `export` and `logs` show the same runs as the client."""
+    beside the YAML job with its source (as the web catalogue does), and `workers`, `export` and `logs` show the
+    same runs as the client."""
     config = _config(tmp_path / "beatd.yaml", shared_redis, namespace)
     daemons("beat", "-c", str(config.path))
     daemons("worker", "-c", str(config.path), "--isolation", "thread", name="worker")
@@ -52,6 +54,10 @@ def test_status_and_history_name_each_jobs_source(
     assert exported == sorted(exported, key=lambda record: record.get("started_at") or record["scheduled_at"])
     first = records[-1]
     assert run("logs", first["run_id"]) == (first.get("output") or "")
+
+    catalogue = Catalogue(client)  # what `beatd web` lists
+    catalogue.refresh()
+    assert catalogue.sources == {"yaml_job": "yaml", "customer_9": "runtime"}
 
     assert _api(config).delete("customer_9")
     after = json.loads(run("history", "customer_9", "--json", "--limit", "1"))

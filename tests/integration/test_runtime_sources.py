@@ -3,6 +3,7 @@ from; `workers`, `logs` and `export` read through the client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 
 from beatd.cli import cli
 from beatd.cli.runtime import Runtime
-from beatd.client import Client
+from beatd.client import AsyncClient, Client
 from beatd.web.catalogue import Catalogue
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.test_runtime_jobs import _api, _config
@@ -47,6 +48,7 @@ def test_status_and_history_name_each_jobs_source(
     rows = {line.split()[0]: line.split() for line in run("status").splitlines() if line.startswith("customer_9")}
     assert "runtime" in rows["customer_9"] and "SOURCE" in run("status")
 
+    wait_for(client.workers, what="a worker heartbeat")
     workers = json.loads(run("workers", "--json"))
     assert [worker["worker"] for worker in workers] == [worker["worker"] for worker in client.workers()]
     exported = [json.loads(line) for line in run("export").splitlines()]
@@ -54,6 +56,13 @@ def test_status_and_history_name_each_jobs_source(
     assert exported == sorted(exported, key=lambda record: record.get("started_at") or record["scheduled_at"])
     first = records[-1]
     assert run("logs", first["run_id"]) == (first.get("output") or "")
+
+    async def read_async() -> tuple[dict[str, str], list[dict[str, object]]]:
+        async with AsyncClient(config=config) as aio:
+            return await aio.sources(["customer_9", "yaml_job", "nope"]), await aio.workers()
+
+    sources, async_workers = asyncio.run(read_async())
+    assert sources == {"customer_9": "runtime", "yaml_job": "yaml", "nope": "-"} and len(async_workers) == 1
 
     catalogue = Catalogue(client)  # what `beatd web` lists
     catalogue.refresh()

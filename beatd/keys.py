@@ -21,7 +21,7 @@
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
 | ``{ns}:ended:{job}`` | stream, capped, TTL | ends of ``job``'s fires (fire_id, run_id, status), for waiters |
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
-| ``{ns}:tally:{bucket_ms}`` | hash | run status -> runs that ended in the 5-minute bucket starting at ``bucket_ms`` |
+| ``{ns}:tally:{bucket_ms}`` | hash | status -> runs ended, fires missed or expired, in the 5 min from ``bucket_ms`` |
 | ``{ns}:failing`` | hash | job -> fire id, while the job's last ended fire ended ``dead`` (the dashboard's "failing") |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |

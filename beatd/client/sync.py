@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import json
 import os
@@ -80,6 +82,14 @@ class Client:
         the process environment); raises ConfigError with every problem located."""
         config = load_config(Path(path), dict(os.environ) if environ is None else environ)
         return cls(config=config, actor=actor)
+
+    def acting_as(self, actor: str) -> Client:
+        """This client (its config and connection pool shared) writing ``actor`` into the audit records of what
+        it does; the original is unchanged, so a server can act for each caller from threads at once."""
+        clone = copy.copy(self)
+        clone.actor = actor
+        clone.jobs = Jobs(clone, dataclasses.replace(self.jobs.runtime, actor=actor))
+        return clone
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -165,10 +175,12 @@ class Client:
         self._known(job)
         return self.store.pause(job, self._audit("pause", job=job, reason=reason))
 
-    def resume(self, job: str) -> bool:
-        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused."""
+    def resume(self, job: str, reason: str = "") -> bool:
+        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused.
+        Audited, with ``reason`` when given."""
         self._known(job)
-        return self.store.resume(job, self._audit("resume", job=job))
+        details = {"reason": reason} if reason else {}
+        return self.store.resume(job, self._audit("resume", job=job, **details))
 
     # -- reading -----------------------------------------------------------------------------------------
     def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:

@@ -289,6 +289,10 @@ plus the loop's own sleep (at most a second)."""
 RUNTIME_SPEC_MAX_BYTES: Final = 64 * 1024
 """Largest runtime job spec accepted (its JSON): a spec is a job, not a data store."""
 
+RUNTIME_FORGET_BATCH: Final = 1000
+"""Most deleted runtime jobs whose per-job fields one leader upkeep step forgets (one fenced script call, about
+7,000 HDELs: a few ms of Redis)."""
+
 RUNTIME_CHANGES_PER_POLL: Final = 5000
 """Most runtime job changes a beat or worker applies in one loop step (about a quarter of a second of
 validation): a put_many of 100,000 is taken in steps, with the lease renewed between them."""

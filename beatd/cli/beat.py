@@ -54,7 +54,7 @@ def beat(
     key = config.settings.security.signing_key
     follower = RuntimeFollower(JobStore(store.client, store.keys), config, clock, f"beat {replica.id}", store.audit)
     try:
-        follower.poll()  # before leading: a first read of many runtime jobs does not hold up the lease
+        follower.poll_all()  # before leading: a first read of many runtime jobs does not hold up the lease
     except StoreError as error:
         log.warning("runtime jobs not read yet: %s", error)
     keep_out_of_collections()  # the runtime jobs too, like the config's

@@ -84,11 +84,12 @@ def _print_status(report: dict[str, Any]) -> None:
             (job["last_emission"] or {}).get("scheduled_at", "-"),
             (job["last_emission"] or {}).get("trigger", "-"),
             "paused" if job["paused"] else {True: "yes", False: "disabled", None: "?"}[job["enabled"]],
+            job["source"] or "?",
             job["config_digest"] or "-",
         ]
         for job in report["jobs"]
     ]
-    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED", "JOB DIGEST"), job_rows)
+    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED", "SOURCE", "JOB DIGEST"), job_rows)
 
 
 @click.command()

@@ -24,9 +24,9 @@ __all__ = ["status_report"]
 
 
 def status_report(client: Client, config: Config, local_problems: list[Problem], now: datetime) -> dict[str, Any]:
-    """The report ``beatd status --json`` prints: ``config``'s jobs (with ``local_problems``, the jobs the beat
-    keeps progress of instead), replica heartbeat ages at ``now`` (this host's clock), worker liveness and
-    waits by Redis's clock."""
+    """The report ``beatd status --json`` prints: ``config``'s jobs, YAML and runtime, each with its ``source``
+    (with ``local_problems``, the jobs the beat keeps progress of instead, source unknown), replica heartbeat
+    ages at ``now`` (this host's clock), worker liveness and waits by Redis's clock."""
     complete = not local_problems
     store = client.store
     leader = store.leader()
@@ -35,8 +35,9 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
     progress = store.progress()
     last = store.last_emitted()
     workers = RunStore(store.client, store.keys).workers()
+    listed = client.jobs.sourced() if complete else [(spec, "yaml") for spec in config.jobs.values()]
     queues = sorted(
-        {spec.queue for spec in config.jobs.values() if spec.celery is None}  # a celery job's queue is Celery's
+        {spec.queue for spec, _ in listed if spec.celery is None}  # a celery job's queue is Celery's
         | {queue for beat in workers.values() for queue in beat["queues"]}
     )
     report: dict[str, Any] = {
@@ -74,7 +75,8 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
                 "config_differs": complete and beat.get("config_digest") != config.digest,
             }
         )
-    for name, spec in config.jobs.items():
+    for spec, source in listed:
+        name = spec.name
         since = from_ms(progress[name]) if name in progress else now
         upcoming = spec.trigger().next_after(max(since, now - timedelta(days=366))) if spec.enabled else None
         report["jobs"].append(
@@ -85,6 +87,7 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
                 "next_fire": format_utc(upcoming) if upcoming else None,
                 "last_emission": last.get(name),
                 "config_digest": spec.digest,
+                "source": source,
             }
         )
     if not complete:  # the jobs the deployment knows of: those the beat keeps progress of, emitted or paused
@@ -98,6 +101,7 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
                     "next_fire": None,
                     "last_emission": emitted,
                     "config_digest": (emitted or {}).get("config_digest"),
+                    "source": None,
                 }
             )
     return report

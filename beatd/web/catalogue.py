@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from beatd.client import Client
 from beatd.config import JobSpec
-from beatd.runtime_jobs import judge
 
 __all__ = ["PAGE_SIZE", "STATUS_FILTERS", "Catalogue", "Selection"]
 
@@ -25,7 +24,6 @@ STATUS_FILTERS = ("failing", "paused", "disabled", "ok")
 """What ``status=`` filters the jobs by: last fire ended dead, paused, not enabled, none of these."""
 
 YAML = "yaml"
-RUNTIME = "runtime"
 
 
 @dataclass(frozen=True)
@@ -81,20 +79,14 @@ class Catalogue:
 
     def refresh(self) -> None:
         """Read the runtime jobs again if their version changed since the last read (one GET otherwise)."""
-        config = self.client.config
-        if config.settings.runtime_jobs is None:
+        if self.client.config.settings.runtime_jobs is None:
             return
-        store = self.client.jobs.runtime.store
-        version = store.version()
+        version = self.client.jobs.runtime.store.version()
         with self._lock:
             if version == self._version:
                 return
-            created = []
-            for name, raw in sorted(store.all_entries().items()):
-                if name not in config.jobs and (spec := judge(config, name, raw)[0]) is not None:
-                    created.append(spec)
-            sources = {**dict.fromkeys(config.jobs, YAML), **{spec.name: RUNTIME for spec in created}}
-            self._index = _Index.of([*config.jobs.values(), *created], sources)
+            listed = self.client.jobs.sourced()  # the YAML's, then the runtime jobs valid under the config
+            self._index = _Index.of([spec for spec, _ in listed], {spec.name: source for spec, source in listed})
             self._version = version
 
     @property

@@ -18,6 +18,7 @@ from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock
 from beatd.config import Config, JobSpec
+from beatd.runtime_jobs import allow_problem
 from beatd.runtime_judge import Judge, same_rules
 from beatd.store.jobs import START, JobStore
 
@@ -64,6 +65,11 @@ class RuntimeFollower:
         """The config runtime jobs are judged by."""
         return self.judge.config
 
+    @property
+    def reading(self) -> bool:
+        """A full read is under way: ``jobs`` may still lack jobs that exist (a beat leads only once it is done)."""
+        return self._full is not None
+
     def poll(self) -> Changed:
         """Read what changed since the last poll; return the runtime jobs whose spec changed (empty: none). A
         full read (the first, after a reload, or when the change stream lost the cursor) takes one page of
@@ -95,14 +101,21 @@ class RuntimeFollower:
     def set_config(self, config: Config) -> Changed:
         """Judge every runtime job again under ``config`` (a reload: the allow-list or the YAML may have
         changed): a full read, page by page. Shapes judged under the old config are kept when the verdict
-        cannot differ (:func:`beatd.runtime_judge.same_rules`)."""
+        cannot differ (:func:`beatd.runtime_judge.same_rules`). A job the new allow-lists refuse is dropped at
+        once, not when its page comes (the full read words and audits the refusal)."""
+        changed: Changed = {}
         if not same_rules(self.judge.config, config):
             self.judge = Judge(config)
+            settings = config.settings.runtime_jobs
+            for name in [name for name, spec in self.jobs.items() if allow_problem(settings, spec) is not None]:
+                del self.jobs[name]
+                changed[name] = None
         else:
             self.judge.config = config
         self.version = -1
         self._full = None
-        return self.poll()
+        changed.update(self.poll())
+        return changed
 
     def _read_page(self, full: FullRead) -> Changed:
         after, page = self.store.scan(full.scan_cursor, defaults.RUNTIME_CHANGES_PER_POLL)

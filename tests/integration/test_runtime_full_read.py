@@ -116,3 +116,69 @@ def test_a_leaders_reload_rereads_runtime_jobs_in_pages_and_restarts_none(
         assert beat.leadership.is_leader(clock.monotonic())
     assert ticks >= 5 and len(beat.jobs) == 2001
     assert client.hgetall(Keys(namespace).progress) == progress
+
+
+def test_a_standby_that_takes_the_lead_during_a_full_read_restarts_none(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standby whose first read of 2,000 runtime jobs (pages of 200) is under way when the lease comes free (its
+    start-up read found Redis down, say) leads once it has met them all: no job read after it took the lease is
+    taken for a new one and started from now (which would skip a fire due during the failover)."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    client = shared_redis.client()
+    store = JobStore(client, Keys(namespace))
+    yearly = {"cron": "0 0 1 1 *", "call": "app.tasks:send"}  # no fire falls due during the test
+    for start in range(0, 2000, 1000):
+        store.write([JobChange.put(f"c{index}", yearly, "me", "now") for index in range(start, start + 1000)], None)
+    config = _config(tmp_path, shared_redis, namespace, "app.tasks:*")
+    clock = SystemClock()
+    old = RuntimeFollower(store, config, clock, "old", lambda record: None)
+    old.poll_all()
+    leader = Beat(config, Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock, runtime=old)
+    while not leader.synced:
+        leader.tick(clock.now(), clock.monotonic())
+    progress = client.hgetall(Keys(namespace).progress)
+    assert len(progress) == 2001
+    leader.leadership.release()  # gone, as a leader killed once its lease ran out
+
+    follower = RuntimeFollower(store, config, clock, "standby", lambda record: None)
+    standby = Beat(config, Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock, runtime=follower)
+    ticks = 0
+    while not standby.synced or follower.behind:
+        standby._next_runtime_poll = 0.0
+        standby.tick(clock.now(), clock.monotonic())
+        ticks += 1
+        assert ticks < 1000
+    assert ticks >= 5 and len(standby.jobs) == 2001
+    assert client.hgetall(Keys(namespace).progress) == progress
+
+
+def test_a_reload_that_revokes_the_allow_list_stops_its_jobs_at_once(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader's reload whose allow-list no longer allows its runtime jobs' target schedules none of them from
+    that moment on, not only once the full read (in pages) has reached each; a job still allowed stays."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    client = shared_redis.client()
+    store = JobStore(client, Keys(namespace))
+    _put(store, 2000)
+    store.write([JobChange.put("kept", {"every": "1h", "call": "kept.tasks:send"}, "me", "now")], None)
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        f"redis: {{url: '{shared_redis.url}'}}\nnamespace: {namespace}\n"
+        "runtime_jobs: {allow: ['app.tasks:*', 'kept.tasks:*']}\njobs: {base: {every: 1h, call: app.tasks:base}}\n"
+    )
+    clock = SystemClock()
+    follower = RuntimeFollower(store, load_config(path, {}), clock, "test", lambda record: None)
+    follower.poll_all()
+    beat = Beat(load_config(path, {}), Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock,
+                runtime=follower)  # fmt: skip
+    while not beat.synced:
+        beat.tick(clock.now(), clock.monotonic())
+    assert len(beat.jobs) == 2002
+    beat.apply_config(_config(tmp_path, shared_redis, namespace, "kept.tasks:*", "revoked.yaml"),
+                      clock.now(), clock.monotonic())  # fmt: skip
+    assert follower.behind  # the full read has only begun
+    assert set(beat.jobs) == {"base", "kept"} and set(follower.jobs) == {"kept"}
+    follower.poll_all()
+    assert set(follower.jobs) == {"kept"} and len(follower.refused) == 2000

@@ -39,6 +39,8 @@ class FullRead:
     version: int
     scan_cursor: int = 0
     seen: set[str] = field(default_factory=set)
+    server: str | None = None
+    """The Redis process that answered the first page: its cursors mean nothing to another."""
 
 
 class RuntimeFollower:
@@ -118,7 +120,16 @@ class RuntimeFollower:
         return changed
 
     def _read_page(self, full: FullRead) -> Changed:
-        after, page = self.store.scan(full.scan_cursor, defaults.RUNTIME_CHANGES_PER_POLL)
+        after, page, server = self.store.scan(full.scan_cursor, defaults.RUNTIME_CHANGES_PER_POLL)
+        if full.server is None or full.scan_cursor == 0:
+            full.server = server
+        elif server != full.server:
+            # Redis restarted or failed over since the last page: the cursor would skip entries of the new
+            # process's hash, which the read's end would then take for deleted jobs. Read again from the start.
+            log.warning("runtime jobs: Redis changed (run_id %s, was %s) during a full read: reading again",
+                        server, full.server)  # fmt: skip
+            self._full, self.version, self.behind = None, -1, True
+            return {}
         changed: Changed = {}
         for name, raw in page.items():
             full.seen.add(name)

@@ -4,6 +4,8 @@ and a reload judges every entry again without validating each shape of job more 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from beatd.config import Config, load_config
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.runtime_follow import RuntimeFollower
-from beatd.store import Store
+from beatd.store import Store, StoreError
 from beatd.store.jobs import JobChange, JobStore
 from tests.redis_server import RedisServer
 
@@ -182,3 +184,32 @@ def test_a_reload_that_revokes_the_allow_list_stops_its_jobs_at_once(
     assert set(beat.jobs) == {"base", "kept"} and set(follower.jobs) == {"kept"}
     follower.poll_all()
     assert set(follower.jobs) == {"kept"} and len(follower.refused) == 2000
+
+
+def test_a_full_read_that_redis_restarts_under_meets_every_job(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted (its data kept) between two pages of a full read: the next page's HSCAN cursor means
+    nothing to the new process (another hash seed), so the read begins again rather than drop, as gone, the jobs
+    the old cursor would skip."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    store = JobStore(own_redis.client(), Keys(namespace))
+    _put(store, 2000)
+    follower = RuntimeFollower(store, _config(tmp_path, own_redis, namespace, "app.tasks:*"),
+                               SystemClock(), "test", lambda record: None)  # fmt: skip
+    for _ in range(3):
+        follower.poll()
+    assert follower.behind
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGTERM)  # its append-only file has every job
+    own_redis.process.wait(30)
+    own_redis.process = None
+    own_redis.start(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            follower.poll_all()
+            break
+        except StoreError:
+            assert time.monotonic() < deadline
+    assert len(follower.jobs) == 2000

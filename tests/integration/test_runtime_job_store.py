@@ -15,7 +15,7 @@ def _put(store: JobStore, *names: str) -> list[int]:
 def _scan_all(store: JobStore) -> set[str]:
     cursor, names = 0, set[str]()
     while True:
-        cursor, page = store.scan(cursor, 1)
+        cursor, page, _ = store.scan(cursor, 1)
         names |= set(page)
         if cursor == 0:
             return names

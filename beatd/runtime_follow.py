@@ -107,11 +107,15 @@ class RuntimeFollower:
         once, not when its page comes (the full read words and audits the refusal)."""
         changed: Changed = {}
         if not same_rules(self.judge.config, config):
+            # A job's queue may come from the defaults: refused on it, the job is dropped at once only when the
+            # default queue is unchanged (else its page judges it: dropped and met again, it would start anew).
+            same_queue = self.judge.config.settings.defaults.get("queue") == config.settings.defaults.get("queue")
             self.judge = Judge(config)
-            settings = config.settings.runtime_jobs
-            for name in [name for name, spec in self.jobs.items() if allow_problem(settings, spec) is not None]:
-                del self.jobs[name]
-                changed[name] = None
+            for name, spec in list(self.jobs.items()):
+                refused = allow_problem(config.settings.runtime_jobs, spec)
+                if refused is not None and (refused[0] != "queue" or same_queue):
+                    del self.jobs[name]
+                    changed[name] = None
         else:
             self.judge.config = config
         self.version = -1

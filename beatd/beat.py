@@ -320,6 +320,7 @@ class Beat:
                 self.specs.pop(name, None)
                 self.jobs.pop(name, None)
                 self.queued.pop(name, None)
+                self.progress.pop(name, None)  # put again, it starts from now; its Redis fields go by the upkeep
                 lines.append(f"removed {name}")
                 continue
             self.specs[name] = spec

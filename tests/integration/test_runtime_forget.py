@@ -127,3 +127,18 @@ def test_a_deleted_jobs_alert_marks_are_forgotten_too(
     _step(beat, upkeep=True)
     assert client.scard(keys.runtime_deleted) == 0
     assert sorted(client.hkeys(keys.alert_state)) == ["mark:deadline:base", "mark:no_worker:default"]
+
+
+def test_churn_of_runtime_jobs_leaves_nothing_in_the_leaders_memory(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """A leader that applied the deletes of 50 runtime jobs keeps no progress nor queue entry of them
+    (a leader that leads for months under churn would grow by every job ever deleted)."""
+    beat, jobs, _ = _leader(tmp_path, shared_redis, namespace)
+    jobs.put_many({f"churn-{index}": SPEC for index in range(50)})
+    _step(beat)
+    assert len(beat.progress) == 51
+    for index in range(50):
+        jobs.delete(f"churn-{index}")
+    _step(beat)
+    assert set(beat.progress) == {"base"} and set(beat.queued) == {"base"}

@@ -19,7 +19,7 @@ import contextlib
 import gc
 import heapq
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -73,6 +73,8 @@ FLUSH_SIZE = 1000
 RUNTIME_LINES = 20
 """Most runtime job changes logged one by one per poll (a put_many of thousands gets one more line)."""
 
+CELERY_REPROBE = 1.0
+"""Seconds between probes of the Celery broker while beatd's Redis did not answer the last one."""
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
 
@@ -175,9 +177,12 @@ class Beat:
         self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
-        self.celery_outbox = False
+        self.celery_outbox: bool | None = False
         """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
-        :mod:`beatd.celery_broker`) rather than straight into the broker's database."""
+        :mod:`beatd.celery_broker`) rather than straight into the broker's database; None while the broker
+        probe could not tell (beatd's Redis did not answer it): celery fires wait, and ``celery_reprobe`` runs
+        before the leader's next emission, at most every ``CELERY_REPROBE`` s."""
+        self.celery_reprobe: Callable[[], None] | None = None
         self.counters = Counters()
         self.unavailable_since: float | None = None
         self._next_heartbeat = 0.0
@@ -186,6 +191,7 @@ class Beat:
         self._now = replica.started_at
         self._changes_seen = 0
         self._next_runtime_poll = 0.0
+        self._next_celery_probe = 0.0
 
     # -- the loop step -----------------------------------------------------------------------------------
     def now(self, host_now: datetime, monotonic: float) -> datetime:
@@ -221,11 +227,17 @@ class Beat:
 
     def _lead(self, now: datetime, monotonic: float) -> None:
         if not self.synced:
+            if self.runtime is not None and self.runtime.reading:
+                # Lead once every runtime job is met: one met later would be taken for a new job, started from now.
+                return
             self._sync(now)
         if monotonic >= self._next_paused_poll:
             self._poll_paused(now)
             self._recheck_skipped(now)
             self._next_paused_poll = monotonic + PAUSED_POLL
+        if self.celery_outbox is None and self.celery_reprobe is not None and monotonic >= self._next_celery_probe:
+            self._next_celery_probe = monotonic + CELERY_REPROBE
+            self.celery_reprobe()
         self._emit_due(now)
         if self.unprepared and not (self.heap and self.heap[0] <= now):
             self._prepare()
@@ -237,6 +249,8 @@ class Beat:
         counted, never allowed to hold up emission. Redis being unreachable ends the tick as ever."""
         try:
             self.upkeep.step(token, self.specs, now, monotonic)
+            if self.runtime is not None:
+                self._forget_deleted(token)
         except StoreUnavailable:
             raise
         except Exception:
@@ -333,10 +347,25 @@ class Beat:
                     "runtime jobs: %d more changes applied (%d jobs in all)", len(lines) - RUNTIME_LINES, len(self.jobs)
                 )
 
+    def _forget_deleted(self, token: str) -> None:
+        """Forget the per-job fields of runtime jobs deleted (a bounded batch an upkeep step): those this
+        leader no longer schedules (one it still does has a delete it has not read yet: the next step), and a
+        name its YAML declares only leaves the set (the fields are the YAML job's)."""
+        assert self.runtime is not None
+        names = self.runtime.store.deleted(defaults.RUNTIME_FORGET_BATCH)
+        gone = [name for name in names if name not in self.specs or name in self.config.jobs]
+        yaml = [name for name in gone if name in self.config.jobs]
+        if yaml:
+            self.runtime.store.forget_names(yaml)
+        forgotten = self.runtime.store.forget(token, [name for name in gone if name not in self.config.jobs])
+        if forgotten > 0:
+            log.info("forgot the progress and state of %d deleted runtime jobs", forgotten)
+
     def apply_job_changes(self, changed: Changed, now: datetime) -> list[str]:
         """Apply changes of some runtime jobs (None: gone) at ``now``, touching only those: like a reload of
         them alone (a new or rescheduled job starts from now, a changed one first settles its old schedule).
-        Returns one line per change. A name the YAML declares is left to the YAML job."""
+        Returns one line per change (past ``RUNTIME_LINES`` of them, an added job's line names it alone: a
+        put_many of 100,000 jobs logs 20 lines). A name the YAML declares is left to the YAML job."""
         lines: list[str] = []
         restart: dict[str, JobState | None] = {}
         for name, spec in changed.items():
@@ -347,6 +376,7 @@ class Beat:
                 self.specs.pop(name, None)
                 self.jobs.pop(name, None)
                 self.queued.pop(name, None)
+                self.progress.pop(name, None)  # put again, it starts from now; its Redis fields go by the upkeep
                 lines.append(f"removed {name}")
                 continue
             self.specs[name] = spec
@@ -358,7 +388,7 @@ class Beat:
             self.jobs[name] = JobState.of(spec, self.shared)
             self.unprepared.append(name)
             if before is None:
-                lines.append(f"added {name}: {spec.schedule_text}")
+                lines.append(f"added {name}: {spec.schedule_text}" if len(lines) < RUNTIME_LINES else f"added {name}")
                 restart[name] = None
             elif before.spec.schedule_digest != spec.schedule_digest:
                 lines.append(f"changed {name}: {before.spec.schedule_text} -> {spec.schedule_text}, from now on")
@@ -470,7 +500,7 @@ class Beat:
         plans: dict[tuple[int, datetime], Plan] = {}  # by (id of the interned share, progress): this tick's
         celery = self.config.settings.celery
         writer = TickWriter(
-            now, self.store.keys, self.signer, celery, outbox=self.celery_outbox, instants=self.instants
+            now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True, instants=self.instants
         )
         while self.heap and self.heap[0] <= now and budget > 0 and self.synced:
             due = self.heap[0]
@@ -487,6 +517,9 @@ class Beat:
                 del self.queued[name]
                 state = self.jobs.get(name)
                 if state is None or name in self.paused or name in self.unreadable.jobs:
+                    continue
+                if state.spec.celery is not None and self.celery_outbox is None:
+                    self._push_at(name, now + timedelta(seconds=CELERY_REPROBE))  # not yet known where to push
                     continue
                 budget -= 1
                 progress = self.progress.get(name, now)
@@ -532,8 +565,8 @@ class Beat:
         if state.template is None and (spec.celery is None or celery is None):
             state.template = message_template(spec)
         return plan_writes(
-            spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox, template=state.template,
-            instants=self.instants,
+            spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True,
+            template=state.template, instants=self.instants,
         )  # fmt: skip
 
     def _flush(self, pending: list[Pending]) -> None:

@@ -16,9 +16,9 @@ the first row holds the layout's defaults (a field without one: ''). A row stops
 differs from the field's default, so an unsigned ``emit`` write sends 5 of LeaderWrite's 20 fields; the
 prelude's ``packed_items()`` reads a missing field as its default. Values are JSON texts, keys, names, digests
 and numbers, which hold no control characters; a batch in which one holds ``\x1f`` is sent as a JSON array of
-rows instead (the next ARGV value says ``json``). Calls can be sent before the previous one's reply is read (:meth:`BatchScript.send`), so the caller
-builds the next batch while Redis runs this one; they are sent as EVAL (never NOSCRIPT, so a call never has to
-be sent again behind a later one).
+rows instead (the next ARGV value says ``json``). Calls can be sent before the previous one's reply is read
+(:meth:`BatchScript.send`), so the caller builds the next batch while Redis runs this one; they are sent as
+EVAL (never NOSCRIPT, so a call never has to be sent again behind a later one).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,12 +30,15 @@ from beatd.config.model import (
     TARGET_KEYS,
     CelerySettings,
     ConfigFile,
+    HistoryPolicy,
     JobSpec,
+    OutputPolicy,
     Policies,
 )
 from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
 from beatd.errors import ConfigError, Problem, ScheduleError
+from beatd.triggers import IntervalTrigger
 
 __all__ = ["Config", "find_config", "load_config", "load_connection", "load_namespace", "validate_job"]
 
@@ -138,19 +142,51 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
     if settings.alerts is not None:
         problems.extend(alert_problems(settings.alerts, declared, main))
     jobs: dict[str, JobSpec] = {}
+    shared = _Interner()
     for name, (raw, source) in declared.items():
         spec = _validate_job(
             name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
         )
         if spec is not None:
-            jobs[name] = spec
+            jobs[name] = shared.spec(spec)
     if problems:
         raise ConfigError(problems)
     if not jobs:
         where: KeyPath = ("jobs",) if "jobs" in top else ()
         warnings.append(main.problem(where, "the config declares no jobs: nothing will be scheduled"))
     sources = {name: declared[name][1] for name in jobs}
+    for source in {id(source): source for source in sources.values()}.values():
+        source.value = None  # only positions are asked for from now on; the specs hold the values
+    settings = settings.model_copy(update={"jobs": {}})  # the raw jobs, validated: the specs hold them
     return Config(path=path, settings=settings, jobs=jobs, sources=sources, warnings=tuple(sorted(set(warnings))))
+
+
+class _Interner:
+    """Makes equal parts of the specs one object: most jobs share their policies, durations, argv and schedule,
+    and a 100,000-job config would otherwise hold 100,000 copies of each. Only values whose equality means
+    the same thing are shared (exact type; strings, durations, string tuples, the settings models, and
+    interval triggers with the same anchor and zone)."""
+
+    def __init__(self) -> None:
+        self.table: dict[Any, Any] = {}
+
+    def spec(self, spec: JobSpec) -> JobSpec:
+        """``spec``, its values replaced by the equal ones seen before (in place: equal values, same spec)."""
+        values = spec.__dict__
+        for key, value in values.items():
+            if (kind := type(value)) in _SHAREABLE or (kind is tuple and all(type(item) is str for item in value)):
+                values[key] = self.table.setdefault((kind, value), value)
+        trigger = values.get("_compiled_trigger")
+        if type(trigger) is IntervalTrigger:
+            start, end = trigger.start, trigger.end
+            zones = (start.tzinfo if start else None, end.tzinfo if end else None)
+            values["_compiled_trigger"] = self.table.setdefault((IntervalTrigger, trigger, zones), trigger)
+        fields = frozenset(spec.__pydantic_fields_set__)
+        object.__setattr__(spec, "__pydantic_fields_set__", self.table.setdefault((set, fields), set(fields)))
+        return spec
+
+
+_SHAREABLE = frozenset({str, timedelta, HistoryPolicy, OutputPolicy})
 
 
 def load_connection(path: Path, environ: Mapping[str, str]) -> Config:

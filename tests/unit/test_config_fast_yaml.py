@@ -92,3 +92,22 @@ def test_equal_parts_of_specs_are_shared(tmp_path: Path) -> None:
         assert spec.every is first.every and spec.command is first.command and spec.history is first.history
         assert spec.trigger() is first.trigger()
         assert spec.name != first.name and spec.digest != first.digest
+
+
+def test_config_digest_is_the_whole_jobs_serialisation(tmp_path: Path) -> None:
+    """The config digest, hashed job by job, equals the hash of all jobs serialised at once (as replicas of
+    earlier versions compute it), so mixed versions agree on it."""
+    import hashlib
+
+    from pydantic import TypeAdapter
+
+    from beatd.config import JobSpec
+
+    path = tmp_path / "beatd.yaml"
+    path.write_text(
+        'jobs:\n  b: {every: 10s, command: ["true"], tags: [x]}\n'
+        "  a: {cron: '5 * * * *', call: m:f, kwargs: {k: 1}}\n"
+    )
+    config = load_config(path, {})
+    whole = TypeAdapter(dict[str, JobSpec]).dump_json({name: config.jobs[name] for name in sorted(config.jobs)})
+    assert config.digest == hashlib.sha256(whole).hexdigest()[:16]

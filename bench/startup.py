@@ -8,14 +8,16 @@ For each N and repeat, in a fresh private redis-server (``bench/_common.py``'s, 
 the config of ``bench/emission.py`` (N jobs ``{command: ["true"], every: 10s}``; ``--spread``: each with its
 own ``start``, so no two jobs are written alike):
 
-* check: ``python -m beatd check --no-import -c CONFIG``: wall time and peak RSS (``ru_maxrss`` of the child,
-  from ``wait4``); it must exit 0.
+* check: ``python -m beatd check --no-import -c CONFIG``: wall time, CPU time (user + system) and peak RSS
+  (``ru_maxrss`` of the child, from ``wait4``); it must exit 0. On a shared machine the CPU time is the
+  steadier figure: wall time is CPU time plus the waits for a core.
 * jobs: ``python -m beatd jobs -c CONFIG`` with stdout to a pipe read to its end: wall time, the time to its
-  first line (how soon a pager shows something) and the lines printed.
+  first line (how soon a pager shows something), CPU time, peak RSS and the lines printed.
 * beat: ``python -m beatd beat -c CONFIG``: launch -> ``leading N jobs`` log line ("loaded": config read and
   validated, lease taken, every new job's start written), then it runs until every job has fired once (the
   interval is 10 s), and at least ``--run`` seconds, and gets SIGTERM. Peak RSS = ``VmHWM`` just before the
-  stop: start-up and a full round of emission.
+  stop: start-up and a full round of emission. ``loaded_cpu_s``: the beat's CPU seconds when it logged
+  ``leading`` (sampled within ~50 ms of the line).
 * Redis: beatd's own state per job = ``MEMORY USAGE`` (``SAMPLES 0``: exact) of the per-job hashes (progress,
   schedule digests, last message) divided by N, each and summed; ``used_memory`` of the server before the
   beat started and after the run, for scale (it also holds the queue stream of the fires, which a worker
@@ -103,6 +105,7 @@ def time_check(config: Path, timeout: float) -> dict[str, Any]:
     error = process.stderr.read().decode(errors="replace")[-300:] if process.stderr else ""
     return {
         "check_s": round(seconds, 2),
+        "check_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "check_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "check_exit": process.returncode,
         **({"check_error": error} if process.returncode else {}),
@@ -125,9 +128,13 @@ def time_jobs(config: Path, timeout: float) -> dict[str, Any]:
         if time.monotonic() - started > timeout:
             process.kill()
             break
-    code = process.wait(timeout)
+    _, status, usage = os.wait4(process.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    process.returncode = code
     return {
         "jobs_s": round(time.monotonic() - started, 2),
+        "jobs_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "jobs_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "jobs_first_line_s": round(first, 2) if first is not None else None,
         "jobs_lines": lines,
         "jobs_exit": code,
@@ -141,6 +148,7 @@ def run_beat(config: Path, tmp: Path, server: Any, n: int, args: argparse.Namesp
     beat = C.Beat(config, tmp / "beat.log").start()
     found = beat.wait_line(LEADING, timeout=args.timeout)
     result: dict[str, Any] = {"loaded_s": round(found[0] - beat.started_at, 2) if found else None}
+    result["loaded_cpu_s"] = C.proc_cpu_seconds(beat.pid) if found else None  # CPU s of the beat by then
     if found is not None:  # run until every job has fired once, and at least --run seconds
         started = time.monotonic()
         while beat.alive() and time.monotonic() - started < args.timeout:
@@ -188,6 +196,10 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 FIGURES = (
     "check_s",
+    "check_cpu_s",
+    "jobs_cpu_s",
+    "jobs_rss_mib",
+    "loaded_cpu_s",
     "check_rss_mib",
     "jobs_s",
     "jobs_first_line_s",

@@ -173,17 +173,29 @@ class _Interner:
     """Makes equal parts of the specs one object: most jobs share their policies, durations, argv and schedule,
     and a 100,000-job config would otherwise hold 100,000 copies of each. Only values whose equality means
     the same thing are shared (exact type; strings, durations, string tuples, the settings models, and
-    interval triggers with the same anchor and zone)."""
+    interval triggers with the same anchor and zone). Jobs written one after another are usually alike, so
+    each field is first compared with the previous job's (identity, then equality) before the table."""
 
     def __init__(self) -> None:
         self.table: dict[Any, Any] = {}
+        self.previous: dict[str, Any] = {}
 
     def spec(self, spec: JobSpec) -> JobSpec:
         """``spec``, its values replaced by the equal ones seen before (in place: equal values, same spec)."""
-        values = spec.__dict__
-        for key, value in values.items():
-            if (kind := type(value)) in _SHAREABLE or (kind is tuple and all(type(item) is str for item in value)):
-                values[key] = self.table.setdefault((kind, value), value)
+        values, previous, given = spec.__dict__, self.previous, spec.__pydantic_fields_set__
+        for key, default in _DEFAULT_MODELS.items():
+            if key not in given:  # built by its default factory: one shared default
+                values[key] = default
+        for key in _SHARED_FIELDS:
+            value = values[key]
+            before = previous.get(key)
+            if value is before or value is None:
+                continue
+            kind = type(value)
+            if kind is type(before) and value == before:
+                values[key] = before
+            elif kind in _SHAREABLE or (kind is tuple and all(type(item) is str for item in value)):
+                values[key] = previous[key] = self.table.setdefault((kind, value), value)
         trigger = values.get("_compiled_trigger")
         if type(trigger) is IntervalTrigger:
             start, end = trigger.start, trigger.end
@@ -195,6 +207,12 @@ class _Interner:
 
 
 _SHAREABLE = frozenset({str, timedelta, HistoryPolicy, OutputPolicy})
+_DEFAULT_MODELS = {"history": HistoryPolicy(), "output": OutputPolicy()}
+_SHARED_FIELDS = (
+    *("timezone", "queue", "timeout", "retry_delay", "retry_delay_max", "misfire_grace", "tags", "history"),
+    *("output", "jitter", "expires", "description", "cron", "every", "celery", "call", "command", "cwd"),
+)
+"""The fields whose values repeat across jobs and are not singletons (None, booleans, small ints)."""
 
 
 def load_connection(path: Path, environ: Mapping[str, str]) -> Config:

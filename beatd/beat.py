@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
@@ -62,6 +63,9 @@ RUNTIME_LINES = 20
 START_BATCH = 5000
 """Most start writes (new or rescheduled jobs) sent in one fenced call: bounds the memory a sync of many new
 jobs takes (each call is one fence check, so batches of this size cost no more time than one call)."""
+
+CELERY_REPROBE = 1.0
+"""Seconds between probes of the Celery broker while beatd's Redis did not answer the last one."""
 
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
@@ -133,9 +137,12 @@ class Beat:
         self.upkeep = Upkeep(store.upkeep, self.metrics)
         self.synced = False
         self.config_error: str | None = None
-        self.celery_outbox = False
+        self.celery_outbox: bool | None = False
         """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
-        :mod:`beatd.celery_broker`) rather than straight into the broker's database."""
+        :mod:`beatd.celery_broker`) rather than straight into the broker's database; None while the broker
+        probe could not tell (beatd's Redis did not answer it): celery fires wait, and ``celery_reprobe`` runs
+        before the leader's next emission, at most every ``CELERY_REPROBE`` s."""
+        self.celery_reprobe: Callable[[], None] | None = None
         self.counters = Counters()
         self.unavailable_since: float | None = None
         self._next_heartbeat = 0.0
@@ -144,6 +151,7 @@ class Beat:
         self._now = replica.started_at
         self._changes_seen = 0
         self._next_runtime_poll = 0.0
+        self._next_celery_probe = 0.0
 
     # -- the loop step -----------------------------------------------------------------------------------
     def now(self, host_now: datetime, monotonic: float) -> datetime:
@@ -182,6 +190,9 @@ class Beat:
             self._poll_paused(now)
             self._recheck_skipped(now)
             self._next_paused_poll = monotonic + PAUSED_POLL
+        if self.celery_outbox is None and self.celery_reprobe is not None and monotonic >= self._next_celery_probe:
+            self._next_celery_probe = monotonic + CELERY_REPROBE
+            self.celery_reprobe()
         self._emit_due(now)
         if self.upkeep.due(monotonic) and self.leadership.token is not None:
             self._upkeep(self.leadership.token, now, monotonic)
@@ -191,6 +202,8 @@ class Beat:
         counted, never allowed to hold up emission. Redis being unreachable ends the tick as ever."""
         try:
             self.upkeep.step(token, self.specs, now, monotonic)
+            if self.runtime is not None:
+                self._forget_deleted(token)
         except StoreUnavailable:
             raise
         except Exception:
@@ -284,10 +297,25 @@ class Beat:
                     "runtime jobs: %d more changes applied (%d jobs in all)", len(lines) - RUNTIME_LINES, len(self.jobs)
                 )
 
+    def _forget_deleted(self, token: str) -> None:
+        """Forget the per-job fields of runtime jobs deleted (a bounded batch an upkeep step): those this
+        leader no longer schedules (one it still does has a delete it has not read yet: the next step), and a
+        name its YAML declares only leaves the set (the fields are the YAML job's)."""
+        assert self.runtime is not None
+        names = self.runtime.store.deleted(defaults.RUNTIME_FORGET_BATCH)
+        gone = [name for name in names if name not in self.specs or name in self.config.jobs]
+        yaml = [name for name in gone if name in self.config.jobs]
+        if yaml:
+            self.runtime.store.forget_names(yaml)
+        forgotten = self.runtime.store.forget(token, [name for name in gone if name not in self.config.jobs])
+        if forgotten > 0:
+            log.info("forgot the progress and state of %d deleted runtime jobs", forgotten)
+
     def apply_job_changes(self, changed: Changed, now: datetime) -> list[str]:
         """Apply changes of some runtime jobs (None: gone) at ``now``, touching only those: like a reload of
         them alone (a new or rescheduled job starts from now, a changed one first settles its old schedule).
-        Returns one line per change. A name the YAML declares is left to the YAML job."""
+        Returns one line per change (past ``RUNTIME_LINES`` of them, an added job's line names it alone: a
+        put_many of 100,000 jobs logs 20 lines). A name the YAML declares is left to the YAML job."""
         lines: list[str] = []
         restart: dict[str, JobState | None] = {}
         for name, spec in changed.items():
@@ -308,7 +336,7 @@ class Beat:
                 continue
             self.jobs[name] = JobState.of(spec)
             if before is None:
-                lines.append(f"added {name}: {spec.schedule_text}")
+                lines.append(f"added {name}: {spec.schedule_text}" if len(lines) < RUNTIME_LINES else f"added {name}")
                 restart[name] = None
             elif before.spec.schedule_digest != spec.schedule_digest:
                 lines.append(f"changed {name}: {before.spec.schedule_text} -> {spec.schedule_text}, from now on")
@@ -411,6 +439,9 @@ class Beat:
             if state is None or name in self.paused or name in self.unreadable.jobs:
                 continue
             spec = state.spec
+            if spec.celery is not None and self.celery_outbox is None:
+                self._push_at(name, now + timedelta(seconds=CELERY_REPROBE))  # not yet known where to push
+                continue
             budget -= 1
             progress = self.progress.get(name, now)
             plan = plan_job(
@@ -432,7 +463,7 @@ class Beat:
 
     def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
         celery = self.config.settings.celery
-        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox)
+        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True)
 
     def _flush(self, pending: list[Pending]) -> None:
         if not pending or self.leadership.token is None:

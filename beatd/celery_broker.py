@@ -41,11 +41,14 @@ it inside a script is found too."""
 class BrokerProbe:
     """What the probe found: ``outbox`` (why celery fires go through the outbox and the relay; None: the broker
     is beatd's own server, pushed to directly), ``errors`` (each push would be refused, said once at start),
-    ``notes`` (what could not be asked)."""
+    ``notes`` (what could not be asked), ``unknown`` (beatd's own Redis did not answer, so nothing is known:
+    the beat holds its celery fires and probes again once Redis answers, rather than settle for the outbox's
+    at least once because it started while Redis restarted)."""
 
     outbox: str | None = None
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unknown: bool = False
 
 
 def probe_broker(
@@ -59,14 +62,15 @@ def probe_broker(
     try:
         own = _run_id(client)
     except redis.RedisError as error:
-        return BrokerProbe(
-            outbox=f"beatd's Redis did not answer the probe ({error})",
-            notes=[f"cannot probe the Celery broker: beatd's Redis: {error}"],
-        )
+        return _unknown(error)
     notes: list[str] = []
     try:
         theirs = _run_id(connect(redis_py_url(celery.broker_url), timeout))
     except (redis.ConnectionError, redis.TimeoutError) as error:
+        try:  # beatd's own server may have gone between the two questions (a restart): then nothing is known
+            _run_id(client)
+        except redis.RedisError as again:
+            return _unknown(again)
         # No answer: whichever server it is, the relay reaches it once it answers; a push could land nowhere.
         return BrokerProbe(
             outbox=f"celery.broker_url {url} did not answer, so is not proven to be beatd's own server",
@@ -95,6 +99,14 @@ def probe_broker(
         )
     errors += _acl_problems(client, queue_keys)
     return BrokerProbe(None, errors, notes)
+
+
+def _unknown(error: redis.RedisError) -> BrokerProbe:
+    return BrokerProbe(
+        outbox=f"beatd's Redis did not answer the probe ({error})",
+        notes=[f"cannot probe the Celery broker yet: beatd's Redis: {error}; celery fires wait until it answers"],
+        unknown=True,
+    )
 
 
 def _run_id(client: redis.Redis) -> str:

@@ -369,6 +369,12 @@ def render_yaml(conversion: Conversion, source: str = "a Celery beat_schedule by
     entries appear as comments only); ``source`` says where it came from in the first line."""
     lines = [f"# Converted from {source}; check it with `beatd check`."]
     lines += [f"# NOTE: {note}" for note in conversion.notes]
+    lines.append(
+        "# beatd's own Redis: put it on the Celery broker's Redis server (another database number) and each task\n"
+        "# message is pushed exactly once, with the job's progress; another server or RabbitMQ gets it at least once."
+    )
+    redis_url = {"redis": {"url": "${BEATD_REDIS_URL:-redis://127.0.0.1:6379/0}"}}
+    lines.append(yaml.safe_dump(redis_url, sort_keys=False).rstrip("\n"))
     lines.append(yaml.safe_dump({"timezone": conversion.timezone, "celery": conversion.celery}, sort_keys=False))
     lines.append("jobs:")
     if not any(entry.job for entry in conversion.entries):

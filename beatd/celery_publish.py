@@ -101,14 +101,19 @@ class RedisPublisher:
 
 
 class AmqpPublisher:
-    """Publish with publisher confirms to an AMQP broker (kombu, py-amqp); reconnects after an error.
+    """Publish in batches with publisher confirms to an AMQP broker (kombu's py-amqp transport); reconnects after
+    an error.
 
-    Each message goes to the default exchange (``""``) with its queue's name as routing key and ``mandatory``:
-    a queue deleted, expired or missing while connected makes RabbitMQ return the message (312 NO_ROUTE, raised
-    while waiting for the confirm) instead of acking and dropping it, so nothing unrouted is deleted from the
-    outbox. The queue is declared (as a Celery worker declares it) only when a passive declare finds none, so a
-    queue declared with its own arguments (quorum, ``x-max-priority``) or an exchange of the same name and
-    another type is used as it is. Connect, read, write and confirm waits are bounded by ``timeout``.
+    A batch is published on one confirm-mode channel without waiting, then its confirms are awaited together
+    (RabbitMQ acks several at once with ``multiple``): one round trip per batch, not per message. Each message
+    goes to the default exchange (``""``) with its queue's name as routing key and ``mandatory``: a queue
+    deleted, expired or missing while connected makes RabbitMQ return the message (312 NO_ROUTE, sent before its
+    ack) instead of acking and dropping it, so nothing unrouted is deleted from the outbox; a returned or nacked
+    message is refused by itself (the others of the batch confirmed), and a returned one's queue is declared
+    again before the next publish. The queue is declared (as a Celery worker declares it) only when a passive
+    declare finds none, so a queue declared with its own arguments (quorum, ``x-max-priority``) or an exchange
+    of the same name and another type is used as it is. Connect, read, write and the wait for a batch's
+    confirms are bounded by ``timeout``.
     """
 
     batch = defaults.RELAY_BATCH_AMQP
@@ -122,45 +127,66 @@ class AmqpPublisher:
     ) -> None:
         self.url, self.timeout, self.now, self.monotonic = url, timeout, now, monotonic
         self._connection: Any = None
-        self._producer: Any = None
+        self._channel: Any = None
         self._declared: set[str] = set()
         self._used = 0.0
+        self._tag = 0
+        """The delivery tag of the channel's last publish (confirm mode numbers publishes from 1)."""
+        self._confirms = _Confirms()
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
-        """Publish each entry and wait for the broker's confirm before the next."""
-        done = 0
+        """Publish every entry, then wait for the broker's confirms of all of them."""
+        where = f"AMQP broker {display_url(self.url)}"
+        confirms = self._confirms = _Confirms()
         try:
-            producer = self._connect()
+            channel = self._connect()
+            for name in dict.fromkeys(_queue_of(entry) for entry in entries):
+                if name not in self._declared:
+                    self._declare(name)
             for entry in entries:
-                self._publish(producer, entry)
-                done += 1
-        except Exception as error:  # kombu and py-amqp raise many kinds (socket, channel, NACK): all are one outage
+                self._tag += 1
+                confirms.sent(self._tag, entry)
+                self._publish(channel, entry)
+            deadline = self.monotonic() + self.timeout
+            while not confirms.settled():
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no publisher confirm within {self.timeout:g}s")
+                self._connection.drain_events(timeout=left)
+        except Exception as error:  # kombu and py-amqp raise many kinds (socket, channel, timeout): all one outage
             self.close()
-            raise PublishFailed(
-                [entry.entry_id for entry in entries[:done]],
-                f"AMQP broker {display_url(self.url)}: {type(error).__name__}: {error}",
-            ) from error
+            raise PublishFailed(confirms.confirmed(), f"{where}: {type(error).__name__}: {error}") from error
         self._used = self.monotonic()
-        return done
+        refused = confirms.refused()
+        for entry_id in refused:
+            self._declared.discard(_queue_of(confirms.entry(entry_id)))  # declared again before the next publish
+        if refused:
+            first = next(iter(refused.values()))
+            raise PublishFailed(confirms.confirmed(), f"{where}: {len(refused)} refused ({first})", refused)
+        return len(entries)
 
     def _connect(self) -> Any:
-        if self._producer is not None and self.monotonic() - self._used > defaults.AMQP_HEARTBEAT:
+        if self._channel is not None and self.monotonic() - self._used > defaults.AMQP_HEARTBEAT:
             self.close()  # idle past the heartbeat: the broker may have dropped it; reopen rather than fail once
-        if self._producer is None:
+        if self._channel is None:
             connection = _kombu().Connection(
                 self.url,
                 connect_timeout=self.timeout,
                 heartbeat=defaults.AMQP_HEARTBEAT,
-                transport_options={
-                    "confirm_publish": True,
-                    "read_timeout": self.timeout,
-                    "write_timeout": self.timeout,
-                },
+                transport_options={"read_timeout": self.timeout, "write_timeout": self.timeout},
             )
             connection.ensure_connection(max_retries=1)
-            self._connection, self._producer, self._declared = connection, connection.Producer(), set()
+            channel = connection.channel()
+            channel.events["basic_ack"].add(lambda tag, multiple: self._confirms.acked(tag, multiple))
+            channel.events["basic_nack"].add(lambda tag, multiple: self._confirms.nacked(tag, multiple))
+            channel.events["basic_return"].add(lambda error, _exchange, _key, message: self._returned(error, message))
+            channel.confirm_select()
+            self._connection, self._channel, self._declared, self._tag = connection, channel, set(), 0
             self._used = self.monotonic()
-        return self._producer
+        return self._channel
+
+    def _returned(self, error: Exception, message: Any) -> None:
+        self._confirms.returned(str(message.properties.get("correlation_id", "")), f"{type(error).__name__}: {error}")
 
     def _declare(self, name: str) -> None:
         """Declare queue ``name`` as a Celery worker does, unless it exists (a passive declare, on a channel of
@@ -177,35 +203,80 @@ class AmqpPublisher:
             channel.close()
         self._declared.add(name)
 
-    def _publish(self, producer: Any, entry: OutboxEntry) -> None:
+    def _publish(self, channel: Any, entry: OutboxEntry) -> None:
+        """One basic.publish, as kombu's Producer builds it (``Channel.prepare_message``), without waiting."""
         envelope = json.loads(entry.envelope)
         properties = envelope["properties"]
-        name = properties["delivery_info"]["routing_key"]
-        if name not in self._declared:
-            self._declare(name)
-        producer.publish(
+        extra: dict[str, Any] = {
+            "correlation_id": properties["correlation_id"],
+            "delivery_mode": properties.get("delivery_mode", 2),
+        }
+        expiration = amqp_expiration(envelope["headers"], self.now())
+        if expiration is not None:
+            extra["expiration"] = str(int(expiration * 1000))  # kombu's rounding
+        message = channel.prepare_message(
             base64.b64decode(envelope["body"]),
-            exchange="",
-            routing_key=name,
-            mandatory=True,
-            headers=envelope["headers"],
+            priority=properties.get("priority") or 0,
             content_type=envelope["content-type"],
             content_encoding=envelope["content-encoding"],
-            correlation_id=properties["correlation_id"],
-            delivery_mode=properties.get("delivery_mode", 2),
-            priority=properties.get("priority") or 0,
-            expiration=amqp_expiration(envelope["headers"], self.now()),
-            retry=False,
-            timeout=self.timeout,
-            confirm_timeout=self.timeout,
+            headers=envelope["headers"],
+            properties=extra,
         )
+        channel.basic_publish(message, exchange="", routing_key=_queue_of(entry), mandatory=True)
 
     def close(self) -> None:
         """Close the connection (the next publish opens another)."""
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.release()
-        self._connection, self._producer = None, None
+        self._connection, self._channel = None, None
+
+
+class _Confirms:
+    """The confirms of one batch: delivery tag -> entry, and what the broker said of each."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, OutboxEntry] = {}
+        self._by_task: dict[str, int] = {}
+        self._acked: set[int] = set()
+        self._refused: dict[int, str] = {}
+
+    def sent(self, tag: int, entry: OutboxEntry) -> None:
+        self._entries[tag] = entry
+        self._by_task[json.loads(entry.envelope)["properties"]["correlation_id"]] = tag
+
+    def _tags(self, tag: int, multiple: bool) -> list[int]:
+        return [sent for sent in self._entries if sent <= tag] if multiple else [tag]
+
+    def acked(self, tag: int, multiple: bool) -> None:
+        self._acked.update(self._tags(tag, multiple))
+
+    def nacked(self, tag: int, multiple: bool) -> None:
+        for sent in self._tags(tag, multiple):
+            self._refused.setdefault(sent, "NACK: the broker could not take the message")
+            self._acked.add(sent)
+
+    def returned(self, task_id: str, reason: str) -> None:
+        """A returned message (unroutable): its ack still follows, so it is only marked refused here."""
+        if task_id in self._by_task:
+            self._refused[self._by_task[task_id]] = reason
+
+    def settled(self) -> bool:
+        return all(tag in self._acked for tag in self._entries)
+
+    def confirmed(self) -> list[str]:
+        settled = self._acked - set(self._refused)
+        return [entry.entry_id for tag, entry in self._entries.items() if tag in settled]
+
+    def refused(self) -> dict[str, str]:
+        return {self._entries[tag].entry_id: reason for tag, reason in self._refused.items()}
+
+    def entry(self, entry_id: str) -> OutboxEntry:
+        return next(entry for entry in self._entries.values() if entry.entry_id == entry_id)
+
+
+def _queue_of(entry: OutboxEntry) -> str:
+    return str(json.loads(entry.envelope)["properties"]["delivery_info"]["routing_key"])
 
 
 def amqp_expiration(headers: dict[str, Any], now: datetime) -> float | None:

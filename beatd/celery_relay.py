@@ -8,11 +8,11 @@ broker confirmed them. A relay whose token is stale gets nothing and deletes not
 replica leads again.
 
 What is guaranteed: every task message in the outbox reaches the broker at least once. A duplicate publish
-happens when the leader dies (or loses the lease) after the broker confirmed a batch and before the relay
-deleted it: the next leader's relay publishes those entries again (at most one batch:
-``defaults.RELAY_BATCH``, ``RELAY_BATCH_AMQP``). A clean stop deletes the confirmed ones before the lease is
-released. Each
-carries the fire's deterministic task id (uuid5 of the fire id), so a duplicate is recognisable by id.
+happens when the leader dies (or loses the lease) while a batch is in flight (published, its confirms not all
+in) or after the broker confirmed it and before the relay deleted it: the next leader's relay publishes those
+entries again (at most one batch: ``defaults.RELAY_BATCH``, ``RELAY_BATCH_AMQP``). A clean stop deletes the
+confirmed ones before the lease is released. Each carries the fire's deterministic task id (uuid5 of the fire
+id), so a duplicate is recognisable by id.
 
 A broker that refuses or is unreachable is retried with a doubling backoff (0.1 s up to
 ``defaults.RELAY_BACKOFF_MAX``); emission goes on meanwhile (the relay has its own thread and connections),

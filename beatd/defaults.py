@@ -48,10 +48,10 @@ RELAY_BATCH: Final = 100
 call: a duplicate publish (the leader killed between the broker's reply and the delete) repeats at most this
 many."""
 
-RELAY_BATCH_AMQP: Final = 10
-"""The same for an AMQP broker, which confirms one message at a time (a few ms each): a batch of 100 would keep
-the confirmed ones undeleted for most of a second, and a kill then repeats them all; 10 bounds a duplicate
-publish to 10 messages for one more fenced call to beatd's Redis per 10 (measured in docs/benchmarks.md)."""
+RELAY_BATCH_AMQP: Final = 100
+"""The same for an AMQP broker: the batch is published without waiting and its publisher confirms awaited
+together (one round trip), so a duplicate publish after a kill repeats at most this many, and usually none:
+the fenced delete follows the confirms at once (measured in docs/benchmarks.md)."""
 
 RELAY_IDLE: Final = timedelta(milliseconds=100)
 """How long the relay waits when the outbox is empty (or while this replica is not the leader)."""
@@ -67,6 +67,10 @@ block or be re-published with the ones behind it. An outage (nothing accepted) n
 CELERY_OUTBOX_DEAD_LIMIT: Final = 1_000
 """Most entries the dead stream keeps (approximately; the oldest go): an operator inspects a few, a broken
 broker config must not grow beatd's Redis without bound."""
+
+CELERY_OUTBOX_WARN_AFTER: Final = timedelta(minutes=1)
+"""``beatd status`` warns when the Celery outbox's oldest task message has waited longer than this: the relay
+publishes within a second while the broker answers, so a minute means the broker is down or refusing."""
 
 RELAY_STOP_WAIT: Final = timedelta(milliseconds=500)
 """Longest the main loop waits for the relay thread to end when it stops it (a reload, a shutdown): the thread
@@ -284,6 +288,10 @@ plus the loop's own sleep (at most a second)."""
 
 RUNTIME_SPEC_MAX_BYTES: Final = 64 * 1024
 """Largest runtime job spec accepted (its JSON): a spec is a job, not a data store."""
+
+RUNTIME_FORGET_BATCH: Final = 1000
+"""Most deleted runtime jobs whose per-job fields one leader upkeep step forgets (one fenced script call, about
+7,000 HDELs: a few ms of Redis)."""
 
 RUNTIME_CHANGES_PER_POLL: Final = 5000
 """Most runtime job changes a beat or worker applies in one loop step (about a quarter of a second of

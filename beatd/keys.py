@@ -21,7 +21,7 @@
 | ``{ns}:dead`` | stream | dead letters: messages not run (unknown job, bad JSON, forged) and runs out of retries |
 | ``{ns}:ended:{job}`` | stream, capped, TTL | ends of ``job``'s fires (fire_id, run_id, status), for waiters |
 | ``{ns}:output:{run_id}`` | stream, capped, TTL | a run's live output, field ``chunk`` (JSON); see below |
-| ``{ns}:tally:{bucket_ms}`` | hash | run status -> runs that ended in the 5-minute bucket starting at ``bucket_ms`` |
+| ``{ns}:tally:{bucket_ms}`` | hash | status -> runs ended, fires missed or expired, in the 5 min from ``bucket_ms`` |
 | ``{ns}:failing`` | hash | job -> fire id, while the job's last ended fire ended ``dead`` (the dashboard's "failing") |
 | ``{ns}:workers`` | hash | worker id -> JSON heartbeat (host, pid, queues, current runs) |
 | ``{ns}:backfill-lock:{job}`` | string, PX TTL | JSON (token, user) of the backfill emitting ``job``'s fires now |
@@ -29,6 +29,7 @@
 | ``{ns}:runtime-jobs`` | hash | runtime job name -> JSON ``{version, spec, by, at}`` (``beatd job put``) |
 | ``{ns}:runtime-jobs:version`` | integer | INCR on every runtime job change: the version of the latest |
 | ``{ns}:runtime-jobs:changes`` | stream, capped | one entry ``{job, version}`` per change, read on from a cursor |
+| ``{ns}:runtime-jobs:deleted`` | set | deleted runtime jobs whose per-job fields wait for the leader's upkeep |
 | ``{ns}:celery-outbox`` | stream | Celery task messages for a broker on another server: ``queue``, ``envelope`` |
 | ``{ns}:celery-outbox-dead`` | stream | outbox entries the broker kept refusing: ``entry_id``, ``reason``, ... |
 | ``{ns}:alerts:events`` | stream | alert events: run records (``record``) noted in the step that wrote them |
@@ -74,6 +75,10 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:runtime-jobs``: a field per runtime job; ``beatd job rm`` deletes. ``{ns}:runtime-jobs:version``: one
   integer. ``{ns}:runtime-jobs:changes``: ``defaults.RUNTIME_CHANGES_MAXLEN`` entries (approximate MAXLEN); a
   reader that finds the entries after its own trimmed away reads the whole hash once instead.
+  ``{ns}:runtime-jobs:deleted``: a name per runtime job deleted since the leader's upkeep last ran; the upkeep
+  deletes its fields of ``{ns}:progress``, ``{ns}:schedules``, ``{ns}:last``, ``{ns}:paused``, ``{ns}:failing``
+  and ``{ns}:alerts:state`` (``RUNTIME_FORGET_BATCH`` names a step), then the name; a put of the name takes it
+  out. So runtime job churn leaves none of those fields behind (the job's history stays, as for a YAML job).
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
 - ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
   celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not
@@ -279,6 +284,11 @@ class Keys:
     def runtime_changes(self) -> str:
         """Stream: one entry per runtime job change (job, version), capped."""
         return f"{self.namespace}:runtime-jobs:changes"
+
+    @property
+    def runtime_deleted(self) -> str:
+        """Set: runtime jobs deleted whose per-job fields the leader's upkeep has not forgotten yet."""
+        return f"{self.namespace}:runtime-jobs:deleted"
 
     @property
     def celery_outbox(self) -> str:

@@ -2,21 +2,23 @@
 
 ``poll`` costs one GET of the version key when nothing changed; after a change it reads the change stream from
 where it left off and the changed entries only, and judges each against the reader's own config
-(:func:`beatd.runtime_jobs.judge`): an entry that is not a valid, allowed runtime job of this config is refused,
-logged and audited, never scheduled or run.
+(:class:`beatd.runtime_judge.Judge`: the full validation once per shape of job): an entry that is not a valid,
+allowed runtime job of this config is refused, logged and audited, never scheduled or run. A full read (the
+first, after a reload, or when the change stream lost the reader's place) goes page by page.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock
 from beatd.config import Config, JobSpec
-from beatd.runtime_jobs import judge
+from beatd.runtime_judge import Judge, same_rules
 from beatd.store.jobs import START, JobStore
 
 __all__ = ["RuntimeFollower"]
@@ -27,6 +29,17 @@ Changed = dict[str, JobSpec | None]
 """Runtime jobs changed by a poll: the new spec, or None for a job gone (deleted or refused)."""
 
 
+@dataclass
+class FullRead:
+    """A full read under way: the HSCAN cursor of its next page, the names met so far, and the change stream
+    cursor and version taken before it began (a change made during it is read again after it)."""
+
+    cursor: str
+    version: int
+    scan_cursor: int = 0
+    seen: set[str] = field(default_factory=set)
+
+
 class RuntimeFollower:
     """The valid runtime jobs of one reader (``role`` names it in logs and audit records)."""
 
@@ -34,7 +47,7 @@ class RuntimeFollower:
         self, store: JobStore, config: Config, clock: Clock, role: str, audit: Callable[[dict[str, Any]], None]
     ) -> None:
         self.store = store
-        self.config = config
+        self.judge = Judge(config)
         self.clock = clock
         self.role = role
         self.audit = audit
@@ -43,38 +56,76 @@ class RuntimeFollower:
         self.cursor = START
         self.version = -1
         self.behind = False
-        """More changes wait to be read: poll again at once."""
+        """More changes wait to be read (or a full read is under way): poll again at once."""
+        self._full: FullRead | None = None
+
+    @property
+    def config(self) -> Config:
+        """The config runtime jobs are judged by."""
+        return self.judge.config
 
     def poll(self) -> Changed:
-        """Read what changed since the last poll; return the runtime jobs whose spec changed (empty: none)."""
+        """Read what changed since the last poll; return the runtime jobs whose spec changed (empty: none). A
+        full read (the first, after a reload, or when the change stream lost the cursor) takes one page of
+        ``RUNTIME_CHANGES_PER_POLL`` entries per poll, with ``behind`` set until it is complete, so a caller
+        that polls between other work (the leader renewing its lease) is never held up by 100,000 jobs."""
+        if self._full is not None:
+            return self._read_page(self._full)
         changes = self.store.changes(self.cursor, self.version, defaults.RUNTIME_CHANGES_PER_POLL)
         if changes is None:
             self.behind = False
             return {}
+        if changes.full:
+            self._full = FullRead(changes.cursor, changes.version)
+            return self._read_page(self._full)
         self.behind = changes.more
         changed: Changed = {}
-        if changes.full:
-            for name in [name for name in self.jobs if name not in changes.entries]:
-                del self.jobs[name]
-                changed[name] = None
-            self.refused = {name: why for name, why in self.refused.items() if name in changes.entries}
         for name, raw in changes.entries.items():
             changed.update(self._take(name, raw))
         self.cursor, self.version = changes.cursor, changes.version
         return changed
 
+    def poll_all(self) -> Changed:
+        """Poll until nothing is left to read (a worker before it runs a delivery; a beat before it leads)."""
+        changed = self.poll()
+        while self.behind:
+            changed.update(self.poll())
+        return changed
+
     def set_config(self, config: Config) -> Changed:
-        """Judge every runtime job again under ``config`` (a reload: the allow-list or the YAML may have changed)."""
-        self.config = config
+        """Judge every runtime job again under ``config`` (a reload: the allow-list or the YAML may have
+        changed): a full read, page by page. Shapes judged under the old config are kept when the verdict
+        cannot differ (:func:`beatd.runtime_judge.same_rules`)."""
+        if not same_rules(self.judge.config, config):
+            self.judge = Judge(config)
+        else:
+            self.judge.config = config
         self.version = -1
+        self._full = None
         return self.poll()
+
+    def _read_page(self, full: FullRead) -> Changed:
+        after, page = self.store.scan(full.scan_cursor, defaults.RUNTIME_CHANGES_PER_POLL)
+        changed: Changed = {}
+        for name, raw in page.items():
+            full.seen.add(name)
+            changed.update(self._take(name, raw))
+        full.scan_cursor = after
+        self.behind = after != 0
+        if after == 0:  # complete: what the read did not meet is gone
+            for name in [name for name in self.jobs if name not in full.seen]:
+                del self.jobs[name]
+                changed[name] = None
+            self.refused = {name: why for name, why in self.refused.items() if name in full.seen}
+            self.cursor, self.version, self._full = full.cursor, full.version, None
+        return changed
 
     def _take(self, name: str, raw: str | None) -> Changed:
         if raw is None:
             self.refused.pop(name, None)
             return {name: None} if self.jobs.pop(name, None) is not None else {}
         try:
-            spec, why = judge(self.config, name, raw)
+            spec, why = self.judge(name, raw)
         except Exception as error:  # an entry that breaks the judge is refused; the others are still read
             spec, why = None, f"unreadable entry: {type(error).__name__}: {error}"
         if spec is None:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
 sys.path.insert(0, str(C.REPO))
+from beatd import defaults
 from beatd.keys import Keys
 from beatd.localredis import RedisServer
 
@@ -147,6 +148,7 @@ def main() -> None:
         "replicas": args.replicas,
         "lease": args.lease,
         "aim_ms": args.aim_ms,
+        "relay_batch": defaults.RELAY_BATCH_AMQP if args.broker == "amqp" else defaults.RELAY_BATCH,
         "sent": len(sent),
         "published": len(published),
         "duplicate_publishes": duplicates,

@@ -33,7 +33,7 @@ from beatd.store.runs import tally_bucket
 
 TOKEN = "bench-token"
 URLS = ["/", "/api/v1/overview", "/jobs", "/api/v1/jobs", "/jobs?q=job-0999", "/jobs?tag=even&offset=5000",
-        "/jobs?status=failing", "/jobs/job-000042"]  # fmt: skip
+        "/jobs?status=failing", "/jobs?status=ok&offset=50000", "/jobs/job-000042"]  # fmt: skip
 
 
 def main() -> None:
@@ -117,7 +117,10 @@ def _fill(redis_client: object, keys: Keys, jobs: list[str], per_job: int) -> No
         if number % 500 == 499:
             pipe.execute()
     for bucket in range(288):
-        pipe.hset(keys.tally(tally_bucket(now_ms) - bucket * 300_000), mapping={"succeeded": 350, "failed": 1})
+        pipe.hset(
+            keys.tally(tally_bucket(now_ms) - bucket * 300_000),
+            mapping={"succeeded": 350, "failed": 1, "missed": 2, "expired": 1},
+        )
     pipe.execute()
 
 

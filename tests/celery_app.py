@@ -24,6 +24,16 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    timezone="Europe/Paris",
+    beat_schedule={  # what `beatd import celery tests.celery_app:app` converts in the migration test
+        "record every second": {
+            "task": "tests.record",
+            "schedule": 1.0,
+            "args": (1, "two"),
+            "kwargs": {"region": "eu"},
+            "options": {"headers": {"trace": "migrated"}},
+        },
+    },
 )
 
 

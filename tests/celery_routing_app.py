@@ -15,7 +15,8 @@ app.conf.task_routes = {
 }
 
 
-@app.task(name="proj.tasks.own_queue", queue="own-q", priority=3)
+# Not shared: a shared task joins every later app of the test process (the RedBeat importer's own among them).
+@app.task(name="proj.tasks.own_queue", queue="own-q", priority=3, shared=False)
 def own_queue() -> None:
     """A task that names its queue and priority itself."""
 

@@ -10,7 +10,7 @@ from beatd import defaults
 from beatd.alerting import Alerting, AlertThread, Current
 from beatd.audit import audit_record
 from beatd.beat import Beat
-from beatd.celery_broker import probe_broker
+from beatd.celery_broker import BrokerProbe, probe_broker
 from beatd.celery_publish import publisher_for
 from beatd.celery_relay import Relay, RelayThread
 from beatd.cli.options import config_option, log_options, metrics_options
@@ -54,7 +54,7 @@ def beat(
     key = config.settings.security.signing_key
     follower = RuntimeFollower(JobStore(store.client, store.keys), config, clock, f"beat {replica.id}", store.audit)
     try:
-        follower.poll()  # before leading: a first read of many runtime jobs does not hold up the lease
+        follower.poll_all()  # before leading: a first read of many runtime jobs does not hold up the lease
     except StoreError as error:
         log.warning("runtime jobs not read yet: %s", error)
     keep_out_of_collections()  # the runtime jobs too, like the config's
@@ -105,17 +105,22 @@ def beat(
         previous = relay.pop() if relay else None
         if previous is not None:
             previous.stop()  # bounded; the successor waits for it in its own thread
-        why = _probe_celery_broker(store, current)
-        daemon.celery_outbox = why is not None
+        decide(current)
         celery = current.settings.celery
-        if why is not None:
-            log.info("celery broker: %s: task messages go through the outbox and the leader's relay", why)
         if celery is not None:
-            # Always, even when this replica pushes directly: another replica or `beatd celery fire` (another
+            # Always, even when this replica pushes directly: another replica or `beatd trigger` (another
             # network view, an earlier broker) may have written the outbox, and only a relay empties it.
             relaying = Relay(OutboxStore(store.client, store.keys), publisher_for(celery), metrics, celery.outbox_limit)
             after = previous if previous is not None and previous.alive() else None
             relay.append(RelayThread(relaying, leader_token, after=after).start())
+
+    def decide(current: Config) -> None:
+        """Where celery fires go; probed again before the next emission while beatd's Redis did not answer."""
+        found = _probe_celery_broker(store, current)
+        daemon.celery_outbox = None if found.unknown else found.outbox is not None
+        daemon.celery_reprobe = (lambda: decide(current)) if found.unknown else None
+        if found.outbox is not None and not found.unknown:
+            log.info("celery broker: %s: task messages go through the outbox and the leader's relay", found.outbox)
 
     def leader_token() -> str | None:
         return daemon.leadership.token if daemon.leadership.is_leader(clock.monotonic()) else None
@@ -162,9 +167,9 @@ def _audit(store: Store, record: dict[str, object]) -> None:
         log.warning("audit record not written: %s", error)
 
 
-def _probe_celery_broker(store: Store, config: Config) -> str | None:
+def _probe_celery_broker(store: Store, config: Config) -> BrokerProbe:
     """Probe the Celery broker when celery jobs are declared (:mod:`beatd.celery_broker`), log what it found;
-    return why the outbox relay serves it (None: the fenced script pushes into beatd's own server)."""
+    return it (``outbox`` None: the fenced script pushes into beatd's own server)."""
     celery = config.settings.celery
     queue_keys = sorted(
         {
@@ -174,10 +179,10 @@ def _probe_celery_broker(store: Store, config: Config) -> str | None:
         }
     )
     if celery is None or not queue_keys:
-        return None
+        return BrokerProbe()
     found = probe_broker(store.client, store.db, celery, queue_keys)
     for note in found.notes:
         log.warning("celery broker: %s", note)
     for error in found.errors:
         log.error("celery broker: %s", error)
-    return found.outbox
+    return found

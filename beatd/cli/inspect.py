@@ -9,18 +9,16 @@ import click
 from beatd.cli.options import config_option, json_option
 from beatd.cli.render import echo_json, echo_table, fit_columns
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.client.sync import find_job, next_instants
+from beatd.client.sync import Client, find_job, next_instants
 from beatd.config import Config, JobSpec
 from beatd.config.schema import config_schema
 from beatd.errors import ConfigError, ScheduleError
-from beatd.keys import Keys
-from beatd.runtime_jobs import RUNTIME, YAML, judge
-from beatd.store import StoreError, connect
-from beatd.store.jobs import JobStore
+from beatd.runtime_jobs import YAML
+from beatd.store import StoreError
 from beatd.targets import check_targets
 from beatd.triggers import parse_instant
 
-__all__ = ["check", "find_job", "jobs", "next_fires", "runtime_specs", "schema"]
+__all__ = ["check", "find_job", "jobs", "next_fires", "schema", "sourced_jobs"]
 
 
 @click.command()
@@ -59,8 +57,7 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
     config = runtime.load(config_path)
     now = runtime.clock.now()
     rows: list[dict[str, Any]] = []
-    sources = {**dict.fromkeys(config.jobs, YAML), **dict.fromkeys(created := runtime_specs(config), RUNTIME)}
-    for spec in [*config.jobs.values(), *created.values()]:
+    for spec, source in sourced_jobs(config):
         upcoming = spec.trigger().next_after(now) if spec.enabled else None
         rows.append(
             {
@@ -71,9 +68,9 @@ def jobs(runtime: Runtime, config_path: str | None, as_json: bool, wide: bool) -
                 "next_fire": upcoming.astimezone(spec.zone).isoformat() if upcoming else None,
                 "target": spec.target_text,
                 "enabled": spec.enabled,
-                "queue": spec.queue,
+                "queue": _queue(spec),
                 "tags": list(spec.tags),
-                "source": sources[spec.name],
+                "source": source,
             }
         )
     if as_json:
@@ -136,16 +133,18 @@ def schema() -> None:
     echo_json(config_schema())
 
 
-def runtime_specs(config: Config, names: list[str] | None = None) -> dict[str, JobSpec]:
-    """The runtime jobs (all, or ``names``) valid under ``config``, read from Redis; none when the config does
-    not enable runtime jobs. Redis being unreachable is a warning: the YAML jobs are still listed."""
-    if config.settings.runtime_jobs is None:
-        return {}
-    store = JobStore(connect(config.settings.redis), Keys(config.namespace))
+def sourced_jobs(config: Config) -> list[tuple[JobSpec, str]]:
+    """Every job with its source (``Client.jobs.sourced``): the YAML's, then the runtime jobs valid under
+    ``config``. Redis being unreachable is a warning: the YAML jobs are still listed."""
     try:
-        entries = store.entries(names) if names is not None else store.all_entries()
+        return Client(config=config).jobs.sourced()
     except StoreError as error:
         click.echo(f"beatd: warning: runtime jobs not read: {error}", err=True)
-        return {}
-    found = {name: judge(config, name, raw)[0] for name, raw in sorted(entries.items()) if raw is not None}
-    return {name: spec for name, spec in found.items() if spec is not None}
+        return [(spec, YAML) for spec in config.jobs.values()]
+
+
+def _queue(spec: JobSpec) -> str:
+    """Where the job's fires go: its beatd queue, or for a celery job its Celery queue (``options.queue``)."""
+    if spec.celery is not None and spec.options is not None and spec.options.queue is not None:
+        return spec.options.queue
+    return spec.queue

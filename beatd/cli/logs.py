@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import datetime
 
 import click
 
-from beatd import defaults
 from beatd.cli.options import connection_options
-from beatd.cli.runs import find_runs, latest_attempt
+from beatd.cli.runs import client_of, latest_attempt
 from beatd.cli.runtime import Runtime
-from beatd.keys import Keys
-from beatd.messages import parse_utc
 from beatd.records import FINAL_STATUSES
-from beatd.store import RunStore, connect
 
 __all__ = ["logs"]
 
@@ -36,19 +30,17 @@ def logs(
     """The output of one run (a fire id: its latest attempt): the tail its record keeps once it has ended, or
     what it has written so far while it runs. Its status, once it has ended, goes to stderr. With --follow,
     exit 1 when the run's worker is gone (no heartbeat) before the run ends."""
-    config, _ = runtime.connection(config_path, redis_url, namespace)
-    store = RunStore(connect(config.settings.redis), Keys(config.namespace))
-    record = latest_attempt(find_runs(store, identifier))
+    client = client_of(runtime, config_path, redis_url, namespace)
+    record = latest_attempt(client.show_records(identifier))
     if record["status"] in FINAL_STATUSES:
         click.echo(record.get("output") or "", nl=False)
         click.echo(f"beatd: run {record['run_id']} {record['status']}", err=True)
         return
     run, after = record["run_id"], "0"
     while True:
-        chunks = store.read_output(run, after, FOLLOW_BLOCK_MS if follow else None)
-        for entry_id, text in chunks:
+        chunks = client.output(run, after, FOLLOW_BLOCK_MS if follow else None)
+        for entry_id, chunk in chunks:
             after = entry_id
-            chunk = json.loads(text)
             if chunk.get("end"):
                 click.echo(f"beatd: run {run} {chunk.get('status')}", err=True)
                 return
@@ -56,29 +48,15 @@ def logs(
         if not follow:
             return
         if not chunks:
-            found = store.run_record(record["job"], run)
-            current = json.loads(found) if found else {"status": "gone"}
+            current = client.run_record(record["job"], run) or {"status": "gone"}
             if current["status"] in FINAL_STATUSES or current["status"] == "gone":
                 # Ended without an end marker (its worker died, or the stream expired): nothing more will come.
                 click.echo(f"beatd: run {run} {current['status']}", err=True)
                 return
-            if current["status"] == "running" and _gone(store, current.get("worker"), store.redis_now()):
+            if current["status"] == "running" and client.worker_gone(current.get("worker")):
                 # Killed (no end marker, the record stays running until another worker reclaims the run).
                 click.echo(
                     f"beatd: run {run}: its worker {current.get('worker')} is gone (the run will be recorded lost)",
                     err=True,
                 )
                 sys.exit(1)
-
-
-def _gone(store: RunStore, worker: str | None, now: datetime) -> bool:
-    """Whether worker ``worker`` (as a run record names it: ``host:pid``) has no heartbeat, or none newer than
-    ``WORKER_STALE_AFTER`` (as ``beatd workers`` judges)."""
-    if worker is None:
-        return False
-    ages = [
-        (now - parse_utc(beat["heartbeat_at"])).total_seconds()
-        for beat in store.workers().values()
-        if f"{beat.get('host')}:{beat.get('pid')}" == worker
-    ]
-    return not ages or min(ages) > defaults.WORKER_STALE_AFTER.total_seconds()

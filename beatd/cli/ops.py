@@ -62,6 +62,17 @@ def _print_status(report: dict[str, Any]) -> None:
     echo_table(("REPLICA", "ROLE", "HEARTBEAT AGE", "CONFIG DIGEST", "CONFIG ERROR"), rows)
     click.echo("")
     click.echo("queues: " + (", ".join(f"{name}={length}" for name, length in report["queues"].items()) or "-"))
+    celery = report["celery"]
+    if celery is not None:
+        outbox, dead = celery["outbox"], celery["dead"]
+        oldest = f", oldest {outbox['oldest_age_s']:.1f}s" if outbox["oldest_age_s"] is not None else ""
+        bound = f" of at most {outbox['limit']}" if outbox["limit"] is not None else ""
+        click.echo(f"celery outbox: {outbox['depth']}{bound} waiting for the relay{oldest}; dead: {dead['count']}")
+        for entry in dead["newest"]:
+            click.echo(
+                f"  dead {entry['entry_id']} {entry['moved_at']} queue {entry['queue']} task {entry['task_id'] or '?'} "
+                f"fire {entry['fire_id'] or '?'}: {entry['reason']}"
+            )
     for warning in report["warnings"]:
         click.echo(f"warning: {warning}")
     click.echo(f"jobs: {len(report['jobs'])}, paused: {', '.join(report['paused']) or 'none'}")
@@ -73,11 +84,12 @@ def _print_status(report: dict[str, Any]) -> None:
             (job["last_emission"] or {}).get("scheduled_at", "-"),
             (job["last_emission"] or {}).get("trigger", "-"),
             "paused" if job["paused"] else {True: "yes", False: "disabled", None: "?"}[job["enabled"]],
+            job["source"] or "?",
             job["config_digest"] or "-",
         ]
         for job in report["jobs"]
     ]
-    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED", "JOB DIGEST"), job_rows)
+    echo_table(("JOB", "NEXT FIRE", "LAST EMITTED FIRE", "TRIGGER", "ENABLED", "SOURCE", "JOB DIGEST"), job_rows)
 
 
 @click.command()

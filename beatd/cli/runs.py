@@ -5,6 +5,7 @@ Every instant shown is UTC with a ``Z``."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, get_args
 
 import click
@@ -12,15 +13,12 @@ import click
 from beatd.cli.options import connection_options, json_option
 from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.client.reads import find_runs, history_records, merged_records, record_time, with_celery_outcomes
-from beatd.client.waiting import heartbeat_age, is_live
-from beatd.config import Config
-from beatd.keys import Keys
-from beatd.messages import parse_utc, to_ms
+from beatd.client.reads import find_runs
+from beatd.client.sync import Client
+from beatd.messages import parse_utc
 from beatd.records import RunStatus
-from beatd.store import RunStore, connect
 
-__all__ = ["export", "find_runs", "history", "latest_attempt", "print_records", "show", "workers"]
+__all__ = ["client_of", "export", "find_runs", "history", "latest_attempt", "print_records", "show", "workers"]
 
 SUMMARY_WIDTH = 80
 """Most characters of the DETAIL column of ``history`` (a longer text ends in an ellipsis)."""
@@ -28,23 +26,17 @@ SUMMARY_WIDTH = 80
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
-def _store(runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None) -> RunStore:
-    return _opened(runtime, config_path, redis_url, namespace)[0]
-
-
-def _opened(
-    runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None
-) -> tuple[RunStore, Config]:
-    """The run store, and the config it came from (its jobs and celery section only when the file is valid)."""
+def client_of(runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None) -> Client:
+    """The client of the deployment (its config's jobs and celery section only when the file is valid)."""
     config, _ = runtime.connection(config_path, redis_url, namespace)
-    return RunStore(connect(config.settings.redis), Keys(config.namespace)), config
+    return Client(config=config)
 
 
-def _since(text: str | None, option: str) -> int | None:
+def _instant(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        return to_ms(parse_utc(text if ("+" in text[10:] or text.endswith("Z")) else text + "Z"))
+        return parse_utc(text if ("+" in text[10:] or text.endswith("Z")) else text + "Z")
     except ValueError as error:
         raise UsageProblem(
             f"{option}: invalid instant {text!r}: expected ISO-8601 such as 2026-11-21T00:00:00Z"
@@ -67,18 +59,18 @@ def history(
 ) -> None:  # fmt: skip
     """Run records, newest first: every attempt, plus missed and skipped fires. A ``dead`` record of a fire
     that succeeded later (retried from dead letters) says so, and ``--status dead`` leaves it out."""
-    store, config = _opened(runtime, config_path, redis_url, namespace)
-    records = history_records(store, config, [job] if job else None, status, _since(since, "--since"), limit)
+    client = client_of(runtime, config_path, redis_url, namespace)
+    records = client.history_records(job, status=status, since=_instant(since, "--since"), limit=limit)
     if as_json:
         echo_json(records)
         return
     rows = [
-        [record["run_id"], record["status"], record.get("trigger", ""), record.get("started_at") or "-",
-         _seconds(record.get("duration_s")), _seconds(record.get("lag_s")), record.get("worker") or "-",
-         _summary(record)]
+        [record["run_id"], record["status"], record.get("trigger", ""), record["source"],
+         record.get("started_at") or "-", _seconds(record.get("duration_s")), _seconds(record.get("lag_s")),
+         record.get("worker") or "-", _summary(record)]
         for record in records
     ]  # fmt: skip
-    echo_table(("RUN", "STATUS", "TRIGGER", "STARTED", "DURATION", "LAG", "WORKER", "DETAIL"), rows)
+    echo_table(("RUN", "STATUS", "TRIGGER", "SOURCE", "STARTED", "DURATION", "LAG", "WORKER", "DETAIL"), rows)
 
 
 @click.command()
@@ -91,8 +83,7 @@ def show(
     as_json: bool,
 ) -> None:  # fmt: skip
     """One run (by run id) or every attempt of one fire (by fire id); a traceback is printed as text."""
-    store, config = _opened(runtime, config_path, redis_url, namespace)
-    records = with_celery_outcomes(config, find_runs(store, identifier))
+    records = client_of(runtime, config_path, redis_url, namespace).show_records(identifier)
     if as_json:
         echo_json(records[0] if "#" in identifier else records)
         return
@@ -142,13 +133,9 @@ def export(
     until: str | None,
 ) -> None:  # fmt: skip
     """Every run record as JSON Lines (oldest first), for archiving outside Redis."""
-    store = _store(runtime, config_path, redis_url, namespace)
-    low, high = _since(since, "--since"), _since(until, "--until")
-    jobs = store.jobs_with_history()
-    records = merged_records(store, jobs, 10_000_000, low)
-    for record in reversed(records):
-        if high is None or to_ms(parse_utc(record_time(record)[0])) < high:
-            click.echo(json.dumps(record, separators=(",", ":")))
+    client = client_of(runtime, config_path, redis_url, namespace)
+    for record in client.export_records(_instant(since, "--since"), _instant(until, "--until")):
+        click.echo(json.dumps(record, separators=(",", ":")))
 
 
 @click.command()
@@ -159,13 +146,7 @@ def workers(
     runtime: Runtime, config_path: str | None, redis_url: str | None, namespace: str | None, as_json: bool
 ) -> None:
     """Workers with a recent heartbeat: age, queues, runs in progress."""
-    store = _store(runtime, config_path, redis_url, namespace)
-    now = store.redis_now()  # liveness judged by Redis's clock, as every command judges it
-    alive: list[dict[str, Any]] = []
-    gone: list[dict[str, Any]] = []
-    for _, beat in sorted(store.workers().items()):  # stale ones are deleted by the leader's upkeep only
-        age = heartbeat_age(beat, now)
-        (alive if is_live(beat, now) else gone).append({**beat, "heartbeat_age_s": round(age.total_seconds(), 3)})
+    alive = client_of(runtime, config_path, redis_url, namespace).workers()  # liveness by Redis's clock
     if as_json:
         echo_json(alive)
         return

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import click
 
 from beatd.cli.options import config_option
@@ -38,4 +41,16 @@ def web(runtime: Runtime, config_path: str | None, host: str, port: int, log_lev
         click.echo(f"beatd web: open http://{shown}:{port}/login?token={tokens.admin[0]}", err=False)
     else:
         click.echo(f"beatd web: open http://{shown}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in {"debug", "info"})
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in {"debug", "info"},
+                log_config=_log_config())  # fmt: skip
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the tokens of ``/login?token=`` links redacted from the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": "beatd.web.security.RedactTokens"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    return config

@@ -132,6 +132,20 @@ class AsyncClient:
         """As :meth:`Client.status`."""
         return await asyncio.to_thread(self.sync.status)
 
+    async def sources(self, jobs: Sequence[str]) -> dict[str, str]:
+        """As :meth:`Client.sources`."""
+        return await asyncio.to_thread(self.sync.sources, jobs)
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """As :meth:`Client.workers`."""
+        return await asyncio.to_thread(self.sync.workers)
+
+    async def export_records(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """As :meth:`Client.export_records`."""
+        return await asyncio.to_thread(self.sync.export_records, since, until)
+
 
 @dataclasses.dataclass
 class AsyncFireHandle:

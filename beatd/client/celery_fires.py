@@ -15,7 +15,7 @@ from beatd.emission import celery_write
 from beatd.errors import UsageProblem
 from beatd.keys import Keys
 from beatd.messages import Message, parse_utc
-from beatd.store import Store
+from beatd.store import Store, StoreUnavailable
 
 __all__ = ["CeleryRefused", "send_celery_fires"]
 
@@ -40,7 +40,10 @@ def send_celery_fires(
     keys, celery = Keys(config.namespace), config.settings.celery
     # As the beat decides: beatd's own server gets the push directly, another broker the outbox (the leader's
     # relay publishes it; with no beat running, it waits there).
-    outbox = probe_broker(store.client, store.db, celery, []).outbox is not None
+    found = probe_broker(store.client, store.db, celery, [])
+    if found.unknown:  # never settle for the outbox because Redis restarted between two questions
+        raise StoreUnavailable(found.notes[0])
+    outbox = found.outbox is not None
     sends = [
         celery_write(spec, message.fire_id, parse_utc(message.scheduled_at), message.trigger, message.to_json(), now,
                      keys, celery, outbox=outbox)

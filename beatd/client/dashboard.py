@@ -30,6 +30,7 @@ __all__ = [
     "declared",
     "job_detail",
     "job_rows",
+    "masked_audit",
     "overview",
     "run_counts",
     "success_rate",
@@ -68,17 +69,19 @@ def run_counts(client: Client, now: datetime) -> dict[str, dict[str, int]]:
     return {"hour": dict(sorted(hour.items())), "day": dict(sorted(day.items()))}
 
 
-def overview(client: Client, specs: Sequence[JobSpec], now: datetime) -> dict[str, Any]:
+def overview(
+    client: Client, specs: Sequence[JobSpec], now: datetime, job_queues: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The overview page: replicas (leader first), workers, queue depths and backlog, runs by status in the
-    last hour and day, and the jobs in trouble (failing, dead letters, missed, overdue, paused), worst first."""
+    last hour and day, and the jobs in trouble (failing, dead letters, missed, overdue, paused), worst first.
+    ``job_queues``: the queues of ``specs`` when the caller keeps them (else read off every spec)."""
     store = client.store
     redis_now = store.redis_now()
     leader = store.leader()
     workers = client.runs.workers()
-    queues = sorted(
-        {spec.queue for spec in specs if spec.celery is None}
-        | {queue for beat in workers.values() for queue in beat.get("queues", ())}
-    )
+    if job_queues is None:
+        job_queues = sorted({spec.queue for spec in specs if spec.celery is None})
+    queues = sorted({*job_queues} | {queue for beat in workers.values() for queue in beat.get("queues", ())})
     lengths = store.queue_lengths(queues)
     backlogs = store.upkeep.backlogs(queues)
     consumers = Counter(q for beat in workers.values() if is_live(beat, redis_now) for q in beat.get("queues", ()))
@@ -215,7 +218,7 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
     fires: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in history:
         fires[record["fire_id"]].append(record)
-    audit = [entry for entry in client.audit(1000) if entry.get("job") == name][:20]
+    audit = masked_audit([entry for entry in client.audit(1000) if entry.get("job") == name][:20])
     return {
         "name": name,
         "description": spec.description,
@@ -223,7 +226,7 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
         "schedule": spec.trigger().describe(),
         "as_written": spec.schedule_text,
         "timezone": spec.timezone,
-        "target": spec.target_text,
+        "target": _masked("target", spec.target_text),
         "queue": spec.queue,
         "tags": list(spec.tags),
         "enabled": spec.enabled,
@@ -242,10 +245,20 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
 
 
 def declared(spec: JobSpec) -> dict[str, Any]:
-    """The spec as declared (its non-default fields, JSON values), with secrets masked: the password of any
-    URL, and the values of environment variables and keyword arguments whose names look secret."""
+    """The spec as declared (its non-default fields, JSON values), with secrets masked: every value of ``env``
+    (a command's environment is where secrets are handed over, whatever their names), the password of any
+    URL, and the values of keyword arguments whose names look secret."""
     body = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
-    return {key: _masked(key, value) for key, value in body.items()}
+    masked = {key: _masked(key, value) for key, value in body.items()}
+    if isinstance(masked.get("env"), dict):
+        masked["env"] = dict.fromkeys(masked["env"], "***")
+    return masked
+
+
+def masked_audit(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Audit records with secrets masked as :func:`declared` masks them (a trigger's kwargs, a URL's password
+    in an error)."""
+    return [{key: _masked(key, value) for key, value in entry.items()} for entry in entries]
 
 
 def _masked(name: str, value: Any) -> Any:

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 from beatd import defaults
 from beatd.client.waiting import is_live
 from beatd.config import Config
+from beatd.config.redis_urls import display_url
+from beatd.durations import format_duration
 from beatd.errors import Problem
-from beatd.messages import format_utc, from_ms, parse_utc
+from beatd.messages import format_utc, from_ms, parse_utc, to_ms
 from beatd.store import RunStore, Store
+from beatd.store.outbox import OutboxStore, OutboxSummary
 from beatd.upkeep import backlog_warnings
 
 if TYPE_CHECKING:
@@ -21,9 +24,9 @@ __all__ = ["status_report"]
 
 
 def status_report(client: Client, config: Config, local_problems: list[Problem], now: datetime) -> dict[str, Any]:
-    """The report ``beatd status --json`` prints: ``config``'s jobs (with ``local_problems``, the jobs the beat
-    keeps progress of instead), replica heartbeat ages at ``now`` (this host's clock), worker liveness and
-    waits by Redis's clock."""
+    """The report ``beatd status --json`` prints: ``config``'s jobs, YAML and runtime, each with its ``source``
+    (with ``local_problems``, the jobs the beat keeps progress of instead, source unknown), replica heartbeat
+    ages at ``now`` (this host's clock), worker liveness and waits by Redis's clock."""
     complete = not local_problems
     store = client.store
     leader = store.leader()
@@ -32,8 +35,9 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
     progress = store.progress()
     last = store.last_emitted()
     workers = RunStore(store.client, store.keys).workers()
+    listed = client.jobs.sourced() if complete else [(spec, "yaml") for spec in config.jobs.values()]
     queues = sorted(
-        {spec.queue for spec in config.jobs.values() if spec.celery is None}  # a celery job's queue is Celery's
+        {spec.queue for spec, _ in listed if spec.celery is None}  # a celery job's queue is Celery's
         | {queue for beat in workers.values() for queue in beat["queues"]}
     )
     report: dict[str, Any] = {
@@ -47,6 +51,7 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
         "backlog": {},
         "warnings": [],
         "local_config_problems": [str(problem) for problem in local_problems],
+        "celery": None,
     }
     if leader is not None:
         token, ttl_ms = leader
@@ -57,7 +62,9 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
             "pid": holder.get("pid"),
             "lease_left_s": round(ttl_ms / 1000, 3),
         }
-    _backlog(report, store, workers, queues, store.redis_now())  # liveness and waits by Redis's clock
+    redis_now = store.redis_now()  # liveness and waits by Redis's clock
+    _backlog(report, store, workers, queues, redis_now)
+    _celery(report, config, OutboxStore(store.client, store.keys).summary(), redis_now, store.keys.celery_outbox_dead)
     for _, beat in sorted(replicas.items()):
         age = (now - parse_utc(beat["heartbeat_at"])).total_seconds()
         report["replicas"].append(
@@ -68,7 +75,8 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
                 "config_differs": complete and beat.get("config_digest") != config.digest,
             }
         )
-    for name, spec in config.jobs.items():
+    for spec, source in listed:
+        name = spec.name
         since = from_ms(progress[name]) if name in progress else now
         upcoming = spec.trigger().next_after(max(since, now - timedelta(days=366))) if spec.enabled else None
         report["jobs"].append(
@@ -79,6 +87,7 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
                 "next_fire": format_utc(upcoming) if upcoming else None,
                 "last_emission": last.get(name),
                 "config_digest": spec.digest,
+                "source": source,
             }
         )
     if not complete:  # the jobs the deployment knows of: those the beat keeps progress of, emitted or paused
@@ -92,6 +101,7 @@ def status_report(client: Client, config: Config, local_problems: list[Problem],
                     "next_fire": None,
                     "last_emission": emitted,
                     "config_digest": (emitted or {}).get("config_digest"),
+                    "source": None,
                 }
             )
     return report
@@ -110,3 +120,50 @@ def _backlog(
         for queue, backlog in backlogs.items()
     }
     report["warnings"] = backlog_warnings(backlogs, consumers, now, defaults.BACKLOG_WARN_AFTER)
+
+
+def _celery(report: dict[str, Any], config: Config, outbox: OutboxSummary, now: datetime, dead_key: str) -> None:
+    """The Celery outbox (task messages for a broker on another server, waiting for the leader's relay) and its
+    dead stream (entries the broker kept refusing), with warnings; shown when the config has a ``celery:``
+    section or either stream holds entries (a broken or changed config)."""
+    celery = config.settings.celery
+    if celery is None and outbox.depth == 0 and outbox.dead == 0:
+        return
+    now_ms = to_ms(now)
+    limit = celery.outbox_limit if celery is not None else None
+    oldest_age = round(max(now_ms - outbox.oldest_ms, 0) / 1000, 3) if outbox.oldest_ms is not None else None
+    report["celery"] = {
+        "broker": display_url(celery.broker_url) if celery is not None else None,
+        "outbox": {"depth": outbox.depth, "limit": limit, "oldest_age_s": oldest_age},
+        "dead": {
+            "count": outbox.dead,
+            "newest": [
+                {
+                    "entry_id": entry.entry_id,
+                    "reason": entry.reason,
+                    "queue": entry.queue,
+                    "task_id": entry.task_id,
+                    "fire_id": entry.fire_id,
+                    "moved_at": format_utc(from_ms(entry.moved_at_ms)),
+                }
+                for entry in outbox.newest_dead
+            ],
+        },
+    }
+    warn_after = defaults.CELERY_OUTBOX_WARN_AFTER.total_seconds()
+    if oldest_age is not None and oldest_age > warn_after:
+        report["warnings"].append(
+            f"Celery outbox: {outbox.depth} task messages waiting, the oldest for "
+            f"{format_duration(timedelta(seconds=round(oldest_age)))}: the broker is down or refusing, or no leader "
+            "relays (see the leader's log)"
+        )
+    if limit is not None and outbox.depth * 2 >= limit:
+        report["warnings"].append(
+            f"Celery outbox: {outbox.depth} of at most {limit} task messages (celery.outbox_limit); past the bound "
+            "celery fires are refused (retried, never dropped)"
+        )
+    if outbox.dead:
+        report["warnings"].append(
+            f"Celery outbox: {outbox.dead} task messages the broker kept refusing were moved to "
+            f"{dead_key} (never published; `beatd status --json` lists the newest)"
+        )

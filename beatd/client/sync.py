@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import json
 import os
@@ -17,16 +19,17 @@ from beatd.client.celery_fires import send_celery_fires
 from beatd.client.dead import dead_letters, settle_dead
 from beatd.client.emitting import fire_message, signed
 from beatd.client.handles import FireHandle, as_record
-from beatd.client.reads import find_runs, history_records, with_celery_outcomes
-from beatd.client.waiting import live_workers
+from beatd.client.reads import find_runs, history_records, merged_records, record_time, with_celery_outcomes
+from beatd.client.waiting import heartbeat_age, is_live, live_workers
 from beatd.config import Config, ConfigFile, JobSpec, RedisSettings, load_config
 from beatd.config.yamlsource import Located
 from beatd.errors import ScheduleError, UnknownJob, UsageProblem
 from beatd.keys import Keys
-from beatd.messages import to_ms
+from beatd.messages import parse_utc, to_ms
 from beatd.overrides import effective_arguments
 from beatd.records import RunRecord
-from beatd.runtime_jobs import RuntimeJobs, judge
+from beatd.runtime_jobs import RUNTIME, YAML, RuntimeJobs
+from beatd.runtime_judge import Judge
 from beatd.store import RunStore, Store, connect
 from beatd.store.dashboard import DashboardStore
 from beatd.store.jobs import JobStore, StoredJob
@@ -79,6 +82,14 @@ class Client:
         the process environment); raises ConfigError with every problem located."""
         config = load_config(Path(path), dict(os.environ) if environ is None else environ)
         return cls(config=config, actor=actor)
+
+    def acting_as(self, actor: str) -> Client:
+        """This client (its config and connection pool shared) writing ``actor`` into the audit records of what
+        it does; the original is unchanged, so a server can act for each caller from threads at once."""
+        clone = copy.copy(self)
+        clone.actor = actor
+        clone.jobs = Jobs(clone, dataclasses.replace(self.jobs.runtime, actor=actor))
+        return clone
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -164,10 +175,12 @@ class Client:
         self._known(job)
         return self.store.pause(job, self._audit("pause", job=job, reason=reason))
 
-    def resume(self, job: str) -> bool:
-        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused."""
+    def resume(self, job: str, reason: str = "") -> bool:
+        """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused.
+        Audited, with ``reason`` when given."""
         self._known(job)
-        return self.store.resume(job, self._audit("resume", job=job))
+        details = {"reason": reason} if reason else {}
+        return self.store.resume(job, self._audit("resume", job=job, **details))
 
     # -- reading -----------------------------------------------------------------------------------------
     def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:
@@ -189,7 +202,52 @@ class Client:
     ) -> list[dict[str, Any]]:
         """:meth:`history` as the stored JSON objects (what ``beatd history --json`` prints)."""
         since_ms = to_ms(since) if since is not None else None
-        return history_records(self.runs, self.config, [job] if job else None, status, since_ms, limit)
+        records = history_records(self.runs, self.config, [job] if job else None, status, since_ms, limit)
+        sources = self.sources(sorted({record["job"] for record in records}))
+        for record in records:
+            record["source"] = sources[record["job"]]
+        return records
+
+    def sources(self, jobs: Sequence[str]) -> dict[str, str]:
+        """Where each of ``jobs`` comes from: ``yaml`` (this config's), ``runtime`` (stored by ``jobs.put``), or
+        ``-`` (neither any more: a removed job whose history is kept)."""
+        stored = self.jobs.runtime.store.entries([job for job in jobs if job not in self.config.jobs])
+        return {
+            job: YAML if job in self.config.jobs else RUNTIME if stored.get(job) is not None else "-" for job in jobs
+        }
+
+    def export_records(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """Every run record started (or recorded) at or after ``since`` and before ``until``, oldest first, as
+        the stored JSON objects (what ``beatd export`` writes as JSON Lines)."""
+        low, high = (to_ms(since) if since else None), (to_ms(until) if until else None)
+        records = merged_records(self.runs, self.runs.jobs_with_history(), 10_000_000, low)
+        return [
+            record for record in reversed(records) if high is None or to_ms(parse_utc(record_time(record)[0])) < high
+        ]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Workers with a live heartbeat (by Redis's clock), by id, each with ``heartbeat_age_s``."""
+        now = self.store.redis_now()
+        return [
+            {**beat, "heartbeat_age_s": round(heartbeat_age(beat, now).total_seconds(), 3)}
+            for _, beat in sorted(self.runs.workers().items())  # stale ones are deleted by the leader's upkeep only
+            if is_live(beat, now)
+        ]
+
+    def worker_gone(self, worker: str | None) -> bool:
+        """Whether worker ``worker`` (as a run record names it: ``host:pid``) has no live heartbeat."""
+        if worker is None:
+            return False
+        now = self.store.redis_now()
+        return not any(
+            f"{beat.get('host')}:{beat.get('pid')}" == worker and is_live(beat, now)
+            for beat in self.runs.workers().values()
+        )
+
+    def output(self, run_id: str, after: str = "0", block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The live output chunks of run ``run_id`` after stream entry ``after`` (``{stream, text}``, the last
+        ``{end, status}``), waiting up to ``block_ms`` for one when given; each with its entry id."""
+        return [(entry_id, json.loads(text)) for entry_id, text in self.runs.read_output(run_id, after, block_ms)]
 
     def show(self, identifier: str) -> list[RunRecord]:
         """The record of run ``identifier`` (a run id), or every attempt of fire ``identifier`` (by attempt, its
@@ -199,6 +257,11 @@ class Client:
     def show_records(self, identifier: str) -> list[dict[str, Any]]:
         """:meth:`show` as the stored JSON objects (with Celery outcomes)."""
         return with_celery_outcomes(self.config, find_runs(self.runs, identifier))
+
+    def run_record(self, job: str, run_id: str) -> dict[str, Any] | None:
+        """The stored record of run ``run_id`` of ``job`` as a JSON object, or None when there is none."""
+        text = self.runs.run_record(job, run_id)
+        return json.loads(text) if text else None
 
     def runs_of_fire(self, job: str, fire_id: str) -> list[dict[str, Any]]:
         """Every kept record of fire ``fire_id`` of ``job`` as stored JSON objects, by attempt (``dead`` last)."""
@@ -294,14 +357,19 @@ class Jobs:
 
     def __call__(self) -> list[JobSpec]:
         """The declared jobs, in config order, then the runtime jobs valid under the config (by name)."""
+        return [spec for spec, _ in self.sourced()]
+
+    def sourced(self) -> list[tuple[JobSpec, str]]:
+        """:meth:`__call__` with where each job comes from: ``yaml`` or ``runtime``."""
         config = self._client.config
-        created: list[JobSpec] = []
+        created: list[tuple[JobSpec, str]] = []
         if config.settings.runtime_jobs is not None:
+            verdict = Judge(config)  # 100,000 jobs of a few shapes: each shape validated once
             for name, raw in sorted(self.runtime.store.all_entries().items()):
-                spec = judge(config, name, raw)[0]
+                spec = verdict(name, raw)[0]
                 if spec is not None:
-                    created.append(spec)
-        return [*config.jobs.values(), *created]
+                    created.append((spec, RUNTIME))
+        return [*((spec, YAML) for spec in config.jobs.values()), *created]
 
     def put(self, name: str, spec: Mapping[str, Any] | Located) -> StoredJob:
         """Create or replace runtime job ``name`` (see :meth:`beatd.runtime_jobs.RuntimeJobs.put`)."""

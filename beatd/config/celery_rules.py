@@ -51,6 +51,9 @@ UNHONOURED = {
 }
 """Keys a ``celery`` job may not set itself, each with what to use instead (inherited defaults are ignored)."""
 
+SENTINEL_SCHEMES = ("sentinel", "sentinels")
+"""Broker URL schemes of kombu's Redis Sentinel transport (``sentinel://h1:26379;sentinel://h2:26379``)."""
+
 
 def celery_job_problems(
     raw: dict[str, Any], source: Located, base: KeyPath, celery: CelerySettings | None
@@ -108,9 +111,16 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
         return []
     where = ("celery", "broker_url")
     broker_url = settings.celery.broker_url
+    if broker_url.split(":", 1)[0] in SENTINEL_SCHEMES:
+        return [main.problem(where, f"{display_url(broker_url)}: a Celery broker behind Redis Sentinel is not "
+                                    "supported: beatd would push to a master it cannot prove is the one the Celery "
+                                    "workers follow after a failover; use a broker at a fixed address (redis://, "
+                                    "rediss://, unix://) or RabbitMQ (amqp://)")]  # fmt: skip
     if settings.redis.sentinel is not None:
-        return [main.problem(where, "a Celery broker with redis.sentinel is not supported yet: beatd must reach "
-                                    "the same master as the Celery workers")]  # fmt: skip
+        return [main.problem(where, "a Celery broker with redis.sentinel is not supported: beatd's master moves "
+                                    "on a failover and the broker's may not (or not with it), so neither the fenced "
+                                    "push nor the relay can be proven to reach the Celery workers' broker; use "
+                                    "redis.url at a fixed address for a Celery deployment")]  # fmt: skip
     if settings.celery.amqp:
         if not _kombu_installed():
             return [main.problem(where, f"{display_url(broker_url)} is AMQP: the relay publishes with kombu, "

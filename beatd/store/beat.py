@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ import redis
 from beatd.keys import Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
 from beatd.store.codec import BatchScript
+from beatd.store.runs import tally_bucket
 from beatd.store.upkeep import UpkeepStore
 
 __all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
@@ -258,8 +260,9 @@ class Store:
             if all(write.kind == "base" for write in writes):  # many jobs starting: the light script
                 starts = [StartWrite(write.job, write.base_ms, write.schedule_digest) for write in writes]
                 replies = self._start(fixed[:3], [token], starts)
-            else:
-                replies = self._emit(fixed, [token, self.db], writes)
+            else:  # missed records are counted in the run-count bucket of now (the dashboard's overview)
+                tally = self.keys.tally(tally_bucket(int(time.time() * 1000)))
+                replies = self._emit([*fixed, tally], [token, self.db], writes)
         statuses: list[str] = []
         errors: list[str] = []
         for reply in replies:

@@ -1,7 +1,8 @@
 """Runtime jobs in Redis: the jobs hash, its version key and change stream (``lua/put_jobs.lua``).
 
 Writers (``beatd job put``, ``client.jobs``) put validated specs; readers (the beat, workers) follow the change
-stream from where they left off, so a change costs a reader the changed entries only. A stored entry is JSON
+stream from where they left off, so a change costs a reader the changed entries only; a reader with no cursor
+(or one trimmed away) reads every entry page by page (:meth:`JobStore.scan`). A stored entry is JSON
 ``{"version": N, "spec": {...}, "by": user, "at": instant}``; readers validate the spec again with their own
 config (an entry may have been forged straight into Redis).
 """
@@ -17,7 +18,7 @@ import redis
 
 from beatd import defaults
 from beatd.keys import Keys
-from beatd.store.base import AUDIT_MAXLEN, reachable
+from beatd.store.base import AUDIT_MAXLEN, reachable, script
 from beatd.store.codec import BatchScript
 
 __all__ = ["Changes", "JobChange", "JobStore", "StoredJob"]
@@ -78,6 +79,8 @@ class Changes:
 
     entries: Mapping[str, str | None]
     full: bool
+    """The reader must read every entry (:meth:`JobStore.scan`, page by page; ``entries`` is empty): its cursor
+    had been trimmed away, or it had none. ``cursor`` and ``version`` are where to go on from once it has."""
     cursor: str
     version: int
     more: bool = False
@@ -91,6 +94,7 @@ class JobStore:
         self.client: Any = client
         self.keys = keys
         self._put = BatchScript(self.client, "put_jobs", JobChange, defaults.RUNTIME_BATCH)
+        self._forget = self.client.register_script(script("forget_jobs"))
 
     # -- writing -----------------------------------------------------------------------------------------
     def write(self, changes: Sequence[JobChange], audit: dict[str, Any] | None) -> list[int]:
@@ -98,11 +102,40 @@ class JobStore:
         return each change's version (0: a delete of a job that was not there)."""
         if len(changes) > defaults.RUNTIME_BATCH:
             raise ValueError(f"at most {defaults.RUNTIME_BATCH} changes in one call")
-        keys = [self.keys.runtime_jobs, self.keys.runtime_version, self.keys.runtime_changes, self.keys.audit]
+        keys = [
+            self.keys.runtime_jobs,
+            self.keys.runtime_version,
+            self.keys.runtime_changes,
+            self.keys.audit,
+            self.keys.runtime_deleted,
+        ]
         args = [defaults.RUNTIME_CHANGES_MAXLEN, audit["event"] if audit else "", json.dumps(audit or {}), AUDIT_MAXLEN]
         with reachable():
             (reply,) = self._put(keys, args, changes)
         return [int(version) for version in reply]
+
+    # -- forgetting deleted jobs (the leader's upkeep) ------------------------------------------------------
+    def deleted(self, count: int) -> list[str]:
+        """Up to ``count`` runtime jobs deleted whose per-job fields are still to be forgotten."""
+        with reachable():
+            return sorted(self.client.srandmember(self.keys.runtime_deleted, count))
+
+    def forget_names(self, names: Sequence[str]) -> None:
+        """Take ``names`` out of the deleted set without touching their fields (names of YAML jobs now)."""
+        with reachable():
+            self.client.srem(self.keys.runtime_deleted, *names)
+
+    def forget(self, token: str, names: Sequence[str]) -> int:
+        """Delete the progress, schedule, last message, pause, failing and alert state fields of the deleted
+        runtime jobs ``names`` still absent from the jobs hash, if ``token`` holds the lease
+        (``lua/forget_jobs.lua``); return how many were forgotten (-1: not the leader)."""
+        if not names:
+            return 0
+        keys = self.keys
+        script_keys = [keys.leader, keys.runtime_jobs, keys.runtime_deleted, keys.progress, keys.schedules,
+                       keys.last, keys.paused, keys.failing, keys.alert_state]  # fmt: skip
+        with reachable():
+            return int(self._forget(keys=script_keys, args=[token, *names]))
 
     # -- reading -----------------------------------------------------------------------------------------
     def version(self) -> int:
@@ -123,6 +156,14 @@ class JobStore:
         with reachable():
             return dict(self.client.hscan_iter(self.keys.runtime_jobs, count=5000))
 
+    def scan(self, cursor: int, count: int) -> tuple[int, dict[str, str]]:
+        """One page of a full read (HSCAN from ``cursor``, 0 to begin): about ``count`` entries and the cursor
+        of the next page (0: the read is complete). An entry present from the first page to the last is in at
+        least one page; one changed meanwhile may be in a page with either value (the change stream has it)."""
+        with reachable():
+            after, page = self.client.hscan(self.keys.runtime_jobs, cursor, count=count)
+        return int(after), dict(page)
+
     def count(self) -> int:
         """How many runtime jobs are stored."""
         with reachable():
@@ -131,8 +172,9 @@ class JobStore:
     def changes(self, cursor: str, seen_version: int, limit: int) -> Changes | None:
         """What changed after ``cursor`` (a change stream id): the entries of the jobs named by at most ``limit``
         change entries, or None when the version is still ``seen_version`` (one GET: the cost of a poll with
-        nothing new). A first read (``seen_version`` -1), or one whose cursor was trimmed away, reads every entry.
-        When more changes are left, the returned version is the last one read (below the current one)."""
+        nothing new). A first read (``seen_version`` -1), or one whose cursor was trimmed away, is told to read
+        every entry (``full``). When more changes are left, the returned version is the last one read (below the
+        current one)."""
         version = self.version()
         if version == seen_version:
             return None
@@ -143,9 +185,9 @@ class JobStore:
         # the oldest one left is past the next version it needs, or the stream is gone while the version moved
         # (trimmed or deleted away: read everything).
         if seen_version < 0 or not first or int(first[0][1]["version"]) > seen_version + 1:
-            # The cursor is taken before the scan, so a change made during it is read again by the next poll.
+            # The cursor is taken before the scan, so a change made during it is read again after it.
             end = last[0][0] if last else START
-            return Changes(dict(self.all_entries()), full=True, cursor=end, version=version)
+            return Changes({}, full=True, cursor=end, version=version)
         with reachable():
             batch = self.client.xrange(self.keys.runtime_changes, min=f"({cursor}", count=limit)
         if not batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -13,7 +14,7 @@ from beatd.keys import Keys
 from beatd.store.base import reachable, script
 from beatd.store.codec import decode_items
 
-__all__ = ["OutboxBatch", "OutboxEntry", "OutboxStore"]
+__all__ = ["DeadOutboxEntry", "OutboxBatch", "OutboxEntry", "OutboxStore", "OutboxSummary"]
 
 
 class OutboxEntry(NamedTuple):
@@ -31,6 +32,29 @@ class OutboxBatch:
 
     depth: int
     entries: tuple[OutboxEntry, ...]
+
+
+class DeadOutboxEntry(NamedTuple):
+    """An outbox entry the broker refused too often, moved aside by the relay: its outbox id, why, the queue's list
+    name and the task message's task id and fire id (None when the envelope cannot be read)."""
+
+    entry_id: str
+    reason: str
+    queue: str
+    task_id: str | None
+    fire_id: str | None
+    moved_at_ms: int
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """What ``beatd status`` shows of the outbox: its depth, the oldest entry's write time (epoch ms, Redis's clock;
+    None when empty), how many entries the dead stream holds and the newest of them (newest first)."""
+
+    depth: int
+    oldest_ms: int | None
+    dead: int
+    newest_dead: tuple[DeadOutboxEntry, ...]
 
 
 class OutboxStore:
@@ -60,3 +84,39 @@ class OutboxStore:
         """Entries in the outbox."""
         with reachable():
             return int(self.client.xlen(self.keys.celery_outbox))
+
+    def summary(self, dead_count: int = 10) -> OutboxSummary:
+        """The outbox's depth and oldest entry, and the dead stream's length and newest ``dead_count`` entries."""
+        with reachable():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(self.keys.celery_outbox)
+            pipe.xrange(self.keys.celery_outbox, "-", "+", count=1)
+            pipe.xlen(self.keys.celery_outbox_dead)
+            pipe.xrevrange(self.keys.celery_outbox_dead, "+", "-", count=dead_count)
+            depth, oldest, dead, newest = pipe.execute()
+        oldest_ms = _stream_ms(oldest[0][0]) if oldest else None
+        return OutboxSummary(int(depth), oldest_ms, int(dead), tuple(_dead_entry(*item) for item in newest))
+
+
+def _stream_ms(entry_id: bytes | str) -> int:
+    """The write time (epoch ms, Redis's clock) of an auto-id stream entry."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+def _dead_entry(entry_id: bytes | str, raw: dict[Any, Any]) -> DeadOutboxEntry:
+    fields = {_text(key): _text(value) for key, value in raw.items()}
+    task_id = fire_id = None
+    try:
+        headers = json.loads(fields.get("envelope", "")).get("headers", {})
+        task_id, fire_id = headers.get("id"), headers.get("beatd_fire_id")
+    except (ValueError, AttributeError):
+        pass  # shown without: the entry may be dead because its envelope is unreadable
+    return DeadOutboxEntry(
+        fields.get("entry_id", ""), fields.get("reason", ""), fields.get("queue", ""), task_id, fire_id,
+        _stream_ms(entry_id),
+    )  # fmt: skip
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

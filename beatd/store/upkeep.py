@@ -7,6 +7,7 @@ deletes only what is still as it was read (a heartbeat rewritten since, an entry
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from beatd.keys import GROUP, Keys
 from beatd.messages import from_ms
 from beatd.store.base import reachable, script
 from beatd.store.codec import BatchScript, decode_items
+from beatd.store.runs import tally_bucket
 
 __all__ = ["Backlog", "ExpiredFire", "Retention", "StaleHeartbeat", "UpkeepStore", "WaitingEntry"]
 
@@ -150,8 +152,9 @@ class UpkeepStore:
             for fire in fires
         ]  # fmt: skip
         with reachable():
+            tally = keys.tally(tally_bucket(int(time.time() * 1000)))  # expired records counted (the overview)
             replies = self._expire(
-                [keys.leader, keys.queue(queue), keys.attempts], [token, GROUP, *_ended_args()], items
+                [keys.leader, keys.queue(queue), keys.attempts, tally], [token, GROUP, *_ended_args()], items
             )
         done = {str(entry) for reply in replies if reply != -1 for entry in reply}
         return [fire for fire in fires if fire.entry_id in done]

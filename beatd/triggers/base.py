@@ -30,6 +30,8 @@ class Trigger(Protocol):
 
 def ensure_aware(instant: datetime) -> datetime:
     """Return ``instant`` in UTC; a naive datetime is a programming error, not a user error."""
+    if instant.tzinfo is UTC:  # most instants already are: astimezone would copy them
+        return instant
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise TypeError(f"naive datetime {instant!r}: triggers take timezone-aware instants")
     return instant.astimezone(UTC)

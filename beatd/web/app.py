@@ -4,6 +4,7 @@ check the role (and CSRF), call the view, and render what it returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,13 +24,15 @@ from starlette.staticfiles import StaticFiles
 from beatd.errors import UnknownJob, UsageProblem
 from beatd.store import StoreError, StoreUnavailable
 from beatd.web.openapi import openapi_document
-from beatd.web.security import ADMIN, COOKIE, Tokens
+from beatd.web.security import ADMIN, COOKIE, Tokens, actor_of
 from beatd.web.views import ENDPOINTS, Endpoint, Web
 
 __all__ = ["API", "create_app"]
 
 API = "/api/v1"
 HERE = Path(__file__).parent
+BODY_LIMIT = 1 << 20
+"""The largest body an action takes, bytes (a trigger's overrides are bounded far below it)."""
 NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/workers", "Workers"), ("/dead", "Dead letters"), ("/audit", "Audit"))
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
@@ -81,10 +84,15 @@ class _App:
         body = self.templates.get_template(template).render(
             data=data, role=role, admin=role == ADMIN, csrf=self.tokens.csrf(token) if token and role else "",
             nav=NAV, path=request.url.path, url=str(request.url.path) + (f"?{request.url.query}" if request.url.query
-            else ""), flash=request.query_params.get("flash", ""), namespace=self.web.client.config.namespace,
+            else ""), flash=self.flash(request), namespace=self.web.client.config.namespace,
             **extra,
         )  # fmt: skip
         return HTMLResponse(body, status)
+
+    def flash(self, request: Request) -> str:
+        """The message an action redirected here with (only one this process signed: never a link's words)."""
+        message = request.query_params.get("flash", "")
+        return message if self.tokens.signed(message, request.query_params.get("sig")) else ""
 
     def refuse(self, request: Request, api: bool, status: int, message: str) -> Response:
         if api:
@@ -114,6 +122,15 @@ class _App:
             token, role, by_cookie = self.credentials(request)
             kind = request.headers.get("content-type", "")
             form = "form" in kind
+            wants_page = form and "application/json" not in request.headers.get("accept", "")
+            # who asks is judged before the body is read: a stranger's body is never parsed nor held
+            if role is None:
+                return self.refuse(request, not wants_page, 401, "an admin token is needed")
+            if role != ADMIN:
+                return self.refuse(request, not wants_page, 403, "this needs the admin role (the token is read-only)")
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > BODY_LIMIT:
+                return JSONResponse({"error": f"the body is larger than {BODY_LIMIT} bytes"}, 413)
             body: dict[str, Any] = {}
             if form:
                 body = dict(await request.form())
@@ -125,18 +142,14 @@ class _App:
                 if not isinstance(loaded, dict):
                     return JSONResponse({"error": "the body must be a JSON object"}, 400)
                 body = loaded
-            wants_page = form and "application/json" not in request.headers.get("accept", "")
-            if role is None:
-                return self.refuse(request, not wants_page, 401, "an admin token is needed")
-            if role != ADMIN:
-                return self.refuse(request, not wants_page, 403, "this needs the admin role (the token is read-only)")
             if by_cookie and not self.tokens.csrf_ok(
                 token or "", body.get("csrf") or request.headers.get("x-csrf-token")
             ):
                 return self.refuse(request, not wants_page, 403, "missing or wrong CSRF token (reload the page)")
             body.pop("csrf", None)
             back = _local(str(body.pop("next", "") or ""))
-            outcome = await self._run(request, endpoint, body, not wants_page)
+            acting = dataclasses.replace(self.web, client=self.web.client.acting_as(actor_of(token or "")))
+            outcome = await self._run(request, endpoint, body, not wants_page, acting)
             if isinstance(outcome, Response):
                 return outcome
             if not wants_page:
@@ -145,15 +158,19 @@ class _App:
                 return self.render(request, endpoint.template, outcome)
             target = back or "/"
             separator = "&" if "?" in target else "?"
-            return RedirectResponse(f"{target}{separator}flash={quote(outcome.get('message', 'done'))}", 303)
+            message = str(outcome.get("message", "done"))
+            flash = f"flash={quote(message, safe='')}&sig={self.tokens.sign(message)}"
+            return RedirectResponse(f"{target}{separator}{flash}", 303)
 
         return handle
 
-    async def _run(self, request: Request, endpoint: Endpoint, params: Mapping[str, Any], api: bool) -> Any:
+    async def _run(
+        self, request: Request, endpoint: Endpoint, params: Mapping[str, Any], api: bool, web: Web | None = None
+    ) -> Any:
         from starlette.concurrency import run_in_threadpool
 
         try:  # the client is synchronous: run it in the thread pool, off the event loop
-            return await run_in_threadpool(endpoint.run, self.web, dict(request.path_params), params)
+            return await run_in_threadpool(endpoint.run, web or self.web, dict(request.path_params), params)
         except UnknownJob as error:
             return self.refuse(request, api, 404, str(error))
         except UsageProblem as error:
@@ -176,7 +193,8 @@ class _App:
             if self.tokens.role(token) is None:
                 return self.render(request, "login.html", {"error": "unknown token", "next": back}, 401)
             response = RedirectResponse(back, 303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+            secure = request.url.scheme == "https"  # behind a TLS proxy that says so, never sent in clear
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", secure=secure)
             return response
         return self.render(request, "login.html", {"error": "", "next": back})
 

@@ -8,17 +8,23 @@
   by ``/login`` (browsers; HttpOnly, SameSite=Strict). An action is a POST; one authenticated by the cookie
   must also carry the CSRF token of its session (form field ``csrf`` or header ``X-CSRF-Token``), which the
   pages embed. A bearer token is never sent by a browser on its own, so such a request needs none.
+- An action is audited with the actor ``web:FINGERPRINT``, the first 8 hex digits of the SHA-256 of the token
+  used (``printf %s "$TOKEN" | sha256sum | cut -c1-8``): which token acted, without writing the token down.
+- A token never appears in a page, a log line or a redirect: ``/login?token=`` (the link ``beatd web`` prints)
+  sets the cookie and redirects, and uvicorn's access log shows ``token=***`` (:class:`RedactTokens`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["ADMIN", "COOKIE", "READ", "Tokens", "loopback"]
+__all__ = ["ADMIN", "COOKIE", "READ", "RedactTokens", "Tokens", "actor_of", "loopback"]
 
 READ = "read"
 ADMIN = "admin"
@@ -62,9 +68,10 @@ class Tokens:
         """The role ``token`` grants (ADMIN, READ), or None."""
         if not token:
             return None
-        if any(hmac.compare_digest(token, known) for known in self.admin):
+        given = token.encode()  # bytes: compare_digest refuses str with non-ASCII characters
+        if any(hmac.compare_digest(given, known.encode()) for known in self.admin):
             return ADMIN
-        if any(hmac.compare_digest(token, known) for known in self.read):
+        if any(hmac.compare_digest(given, known.encode()) for known in self.read):
             return READ
         return None
 
@@ -74,7 +81,36 @@ class Tokens:
 
     def csrf_ok(self, token: str, presented: str | None) -> bool:
         """Whether ``presented`` is the CSRF token of the session holding ``token``."""
-        return bool(presented) and hmac.compare_digest(self.csrf(token), str(presented))
+        return bool(presented) and hmac.compare_digest(self.csrf(token).encode(), str(presented).encode())
+
+    def sign(self, text: str) -> str:
+        """A signature of ``text`` by this process (the flash message an action redirects with: a link made
+        elsewhere cannot put words on a page)."""
+        return hmac.new(self.secret, b"flash:" + text.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def signed(self, text: str, signature: str | None) -> bool:
+        """Whether ``signature`` is :meth:`sign` of ``text``."""
+        return bool(signature) and hmac.compare_digest(self.sign(text).encode(), str(signature).encode())
+
+
+def actor_of(token: str) -> str:
+    """The audit actor of the holder of ``token``: ``web:`` and the first 8 hex digits of its SHA-256."""
+    return "web:" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """A logging filter (on uvicorn's access log) writing ``token=***`` for the token of a ``/login?token=``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1***", item) if isinstance(item, str) else item
+                                for item in record.args)  # fmt: skip
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", record.msg)
+        return True
 
 
 def _tokens(value: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beatd.client import Client
-from beatd.client.dashboard import job_detail, job_rows, overview, worker_rows
+from beatd.client.dashboard import job_detail, job_rows, masked_audit, overview, worker_rows
 from beatd.config import JobSpec
 from beatd.errors import UnknownJob, UsageProblem
 from beatd.web.catalogue import PAGE_SIZE, STATUS_FILTERS, Catalogue
@@ -77,7 +77,7 @@ def _int(params: Mapping[str, Any], name: str, default: int, low: int, high: int
 
 def _overview(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, Any]:
     web.catalogue.refresh()
-    return overview(web.client, web.catalogue.specs, web.now())
+    return overview(web.client, web.catalogue.specs, web.now(), web.catalogue.queues)
 
 
 def _jobs(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def _dead(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[
 def _audit(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, Any]:
     job = str(params.get("job") or "")
     entries = web.client.audit(_int(params, "limit", 200, 1, 5000))
-    return {"audit": [entry for entry in entries if not job or entry.get("job") == job], "job": job}
+    return {"audit": masked_audit([entry for entry in entries if not job or entry.get("job") == job]), "job": job}
 
 
 def _json_param(params: Mapping[str, Any], name: str) -> Any:
@@ -161,7 +161,7 @@ def _pause(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict
 
 def _resume(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, Any]:
     name = web.spec(path["name"]).name
-    changed = web.client.resume(name)
+    changed = web.client.resume(name, str(params.get("reason") or ""))
     return {"job": name, "paused": False, "changed": changed,
             "message": f"resumed {name}" if changed else f"{name} was not paused"}  # fmt: skip
 
@@ -221,7 +221,8 @@ ENDPOINTS = (
                                Param("kwargs", "body", "JSON object merged over the job's kwargs"))),
     Endpoint("POST", "/jobs/{name}/pause", "Pause a job, with a reason", ADMIN, _pause,
              params=(_NAME, Param("reason", "body", "why (shown and audited)"))),
-    Endpoint("POST", "/jobs/{name}/resume", "Resume a paused job", ADMIN, _resume, params=(_NAME,)),
+    Endpoint("POST", "/jobs/{name}/resume", "Resume a paused job, with a reason", ADMIN, _resume,
+             params=(_NAME, Param("reason", "body", "why (audited)"))),
     Endpoint("POST", "/jobs/{name}/backfill", "Backfill a range: a dry-run preview unless dry_run=0", ADMIN,
              _backfill, template="backfill.html", params=(
                  _NAME, Param("start", "body", "first instant or date"), Param("end", "body", "last instant or date"),

@@ -88,9 +88,7 @@ class Intake:
         if deliveries and self.runtime is not None:
             # One GET when nothing changed; after a large put_many, read on until caught up, so a fire of a job
             # put a moment ago is not taken for one of an unknown job. A run always uses the latest spec.
-            self.runtime.poll()
-            while self.runtime.behind:
-                self.runtime.poll()
+            self.runtime.poll_all()
         now = self.clock.now()
         now_ms = to_ms(now)
         requests, pending = [], []

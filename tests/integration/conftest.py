@@ -20,8 +20,11 @@ from tests.conftest import REPO
 from tests.redis_server import RedisServer
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
-    """Poll ``condition`` until it returns something truthy or the deadline passes (then fail the test)."""
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy or the deadline passes (then fail the test).
+
+    The default deadline is generous: a passing test returns as soon as the condition holds, and a 2-core
+    machine running three test processes can take many seconds to start a daemon."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -84,7 +87,7 @@ class Daemon:
         """Everything the process has logged so far."""
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+    def wait_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """Wait until a log line matches ``pattern``."""
         return wait_for(lambda: re.search(pattern, self.log()), timeout, what=f"log {pattern!r} in {self.log_path}")
 

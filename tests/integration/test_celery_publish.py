@@ -162,3 +162,42 @@ def test_a_stalled_broker_fails_the_publish_within_the_timeout(queue: str) -> No
     finally:
         proxy.close()
         publisher.close()
+
+
+def test_a_batch_with_one_unroutable_message_confirms_the_others_and_refuses_that_one(queue: str) -> None:
+    """A batch is confirmed message by message: with one of its two queues deleted while connected, the broker's
+    return refuses that entry alone (NO_ROUTE), the others are confirmed once, and the next publish declares the
+    deleted queue again."""
+    from kombu import Connection
+
+    other = f"{queue}_other"
+    publisher = AmqpPublisher(URL)
+    try:
+        assert publisher.publish([_entry(queue, "1-0"), _entry(other, "2-0")]) == 2
+        with Connection(URL) as connection:
+            connection.channel().queue_delete(other)
+        batch = [_entry(queue, "3-0"), _entry(other, "4-0"), _entry(queue, "5-0")]
+        with pytest.raises(PublishFailed, match=r"1 refused .*NO_ROUTE") as failed:
+            publisher.publish(batch)
+        assert failed.value.confirmed == ("3-0", "5-0") and list(failed.value.refused) == ["4-0"]
+        assert _depth(queue) == 3
+        assert publisher.publish([_entry(other, "4-0")]) == 1
+        assert _depth(other) == 1
+    finally:
+        publisher.close()
+        with Connection(URL) as connection:
+            connection.channel().queue_delete(other)
+
+
+def test_a_large_batch_is_confirmed_whole(queue: str) -> None:
+    """A batch of RELAY_BATCH_AMQP messages is published and confirmed in one call, each message landing once."""
+    from beatd import defaults
+
+    publisher = AmqpPublisher(URL)
+    try:
+        count = defaults.RELAY_BATCH_AMQP
+        assert publisher.publish([_entry(queue, f"{n}-0") for n in range(count)]) == count
+        assert publisher.publish([_entry(queue, f"{n}-1") for n in range(count)]) == count
+    finally:
+        publisher.close()
+    assert _depth(queue) == 2 * defaults.RELAY_BATCH_AMQP

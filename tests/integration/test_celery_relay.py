@@ -396,3 +396,61 @@ def test_a_broker_refusing_one_entry_confirms_the_others_once_and_moves_the_pois
         assert last is not None and abs(last - time.time()) < 60  # the relay's liveness
     finally:
         broker.stop()
+
+
+def test_status_shows_the_outbox_depth_its_oldest_entry_and_dead_entries(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """`beatd status` (text and --json) and `Client.status()` show the Celery outbox's depth, bound and oldest
+    entry, the dead stream's count and newest entries (reason, queue, task and fire id), and warn about a stale
+    outbox, one past half its bound and dead entries."""
+    from click.testing import CliRunner
+
+    from beatd.cli import cli as cli_main
+    from beatd.cli.runtime import Runtime
+    from beatd.client import Client
+    from beatd.config import load_config
+
+    env = {"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//", "CELERY_RESULT_BACKEND": ""}
+    config = _config(tmp_path / "beatd.yaml", own_redis, namespace, extra="  outbox_limit: 4\n")
+    config.write_text(config.read_text().replace("  result_backend: ${CELERY_RESULT_BACKEND}\n", ""))
+    runtime = Runtime(environ=env, cwd=tmp_path)
+
+    def status() -> tuple[dict[str, Any], str]:
+        as_json = CliRunner().invoke(cli_main, ["status", "-c", str(config), "--json"], obj=runtime)
+        text = CliRunner().invoke(cli_main, ["status", "-c", str(config)], obj=runtime)
+        assert as_json.exit_code == text.exit_code == 0, as_json.output + text.output
+        return json.loads(as_json.output), text.output
+
+    report, text = status()
+    assert report["celery"] == {
+        "broker": "amqp://guest:***@127.0.0.1:1//",
+        "outbox": {"depth": 0, "limit": 4, "oldest_age_s": None},
+        "dead": {"count": 0, "newest": []},
+    }
+    assert report["warnings"] == [] and "celery outbox: 0 of at most 4 waiting for the relay; dead: 0" in text
+
+    client, keys = own_redis.client(), Keys(namespace)
+    redis_ms = int(client.time()[0]) * 1000
+    envelope = json.dumps({"headers": {"id": "task-1", "beatd_fire_id": f"{JOB}@2026-12-01T00:00:00Z"}})
+    for n in range(2):  # written two minutes ago by Redis's clock: the relay has not published them
+        client.xadd(keys.celery_outbox, {"queue": "celery", "envelope": envelope}, id=f"{redis_ms - 120_000 + n}-0")
+    dead_fields = {"entry_id": "1-0", "reason": "WRONGTYPE x", "queue": "q", "envelope": envelope}
+    client.xadd(keys.celery_outbox_dead, dead_fields)
+    report, text = status()
+    celery_part = report["celery"]
+    assert celery_part["outbox"]["depth"] == 2 and 110 < celery_part["outbox"]["oldest_age_s"] < 300
+    [dead] = celery_part["dead"]["newest"]
+    assert celery_part["dead"]["count"] == 1
+    assert (dead["entry_id"], dead["reason"], dead["queue"], dead["task_id"], dead["fire_id"]) == (
+        "1-0", "WRONGTYPE x", "q", "task-1", f"{JOB}@2026-12-01T00:00:00Z",
+    )  # fmt: skip
+    warnings = report["warnings"]
+    assert len(warnings) == 3, warnings
+    assert "2 task messages waiting, the oldest for 2m" in warnings[0]
+    assert "2 of at most 4 task messages (celery.outbox_limit)" in warnings[1]
+    assert f"1 task messages the broker kept refusing were moved to {keys.celery_outbox_dead}" in warnings[2]
+    assert "celery outbox: 2 of at most 4 waiting for the relay, oldest 1" in text and "; dead: 1" in text
+    assert "dead 1-0 " in text and "queue q task task-1 fire report@2026-12-01T00:00:00Z: WRONGTYPE x" in text
+    with Client(config=load_config(config, env)) as beatd_client:
+        assert beatd_client.status()["celery"]["dead"]["count"] == 1

@@ -197,9 +197,9 @@ def test_dead_letters_located_errors_own_records_audit_and_columns(
 def test_reading_the_output(
     tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
 ) -> None:
-    """history has STARTED and cuts with an ellipsis; show prints a traceback as lines; status is all UTC with
-    the records' job digest; jobs fits the terminal unless --wide; trigger warns with no worker, and --wait
-    prints the result and exits 1 when the run failed."""
+    """history has SOURCE and STARTED and cuts with an ellipsis; show prints a traceback as lines; status is all
+    UTC with the records' job digest; jobs fits the terminal unless --wide; trigger warns with no worker, and
+    --wait prints the result and exits 1 when the run failed."""
     config = config_file(tmp_path, shared_redis, namespace, """
         talk: {call: tests.worker_jobs:long_text, every: 1h, timezone: Asia/Singapore}
         bad: {call: tests.worker_jobs:fail, every: 1h, retries: 0}
@@ -217,7 +217,7 @@ def test_reading_the_output(
     assert failed.returncode == 1 and "RuntimeError: boom" in failed.stdout and "traceback:" in failed.stdout
 
     table = cli("history", "-c", str(config), "talk").stdout.splitlines()
-    assert table[0].split()[:4] == ["RUN", "STATUS", "TRIGGER", "STARTED"]
+    assert table[0].split()[:5] == ["RUN", "STATUS", "TRIGGER", "SOURCE", "STARTED"]
     assert table[1].rstrip().endswith("…") and result["started_at"] in table[1]
     bad_fire = json.loads(cli("history", "-c", str(config), "bad", "--json").stdout)[0]["fire_id"]
     shown = cli("show", "-c", str(config), bad_fire).stdout

@@ -12,6 +12,15 @@ def _put(store: JobStore, *names: str) -> list[int]:
     return store.write([JobChange.put(name, {"every": "1h"}, "me", "now") for name in names], None)
 
 
+def _scan_all(store: JobStore) -> set[str]:
+    cursor, names = 0, set[str]()
+    while True:
+        cursor, page = store.scan(cursor, 1)
+        names |= set(page)
+        if cursor == 0:
+            return names
+
+
 def test_changes_are_read_from_the_cursor_in_steps(shared_redis: RedisServer, namespace: str) -> None:
     """A reader gets the changed entries only, at most `limit` changes a poll, and None once caught up."""
     store = JobStore(shared_redis.client(), Keys(namespace))
@@ -31,7 +40,7 @@ def test_changes_are_read_from_the_cursor_in_steps(shared_redis: RedisServer, na
 
 
 def test_a_reader_whose_changes_were_trimmed_reads_everything(shared_redis: RedisServer, namespace: str) -> None:
-    """When the entries after a reader's cursor are gone from the capped stream, it gets every job once."""
+    """When the entries after a reader's cursor are gone from the capped stream, it is told to read every job."""
     client = shared_redis.client()
     store = JobStore(client, Keys(namespace))
     _put(store, "a")
@@ -40,11 +49,12 @@ def test_a_reader_whose_changes_were_trimmed_reads_everything(shared_redis: Redi
     _put(store, "b", "c")
     client.xtrim(Keys(namespace).runtime_changes, maxlen=1, approximate=False)  # "b" (version 2) is gone
     found = store.changes(seen.cursor, seen.version, 10)
-    assert found is not None and found.full and set(found.entries) == {"a", "b", "c"}
+    assert found is not None and found.full and not found.entries
+    assert _scan_all(store) == {"a", "b", "c"}
 
 
 def test_a_reader_whose_change_stream_is_gone_reads_everything(shared_redis: RedisServer, namespace: str) -> None:
-    """When the change stream key is gone while the version moved past the reader's, it gets every job once."""
+    """When the change stream key is gone while the version moved past the reader's, it is told to read every job."""
     client = shared_redis.client()
     store = JobStore(client, Keys(namespace))
     _put(store, "a")
@@ -53,4 +63,5 @@ def test_a_reader_whose_change_stream_is_gone_reads_everything(shared_redis: Red
     _put(store, "b")
     client.delete(Keys(namespace).runtime_changes)
     found = store.changes(seen.cursor, seen.version, 10)
-    assert found is not None and found.full and set(found.entries) == {"a", "b"}
+    assert found is not None and found.full and not found.entries
+    assert _scan_all(store) == {"a", "b"}

@@ -3,8 +3,12 @@ redis-server and a real worker: every endpoint, the roles, CSRF, escaping and ma
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import textwrap
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +17,8 @@ from starlette.testclient import TestClient
 
 from beatd.client import Client
 from beatd.web import Catalogue, Tokens, Web, create_app
-from beatd.web.security import COOKIE
+from beatd.web.app import BODY_LIMIT
+from beatd.web.security import COOKIE, actor_of
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.redis_server import RedisServer
@@ -30,7 +35,12 @@ report:
   cron: "0 6 * * *"
   timezone: Europe/Paris
   kwargs: {dsn: "postgresql://app:hunter2@db.internal/app", api_token: "s3cret-token"}
+  overrides: true
   tags: [nightly]
+dump:
+  command: [pg_dump, "postgres://app:hunter2@db.internal/app"]
+  cron: "0 3 * * *"
+  env: {SLACK_HOOK: "https://hooks.example/services/T0/hook-secret"}
 """
 
 
@@ -88,7 +98,7 @@ def test_every_read_endpoint_answers_json_and_its_page_html(site: tuple[TestClie
         assert page.status_code == 200 and "<html" in page.text, path
         assert "Content-Security-Policy" in page.headers
     jobs = http.get("/api/v1/jobs", headers=bearer(READ_TOKEN)).json()
-    assert [row["name"] for row in jobs["jobs"]] == ["xss", "fail", "report"] and jobs["total"] == 3
+    assert [row["name"] for row in jobs["jobs"]] == ["xss", "fail", "report", "dump"] and jobs["total"] == 4
     row = jobs["jobs"][0]
     assert row["last_run"]["status"] == "succeeded" and row["success_rate"] == 1.0 and row["source"] == "yaml"
     assert http.get("/api/v1/jobs?tag=nightly", headers=bearer(READ_TOKEN)).json()["total"] == 1
@@ -129,6 +139,36 @@ def test_without_a_token_or_with_the_wrong_role_or_without_csrf_it_is_refused(si
                      data={"next": "//evil.example"}).json()["changed"]  # fmt: skip
 
 
+def test_a_token_or_csrf_token_with_non_ascii_characters_is_refused_not_an_error(
+    site: tuple[TestClient, Client],
+) -> None:
+    """A bearer token, session cookie, CSRF token or flash signature with non-ASCII characters is compared in
+    constant time like any other and refused (401/403, the page without the flash), never a server error."""
+    http, client = site
+    strange = "tökén-ü"
+    assert http.get("/api/v1/jobs", headers={"Authorization": f"Bearer {strange}".encode("latin-1")}).status_code == 401
+    assert http.get("/api/v1/jobs", headers={"Cookie": f"{COOKIE}={strange}".encode("latin-1")}).status_code == 401
+    http.cookies.set(COOKIE, ADMIN_TOKEN)
+    reply = http.post("/api/v1/jobs/xss/pause", data={"reason": "x", "csrf": strange})
+    assert reply.status_code == 403 and "xss" not in client.store.paused()
+    page = http.get("/jobs/xss", params={"flash": "hello", "sig": strange})
+    assert page.status_code == 200 and ">hello<" not in page.text
+
+
+def test_a_stranger_s_body_is_never_read_and_an_admin_s_is_bounded(site: tuple[TestClient, Client]) -> None:
+    """Without a token (or with a read one) an action is refused before its body is read (401/403 whatever
+    the body); an admin's body past 1 MiB is refused (413) unread."""
+    http, client = site
+    junk = {"Content-Type": "application/json"}
+    assert http.post("/api/v1/jobs/xss/pause", content=b"{not json", headers=junk).status_code == 401
+    assert http.post("/api/v1/jobs/xss/pause", content=b"{not json", headers={**junk, **bearer(READ_TOKEN)}
+                     ).status_code == 403  # fmt: skip
+    large = json.dumps({"reason": "x" * (BODY_LIMIT + 1)}).encode()
+    assert http.post("/api/v1/jobs/xss/pause", content=large, headers={**junk, **bearer(ADMIN_TOKEN)}
+                     ).status_code == 413  # fmt: skip
+    assert "xss" not in client.store.paused()
+
+
 def test_actions_trigger_pause_resume_backfill_and_dead_letters_are_audited(site: tuple[TestClient, Client]) -> None:
     """An admin token triggers (the run ends), pauses with a reason and resumes, previews a backfill before it
     emits, and retries and drops dead letters; each audit record names the web actor."""
@@ -138,7 +178,9 @@ def test_actions_trigger_pause_resume_backfill_and_dead_letters_are_audited(site
     ended = lambda: [r for r in client.runs_of_fire("xss", fired["fire_id"]) if r["status"] == "succeeded"]  # noqa: E731
     wait_for(ended, 20, 0.1, what="the triggered run")
     assert http.post("/api/v1/jobs/xss/pause", headers=admin, json={"reason": "maintenance"}).json()["changed"]
-    assert http.post("/api/v1/jobs/xss/resume", headers=admin).json()["changed"]
+    assert http.post("/api/v1/jobs/xss/resume", headers=admin, json={"reason": "migration done"}).json()["changed"]
+    resumed = next(entry for entry in client.audit(5) if entry["event"] == "resume")
+    assert resumed["reason"] == "migration done" and resumed["job"] == "xss"
     preview = http.post("/api/v1/jobs/xss/backfill", headers=admin, json={"start": "2026-01-01T00:00:00Z",
                         "end": "2026-01-01T02:00:00Z"}).json()  # fmt: skip
     assert preview["dry_run"] and len(preview["instants"]) == 3
@@ -153,7 +195,9 @@ def test_actions_trigger_pause_resume_backfill_and_dead_letters_are_audited(site
     assert http.post(f"/api/v1/dead/{again[0]['id']}/drop", headers=admin).status_code == 200
     assert http.post(f"/api/v1/dead/{again[0]['id']}/drop", headers=admin).status_code == 400
     events = {(entry["event"], entry.get("actor")) for entry in client.audit(50)}
-    assert {(event, "web") for event in ("trigger", "pause", "resume", "dead-retry", "dead-drop")} <= events
+    actor = actor_of(ADMIN_TOKEN)
+    assert actor.startswith("web:") and ADMIN_TOKEN not in actor
+    assert {(event, actor) for event in ("trigger", "pause", "resume", "dead-retry", "dead-drop")} <= events
     overview = http.get("/api/v1/overview", headers=admin).json()
     failing = {"job": "fail", "problem": "failing", "detail": f"fire {failed['fire_id']} ended dead"}
     assert failing in overview["trouble"]
@@ -174,3 +218,87 @@ def test_user_strings_are_escaped_and_secrets_never_shown(site: tuple[TestClient
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in http.get(f"/runs/{handle.fire_id}").text
     report = http.get("/jobs/report").text + http.get("/api/v1/jobs/report", headers=bearer(READ_TOKEN)).text
     assert "hunter2" not in report and "s3cret-token" not in report and "app:***@db.internal" in report
+    dump = http.get("/jobs/dump").text + http.get("/api/v1/jobs/dump", headers=bearer(READ_TOKEN)).text
+    assert "hunter2" not in dump and "pg_dump postgres://app:***@db.internal/app" in dump  # the target too
+    assert "hook-secret" not in dump and "SLACK_HOOK" in dump  # a command's environment: every value masked
+
+
+def test_an_audited_trigger_shows_no_secret_of_its_arguments(site: tuple[TestClient, Client]) -> None:
+    """A trigger's kwargs are audited; the audit page, its API and the job page mask a secret-looking one and a
+    URL's password."""
+    http, client = site
+    kwargs = {"password": "pw-in-the-audit", "dsn": "redis://u:url-pw@cache/0"}
+    assert http.post("/api/v1/jobs/report/trigger", headers=bearer(ADMIN_TOKEN), json={"kwargs": kwargs}).is_success
+    assert any(entry.get("kwargs") == kwargs for entry in client.audit(5))  # the audit keeps what was done
+    http.cookies.set(COOKIE, READ_TOKEN)
+    shown = "".join(http.get(path).text for path in ("/audit", "/jobs/report"))
+    shown += http.get("/api/v1/audit", headers=bearer(READ_TOKEN)).text
+    assert "pw-in-the-audit" not in shown and "url-pw" not in shown and "u:***@cache" in shown
+
+
+def test_a_flash_message_is_shown_only_when_an_action_redirected_with_it(site: tuple[TestClient, Client]) -> None:
+    """An action's redirect carries its message, signed, and the page shows it; a link with words of its own
+    (``?flash=``) shows nothing, so no one can put text on the dashboard."""
+    http, _ = site
+    http.cookies.set(COOKIE, ADMIN_TOKEN)
+    forged = "Session expired: paste your token at evil.example"
+    assert forged not in http.get("/jobs/xss", params={"flash": forged}).text
+    assert forged not in http.get("/jobs/xss", params={"flash": forged, "sig": "0" * 32}).text
+    csrf = csrf_of(http.get("/jobs/xss").text)
+    reply = http.post("/api/v1/jobs/xss/pause", data={"reason": "x", "csrf": csrf, "next": "/jobs/xss"})
+    assert reply.status_code == 200 and '<p id="flash" class="flash" role="status">paused xss</p>' in reply.text
+
+
+def test_the_session_cookie_is_secure_over_https(site: tuple[TestClient, Client]) -> None:
+    """Over https (a TLS proxy saying so) the login's cookie is also Secure; it is always HttpOnly and
+    SameSite=Strict, and the login redirects without the token in the URL."""
+    http, _ = site
+    plain = http.get("/login", params={"token": READ_TOKEN, "next": "/jobs"}, follow_redirects=False)
+    assert plain.headers["location"] == "/jobs" and READ_TOKEN not in plain.headers["location"]
+    cookie = plain.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+    tls = http.get("https://127.0.0.1/login", params={"token": READ_TOKEN}, follow_redirects=False)
+    assert "; secure" in tls.headers["set-cookie"].lower()
+
+
+def test_the_live_refresh_never_parses_markup_into_the_page() -> None:
+    """``app.js`` moves the nodes of the fetched page in (parsed inert by DOMParser) and sets text with
+    ``textContent``: no ``innerHTML``, ``outerHTML``, ``insertAdjacentHTML`` or ``document.write``."""
+    source = (REPO / "beatd" / "web" / "static" / "app.js").read_text()
+    code = "\n".join(line.split("//")[0] for line in source.splitlines())
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in code, sink
+    assert "replaceChildren" in code and "textContent" in code
+
+
+def test_the_access_log_never_shows_a_token(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """With requests logged (``--log-level info``), the login link's token is written ``token=***``."""
+    config = web_config(tmp_path, shared_redis, namespace)
+    port = free_port()
+    web = daemons("web", "-c", str(config), "--port", str(port), "--log-level", "info",
+                  env={"BEATD_WEB_ADMIN_TOKEN": ADMIN_TOKEN}, name="web")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: answers(f"{base}/api/v1/health"), 30, 0.1, what="beatd web")
+    assert answers(f"{base}/login?token={ADMIN_TOKEN}&next=/jobs")
+    web.wait_log(r"GET /login\?token=\*\*\*&next=/jobs", timeout=20)
+    assert ADMIN_TOKEN not in web.log()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers at all (any status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False

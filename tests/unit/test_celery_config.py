@@ -123,6 +123,27 @@ def test_broker_must_be_redis_or_amqp(write_files: WriteFiles, broker: str, frag
     assert "secret" not in problem and "amqp://" in problem
 
 
+@pytest.mark.parametrize(
+    "broker", ["sentinel://127.0.0.1:26379;sentinel://127.0.0.1:26380", "sentinel://:secret@10.0.0.1:26379/1"]
+)
+def test_a_sentinel_broker_is_refused_with_what_to_use_instead(write_files: WriteFiles, broker: str) -> None:
+    """A Celery broker behind Redis Sentinel (kombu's sentinel:// URLs) is refused at celery.broker_url, saying
+    why and which broker kinds work; a password is not shown."""
+    path = write_files({"beatd.yaml": HEAD + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    (problem,) = _problems(path, {"CELERY_BROKER_URL": broker})
+    assert problem.startswith(f"{path}:2:22: celery.broker_url: sentinel://")
+    assert "behind Redis Sentinel is not supported" in problem and "RabbitMQ (amqp://)" in problem
+    assert "secret" not in problem
+
+
+def test_beatd_behind_sentinel_with_a_celery_section_is_refused(write_files: WriteFiles) -> None:
+    """beatd's own Redis behind Sentinel (redis.sentinel) cannot drive Celery: refused at celery.broker_url."""
+    head = HEAD.replace("}\n", ", sentinel: {master: mymaster, hosts: ['127.0.0.1:26379']}}\n", 1)
+    path = write_files({"beatd.yaml": head + "jobs:\n  r:\n    celery: proj.t\n    every: 1m\n"})
+    (problem,) = _problems(path)
+    assert "celery.broker_url: a Celery broker with redis.sentinel is not supported" in problem, problem
+
+
 @pytest.mark.parametrize("broker", ["redis://[::1]:6380/0", "redis://other.host:6379/1", "amqp://guest@localhost//"])
 def test_another_broker_is_accepted_for_the_relay(write_files: WriteFiles, broker: str) -> None:
     """A broker on another Redis server or on RabbitMQ is accepted: the leader's outbox relay publishes to it."""

@@ -7,6 +7,21 @@ local UNPACK_LIMIT = 1000
 -- number: a test checks).
 local ALERT_EVENTS_LIMIT = 100000
 
+-- TALLY_TTL_MS: how long a run-count bucket is kept after its last write (beatd.defaults.TALLY_TTL, the same
+-- span: a test checks).
+local TALLY_TTL_MS = 90000000
+
+-- Count one run record of `status` in tally_key, the run-count bucket of now (status -> records; the
+-- dashboard's overview sums them): finish.lua counts the runs that end, emit.lua the missed fires,
+-- sweep_expired.lua the expired ones. Nothing when tally_key is nil.
+local function tally_status(tally_key, status)
+    if not tally_key then
+        return
+    end
+    redis.call('HINCRBY', tally_key, status, 1)
+    redis.call('PEXPIRE', tally_key, TALLY_TTL_MS)
+end
+
 -- redis.call(command, key, values...) in pieces of at most UNPACK_LIMIT values; returns the summed replies.
 local function call_chunked(command, key, values)
     local total = 0

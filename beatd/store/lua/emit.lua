@@ -1,6 +1,7 @@
 -- Apply a batch of the leader's decisions atomically, fenced by the lease.
 -- KEYS[1] leader lease key      KEYS[2] progress hash      KEYS[3] schedules hash      KEYS[4] last hash
--- KEYS[5..] the queue streams, run-record hashes and indexes and Celery queue lists the items name (*_key fields)
+-- KEYS[5] the run-count bucket of now (each missed record counted there: prelude's tally_status)
+-- KEYS[6..] the queue streams, run-record hashes and indexes and Celery queue lists the items name (*_key fields)
 -- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
 -- then one item per write (beatd.store.beat.LeaderWrite; a field a kind does not use is empty or 0):
 local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
@@ -45,6 +46,7 @@ local function miss(item, scheduled)
     end
     record_run(item)
     note_alert(item.alerts_key, item.record)
+    tally_status(KEYS[5], 'missed')
     redis.call('HSET', KEYS[2], item.job, scheduled)
     return {'applied', ''}
 end

@@ -3,7 +3,8 @@
 -- and so is a fire that has started attempts (a retry, a fire put back by `dead retry`: it started in time, and
 -- claim.lua lets it go on), so no attempt count is ever left behind.
 -- KEYS[1] leader lease key     KEYS[2] queue stream     KEYS[3] attempts hash
--- KEYS[4..] named by the items' *_key fields
+-- KEYS[4] the run-count bucket of now (each expired record counted there: prelude's tally_status)
+-- KEYS[5..] named by the items' *_key fields
 -- ARGV[1] fencing token        ARGV[2] consumer group
 -- ARGV[3] ended stream max length     ARGV[4] ended stream TTL, ms
 -- then one ITEM per fire (beatd.store.upkeep.ExpiredFire): job (not used here), fire_id, entry_id, record: the
@@ -27,6 +28,7 @@ for _, item in ipairs(items(5, ITEM)) do
         redis.call('ZADD', item.index_key, item.score_ms, run)
         prune_history(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
         note_alert(item.alerts_key, item.record)
+        tally_status(KEYS[4], 'expired')
         redis.call('XADD', item.ended_key, 'MAXLEN', '~', ARGV[3], '*', 'fire_id', item.fire_id, 'run_id', run,
             'status', 'expired')
         redis.call('PEXPIRE', item.ended_key, ARGV[4])

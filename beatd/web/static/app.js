@@ -23,11 +23,13 @@
     if (!regions.length) return;
     const response = await fetch(window.location.href, { credentials: "same-origin", headers: { "X-Beatd-Live": "1" } });
     if (!response.ok) throw new Error("HTTP " + response.status);
+    // The fresh page is parsed inert (DOMParser runs no script) and its nodes are moved in as they are: no
+    // markup is ever serialized and parsed again (innerHTML), so what the server escaped stays text.
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const region of regions) {
       const fresh = page.getElementById(region.id);
-      if (fresh && fresh.innerHTML !== region.innerHTML && !region.contains(document.activeElement)) {
-        region.innerHTML = fresh.innerHTML;
+      if (fresh && !fresh.isEqualNode(region) && !region.contains(document.activeElement)) {
+        region.replaceChildren(...Array.from(fresh.childNodes)); // moved in, adopted by this document
       }
     }
   }

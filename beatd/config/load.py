@@ -149,23 +149,29 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
     job_defaults = _valid_defaults(settings.defaults, main, problems)
     if settings.alerts is not None:
         problems.extend(alert_problems(settings.alerts, declared, main))
+    # From here on only positions are asked of the sources; each job's raw values are let go once it is
+    # validated, so the raw jobs and their specs are not all alive at once (the specs hold the values).
+    where: KeyPath = ("jobs",) if "jobs" in top else ()
+    settings = settings.model_copy(update={"jobs": {}})
+    top = {}
+    for source in {id(source): source for _, source in declared.values()}.values():
+        source.value = None
+    main.value = None
     jobs: dict[str, JobSpec] = {}
     shared = _Interner()
     for name, (raw, source) in declared.items():
+        declared[name] = (None, source)
         spec = _validate_job(
             name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
         )
+        del raw
         if spec is not None:
             jobs[name] = shared.spec(spec)
     if problems:
         raise ConfigError(problems)
     if not jobs:
-        where: KeyPath = ("jobs",) if "jobs" in top else ()
         warnings.append(main.problem(where, "the config declares no jobs: nothing will be scheduled"))
     sources = {name: declared[name][1] for name in jobs}
-    for source in {id(source): source for source in sources.values()}.values():
-        source.value = None  # only positions are asked for from now on; the specs hold the values
-    settings = settings.model_copy(update={"jobs": {}})  # the raw jobs, validated: the specs hold them
     return Config(path=path, settings=settings, jobs=jobs, sources=sources, warnings=tuple(sorted(set(warnings))))
 
 

@@ -185,6 +185,7 @@ class _Interner:
     def __init__(self) -> None:
         self.table: dict[Any, Any] = {}
         self.previous: dict[str, Any] = {}
+        self.fields: set[str] = set()
 
     def spec(self, spec: JobSpec) -> JobSpec:
         """``spec``, its values replaced by the equal ones seen before (in place: equal values, same spec)."""
@@ -207,8 +208,10 @@ class _Interner:
             start, end = trigger.start, trigger.end
             zones = (start.tzinfo if start else None, end.tzinfo if end else None)
             values["_compiled_trigger"] = self.table.setdefault((IntervalTrigger, trigger, zones), trigger)
-        fields = frozenset(spec.__pydantic_fields_set__)
-        object.__setattr__(spec, "__pydantic_fields_set__", self.table.setdefault((set, fields), set(fields)))
+        if given != self.fields:  # usually equal to the previous job's: no table look-up
+            fields = frozenset(given)
+            self.fields = self.table.setdefault((set, fields), set(fields))
+        object.__setattr__(spec, "__pydantic_fields_set__", self.fields)
         return spec
 
 

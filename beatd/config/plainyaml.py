@@ -66,7 +66,8 @@ class _Builder:
         self.environ = environ
         self.resolver = yaml.SafeLoader("")
         self.constructor = yaml.SafeLoader("")
-        # Scalars repeat (every job's "10s", "true", its queue): resolve and construct each text once.
+        # Scalars repeat (every job's "10s", "true", its queue): resolve and construct each text once, which
+        # also makes equal strings one object.
         self.resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
         self.constructed: dict[tuple[str, str], Any] = {}
 
@@ -136,9 +137,7 @@ class _Builder:
             if resolved is None:
                 resolved = self.resolved[probe] = self.resolver.resolve(ScalarNode, value, implicit)  # type: ignore[no-untyped-call]
             tag = resolved
-        if tag == _STR:
-            if "$" not in value:
-                return value  # equal strings that the specs keep are shared by the loader's interner
+        if tag == _STR and "$" in value:
             try:
                 value = substitute(value, self.environ)
             except MissingVariable:

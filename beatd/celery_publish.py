@@ -138,12 +138,16 @@ class AmqpPublisher:
         """Publish every entry, then wait for the broker's confirms of all of them."""
         where = f"AMQP broker {display_url(self.url)}"
         confirms = self._confirms = _Confirms()
+        undeclared: dict[str, str] = {}
+        """Queues the broker refused to declare (a reserved name, no permission): their entries are refused."""
         try:
             channel = self._connect()
             for name in dict.fromkeys(_queue_of(entry) for entry in entries):
-                if name not in self._declared:
-                    self._declare(name)
+                if name not in self._declared and (why := self._declare(name)) is not None:
+                    undeclared[name] = why
             for entry in entries:
+                if _queue_of(entry) in undeclared:
+                    continue  # refused by itself below: one such queue must not hold up every other one
                 self._tag += 1
                 confirms.sent(self._tag, entry)
                 self._publish(channel, entry)
@@ -157,9 +161,12 @@ class AmqpPublisher:
             self.close()
             raise PublishFailed(confirms.confirmed(), f"{where}: {type(error).__name__}: {error}") from error
         self._used = self.monotonic()
-        refused = confirms.refused()
+        refused = confirms.refused() | {
+            entry.entry_id: undeclared[_queue_of(entry)] for entry in entries if _queue_of(entry) in undeclared
+        }
+        by_id = {entry.entry_id: entry for entry in entries}
         for entry_id in refused:
-            self._declared.discard(_queue_of(confirms.entry(entry_id)))  # declared again before the next publish
+            self._declared.discard(_queue_of(by_id[entry_id]))  # declared again before the next publish
         if refused:
             first = next(iter(refused.values()))
             raise PublishFailed(confirms.confirmed(), f"{where}: {len(refused)} refused ({first})", refused)
@@ -188,9 +195,11 @@ class AmqpPublisher:
     def _returned(self, error: Exception, message: Any) -> None:
         self._confirms.returned(str(message.properties.get("correlation_id", "")), f"{type(error).__name__}: {error}")
 
-    def _declare(self, name: str) -> None:
+    def _declare(self, name: str) -> str | None:
         """Declare queue ``name`` as a Celery worker does, unless it exists (a passive declare, on a channel of
-        its own: a missing queue closes the channel it is asked on)."""
+        its own: a missing queue closes the channel it is asked on); why the broker refused to declare it (a
+        reserved ``amq.`` name, no configure permission), None once declared. A refusal closes only the channel:
+        the entries for that queue are refused by themselves, the batch's others published."""
         kombu = _kombu()
         channel = self._connection.channel()
         try:
@@ -198,10 +207,14 @@ class AmqpPublisher:
         except self._connection.channel_errors:
             queue = kombu.Queue(name, kombu.Exchange(name, type="direct"), routing_key=name)
             with contextlib.closing(self._connection.channel()) as fresh:
-                queue(fresh).declare()
+                try:
+                    queue(fresh).declare()
+                except self._connection.channel_errors as error:
+                    return f"cannot declare queue {name!r}: {type(error).__name__}: {error}"
         else:
             channel.close()
         self._declared.add(name)
+        return None
 
     def _publish(self, channel: Any, entry: OutboxEntry) -> None:
         """One basic.publish, as kombu's Producer builds it (``Channel.prepare_message``), without waiting."""
@@ -237,13 +250,13 @@ class _Confirms:
 
     def __init__(self) -> None:
         self._entries: dict[int, OutboxEntry] = {}
-        self._by_task: dict[str, int] = {}
+        self._by_task: dict[str, list[int]] = {}
         self._acked: set[int] = set()
         self._refused: dict[int, str] = {}
 
     def sent(self, tag: int, entry: OutboxEntry) -> None:
         self._entries[tag] = entry
-        self._by_task[json.loads(entry.envelope)["properties"]["correlation_id"]] = tag
+        self._by_task.setdefault(json.loads(entry.envelope)["properties"]["correlation_id"], []).append(tag)
 
     def _tags(self, tag: int, multiple: bool) -> list[int]:
         return [sent for sent in self._entries if sent <= tag] if multiple else [tag]
@@ -257,9 +270,13 @@ class _Confirms:
             self._acked.add(sent)
 
     def returned(self, task_id: str, reason: str) -> None:
-        """A returned message (unroutable): its ack still follows, so it is only marked refused here."""
-        if task_id in self._by_task:
-            self._refused[self._by_task[task_id]] = reason
+        """A returned message (unroutable): its ack still follows, so it is only marked refused here. A return
+        names no delivery tag, only the task id, and RabbitMQ may ack out of publish order (an unroutable
+        message at once, a persistent one after its write): when several entries with that task id are not
+        confirmed yet (a fire in the outbox twice), all of them are refused, never the wrong one confirmed."""
+        for tag in self._by_task.get(task_id, ()):
+            if tag not in self._acked:
+                self._refused.setdefault(tag, reason)
 
     def settled(self) -> bool:
         return all(tag in self._acked for tag in self._entries)
@@ -270,9 +287,6 @@ class _Confirms:
 
     def refused(self) -> dict[str, str]:
         return {self._entries[tag].entry_id: reason for tag, reason in self._refused.items()}
-
-    def entry(self, entry_id: str) -> OutboxEntry:
-        return next(entry for entry in self._entries.values() if entry.entry_id == entry_id)
 
 
 def _queue_of(entry: OutboxEntry) -> str:

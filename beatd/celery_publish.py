@@ -16,6 +16,7 @@ import base64
 import contextlib
 import importlib
 import json
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -100,6 +101,11 @@ class RedisPublisher:
         self.client.close()
 
 
+UNENCODABLE = (ValueError, TypeError, struct.error)
+"""What py-amqp raises while it serialises a message's properties, before writing it (an integer header past
+64 bits: ``struct.error``; a value it has no type for: ``ValueError``)."""
+
+
 class AmqpPublisher:
     """Publish in batches with publisher confirms to an AMQP broker (kombu's py-amqp transport); reconnects after
     an error.
@@ -140,6 +146,8 @@ class AmqpPublisher:
         confirms = self._confirms = _Confirms()
         undeclared: dict[str, str] = {}
         """Queues the broker refused to declare (a reserved name, no permission): their entries are refused."""
+        unencodable: dict[str, str] = {}
+        """Entries AMQP cannot carry (a header integer past 64 bits): refused by themselves."""
         try:
             channel = self._connect()
             for name in dict.fromkeys(_queue_of(entry) for entry in entries):
@@ -148,9 +156,13 @@ class AmqpPublisher:
             for entry in entries:
                 if _queue_of(entry) in undeclared:
                     continue  # refused by itself below: one such queue must not hold up every other one
+                try:
+                    self._publish(channel, entry)
+                except UNENCODABLE as error:  # raised before a byte is written: the channel is unharmed
+                    unencodable[entry.entry_id] = f"cannot encode the AMQP message: {type(error).__name__}: {error}"
+                    continue
                 self._tag += 1
                 confirms.sent(self._tag, entry)
-                self._publish(channel, entry)
             deadline = self.monotonic() + self.timeout
             while not confirms.settled():
                 left = deadline - self.monotonic()
@@ -161,9 +173,11 @@ class AmqpPublisher:
             self.close()
             raise PublishFailed(confirms.confirmed(), f"{where}: {type(error).__name__}: {error}") from error
         self._used = self.monotonic()
-        refused = confirms.refused() | {
-            entry.entry_id: undeclared[_queue_of(entry)] for entry in entries if _queue_of(entry) in undeclared
-        }
+        refused = (
+            confirms.refused()
+            | {entry.entry_id: undeclared[_queue_of(entry)] for entry in entries if _queue_of(entry) in undeclared}
+            | unencodable
+        )
         by_id = {entry.entry_id: entry for entry in entries}
         for entry_id in refused:
             self._declared.discard(_queue_of(by_id[entry_id]))  # declared again before the next publish

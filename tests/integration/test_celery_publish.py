@@ -248,3 +248,22 @@ def test_a_return_refuses_its_own_message_when_two_share_a_task_id(queue: str) -
         with Connection(URL) as connection:
             connection.channel().queue_delete(other)
     assert _depth(queue) == 1
+
+
+def test_a_message_amqp_cannot_encode_is_refused_alone(queue: str) -> None:
+    """An entry whose headers AMQP cannot carry (an integer past 64 bits, valid JSON and a valid config) is
+    refused by itself with the reason and the batch's others confirmed on the same connection: it does not fail
+    every batch as an outage, holding up the whole outbox."""
+    big = _entry(queue, "2-0")
+    envelope = json.loads(big.envelope)
+    envelope["headers"]["big"] = 2**70
+    publisher = AmqpPublisher(URL)
+    try:
+        batch = [_entry(queue, "1-0"), OutboxEntry("2-0", queue, json.dumps(envelope)), _entry(queue, "3-0")]
+        with pytest.raises(PublishFailed, match=r"1 refused \(cannot encode the AMQP message") as failed:
+            publisher.publish(batch)
+        assert failed.value.confirmed == ("1-0", "3-0") and list(failed.value.refused) == ["2-0"]
+        assert publisher.publish([_entry(queue, "4-0")]) == 1
+    finally:
+        publisher.close()
+    assert _depth(queue) == 3

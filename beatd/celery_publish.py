@@ -114,9 +114,11 @@ class AmqpPublisher:
     (RabbitMQ acks several at once with ``multiple``): one round trip per batch, not per message. Each message
     goes to the default exchange (``""``) with its queue's name as routing key and ``mandatory``: a queue
     deleted, expired or missing while connected makes RabbitMQ return the message (312 NO_ROUTE, sent before its
-    ack) instead of acking and dropping it, so nothing unrouted is deleted from the outbox; a returned or nacked
-    message is refused by itself (the others of the batch confirmed), and a returned one's queue is declared
-    again before the next publish. The queue is declared (as a Celery worker declares it) only when a passive
+    ack) instead of acking and dropping it, so nothing unrouted is deleted from the outbox; a returned message,
+    one whose queue the broker will not declare and one py-amqp cannot encode are refused by themselves (the
+    others of the batch confirmed; counted towards the dead stream), a returned one's queue is declared again
+    before the next publish, and a nacked one (a full or unavailable queue) is left for the next publish
+    without counting. The queue is declared (as a Celery worker declares it) only when a passive
     declare finds none, so a queue declared with its own arguments (quorum, ``x-max-priority``) or an exchange
     of the same name and another type is used as it is. Connect, read, write and the wait for a batch's
     confirms are bounded by ``timeout``.
@@ -184,6 +186,8 @@ class AmqpPublisher:
         if refused:
             first = next(iter(refused.values()))
             raise PublishFailed(confirms.confirmed(), f"{where}: {len(refused)} refused ({first})", refused)
+        if nacks := confirms.nacks():
+            raise PublishFailed(confirms.confirmed(), f"{where}: {nacks} NACKed (the queue is full or unavailable)")
         return len(entries)
 
     def _connect(self) -> Any:
@@ -267,6 +271,7 @@ class _Confirms:
         self._by_task: dict[str, list[int]] = {}
         self._acked: set[int] = set()
         self._refused: dict[int, str] = {}
+        self._nacked: set[int] = set()
 
     def sent(self, tag: int, entry: OutboxEntry) -> None:
         self._entries[tag] = entry
@@ -279,9 +284,15 @@ class _Confirms:
         self._acked.update(self._tags(tag, multiple))
 
     def nacked(self, tag: int, multiple: bool) -> None:
-        for sent in self._tags(tag, multiple):
-            self._refused.setdefault(sent, "NACK: the broker could not take the message")
-            self._acked.add(sent)
+        """Nacked messages (a queue at its length limit with reject-publish, a queue without a leader): settled,
+        not confirmed, and not refused by themselves either: the broker's state, not the message, so they are
+        published again without counting towards the dead stream."""
+        tags = self._tags(tag, multiple)
+        self._nacked.update(tags)
+        self._acked.update(tags)
+
+    def nacks(self) -> int:
+        return len(self._nacked - set(self._refused))
 
     def returned(self, task_id: str, reason: str) -> None:
         """A returned message (unroutable): its ack still follows, so it is only marked refused here. A return
@@ -296,7 +307,7 @@ class _Confirms:
         return all(tag in self._acked for tag in self._entries)
 
     def confirmed(self) -> list[str]:
-        settled = self._acked - set(self._refused)
+        settled = self._acked - set(self._refused) - self._nacked
         return [entry.entry_id for tag, entry in self._entries.items() if tag in settled]
 
     def refused(self) -> dict[str, str]:

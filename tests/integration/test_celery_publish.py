@@ -267,3 +267,25 @@ def test_a_message_amqp_cannot_encode_is_refused_alone(queue: str) -> None:
     finally:
         publisher.close()
     assert _depth(queue) == 3
+
+
+def test_a_nack_leaves_the_entry_for_a_retry_never_counted_as_a_refusal(queue: str) -> None:
+    """A queue at its x-max-length with reject-publish nacks what does not fit: those entries are neither
+    confirmed nor refused by themselves (a full queue drains; counting them would move a burst of task messages
+    to the dead stream within seconds), the one that fit is confirmed, and once the queue drains they land."""
+    from kombu import Connection
+
+    with Connection(URL) as connection:
+        arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+        connection.channel().queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
+    publisher = AmqpPublisher(URL)
+    try:
+        with pytest.raises(PublishFailed, match=r"NACK") as failed:
+            publisher.publish([_entry(queue, "1-0"), _entry(queue, "2-0"), _entry(queue, "3-0")])
+        assert failed.value.confirmed == ("1-0",) and failed.value.refused == {}
+        with Connection(URL) as connection:
+            connection.channel().queue_purge(queue)
+        assert publisher.publish([_entry(queue, "2-0")]) == 1
+    finally:
+        publisher.close()
+    assert _depth(queue) == 1

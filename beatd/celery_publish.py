@@ -278,7 +278,11 @@ class _Confirms:
         self._by_task.setdefault(json.loads(entry.envelope)["properties"]["correlation_id"], []).append(tag)
 
     def _tags(self, tag: int, multiple: bool) -> list[int]:
-        return [sent for sent in self._entries if sent <= tag] if multiple else [tag]
+        """The tags an ack or nack of ``tag`` settles: with ``multiple``, every one up to it not settled yet (an
+        earlier ack is not undone by a later multiple nack, nor a nack by an ack)."""
+        if not multiple:
+            return [tag]
+        return [sent for sent in self._entries if sent <= tag and sent not in self._acked]
 
     def acked(self, tag: int, multiple: bool) -> None:
         self._acked.update(self._tags(tag, multiple))

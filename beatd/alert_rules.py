@@ -28,6 +28,7 @@ __all__ = [
     "Event",
     "Group",
     "Grouped",
+    "closable",
     "deadline_fires",
     "event_of_record",
     "group_events",
@@ -236,32 +237,49 @@ def group_events(
 ) -> Grouped:
     """Group ``events`` (each with the rule that routes it) into ``known`` groups (id -> group, as read) and
     new ones. A new group queues one delivery per sink, due at once, and one ``close`` due at its window's
-    end."""
+    end. An event routed by several rules (two ``dead`` rules selecting a job, by name and by tag) counts once;
+    a rule's sinks that its group has not told yet are told at once (one message each), so every rule's sinks
+    hear of the window's first event that reached them."""
     grouped = Grouped()
+    counted: set[int] = set()
     for event, rule in events:
         start, end = window_of(event.at_ms, rule.grouping(window))
         gid = group_id(event.subject, event.rule, start)
         last = {"summary": event.summary, "at": _iso(event.at_ms), "details": dict(event.details)}
+        again = id(event) in counted
+        counted.add(id(event))
         group = grouped.groups.get(gid) or known.get(gid)
-        if group is not None:
+        how = "counted"
+        if group is None:
+            group = Group(event.subject, event.rule, start, end, 1, (), last)
+            grouped.deliveries.append(
+                (Delivery(f"{gid}|close", f"{namespace}:{gid}:summary", "", "close", {}, group=gid), end)
+            )
+            how = "told"
+        elif not again:
             group.count += 1
             group.last = last
-            grouped.groups[gid] = group
-            grouped.raised.append((event, "counted"))
-            continue
-        group = Group(event.subject, event.rule, start, end, 1, rule.sinks, last)
         grouped.groups[gid] = group
+        fresh = [sink for sink in rule.sinks if sink not in group.sinks]
+        group.sinks = (*group.sinks, *fresh)
         key = f"{namespace}:{gid}:first"
-        for sink in rule.sinks:
+        for sink in fresh:
             body = payload(namespace, key, "alert", group, last, 1)
             grouped.deliveries.append(
                 (Delivery(f"{gid}|first|{sink}", key, sink, "alert", body, group=gid), event.at_ms)
             )
-        grouped.deliveries.append(
-            (Delivery(f"{gid}|close", f"{namespace}:{gid}:summary", "", "close", {}, group=gid), end)
-        )
-        grouped.raised.append((event, "told"))
+        if not again:
+            grouped.raised.append((event, how))
     return grouped
+
+
+def closable(group: Group | None, oldest_waiting_ms: int | None) -> bool:
+    """Whether a group whose window has ended may close now, given the instant (ms) of the oldest alert event
+    still waiting to be grouped (None: none waits). Not while an event of its window waits: the events
+    stream is read oldest first, so a backlog (a leader behind, or back after none led) is counted into its
+    group before the summary is told; closing earlier would open a second group for the same window, with the
+    same idempotency keys, and tell the storm again every batch."""
+    return group is None or oldest_waiting_ms is None or oldest_waiting_ms >= group.end_ms
 
 
 def summaries(namespace: str, close: Delivery, group: Group | None) -> list[Delivery]:

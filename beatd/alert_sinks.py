@@ -15,7 +15,6 @@ import smtplib
 import ssl
 import subprocess
 from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ import httpx
 from beatd.config.alerts import CommandSink, EmailSink, SinkSettings, SlackSink, WebhookSink
 from beatd.errors import BeatdError
 
-__all__ = ["SIGNATURE_HEADER", "SinkFailed", "send", "signature", "text_of"]
+__all__ = ["SIGNATURE_HEADER", "SinkFailed", "message_id", "send", "signature", "text_of"]
 
 SIGNATURE_HEADER = "X-Beatd-Signature"
 """``sha256=`` and the hex HMAC-SHA256 of the request body with the sink's secret."""
@@ -44,6 +43,13 @@ def text_of(alert: dict[str, Any]) -> str:
     return f"{prefix} {alert.get('rule')}: {alert.get('summary') or alert.get('subject')}"
 
 
+def message_id(key: str, sender: str) -> str:
+    """The Message-ID of the mail of idempotency key ``key``: the same on every attempt (a receiver that
+    threads or drops duplicates by it sees one message), at the sender's domain."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<beatd.{digest}@{sender.rpartition('@')[2] or 'beatd'}>"
+
+
 def send(sink: SinkSettings, alert: dict[str, Any]) -> None:
     """Deliver ``alert`` to ``sink``; raises SinkFailed."""
     try:
@@ -57,8 +63,26 @@ def send(sink: SinkSettings, alert: dict[str, Any]) -> None:
             _command(sink, alert)
     except SinkFailed:
         raise
-    except (OSError, httpx.HTTPError, smtplib.SMTPException, subprocess.SubprocessError) as error:
-        raise SinkFailed(f"{type(error).__name__}: {error}") from error
+    except Exception as error:  # any way a sink fails is a failed attempt: recorded, audited, retried
+        raise SinkFailed(_redacted(f"{type(error).__name__}: {error}", sink)) from error
+
+
+def _redacted(text: str, sink: SinkSettings) -> str:
+    """``text`` without the sink's secrets: its URL past the host (a Slack webhook URL is a credential), its
+    signing secret, its password."""
+    secrets: list[str] = []
+    if isinstance(sink, WebhookSink | SlackSink):
+        url = httpx.URL(sink.url)
+        text = text.replace(sink.url, f"{url.scheme}://{url.netloc.decode()}/...")
+        secrets += [url.raw_path.decode()] if url.raw_path not in (b"", b"/") else []
+    if isinstance(sink, WebhookSink) and sink.secret is not None:
+        secrets.append(sink.secret.get_secret_value())
+    if isinstance(sink, EmailSink) and sink.password is not None:
+        secrets.append(sink.password.get_secret_value())
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _webhook(sink: WebhookSink, alert: dict[str, Any]) -> None:
@@ -81,7 +105,7 @@ def _email(sink: EmailSink, alert: dict[str, Any]) -> None:
     message["Subject"] = text_of(alert)[:200]
     message["From"] = sink.sender
     message["To"] = ", ".join(sink.to)
-    message["Message-ID"] = make_msgid(idstring=hashlib.sha256(str(alert.get("id")).encode()).hexdigest()[:32])
+    message["Message-ID"] = message_id(str(alert.get("id", "")), sink.sender)
     message["X-Beatd-Idempotency-Key"] = str(alert.get("id", ""))
     message.set_content(text_of(alert) + "\n\n" + json.dumps(alert, indent=2))
     with smtplib.SMTP(sink.host, sink.port, timeout=sink.timeout) as smtp:

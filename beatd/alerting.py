@@ -5,13 +5,16 @@ Where alerts come from. The scripts that write a run record (``finish.lua``: fai
 successes; ``emit.lua``: ``missed``; ``sweep_expired.lua``: ``expired``) note it in ``{ns}:alerts:events`` in
 the same atomic step, for jobs with rules about it. The leader judges ``deadline`` (a fire not succeeded D after
 its instant), ``silence`` (no success for N intervals or a duration) and ``no_worker`` (a queue with waiting
-fires and no live worker) itself; ``no_leader`` is judged by every standby (no lease for longer than X), and
-the first to take the standby claim raises and delivers it (and everything else due) until a beat leads again.
+fires and no live worker) itself; ``no_leader`` is judged by every standby beat and every worker (no lease for
+longer than X: with every beat down, the workers are who is left), and the first to take the standby claim
+raises and delivers it (and everything else due) until a beat leads again. A standby leaves the events of jobs
+its config does not declare (a worker's may declare only its own) for a leader to route.
 
 One step (:meth:`Alerting.step`), each write fenced (``lua/alerts_apply.lua``): group the oldest events
 (:func:`beatd.alert_rules.group_events`: one message per job, rule and window, the rest counted and summed up
-when the window closes), judge the watched rules, then attempt the due deliveries one by one, recording each
-attempt (alerts log, audit stream) in its own fenced call. A failed attempt is retried with a doubling
+when the window closes, once none of its events waits: :func:`beatd.alert_rules.closable`), judge the
+watched rules, then attempt the due deliveries one by one, recording each attempt (alerts log, audit stream)
+in its own fenced call. A failed attempt is retried with a doubling
 backoff (``ALERT_RETRY_FIRST`` to ``ALERT_RETRY_MAX``, jittered), given up after ``ALERT_ATTEMPTS``. A
 process killed between a send and its record sends again (at least once): the payload's ``id`` (and the
 ``Idempotency-Key`` header) is the same each time.
@@ -34,6 +37,7 @@ from beatd.alert_rules import (
     Delivery,
     Event,
     Group,
+    closable,
     deadline_fires,
     event_of_record,
     group_events,
@@ -103,18 +107,23 @@ class Alerting:
         entries = self.store.events(defaults.ALERT_BATCH)
         if not entries:
             return False
-        changes = AlertChanges(events=[entry_id for entry_id, _ in entries])
+        changes = AlertChanges()
         jobs_seen = set()
         parsed: list[tuple[str, str, Any]] = []
         for entry_id, text in entries:
             try:
                 record = json.loads(text)
             except ValueError:
+                changes.events.append(entry_id)
                 continue
             kind, what = event_of_record(record, int(entry_id.split("-")[0]))
+            job = what if isinstance(what, str) else what.subject if kind else ""
+            if kind and fence.mode == "standby" and job not in current.jobs:
+                continue  # a worker's config may declare only its own jobs: left for a leader to route
+            changes.events.append(entry_id)
             if kind:
                 parsed.append((kind, entry_id, what))
-                jobs_seen.add(what if isinstance(what, str) else what.subject)
+                jobs_seen.add(job)
         state = self.store.state([f"open:{job}" for job in jobs_seen])
         routed: list[tuple[Event, AlertRule]] = []
         for _kind, entry_id, what in parsed:
@@ -137,7 +146,7 @@ class Alerting:
             routed += found
         self._raise(changes, routed, current.settings)
         self._apply(fence, changes)
-        return len(entries) == defaults.ALERT_BATCH
+        return len(changes.events) == defaults.ALERT_BATCH
 
     def _routes(self, current: Current, event: Event) -> list[tuple[Event, AlertRule]]:
         spec = current.jobs.get(event.subject)
@@ -193,16 +202,17 @@ class Alerting:
         events: list[tuple[Event, AlertRule]] = []
         if fence.mode == "leader":
             paused = self.store.paused()
-            watched = {
+            watching = {
                 name: spec
                 for name, spec in current.jobs.items()
-                if spec.enabled
-                and name not in paused
-                and any(rule.on in ("deadline", "silence") for rule in spec.alert_rules)
+                if any(rule.on in ("deadline", "silence") for rule in spec.alert_rules)
             }
-            fields = [f"{kind}:{name}" for name in watched for kind in ("mark:deadline", "mark:silence", "success")]
+            fields = [f"{kind}:{name}" for name in watching for kind in ("mark:deadline", "mark:silence", "success")]
             state = self.store.state(fields)
-            for _name, spec in watched.items():
+            for name, spec in watching.items():
+                if not spec.enabled or name in paused:
+                    self._rest(spec, state, changes, now)
+                    continue
                 events += self._deadlines(spec, state, changes, now)
                 events += self._silence(spec, state, changes, now)
             events += self._unserved(current, settings, changes, now)
@@ -212,6 +222,18 @@ class Alerting:
             events += self._no_leader(settings, changes, now)
         self._raise(changes, events, settings)
         self._apply(fence, changes)
+
+    def _rest(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> None:
+        """A paused or disabled job: the fires it skips meanwhile are not judged late once it is back, and its
+        silence counts from its last moment at rest (not from its last success, before it was paused)."""
+        rule = next((rule for rule in spec.alert_rules if rule.on == "deadline" and rule.after is not None), None)
+        mark_name = f"mark:deadline:{spec.name}"
+        if rule is not None and rule.after is not None and mark_name in state:
+            changes.state[mark_name] = str(max(int(state[mark_name]), to_ms(now - rule.after)))
+        if any(rule.on == "silence" for rule in spec.alert_rules):
+            changes.state[f"mark:silence:{spec.name}"] = json.dumps({"since_ms": to_ms(now)})
+            if f"success:{spec.name}" in state:
+                changes.state_gone.append(f"success:{spec.name}")
 
     def _deadlines(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> list[Any]:
         events = []
@@ -282,10 +304,12 @@ class Alerting:
             if "since_ms" not in mark:
                 mark["since_ms"] = to_ms(now)
                 changes.state[name] = json.dumps(mark)
-            for rule in rules:
+            told = list(mark.get("told_rules", []))  # each rule tells once (its own after: an escalation)
+            for index, rule in enumerate(rules):
                 after_ms = int(rule.after.total_seconds() * 1000) if rule.after else 0
-                if to_ms(now) - int(mark["since_ms"]) >= after_ms and not mark.get("told"):
-                    mark["told"] = True
+                if to_ms(now) - int(mark["since_ms"]) >= after_ms and index not in told:
+                    told.append(index)
+                    mark["told_rules"] = told
                     changes.state[name] = json.dumps(mark)
                     summary = f"queue {queue}: {waiting} fires waiting and no live worker consumes it"
                     events.append(
@@ -313,10 +337,14 @@ class Alerting:
         closing = [delivery for delivery in due if delivery.kind == "close"]
         if closing:
             groups = self.store.groups([delivery.group for delivery in closing])
+            oldest = self.store.oldest_event_ms()
             changes = AlertChanges()
             for delivery in closing:
                 text = groups.get(delivery.group)
-                for summary in summaries(self.namespace, delivery, Group.from_json(text) if text else None):
+                group = Group.from_json(text) if text else None
+                if not closable(group, oldest):
+                    continue  # still due: it closes at a later step, once its window's events are counted
+                for summary in summaries(self.namespace, delivery, group):
                     changes.deliveries[summary.id] = summary.to_json()
                     changes.due[summary.id] = to_ms(now)
                 changes.deliveries_gone.append(delivery.id)

@@ -176,6 +176,9 @@ class Beat:
 
     def _lead(self, now: datetime, monotonic: float) -> None:
         if not self.synced:
+            if self.runtime is not None and self.runtime.reading:
+                # Lead once every runtime job is met: one met later would be taken for a new job, started from now.
+                return
             self._sync(now)
         if monotonic >= self._next_paused_poll:
             self._poll_paused(now)
@@ -317,6 +320,7 @@ class Beat:
                 self.specs.pop(name, None)
                 self.jobs.pop(name, None)
                 self.queued.pop(name, None)
+                self.progress.pop(name, None)  # put again, it starts from now; its Redis fields go by the upkeep
                 lines.append(f"removed {name}")
                 continue
             self.specs[name] = spec

@@ -230,6 +230,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for chatty in ("httpx", "httpcore"):  # they log each request's URL: a Slack webhook's is a credential
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 RECORD_FIELDS = ("job", "fire_id", "run_id", "status")

@@ -77,8 +77,9 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
   reader that finds the entries after its own trimmed away reads the whole hash once instead.
   ``{ns}:runtime-jobs:deleted``: a name per runtime job deleted since the leader's upkeep last ran; the upkeep
   deletes its fields of ``{ns}:progress``, ``{ns}:schedules``, ``{ns}:last``, ``{ns}:paused``, ``{ns}:failing``
-  and ``{ns}:alerts:state`` (``RUNTIME_FORGET_BATCH`` names a step), then the name; a put of the name takes it
-  out. So runtime job churn leaves none of those fields behind (the job's history stays, as for a YAML job).
+  and ``{ns}:alerts:state`` (``open:``, ``success:``, ``mark:deadline:`` and ``mark:silence:`` of the job;
+  ``RUNTIME_FORGET_BATCH`` names a step), then the name; a put of the name takes it out. So runtime job churn
+  leaves none of those fields behind (the job's history stays, as for a YAML job).
 - ``{ns}:output:{run_id}``: capped and with a TTL (below).
 - ``{ns}:celery-outbox``: the relay deletes an entry once the broker confirmed it; the fenced script refuses a
   celery fire while it holds ``celery.outbox_limit`` entries (``defaults.CELERY_OUTBOX_LIMIT``): the fire is not

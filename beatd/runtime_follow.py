@@ -18,6 +18,7 @@ from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock
 from beatd.config import Config, JobSpec
+from beatd.runtime_jobs import allow_problem
 from beatd.runtime_judge import Judge, same_rules
 from beatd.store.jobs import START, JobStore
 
@@ -38,6 +39,8 @@ class FullRead:
     version: int
     scan_cursor: int = 0
     seen: set[str] = field(default_factory=set)
+    server: str | None = None
+    """The Redis process that answered the first page: its cursors mean nothing to another."""
 
 
 class RuntimeFollower:
@@ -63,6 +66,11 @@ class RuntimeFollower:
     def config(self) -> Config:
         """The config runtime jobs are judged by."""
         return self.judge.config
+
+    @property
+    def reading(self) -> bool:
+        """A full read is under way: ``jobs`` may still lack jobs that exist (a beat leads only once it is done)."""
+        return self._full is not None
 
     def poll(self) -> Changed:
         """Read what changed since the last poll; return the runtime jobs whose spec changed (empty: none). A
@@ -95,17 +103,37 @@ class RuntimeFollower:
     def set_config(self, config: Config) -> Changed:
         """Judge every runtime job again under ``config`` (a reload: the allow-list or the YAML may have
         changed): a full read, page by page. Shapes judged under the old config are kept when the verdict
-        cannot differ (:func:`beatd.runtime_judge.same_rules`)."""
+        cannot differ (:func:`beatd.runtime_judge.same_rules`). A job the new allow-lists refuse is dropped at
+        once, not when its page comes (the full read words and audits the refusal)."""
+        changed: Changed = {}
         if not same_rules(self.judge.config, config):
+            # A job's queue may come from the defaults: refused on it, the job is dropped at once only when the
+            # default queue is unchanged (else its page judges it: dropped and met again, it would start anew).
+            same_queue = self.judge.config.settings.defaults.get("queue") == config.settings.defaults.get("queue")
             self.judge = Judge(config)
+            for name, spec in list(self.jobs.items()):
+                refused = allow_problem(config.settings.runtime_jobs, spec)
+                if refused is not None and (refused[0] != "queue" or same_queue):
+                    del self.jobs[name]
+                    changed[name] = None
         else:
             self.judge.config = config
         self.version = -1
         self._full = None
-        return self.poll()
+        changed.update(self.poll())
+        return changed
 
     def _read_page(self, full: FullRead) -> Changed:
-        after, page = self.store.scan(full.scan_cursor, defaults.RUNTIME_CHANGES_PER_POLL)
+        after, page, server = self.store.scan(full.scan_cursor, defaults.RUNTIME_CHANGES_PER_POLL)
+        if full.server is None or full.scan_cursor == 0:
+            full.server = server
+        elif server != full.server:
+            # Redis restarted or failed over since the last page: the cursor would skip entries of the new
+            # process's hash, which the read's end would then take for deleted jobs. Read again from the start.
+            log.warning("runtime jobs: Redis changed (run_id %s, was %s) during a full read: reading again",
+                        server, full.server)  # fmt: skip
+            self._full, self.version, self.behind = None, -1, True
+            return {}
         changed: Changed = {}
         for name, raw in page.items():
             full.seen.add(name)

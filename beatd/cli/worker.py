@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import get_args
+from collections import ChainMap
+from collections.abc import MutableMapping
+from typing import cast, get_args
 
 import click
 
+from beatd.alerting import Alerting, AlertThread, Current
 from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.config import Isolation
+from beatd.config import Isolation, JobSpec
 from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.errors import ConfigError
 from beatd.identity import Identity
@@ -19,7 +22,9 @@ from beatd.metrics import Health, Metrics, serve
 from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
+from beatd.store.alerts import AlertStore
 from beatd.store.jobs import JobStore
+from beatd.store.upkeep import UpkeepStore
 from beatd.worker import Worker, needs_restart
 from beatd.worker.output import install
 from beatd.worker.registry import Setup
@@ -176,11 +181,21 @@ def worker(
             started = True
         return daemon.tick()
 
+    def current() -> Current:
+        config = daemon.config  # a view, not a copy (called every step): a YAML job wins a name, as in the beat
+        jobs = cast("MutableMapping[str, JobSpec]", config.jobs)  # read only: ChainMap writes only when told to
+        return Current(ChainMap(jobs, follower.jobs), config.settings.alerts)
+
+    # Never the leader: it watches for no_leader (every beat down is when that matters) and, holding the
+    # standby claim, delivers while no beat leads (beatd.alerting).
+    alerting = Alerting(AlertStore(store.client, store.keys), UpkeepStore(store.client, store.keys), metrics)
+    alerts = AlertThread(alerting, lambda: None, current, clock.monotonic).start()
     try:
         run_loop(
             tick, signals=signals, notifier=notifier, clock=clock, reload=reload, status=daemon.status, metrics=metrics
         )
     finally:
+        alerts.stop()
         if started:
             log.info("draining: no new runs; running jobs have %.0fs to finish (stop again to stop them now)",
                      daemon.grace)  # fmt: skip

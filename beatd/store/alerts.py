@@ -64,6 +64,12 @@ class AlertStore:
             entries = self.client.xrange(self.keys.alert_events, count=count)
         return [(entry_id, fields.get("record", "")) for entry_id, fields in entries]
 
+    def oldest_event_ms(self) -> int | None:
+        """When (ms, Redis's clock: its entry id) the oldest alert event still waiting was noted; None if none."""
+        with reachable():
+            entries = self.client.xrange(self.keys.alert_events, count=1)
+        return int(entries[0][0].split("-")[0]) if entries else None
+
     def groups(self, ids: Sequence[str]) -> dict[str, str]:
         """The stored groups among ``ids``."""
         if not ids:

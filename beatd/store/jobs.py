@@ -156,13 +156,24 @@ class JobStore:
         with reachable():
             return dict(self.client.hscan_iter(self.keys.runtime_jobs, count=5000))
 
-    def scan(self, cursor: int, count: int) -> tuple[int, dict[str, str]]:
-        """One page of a full read (HSCAN from ``cursor``, 0 to begin): about ``count`` entries and the cursor
-        of the next page (0: the read is complete). An entry present from the first page to the last is in at
-        least one page; one changed meanwhile may be in a page with either value (the change stream has it)."""
+    def scan(self, cursor: int, count: int) -> tuple[int, dict[str, str], str]:
+        """One page of a full read (HSCAN from ``cursor``, 0 to begin): about ``count`` entries, the cursor of
+        the next page (0: the read is complete) and the id of the Redis process that answered (its ``run_id``,
+        asked in the same round trip). An entry present from the first page to the last is in at least one page
+        if one process answered them all (a cursor means nothing to another: a restarted or promoted server
+        lays its hash out with another seed); one changed meanwhile may be in a page with either value (the
+        change stream has it)."""
         with reachable():
-            after, page = self.client.hscan(self.keys.runtime_jobs, cursor, count=count)
-        return int(after), dict(page)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.info("server")
+            pipe.hscan(self.keys.runtime_jobs, cursor, count=count)
+            info, scanned = pipe.execute(raise_on_error=False)
+            if isinstance(scanned, Exception):
+                raise scanned
+        after, page = scanned
+        # A server that refuses INFO (a managed Redis may rename it) gives no id: its cursors are trusted as before.
+        server = "" if isinstance(info, Exception) else str(info.get("run_id", ""))
+        return int(after), dict(page), server
 
     def count(self) -> int:
         """How many runtime jobs are stored."""

@@ -108,3 +108,37 @@ def test_a_standby_forgets_nothing(tmp_path: Path, shared_redis: RedisServer, na
     jobs.delete("gone")
     assert JobStore(client, keys).forget("not-the-token", ["gone"]) == -1
     assert client.hexists(keys.progress, "gone")
+
+
+def test_a_deleted_jobs_alert_marks_are_forgotten_too(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """The deadline and silence marks alerting keeps per job go with its other fields: left behind, a job put
+    later under the name would be judged from its predecessor's (a deadline mark enumerates fires from it, a
+    silence mark's ``since_ms`` makes the new job silent since long ago), and churn would grow the hash."""
+    beat, jobs, client = _leader(tmp_path, shared_redis, namespace)
+    keys = Keys(namespace)
+    jobs.put("watched", SPEC)
+    _step(beat)
+    client.hset(keys.alert_state, mapping={"mark:deadline:watched": "1", "mark:silence:watched": '{"since_ms": 1}',
+                                           "mark:deadline:base": "1", "mark:no_worker:default": "{}"})  # fmt: skip
+    assert jobs.delete("watched")
+    _step(beat)
+    _step(beat, upkeep=True)
+    assert client.scard(keys.runtime_deleted) == 0
+    assert sorted(client.hkeys(keys.alert_state)) == ["mark:deadline:base", "mark:no_worker:default"]
+
+
+def test_churn_of_runtime_jobs_leaves_nothing_in_the_leaders_memory(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """A leader that applied the deletes of 50 runtime jobs keeps no progress nor queue entry of them
+    (a leader that leads for months under churn would grow by every job ever deleted)."""
+    beat, jobs, _ = _leader(tmp_path, shared_redis, namespace)
+    jobs.put_many({f"churn-{index}": SPEC for index in range(50)})
+    _step(beat)
+    assert len(beat.progress) == 51
+    for index in range(50):
+        jobs.delete(f"churn-{index}")
+    _step(beat)
+    assert set(beat.progress) == {"base"} and set(beat.queued) == {"base"}

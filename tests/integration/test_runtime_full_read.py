@@ -4,6 +4,8 @@ and a reload judges every entry again without validating each shape of job more 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from beatd.config import Config, load_config
 from beatd.identity import Identity
 from beatd.keys import Keys
 from beatd.runtime_follow import RuntimeFollower
-from beatd.store import Store
+from beatd.store import Store, StoreError
 from beatd.store.jobs import JobChange, JobStore
 from tests.redis_server import RedisServer
 
@@ -116,3 +118,98 @@ def test_a_leaders_reload_rereads_runtime_jobs_in_pages_and_restarts_none(
         assert beat.leadership.is_leader(clock.monotonic())
     assert ticks >= 5 and len(beat.jobs) == 2001
     assert client.hgetall(Keys(namespace).progress) == progress
+
+
+def test_a_standby_that_takes_the_lead_during_a_full_read_restarts_none(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standby whose first read of 2,000 runtime jobs (pages of 200) is under way when the lease comes free (its
+    start-up read found Redis down, say) leads once it has met them all: no job read after it took the lease is
+    taken for a new one and started from now (which would skip a fire due during the failover)."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    client = shared_redis.client()
+    store = JobStore(client, Keys(namespace))
+    yearly = {"cron": "0 0 1 1 *", "call": "app.tasks:send"}  # no fire falls due during the test
+    for start in range(0, 2000, 1000):
+        store.write([JobChange.put(f"c{index}", yearly, "me", "now") for index in range(start, start + 1000)], None)
+    config = _config(tmp_path, shared_redis, namespace, "app.tasks:*")
+    clock = SystemClock()
+    old = RuntimeFollower(store, config, clock, "old", lambda record: None)
+    old.poll_all()
+    leader = Beat(config, Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock, runtime=old)
+    while not leader.synced:
+        leader.tick(clock.now(), clock.monotonic())
+    progress = client.hgetall(Keys(namespace).progress)
+    assert len(progress) == 2001
+    leader.leadership.release()  # gone, as a leader killed once its lease ran out
+
+    follower = RuntimeFollower(store, config, clock, "standby", lambda record: None)
+    standby = Beat(config, Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock, runtime=follower)
+    ticks = 0
+    while not standby.synced or follower.behind:
+        standby._next_runtime_poll = 0.0
+        standby.tick(clock.now(), clock.monotonic())
+        ticks += 1
+        assert ticks < 1000
+    assert ticks >= 5 and len(standby.jobs) == 2001
+    assert client.hgetall(Keys(namespace).progress) == progress
+
+
+def test_a_reload_that_revokes_the_allow_list_stops_its_jobs_at_once(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader's reload whose allow-list no longer allows its runtime jobs' target schedules none of them from
+    that moment on, not only once the full read (in pages) has reached each; a job still allowed stays."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    client = shared_redis.client()
+    store = JobStore(client, Keys(namespace))
+    _put(store, 2000)
+    store.write([JobChange.put("kept", {"every": "1h", "call": "kept.tasks:send"}, "me", "now")], None)
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        f"redis: {{url: '{shared_redis.url}'}}\nnamespace: {namespace}\n"
+        "runtime_jobs: {allow: ['app.tasks:*', 'kept.tasks:*']}\njobs: {base: {every: 1h, call: app.tasks:base}}\n"
+    )
+    clock = SystemClock()
+    follower = RuntimeFollower(store, load_config(path, {}), clock, "test", lambda record: None)
+    follower.poll_all()
+    beat = Beat(load_config(path, {}), Store(client, Keys(namespace)), Identity.here(clock.now()), clock=clock,
+                runtime=follower)  # fmt: skip
+    while not beat.synced:
+        beat.tick(clock.now(), clock.monotonic())
+    assert len(beat.jobs) == 2002
+    beat.apply_config(_config(tmp_path, shared_redis, namespace, "kept.tasks:*", "revoked.yaml"),
+                      clock.now(), clock.monotonic())  # fmt: skip
+    assert follower.behind  # the full read has only begun
+    assert set(beat.jobs) == {"base", "kept"} and set(follower.jobs) == {"kept"}
+    follower.poll_all()
+    assert set(follower.jobs) == {"kept"} and len(follower.refused) == 2000
+
+
+def test_a_full_read_that_redis_restarts_under_meets_every_job(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted (its data kept) between two pages of a full read: the next page's HSCAN cursor means
+    nothing to the new process (another hash seed), so the read begins again rather than drop, as gone, the jobs
+    the old cursor would skip."""
+    monkeypatch.setattr(defaults, "RUNTIME_CHANGES_PER_POLL", 200)
+    store = JobStore(own_redis.client(), Keys(namespace))
+    _put(store, 2000)
+    follower = RuntimeFollower(store, _config(tmp_path, own_redis, namespace, "app.tasks:*"),
+                               SystemClock(), "test", lambda record: None)  # fmt: skip
+    for _ in range(3):
+        follower.poll()
+    assert follower.behind
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGTERM)  # its append-only file has every job
+    own_redis.process.wait(30)
+    own_redis.process = None
+    own_redis.start(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            follower.poll_all()
+            break
+        except StoreError:
+            assert time.monotonic() < deadline
+    assert len(follower.jobs) == 2000

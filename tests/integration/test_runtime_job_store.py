@@ -3,6 +3,8 @@ whole read once a reader's place in the stream was trimmed away."""
 
 from __future__ import annotations
 
+import redis
+
 from beatd.keys import Keys
 from beatd.store.jobs import START, JobChange, JobStore, StoredJob
 from tests.redis_server import RedisServer
@@ -15,7 +17,7 @@ def _put(store: JobStore, *names: str) -> list[int]:
 def _scan_all(store: JobStore) -> set[str]:
     cursor, names = 0, set[str]()
     while True:
-        cursor, page = store.scan(cursor, 1)
+        cursor, page, _ = store.scan(cursor, 1)
         names |= set(page)
         if cursor == 0:
             return names
@@ -65,3 +67,17 @@ def test_a_reader_whose_change_stream_is_gone_reads_everything(shared_redis: Red
     found = store.changes(seen.cursor, seen.version, 10)
     assert found is not None and found.full and not found.entries
     assert _scan_all(store) == {"a", "b"}
+
+
+def test_a_full_read_works_where_info_is_refused(shared_redis: RedisServer, namespace: str) -> None:
+    """A server that refuses INFO to beatd's user (a managed Redis, an ACL) still gives pages, without an id."""
+    admin = shared_redis.client()
+    user = f"noinfo-{namespace}"
+    admin.acl_setuser(user, enabled=True, passwords=["+secret"], commands=["+@all", "-info"], keys=["*"])
+    try:
+        store = JobStore(redis.Redis(port=shared_redis.port, username=user, password="secret",
+                                     decode_responses=True), Keys(namespace))  # fmt: skip
+        _put(store, "a", "b")
+        assert store.scan(0, 10) == (0, store.entries(["a", "b"]), "")
+    finally:
+        admin.acl_deluser(user)

@@ -49,15 +49,23 @@ def test_bad_alert_config_is_a_located_problem(tmp_path: Path, text: str, expect
     assert expected in str(raised.value), str(raised.value)
 
 
-def test_beatd_check_exits_2_on_an_unknown_sink_without_a_traceback(tmp_path: Path) -> None:
-    """`beatd check` on a rule naming an unknown sink exits 2 with the located message."""
+CONTRACT = ("unknown-sink", "malformed-url", "rule-on-unknown-job", "missing-env-secret")
+
+
+@pytest.mark.parametrize(("text", "expected"), [case[1:] for case in BAD if case[0] in CONTRACT], ids=CONTRACT)
+def test_beatd_check_exits_2_on_each_alert_mistake_without_a_traceback(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """`beatd check` on an unknown sink, a malformed URL, a rule on an unknown job or a missing environment
+    secret exits 2 with the located message, no traceback."""
     path = tmp_path / "beatd.yaml"
-    path.write_text(BAD[0][1])
+    path.write_text(text)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    environment.pop("HOOK_SECRET", None)
     result = subprocess.run([sys.executable, "-m", "beatd", "check", "-c", str(path)], capture_output=True,
                             text=True, cwd=REPO, env=environment, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"{path}:6:26: alerts.rules[0].sinks[0]: unknown sink 'pager'" in result.stderr
+    assert f"{path}{expected}" in result.stderr, result.stderr
 
 
 # (id, top-level rules, the job's own alerts:, tags, expected effective rules as "on:sinks")
@@ -99,3 +107,27 @@ def test_secrets_are_never_shown(tmp_path: Path) -> None:
     assert "hunter2" not in repr(settings)
     hook = settings.alerts.sinks["hook"]
     assert hook.secret is not None and hook.secret.get_secret_value() == "hunter2-very-secret"  # type: ignore[union-attr]
+
+
+def test_the_readme_alerts_example_is_the_nightly_signups_contract(tmp_path: Path) -> None:
+    """README "Alerts": the nightly signups job mails on dead and tells Slack when not done by 00:30 Shanghai."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    section = (REPO / "README.md").read_text().split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    path = tmp_path / "beatd.yaml"
+    path.write_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    environment = {"SMTP_USER": "u", "SMTP_PASSWORD": "p", "SLACK_WEBHOOK_URL": "https://hooks.slack.example/T/B/x",
+                   "BEATD_WEBHOOK_SECRET": "s"}  # fmt: skip
+    config = load_config(path, environment)
+    assert config.settings.alerts is not None
+    sinks = config.settings.alerts.sinks
+    spec = config.jobs["signups"]
+    by_rule = {rule.on: rule for rule in spec.alert_rules}
+    assert {sinks[name].type for name in by_rule["dead"].sinks} == {"email"}
+    deadline = by_rule["deadline"]
+    assert {sinks[name].type for name in deadline.sinks} == {"slack"} and deadline.after is not None
+    fire = spec.trigger().next_after(datetime(2026, 3, 1, tzinfo=UTC))
+    assert fire is not None
+    due = (fire + deadline.after).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert (due.hour, due.minute) == (0, 30)

@@ -9,6 +9,8 @@ import pytest
 
 from beatd.alert_rules import (
     Event,
+    Group,
+    closable,
     deadline_fires,
     group_events,
     retry_delay,
@@ -144,6 +146,22 @@ def test_events_in_the_next_window_open_a_new_group() -> None:
     assert len(grouped.groups) == 3 and len(keys) == 3
 
 
+@pytest.mark.parametrize(
+    ("oldest_waiting", "expected"),
+    [
+        (None, True),  # nothing waits to be grouped
+        (to_ms(T0 + MINUTE), True),  # the oldest waiting event is of the next window
+        (to_ms(T0 + MINUTE) - 1, False),  # one of this window's events is not counted yet
+        (to_ms(T0), False),
+    ],
+)
+def test_a_window_closes_only_once_its_waiting_events_are_counted(oldest_waiting: int | None, expected: bool) -> None:
+    """A group whose window ended closes (tells its summary) only when no event of its window still waits."""
+    group = Group("j", "dead", to_ms(T0), to_ms(T0 + MINUTE), 7, ("hook",), {})
+    assert closable(group, oldest_waiting) is expected
+    assert closable(None, oldest_waiting)  # a close whose group is gone just goes
+
+
 def test_the_prelude_bounds_alert_events_like_the_defaults() -> None:
     """`ALERT_EVENTS_LIMIT` in the Lua prelude is the Python default."""
     import re
@@ -153,3 +171,27 @@ def test_the_prelude_bounds_alert_events_like_the_defaults() -> None:
 
     found = re.search(r"^local ALERT_EVENTS_LIMIT = (\d+)$", script("_prelude", prelude=False), re.MULTILINE)
     assert found is not None and int(found[1]) == defaults.ALERT_EVENTS_LIMIT
+
+
+def test_an_event_routed_by_two_rules_counts_once_and_tells_each_rules_sinks() -> None:
+    """Two dead rules selecting one job (by name, by tag) with different sinks: each sink is told once, at the
+    first event; the event counts once, and a later one of the window only counts."""
+    by_name = AlertRule.model_validate({"on": "dead", "sinks": ["hook"], "jobs": ["j"]})
+    by_tag = AlertRule.model_validate({"on": "dead", "sinks": ["mail", "hook"], "tags": ["nightly"]})
+    first, later = Event("j", "dead", to_ms(T0), "one"), Event("j", "dead", to_ms(T0) + 5, "two")
+    grouped = group_events("ns", [(first, by_name), (first, by_tag), (later, by_name), (later, by_tag)], {}, MINUTE)
+    told = sorted(d.sink for d, _ in grouped.deliveries if d.kind == "alert")
+    assert told == ["hook", "mail"]
+    (group,) = grouped.groups.values()
+    assert group.count == 2 and group.sinks == ("hook", "mail")
+    assert [how for _, how in grouped.raised] == ["told", "counted"]
+
+
+def test_a_rule_with_new_sinks_joining_a_known_group_tells_them() -> None:
+    """A group read back from Redis (told to hook) that an event reaches through a rule with another sink: that
+    sink gets the first message now, the group counts the event."""
+    known = Group("j", "no_worker", to_ms(T0), to_ms(T0 + MINUTE), 1, ("hook",), {})
+    pager = AlertRule.model_validate({"on": "no_worker", "after": "5m", "sinks": ["pager"]})
+    grouped = group_events("ns", [(Event("j", "no_worker", to_ms(T0) + 9, "late"), pager)], {known.id: known}, MINUTE)
+    assert [(d.kind, d.sink) for d, _ in grouped.deliveries] == [("alert", "pager")]
+    assert grouped.groups[known.id].count == 2 and grouped.groups[known.id].sinks == ("hook", "pager")

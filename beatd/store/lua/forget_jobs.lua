@@ -3,7 +3,8 @@
 -- meanwhile only leaves the set (its fields are the new job's).
 -- KEYS[1] leader lease key     KEYS[2] runtime jobs hash   KEYS[3] deleted names set
 -- KEYS[4] progress             KEYS[5] schedules           KEYS[6] last message       KEYS[7] paused
--- KEYS[8] failing              KEYS[9] alert state (fields open:{job}, success:{job})
+-- KEYS[8] failing              KEYS[9] alert state (fields open:{job}, success:{job}, mark:deadline:{job},
+--                               mark:silence:{job})
 -- ARGV[1] fencing token, then the names
 -- Returns -1 when the caller does not hold the lease, else how many jobs' fields were deleted.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -16,7 +17,7 @@ for index = 2, #ARGV do
         for key = 4, 8 do
             redis.call('HDEL', KEYS[key], job)
         end
-        redis.call('HDEL', KEYS[9], 'open:' .. job, 'success:' .. job)
+        redis.call('HDEL', KEYS[9], 'open:' .. job, 'success:' .. job, 'mark:deadline:' .. job, 'mark:silence:' .. job)
         forgotten = forgotten + 1
     end
     redis.call('SREM', KEYS[3], job)

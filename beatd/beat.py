@@ -379,10 +379,11 @@ class Beat:
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
-        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first."""
+        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first,
+        unless the job is paused (its paused period is never emitted: resume starts it from then)."""
         pending: list[Pending] = []
         for name, before in names.items():
-            if before is not None and name in self.progress:
+            if before is not None and name in self.progress and name not in self.paused:
                 settle = plan_job(before.trigger, _no_jitter, self.progress[name], now, before.policy, self.late_after)
                 pending.extend(self._writes(before.spec, settle, now))
             pending.append(Pending(LeaderWrite.base(name, to_ms(now), self.jobs[name].spec.schedule_digest)))

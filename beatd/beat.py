@@ -131,8 +131,10 @@ class Beat:
         self.celery_outbox: bool | None = False
         """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
         :mod:`beatd.celery_broker`) rather than straight into the broker's database; None while the broker
-        probe could not tell (beatd's Redis did not answer it): celery fires wait, and ``celery_reprobe`` runs
-        before the leader's next emission, at most every ``CELERY_REPROBE`` s."""
+        probe could not tell (beatd's Redis did not answer it, or a reload changed ``celery`` and the probe of
+        the new broker has not run yet): celery fires wait, and ``celery_reprobe`` runs before the leader's next
+        emission, at most every ``CELERY_REPROBE`` s. A changed job's old schedule settled meanwhile goes to the
+        outbox: at least once, never pushed into a server not proven to be the broker's."""
         self.celery_reprobe: Callable[[], None] | None = None
         self.counters = Counters()
         self.unavailable_since: float | None = None
@@ -259,6 +261,8 @@ class Beat:
             {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
         )
         restart = {name: old.get(name) for name in names}
+        if config.settings.celery != self.config.settings.celery:
+            self.celery_outbox = None  # the new broker is not probed yet (the daemon probes it after this)
         self.config, self.jobs, self.specs = config, new, specs
         for name in old:
             if name not in new:
@@ -456,7 +460,9 @@ class Beat:
 
     def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
         celery = self.config.settings.celery
-        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True)
+        return plan_writes(
+            spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is not False
+        )
 
     def _flush(self, pending: list[Pending]) -> None:
         if not pending or self.leadership.token is None:

@@ -75,8 +75,8 @@ def beat(
             return
         done = daemon.apply_config(fresh, clock.now(), clock.monotonic())
         alert_settings[0] = fresh.settings.alerts
-        if "celery" in done.settings.applied:
-            probe(fresh)
+        if any(name == "celery" or name.startswith("celery.") for name in done.settings.applied):
+            probe(fresh)  # the applied names are dotted leaves (celery.broker_url), or celery when added
         keep_out_of_collections(replacing=True)
         daemon.report_config_error(None)
         settings = done.settings

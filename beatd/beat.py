@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 
 from beatd import defaults
 from beatd.audit import audit_record
@@ -60,8 +60,13 @@ the lease renewed between them."""
 RUNTIME_LINES = 20
 """Most runtime job changes logged one by one per poll (a put_many of thousands gets one more line)."""
 
+START_BATCH = 5000
+"""Most start writes (new or rescheduled jobs) sent in one fenced call: bounds the memory a sync of many new
+jobs takes (each call is one fence check, so batches of this size cost no more time than one call)."""
+
 CELERY_REPROBE = 1.0
 """Seconds between probes of the Celery broker while beatd's Redis did not answer the last one."""
+
 REFUSED_RETRY = 5.0
 """Wait (s) before planning again a job whose write Redis refused (out of memory, a wrong key type)."""
 
@@ -70,7 +75,7 @@ def _no_jitter(_: datetime) -> timedelta:
     return timedelta(0)
 
 
-@dataclass
+@dataclass(slots=True)
 class JobState:
     """A job as the beat schedules it."""
 
@@ -81,8 +86,12 @@ class JobState:
     @classmethod
     def of(cls, spec: JobSpec) -> JobState:
         """Build the trigger and policy of ``spec``."""
-        policy = CatchupPolicy(spec.catchup, spec.misfire_grace, spec.catchup_limit)
+        policy = _policy(spec.catchup, spec.misfire_grace, spec.catchup_limit)
         return cls(spec=spec, trigger=spec.trigger(), policy=policy)
+
+
+_policy = lru_cache(maxsize=256)(CatchupPolicy)
+"""Equal policies are one object: 100,000 jobs have a handful of them."""
 
 
 def late_after(lease: timedelta) -> timedelta:
@@ -391,6 +400,9 @@ class Beat:
                 settle = plan_job(before.trigger, _no_jitter, self.progress[name], now, before.policy, self.late_after)
                 pending.extend(self._writes(before.spec, settle, now))
             pending.append(Pending(LeaderWrite.base(name, to_ms(now), self.jobs[name].spec.schedule_digest)))
+            if len(pending) >= START_BATCH:  # 100,000 new jobs in one call would hold all their writes at once
+                self._flush(pending)
+                pending = []
         self._flush(pending)
         for name in names:
             self.progress[name] = max(self.progress.get(name, now), now)

@@ -72,6 +72,7 @@ def _fail(value: object) -> timedelta:
     raise ScheduleError(f"invalid duration {value!r}: {_EXPECTED}")
 
 
+@lru_cache(maxsize=1024)  # the config digest formats every duration of every job: most are equal
 def format_duration(duration: timedelta) -> str:
     """Render a duration in the shortest unit form that parses back to it (``1h30m``, ``250ms``, ``0s``)."""
     milliseconds = round(duration.total_seconds() * 1000)

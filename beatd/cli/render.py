@@ -14,12 +14,17 @@ __all__ = ["ELLIPSIS", "echo_json", "echo_table", "fit_columns", "shorten"]
 ELLIPSIS = "…"
 """Ends a text cut to fit a column, so a cut is never mistaken for the whole text."""
 
+TABLE_CHUNK = 1000
+"""Lines of a table written in one call."""
+
 MIN_COLUMN = 8
 """Narrowest a column is squeezed to when a table is fitted to the terminal."""
 
 
 def shorten(text: str, width: int) -> str:
     """``text`` on one line, cut to ``width`` characters with an ellipsis when longer."""
+    if len(text) <= width and text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # already one line with single spaces (the common case: 100,000 rows of jobs)
     line = " ".join(text.split())
     return line if len(line) <= width else line[: max(width - 1, 0)] + ELLIPSIS
 
@@ -57,10 +62,17 @@ def fit_columns(
 
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print left-aligned columns separated by two spaces, headers first."""
+    """Print left-aligned columns separated by two spaces, headers first; written ``TABLE_CHUNK`` lines at a time,
+    so a long table streams to a pager without one write per line."""
     widths = [max([len(header), *(len(row[index]) for row in rows)]) for index, header in enumerate(headers)]
+    lines: list[str] = []
     for row in [list(headers), *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if len(lines) >= TABLE_CHUNK:
+            click.echo("\n".join(lines))
+            lines = []
+    if lines:
+        click.echo("\n".join(lines))
 
 
 def echo_json(value: Any) -> None:

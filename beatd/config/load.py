@@ -14,11 +14,12 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from beatd import defaults
 from beatd.config.alerts import AlertSettings, alert_problems, effective_rules, job_alert_problems
@@ -29,17 +30,20 @@ from beatd.config.model import (
     TARGET_KEYS,
     CelerySettings,
     ConfigFile,
+    HistoryPolicy,
     JobSpec,
+    OutputPolicy,
     Policies,
 )
 from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
 from beatd.errors import ConfigError, Problem, ScheduleError
+from beatd.triggers import IntervalTrigger
 
 __all__ = ["Config", "find_config", "load_config", "load_connection", "load_namespace", "validate_job"]
 
 M = TypeVar("M", bound=BaseModel)
-_JOBS_ADAPTER = TypeAdapter(dict[str, JobSpec])  # serialises a whole config's jobs in one call
+_SPEC_SERIALISER = JobSpec.__pydantic_serializer__
 _EXTENSION_PREFIX = "x-"  # top-level keys for YAML anchors, ignored as in docker compose
 
 
@@ -67,8 +71,16 @@ class Config:
     @cached_property
     def digest(self) -> str:
         """Short hash of every job's spec: replicas with equal digests schedule the same jobs (computed once)."""
-        serialised = _JOBS_ADAPTER.dump_json({name: self.jobs[name] for name in sorted(self.jobs)})
-        return hashlib.sha256(serialised).hexdigest()[:16]
+        # The bytes of ``TypeAdapter(dict[str, JobSpec]).dump_json`` of the jobs by sorted name (the digest of
+        # earlier versions, which replicas compare), hashed job by job: the whole text
+        # of 100,000 jobs would take ~100 MB at once. Names need no JSON escaping (NAME_PATTERN).
+        digest = hashlib.sha256(b"{")
+        serialise = _SPEC_SERIALISER.to_json
+        for index, name in enumerate(sorted(self.jobs)):
+            digest.update(b'%s"%s":' % (b"," if index else b"", name.encode()))
+            digest.update(serialise(self.jobs[name]))
+        digest.update(b"}")
+        return digest.hexdigest()[:16]
 
     def problem(self, job: str, key: str, message: str) -> Problem:
         """A Problem located at ``jobs.JOB.KEY`` in the file that declared the job."""
@@ -137,20 +149,79 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
     job_defaults = _valid_defaults(settings.defaults, main, problems)
     if settings.alerts is not None:
         problems.extend(alert_problems(settings.alerts, declared, main))
+    # From here on only positions are asked of the sources; each job's raw values are let go once it is
+    # validated, so the raw jobs and their specs are not all alive at once (the specs hold the values).
+    where: KeyPath = ("jobs",) if "jobs" in top else ()
+    settings = settings.model_copy(update={"jobs": {}})
+    top = {}
+    for source in {id(source): source for _, source in declared.values()}.values():
+        source.value = None
+    main.value = None
     jobs: dict[str, JobSpec] = {}
+    shared = _Interner()
     for name, (raw, source) in declared.items():
+        declared[name] = (None, source)
         spec = _validate_job(
             name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
         )
+        del raw
         if spec is not None:
-            jobs[name] = spec
+            jobs[name] = shared.spec(spec)
     if problems:
         raise ConfigError(problems)
     if not jobs:
-        where: KeyPath = ("jobs",) if "jobs" in top else ()
         warnings.append(main.problem(where, "the config declares no jobs: nothing will be scheduled"))
     sources = {name: declared[name][1] for name in jobs}
     return Config(path=path, settings=settings, jobs=jobs, sources=sources, warnings=tuple(sorted(set(warnings))))
+
+
+class _Interner:
+    """Makes equal parts of the specs one object: most jobs share their policies, durations, argv and schedule,
+    and a 100,000-job config would otherwise hold 100,000 copies of each. Only values whose equality means
+    the same thing are shared (exact type; strings, durations, string tuples, the settings models, and
+    interval triggers with the same anchor and zone). Jobs written one after another are usually alike, so
+    each field is first compared with the previous job's (identity, then equality) before the table."""
+
+    def __init__(self) -> None:
+        self.table: dict[Any, Any] = {}
+        self.previous: dict[str, Any] = {}
+        self.fields: set[str] = set()
+
+    def spec(self, spec: JobSpec) -> JobSpec:
+        """``spec``, its values replaced by the equal ones seen before (in place: equal values, same spec)."""
+        values, previous, given = spec.__dict__, self.previous, spec.__pydantic_fields_set__
+        for key, default in _DEFAULT_MODELS.items():
+            if key not in given:  # built by its default factory: one shared default
+                values[key] = default
+        for key in _SHARED_FIELDS:
+            value = values[key]
+            before = previous.get(key)
+            if value is before or value is None:
+                continue
+            kind = type(value)
+            if kind is type(before) and value == before:
+                values[key] = before
+            elif kind in _SHAREABLE or (kind is tuple and all(type(item) is str for item in value)):
+                values[key] = previous[key] = self.table.setdefault((kind, value), value)
+        trigger = values.get("_compiled_trigger")
+        if type(trigger) is IntervalTrigger:
+            start, end = trigger.start, trigger.end
+            zones = (start.tzinfo if start else None, end.tzinfo if end else None)
+            values["_compiled_trigger"] = self.table.setdefault((IntervalTrigger, trigger, zones), trigger)
+        if given != self.fields:  # usually equal to the previous job's: no table look-up
+            fields = frozenset(given)
+            self.fields = self.table.setdefault((set, fields), set(fields))
+        object.__setattr__(spec, "__pydantic_fields_set__", self.fields)
+        return spec
+
+
+_SHAREABLE = frozenset({str, timedelta, HistoryPolicy, OutputPolicy})
+_DEFAULT_MODELS = {"history": HistoryPolicy(), "output": OutputPolicy()}
+_SHARED_FIELDS = (
+    *("timezone", "queue", "timeout", "retry_delay", "retry_delay_max", "misfire_grace", "tags", "history"),
+    *("output", "jitter", "expires", "description", "cron", "every", "celery", "call", "command", "cwd"),
+)
+"""The fields whose values repeat across jobs and are not singletons (None, booleans, small ints)."""
 
 
 def load_connection(path: Path, environ: Mapping[str, str]) -> Config:

@@ -5,12 +5,14 @@ gets the (line, column) of its node and every mapping key the position of the ke
 path of keys from the document root. ``${VAR}`` substitution happens here, on string scalars, so that a
 substituted value keeps the position of the text it replaced. Timestamps stay strings: beatd parses instants
 itself, in the job's time zone.
+
+A file is first read by the fast path (:mod:`beatd.config.plainyaml`: values only, no node tree); the nodes
+are composed only when the file needs them (a problem the fast path cannot judge, or a position asked for).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from beatd import defaults
 from beatd.config.bounds import alias_problem, byte_position, read_text
 from beatd.config.envsubst import MissingVariable, substitute
+from beatd.config.plainyaml import GAVE_UP, plain_values
 from beatd.errors import Problem
 
 __all__ = ["KeyPath", "Located", "dotted", "parse_yaml", "read_yaml"]
@@ -47,14 +50,55 @@ def dotted(path: KeyPath) -> str:
     return text
 
 
-@dataclass
 class Located:
-    """A YAML document as plain values plus the position of every value and mapping key."""
+    """A YAML document as plain values plus the position of every value and mapping key.
 
-    file: str
-    value: Any
-    value_nodes: dict[KeyPath, Node] = field(default_factory=dict, repr=False)
-    key_nodes: dict[KeyPath, Node] = field(default_factory=dict, repr=False)
+    A document read by the fast path (:mod:`beatd.config.plainyaml`) keeps its text instead of its nodes and
+    composes them the first time a position is asked for (only when there is a problem to report), so a
+    config that is valid costs no node tree; the positions are the same either way."""
+
+    def __init__(
+        self,
+        file: str,
+        value: Any,
+        value_nodes: dict[KeyPath, Node] | None = None,
+        key_nodes: dict[KeyPath, Node] | None = None,
+        *,
+        text: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.file = file
+        self.value = value
+        self._value_nodes = value_nodes
+        self._key_nodes = key_nodes
+        self._text = text
+        self._environ = environ
+
+    def __repr__(self) -> str:
+        return f"Located(file={self.file!r}, value={self.value!r})"
+
+    @property
+    def value_nodes(self) -> dict[KeyPath, Node]:
+        """The node of every value, by key path (composed on first use for a fast-path document)."""
+        if self._value_nodes is None:
+            self._compose()
+        assert self._value_nodes is not None
+        return self._value_nodes
+
+    @property
+    def key_nodes(self) -> dict[KeyPath, Node]:
+        """The node of every mapping key, by the key path it leads to."""
+        if self._key_nodes is None:
+            self._compose()
+        assert self._key_nodes is not None
+        return self._key_nodes
+
+    def _compose(self) -> None:
+        self._value_nodes, self._key_nodes = {}, {}
+        if self._text is not None:
+            positioned, _ = _parse_positioned(self.file, self._text, self._environ or {})
+            self._value_nodes, self._key_nodes = positioned.value_nodes, positioned.key_nodes
+            self._text = self._environ = None
 
     def position(self, path: KeyPath, *, at_key: bool = False) -> tuple[int, int] | None:
         """(line, column), 1-based, of the value (or key) at ``path``; None when nothing is there."""
@@ -64,7 +108,8 @@ class Located:
     def problem(self, path: KeyPath, message: str, *, at_key: bool = False, shown: KeyPath | None = None) -> Problem:
         """A Problem located at ``path`` (its key with ``at_key``), or at its nearest located ancestor."""
         probe = path
-        while probe and probe not in self.value_nodes and (not at_key or probe not in self.key_nodes):
+        value_nodes, key_nodes = self.value_nodes, self.key_nodes
+        while probe and probe not in value_nodes and (not at_key or probe not in key_nodes):
             probe = probe[:-1]
         line, column = self.position(probe, at_key=at_key) or self.position(probe) or (1, 1)
         return Problem(self.file, line, column, dotted(path if shown is None else shown), message)
@@ -82,6 +127,14 @@ def read_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Located, list[Pro
 
 def parse_yaml(name: str, text: str, environ: Mapping[str, str]) -> tuple[Located, list[Problem]]:
     """:func:`read_yaml` of ``text`` already read, named ``name`` in problems (JSON is YAML too)."""
+    value = plain_values(text, environ, _LOADER)
+    if value is not GAVE_UP:
+        return Located(name, value, text=text, environ=environ), []
+    return _parse_positioned(name, text, environ)
+
+
+def _parse_positioned(name: str, text: str, environ: Mapping[str, str]) -> tuple[Located, list[Problem]]:
+    """The slow path: compose the node tree, convert it and keep every node's position."""
     try:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:
@@ -95,7 +148,7 @@ def parse_yaml(name: str, text: str, environ: Mapping[str, str]) -> tuple[Locate
         return Located(name, None), [Problem(name, 1, 1, "", f"malformed YAML: {error}")]
     if root is not None and (problem := alias_problem(name, text, root, _LOADER)) is not None:
         return Located(name, None), [problem]
-    located = Located(name, None)
+    located = Located(name, None, {}, {})
     problems: list[Problem] = []
     if root is not None:
         converter = _Converter(located, problems, environ)

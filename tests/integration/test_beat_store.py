@@ -99,3 +99,24 @@ def test_refused_writes_are_not_counted_until_applied(
     clock.advance(5)  # the refused job is planned again after REFUSED_RETRY
     beat.tick(clock.now(), clock.monotonic())
     assert counted(beat) == (len(messages(client, namespace)),) * 2 and counted(beat)[0] >= 2
+
+
+def test_a_sync_of_more_new_jobs_than_one_batch_starts_them_all(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New jobs are started in fenced calls of START_BATCH writes: all of them, in several calls."""
+    import beatd.beat
+
+    monkeypatch.setattr(beatd.beat, "START_BATCH", 2)
+    body = "\n".join(f"j{index}: {{command: [x], every: 1s}}" for index in range(5))
+    config = load_config(write_config(tmp_path / "beatd.yaml", shared_redis, namespace, body, lease="30s"), {})
+    clock = FixedClock(HOST)
+    store = Store(connect(shared_redis.url), Keys(namespace))
+    calls: list[int] = []
+    apply = store.apply
+    monkeypatch.setattr(store, "apply", lambda token, writes: calls.append(len(writes)) or apply(token, writes))
+    beat = Beat(config, store, Identity("one", "t", 0, HOST), clock=clock)
+    beat.tick(clock.now(), clock.monotonic())
+    assert beat.synced
+    assert calls[:3] == [2, 2, 1]
+    assert shared_redis.client().hlen(Keys(namespace).progress) == 5

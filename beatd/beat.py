@@ -189,8 +189,10 @@ class Beat:
         self.celery_outbox: bool | None = False
         """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
         :mod:`beatd.celery_broker`) rather than straight into the broker's database; None while the broker
-        probe could not tell (beatd's Redis did not answer it): celery fires wait, and ``celery_reprobe`` runs
-        before the leader's next emission, at most every ``CELERY_REPROBE`` s."""
+        probe could not tell (beatd's Redis did not answer it, or a reload changed ``celery`` and the probe of
+        the new broker has not run yet): celery fires wait, and ``celery_reprobe`` runs before the leader's next
+        emission, at most every ``CELERY_REPROBE`` s. A changed job's old schedule settled meanwhile goes to the
+        outbox: at least once, never pushed into a server not proven to be the broker's."""
         self.celery_reprobe: Callable[[], None] | None = None
         self.counters = Counters()
         self.unavailable_since: float | None = None
@@ -323,6 +325,8 @@ class Beat:
             {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
         )
         restart = {name: old.get(name) for name in names}
+        if config.settings.celery != self.config.settings.celery:
+            self.celery_outbox = None  # the new broker is not probed yet (the daemon probes it after this)
         self.config, self.jobs, self.specs = config, new, specs
         self.unprepared = list(new)
         for name in old:
@@ -447,10 +451,11 @@ class Beat:
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
-        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first."""
+        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first,
+        unless the job is paused (its paused period is never emitted: resume starts it from then)."""
         pending: list[Pending] = []
         for name, before in names.items():
-            if before is not None and name in self.progress:
+            if before is not None and name in self.progress and name not in self.paused:
                 settle = plan_job(before.trigger, _no_jitter, self.progress[name], now, before.policy, self.late_after)
                 pending.extend(self._writes(before, settle, now))
             pending.append(Pending(LeaderWrite.base(name, to_ms(now), self.jobs[name].spec.schedule_digest)))
@@ -512,7 +517,7 @@ class Beat:
         plans: dict[tuple[int, datetime], Plan] = {}  # by (id of the interned share, progress): this tick's
         celery = self.config.settings.celery
         writer = TickWriter(
-            now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True, instants=self.instants
+            now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is not False, instants=self.instants
         )
         while self.heap and self.heap[0] <= now and budget > 0 and self.synced:
             due = self.heap[0]
@@ -577,7 +582,7 @@ class Beat:
         if state.template is None and (spec.celery is None or celery is None):
             state.template = message_template(spec)
         return plan_writes(
-            spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True,
+            spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is not False,
             template=state.template, instants=self.instants,
         )  # fmt: skip
 

@@ -592,9 +592,14 @@ class Beat:
         self._collect()
 
     def _send(self, pending: list[Pending]) -> None:
-        """Send ``pending`` to Redis, after reading the outcome of what was in flight (at most one batch is)."""
+        """Send ``pending`` to Redis, after reading the outcome of what was in flight (at most one batch is)
+        and renewing the lease if a renewal is due: a tick that sends many batches (a burst, a sync of many new
+        jobs, slower still on a loaded host) keeps the lease's schedule, never renewing only after it."""
         self._collect()
         if not pending or self.leadership.token is None or not self.synced:
+            return
+        if not self.leadership.keep():  # the lease lapsed during this tick: what is pending is never sent
+            self.synced = False  # the next sync reads the progress Redis has
             return
         self.in_flight = (pending, self.store.submit(self.leadership.token, [item.write for item in pending]))
 

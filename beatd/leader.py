@@ -79,6 +79,17 @@ class Leadership:
             self.token = None
         return self.is_leader(monotonic)
 
+    def keep(self) -> bool:
+        """Renew now if a renewal is due, and say whether this replica still leads: a long piece of leader work
+        (a burst of 100,000 fires, the start of as many new jobs) calls this between its batches, so the lease
+        keeps its renewal schedule however long one tick takes (:meth:`step` runs only between ticks).
+
+        Raises StoreError as :meth:`step` does."""
+        monotonic = self._monotonic()
+        if self.token is not None and self.next_action <= monotonic < self.valid_until:
+            self._renew(monotonic)
+        return self.is_leader(monotonic)
+
     def set_lease(self, lease: timedelta) -> None:
         """Use a new lease TTL (a reload); a leader renews with it at once."""
         if lease.total_seconds() != self.lease_seconds:

@@ -23,6 +23,9 @@ Figures:
 * beat CPU: utime + stime (/proc/PID/stat) from T - 0.5 s to the last message (sampled every 20 ms), and per
   fire in µs; redis CPU the same for redis-server.
 * commandstats: Redis ``INFO commandstats`` over the burst (calls, µs per call, µs per fire), the top entries.
+* lease_losses: "standing down" lines in the beat's log (from launch on: the start of N new jobs counts too);
+  lease_min_left_s: the least time the lease had left (PTTL of the leader key, sampled every 20 ms over the
+  burst; renewed every third of the lease, it stays above two thirds of it less one poll).
 * missing: jobs without a message for T; duplicates: messages beyond the first per fire id; other: messages
   whose scheduled instant is not T.
 * with --py-spy FILE: py-spy records the beat (100 Hz, ``--nonblocking``) from T - 0.2 s for the burst and
@@ -151,9 +154,11 @@ def run_one(args: argparse.Namespace, run: int) -> dict[str, Any]:
         redis_cpu0 = server.cpu_seconds() or 0.0
         deadline = burst_s + args.timeout
         beat_cpu = redis_cpu = None
+        lease_left: list[int] = []
         while time.time() < deadline and beat.alive():
             beat_cpu = C.proc_cpu_seconds(beat.pid)
             redis_cpu = server.cpu_seconds()
+            lease_left.append(int(client.pttl(f"{NAMESPACE}:leader")))
             if time.time() > burst_s and int(client.xlen(QUEUE_KEY)) >= n:
                 break
             time.sleep(0.02)
@@ -193,6 +198,7 @@ def run_one(args: argparse.Namespace, run: int) -> dict[str, Any]:
                 "redis_us_per_fire": round(1e6 * (redis_cpu - redis_cpu0) / fires, 1) if redis_cpu and fires else None,
                 "commandstats": stats_delta(stats0, stats1, fires),
                 "lease_losses": sum(1 for _, line in beat.lines if "standing down" in line),
+                "lease_min_left_s": min(lease_left) / 1000 if lease_left else None,
                 "load_after": C.load_average(),
             }
         )

@@ -4,15 +4,20 @@ items, and calls sent before the previous reply is read, with every guarantee of
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from beatd.beat import PLANS_PER_TICK, Beat
 from beatd.clock import FixedClock
 from beatd.config import load_config
 from beatd.identity import Identity
 from beatd.keys import Keys
-from beatd.store import LeaderWrite, Store, connect
+from beatd.store import InFlight, LeaderWrite, Store, connect
 from tests.integration.helpers import messages, write_config
 from tests.redis_server import RedisServer
 
@@ -134,3 +139,47 @@ def test_a_burst_of_jobs_sharing_a_schedule_emits_each_fire_once(
     assert next(item["args"] for item in found if item["job"] == "argued") == [1, "é"]
     registry = beat.metrics.registry
     assert registry.get_sample_value("beatd_emission_lag_seconds_count") == len(found) == beat.counters.emitted
+
+
+class _SlowStore(Store):
+    """A store whose every batch takes ``seconds`` of the test clock to send (a loaded host, a busy Redis)."""
+
+    def __init__(self, store: Store, clock: FixedClock, seconds: float) -> None:
+        super().__init__(store.client, store.keys)
+        self.clock, self.seconds, self.renewals = clock, seconds, 0
+
+    def submit(self, token: str, writes: Sequence[LeaderWrite]) -> InFlight:
+        self.clock.advance(self.seconds)
+        return super().submit(token, writes)
+
+    def renew(self, token: str, lease_ms: int) -> tuple[bool, float]:
+        self.renewals += 1
+        return super().renew(token, lease_ms)
+
+
+def test_a_burst_longer_than_the_lease_renews_it_on_schedule(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst whose tick sends batches for longer than the whole lease (each batch takes 0.7 s of a 2 s
+    lease) renews the lease between batches: the beat never stands down, and every job fires once an instant."""
+    jobs = PLANS_PER_TICK + 500
+    body = "\n".join(f"j{index}: {{command: [x], every: 1s}}" for index in range(jobs))
+    path = write_config(tmp_path / "beatd.yaml", shared_redis, namespace, body, lease="2s")
+    clock = FixedClock(HOST)
+    store = _SlowStore(Store(connect(shared_redis.url), Keys(namespace)), clock, 0.7)
+    beat = Beat(load_config(path, {}), store, Identity("one", "t", 0, HOST), clock=clock)
+    caplog.set_level(logging.INFO, logger="beatd")
+    beat.tick(clock.now(), clock.monotonic())  # leads; the start of every job is two batches
+    renewed = store.renewals
+    deadline = time.monotonic() + 60
+    while beat.counters.emitted < jobs and time.monotonic() < deadline:  # due by Redis's clock: within 1 s
+        if beat.tick(clock.now(), clock.monotonic()) > 0.0:
+            clock.advance(0.05)
+    assert not [record.message for record in caplog.records if "standing down" in record.message]
+    assert beat.leadership.changes == 1 and store.renewals >= renewed + 4
+    found = messages(shared_redis.client(), namespace)
+    assert len({item["fire_id"] for item in found}) == len(found) >= jobs
+    first = min(item["scheduled_at"] for item in found)
+    assert sorted(item["job"] for item in found if item["scheduled_at"] == first) == sorted(
+        f"j{index}" for index in range(jobs)
+    )

@@ -25,6 +25,7 @@ from beatd.planner import Plan
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
+from beatd.store.beat import last_text
 from beatd.triggers import jitter_offset
 
 __all__ = [
@@ -109,7 +110,8 @@ def plan_writes(
             if spec.celery is None or celery is None:  # the common case, and a burst's: build it from the template
                 message = (template or message_template(spec)).fill(scheduled, emitted_at, step.trigger)
                 signature = signer.sign(message) if signer else ""
-                write = LeaderWrite("emit", spec.name, scheduled_ms, keys.queue(spec.queue), message, signature)
+                last = last_text(scheduled_ms, step.trigger, spec.digest)
+                write = LeaderWrite.emit(spec.name, scheduled_ms, keys.queue(spec.queue), message, signature, last)
                 pending.append(Pending(write, step.trigger, lag if lag > 0.0 else 0.0))
                 continue
             identifier = scheduled_fire_id(spec.name, scheduled)
@@ -197,7 +199,8 @@ class TickWriter:
         for scheduled, scheduled_ms, trigger, lag in rendered:
             message = template.fill(scheduled, self._emitted_at, trigger)
             signature = self.signer.sign(message) if self.signer else ""
-            write = LeaderWrite.emit(spec.name, scheduled_ms, queue_key, message, signature)
+            last = last_text(scheduled_ms, trigger, spec.digest)
+            write = LeaderWrite.emit(spec.name, scheduled_ms, queue_key, message, signature, last)
             pending.append(_new_pending(Pending, (write, trigger, lag, 0)))
         return pending
 
@@ -252,9 +255,10 @@ def celery_write(
         config_digest=spec.digest,
         extra={"task_id": task.task_id, "task": spec.celery, "celery_queue": task.queue},
     )
+    scheduled_ms = to_ms(scheduled_at)
     write = LeaderWrite.celery(
-        spec.name, to_ms(scheduled_at), celery_queue_key=task.queue_key, celery_message=task.envelope,
-        celery_db=celery.broker_db, message=message, runs_key=keys.runs(spec.name),
+        spec.name, scheduled_ms, celery_queue_key=task.queue_key, celery_message=task.envelope,
+        celery_db=celery.broker_db, last=last_text(scheduled_ms, trigger, spec.digest), runs_key=keys.runs(spec.name),
         runs_index_key=keys.runs_by_time(spec.name), run_id=record.run_id, record=record.to_json(),
         written_ms=to_ms(now), keep=spec.history.keep, outbox_key=keys.celery_outbox if outbox else "",
         outbox_limit=celery.outbox_limit if outbox else 0,

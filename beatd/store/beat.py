@@ -12,12 +12,13 @@ from typing import Any, Literal, NamedTuple
 import redis
 
 from beatd.keys import Keys
+from beatd.messages import format_utc, from_ms, scheduled_fire_id
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
 from beatd.store.codec import BatchScript, Sent
 from beatd.store.runs import tally_bucket
 from beatd.store.upkeep import UpkeepStore
 
-__all__ = ["ApplyResult", "Corrupt", "InFlight", "LeaderWrite", "Store"]
+__all__ = ["ApplyResult", "Corrupt", "InFlight", "LeaderWrite", "Store", "last_text", "read_last"]
 
 BATCH_LIMIT = 1000
 """Most writes sent in one atomic script call."""
@@ -40,9 +41,11 @@ class LeaderWrite(NamedTuple):
     queue_key: str = ""
     """emit: the queue stream."""
     message: str = ""
-    """emit, celery: beatd's fire message JSON, kept as the job's last emission (emit: also the stream entry)."""
+    """emit: beatd's fire message JSON, the stream entry."""
     signature: str = ""
     """emit: the message's signature ('' when unsigned)."""
+    last_text: str = ""
+    """emit, celery: what ``{ns}:last`` keeps of the fire (:func:`last_text`), not the whole message."""
     runs_key: str = ""
     """miss, celery: the job's run-record hash."""
     runs_index_key: str = ""
@@ -74,9 +77,10 @@ class LeaderWrite(NamedTuple):
     """miss: the alert events stream the record is noted in (the job has a ``missed`` rule), else ''."""
 
     @classmethod
-    def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str) -> LeaderWrite:
-        """Append ``message`` to ``queue_key`` and advance the job's progress to ``scheduled_ms``."""
-        return _new_write(cls, ("emit", job, scheduled_ms, queue_key, message, signature, *_EMIT_UNUSED))
+    def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str, last: str) -> LeaderWrite:
+        """Append ``message`` to ``queue_key``, advance the job's progress to ``scheduled_ms`` and keep ``last``
+        (:func:`last_text`) as its last emission."""
+        return _new_write(cls, ("emit", job, scheduled_ms, queue_key, message, signature, last, *_EMIT_UNUSED))
 
     @classmethod
     def miss(
@@ -93,14 +97,14 @@ class LeaderWrite(NamedTuple):
     @classmethod
     def celery(
         cls, job: str, scheduled_ms: int, *, celery_queue_key: str, celery_message: str, celery_db: int,
-        message: str, runs_key: str, runs_index_key: str, run_id: str, record: str, written_ms: int, keep: int,
+        last: str, runs_key: str, runs_index_key: str, run_id: str, record: str, written_ms: int, keep: int,
         outbox_key: str = "", outbox_limit: int = 0,
     ) -> LeaderWrite:  # fmt: skip
         """Push a Celery task message onto ``celery_queue_key`` in database ``celery_db`` (or, with
         ``outbox_key``, append it to the outbox for the relay), write its ``sent`` record (keeping ``keep``),
-        keep ``message`` as the last emission and advance progress to ``scheduled_ms``."""
+        keep ``last`` (:func:`last_text`) as the last emission and advance progress to ``scheduled_ms``."""
         return cls(
-            "celery", job, scheduled_ms, message=message, runs_key=runs_key, runs_index_key=runs_index_key,
+            "celery", job, scheduled_ms, last_text=last, runs_key=runs_key, runs_index_key=runs_index_key,
             run_id=run_id, record=record, written_ms=written_ms, keep=keep, celery_queue_key=celery_queue_key,
             celery_message=celery_message, celery_db=celery_db, outbox_key=outbox_key, outbox_limit=outbox_limit,
         )  # fmt: skip
@@ -112,8 +116,36 @@ class LeaderWrite(NamedTuple):
 
 
 _new_write = tuple.__new__  # a burst makes one write per fire: skip the named tuple's argument parsing
-_EMIT_UNUSED = tuple(LeaderWrite._field_defaults[name] for name in LeaderWrite._fields[6:])
-"""The fields an ``emit`` write leaves at their defaults (all after ``signature``)."""
+_EMIT_UNUSED = tuple(LeaderWrite._field_defaults[name] for name in LeaderWrite._fields[7:])
+"""The fields an ``emit`` write leaves at their defaults (all after ``last_text``)."""
+
+
+def last_text(scheduled_ms: int, trigger: str, config_digest: str) -> str:
+    """What ``{ns}:last`` keeps of a job's last emitted fire: its scheduled instant (epoch ms), trigger and the
+    job's config digest, space-separated (about 40 bytes; the whole message was 240). The fire id follows from
+    the job and the instant; :meth:`Store.last_emitted` reads it back."""
+    return f"{scheduled_ms} {trigger} {config_digest}"
+
+
+def read_last(job: str, text: str) -> dict[str, Any]:
+    """The last emission of ``job`` as ``beatd status`` shows it, from a ``{ns}:last`` value: :func:`last_text`'s
+    form, or the whole message JSON an older beatd kept; ``{}`` when unreadable."""
+    if text.startswith("{"):
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return {}
+        return message if isinstance(message, dict) else {}
+    scheduled_ms, _, rest = text.partition(" ")
+    trigger, _, digest = rest.partition(" ")
+    try:
+        scheduled_at = format_utc(from_ms(int(scheduled_ms)))
+    except (ValueError, OverflowError):
+        return {}
+    return {
+        "fire_id": scheduled_fire_id(job, scheduled_at), "job": job, "scheduled_at": scheduled_at,
+        "trigger": trigger, "config_digest": digest,
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -326,10 +358,10 @@ class Store:
             return InFlight(len(writes), self._emit, self._emit.send([*fixed, tally], [token, self.db], writes))
 
     def last_emitted(self) -> dict[str, dict[str, Any]]:
-        """The last message emitted per job."""
+        """The last fire emitted per job (:func:`read_last`): fire id, job, scheduled_at, trigger, config_digest."""
         with reachable():
             raw = self.client.hgetall(self.keys.last)
-        return {job: json.loads(value) for job, value in raw.items()}
+        return {job: read_last(job, value) for job, value in raw.items()}
 
     def enqueue(
         self, queue: str, messages: Sequence[tuple[str, str]], audit: dict[str, Any],

@@ -74,7 +74,7 @@ def test_ex_leader_writes_are_fenced(make_beat: MakeBeat, shared_redis: RedisSer
     tick(new, clock)
     assert new.leadership.token not in (None, stale_token)
 
-    forged = LeaderWrite.emit("a", to_ms(expected[2]), Keys(namespace).queue("default"), "{}", "")
+    forged = LeaderWrite.emit("a", to_ms(expected[2]), Keys(namespace).queue("default"), "{}", "", "")
     refused = old.store.apply(stale_token, [forged])
     assert refused.leader is False and refused.statuses == ("unsent",)
     clock.advance(1)  # "old" wakes up still believing it leads (its local lease has not run out)

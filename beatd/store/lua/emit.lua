@@ -5,9 +5,9 @@
 -- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
 -- ARGV[3] the items, packed (beatd.store.codec; ARGV[4] how), one per write (beatd.store.beat.LeaderWrite; a
 -- field a kind does not use is empty or 0):
-local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'last_text', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
 --   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
---           last[job] = message
+--           last[job] = last_text (what status shows of it: instant, trigger, config digest)
 --   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
 --           keep at most `keep` records (oldest dropped, in pieces: call_chunked); progress[job] = scheduled_ms;
 --           with alerts_key (the job has alert rules), the record is noted as an alert event there (prelude)
@@ -16,7 +16,7 @@ local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature'
 --           SELECT or LPUSH removes the record and refuses the step); with outbox_key (a broker on another
 --           server) XADD outbox_key queue celery_queue_key envelope celery_message instead, refused while the
 --           outbox holds outbox_limit entries (the relay publishes it and deletes the entry);
---           progress[job] = scheduled_ms; last[job] = message
+--           progress[job] = scheduled_ms; last[job] = last_text
 --   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
 -- A step whose first write Redis refuses (out of memory, a key of the wrong type), or whose job's progress is
 -- not a number, is skipped and its progress left unchanged.
@@ -62,7 +62,7 @@ local function emit(item, scheduled)
         return refused(reply)
     end
     current[item.job] = scheduled
-    last[item.job] = item.message
+    last[item.job] = item.last_text
     return APPLIED
 end
 
@@ -97,7 +97,7 @@ local function send(item, scheduled)
     end
     redis.call('HSET', KEYS[2], item.job, scheduled)
     current[item.job] = scheduled
-    redis.pcall('HSET', KEYS[4], item.job, item.message)
+    redis.pcall('HSET', KEYS[4], item.job, item.last_text)
     pcall(record_run, item)
     return APPLIED
 end

@@ -4,8 +4,8 @@
 -- ARGV[1] the database the caller's connection uses          ARGV[2] audit record JSON ('' for none)
 -- ARGV[3] audit max length
 -- then one item per push (beatd.store.beat.LeaderWrite, kind `celery`: emit.lua's layout):
-local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key',
-    'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms',
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'last_text', 'runs_key',
+    'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms',
     'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
 --   HSET runs_key run_id record; in database celery_db (SELECTed, then ARGV[1] again) LPUSH celery_queue_key
 --   celery_message (or, with outbox_key, XADD it to the outbox as emit.lua does); ZADD runs_index_key

@@ -448,7 +448,7 @@ class Beat:
         for name in self.jobs:
             if name not in fresh and name not in self.unreadable.jobs:
                 self._push_at(name, now)
-        log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
+        log.info("leading %d jobs (%d new or changed start from %s)", len(self.jobs), len(fresh), format_utc(now))
 
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
         """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first,

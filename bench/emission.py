@@ -29,8 +29,9 @@ Figures (per N and mode), defined as in ``bench/peers/redbeat_emission.py``:
 * start-up: launch -> ``became leader`` and -> ``leading N jobs`` log lines (the beat has read and validated
   the config, taken the lease and written the start line of every new job: "loaded"), launch -> first
   emission, and first due instant -> first emission.
-* expected fires: every instant of every job in (B0, end], B0 = the instant the beat took over (``at`` of the
-  ``leader`` audit record, the same instant the new jobs start from). Missing = expected with no message at
+* expected fires: every instant of every job in (B0, end], B0 = the instant the new jobs start from (Redis's
+  clock when the beat wrote their start: ``start from`` in its ``leading N jobs`` line; with 100,000 jobs
+  seconds after it took the lease, so an instant between the two was never due). Missing = expected with no message at
   all; split into *lost* (at or before the job's progress in Redis after the stop, i.e. passed over: a hole)
   and *overdue at end* (after it: not emitted yet when the run ended, backlog). Lost fires that the beat
   recorded as ``missed`` run records (planner: later than 2 leases + 1 s, ``catchup: latest``) are counted
@@ -54,6 +55,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -115,6 +117,16 @@ def build_jobs(n: int, interval: int, spread: bool) -> tuple[dict[str, dict[str,
             body["start"] = start.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(anchor_ms + offset) % 1000:03d}Z"
         jobs[name] = body
     return jobs, anchor_ms
+
+
+def start_ms(leading_line: str | None, leader_records: list[dict[str, Any]], launch: float) -> int:
+    """The instant (epoch ms) the new jobs start from: ``start from`` of the beat's ``leading N jobs`` line (Redis's
+    clock when their start was written); none of their instants at or before it is ever due. Without that line
+    (a beatd before it named the instant), the first ``leader`` audit record's ``at``, else the launch."""
+    started = re.search(r"start from (\S+)\)", leading_line or "")
+    if started:
+        return C.parse_ms(started[1])
+    return C.parse_ms(leader_records[0]["at"]) if leader_records else int(launch * 1000)
 
 
 def expected_instants(phase_ms: int, interval_ms: int, after_ms: int, until_ms: int) -> range:
@@ -207,7 +219,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             for _, fields in client.xrange(f"{NAMESPACE}:audit")
             if fields.get("event") == "leader"
         ]
-        base_ms = C.parse_ms(leader_records[0]["at"]) if leader_records else int(launch * 1000)
+        base_ms = start_ms(leading[1] if leading else None, leader_records, launch)
         progress = {job: int(value) for job, value in client.hgetall(f"{NAMESPACE}:progress").items()}
         missed_recorded = count_missed_records(client)
         end_ms = int(end * 1000)

@@ -18,6 +18,7 @@ from beatd.keys import Keys, celery_queue
 from beatd.messages import Message, fire_id, format_utc
 from beatd.planner import Plan, Step
 from beatd.records import RunRecord
+from beatd.store.beat import read_last
 from tests.conftest import WriteFiles
 
 FIRE = "report@2026-12-01T08:00:00Z"
@@ -143,7 +144,7 @@ def test_celery_steps_become_fenced_pushes_with_sent_records(write_files: WriteF
         "celery_queue": "celery",
     }
     assert json.loads(write.celery_message)["headers"]["id"] == record.extra["task_id"]
-    assert json.loads(write.message)["fire_id"] == FIRE
+    assert read_last(spec.name, write.last_text)["fire_id"] == FIRE  # what `{ns}:last` keeps of it
 
 
 def test_a_jobs_expires_is_celerys_expires_from_the_scheduled_instant(write_files: WriteFiles) -> None:

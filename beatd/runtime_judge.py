@@ -20,6 +20,7 @@ from beatd import defaults
 from beatd.config import Config, JobSpec
 from beatd.config.alerts import effective_rules
 from beatd.config.model import NAME_PATTERN
+from beatd.config.shapes import pristine
 from beatd.runtime_jobs import judge
 from beatd.store.jobs import StoredJob
 
@@ -100,13 +101,7 @@ class Judge:
             spec, _ = judge(self.config, name, entry)
         except Exception:
             spec = None
-        self._shapes[shape] = _pristine(spec) if spec is not None else None
-
-
-def _pristine(spec: JobSpec) -> JobSpec:
-    """A copy of ``spec`` without cached properties (trigger, digests), which a copy would otherwise carry."""
-    values = {field: getattr(spec, field) for field in JobSpec.model_fields}
-    return JobSpec.model_construct(spec.model_fields_set, **values)
+        self._shapes[shape] = pristine(spec) if spec is not None else None
 
 
 def _instance(template: JobSpec, name: str, own: dict[str, Any], config: Config, values: ValueCache) -> JobSpec:

@@ -1,0 +1,128 @@
+"""Validation once per job shape: YAML jobs written alike are validated in full once, then copied.
+
+A config of 100,000 jobs usually has a few distinct job bodies ("shapes"): the same mapping under another
+name. Validating each in full costs ~15 µs of pydantic and beatd's own rules per job. :class:`Shapes` keeps,
+per shape, a valid spec of it (validated in full, with every problem check, under the first job's name) and
+makes each further job of that shape by copying it with its own name, then redoing what depends on the name:
+the name's pattern, ``H`` fields of cron (hashed by the name, in the field validator's check and in the
+trigger), the trigger of a cron job and the job's alert rules (top-level rules select jobs by name). Jitter
+offsets are drawn from the name by the beat, not the spec, so a spec holds no other name-dependent value.
+
+A shape is the job's raw mapping exactly as read: keys in order (``kwargs`` keeps its order) and every value
+of an exact JSON-like type (dict, list, str, int, float, bool, None) so that ``repr`` tells apart what
+``==`` would not (``1``, ``1.0`` and ``True``). Everything else that validation reads (the top-level time
+zone, ``defaults``, ``celery`` and ``alerts`` settings) is one per load, so it is not part of the key. A raw
+value of any other type, a shape whose first job had problems, or any exception on the copy's name-dependent
+steps sends the job the full way (:func:`beatd.config.load._validate_job`), so problems, their messages and
+their file:line:col locations are always the full path's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from beatd.config.alerts import AlertSettings, effective_rules
+from beatd.config.model import NAME_PATTERN, JobSpec
+from beatd.triggers import CronTrigger, Trigger
+
+__all__ = ["SHAPES_KEPT", "Shapes", "pristine", "shape_key"]
+
+SHAPES_KEPT = 4096
+"""Most shapes remembered (the oldest is forgotten first): a bound for configs whose jobs are all different."""
+
+_NAME = re.compile(NAME_PATTERN)
+_UTC = ZoneInfo("UTC")
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def shape_key(raw: Any) -> str | None:
+    """The text that equal job bodies share, or None when ``raw`` holds a value of another type."""
+    return repr(raw) if type(raw) is dict and _plain(raw) else None
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return False
+
+
+def pristine(spec: JobSpec) -> JobSpec:
+    """A copy of ``spec`` without cached properties (trigger, digests), which a copy would otherwise carry."""
+    values = {field: getattr(spec, field) for field in JobSpec.model_fields}
+    return JobSpec.model_construct(set(spec.model_fields_set), **values)
+
+
+class _Template:
+    """A valid spec of one shape (no alert rules, no cached properties), its field sets without and with
+    ``alert_rules`` (one set object each, shared by the copies as the loader shares them), and its trigger
+    when the trigger does not depend on the name (every and at jobs; None for cron)."""
+
+    __slots__ = ("fields", "fields_with_rules", "spec", "trigger", "values")
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = pristine(spec)
+        self.values = {**self.spec.__dict__, "alert_rules": ()}
+        self.fields = set(spec.model_fields_set) - {"alert_rules"}
+        self.fields_with_rules = self.fields | {"alert_rules"}
+        self.trigger: Trigger | None = spec.trigger() if spec.cron is None else None
+
+
+class Shapes:
+    """The specs of jobs whose shape was validated in full before, under one load's settings (``alerts``)."""
+
+    def __init__(self, alerts: AlertSettings | None) -> None:
+        self.alerts = alerts
+        self._templates: dict[str, _Template] = {}
+        self.copied = 0
+        """Jobs made from their shape (for tests and benchmarks)."""
+
+    def spec(self, key: str | None, name: str) -> JobSpec | None:
+        """The spec of job ``name`` of shape ``key`` when a job of that shape was valid; None: validate in full."""
+        template = self._templates.get(key) if key is not None else None
+        if template is None or not _NAME.fullmatch(name):
+            return None
+        try:
+            spec = self._copy(template, name)
+        except Exception:  # any doubt: the full path decides, with its messages
+            return None
+        self.copied += 1
+        return spec
+
+    def remember(self, key: str | None, spec: JobSpec) -> None:
+        """Keep ``spec``, valid and validated in full, as the template of shape ``key``."""
+        if key is None or key in self._templates:
+            return
+        if len(self._templates) >= SHAPES_KEPT:
+            del self._templates[next(iter(self._templates))]
+        self._templates[key] = _Template(spec)
+
+    def _copy(self, template: _Template, name: str) -> JobSpec:
+        base = template.spec
+        values = {**template.values, "name": name}
+        fields = template.fields
+        if self.alerts is not None:
+            rules = effective_rules(self.alerts, name, base.tags, base.alerts)
+            if rules:  # as the full path: only a job with rules has alert_rules set
+                values["alert_rules"] = rules
+                fields = template.fields_with_rules
+        if template.trigger is not None:
+            values["_compiled_trigger"] = template.trigger  # the cached trigger: equal for every name
+        # What pydantic's BaseModel.__copy__ does (a new instance, its __dict__, fields set, no extra or private
+        # values), with the values already updated: a model_copy(update=...) costs twice as much.
+        spec = JobSpec.__new__(JobSpec)
+        object.__setattr__(spec, "__dict__", values)
+        object.__setattr__(spec, "__pydantic_fields_set__", fields)
+        object.__setattr__(spec, "__pydantic_extra__", None)
+        object.__setattr__(spec, "__pydantic_private__", None)
+        if template.trigger is None:  # cron: H fields are hashed by the name, as the field validator checks
+            assert base.cron is not None
+            CronTrigger.parse(base.cron, _UTC, hash_key=name)
+            spec.trigger()
+        return spec

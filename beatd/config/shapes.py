@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from beatd.config.alerts import AlertSettings, effective_rules
-from beatd.config.model import NAME_PATTERN, JobSpec
+from beatd.config.model import NAME_PATTERN, JobSpec, schedule_digest_of
 from beatd.triggers import CronTrigger, Trigger
 
 __all__ = ["SHAPES_KEPT", "Shapes", "pristine", "shape_key"]
@@ -43,13 +43,15 @@ def shape_key(raw: Any) -> str | None:
 
 
 def _plain(value: Any) -> bool:
-    kind = type(value)
-    if kind in _SCALARS:
+    """Whether ``value`` and everything in it is of an exact JSON-like type, with string keys (no recursion
+    into scalars: most job bodies are flat)."""
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _SCALARS and not _plain(item)):
+                return False
         return True
-    if kind is dict:
-        return all(type(key) is str and _plain(item) for key, item in value.items())
-    if kind is list:
-        return all(_plain(item) for item in value)
+    if type(value) is list:
+        return all(type(item) in _SCALARS or _plain(item) for item in value)
     return False
 
 
@@ -64,7 +66,7 @@ class _Template:
     ``alert_rules`` (one set object each, shared by the copies as the loader shares them), and its trigger
     when the trigger does not depend on the name (every and at jobs; None for cron)."""
 
-    __slots__ = ("fields", "fields_with_rules", "spec", "trigger", "values")
+    __slots__ = ("fields", "fields_with_rules", "schedule_parts", "spec", "trigger", "values")
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = pristine(spec)
@@ -72,6 +74,7 @@ class _Template:
         self.fields = set(spec.model_fields_set) - {"alert_rules"}
         self.fields_with_rules = self.fields | {"alert_rules"}
         self.trigger: Trigger | None = spec.trigger() if spec.cron is None else None
+        self.schedule_parts = spec.schedule_parts()
 
 
 class Shapes:
@@ -114,6 +117,7 @@ class Shapes:
                 fields = template.fields_with_rules
         if template.trigger is not None:
             values["_compiled_trigger"] = template.trigger  # the cached trigger: equal for every name
+        values["schedule_digest"] = schedule_digest_of(name, template.schedule_parts)  # the cached property's value
         # What pydantic's BaseModel.__copy__ does (a new instance, its __dict__, fields set, no extra or private
         # values), with the values already updated: a model_copy(update=...) costs twice as much.
         spec = JobSpec.__new__(JobSpec)

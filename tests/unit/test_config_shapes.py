@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,7 @@ def _facts(spec: JobSpec) -> dict[str, Any]:
         "schedule_digest": spec.schedule_digest,
         "extra": spec.__pydantic_extra__,
         "private": spec.__pydantic_private__,
-        "keys": list(spec.__dict__),
+        "keys": [key for key in spec.__dict__ if key in JobSpec.model_fields],
     }
 
 
@@ -149,3 +151,13 @@ def test_problems_are_the_full_paths(tmp_path: Path, jobs: list[tuple[str, str]]
         _full(path)
     assert by_shape.value.problems == full.value.problems
     assert by_shape.value.problems
+
+
+def test_schedule_digest_is_the_hash_of_its_parts(tmp_path: Path) -> None:
+    """The schedule digest (copied or computed) is the hash replicas of earlier versions compute: SHA-256 of
+    the JSON list of name, cron, every seconds, at, start, end, time zone and enabled."""
+    body = "{cron: 'H * * * *', call: m:f, start: '2026-03-01T00:00:00', end: '2026-04-01T00:00:00'}"
+    config = load_config(_write(tmp_path, [(name, body) for name in NAMES]), ENVIRON)
+    for spec in config.jobs.values():
+        parts = [spec.name, spec.cron, None, [], spec.start.isoformat(), spec.end.isoformat(), spec.timezone, True]
+        assert spec.schedule_digest == hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

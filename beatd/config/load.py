@@ -167,14 +167,16 @@ def _load(path: Path, environ: Mapping[str, str], by_shape: bool) -> Config:
     for name, (raw, source) in declared.items():
         declared[name] = (None, source)
         key = shape_key(raw) if by_shape else None
-        spec = shapes.spec(key, name)
+        spec = shapes.spec(key, name, raw)
         if spec is None:
             spec = _validate_job(
                 name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
             )
             if spec is not None:
                 spec = shared.spec(spec)
-                shapes.remember(key, spec)
+                shapes.remember(key, spec, raw)
+        elif spec.start is not None or spec.end is not None:  # its own values: share its trigger as a full job's
+            spec = shared.spec(spec)
         del raw
         if spec is not None:
             jobs[name] = spec

@@ -84,11 +84,12 @@ def test_a_copy_is_the_job_validated_in_full(tmp_path: Path, body: str) -> None:
     first = full.jobs[NAMES[0]]
     shapes = Shapes(full.settings.alerts)
     source, _ = parse_yaml("f.yaml", f"jobs:\n  j: {body}\n", ENVIRON)
-    key = shape_key(source.value["jobs"]["j"])  # the raw job as the loader reads it
+    raw = source.value["jobs"]["j"]  # the raw job as the loader reads it
+    key = shape_key(raw)
     assert key is not None
-    shapes.remember(key, first)
+    shapes.remember(key, first, raw)
     for name in NAMES[1:]:
-        copy = shapes.spec(key, name)
+        copy = shapes.spec(key, name, raw)
         assert copy is not None, name
         assert _facts(copy) == _facts(full.jobs[name])
     assert shapes.copied == len(NAMES) - 1
@@ -108,6 +109,27 @@ def test_loading_by_shape_gives_the_full_configs_jobs(tmp_path: Path) -> None:
         assert _facts(by_shape.jobs[name]) == _facts(spec), name
     assert by_shape.digest == full.digest
     assert by_shape.jobs["b-2"].alert_rules and not by_shape.jobs["a-1"].alert_rules
+
+
+SPREAD = [  # (name, body): one body, each job with its own start (and some with an end), two time zones
+    *((f"s{i}", f"{{every: 10s, command: [x], start: '2026-01-01T00:00:0{i % 3}.{i}Z'}}") for i in range(6)),
+    *((f"e{i}", f"{{every: 1h, call: m:f, start: '2026-01-0{i + 1}T00:00:00', end: '2027-01-01'}}") for i in range(3)),
+    *((f"z{i}", f"{{every: 1h, call: m:f, timezone: Asia/Tokyo, start: '2026-01-0{i + 1}'}}") for i in range(3)),
+    *((f"c{i}", f"{{cron: 'H/15 * * * *', call: m:f, start: '2026-0{i + 1}-01T00:00:00'}}") for i in range(3)),
+    *((f"n{i}", "{every: 10s, command: [x], start: null}") for i in range(2)),
+    ("b-2", "{every: 10s, command: [x], start: '2026-01-01T00:00:00.999Z'}"),  # the job alerts.rules names
+]  # fmt: skip
+
+
+def test_own_start_and_end_are_validated_alone(tmp_path: Path) -> None:
+    """Jobs whose bodies differ only in start and end (one schedule per customer) are copies with their own
+    start, end, trigger and schedule digest, equal to full validation (the same start in another zone too)."""
+    path = _write(tmp_path, SPREAD)
+    by_shape, full = load_config(path, ENVIRON), _full(path)
+    for name, spec in full.jobs.items():
+        assert _facts(by_shape.jobs[name]) == _facts(spec), name
+    assert by_shape.digest == full.digest
+    assert len({spec.trigger() for spec in by_shape.jobs.values()}) == len(SPREAD) - 1  # n0 and n1 are alike
 
 
 @pytest.mark.parametrize(
@@ -135,6 +157,13 @@ BROKEN: list[tuple[str, list[tuple[str, str]]]] = [
     ("cron-H-in-day-field", [(f"j{i}", "{cron: '0 0 H * *', command: [x]}") for i in range(3)]),
     ("end-before-start", [(f"j{i}", "{cron: 'H * * * *', command: [x], start: '2027-01-01T00:00:00', "
                                     "end: '2026-01-01T00:00:00'}") for i in range(3)]),
+    ("own-end-before-start", [("a", "{every: 1m, command: [x], start: '2026-01-01T00:00:00'}"),
+                              ("b", "{every: 1m, command: [x], start: '2026-01-01T00:00:00', end: '2025-01-01'}"),
+                              ("c", "{every: 1m, command: [x], start: '2026-01-01T00:00:00', end: '2027-01-01'}"),
+                              ("d", "{every: 1m, command: [x], start: '2026-01-01T00:00:00', end: '2024-01-01'}")]),
+    ("own-bad-start", [("a", "{every: 1m, command: [x], start: '2026-01-01T00:00:00'}"),
+                       ("b", "{every: 1m, command: [x], start: 'soon'}"), ("c", "{every: 1m, command: [x], start: 5}"),
+                       ("d", "{every: 1m, command: [x], start: '2026-02-30T00:00:00'}")]),
     ("valid-then-unknown-sink", [("v", '{every: 10s, command: ["true"]}'),
                                  ("w", '{every: 10s, command: ["true"], alerts: [{on: failed, sinks: [pagr]}]}'),
                                  ("x", '{every: 10s, command: ["true"], alerts: [{on: failed, sinks: [pagr]}]}')]),

@@ -7,16 +7,19 @@ planner and writes through the :class:`~beatd.store.Store`, whose every write is
 What is due is decided by Redis's clock (:mod:`beatd.redis_clock`, sampled at every lease call and carried
 on the monotonic clock), never by the host's wall clock, which only stands in before Redis was ever reached.
 
-Due work is found in a heap ordered by due instant, so a tick costs in proportion to the fires due, not to
-the number of jobs.
+Due work is found in a heap of due instants, each with the jobs due then, so a tick costs in proportion to the
+fires due, not to the number of jobs, and a burst (100,000 jobs due at one instant) is one heap entry. Jobs that
+share a schedule and a catch-up policy (and have no jitter) share their plan within a tick. While Redis applies
+one batch of writes, the beat prepares the next (at most one batch in flight, each fenced on its own).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
@@ -25,18 +28,18 @@ from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock, SystemClock
 from beatd.config import Config, JobSpec
-from beatd.emission import Counters, Pending, account, plan_writes
+from beatd.emission import Counters, InstantTexts, Pending, TickWriter, account, message_template, plan_writes
 from beatd.identity import Identity
 from beatd.leader import Leadership
-from beatd.messages import format_utc, to_ms
+from beatd.messages import MessageTemplate, format_utc, to_ms
 from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.redis_clock import RedisClock
 from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
 from beatd.runtime_follow import Changed, RuntimeFollower
 from beatd.signing import Signer
-from beatd.store import LeaderWrite, Store, StoreError, StoreUnavailable
-from beatd.triggers import Trigger, jitter_offset
+from beatd.store import InFlight, LeaderWrite, Store, StoreError, StoreUnavailable
+from beatd.triggers import CronTrigger, Trigger, jitter_offset
 from beatd.unreadable import Unreadable
 from beatd.upkeep import Upkeep
 
@@ -53,9 +56,19 @@ PAUSED_POLL = 1.0
 BACKOFF_MAX = 5.0
 """Cap of the wait (s) between attempts while Redis is unreachable."""
 
-PLANS_PER_TICK = 2000
-"""Most jobs planned in one tick (about 0.1 s of work): a long backlog is worked off over several ticks, with
-the lease renewed between them."""
+PLANS_PER_TICK = 5000
+"""Most jobs planned in one tick (well under 0.1 s of work): a long backlog is worked off over several ticks,
+with the lease renewed between them."""
+
+PREPARE_PER_TICK = 2000
+"""Most message templates made in one tick with nothing due (about 20 ms): a job's first fire needs its
+template; made ahead, while the leader is idle, the first burst after a start does not pay for them."""
+
+PREPARE_PAUSE = 0.01
+"""Longest sleep (s) while templates remain to be made."""
+
+FLUSH_SIZE = 1000
+"""Writes sent to Redis together (one ``emit.lua`` call) while the next are prepared."""
 
 RUNTIME_LINES = 20
 """Most runtime job changes logged one by one per poll (a put_many of thousands gets one more line)."""
@@ -82,12 +95,37 @@ class JobState:
     spec: JobSpec
     trigger: Trigger
     policy: CatchupPolicy
+    shares: Hashable | None = None
+    """What decides the job's plans besides its progress (schedule and catch-up policy; None with jitter):
+    jobs with an equal one plan alike (:func:`plan_share`)."""
+    template: MessageTemplate | None = None
+    """The job's message template, made at its first fire."""
 
     @classmethod
-    def of(cls, spec: JobSpec) -> JobState:
-        """Build the trigger and policy of ``spec``."""
+    def of(cls, spec: JobSpec, shared: dict[Hashable, Hashable] | None = None) -> JobState:
+        """Build the trigger and policy of ``spec``; ``shared`` interns the plan shares of many jobs."""
         policy = _policy(spec.catchup, spec.misfire_grace, spec.catchup_limit)
-        return cls(spec=spec, trigger=spec.trigger(), policy=policy)
+        trigger = spec.trigger()
+        shares = None if spec.jitter else plan_share(trigger, policy)
+        if shares is not None and shared is not None:
+            shares = shared.setdefault(shares, shares)
+        return cls(spec=spec, trigger=trigger, policy=policy, shares=shares)
+
+
+def plan_share(trigger: Trigger, policy: CatchupPolicy) -> Hashable | None:
+    """What decides the plans of a job without jitter besides its progress, equal for jobs whose triggers
+    fire at the same instants (a cron trigger's ``H`` values are in its expanded expression; the job name it
+    hashes them from is not); None when that is not known, and for a trigger with its own ``start`` (jobs spread
+    over an interval by their starts share nothing: a share each would only cost memory)."""
+    if getattr(trigger, "start", None) is not None:
+        return None
+    if isinstance(trigger, CronTrigger):
+        return ("cron", trigger.expanded_expression, trigger.zone, trigger.start, trigger.end, policy)
+    try:
+        hash(trigger)
+    except TypeError:
+        return None
+    return (trigger, policy)
 
 
 _policy = lru_cache(maxsize=256)(CatchupPolicy)
@@ -123,15 +161,26 @@ class Beat:
         self.config = config
         self.specs: dict[str, JobSpec] = self._all_specs(config)
         """Every job, enabled or not: the YAML's and the valid runtime jobs (a YAML job wins a name)."""
-        self.jobs = {name: JobState.of(spec) for name, spec in self.specs.items() if spec.enabled}
+        self.shared: dict[Hashable, Hashable] = {}
+        """The plan shares of the jobs (:attr:`JobState.shares`), interned."""
+        self.jobs = {name: JobState.of(spec, self.shared) for name, spec in self.specs.items() if spec.enabled}
         self.redis_clock = RedisClock()
         lease = config.settings.leader.lease
         monotonic = (clock or SystemClock()).monotonic
         self.leadership = Leadership(store, replica.id, lease, self._leader_record, self.redis_clock, monotonic)
         self.late_after = late_after(lease)
         self.progress: dict[str, datetime] = {}
-        self.heap: list[tuple[datetime, str]] = []
+        self.heap: list[datetime] = []
+        """The instants some job is due at (a key of ``due``), earliest first."""
+        self.due: dict[datetime, list[str]] = {}
+        """The jobs queued at each instant of ``heap`` (a job queued again since is skipped: see ``queued``)."""
         self.queued: dict[str, datetime] = {}
+        """When each scheduled job is due next."""
+        self.in_flight: tuple[list[Pending], InFlight] | None = None
+        """The writes sent to Redis whose outcome is not read yet."""
+        self.instants = InstantTexts()
+        self.unprepared: list[str] = []
+        """Jobs whose message template may not be made yet (made ahead while idle: :meth:`_prepare`)."""
         self.paused: set[str] = set()
         self.unreadable = Unreadable(store.keys.progress)
         self.upkeep = Upkeep(store.upkeep, self.metrics)
@@ -140,8 +189,10 @@ class Beat:
         self.celery_outbox: bool | None = False
         """Whether celery fires go to the outbox for the relay (the broker is another server, or AMQP:
         :mod:`beatd.celery_broker`) rather than straight into the broker's database; None while the broker
-        probe could not tell (beatd's Redis did not answer it): celery fires wait, and ``celery_reprobe`` runs
-        before the leader's next emission, at most every ``CELERY_REPROBE`` s."""
+        probe could not tell (beatd's Redis did not answer it, or a reload changed ``celery`` and the probe of
+        the new broker has not run yet): celery fires wait, and ``celery_reprobe`` runs before the leader's next
+        emission, at most every ``CELERY_REPROBE`` s. A changed job's old schedule settled meanwhile goes to the
+        outbox: at least once, never pushed into a server not proven to be the broker's."""
         self.celery_reprobe: Callable[[], None] | None = None
         self.counters = Counters()
         self.unavailable_since: float | None = None
@@ -171,8 +222,10 @@ class Beat:
             if leading:
                 self._lead(now, monotonic)
             else:
+                self._settle_in_flight()
                 self.synced = False
         except StoreError as error:
+            self._settle_in_flight()
             self.metrics.redis_errors.inc()
             self._observe(monotonic, redis_ok=False)
             return self._unavailable(error, monotonic)
@@ -197,6 +250,8 @@ class Beat:
             self._next_celery_probe = monotonic + CELERY_REPROBE
             self.celery_reprobe()
         self._emit_due(now)
+        if self.unprepared and not (self.heap and self.heap[0] <= now):
+            self._prepare()
         if self.upkeep.due(monotonic) and self.leadership.token is not None:
             self._upkeep(self.leadership.token, now, monotonic)
 
@@ -226,12 +281,13 @@ class Beat:
 
     def next_fire(self) -> datetime | None:
         """The earliest due instant this leader knows of (None as standby or with nothing scheduled)."""
-        while self.heap and self.queued.get(self.heap[0][1]) != self.heap[0][0]:
-            heapq.heappop(self.heap)
-        return self.heap[0][0] if self.heap else None
+        while self.heap and not any(self.queued.get(name) == self.heap[0] for name in self.due[self.heap[0]]):
+            del self.due[heapq.heappop(self.heap)]
+        return self.heap[0] if self.heap else None
 
     def shutdown(self) -> None:
         """Release the lease (a standby takes over at once) and withdraw the heartbeat."""
+        self._settle_in_flight()
         self.leadership.release()
         with contextlib.suppress(StoreError):
             self.store.forget_replicas([self.replica.id])
@@ -263,12 +319,16 @@ class Beat:
             except StoreError as error:  # the next poll reads them all under the new config
                 log.warning("runtime jobs not judged again yet: %s", error)
         specs = self._all_specs(config)
-        old, new = self.jobs, {name: JobState.of(spec) for name, spec in specs.items() if spec.enabled}
+        self.shared = {}
+        old, new = self.jobs, {name: JobState.of(spec, self.shared) for name, spec in specs.items() if spec.enabled}
         lines, names = job_changes(
             {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
         )
         restart = {name: old.get(name) for name in names}
+        if config.settings.celery != self.config.settings.celery:
+            self.celery_outbox = None  # the new broker is not probed yet (the daemon probes it after this)
         self.config, self.jobs, self.specs = config, new, specs
+        self.unprepared = list(new)
         for name in old:
             if name not in new:
                 self.queued.pop(name, None)
@@ -338,7 +398,8 @@ class Beat:
                 self.queued.pop(name, None)
                 lines.append(f"disabled {name}")
                 continue
-            self.jobs[name] = JobState.of(spec)
+            self.jobs[name] = JobState.of(spec, self.shared)
+            self.unprepared.append(name)
             if before is None:
                 lines.append(f"added {name}: {spec.schedule_text}" if len(lines) < RUNTIME_LINES else f"added {name}")
                 restart[name] = None
@@ -362,6 +423,7 @@ class Beat:
 
         Jobs this config lacks keep their progress and schedule digest (another replica's config may have
         them, during a rolling change): a job unknown to this leader is simply not scheduled by it."""
+        self._settle_in_flight()
         stored, corrupt = self.store.read_progress()
         digests = self.store.schedule_digests()
         self.paused = self._read_paused()
@@ -373,7 +435,8 @@ class Beat:
         for name, value in stored.items():
             if name in self.jobs and (instant := self.unreadable.instant(name, value)) is not None:
                 self.progress[name] = instant
-        self.heap, self.queued = [], {}
+        self.heap, self.due, self.queued = [], {}, {}
+        self.unprepared = list(self.jobs)
         fresh: dict[str, JobState | None] = {
             name: None
             for name, state in self.jobs.items()
@@ -388,12 +451,13 @@ class Beat:
         log.info("leading %d jobs (%d new or changed start from now)", len(self.jobs), len(fresh))
 
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
-        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first."""
+        """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first,
+        unless the job is paused (its paused period is never emitted: resume starts it from then)."""
         pending: list[Pending] = []
         for name, before in names.items():
-            if before is not None and name in self.progress:
+            if before is not None and name in self.progress and name not in self.paused:
                 settle = plan_job(before.trigger, _no_jitter, self.progress[name], now, before.policy, self.late_after)
-                pending.extend(self._writes(before.spec, settle, now))
+                pending.extend(self._writes(before, settle, now))
             pending.append(Pending(LeaderWrite.base(name, to_ms(now), self.jobs[name].spec.schedule_digest)))
             if len(pending) >= START_BATCH:  # 100,000 new jobs in one call would hold all their writes at once
                 self._flush(pending)
@@ -431,53 +495,131 @@ class Beat:
 
     def _emit_due(self, now: datetime) -> None:
         """Plan and emit the due jobs, at most PLANS_PER_TICK of them, so the loop returns to renew the lease
-        (and heartbeat) in time even under a backlog; what is left is done in the next tick, at once."""
+        (and heartbeat) in time even under a backlog; what is left is done in the next tick, at once.
+
+        Writes go to Redis FLUSH_SIZE at a time, the next ones planned while Redis applies them. The cyclic
+        garbage collector is paused meanwhile: a burst makes a few tuples per fire, none in a cycle, and the
+        collections they would set off (each walking every object alive) cost more than the fires."""
+        if not (self.heap and self.heap[0] <= now):
+            self._collect()
+            return
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._emit_due_now(now)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _emit_due_now(self, now: datetime) -> None:
         pending: list[Pending] = []
         budget = PLANS_PER_TICK
-        while self.heap and self.heap[0][0] <= now and budget > 0:
-            due, name = heapq.heappop(self.heap)
-            if self.queued.get(name) != due:
-                continue  # superseded entry
-            del self.queued[name]
-            state = self.jobs.get(name)
-            if state is None or name in self.paused or name in self.unreadable.jobs:
-                continue
-            spec = state.spec
-            if spec.celery is not None and self.celery_outbox is None:
-                self._push_at(name, now + timedelta(seconds=CELERY_REPROBE))  # not yet known where to push
-                continue
-            budget -= 1
-            progress = self.progress.get(name, now)
-            plan = plan_job(
-                state.trigger,
-                partial(jitter_offset, name, jitter=spec.jitter),
-                progress,
-                now,
-                state.policy,
-                self.late_after,
-            )
-            pending.extend(self._writes(spec, plan, now))
-            self.progress[name] = plan.progress
-            if plan.next_due is not None:
-                self._push_at(name, plan.next_due)
-            if len(pending) >= 1000:
-                self._flush(pending)
-                pending = []
-        self._flush(pending)
-
-    def _writes(self, spec: JobSpec, plan: Plan, now: datetime) -> list[Pending]:
+        plans: dict[tuple[int, datetime], Plan] = {}  # by (id of the interned share, progress): this tick's
         celery = self.config.settings.celery
-        return plan_writes(spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is True)
+        writer = TickWriter(
+            now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is not False, instants=self.instants
+        )
+        while self.heap and self.heap[0] <= now and budget > 0 and self.synced:
+            due = self.heap[0]
+            bucket = self.due[due]
+            if not bucket:
+                heapq.heappop(self.heap)
+                del self.due[due]
+                continue
+            names = bucket[:budget]
+            del bucket[:budget]
+            for name in names:
+                if self.queued.get(name) != due:
+                    continue  # queued again since
+                del self.queued[name]
+                state = self.jobs.get(name)
+                if state is None or name in self.paused or name in self.unreadable.jobs:
+                    continue
+                if state.spec.celery is not None and self.celery_outbox is None:
+                    self._push_at(name, now + timedelta(seconds=CELERY_REPROBE))  # not yet known where to push
+                    continue
+                budget -= 1
+                progress = self.progress.get(name, now)
+                shares = state.shares
+                plan = plans.get((id(shares), progress)) if shares is not None else None
+                if plan is None:
+                    plan = self._plan(state, progress, now)
+                    if shares is not None:
+                        plans[(id(shares), progress)] = plan
+                if plan.steps:
+                    if state.template is None and (state.spec.celery is None or celery is None):
+                        state.template = message_template(state.spec)
+                    pending.extend(writer.writes(state.spec, plan, state.template))
+                self.progress[name] = plan.progress
+                if plan.next_due is not None:
+                    self._push_at(name, plan.next_due)
+                if len(pending) >= FLUSH_SIZE:
+                    self._send(pending)
+                    pending = []
+                    if not self.synced:
+                        return
+        self._send(pending)
+        if not (self.heap and self.heap[0] <= now and self.synced):
+            self._collect()  # else the next tick comes at once and goes on while Redis applies these
+
+    def _plan(self, state: JobState, progress: datetime, now: datetime) -> Plan:
+        spec = state.spec
+        jitter = partial(jitter_offset, spec.name, jitter=spec.jitter) if spec.jitter else _no_jitter
+        return plan_job(state.trigger, jitter, progress, now, state.policy, self.late_after)
+
+    def _prepare(self) -> None:
+        """Make the message templates of up to PREPARE_PER_TICK jobs that lack one."""
+        celery = self.config.settings.celery
+        for name in self.unprepared[-PREPARE_PER_TICK:]:
+            state = self.jobs.get(name)
+            if state is not None and state.template is None and (state.spec.celery is None or celery is None):
+                state.template = message_template(state.spec)
+        del self.unprepared[-PREPARE_PER_TICK:]
+
+    def _writes(self, state: JobState, plan: Plan, now: datetime) -> list[Pending]:
+        spec = state.spec
+        celery = self.config.settings.celery
+        if state.template is None and (spec.celery is None or celery is None):
+            state.template = message_template(spec)
+        return plan_writes(
+            spec, plan, now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is not False,
+            template=state.template, instants=self.instants,
+        )  # fmt: skip
 
     def _flush(self, pending: list[Pending]) -> None:
-        if not pending or self.leadership.token is None:
+        """Apply ``pending`` now (and what was in flight before)."""
+        self._send(pending)
+        self._collect()
+
+    def _send(self, pending: list[Pending]) -> None:
+        """Send ``pending`` to Redis, after reading the outcome of what was in flight (at most one batch is)."""
+        self._collect()
+        if not pending or self.leadership.token is None or not self.synced:
             return
-        result = self.store.apply(self.leadership.token, [item.write for item in pending])
+        self.in_flight = (pending, self.store.submit(self.leadership.token, [item.write for item in pending]))
+
+    def _settle_in_flight(self) -> None:
+        """Read (and count) what Redis did with writes still in flight, as the leadership ends or before a
+        sync; an error reading them is dropped (the next sync reads the progress Redis has)."""
+        if self.in_flight is None:
+            return
+        pending, submitted = self.in_flight
+        self.in_flight = None
+        with contextlib.suppress(StoreError):
+            account(pending, submitted.result(), self.metrics, self.counters)
+
+    def _collect(self) -> None:
+        """Read what Redis did with the writes in flight, count them, and act on a lost lease or refusals."""
+        if self.in_flight is None:
+            return
+        pending, submitted = self.in_flight
+        self.in_flight = None
+        result = submitted.result()
         account(pending, result, self.metrics, self.counters)
         if not result.leader:
             self.leadership.lost()
             self.synced = False
-            self.heap, self.queued = [], {}
+            self.heap, self.due, self.queued = [], {}, {}
             return
         refused = {
             item.write.job: error
@@ -503,7 +645,12 @@ class Beat:
 
     def _push_at(self, name: str, due: datetime) -> None:
         self.queued[name] = due
-        heapq.heappush(self.heap, (due, name))
+        bucket = self.due.get(due)
+        if bucket is None:
+            self.due[due] = [name]
+            heapq.heappush(self.heap, due)
+        else:
+            bucket.append(name)
 
     # -- heartbeat, sleeping, errors ---------------------------------------------------------------------
     def _heartbeat(self, now: datetime, monotonic: float) -> None:
@@ -538,6 +685,8 @@ class Beat:
         upcoming = self.next_fire() if leading else None
         if upcoming is not None:
             wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
+        if leading and self.unprepared:
+            wait = min(wait, PREPARE_PAUSE)
         return wait
 
     def _unavailable(self, error: StoreError, monotonic: float) -> float:

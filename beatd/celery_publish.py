@@ -16,6 +16,7 @@ import base64
 import contextlib
 import importlib
 import json
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -100,6 +101,11 @@ class RedisPublisher:
         self.client.close()
 
 
+UNENCODABLE = (ValueError, TypeError, struct.error)
+"""What py-amqp raises while it serialises a message's properties, before writing it (an integer header past
+64 bits: ``struct.error``; a value it has no type for: ``ValueError``)."""
+
+
 class AmqpPublisher:
     """Publish in batches with publisher confirms to an AMQP broker (kombu's py-amqp transport); reconnects after
     an error.
@@ -108,9 +114,11 @@ class AmqpPublisher:
     (RabbitMQ acks several at once with ``multiple``): one round trip per batch, not per message. Each message
     goes to the default exchange (``""``) with its queue's name as routing key and ``mandatory``: a queue
     deleted, expired or missing while connected makes RabbitMQ return the message (312 NO_ROUTE, sent before its
-    ack) instead of acking and dropping it, so nothing unrouted is deleted from the outbox; a returned or nacked
-    message is refused by itself (the others of the batch confirmed), and a returned one's queue is declared
-    again before the next publish. The queue is declared (as a Celery worker declares it) only when a passive
+    ack) instead of acking and dropping it, so nothing unrouted is deleted from the outbox; a returned message,
+    one whose queue the broker will not declare and one py-amqp cannot encode are refused by themselves (the
+    others of the batch confirmed; counted towards the dead stream), a returned one's queue is declared again
+    before the next publish, and a nacked one (a full or unavailable queue) is left for the next publish
+    without counting. The queue is declared (as a Celery worker declares it) only when a passive
     declare finds none, so a queue declared with its own arguments (quorum, ``x-max-priority``) or an exchange
     of the same name and another type is used as it is. Connect, read, write and the wait for a batch's
     confirms are bounded by ``timeout``.
@@ -138,15 +146,25 @@ class AmqpPublisher:
         """Publish every entry, then wait for the broker's confirms of all of them."""
         where = f"AMQP broker {display_url(self.url)}"
         confirms = self._confirms = _Confirms()
+        undeclared: dict[str, str] = {}
+        """Queues the broker refused to declare (a reserved name, no permission): their entries are refused."""
+        unencodable: dict[str, str] = {}
+        """Entries AMQP cannot carry (a header integer past 64 bits): refused by themselves."""
         try:
             channel = self._connect()
             for name in dict.fromkeys(_queue_of(entry) for entry in entries):
-                if name not in self._declared:
-                    self._declare(name)
+                if name not in self._declared and (why := self._declare(name)) is not None:
+                    undeclared[name] = why
             for entry in entries:
+                if _queue_of(entry) in undeclared:
+                    continue  # refused by itself below: one such queue must not hold up every other one
+                try:
+                    self._publish(channel, entry)
+                except UNENCODABLE as error:  # raised before a byte is written: the channel is unharmed
+                    unencodable[entry.entry_id] = f"cannot encode the AMQP message: {type(error).__name__}: {error}"
+                    continue
                 self._tag += 1
                 confirms.sent(self._tag, entry)
-                self._publish(channel, entry)
             deadline = self.monotonic() + self.timeout
             while not confirms.settled():
                 left = deadline - self.monotonic()
@@ -157,12 +175,19 @@ class AmqpPublisher:
             self.close()
             raise PublishFailed(confirms.confirmed(), f"{where}: {type(error).__name__}: {error}") from error
         self._used = self.monotonic()
-        refused = confirms.refused()
+        refused = (
+            confirms.refused()
+            | {entry.entry_id: undeclared[_queue_of(entry)] for entry in entries if _queue_of(entry) in undeclared}
+            | unencodable
+        )
+        by_id = {entry.entry_id: entry for entry in entries}
         for entry_id in refused:
-            self._declared.discard(_queue_of(confirms.entry(entry_id)))  # declared again before the next publish
+            self._declared.discard(_queue_of(by_id[entry_id]))  # declared again before the next publish
         if refused:
             first = next(iter(refused.values()))
             raise PublishFailed(confirms.confirmed(), f"{where}: {len(refused)} refused ({first})", refused)
+        if nacks := confirms.nacks():
+            raise PublishFailed(confirms.confirmed(), f"{where}: {nacks} NACKed (the queue is full or unavailable)")
         return len(entries)
 
     def _connect(self) -> Any:
@@ -188,9 +213,11 @@ class AmqpPublisher:
     def _returned(self, error: Exception, message: Any) -> None:
         self._confirms.returned(str(message.properties.get("correlation_id", "")), f"{type(error).__name__}: {error}")
 
-    def _declare(self, name: str) -> None:
+    def _declare(self, name: str) -> str | None:
         """Declare queue ``name`` as a Celery worker does, unless it exists (a passive declare, on a channel of
-        its own: a missing queue closes the channel it is asked on)."""
+        its own: a missing queue closes the channel it is asked on); why the broker refused to declare it (a
+        reserved ``amq.`` name, no configure permission), None once declared. A refusal closes only the channel:
+        the entries for that queue are refused by themselves, the batch's others published."""
         kombu = _kombu()
         channel = self._connection.channel()
         try:
@@ -198,10 +225,14 @@ class AmqpPublisher:
         except self._connection.channel_errors:
             queue = kombu.Queue(name, kombu.Exchange(name, type="direct"), routing_key=name)
             with contextlib.closing(self._connection.channel()) as fresh:
-                queue(fresh).declare()
+                try:
+                    queue(fresh).declare()
+                except self._connection.channel_errors as error:
+                    return f"cannot declare queue {name!r}: {type(error).__name__}: {error}"
         else:
             channel.close()
         self._declared.add(name)
+        return None
 
     def _publish(self, channel: Any, entry: OutboxEntry) -> None:
         """One basic.publish, as kombu's Producer builds it (``Channel.prepare_message``), without waiting."""
@@ -237,42 +268,54 @@ class _Confirms:
 
     def __init__(self) -> None:
         self._entries: dict[int, OutboxEntry] = {}
-        self._by_task: dict[str, int] = {}
+        self._by_task: dict[str, list[int]] = {}
         self._acked: set[int] = set()
         self._refused: dict[int, str] = {}
+        self._nacked: set[int] = set()
 
     def sent(self, tag: int, entry: OutboxEntry) -> None:
         self._entries[tag] = entry
-        self._by_task[json.loads(entry.envelope)["properties"]["correlation_id"]] = tag
+        self._by_task.setdefault(json.loads(entry.envelope)["properties"]["correlation_id"], []).append(tag)
 
     def _tags(self, tag: int, multiple: bool) -> list[int]:
-        return [sent for sent in self._entries if sent <= tag] if multiple else [tag]
+        """The tags an ack or nack of ``tag`` settles: with ``multiple``, every one up to it not settled yet (an
+        earlier ack is not undone by a later multiple nack, nor a nack by an ack)."""
+        if not multiple:
+            return [tag]
+        return [sent for sent in self._entries if sent <= tag and sent not in self._acked]
 
     def acked(self, tag: int, multiple: bool) -> None:
         self._acked.update(self._tags(tag, multiple))
 
     def nacked(self, tag: int, multiple: bool) -> None:
-        for sent in self._tags(tag, multiple):
-            self._refused.setdefault(sent, "NACK: the broker could not take the message")
-            self._acked.add(sent)
+        """Nacked messages (a queue at its length limit with reject-publish, a queue without a leader): settled,
+        not confirmed, and not refused by themselves either: the broker's state, not the message, so they are
+        published again without counting towards the dead stream."""
+        tags = self._tags(tag, multiple)
+        self._nacked.update(tags)
+        self._acked.update(tags)
+
+    def nacks(self) -> int:
+        return len(self._nacked - set(self._refused))
 
     def returned(self, task_id: str, reason: str) -> None:
-        """A returned message (unroutable): its ack still follows, so it is only marked refused here."""
-        if task_id in self._by_task:
-            self._refused[self._by_task[task_id]] = reason
+        """A returned message (unroutable): its ack still follows, so it is only marked refused here. A return
+        names no delivery tag, only the task id, and RabbitMQ may ack out of publish order (an unroutable
+        message at once, a persistent one after its write): when several entries with that task id are not
+        confirmed yet (a fire in the outbox twice), all of them are refused, never the wrong one confirmed."""
+        for tag in self._by_task.get(task_id, ()):
+            if tag not in self._acked:
+                self._refused.setdefault(tag, reason)
 
     def settled(self) -> bool:
         return all(tag in self._acked for tag in self._entries)
 
     def confirmed(self) -> list[str]:
-        settled = self._acked - set(self._refused)
+        settled = self._acked - set(self._refused) - self._nacked
         return [entry.entry_id for tag, entry in self._entries.items() if tag in settled]
 
     def refused(self) -> dict[str, str]:
         return {self._entries[tag].entry_id: reason for tag, reason in self._refused.items()}
-
-    def entry(self, entry_id: str) -> OutboxEntry:
-        return next(entry for entry in self._entries.values() if entry.entry_id == entry_id)
 
 
 def _queue_of(entry: OutboxEntry) -> str:

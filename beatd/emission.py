@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from beatd.alert_rules import wants_event
 from beatd.celery_messages import build_task_message
@@ -18,7 +19,7 @@ from beatd.config import JobSpec
 from beatd.config.model import CelerySettings
 from beatd.expiry import start_deadline
 from beatd.keys import Keys
-from beatd.messages import Message, format_utc, scheduled_fire_id, to_ms
+from beatd.messages import Message, MessageTemplate, format_utc, scheduled_fire_id, to_ms
 from beatd.metrics import Metrics
 from beatd.planner import Plan
 from beatd.records import RunRecord, run_id
@@ -26,7 +27,17 @@ from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
 from beatd.triggers import jitter_offset
 
-__all__ = ["CelerySend", "Counters", "Pending", "account", "celery_write", "plan_writes"]
+__all__ = [
+    "CelerySend",
+    "Counters",
+    "InstantTexts",
+    "Pending",
+    "TickWriter",
+    "account",
+    "celery_write",
+    "message_template",
+    "plan_writes",
+]
 
 log = logging.getLogger("beatd.beat")
 
@@ -41,9 +52,8 @@ class Counters:
     by_trigger: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A write on its way, with what is counted if Redis applies it."""
+class Pending(NamedTuple):
+    """A write on its way, with what is counted if Redis applies it (a named tuple: a burst makes one per fire)."""
 
     write: LeaderWrite
     trigger: str = ""
@@ -54,19 +64,55 @@ class Pending:
     """miss: fires the record covers (a range record covers many)."""
 
 
+class InstantTexts:
+    """Instants as :func:`format_utc` text and epoch ms, remembered for the few most recent ones: the fires of
+    a burst share their instant."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._known: dict[datetime, tuple[str, int]] = {}
+
+    def __call__(self, instant: datetime) -> tuple[str, int]:
+        """``(format_utc(instant), to_ms(instant))``."""
+        found = self._known.get(instant)
+        if found is None:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            found = self._known[instant] = (format_utc(instant), to_ms(instant))
+        return found
+
+
+def message_template(spec: JobSpec) -> MessageTemplate:
+    """The template of ``spec``'s scheduled fire messages."""
+    return MessageTemplate(spec.name, spec.digest, list(spec.args), dict(spec.kwargs))
+
+
 def plan_writes(
     spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None = None,
-    *, outbox: bool = False,
+    *, outbox: bool = False, template: MessageTemplate | None = None, instants: InstantTexts | None = None,
 ) -> list[Pending]:  # fmt: skip
     """The writes for ``plan`` of ``spec`` at ``now`` (the instant of emission), in the plan's order; a celery
-    job's fires become Celery task messages for the broker of ``celery`` (through the outbox with ``outbox``)."""
+    job's fires become Celery task messages for the broker of ``celery`` (through the outbox with ``outbox``).
+    ``template`` (:func:`message_template` of ``spec``) and ``instants`` only save time."""
     pending: list[Pending] = []
-    emitted_at = format_utc(now)
+    texts = instants or InstantTexts()
+    emitted_at = texts(now)[0]
     missed: list[str] = []
     for step in plan.steps:
-        scheduled = format_utc(step.scheduled_at)
-        identifier = scheduled_fire_id(spec.name, scheduled)
+        scheduled, scheduled_ms = texts(step.scheduled_at)
         if step.kind == "emit":
+            due = step.scheduled_at
+            if spec.jitter:
+                due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
+            lag = (now - due).total_seconds()
+            if spec.celery is None or celery is None:  # the common case, and a burst's: build it from the template
+                message = (template or message_template(spec)).fill(scheduled, emitted_at, step.trigger)
+                signature = signer.sign(message) if signer else ""
+                write = LeaderWrite("emit", spec.name, scheduled_ms, keys.queue(spec.queue), message, signature)
+                pending.append(Pending(write, step.trigger, lag if lag > 0.0 else 0.0))
+                continue
+            identifier = scheduled_fire_id(spec.name, scheduled)
             message = Message(
                 fire_id=identifier,
                 job=spec.name,
@@ -77,21 +123,12 @@ def plan_writes(
                 args=list(spec.args),
                 kwargs=dict(spec.kwargs),
             ).to_json()
-            due = step.scheduled_at
-            if spec.jitter:
-                due += jitter_offset(spec.name, step.scheduled_at, spec.jitter)
-            if spec.celery is not None and celery is not None:
-                sent = celery_write(
-                    spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery, outbox=outbox
-                )
-                write = sent.write
-            else:
-                signature = signer.sign(message) if signer else ""
-                write = LeaderWrite.emit(
-                    spec.name, to_ms(step.scheduled_at), keys.queue(spec.queue), message, signature
-                )
-            pending.append(Pending(write, trigger=step.trigger, lag=max(0.0, (now - due).total_seconds())))
+            sent = celery_write(
+                spec, identifier, step.scheduled_at, step.trigger, message, now, keys, celery, outbox=outbox
+            )
+            pending.append(Pending(sent.write, step.trigger, max(0.0, lag)))
             continue
+        identifier = scheduled_fire_id(spec.name, scheduled)
         record = RunRecord(
             run_id=run_id(identifier, 0),
             fire_id=identifier,
@@ -117,6 +154,66 @@ def plan_writes(
         more = f" and {len(missed) - 1} more" if len(missed) > 1 else ""
         log.info("missed %s: %s%s", spec.name, missed[-1], more)
     return pending
+
+
+class TickWriter:
+    """:func:`plan_writes` for the plans of one tick, at ``now``: what is the same for every job with the same
+    plan object (the beat shares one among jobs of the same schedule) is worked out once, so a fire of a burst
+    costs a template fill and two tuples."""
+
+    def __init__(
+        self, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None, *, outbox: bool,
+        instants: InstantTexts,
+    ) -> None:  # fmt: skip
+        self.now, self.keys, self.signer, self.celery, self.outbox, self.instants = (
+            now,
+            keys,
+            signer,
+            celery,
+            outbox,
+            instants,
+        )
+        self._emitted_at = instants(now)[0]
+        self._rendered: dict[int, tuple[Plan, tuple[tuple[str, int, str, float], ...] | None]] = {}
+        self._queues: dict[str, str] = {}
+
+    def writes(self, spec: JobSpec, plan: Plan, template: MessageTemplate | None) -> list[Pending]:
+        """The writes of ``plan`` of ``spec`` (``template``: its message template, or None)."""
+        rendered = None
+        if template is not None and not spec.jitter and (spec.celery is None or self.celery is None):
+            found = self._rendered.get(id(plan))
+            if found is None or found[0] is not plan:
+                found = self._rendered[id(plan)] = (plan, self._render(plan))
+            rendered = found[1]
+        if rendered is None or template is None:
+            return plan_writes(
+                spec, plan, self.now, self.keys, self.signer, self.celery, outbox=self.outbox, template=template,
+                instants=self.instants,
+            )  # fmt: skip
+        queue_key = self._queues.get(spec.queue)
+        if queue_key is None:
+            queue_key = self._queues[spec.queue] = self.keys.queue(spec.queue)
+        pending = []
+        for scheduled, scheduled_ms, trigger, lag in rendered:
+            message = template.fill(scheduled, self._emitted_at, trigger)
+            signature = self.signer.sign(message) if self.signer else ""
+            write = LeaderWrite.emit(spec.name, scheduled_ms, queue_key, message, signature)
+            pending.append(_new_pending(Pending, (write, trigger, lag, 0)))
+        return pending
+
+    def _render(self, plan: Plan) -> tuple[tuple[str, int, str, float], ...] | None:
+        """Per step of a plan of emits only: its instant as text and ms, trigger and lag (None: another kind)."""
+        rendered = []
+        for step in plan.steps:
+            if step.kind != "emit":
+                return None
+            scheduled, scheduled_ms = self.instants(step.scheduled_at)
+            lag = (self.now - step.scheduled_at).total_seconds()
+            rendered.append((scheduled, scheduled_ms, step.trigger, lag if lag > 0.0 else 0.0))
+        return tuple(rendered)
+
+
+_new_pending = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -166,18 +263,25 @@ def celery_write(
 
 
 def account(pending: list[Pending], result: ApplyResult, metrics: Metrics, counters: Counters) -> None:
-    """Count the writes of ``pending`` that ``result`` reports applied (and the duplicates)."""
+    """Count the writes of ``pending`` that ``result`` reports applied (and the duplicates); the emitted ones
+    are added up per metric series first (a burst emits thousands at once)."""
+    emitted: dict[tuple[str, str], int] = {}
+    observe = metrics.emission_lag.observe
+    label = metrics.job
     for item, status in zip(pending, result.statuses, strict=True):
-        if status == "duplicate":
-            counters.duplicates += 1
         if status != "applied":
+            if status == "duplicate":
+                counters.duplicates += 1
             continue
-        job = metrics.job(item.write.job)
-        if item.write.kind in ("emit", "celery"):
-            counters.emitted += 1
-            counters.by_trigger[item.trigger] = counters.by_trigger.get(item.trigger, 0) + 1
-            metrics.fires_emitted.labels(job, item.trigger).inc()
-            metrics.emission_lag.observe(item.lag)
-        elif item.write.kind == "miss":
+        write = item.write
+        if write.kind == "emit" or write.kind == "celery":
+            series = (label(write.job), item.trigger)
+            emitted[series] = emitted.get(series, 0) + 1
+            observe(item.lag)
+        elif write.kind == "miss":
             counters.missed += 1
-            metrics.fires_missed.labels(job).inc(item.fires)
+            metrics.fires_missed.labels(label(write.job)).inc(item.fires)
+    for (job, trigger), count in emitted.items():
+        counters.emitted += count
+        counters.by_trigger[trigger] = counters.by_trigger.get(trigger, 0) + count
+        metrics.fires_emitted.labels(job, trigger).inc(count)

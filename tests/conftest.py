@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 WriteFiles = Callable[[dict[str, str]], Path]
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench/NAME.py`` imported by its path. Putting ``bench/`` on ``sys.path`` instead would let
+    ``bench/celery.py`` shadow the celery package for every later test in the process."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the module runs
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

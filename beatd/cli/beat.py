@@ -75,8 +75,8 @@ def beat(
             return
         done = daemon.apply_config(fresh, clock.now(), clock.monotonic())
         alert_settings[0] = fresh.settings.alerts
-        if "celery" in done.settings.applied:
-            probe(fresh)
+        if any(name == "celery" or name.startswith("celery.") for name in done.settings.applied):
+            probe(fresh)  # the applied names are dotted leaves (celery.broker_url), or celery when added
         keep_out_of_collections(replacing=True)
         daemon.report_config_error(None)
         settings = done.settings
@@ -168,8 +168,10 @@ def _audit(store: Store, record: dict[str, object]) -> None:
 
 
 def _probe_celery_broker(store: Store, config: Config) -> BrokerProbe:
-    """Probe the Celery broker when celery jobs are declared (:mod:`beatd.celery_broker`), log what it found;
-    return it (``outbox`` None: the fenced script pushes into beatd's own server)."""
+    """Probe the Celery broker whenever the config has a celery section (:mod:`beatd.celery_broker`), log what it
+    found; return it (``outbox`` None: the fenced script pushes into beatd's own server). Probed even when no
+    YAML job is a celery job: a runtime job, or one a reload adds, must not be pushed into beatd's own server for
+    a broker elsewhere. The YAML celery jobs' queues get the ACL check."""
     celery = config.settings.celery
     queue_keys = sorted(
         {
@@ -178,7 +180,7 @@ def _probe_celery_broker(store: Store, config: Config) -> BrokerProbe:
             if spec.celery is not None and spec.options is not None and spec.options.queue is not None
         }
     )
-    if celery is None or not queue_keys:
+    if celery is None:
         return BrokerProbe()
     found = probe_broker(store.client, store.db, celery, queue_keys)
     for note in found.notes:

@@ -1,7 +1,7 @@
 """Everything beatd keeps in Redis. The only package that imports redis; Lua comes from ``beatd/store/lua``."""
 
 from beatd.store.base import AUDIT_MAXLEN, StoreError, StoreRejected, StoreUnavailable, connect
-from beatd.store.beat import ApplyResult, Corrupt, LeaderWrite, Store
+from beatd.store.beat import ApplyResult, Corrupt, InFlight, LeaderWrite, Store
 from beatd.store.runs import Claim, ClaimRequest, Delivery, Finish, LostRun, RunStore
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Corrupt",
     "Delivery",
     "Finish",
+    "InFlight",
     "LeaderWrite",
     "LostRun",
     "RunStore",

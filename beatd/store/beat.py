@@ -7,25 +7,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import redis
 
 from beatd.keys import Keys
 from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
-from beatd.store.codec import BatchScript
+from beatd.store.codec import BatchScript, Sent
 from beatd.store.runs import tally_bucket
 from beatd.store.upkeep import UpkeepStore
 
-__all__ = ["ApplyResult", "Corrupt", "LeaderWrite", "Store"]
+__all__ = ["ApplyResult", "Corrupt", "InFlight", "LeaderWrite", "Store"]
 
 BATCH_LIMIT = 1000
 """Most writes sent in one atomic script call."""
 
 
-@dataclass(frozen=True)
-class LeaderWrite:
-    """One fenced write of the leader, an item of ``lua/emit.lua`` (the field order is its wire layout).
+class LeaderWrite(NamedTuple):
+    """One fenced write of the leader, an item of ``lua/emit.lua`` (the field order is its wire layout; a named
+    tuple, as a burst builds one per fire).
 
     Build one with :meth:`emit`, :meth:`miss`, :meth:`celery` or :meth:`base`; each field has one meaning,
     and a field the kind does not use stays empty. ``*_key`` fields are full keys from
@@ -76,7 +76,7 @@ class LeaderWrite:
     @classmethod
     def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str) -> LeaderWrite:
         """Append ``message`` to ``queue_key`` and advance the job's progress to ``scheduled_ms``."""
-        return cls("emit", job, scheduled_ms, queue_key=queue_key, message=message, signature=signature)
+        return _new_write(cls, ("emit", job, scheduled_ms, queue_key, message, signature, *_EMIT_UNUSED))
 
     @classmethod
     def miss(
@@ -109,6 +109,11 @@ class LeaderWrite:
     def base(cls, job: str, base_ms: int, schedule_digest: str) -> LeaderWrite:
         """Start the job from ``base_ms`` (progress never moves back) under ``schedule_digest``."""
         return cls("base", job, base_ms=base_ms, schedule_digest=schedule_digest)
+
+
+_new_write = tuple.__new__  # a burst makes one write per fire: skip the named tuple's argument parsing
+_EMIT_UNUSED = tuple(LeaderWrite._field_defaults[name] for name in LeaderWrite._fields[6:])
+"""The fields an ``emit`` write leaves at their defaults (all after ``signature``)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,57 @@ class Corrupt:
         return f"field {self.job!r} of {self.key} holds {self.value[:40]!r}, not {self.expected}"
 
 
+_STATUS = {"a": "applied", "d": "duplicate", "r": "refused"}
+
+
+class InFlight:
+    """Calls of ``lua/emit.lua`` (or ``lua/start.lua``) sent by :meth:`Store.submit`; :meth:`result` reads
+    what Redis did."""
+
+    def __init__(self, count: int, script: BatchScript[Any] | None = None, sent: Sent | None = None,
+                 replies: list[Any] | None = None) -> None:  # fmt: skip
+        self.count = count
+        self._script, self._sent, self._replies = script, sent, replies
+
+    def result(self) -> ApplyResult:
+        """Wait for Redis's replies (once) and say what happened to each write."""
+        if self._replies is None:
+            assert self._script is not None and self._sent is not None
+            with reachable():
+                self._replies = self._script.receive(self._sent)
+            return self._emit_result(self._replies)
+        if self._script is None:
+            return self._start_result(self._replies)
+        return self._emit_result(self._replies)
+
+    def _emit_result(self, replies: list[Any]) -> ApplyResult:
+        statuses: list[str] = []
+        errors: list[str] = []
+        for reply in replies:
+            if int(reply[0]) == -1:
+                break
+            refused = iter(reply[2])
+            for code in reply[1]:
+                statuses.append(_STATUS[code])
+                errors.append(str(next(refused)) if code == "r" else "")
+        return self._complete(statuses, errors)
+
+    def _start_result(self, replies: list[Any]) -> ApplyResult:
+        statuses: list[str] = []
+        errors: list[str] = []
+        for reply in replies:
+            if int(reply[0]) == -1:
+                break
+            for status, error in reply[1:]:
+                statuses.append(str(status))
+                errors.append(str(error))
+        return self._complete(statuses, errors)
+
+    def _complete(self, statuses: list[str], errors: list[str]) -> ApplyResult:
+        unsent = self.count - len(statuses)
+        return ApplyResult(unsent == 0, (*statuses, *["unsent"] * unsent), (*errors, *[""] * unsent))
+
+
 class Store:
     """beatd's state in one Redis namespace."""
 
@@ -159,7 +215,7 @@ class Store:
         self._renew = client.register_script(script("renew"))
         self._release = client.register_script(script("release"))
         self._unlock = client.register_script(script("unlock"))
-        self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT)
+        self._emit = BatchScript(self.client, "emit", LeaderWrite, BATCH_LIMIT, packed=True)
         self._send = BatchScript(self.client, "send", LeaderWrite, BATCH_LIMIT)
         self._start = BatchScript(self.client, "start", StartWrite, BATCH_LIMIT)
         self._resume = client.register_script(script("resume"))
@@ -255,25 +311,19 @@ class Store:
 
     def apply(self, token: str, writes: Sequence[LeaderWrite]) -> ApplyResult:
         """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
+        return self.submit(token, writes).result()
+
+    def submit(self, token: str, writes: Sequence[LeaderWrite]) -> InFlight:
+        """Send :meth:`apply`'s calls without waiting for Redis: ``result()`` of the answer waits and reads
+        them (the caller prepares its next writes meanwhile). Redis runs calls in the order they were sent."""
         fixed = [self.keys.leader, self.keys.progress, self.keys.schedules, self.keys.last]
         with reachable():
             if all(write.kind == "base" for write in writes):  # many jobs starting: the light script
                 starts = [StartWrite(write.job, write.base_ms, write.schedule_digest) for write in writes]
-                replies = self._start(fixed[:3], [token], starts)
-            else:  # missed records are counted in the run-count bucket of now (the dashboard's overview)
-                tally = self.keys.tally(tally_bucket(int(time.time() * 1000)))
-                replies = self._emit([*fixed, tally], [token, self.db], writes)
-        statuses: list[str] = []
-        errors: list[str] = []
-        for reply in replies:
-            if int(reply[0]) == -1:
-                break
-            for status, error in reply[1:]:
-                statuses.append(str(status))
-                errors.append(str(error))
-        leader = len(statuses) == len(writes)
-        unsent = len(writes) - len(statuses)
-        return ApplyResult(leader, (*statuses, *["unsent"] * unsent), (*errors, *[""] * unsent))
+                return InFlight(len(writes), replies=self._start(fixed[:3], [token], starts))
+            # missed records are counted in the run-count bucket of now (the dashboard's overview)
+            tally = self.keys.tally(tally_bucket(int(time.time() * 1000)))
+            return InFlight(len(writes), self._emit, self._emit.send([*fixed, tally], [token, self.db], writes))
 
     def last_emitted(self) -> dict[str, dict[str, Any]]:
         """The last message emitted per job."""

@@ -9,19 +9,34 @@ index in KEYS, so each distinct key is sent once per call; an empty one (a field
 use) travels as 0 and reads as nil in Lua.
 
 Long batches are cut into calls of at most ``batch_limit`` items; each call is atomic on its own.
+
+A *packed* script (``packed=True``; emit.lua, the hot path of a burst) takes its items as one ARGV value instead:
+values separated by ``\x1f``, row after row, each row its width and then the item's values in layout order;
+the first row holds the layout's defaults (a field without one: ''). A row stops at its last value that
+differs from the field's default, so an unsigned ``emit`` write sends 5 of LeaderWrite's 20 fields; the
+prelude's ``packed_items()`` reads a missing field as its default. Values are JSON texts, keys, names, digests
+and numbers, which hold no control characters; a batch in which one holds ``\x1f`` is sent as a JSON array of
+rows instead (the next ARGV value says ``json``). Calls can be sent before the previous one's reply is read
+(:meth:`BatchScript.send`), so the caller builds the next batch while Redis runs this one; they are sent as
+EVAL (never NOSCRIPT, so a call never has to be sent again behind a later one).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+import redis
+
 from beatd.store.base import KeyTable, script
 
-__all__ = ["UNPACK_LIMIT", "BatchScript", "decode_items", "item_fields", "lua_item_fields"]
+_ResponseError = redis.exceptions.ResponseError
+
+__all__ = ["UNPACK_LIMIT", "BatchScript", "Sent", "decode_items", "item_fields", "lua_item_fields"]
 
 UNPACK_LIMIT = 1000
 """Most values a script hands to one ``unpack()`` (the prelude's ``UNPACK_LIMIT``; Redis's Lua stack takes
@@ -52,16 +67,42 @@ def decode_items(item: Callable[..., Item], values: Sequence[Any]) -> list[Item]
     return [item(*(str(value) for value in values[i : i + width])) for i in range(0, len(values), width)]
 
 
-class BatchScript(Generic[Item]):
-    """A registered batched script and the codec of its items."""
+FIELD = "\x1f"
+"""Separates the values of a packed batch (each row starts with its width)."""
 
-    def __init__(self, client: Any, name: str, item: type[Item], batch_limit: int) -> None:
+
+def _defaults(item: type[Any], fields: tuple[str, ...]) -> tuple[Any, ...]:
+    if dataclasses.is_dataclass(item):
+        found = {field.name: field.default for field in dataclasses.fields(item)}
+        return tuple("" if found[name] is dataclasses.MISSING else found[name] for name in fields)
+    return tuple(item._field_defaults.get(name, "") for name in fields)
+
+
+@dataclasses.dataclass
+class Sent:
+    """Calls of a batched script sent on ``connection`` whose replies are not read yet (:meth:`BatchScript.send`)."""
+
+    connection: Any
+    calls: int
+
+
+class BatchScript(Generic[Item]):
+    """A registered batched script and the codec of its items (``packed``: one ARGV value, see the module)."""
+
+    def __init__(self, client: Any, name: str, item: type[Item], batch_limit: int, *, packed: bool = False) -> None:
         self.name = name
         self.batch_limit = batch_limit
+        self.packed = packed
+        self._client = client
         self._script = client.register_script(script(name))
         fields = item_fields(item)
         self._values: Callable[[Item], tuple[Any, ...]] = operator.attrgetter(*fields)
+        self._tuple = not dataclasses.is_dataclass(item)
         self._key_positions = tuple(index for index, field in enumerate(fields) if field.endswith("_key"))
+        self._defaults = _defaults(item, fields)
+        self._widths: dict[Any, int] = {}  # by the first value (an emit write's kind): the last width sent
+        defaults = ["0" if index in self._key_positions else str(v) for index, v in enumerate(self._defaults)]
+        self._defaults_row = FIELD.join([str(len(fields)), *defaults])
 
     def __call__(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> list[Any]:
         """Run the script over ``items`` in calls of at most ``batch_limit``; one reply per call, in order.
@@ -69,12 +110,80 @@ class BatchScript(Generic[Item]):
         ``keys`` and ``args`` are the fixed KEYS and ARGV every call starts with."""
         replies = []
         for start in range(0, len(items), self.batch_limit):
-            table = KeyTable(*keys)
-            values: list[Any] = list(args)
-            for item in items[start : start + self.batch_limit]:
-                row = list(self._values(item))
-                for index in self._key_positions:
-                    row[index] = table.position(row[index]) if row[index] else 0
-                values.extend(row)
-            replies.append(self._script(keys=table.keys, args=values))
+            call_keys, values = self._encode(keys, args, items[start : start + self.batch_limit])
+            replies.append(self._script(keys=call_keys, args=values))
         return replies
+
+    def send(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> Sent:
+        """Send the calls of :meth:`__call__` on a connection of the pool without reading their replies;
+        :meth:`receive` reads them (and gives the connection back). Redis runs them in order."""
+        connection = self._client.connection_pool.get_connection()
+        calls = 0
+        try:
+            for start in range(0, len(items), self.batch_limit):
+                call_keys, values = self._encode(keys, args, items[start : start + self.batch_limit])
+                connection.send_command("EVAL", self._script.script, len(call_keys), *call_keys, *values)
+                calls += 1
+        except BaseException:
+            connection.disconnect()
+            self._client.connection_pool.release(connection)
+            raise
+        return Sent(connection, calls)
+
+    def receive(self, sent: Sent) -> list[Any]:
+        """The replies of the calls ``sent``, in order (a Redis error reply raises, after all were read)."""
+        replies: list[Any] = []
+        failure: Exception | None = None
+        try:
+            for _ in range(sent.calls):
+                try:
+                    replies.append(sent.connection.read_response())
+                except _ResponseError as error:
+                    failure = failure or error
+        except BaseException:
+            sent.connection.disconnect()
+            raise
+        finally:
+            self._client.connection_pool.release(sent.connection)
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _encode(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> tuple[list[str], list[Any]]:
+        table = KeyTable(*keys)
+        values: list[Any] = list(args)
+        if self.packed:
+            values.extend(self._pack(table, items))
+            return table.keys, values
+        for item in items:
+            row = list(self._values(item))
+            for index in self._key_positions:
+                row[index] = table.position(row[index]) if row[index] else 0
+            values.extend(row)
+        return table.keys, values
+
+    def _pack(self, table: KeyTable, items: Sequence[Item]) -> tuple[str, str]:
+        """The packed rows of ``items`` and how they are encoded (``text`` or ``json``)."""
+        defaults, positions, position = self._defaults, self._key_positions, table.position
+        rows: list[list[Any]] = []
+        widths = self._widths
+        for item in items:
+            full: tuple[Any, ...] = item if self._tuple else self._values(item)  # type: ignore[assignment]
+            width = widths.get(full[0], 0)  # the width the last item of this kind had: check it in one go
+            if not width or full[width:] != defaults[width:] or full[width - 1] == defaults[width - 1]:
+                width = len(full)
+                while width > 2 and full[width - 1] == defaults[width - 1]:
+                    width -= 1
+                widths[full[0]] = width
+            values = list(full[:width])
+            for index in positions:
+                if index >= width:
+                    break
+                values[index] = position(values[index]) if values[index] else 0
+            rows.append(values)
+        texts = [f"{len(row)}{FIELD}{FIELD.join(map(str, row))}" for row in rows]
+        blob = FIELD.join([self._defaults_row, *texts])
+        if blob.count(FIELD) == sum(len(row) + 1 for row in rows) + len(defaults):  # no value holds FIELD
+            return blob, "text"
+        head = ["0" if i in positions else str(v) for i, v in enumerate(defaults)]
+        return json.dumps([head, *([str(value) for value in row] for row in rows)]), "json"

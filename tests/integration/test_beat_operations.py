@@ -113,6 +113,34 @@ def test_pause_and_resume_without_catch_up(
     ]
 
 
+def test_a_reload_changing_a_paused_jobs_schedule_emits_nothing_of_the_paused_period(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Callable[..., Daemon]
+) -> None:
+    """A paused `catchup: all` job whose schedule a reload changes stays silent: the old schedule's settling
+    skips the paused period (as resume does), and after resume the job fires on the new schedule from then."""
+    config = write_config(
+        tmp_path / "beatd.yaml", shared_redis, namespace, "a: {command: [x], every: 200ms, catchup: all}"
+    )
+    beat = daemons("beat", "-c", str(config))
+    client = shared_redis.client()
+    wait_for(lambda: len(messages(client, namespace)) >= 2, what="first fires")
+    assert cli("pause", "-c", str(config), "a").returncode == 0
+    time.sleep(1.5)  # the leader re-reads pause state every second: give it time to stop
+    paused_count = len(messages(client, namespace))
+    time.sleep(1.0)  # a paused period of five fires
+    write_config(config, shared_redis, namespace, "a: {command: [x], every: 300ms, catchup: all}")
+    beat.signal(signal.SIGHUP)
+    beat.wait_log(r"reload: changed a: every 200ms -> every 300ms")
+    time.sleep(1.0)  # an unpaused job would emit three fires in this second
+    assert len(messages(client, namespace)) == paused_count
+    resumed_at = datetime.now(UTC)
+    assert cli("resume", "-c", str(config), "a").returncode == 0
+    wait_for(lambda: len(messages(client, namespace)) >= paused_count + 2, what="fires after resume")
+    after = scheduled(messages(client, namespace), "a")[paused_count:]
+    assert min(after) > resumed_at - timedelta(milliseconds=10)
+    assert all(to_ms(instant) % 300 == 0 for instant in after)
+
+
 def test_trigger_and_backfill(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
     """`trigger --at` emits one manual fire; `backfill` emits every scheduled instant of a range in order."""
     config = write_config(

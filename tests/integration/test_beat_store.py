@@ -113,8 +113,8 @@ def test_a_sync_of_more_new_jobs_than_one_batch_starts_them_all(
     clock = FixedClock(HOST)
     store = Store(connect(shared_redis.url), Keys(namespace))
     calls: list[int] = []
-    apply = store.apply
-    monkeypatch.setattr(store, "apply", lambda token, writes: calls.append(len(writes)) or apply(token, writes))
+    submit = store.submit  # the beat sends its writes through submit (apply is submit, then its result)
+    monkeypatch.setattr(store, "submit", lambda token, writes: calls.append(len(writes)) or submit(token, writes))
     beat = Beat(config, store, Identity("one", "t", 0, HOST), clock=clock)
     beat.tick(clock.now(), clock.monotonic())
     assert beat.synced

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -270,7 +269,7 @@ def test_a_refused_select_refuses_that_fire_only(tmp_path: Path, own_redis: Redi
     at = datetime(2026, 12, 1, 8, tzinfo=UTC)
     (bad,) = _celery_writes(tmp_path, own_redis, namespace, [at], broker_db=99)
     (good,) = _celery_writes(tmp_path, own_redis, namespace, [at + timedelta(seconds=1)])
-    good = replace(good, job="other")
+    good = good._replace(job="other")
     result = store.apply(token, [bad, good])
     assert result.statuses == ("refused", "applied") and "SELECT 99" in result.errors[0], result.errors
     assert store.progress() == {"other": good.scheduled_ms}

@@ -201,3 +201,91 @@ def test_a_large_batch_is_confirmed_whole(queue: str) -> None:
     finally:
         publisher.close()
     assert _depth(queue) == 2 * defaults.RELAY_BATCH_AMQP
+
+
+def test_a_queue_the_broker_refuses_to_declare_refuses_its_entries_alone(queue: str) -> None:
+    """A queue RabbitMQ will not declare (a reserved ``amq.`` name) refuses that queue's entries by themselves,
+    with the broker's reason, and the batch's others are published and confirmed: one misnamed job does not stall
+    the outbox for every other one (its entries count as refusals and go to the dead stream in time)."""
+    publisher = AmqpPublisher(URL)
+    try:
+        batch = [_entry(queue, "1-0"), _entry("amq.beatd_reserved", "2-0"), _entry(queue, "3-0")]
+        with pytest.raises(PublishFailed, match=r"1 refused .*ACCESS_REFUSED") as failed:
+            publisher.publish(batch)
+        assert failed.value.confirmed == ("1-0", "3-0") and list(failed.value.refused) == ["2-0"]
+        assert _depth(queue) == 2
+        assert publisher.publish([_entry(queue, "4-0")]) == 1  # the connection was kept
+    finally:
+        publisher.close()
+    assert _depth(queue) == 3
+
+
+def test_a_return_refuses_its_own_message_when_two_share_a_task_id(queue: str) -> None:
+    """Two entries of one batch with the same task id (correlation id), the first to a queue deleted while
+    connected: the broker's return refuses the first, the one it returned, never confirming it in the other's
+    place (a return carries no delivery tag; the second, if not confirmed yet, is refused too: at least once)."""
+    from kombu import Connection
+
+    other = f"{queue}_other"
+
+    def entry(name: str, entry_id: str) -> OutboxEntry:
+        shared = _entry(name, entry_id)
+        envelope = json.loads(shared.envelope)
+        envelope["properties"]["correlation_id"] = envelope["headers"]["id"] = "same-task"
+        return OutboxEntry(entry_id, name, json.dumps(envelope))
+
+    publisher = AmqpPublisher(URL)
+    try:
+        assert publisher.publish([_entry(other, "1-0")]) == 1
+        with Connection(URL) as connection:
+            connection.channel().queue_delete(other)
+        with pytest.raises(PublishFailed, match=r"[12] refused .*NO_ROUTE") as failed:
+            publisher.publish([entry(other, "2-0"), entry(queue, "3-0")])
+        assert "2-0" in failed.value.refused and "2-0" not in failed.value.confirmed
+        assert set(failed.value.confirmed) | set(failed.value.refused) == {"2-0", "3-0"}
+    finally:
+        publisher.close()
+        with Connection(URL) as connection:
+            connection.channel().queue_delete(other)
+    assert _depth(queue) == 1
+
+
+def test_a_message_amqp_cannot_encode_is_refused_alone(queue: str) -> None:
+    """An entry whose headers AMQP cannot carry (an integer past 64 bits, valid JSON and a valid config) is
+    refused by itself with the reason and the batch's others confirmed on the same connection: it does not fail
+    every batch as an outage, holding up the whole outbox."""
+    big = _entry(queue, "2-0")
+    envelope = json.loads(big.envelope)
+    envelope["headers"]["big"] = 2**70
+    publisher = AmqpPublisher(URL)
+    try:
+        batch = [_entry(queue, "1-0"), OutboxEntry("2-0", queue, json.dumps(envelope)), _entry(queue, "3-0")]
+        with pytest.raises(PublishFailed, match=r"1 refused \(cannot encode the AMQP message") as failed:
+            publisher.publish(batch)
+        assert failed.value.confirmed == ("1-0", "3-0") and list(failed.value.refused) == ["2-0"]
+        assert publisher.publish([_entry(queue, "4-0")]) == 1
+    finally:
+        publisher.close()
+    assert _depth(queue) == 3
+
+
+def test_a_nack_leaves_the_entry_for_a_retry_never_counted_as_a_refusal(queue: str) -> None:
+    """A queue at its x-max-length with reject-publish nacks what does not fit: those entries are neither
+    confirmed nor refused by themselves (a full queue drains; counting them would move a burst of task messages
+    to the dead stream within seconds), the one that fit is confirmed, and once the queue drains they land."""
+    from kombu import Connection
+
+    with Connection(URL) as connection:
+        arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+        connection.channel().queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
+    publisher = AmqpPublisher(URL)
+    try:
+        with pytest.raises(PublishFailed, match=r"NACK") as failed:
+            publisher.publish([_entry(queue, "1-0"), _entry(queue, "2-0"), _entry(queue, "3-0")])
+        assert failed.value.confirmed == ("1-0",) and failed.value.refused == {}
+        with Connection(URL) as connection:
+            connection.channel().queue_purge(queue)
+        assert publisher.publish([_entry(queue, "2-0")]) == 1
+    finally:
+        publisher.close()
+    assert _depth(queue) == 1

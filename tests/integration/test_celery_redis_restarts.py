@@ -14,7 +14,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,15 +23,14 @@ import pytest
 
 from beatd.celery_messages import celery_task_id
 from beatd.messages import parse_utc
-from tests.conftest import REPO
+from tests.conftest import bench_module
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import assert_contiguous, leader_token, runs
 from tests.integration.test_celery import JOB, _celery_env, _config, _leader, _ledger, celery_worker  # noqa: F401
 from tests.redis_server import RedisServer
 
 pytest.importorskip("celery", reason="Celery is in the dev extras (beatd[celery])")
-sys.path.insert(0, str(REPO / "bench"))
-import chaos_aof  # bench/chaos_aof.py, the soak's AOF reader
+chaos_aof = bench_module("chaos_aof")  # bench/chaos_aof.py, the soak's AOF reader
 
 FAULTS = ("redis-kill", "redis-term", "redis-kill+leader-kill", "redis-kill")
 

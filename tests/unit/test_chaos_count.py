@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,10 @@ import pytest
 
 from beatd.messages import format_utc, from_ms
 from beatd.triggers import IntervalTrigger
-from tests.conftest import REPO
+from tests.conftest import REPO, bench_module
 
-sys.path.insert(0, str(REPO / "bench"))
-import chaos_aof
-import chaos_count
+chaos_aof = bench_module("chaos_aof")
+chaos_count = bench_module("chaos_count")
 
 NS = "chaos"
 BASE_MS = 1_800_000_000_000  # a whole second
@@ -142,3 +142,10 @@ def test_retry_xadd_is_a_rerun_not_an_emission() -> None:
 def test_emitted_fire_without_any_record_is_unrun() -> None:
     """A fire emitted but never claimed, run or recorded after the settle is counted ``unrun``."""
     assert count(base() + emit(BASE_MS + 1000)).unrun == 1
+
+
+def test_importing_the_bench_modules_leaves_the_celery_package_reachable() -> None:
+    """The soak's modules come from bench/ by path: bench/celery.py never shadows the celery package."""
+    spec = importlib.util.find_spec("celery")
+    assert spec is not None and spec.origin is not None and Path(spec.origin).parent.name == "celery"
+    assert str(REPO / "bench") not in sys.path

@@ -62,6 +62,82 @@ local function items(first, layout)
     return list
 end
 
+-- text split at each occurrence of the one-character separator (plain, not a pattern).
+local function split(text, separator)
+    local parts, from = {}, 1
+    while true do
+        local at = string.find(text, separator, from, true)
+        if not at then
+            parts[#parts + 1] = string.sub(text, from)
+            return parts
+        end
+        parts[#parts + 1] = string.sub(text, from, at - 1)
+        from = at + 1
+    end
+end
+
+-- The items of a packed batched call (beatd.store.codec, packed): ARGV[at] holds rows of values separated by
+-- "\31", each row its width and then the values of one item in layout order; ARGV[at + 1] == 'json': a JSON
+-- array of rows (of strings, without the width) instead. The first row holds each field's default; a row ends
+-- at its last value that differs from its field's default, and reading a field past its end gives the default
+-- (through a metatable). A field whose name ends in _key travels as an index into KEYS (0: none, reads as nil).
+local function packed_items(at, layout)
+    local parts, rows = nil, nil
+    if ARGV[at + 1] == 'json' then
+        rows = cjson.decode(ARGV[at])
+    else
+        parts = split(ARGV[at], '\31')
+    end
+    local is_key, defaults = {}, {}
+    local first = rows and rows[1] or {unpack(parts, 2, 1 + tonumber(parts[1]))}
+    for offset, name in ipairs(layout) do
+        is_key[offset] = string.sub(name, -4) == '_key'
+        if not is_key[offset] then
+            defaults[name] = first[offset]
+        end
+    end
+    local missing = {__index = defaults}
+    local list = {}
+    local function add(source, from, width)
+        local item = {}
+        for offset = 1, width do
+            local value = source[from + offset]
+            if is_key[offset] then
+                value = KEYS[tonumber(value)]
+            end
+            item[layout[offset]] = value
+        end
+        list[#list + 1] = setmetatable(item, missing)
+    end
+    if rows then
+        for i = 2, #rows do
+            add(rows[i], 0, #rows[i])
+        end
+    else
+        local i = 2 + tonumber(parts[1])
+        while i <= #parts do
+            local width = tonumber(parts[i])
+            add(parts, i, width)
+            i = i + width + 1
+        end
+    end
+    return list
+end
+
+-- The values of `fields` of hash `key` (HMGET in pieces of at most UNPACK_LIMIT), as a table field -> value
+-- (a field the hash lacks: false).
+local function hmget_chunked(key, fields)
+    local found = {}
+    for first = 1, #fields, UNPACK_LIMIT do
+        local last = math.min(first + UNPACK_LIMIT - 1, #fields)
+        local values = redis.call('HMGET', key, unpack(fields, first, last))
+        for i = first, last do
+            found[fields[i]] = values[i - first + 1]
+        end
+    end
+    return found
+end
+
 -- The run record run_id (already HSET in runs_key) indexed at written_ms in runs_index_key, keeping at most
 -- `keep` records (the oldest dropped): emit.lua's miss and celery steps, send.lua's pushes.
 local function record_run(item)

@@ -3,7 +3,8 @@
 -- KEYS[5] the run-count bucket of now (each missed record counted there: prelude's tally_status)
 -- KEYS[6..] the queue streams, run-record hashes and indexes and Celery queue lists the items name (*_key fields)
 -- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
--- then one item per write (beatd.store.beat.LeaderWrite; a field a kind does not use is empty or 0):
+-- ARGV[3] the items, packed (beatd.store.codec; ARGV[4] how), one per write (beatd.store.beat.LeaderWrite; a
+-- field a kind does not use is empty or 0):
 local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
 --   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
 --           last[job] = message
@@ -19,8 +20,13 @@ local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature'
 --   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
 -- A step whose first write Redis refuses (out of memory, a key of the wrong type), or whose job's progress is
 -- not a number, is skipped and its progress left unchanged.
--- Returns {-1} when the caller does not hold the lease (nothing is written), else {1, reply per item...},
--- each {'applied', ''} | {'duplicate', ''} (already at or behind progress) | {'refused', error text}.
+-- The progress of every job named is read once (HMGET); a run of emit steps writes its progress and last
+-- emissions in one HSET each when it ends (before any other kind of step, and at the end): nothing between
+-- its first XADD and those HSETs can stop the script (XADD is pcalled, KEYS[2] was read as a hash, and Redis
+-- lets a script that has written go on past maxmemory), so a fire is never in a queue with its progress unmoved.
+-- Returns {-1} when the caller does not hold the lease (nothing is written), else {1, codes, errors}: codes
+-- one character per item, 'a' applied | 'd' duplicate (already at or behind progress) | 'r' refused, and
+-- errors the error text of each refused item, in order.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return {-1}
 end
@@ -28,15 +34,36 @@ end
 local function refused(reply)
     return {'refused', reply.err}
 end
+local APPLIED, DUPLICATE = {'applied', ''}, {'duplicate', ''}  -- shared: a reply table per item costs
+
+local current = {}  -- job -> its progress now (the stored text, or a number once moved here)
+local last = {}  -- the run of emit steps not yet written: job -> its last emission (its progress: current)
+
+-- Write the progress and last emissions of the run of emit steps so far (in pieces of UNPACK_LIMIT values, an
+-- even number: a field and its value stay in one piece).
+local function write_moved()
+    local progress, messages = {}, {}
+    for job, message in pairs(last) do
+        progress[#progress + 1] = job
+        progress[#progress + 1] = current[job]
+        messages[#messages + 1] = job
+        messages[#messages + 1] = message
+    end
+    if #progress > 0 then
+        call_chunked('HSET', KEYS[2], progress)
+        pcall(call_chunked, 'HSET', KEYS[4], messages)
+        last = {}
+    end
+end
 
 local function emit(item, scheduled)
     local reply = redis.pcall('XADD', item.queue_key, '*', 'message', item.message, 'sig', item.signature)
     if type(reply) == 'table' and reply.err then
         return refused(reply)
     end
-    redis.call('HSET', KEYS[2], item.job, scheduled)
-    redis.call('HSET', KEYS[4], item.job, item.message)
-    return {'applied', ''}
+    current[item.job] = scheduled
+    last[item.job] = item.message
+    return APPLIED
 end
 
 local function miss(item, scheduled)
@@ -48,7 +75,8 @@ local function miss(item, scheduled)
     note_alert(item.alerts_key, item.record)
     tally_status(KEYS[5], 'missed')
     redis.call('HSET', KEYS[2], item.job, scheduled)
-    return {'applied', ''}
+    current[item.job] = scheduled
+    return APPLIED
 end
 
 -- The record is written first and undone if the push (or the SELECT of the broker's database) is refused, so a
@@ -68,26 +96,43 @@ local function send(item, scheduled)
         return refused(failed)
     end
     redis.call('HSET', KEYS[2], item.job, scheduled)
+    current[item.job] = scheduled
     redis.pcall('HSET', KEYS[4], item.job, item.message)
     pcall(record_run, item)
-    return {'applied', ''}
+    return APPLIED
 end
 
-local replies = {1}
-for _, item in ipairs(items(3, ITEM)) do
-    local raw = redis.call('HGET', KEYS[2], item.job)
+local list = packed_items(3, ITEM)
+local names, seen = {}, {}
+for _, item in ipairs(list) do
+    if not seen[item.job] then
+        seen[item.job] = true
+        names[#names + 1] = item.job
+    end
+end
+for job, value in pairs(hmget_chunked(KEYS[2], names)) do
+    current[job] = value
+end
+
+local codes, errors = {}, {}
+for i, item in ipairs(list) do
+    local raw = current[item.job]
     local progress = tonumber(raw or '-1')
     local reply
+    if item.kind ~= 'emit' then
+        write_moved()
+    end
     if progress == nil then
         reply = {'refused', 'field ' .. item.job .. ' of ' .. KEYS[2] .. ' holds ' .. string.sub(raw, 1, 40) .. ', not epoch ms'}
     elseif item.kind == 'base' then
         if tonumber(item.base_ms) > progress then
             redis.call('HSET', KEYS[2], item.job, item.base_ms)
+            current[item.job] = item.base_ms
         end
         redis.call('HSET', KEYS[3], item.job, item.schedule_digest)
-        reply = {'applied', ''}
+        reply = APPLIED
     elseif tonumber(item.scheduled_ms) <= progress then
-        reply = {'duplicate', ''}
+        reply = DUPLICATE
     elseif item.kind == 'emit' then
         reply = emit(item, item.scheduled_ms)
     elseif item.kind == 'celery' then
@@ -95,6 +140,10 @@ for _, item in ipairs(items(3, ITEM)) do
     else
         reply = miss(item, item.scheduled_ms)
     end
-    replies[#replies + 1] = reply
+    codes[i] = string.sub(reply[1], 1, 1)
+    if reply[1] == 'refused' then
+        errors[#errors + 1] = reply[2]
+    end
 end
-return replies
+write_moved()
+return {1, table.concat(codes), errors}

@@ -20,6 +20,7 @@ from beatd import defaults
 from beatd.config import Config, JobSpec
 from beatd.config.alerts import effective_rules
 from beatd.config.model import NAME_PATTERN
+from beatd.config.shapes import ValueCache, pristine
 from beatd.runtime_jobs import judge
 from beatd.store.jobs import StoredJob
 
@@ -56,7 +57,9 @@ class Judge:
         self._shapes: dict[str, JobSpec | None] = {}
         """Shape (canonical JSON) -> a valid, allowed spec of it that no cached property has touched (None:
         the shape was refused, or needs the full path)."""
-        self._values = ValueCache()
+        self._values = ValueCache(SHAPES_KEPT * 4)
+        self._fields: dict[frozenset[str], set[str]] = {}
+        """One set of given field names per distinct set: a copy's own set is about 500 B per job."""
         self.fast = 0
         """Entries judged by their shape alone (for tests and benchmarks)."""
 
@@ -89,6 +92,8 @@ class Judge:
             spec = _instance(template, name, own, self.config, self._values)
         except Exception:  # any doubt: the full path decides, with its messages
             return None
+        given = frozenset(spec.__pydantic_fields_set__)
+        object.__setattr__(spec, "__pydantic_fields_set__", self._fields.setdefault(given, set(given)))
         self.fast += 1
         return spec
 
@@ -100,13 +105,7 @@ class Judge:
             spec, _ = judge(self.config, name, entry)
         except Exception:
             spec = None
-        self._shapes[shape] = _pristine(spec) if spec is not None else None
-
-
-def _pristine(spec: JobSpec) -> JobSpec:
-    """A copy of ``spec`` without cached properties (trigger, digests), which a copy would otherwise carry."""
-    values = {field: getattr(spec, field) for field in JobSpec.model_fields}
-    return JobSpec.model_construct(spec.model_fields_set, **values)
+        self._shapes[shape] = pristine(spec) if spec is not None else None
 
 
 def _instance(template: JobSpec, name: str, own: dict[str, Any], config: Config, values: ValueCache) -> JobSpec:
@@ -120,25 +119,3 @@ def _instance(template: JobSpec, name: str, own: dict[str, Any], config: Config,
     spec = template.model_copy(update=update)
     spec.trigger()
     return spec
-
-
-class ValueCache:
-    """Values of a free key validated by the model's own field validator, by time zone, key and text (a
-    hundred thousand jobs spread over the hour have 3,600 starts); at most ``SHAPES_KEPT * 4`` remembered."""
-
-    def __init__(self) -> None:
-        self._values: dict[tuple[str, str, str], Any] = {}
-
-    def validated(self, template: JobSpec, key: str, value: Any) -> Any:
-        """``value`` of ``key`` as the model validates it in ``template`` (ValidationError when it is not valid)."""
-        cache_key = (template.timezone, key, value) if isinstance(value, str) else None
-        if cache_key is not None and cache_key in self._values:
-            return self._values[cache_key]
-        scratch = template.model_copy()
-        JobSpec.__pydantic_validator__.validate_assignment(scratch, key, value)
-        result = getattr(scratch, key)
-        if cache_key is not None:
-            if len(self._values) >= SHAPES_KEPT * 4:
-                del self._values[next(iter(self._values))]
-            self._values[cache_key] = result
-        return result

@@ -35,6 +35,7 @@ from beatd.config.model import (
     OutputPolicy,
     Policies,
 )
+from beatd.config.shapes import Shapes, shape_key
 from beatd.config.yamlsource import KeyPath, Located, read_yaml
 from beatd.durations import format_duration
 from beatd.errors import ConfigError, Problem, ScheduleError
@@ -101,10 +102,13 @@ def find_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> 
     raise ConfigError([Problem("beatd", 0, 0, "", f"no config file found (looked in {looked}); pass -c FILE")])
 
 
-def load_config(path: Path, environ: Mapping[str, str]) -> Config:
-    """Read, substitute, merge and validate ``path`` and its includes; raise ConfigError on any problem."""
+def load_config(path: Path, environ: Mapping[str, str], *, by_shape: bool = True) -> Config:
+    """Read, substitute, merge and validate ``path`` and its includes; raise ConfigError on any problem.
+
+    ``by_shape``: jobs written alike are validated in full once (:mod:`beatd.config.shapes`); False validates
+    every job in full (the same result: for tests that compare the two)."""
     with _collector_paused():
-        return _load(path, environ)
+        return _load(path, environ, by_shape)
 
 
 @contextmanager
@@ -121,7 +125,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(path: Path, environ: Mapping[str, str]) -> Config:
+def _load(path: Path, environ: Mapping[str, str], by_shape: bool) -> Config:
     main, problems = read_yaml(path, environ)
     if main.value is None and problems:
         raise ConfigError(problems)
@@ -159,14 +163,23 @@ def _load(path: Path, environ: Mapping[str, str]) -> Config:
     main.value = None
     jobs: dict[str, JobSpec] = {}
     shared = _Interner()
+    shapes = Shapes(settings.alerts)
     for name, (raw, source) in declared.items():
         declared[name] = (None, source)
-        spec = _validate_job(
-            name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
-        )
+        key = shape_key(raw) if by_shape else None
+        spec = shapes.spec(key, name, raw)
+        if spec is None:
+            spec = _validate_job(
+                name, raw, source, settings.timezone, job_defaults, settings.celery, problems, settings.alerts
+            )
+            if spec is not None:
+                spec = shared.spec(spec)
+                shapes.remember(key, spec, raw)
+        elif spec.start is not None or spec.end is not None:  # its own values: share its trigger as a full job's
+            spec = shared.spec(spec)
         del raw
         if spec is not None:
-            jobs[name] = shared.spec(spec)
+            jobs[name] = spec
     if problems:
         raise ConfigError(problems)
     if not jobs:

@@ -561,8 +561,11 @@ class JobSpec(Policies):
     def schedule_digest(self) -> str:
         """Short hash of what decides the fire instants (and whether there are any): when it changes, the job
         continues from now rather than catching up under its new schedule."""
+        return schedule_digest_of(self.name, self.schedule_parts())
+
+    def schedule_parts(self) -> str:
+        """The JSON text of what, besides the name, decides the fire instants (jobs written alike share it)."""
         parts = [
-            self.name,  # H values derive from the name
             self.cron,
             self.every.total_seconds() if self.every is not None else None,
             [instant.isoformat() for instant in self.at or ()],
@@ -571,7 +574,7 @@ class JobSpec(Policies):
             self.timezone,
             self.enabled,
         ]
-        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+        return json.dumps(parts)
 
     @cached_property
     def digest(self) -> str:
@@ -598,6 +601,12 @@ class ConfigFile(_Strict):
     pythonpath: tuple[str, ...] = Field((), description="directories searched for call targets")
     defaults: dict[str, Any] = Field(default_factory=dict, description="per-job keys applied to every job")
     jobs: dict[str, Any] = Field(default_factory=dict, description="the jobs, by name")
+
+
+def schedule_digest_of(name: str, parts: str) -> str:
+    """:attr:`JobSpec.schedule_digest` of job ``name`` whose :meth:`JobSpec.schedule_parts` are ``parts``: the
+    hash of the JSON list of the name (H values derive from it) and the parts."""
+    return hashlib.sha256(f"[{json.dumps(name)}, {parts[1:]}".encode()).hexdigest()[:16]
 
 
 def _quote(part: str) -> str:

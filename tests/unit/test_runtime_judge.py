@@ -115,3 +115,18 @@ def test_put_many_of_one_shape_still_words_every_problem(config: Config) -> None
             check_job(config, name, job_from_mapping(name, specs[name], f"jobs.put_many[{name!r}]"))
         expected.extend(alone.value.problems)
     assert sorted(error.value.problems) == sorted(expected)
+
+
+def test_jobs_of_one_shape_share_their_set_of_given_fields(config: Config) -> None:
+    """A copy's own set of given field names is about 500 B per job: jobs written alike share one (the specs
+    are frozen, so nothing adds to it), and each still equals the full validation's spec."""
+    judged = Judge(config)
+    specs = []
+    for minute in (1, 2):
+        entry = _entry({"every": "1h", "call": "app.tasks:send", "start": f"2026-01-01T00:0{minute}:00Z"})
+        spec, _ = judged(f"job{minute}", entry)
+        full, _ = judge(config, f"job{minute}", entry)
+        assert spec is not None and spec == full
+        specs.append(spec)
+    assert judged.fast == 2
+    assert specs[0].__pydantic_fields_set__ is specs[1].__pydantic_fields_set__

@@ -6,7 +6,7 @@
 | ``{ns}:leader:epoch`` | integer | fencing counter, INCR on every acquisition |
 | ``{ns}:progress`` | hash | job -> last emitted (or deliberately passed) scheduled instant, epoch ms |
 | ``{ns}:schedules`` | hash | job -> digest of the schedule its progress belongs to |
-| ``{ns}:last`` | hash | job -> JSON of the last message emitted for it (for ``beatd status``) |
+| ``{ns}:last`` | hash | job -> ``"{scheduled_ms} {trigger} {config_digest}"`` of its last emitted fire (status) |
 | ``{ns}:paused`` | hash | job -> JSON ``{reason, user, host, at}`` while paused |
 | ``{ns}:replicas`` | hash | replica id -> JSON heartbeat (host, pid, role, config digest, config error) |
 | ``{ns}:queue:{queue}`` | stream | fire messages, one field ``message`` (versioned JSON) |

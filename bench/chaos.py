@@ -59,6 +59,7 @@ from failover import leader_pid, lease_seconds, poll
 from beatd.config import load_config
 from beatd.keys import GROUP, Keys
 from beatd.localredis import RedisServer
+from beatd.store.beat import read_last
 
 NAMESPACE = "chaos"
 QUEUE = "default"
@@ -338,7 +339,8 @@ class Soak:
     def on_time(self) -> bool:
         """The leader emits on time again: tick1's last fire is at most 2 s old."""
         raw = self.read(lambda: self.client.hget(KEYS.last, "tick1"))
-        return bool(raw) and time.time() - datetime.fromisoformat(json.loads(raw)["scheduled_at"]).timestamp() < 2.0
+        scheduled_at = read_last("tick1", raw).get("scheduled_at") if raw else None
+        return bool(scheduled_at) and time.time() - datetime.fromisoformat(str(scheduled_at)).timestamp() < 2.0
 
     def quiet(self, names: list[str]) -> bool:
         """Nothing queued, pending, waiting for a retry, leased or ``running``."""

@@ -17,7 +17,7 @@ WriteFiles = Callable[[dict[str, str]], Path]
 
 
 def bench_module(name: str) -> ModuleType:
-    """``bench/NAME.py`` imported by its path. Putting ``bench/`` on ``sys.path`` instead would let
+    """``bench/NAME.py`` imported by its path, ``sys.path`` as it was. ``bench/`` on ``sys.path`` would let
     ``bench/celery.py`` shadow the celery package for every later test in the process."""
     if name in sys.modules:
         return sys.modules[name]
@@ -25,7 +25,11 @@ def bench_module(name: str) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the module runs
-    spec.loader.exec_module(module)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path  # a bench script puts bench/ on sys.path for its own imports (bench/emission.py)
     return module
 
 

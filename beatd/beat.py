@@ -453,6 +453,7 @@ class Beat:
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
         """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first,
         unless the job is paused (its paused period is never emitted: resume starts it from then)."""
+        self._collect()  # a fire refused in flight is settled from the progress Redis kept, not from memory's
         pending: list[Pending] = []
         for name, before in names.items():
             if before is not None and name in self.progress and name not in self.paused:
@@ -595,7 +596,9 @@ class Beat:
         """Send ``pending`` to Redis, after reading the outcome of what was in flight (at most one batch is)
         and renewing the lease if a renewal is due: a tick that sends many batches (a burst, a sync of many new
         jobs, slower still on a loaded host) keeps the lease's schedule, never renewing only after it."""
-        self._collect()
+        refused = self._collect()
+        if refused:  # planned ahead of the reply from the progress in memory: nothing may go past a refused fire
+            pending = [item for item in pending if item.write.job not in refused]
         if not pending or self.leadership.token is None or not self.synced:
             return
         if not self.leadership.keep():  # the lease lapsed during this tick: what is pending is never sent
@@ -613,10 +616,11 @@ class Beat:
         with contextlib.suppress(StoreError):
             account(pending, submitted.result(), self.metrics, self.counters)
 
-    def _collect(self) -> None:
-        """Read what Redis did with the writes in flight, count them, and act on a lost lease or refusals."""
+    def _collect(self) -> frozenset[str]:
+        """Read what Redis did with the writes in flight, count them, and act on a lost lease or refusals;
+        the jobs whose writes Redis refused (their progress in memory is back at the stored one)."""
         if self.in_flight is None:
-            return
+            return frozenset()
         pending, submitted = self.in_flight
         self.in_flight = None
         result = submitted.result()
@@ -625,7 +629,7 @@ class Beat:
             self.leadership.lost()
             self.synced = False
             self.heap, self.due, self.queued = [], {}, {}
-            return
+            return frozenset()
         refused = {
             item.write.job: error
             for item, status, error in zip(pending, result.statuses, result.errors, strict=True)
@@ -633,6 +637,7 @@ class Beat:
         }
         if refused:
             self._retry_refused(refused)
+        return frozenset(refused)
 
     def _retry_refused(self, refused: dict[str, str]) -> None:
         """Redis refused some jobs' writes: their progress did not move; plan them again after a pause."""

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from beatd.clock import FixedClock
 from beatd.config import load_config
 from beatd.identity import Identity
 from beatd.keys import Keys
+from beatd.messages import format_utc, to_ms
 from beatd.store import InFlight, LeaderWrite, Store, connect
 from tests.integration.helpers import messages, write_config
 from tests.redis_server import RedisServer
@@ -183,3 +184,40 @@ def test_a_burst_longer_than_the_lease_renews_it_on_schedule(
     assert sorted(item["job"] for item in found if item["scheduled_at"] == first) == sorted(
         f"j{index}" for index in range(jobs)
     )
+
+
+def test_a_refused_fire_is_emitted_once_its_cause_is_gone_though_its_next_was_planned_ahead(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """A batch left in flight into the next tick (more jobs due than one tick plans) holds a write Redis
+    refuses (job x's queue key holds a string). The next tick plans x's next fire before it reads that reply;
+    the cause is gone by then. The next fire must not be sent past the refused one: x's refused instant is
+    emitted on the retry, and every instant of x is in its queue once, in order."""
+    client = shared_redis.client()
+    seconds, _ = client.time()
+    host = datetime.fromtimestamp(int(seconds), UTC)
+    fresh = [f"j{index}: {{command: [x], every: 1h}}" for index in range(PLANS_PER_TICK - 1)]
+    body = "\n".join([*fresh, "x: {command: [x], every: 1s, queue: xq}", "y: {command: [x], every: 1h}"])
+    path = write_config(tmp_path / "beatd.yaml", shared_redis, namespace, body, lease="30s")
+    config = load_config(path, {})
+    keys = Keys(namespace)
+    before = to_ms(host - timedelta(seconds=1))
+    client.hset(keys.progress, mapping={"x": before, "y": before})
+    client.hset(keys.schedules, mapping={name: config.jobs[name].schedule_digest for name in ("x", "y")})
+    client.set(keys.queue("xq"), "not a stream")
+    clock = FixedClock(host)
+    beat = Beat(config, Store(connect(shared_redis.url), keys), Identity("one", "t", 0, host), clock=clock)
+    for _ in range(3):  # leads, then plans x's fire at `host` into a batch it leaves in flight
+        beat.tick(clock.now(), clock.monotonic())
+        if beat.in_flight is not None:
+            break
+    assert beat.in_flight is not None
+    client.delete(keys.queue("xq"))  # the refusal's cause goes away (memory freed, an outbox drained)
+    for _ in range(9):  # past the refused write's retry
+        clock.advance(1.0)
+        while beat.tick(clock.now(), clock.monotonic()) == 0.0:
+            pass
+    beat.shutdown()
+    sent = [json.loads(fields["message"])["scheduled_at"] for _, fields in client.xrange(keys.queue("xq"))]
+    assert sent and sent[0] == format_utc(host), sent
+    assert sent == sorted(set(sent)), sent

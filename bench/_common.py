@@ -114,6 +114,12 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def print_machine(info: dict[str, Any]) -> None:
+    """The two header lines every benchmark prints: the machine and its load, then the versions."""
+    print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
+    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu", "load_average")))
+
+
 def write_config(
     path: Path,
     url: str,

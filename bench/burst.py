@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the bursts, print the JSON lines, the table and best / median."""
     args = parse_args(argv)
     info = C.machine()
-    print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
-    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu", "load_average")))
+    C.print_machine(info)
     results = []
     for run in range(1, args.repeat + 1):
         print(f"\n== burst N={args.jobs} run {run}/{args.repeat} (load {C.load_average()}) ...", flush=True)

@@ -344,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every N, print the table and the JSON line."""
     args = parse_args(argv)
     info = C.machine()
-    print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
-    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu", "load_average")))
+    C.print_machine(info)
     results = []
     for n in args.jobs:
         for repeat in range(args.repeat):

@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     waited = C.wait_for_quiet(args.quiet_load, args.quiet_wait)
     info = C.machine()
-    print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
-    print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu", "load_average")))
+    C.print_machine(info)
     print(
         f"config: lease {args.lease}, replicas={args.replicas}, entries={args.entries} every {args.interval}s "
         f"(catchup: all), kills={args.kills}, SIGTERMs={args.terms}",

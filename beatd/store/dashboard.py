@@ -53,11 +53,3 @@ class DashboardStore:
             job: [str(text) for text in next(texts) if text] if runs else []
             for job, runs in zip(jobs, ids, strict=True)
         }
-
-    def progress_of(self, jobs: Sequence[str]) -> dict[str, int]:
-        """Job -> its progress (last emitted or passed scheduled instant, epoch ms), for each of ``jobs`` that has."""
-        if not jobs:
-            return {}
-        with reachable():
-            values = self.client.hmget(self.keys.progress, list(jobs))
-        return {job: int(value) for job, value in zip(jobs, values, strict=True) if value is not None}

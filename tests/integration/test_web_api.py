@@ -302,3 +302,13 @@ def answers(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_an_unreadable_progress_value_leaves_the_overview_answering(site: tuple[TestClient, Client]) -> None:
+    """A progress value that is not epoch ms (the beat skips such a job and says so) is left out of the
+    overview's overdue check, as the store's one progress reader does, never a server error."""
+    http, client = site
+    client.store.client.hset(client.store.keys.progress, "xss", "not a number")
+    reply = http.get("/api/v1/overview", headers=bearer(READ_TOKEN))
+    assert reply.status_code == 200, reply.text
+    assert not [row for row in reply.json()["trouble"] if row["job"] == "xss" and row["problem"] == "overdue"]

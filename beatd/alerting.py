@@ -49,8 +49,8 @@ from beatd.alert_rules import (
 from beatd.alert_sinks import SinkFailed, send
 from beatd.audit import audit_record
 from beatd.client.waiting import is_live
-from beatd.config import JobSpec
 from beatd.config.alerts import AlertRule, AlertSettings
+from beatd.config.compact import JobView
 from beatd.daemon import Backoff
 from beatd.messages import format_utc, from_ms, scheduled_fire_id, to_ms
 from beatd.metrics import Metrics
@@ -74,7 +74,7 @@ STANDBY_TTL_MS = 5000
 class Current:
     """What alerting works from: every job (with its effective rules) and the ``alerts:`` settings."""
 
-    jobs: Mapping[str, JobSpec]
+    jobs: Mapping[str, JobView]
     settings: AlertSettings | None
 
 
@@ -223,7 +223,7 @@ class Alerting:
         self._raise(changes, events, settings)
         self._apply(fence, changes)
 
-    def _rest(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> None:
+    def _rest(self, spec: JobView, state: dict[str, str], changes: AlertChanges, now: datetime) -> None:
         """A paused or disabled job: the fires it skips meanwhile are not judged late once it is back, and its
         silence counts from its last moment at rest (not from its last success, before it was paused)."""
         rule = next((rule for rule in spec.alert_rules if rule.on == "deadline" and rule.after is not None), None)
@@ -235,7 +235,7 @@ class Alerting:
             if f"success:{spec.name}" in state:
                 changes.state_gone.append(f"success:{spec.name}")
 
-    def _deadlines(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> list[Any]:
+    def _deadlines(self, spec: JobView, state: dict[str, str], changes: AlertChanges, now: datetime) -> list[Any]:
         events = []
         for rule in spec.alert_rules:
             if rule.on != "deadline" or rule.after is None:
@@ -264,7 +264,7 @@ class Alerting:
             break  # one deadline rule per job judges (the first)
         return events
 
-    def _silence(self, spec: JobSpec, state: dict[str, str], changes: AlertChanges, now: datetime) -> list[Any]:
+    def _silence(self, spec: JobView, state: dict[str, str], changes: AlertChanges, now: datetime) -> list[Any]:
         rule = next((rule for rule in spec.alert_rules if rule.on == "silence"), None)
         if rule is None:
             return []

@@ -19,7 +19,7 @@ import contextlib
 import gc
 import heapq
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
@@ -28,6 +28,8 @@ from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock, SystemClock
 from beatd.config import Config, JobSpec
+from beatd.config.compact import CompactJob
+from beatd.daemon import keep_out_of_collections
 from beatd.emission import Counters, InstantTexts, Pending, TickWriter, account, message_template, plan_writes
 from beatd.identity import Identity
 from beatd.leader import Leadership
@@ -36,14 +38,14 @@ from beatd.metrics import Health, Metrics
 from beatd.planner import CatchupPolicy, Plan, plan_job
 from beatd.redis_clock import RedisClock
 from beatd.reload import BEAT_APPLIES, Reload, job_changes, settings_change
-from beatd.runtime_follow import Changed, RuntimeFollower
+from beatd.runtime_follow import RuntimeFollower
 from beatd.signing import Signer
 from beatd.store import InFlight, LeaderWrite, Store, StoreError, StoreUnavailable
 from beatd.triggers import CronTrigger, Trigger, jitter_offset
 from beatd.unreadable import Unreadable
 from beatd.upkeep import Upkeep
 
-__all__ = ["Beat", "JobState"]
+__all__ = ["Beat", "JobState", "LaunchFreezer"]
 
 log = logging.getLogger("beatd.beat")
 
@@ -77,6 +79,10 @@ START_BATCH = 5000
 """Most start writes (new or rescheduled jobs) sent in one fenced call: bounds the memory a sync of many new
 jobs takes (each call is one fence check, so batches of this size cost no more time than one call)."""
 
+SYNC_READ_BATCH = 10_000
+"""Jobs whose progress and schedule digest a sync reads in one HMGET of each hash, renewing the lease between
+batches when due: a sync of 1,000,000 jobs takes longer than a lease (the start writes renew it the same way)."""
+
 CELERY_REPROBE = 1.0
 """Seconds between probes of the Celery broker while beatd's Redis did not answer the last one."""
 
@@ -90,9 +96,9 @@ def _no_jitter(_: datetime) -> timedelta:
 
 @dataclass(slots=True)
 class JobState:
-    """A job as the beat schedules it."""
+    """A job as the beat schedules it (``spec``: the compact job, whose attributes are its JobSpec's)."""
 
-    spec: JobSpec
+    spec: CompactJob
     trigger: Trigger
     policy: CatchupPolicy
     shares: Hashable | None = None
@@ -102,7 +108,7 @@ class JobState:
     """The job's message template, made at its first fire."""
 
     @classmethod
-    def of(cls, spec: JobSpec, shared: dict[Hashable, Hashable] | None = None) -> JobState:
+    def of(cls, spec: CompactJob, shared: dict[Hashable, Hashable] | None = None) -> JobState:
         """Build the trigger and policy of ``spec``; ``shared`` interns the plan shares of many jobs."""
         policy = _policy(spec.catchup, spec.misfire_grace, spec.catchup_limit)
         trigger = spec.trigger()
@@ -110,6 +116,32 @@ class JobState:
         if shares is not None and shared is not None:
             shares = shared.setdefault(shares, shares)
         return cls(spec=spec, trigger=trigger, policy=policy, shares=shares)
+
+    @classmethod
+    def all_of(cls, specs: Mapping[str, CompactJob], shared: dict[Hashable, Hashable]) -> dict[str, JobState]:
+        """:meth:`of` each enabled job of ``specs``: what jobs of one shape and one trigger object share (their
+        policy, their plan share) is worked out once for them (100,000 jobs have a few of each)."""
+        policies: dict[int, tuple[object, CatchupPolicy]] = {}
+        shares: dict[tuple[int, int], tuple[Trigger, Hashable | None]] = {}
+        states = {}
+        for name, spec in specs.items():
+            if not spec.enabled:
+                continue
+            shape, trigger = spec.shape, spec.trigger()
+            known = policies.get(id(shape))
+            if known is None or known[0] is not shape:
+                known = policies[id(shape)] = (shape, _policy(spec.catchup, spec.misfire_grace, spec.catchup_limit))
+            policy = known[1]
+            share = None
+            if not spec.jitter:
+                found = shares.get((id(trigger), id(policy)))
+                if found is None or found[0] is not trigger:
+                    plan = plan_share(trigger, policy)
+                    interned = shared.setdefault(plan, plan) if plan is not None else None
+                    found = shares[(id(trigger), id(policy))] = (trigger, interned)
+                share = found[1]
+            states[name] = cls(spec=spec, trigger=trigger, policy=policy, shares=share)
+        return states
 
 
 def plan_share(trigger: Trigger, policy: CatchupPolicy) -> Hashable | None:
@@ -150,8 +182,20 @@ class Beat:
         health: Health | None = None,
         clock: Clock | None = None,
         runtime: RuntimeFollower | None = None,
+        shard: int | None = None,
     ) -> None:
         self.store = store
+        self.shard = shard
+        """The shard this beat leads (None: the one shard of an unsharded deployment). A sharded replica runs
+        one Beat per shard (:mod:`beatd.shard_beat`): each holds its shard's jobs and lease; only shard 0's
+        publishes the replica's heartbeat and runs the deployment-wide upkeep."""
+        self.contend = True
+        """Whether this beat may take its lease when it is free (a sharded replica's lease plan decides)."""
+        self.handing_over: list[Callable[[str], contextlib.AbstractContextManager[None]]] = []
+        """What holds still while :meth:`resign` gives up the lease (called with its token): the shard's Celery
+        relay, which deletes what the broker confirmed while the lease still holds."""
+        self.describe_extra: Callable[[], dict[str, object]] | None = None
+        """More fields for the heartbeat (a sharded replica's shards led and wanted)."""
         self.runtime = runtime
         """The runtime jobs (``beatd job put``), followed from Redis; None: YAML jobs only."""
         self.signer = signer
@@ -159,15 +203,19 @@ class Beat:
         self.health = health or Health()
         self.replica = replica
         self.config = config
-        self.specs: dict[str, JobSpec] = self._all_specs(config)
+        self.specs: dict[str, CompactJob] = self._all_specs(config)
         """Every job, enabled or not: the YAML's and the valid runtime jobs (a YAML job wins a name)."""
         self.shared: dict[Hashable, Hashable] = {}
         """The plan shares of the jobs (:attr:`JobState.shares`), interned."""
-        self.jobs = {name: JobState.of(spec, self.shared) for name, spec in self.specs.items() if spec.enabled}
+        self.jobs = JobState.all_of(self.specs, self.shared)
         self.redis_clock = RedisClock()
         lease = config.settings.leader.lease
         monotonic = (clock or SystemClock()).monotonic
-        self.leadership = Leadership(store, replica.id, lease, self._leader_record, self.redis_clock, monotonic)
+        self.label = f" of shard {shard}" if shard is not None else ""
+        """What log lines add to say which shard they are about ('' unsharded)."""
+        self.leadership = Leadership(
+            store, replica.id, lease, self._leader_record, self.redis_clock, monotonic, label=self.label
+        )
         self.late_after = late_after(lease)
         self.progress: dict[str, datetime] = {}
         self.heap: list[datetime] = []
@@ -183,7 +231,7 @@ class Beat:
         """Jobs whose message template may not be made yet (made ahead while idle: :meth:`_prepare`)."""
         self.paused: set[str] = set()
         self.unreadable = Unreadable(store.keys.progress)
-        self.upkeep = Upkeep(store.upkeep, self.metrics)
+        self.upkeep = Upkeep(store.upkeep, self.metrics, heartbeats=not shard, shard=shard)
         self.synced = False
         self.config_error: str | None = None
         self.celery_outbox: bool | None = False
@@ -202,6 +250,8 @@ class Beat:
         self._now = replica.started_at
         self._changes_seen = 0
         self._next_runtime_poll = 0.0
+        self.runtime_read = runtime is None or (runtime.version >= 0 and not runtime.reading)
+        """The runtime jobs have been read in full once (until then they are logged as one line, not one each)."""
         self._next_celery_probe = 0.0
 
     # -- the loop step -----------------------------------------------------------------------------------
@@ -215,7 +265,9 @@ class Beat:
 
         ``now`` is the host's clock, used only before Redis first answered; ``monotonic`` times everything."""
         try:
-            leading = self.leadership.step(monotonic)
+            # A replica contends for the lease once it has read every runtime job (it leads only then, see
+            # _lead): holding the lease meanwhile would keep a standby that has read them all from taking over.
+            leading = self.leadership.step(monotonic, contend=self.runtime_read and self.contend)
             now = self._now = self.now(now, monotonic)
             self._heartbeat(now, monotonic)
             self._follow_runtime(now, monotonic)
@@ -241,7 +293,13 @@ class Beat:
             if self.runtime is not None and self.runtime.reading:
                 # Lead once every runtime job is met: one met later would be taken for a new job, started from now.
                 return
-            self._sync(now)
+            collecting = gc.isenabled()
+            gc.disable()  # as in _emit_due: a sync of 1,000,000 jobs makes millions of objects, none in a cycle
+            try:
+                self._sync(now)
+            finally:
+                if collecting:
+                    gc.enable()
         if monotonic >= self._next_paused_poll:
             self._poll_paused(now)
             self._recheck_skipped(now)
@@ -289,8 +347,28 @@ class Beat:
         """Release the lease (a standby takes over at once) and withdraw the heartbeat."""
         self._settle_in_flight()
         self.leadership.release()
+        if self.shard:  # the replica's heartbeat is shard 0's to withdraw
+            return
         with contextlib.suppress(StoreError):
             self.store.forget_replicas([self.replica.id])
+
+    def resign(self) -> None:
+        """Give the lease up now (a sharded replica hands the shard over to its target): what is in flight is
+        read first, then the lease released; the next tick stands by. Raises nothing (a failed release lapses)."""
+        self._settle_in_flight()
+        token = self.leadership.token
+        with contextlib.ExitStack() as holding:
+            for hold in self.handing_over:
+                if token is not None:
+                    holding.enter_context(hold(token))
+            self.leadership.release()
+        self.synced = False
+        self.heap, self.due, self.queued = [], {}, {}
+        self.upkeep.stand_down()
+
+    def heartbeat_soon(self) -> None:
+        """Publish the heartbeat at the next tick (what it says changed: the shards led or wanted)."""
+        self._next_heartbeat = 0.0
 
     # -- config reload -----------------------------------------------------------------------------------
     def report_config_error(self, error: str | None) -> None:
@@ -320,7 +398,7 @@ class Beat:
                 log.warning("runtime jobs not judged again yet: %s", error)
         specs = self._all_specs(config)
         self.shared = {}
-        old, new = self.jobs, {name: JobState.of(spec, self.shared) for name, spec in specs.items() if spec.enabled}
+        old, new = self.jobs, JobState.all_of(specs, self.shared)
         lines, names = job_changes(
             {name: state.spec for name, state in old.items()}, {name: state.spec for name, state in new.items()}
         )
@@ -341,9 +419,13 @@ class Beat:
         return Reload(lines, settings)
 
     # -- runtime jobs ------------------------------------------------------------------------------------
-    def _all_specs(self, config: Config) -> dict[str, JobSpec]:
-        runtime = self.runtime.jobs if self.runtime is not None else {}
-        return {**{name: spec for name, spec in runtime.items() if name not in config.jobs}, **config.jobs}
+    def _all_specs(self, config: Config) -> dict[str, CompactJob]:
+        """Every job of ``config`` and the runtime jobs, as compact jobs (:mod:`beatd.config.compact`)."""
+        runtime = self.runtime.compact if self.runtime is not None else {}
+        yaml = config.compact
+        if not runtime and isinstance(yaml, dict):  # shared with the config until a runtime job comes
+            return yaml
+        return {**{name: job for name, job in runtime.items() if name not in yaml}, **yaml}
 
     def _follow_runtime(self, now: datetime, monotonic: float) -> None:
         """Apply the runtime jobs changed since the last poll (one GET when none did)."""
@@ -351,14 +433,20 @@ class Beat:
             return
         changed = self.runtime.poll()
         self._next_runtime_poll = monotonic + (0.0 if self.runtime.behind else defaults.RUNTIME_POLL.total_seconds())
-        if changed:
-            lines = self.apply_job_changes(changed, now)
-            for line in lines[:RUNTIME_LINES]:
-                log.info("runtime job %s", line)
-            if len(lines) > RUNTIME_LINES:
+        lines = self.apply_job_changes(changed, now) if changed else []
+        if not self.runtime_read:  # the first read (the daemon's start): one line once it is complete
+            if self.runtime.version >= 0 and not self.runtime.reading:
+                self.runtime_read = True
+                runtime = self.runtime
                 log.info(
-                    "runtime jobs: %d more changes applied (%d jobs in all)", len(lines) - RUNTIME_LINES, len(self.jobs)
+                    "runtime jobs%s read: %d valid, %d refused", self.label, len(runtime.compact), len(runtime.refused)
                 )
+            return
+        for line in lines[:RUNTIME_LINES]:
+            log.info("runtime job %s", line)
+        if len(lines) > RUNTIME_LINES:
+            more = len(lines) - RUNTIME_LINES
+            log.info("runtime jobs: %d more changes applied (%d jobs in all)", more, len(self.jobs))
 
     def _forget_deleted(self, token: str) -> None:
         """Forget the per-job fields of runtime jobs deleted (a bounded batch an upkeep step): those this
@@ -374,31 +462,37 @@ class Beat:
         if forgotten > 0:
             log.info("forgot the progress and state of %d deleted runtime jobs", forgotten)
 
-    def apply_job_changes(self, changed: Changed, now: datetime) -> list[str]:
+    def apply_job_changes(self, changed: Mapping[str, CompactJob | JobSpec | None], now: datetime) -> list[str]:
         """Apply changes of some runtime jobs (None: gone) at ``now``, touching only those: like a reload of
         them alone (a new or rescheduled job starts from now, a changed one first settles its old schedule).
         Returns one line per change (past ``RUNTIME_LINES`` of them, an added job's line names it alone: a
         put_many of 100,000 jobs logs 20 lines). A name the YAML declares is left to the YAML job."""
         lines: list[str] = []
         restart: dict[str, JobState | None] = {}
-        for name, spec in changed.items():
+        scheduled: dict[str, CompactJob] = {}  # their states made together: jobs of a shape share their work
+        for name, given in changed.items():
             if name in self.config.jobs:
                 continue
+            spec = CompactJob.of_spec(given) if isinstance(given, JobSpec) else given
             before = self.jobs.get(name)
             if spec is None:
+                if self.specs is self.config.compact and name in self.specs:
+                    self.specs = dict(self.specs)
                 self.specs.pop(name, None)
                 self.jobs.pop(name, None)
                 self.queued.pop(name, None)
                 self.progress.pop(name, None)  # put again, it starts from now; its Redis fields go by the upkeep
                 lines.append(f"removed {name}")
                 continue
+            if self.specs is self.config.compact:  # the config's own: copied before the first change
+                self.specs = dict(self.specs)
             self.specs[name] = spec
             if not spec.enabled:
                 self.jobs.pop(name, None)
                 self.queued.pop(name, None)
                 lines.append(f"disabled {name}")
                 continue
-            self.jobs[name] = JobState.of(spec, self.shared)
+            scheduled[name] = spec
             self.unprepared.append(name)
             if before is None:
                 lines.append(f"added {name}: {spec.schedule_text}" if len(lines) < RUNTIME_LINES else f"added {name}")
@@ -408,6 +502,7 @@ class Beat:
                 restart[name] = before
             else:
                 lines.append(f"changed {name}: target or policies (schedule unchanged)")
+        self.jobs.update(JobState.all_of(scheduled, self.shared))
         if self.synced and restart:
             try:
                 readable = {name: before for name, before in restart.items() if name not in self.unreadable.jobs}
@@ -421,34 +516,49 @@ class Beat:
     def _sync(self, now: datetime) -> None:
         """As a new leader: load progress and pause state, start new or changed jobs from now, plan all.
 
-        Jobs this config lacks keep their progress and schedule digest (another replica's config may have
-        them, during a rolling change): a job unknown to this leader is simply not scheduled by it."""
+        Progress and schedule digests are read ``SYNC_READ_BATCH`` jobs at a time, the lease renewed between
+        them when due (:meth:`Leadership.keep`), so a sync of 1,000,000 jobs, however long, keeps the lease; one
+        that lapsed meanwhile stops (the next sync starts again). Jobs this config lacks keep their progress and
+        schedule digest (another replica's config may have them, during a rolling change): a job unknown to
+        this leader is simply not scheduled by it."""
         self._settle_in_flight()
-        stored, corrupt = self.store.read_progress()
-        digests = self.store.schedule_digests()
         self.paused = self._read_paused()
         self.unreadable.jobs = {}
-        for problem in corrupt:
-            if problem.job in self.jobs:
-                self.unreadable.skip(problem)
         self.progress = {}
-        for name, value in stored.items():
-            if name in self.jobs and (instant := self.unreadable.instant(name, value)) is not None:
-                self.progress[name] = instant
         self.heap, self.due, self.queued = [], {}, {}
         self.unprepared = list(self.jobs)
-        fresh: dict[str, JobState | None] = {
-            name: None
-            for name, state in self.jobs.items()
-            if name not in self.unreadable.jobs
-            and (name not in self.progress or digests.get(name) != state.spec.schedule_digest)
-        }
+        names = list(self.jobs)
+        fresh: dict[str, JobState | None] = {}
+        instants: dict[int, datetime] = {}  # many jobs have one progress (they started together): one object
+        for offset in range(0, len(names), SYNC_READ_BATCH):
+            batch = names[offset : offset + SYNC_READ_BATCH]
+            stored, corrupt = self.store.read_progress(batch)
+            digests = self.store.schedule_digests(batch)
+            for problem in corrupt:
+                self.unreadable.skip(problem)
+            for name in batch:
+                value = stored.get(name)
+                if value is not None:
+                    instant = instants.get(value)
+                    if instant is None and (instant := self.unreadable.instant(name, value)) is not None:
+                        instants[value] = instant
+                    if instant is not None:
+                        self.progress[name] = instant
+                if name in self.unreadable.jobs:
+                    continue
+                if name not in self.progress or digests.get(name) != self.jobs[name].spec.schedule_digest:
+                    fresh[name] = None
+                else:
+                    self._push_at(name, now)
+            if not self.leadership.keep():  # the lease lapsed during the read: nothing is written under it
+                self.heap, self.due, self.queued = [], {}, {}
+                return
         self.synced = True
         self._start_from_now(fresh, now)
-        for name in self.jobs:
-            if name not in fresh and name not in self.unreadable.jobs:
-                self._push_at(name, now)
-        log.info("leading %d jobs (%d new or changed start from %s)", len(self.jobs), len(fresh), format_utc(now))
+        log.info(
+            "leading %d jobs%s (%d new or changed start from %s)", len(self.jobs), self.label, len(fresh),
+            format_utc(now),
+        )  # fmt: skip
 
     def _start_from_now(self, names: dict[str, JobState | None], now: datetime) -> None:
         """Move the progress of ``names`` to now; a job's old schedule (the value, when given) is settled first,
@@ -461,7 +571,7 @@ class Beat:
                 pending.extend(self._writes(before, settle, now))
             pending.append(Pending(LeaderWrite.base(name, to_ms(now), self.jobs[name].spec.schedule_digest)))
             if len(pending) >= START_BATCH:  # 100,000 new jobs in one call would hold all their writes at once
-                self._flush(pending)
+                self._send(pending)  # the next batch is made while Redis applies this one
                 pending = []
         self._flush(pending)
         for name in names:
@@ -520,6 +630,10 @@ class Beat:
         writer = TickWriter(
             now, self.store.keys, self.signer, celery, outbox=self.celery_outbox is not False, instants=self.instants
         )
+        jobs, progress_of, paused = self.jobs, self.progress, self.paused
+        last_shares: Hashable | None = None  # the share, progress and plan of the job planned last
+        last_progress: datetime | None = None
+        last_plan: Plan | None = None
         while self.heap and self.heap[0] <= now and budget > 0 and self.synced:
             due = self.heap[0]
             bucket = self.due[due]
@@ -529,36 +643,53 @@ class Beat:
                 continue
             names = bucket[:budget]
             del bucket[:budget]
+            queued, unreadable = self.queued, self.unreadable.jobs
+            # the jobs queued at one next instant (a burst's, sharing a plan): their heap bucket, found once
+            next_due: datetime | None = None
+            next_bucket: list[str] = []
             for name in names:
-                if self.queued.get(name) != due:
+                at = queued.get(name)
+                if at is not due and at != due:  # (the same object, mostly: comparing aware instants costs)
                     continue  # queued again since
-                del self.queued[name]
-                state = self.jobs.get(name)
-                if state is None or name in self.paused or name in self.unreadable.jobs:
+                del queued[name]
+                state = jobs.get(name)
+                if state is None or name in paused or name in unreadable:
                     continue
                 if state.spec.celery is not None and self.celery_outbox is None:
                     self._push_at(name, now + timedelta(seconds=CELERY_REPROBE))  # not yet known where to push
                     continue
                 budget -= 1
-                progress = self.progress.get(name, now)
+                progress = progress_of.get(name, now)
                 shares = state.shares
-                plan = plans.get((id(shares), progress)) if shares is not None else None
-                if plan is None:
-                    plan = self._plan(state, progress, now)
-                    if shares is not None:
-                        plans[(id(shares), progress)] = plan
+                if last_plan is not None and shares is not None and shares is last_shares and progress is last_progress:
+                    plan = last_plan  # the job before's, the same share and progress (a burst's jobs, mostly)
+                else:
+                    found = plans.get((id(shares), progress)) if shares is not None else None
+                    if found is None:
+                        found = self._plan(state, progress, now)
+                        if shares is not None:
+                            plans[(id(shares), progress)] = found
+                    plan = last_plan = found
+                    last_shares, last_progress = shares, progress
                 if plan.steps:
                     if state.template is None and (state.spec.celery is None or celery is None):
                         state.template = message_template(state.spec)
-                    pending.extend(writer.writes(state.spec, plan, state.template))
-                self.progress[name] = plan.progress
+                    writer.add(pending, state.spec, plan, state.template)
+                progress_of[name] = plan.progress
                 if plan.next_due is not None:
-                    self._push_at(name, plan.next_due)
+                    if plan.next_due is not next_due:
+                        self._push_at(name, plan.next_due)
+                        next_due, next_bucket = plan.next_due, self.due[plan.next_due]
+                    else:
+                        queued[name] = next_due
+                        next_bucket.append(name)
                 if len(pending) >= FLUSH_SIZE:
                     self._send(pending)
                     pending = []
                     if not self.synced:
                         return
+                    queued, unreadable = self.queued, self.unreadable.jobs
+                    next_due = None
         self._send(pending)
         if not (self.heap and self.heap[0] <= now and self.synced):
             self._collect()  # else the next tick comes at once and goes on while Redis applies these
@@ -630,13 +761,14 @@ class Beat:
             self.synced = False
             self.heap, self.due, self.queued = [], {}, {}
             return frozenset()
+        if "refused" not in result.statuses:
+            return frozenset()
         refused = {
             item.write.job: error
             for item, status, error in zip(pending, result.statuses, result.errors, strict=True)
             if status == "refused"
         }
-        if refused:
-            self._retry_refused(refused)
+        self._retry_refused(refused)
         return frozenset(refused)
 
     def _retry_refused(self, refused: dict[str, str]) -> None:
@@ -664,13 +796,14 @@ class Beat:
 
     # -- heartbeat, sleeping, errors ---------------------------------------------------------------------
     def _heartbeat(self, now: datetime, monotonic: float) -> None:
-        if monotonic < self._next_heartbeat:
+        if monotonic < self._next_heartbeat or self.shard:  # a sharded replica's heartbeat is shard 0's
             return
         self._next_heartbeat = monotonic + defaults.HEARTBEAT_INTERVAL.total_seconds()
         self.store.heartbeat(self.replica.id, {**self._describe(), "heartbeat_at": format_utc(now)})
 
     def _leader_record(self) -> dict[str, object]:
-        return audit_record("leader", self._now, replica=self.replica.id, config_digest=self.config.digest)
+        sharded = {"shard": self.shard} if self.shard is not None else {}
+        return audit_record("leader", self._now, replica=self.replica.id, config_digest=self.config.digest, **sharded)
 
     def _describe(self) -> dict[str, object]:
         return {
@@ -684,12 +817,15 @@ class Beat:
             "config_error": self.config_error,
             "jobs": len(self.jobs),
             "emitted": self.counters.emitted,
+            **(self.describe_extra() if self.describe_extra is not None else {}),
         }
 
     def _sleep(self, now: datetime, monotonic: float, *, leading: bool) -> float:
-        wait = min(
-            MAX_SLEEP, self.leadership.seconds_until_action(monotonic), max(0.0, self._next_heartbeat - monotonic)
-        )
+        # a beat told not to contend, holding no lease, has nothing to do for the lease (it would spin)
+        acting = self.contend or self.leadership.token is not None
+        lease_wait = self.leadership.seconds_until_action(monotonic) if acting else MAX_SLEEP
+        heartbeat_wait = max(0.0, self._next_heartbeat - monotonic) if not self.shard else MAX_SLEEP
+        wait = min(MAX_SLEEP, lease_wait, heartbeat_wait)
         if self.runtime is not None:
             wait = min(wait, max(0.0, self._next_runtime_poll - monotonic))
         upcoming = self.next_fire() if leading else None
@@ -707,3 +843,35 @@ class Beat:
         self._next_heartbeat = 0.0
         wait, self._backoff = self._backoff, min(BACKOFF_MAX, self._backoff * 2)
         return min(wait, max(0.0, self.leadership.valid_until - monotonic) or wait)
+
+
+class LaunchFreezer:
+    """What the beat daemon's loop puts out of the collector's reach while ``beat`` launches (the first read of
+    the runtime jobs, and a leader's first sync): what each tick made, at once, like the config; else full
+    collections would walk the jobs read so far again and again as they grow (a quarter of the launch's time at
+    100,000 jobs). Then, once, the leader's state of every job (and each one's message template).
+
+    A tick that failed (Redis unreachable or refusing) freezes nothing: its garbage (exceptions, tracebacks,
+    connections, in cycles) is left to the collector. Frozen, it would never be freed, and a beat launched while
+    Redis is down fails every tick until it is back."""
+
+    def __init__(self, beat: Beat) -> None:
+        self.beat = beat
+        self.launched = False
+        """The first read and sync are done (or this replica is a standby that read every runtime job)."""
+        self.prepared = False
+        self.read = False
+        """The runtime jobs were all read by the end of the last tick that succeeded."""
+
+    def after_tick(self, monotonic: float) -> None:
+        """Freeze what the tick just run made, when launching and it succeeded."""
+        beat = self.beat
+        if beat.unavailable_since is not None:
+            return
+        if not self.launched:
+            keep_out_of_collections()
+            contended, self.read = self.read, beat.runtime_read  # read before this tick: it contended for the lease
+            self.launched = contended and (beat.synced or not beat.leadership.is_leader(monotonic))
+        if not self.prepared and beat.synced and not beat.unprepared:
+            keep_out_of_collections()
+            self.prepared = True

@@ -8,7 +8,8 @@ fenced script writes the task message there, the leader's relay publishes it: :m
 only a proven same server gets the push inside the fenced script. For that one it then runs the script's
 SELECT of the broker database and back, and where Redis has it
 (7.0+) asks ``ACL DRYRUN`` whether its user may LPUSH the jobs' queues: each failure is an error to log, as
-every such push would be refused.
+every such push would be refused. On a Redis Cluster (``redis.cluster``) every broker is served through the
+outbox, and one that is itself a cluster node is an error (kombu has no cluster transport).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import redis
 
 from beatd.config.model import CelerySettings
 from beatd.config.redis_urls import display_url, redis_py_url
-from beatd.store.base import connect
+from beatd.store.base import connect, is_cluster
 
 __all__ = ["BrokerProbe", "probe_broker"]
 
@@ -59,6 +60,8 @@ def probe_broker(
     url = display_url(celery.broker_url)
     if celery.amqp:
         return BrokerProbe(outbox=f"celery.broker_url {url} is AMQP")
+    if is_cluster(client):
+        return _cluster_probe(celery, url, timeout)
     try:
         own = _run_id(client)
     except redis.RedisError as error:
@@ -99,6 +102,24 @@ def probe_broker(
         )
     errors += _acl_problems(client, queue_keys)
     return BrokerProbe(None, errors, notes)
+
+
+def _cluster_probe(celery: CelerySettings, url: str, timeout: float) -> BrokerProbe:
+    """beatd's Redis is a cluster: the fenced script cannot reach a broker (another slot, maybe another node; no
+    SELECT on a cluster), so every task message goes through the outbox. A broker that is itself a cluster node
+    would fail kombu (no cluster transport): said once at start."""
+    outbox = f"redis.cluster: celery.broker_url {url} is served through the outbox (a cluster script reaches one slot)"
+    try:
+        info: dict[str, Any] = connect(redis_py_url(celery.broker_url), timeout).info("cluster")
+    except (redis.RedisError, ValueError) as error:
+        return BrokerProbe(outbox=outbox, notes=[f"cannot ask celery.broker_url {url} ({error})"])
+    if str(info.get("cluster_enabled", 0)) == "1":
+        refusal = (
+            f"celery.broker_url {url} is a Redis Cluster node: Celery (kombu) has no cluster transport, so its "
+            "workers cannot read the task messages the relay publishes there; use another Redis server or RabbitMQ"
+        )
+        return BrokerProbe(outbox=outbox, errors=[refusal])
+    return BrokerProbe(outbox=outbox)
 
 
 def _unknown(error: redis.RedisError) -> BrokerProbe:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from beatd.config import JobSpec
+from beatd.config.compact import JobView
 from beatd.keys import celery_queue
 
 __all__ = ["CELERY_TASK_NAMESPACE", "REPR_LIMIT", "CeleryMessage", "build_task_message", "celery_task_id"]
@@ -54,7 +54,7 @@ class CeleryMessage:
 
 
 def build_task_message(
-    spec: JobSpec, *, namespace: str, fire_id: str, scheduled_at: str, trigger: str, emitted_at: datetime,
+    spec: JobView, *, namespace: str, fire_id: str, scheduled_at: str, trigger: str, emitted_at: datetime,
     deadline: datetime | None = None,
 ) -> CeleryMessage:  # fmt: skip
     """The task message of fire ``fire_id`` of the celery job ``spec``, emitted at ``emitted_at`` (aware).

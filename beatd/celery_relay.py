@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from beatd import defaults
 from beatd.celery_publish import Publisher, PublishFailed
@@ -66,8 +66,9 @@ class Relay:
         self.confirmed, self.dead = [], []
         if batch is None:
             log.info("relay: the lease is lost; stopping until this replica leads again")
+            self.metrics.outbox_depth(self.outbox.keys.celery_outbox, None)
             return defaults.RELAY_IDLE.total_seconds()
-        self.metrics.celery_outbox_depth.set(batch.depth)
+        self.metrics.outbox_depth(self.outbox.keys.celery_outbox, batch.depth)
         self.metrics.celery_relay_last_step.set_to_current_time()
         self._warn(batch.depth)
         if not batch.entries:
@@ -130,6 +131,8 @@ class RelayThread:
     def __init__(self, relay: Relay, token: Callable[[], str | None], after: RelayThread | None = None) -> None:
         self.relay, self.token, self.after = relay, token, after
         self._stop = threading.Event()
+        self._stepping = threading.Lock()
+        """Held through each step (its publish included): :meth:`paused` waits for it."""
         self._thread = threading.Thread(target=self._run, name="celery-relay", daemon=True)
         self._redis = Backoff(log, "relay: beatd's Redis", recovered="relay: beatd's Redis reachable again")
 
@@ -147,6 +150,23 @@ class RelayThread:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    @contextlib.contextmanager
+    def paused(self, token: str, timeout: float = defaults.RELAY_STOP_WAIT.total_seconds()) -> Iterator[None]:
+        """Hold the relay between two steps while the caller gives up the lease ``token`` (a sharded replica
+        handing a shard over): wait at most ``timeout`` seconds for the step being made (its publish) to end,
+        delete what the broker confirmed while the lease still holds, and start no step until the block ends
+        (by then ``token()`` gives None). Without it the next leader publishes that batch again."""
+        held = self._stepping.acquire(timeout=timeout)
+        try:
+            if held and (self.relay.confirmed or self.relay.dead):
+                with contextlib.suppress(StoreError):
+                    self.relay.outbox.step(token, self.relay.confirmed, 0, self.relay.dead)
+                self.relay.confirmed, self.relay.dead = [], []
+            yield
+        finally:
+            if held:
+                self._stepping.release()
+
     def alive(self) -> bool:
         """Whether the thread is still running."""
         return self._thread.is_alive()
@@ -163,22 +183,25 @@ class RelayThread:
     def _loop(self) -> None:
         wait = 0.0
         while not self._stop.wait(wait):
-            token = self.token()
-            if token is None:
-                self.relay.confirmed, self.relay.dead = (
-                    [],
-                    [],
-                )  # not ours to delete any more: the new leader publishes them again
-                wait = defaults.RELAY_IDLE.total_seconds()
-                continue
-            try:
-                wait = self.relay.step(token)
-                self._redis.succeeded()
-            except StoreError as error:
-                wait = self._redis.failed(error)
-            except Exception:  # the relay survives any one bad step, as the loop does
-                log.exception("relay step failed; retrying in 1s")
-                wait = 1.0
+            with self._stepping:
+                wait = self._step()
+
+    def _step(self) -> float:
+        token = self.token()
+        if token is None:
+            # Not ours to delete any more: the new leader publishes them again (and counts the depth).
+            self.relay.confirmed, self.relay.dead = [], []
+            self.relay.metrics.outbox_depth(self.relay.outbox.keys.celery_outbox, None)
+            return defaults.RELAY_IDLE.total_seconds()
+        try:
+            wait = self.relay.step(token)
+            self._redis.succeeded()
+        except StoreError as error:
+            wait = self._redis.failed(error)
+        except Exception:  # the relay survives any one bad step, as the loop does
+            log.exception("relay step failed; retrying in 1s")
+            wait = 1.0
+        return wait
 
     def _finish(self) -> None:
         token = self.token()

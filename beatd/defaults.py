@@ -14,6 +14,9 @@ REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 NAMESPACE: Final = "beatd"
 """Prefix of every Redis key, so that several deployments can share one Redis."""
 
+SHARDS_MAX: Final = 1024
+"""The most shards a deployment may have (each is a lease, a progress hash and a set of queue streams)."""
+
 TIMEZONE: Final = "UTC"
 """Time zone of every job that names none; UTC so that a config means the same on every host."""
 
@@ -31,7 +34,13 @@ HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
 """How often each replica publishes its heartbeat (role, config digest, config errors)."""
 
 REPLICA_STALE_AFTER: Final = timedelta(seconds=10)
-"""A replica whose heartbeat is older than this is shown as gone by ``beatd status``."""
+"""A replica whose heartbeat is older than this is shown as gone by ``beatd status`` (and taken for stopped by
+``beatd reshard``)."""
+
+LAYOUT_RECHECK: Final = timedelta(seconds=5)
+"""How often a running beat reads the deployment's layout (``{ns:0}:layout``) again: a replica that was stalled or
+cut off past ``REPLICA_STALE_AFTER`` (a reshard may have run meanwhile) checks it before it leads anything again,
+and exits 2 when the shard count changed."""
 
 CELERY_QUEUE: Final = "celery"
 """Celery queue of ``celery`` jobs that name none: Celery's own ``task_default_queue``, so an unchanged worker
@@ -126,8 +135,11 @@ ENABLED: Final = True
 JITTER: Final = timedelta(0)
 """No emission delay unless asked for."""
 
-HISTORY_KEEP: Final = 1000
-"""Run records kept per job (newest first); older ones are pruned."""
+HISTORY_KEEP: Final = 100
+"""Run records kept per job (newest first); older ones are pruned. A kept record costs about 0.66 KB of Redis
+(docs/benchmarks.md, "History memory"), so the history of 100,000 jobs fits about 8 GiB however often they
+fire: 4 days of an hourly job, the 30 days of ``HISTORY_MAX_AGE`` of a daily one (it was 1,000, 72 GiB for
+that fleet; ``defaults: {history: {keep: 1000}}`` keeps that)."""
 
 HISTORY_MAX_AGE: Final = timedelta(days=30)
 """Run records older than this are pruned, whatever ``history.keep`` says."""
@@ -256,9 +268,10 @@ its ``kwargs`` and their JSON values); 100 leaves room for any argument while st
 which reading the file would exhaust Python's stack."""
 
 ENDED_MAXLEN: Final = 1_000
-"""Ends of one job's fires kept in its ``ended`` stream (approximate): a waiter reads each end within
+"""Most ends of one job's fires kept in its ``ended`` stream (approximate): a waiter reads each end within
 milliseconds of its XADD, so the stream only has to cover the ends written while a waiter is between two
-reads; a backfill's waiter reads up to this many at once."""
+reads; a backfill's waiter reads up to this many at once. Ends older than ``ENDED_TTL`` go too (a job ending a
+fire every 10 s keeps about 60, up to one stream node more: 6-17 KB, not the 107 KB of 1,000)."""
 
 ENDED_TTL: Final = timedelta(minutes=10)
 """How long a job's ``ended`` stream lives after its last end: a waiter reads ends as they come, so an idle

@@ -8,14 +8,17 @@ so a duplicate, a refused write or a write after the lease was lost never shows 
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from prometheus_client import Histogram
+
 from beatd.alert_rules import wants_event
 from beatd.celery_messages import build_task_message
-from beatd.config import JobSpec
+from beatd.config.compact import JobView
 from beatd.config.model import CelerySettings
 from beatd.expiry import start_deadline
 from beatd.keys import Keys
@@ -25,7 +28,7 @@ from beatd.planner import Plan
 from beatd.records import RunRecord, run_id
 from beatd.signing import Signer
 from beatd.store import ApplyResult, LeaderWrite
-from beatd.store.beat import last_text
+from beatd.store.beat import _EMIT_UNUSED, _new_write, last_text
 from beatd.triggers import jitter_offset
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "account",
     "celery_write",
     "message_template",
+    "observe_many",
     "plan_writes",
 ]
 
@@ -84,13 +88,13 @@ class InstantTexts:
         return found
 
 
-def message_template(spec: JobSpec) -> MessageTemplate:
+def message_template(spec: JobView) -> MessageTemplate:
     """The template of ``spec``'s scheduled fire messages."""
     return MessageTemplate(spec.name, spec.digest, list(spec.args), dict(spec.kwargs))
 
 
 def plan_writes(
-    spec: JobSpec, plan: Plan, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None = None,
+    spec: JobView, plan: Plan, now: datetime, keys: Keys, signer: Signer | None, celery: CelerySettings | None = None,
     *, outbox: bool = False, template: MessageTemplate | None = None, instants: InstantTexts | None = None,
 ) -> list[Pending]:  # fmt: skip
     """The writes for ``plan`` of ``spec`` at ``now`` (the instant of emission), in the plan's order; a celery
@@ -179,8 +183,8 @@ class TickWriter:
         self._rendered: dict[int, tuple[Plan, tuple[tuple[str, int, str, float], ...] | None]] = {}
         self._queues: dict[str, str] = {}
 
-    def writes(self, spec: JobSpec, plan: Plan, template: MessageTemplate | None) -> list[Pending]:
-        """The writes of ``plan`` of ``spec`` (``template``: its message template, or None)."""
+    def add(self, pending: list[Pending], spec: JobView, plan: Plan, template: MessageTemplate | None) -> None:
+        """Append the writes of ``plan`` of ``spec`` to ``pending`` (``template``: its message template, or None)."""
         rendered = None
         if template is not None and not spec.jitter and (spec.celery is None or self.celery is None):
             found = self._rendered.get(id(plan))
@@ -188,21 +192,23 @@ class TickWriter:
                 found = self._rendered[id(plan)] = (plan, self._render(plan))
             rendered = found[1]
         if rendered is None or template is None:
-            return plan_writes(
+            writes = plan_writes(
                 spec, plan, self.now, self.keys, self.signer, self.celery, outbox=self.outbox, template=template,
                 instants=self.instants,
             )  # fmt: skip
+            pending.extend(writes)
+            return
         queue_key = self._queues.get(spec.queue)
         if queue_key is None:
             queue_key = self._queues[spec.queue] = self.keys.queue(spec.queue)
-        pending = []
+        name, digest, signer, emitted_at = spec.name, spec.digest, self.signer, self._emitted_at
         for scheduled, scheduled_ms, trigger, lag in rendered:
-            message = template.fill(scheduled, self._emitted_at, trigger)
-            signature = self.signer.sign(message) if self.signer else ""
-            last = last_text(scheduled_ms, trigger, spec.digest)
-            write = LeaderWrite.emit(spec.name, scheduled_ms, queue_key, message, signature, last)
+            message = template.fill(scheduled, emitted_at, trigger)
+            # LeaderWrite.emit and last_text, inline: this runs for every fire of a burst
+            signature = signer.sign(message) if signer else ""
+            fields = ("emit", name, scheduled_ms, queue_key, message, signature, f"{scheduled_ms} {trigger} {digest}")
+            write = _new_write(LeaderWrite, (*fields, *_EMIT_UNUSED))
             pending.append(_new_pending(Pending, (write, trigger, lag, 0)))
-        return pending
 
     def _render(self, plan: Plan) -> tuple[tuple[str, int, str, float], ...] | None:
         """Per step of a plan of emits only: its instant as text and ms, trigger and lag (None: another kind)."""
@@ -229,7 +235,7 @@ class CelerySend:
 
 
 def celery_write(
-    spec: JobSpec, identifier: str, scheduled_at: datetime, trigger: str, message: str, now: datetime, keys: Keys,
+    spec: JobView, identifier: str, scheduled_at: datetime, trigger: str, message: str, now: datetime, keys: Keys,
     celery: CelerySettings, *, outbox: bool = False,
 ) -> CelerySend:  # fmt: skip
     """The push of a celery job's fire emitted at ``now``, with its ``sent`` record (the task id in ``extra``):
@@ -268,24 +274,43 @@ def celery_write(
 
 def account(pending: list[Pending], result: ApplyResult, metrics: Metrics, counters: Counters) -> None:
     """Count the writes of ``pending`` that ``result`` reports applied (and the duplicates); the emitted ones
-    are added up per metric series first (a burst emits thousands at once)."""
+    are added up per metric series and per lag first (a burst emits thousands at once, its fires of one plan
+    with one lag), then counted and observed once each."""
     emitted: dict[tuple[str, str], int] = {}
-    observe = metrics.emission_lag.observe
+    lags: dict[float, int] = {}
     label = metrics.job
+    everyone = None if metrics.per_job else label("")  # past PER_JOB_LIMIT jobs one label for all
     for item, status in zip(pending, result.statuses, strict=True):
         if status != "applied":
             if status == "duplicate":
                 counters.duplicates += 1
             continue
         write = item.write
-        if write.kind == "emit" or write.kind == "celery":
-            series = (label(write.job), item.trigger)
+        kind = write.kind
+        if kind == "emit" or kind == "celery":
+            series = (everyone or label(write.job), item.trigger)
             emitted[series] = emitted.get(series, 0) + 1
-            observe(item.lag)
-        elif write.kind == "miss":
+            lag = item.lag
+            lags[lag] = lags.get(lag, 0) + 1
+        elif kind == "miss":
             counters.missed += 1
             metrics.fires_missed.labels(label(write.job)).inc(item.fires)
     for (job, trigger), count in emitted.items():
         counters.emitted += count
         counters.by_trigger[trigger] = counters.by_trigger.get(trigger, 0) + count
         metrics.fires_emitted.labels(job, trigger).inc(count)
+    for lag, count in lags.items():
+        observe_many(metrics.emission_lag, lag, count)
+
+
+def observe_many(histogram: Histogram, value: float, count: int) -> None:
+    """``histogram.observe(value)`` ``count`` times, in one step (one bucket and the sum moved once) where the
+    histogram is prometheus_client's as this beatd knows it (its ``_upper_bounds``, ``_buckets`` and ``_sum``),
+    else by observing ``count`` times."""
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) and total):
+        for _ in range(count):
+            histogram.observe(value)
+        return
+    total.inc(value * count)
+    buckets[bisect.bisect_left(bounds, value)].inc(count)  # the first bound at or above value; the last is +Inf

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from beatd.config import JobSpec
+from beatd.config.compact import JobView
 from beatd.durations import format_duration
 from beatd.messages import Message, format_utc, parse_utc
 from beatd.records import RunRecord, run_id
@@ -28,7 +28,7 @@ def start_deadline(expires: timedelta | None, message: Message) -> datetime | No
     return parse_utc(origin) + expires
 
 
-def expired_record(spec: JobSpec, message: Message, queue: str, now: datetime) -> RunRecord:
+def expired_record(spec: JobView, message: Message, queue: str, now: datetime) -> RunRecord:
     """The ``expired`` record (attempt 0) of ``message``'s fire, found unstarted past its deadline at ``now``."""
     expires = spec.expires or timedelta(0)
     deadline = start_deadline(expires, message)

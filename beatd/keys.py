@@ -39,6 +39,7 @@
 | ``{ns}:alerts:state`` | hash | ``open:{job}`` -> rule, ``success:{job}`` -> ms, ``mark:{rule}:{subject}`` -> JSON |
 | ``{ns}:alerts:log`` | stream, capped | raised, attempted, delivered, given up: what ``beatd alerts`` shows |
 | ``{ns}:alerts:standby`` | string, PX TTL | the token of the standby that delivers alerts while no beat leads |
+| ``{ns}:layout`` | string | JSON ``{version, shards, state}`` (+ ``tagged``, ``retired`` by ``beatd reshard``) |
 
 Every key has a bound (a count, a TTL, or a path that always deletes what was added):
 
@@ -68,7 +69,8 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:cancel``: deleted with the run's end or release, or once the run is found dead (lease ended: reclaimed
   or dead-lettered; pruned by another fire's claim only once its entry is no longer pending).
 - ``{ns}:dead``: ``DEAD_MAXLEN`` entries (approximate MAXLEN).
-- ``{ns}:ended:{job}``: ``ENDED_MAXLEN`` entries (approximate MAXLEN), and ``ENDED_TTL`` after its last write.
+- ``{ns}:ended:{job}``: ``ENDED_MAXLEN`` entries (approximate MAXLEN), only those of the last ``ENDED_TTL`` by
+  Redis's clock (approximate MINID), and ``ENDED_TTL`` after its last write.
 - ``{ns}:tally:{bucket_ms}``: a field per status; expires ``TALLY_TTL`` after its last write.
 - ``{ns}:failing``: a field per failing job; the job's next fire that ends otherwise deletes it.
 - ``{ns}:audit``: ``AUDIT_MAXLEN`` entries (approximate MAXLEN).
@@ -93,6 +95,8 @@ Every key has a bound (a count, a TTL, or a path that always deletes what was ad
 - ``{ns}:alerts:state``: a few fields per job ever given alert rules (and per queue for ``no_worker``), kept
   like ``{ns}:progress`` when a job leaves the config.
 - ``{ns}:alerts:log``: ``ALERT_LOG_MAXLEN`` entries (approximate MAXLEN). ``{ns}:alerts:standby``: its TTL.
+- ``{ns}:layout``: one string (shard 0's slot), written once by the first beat of a tagged deployment, and by
+  ``beatd reshard``.
 
 Every queue stream has one consumer group, :data:`GROUP`. Its consumers (one per worker process, named by its
 id) are deleted by the leader's upkeep once they hold no pending entry and have been idle past
@@ -123,6 +127,9 @@ RedBeat's keys (only read, by ``beatd import redbeat``; ``{prefix}`` is its ``re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+from beatd.sharding import shard_prefix
 
 __all__ = ["CELERY_PRIORITY_STEPS", "GROUP", "Keys", "celery_queue", "celery_result", "redbeat_schedule"]
 
@@ -154,118 +161,140 @@ def redbeat_schedule(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
-    """The keys of one namespace (one deployment); see the module docstring for the table."""
+    """The keys of one shard of one namespace (one deployment); see the module docstring for the table.
+
+    In the plain layout (one shard on one server: the default) every key starts ``{namespace}:`` as above. In the
+    tagged layout (:func:`beatd.sharding.tagged_layout`) shard ``s``'s keys start ``{namespace:s}``, a Redis
+    Cluster hash tag, so every script touches one slot; the deployment-wide keys (``replicas``, ``workers``) live
+    with shard 0, whose lease fences their upkeep."""
 
     namespace: str
+    """The deployment's namespace, as configured (what messages carry)."""
+    shard: int = 0
+    tagged: bool = False
+
+    @cached_property
+    def prefix(self) -> str:
+        """What this shard's keys start with: the namespace, or ``{namespace:shard}`` tagged."""
+        return shard_prefix(self.namespace, self.shard, tagged=self.tagged)
+
+    @cached_property
+    def home(self) -> str:
+        """What the deployment-wide keys start with: shard 0's prefix."""
+        return shard_prefix(self.namespace, 0, tagged=self.tagged)
+
+    def of_shard(self, shard: int) -> Keys:
+        """The keys of shard ``shard`` of the same namespace and layout."""
+        return Keys(self.namespace, shard, self.tagged)
 
     @property
     def leader(self) -> str:
         """The lease holder's fencing token, with a TTL."""
-        return f"{self.namespace}:leader"
+        return f"{self.prefix}:leader"
 
     @property
     def epoch(self) -> str:
         """Fencing counter."""
-        return f"{self.namespace}:leader:epoch"
+        return f"{self.prefix}:leader:epoch"
 
     @property
     def progress(self) -> str:
         """Hash: job -> last scheduled instant passed, epoch ms."""
-        return f"{self.namespace}:progress"
+        return f"{self.prefix}:progress"
 
     @property
     def schedules(self) -> str:
         """Hash: job -> schedule digest its progress belongs to."""
-        return f"{self.namespace}:schedules"
+        return f"{self.prefix}:schedules"
 
     @property
     def last(self) -> str:
         """Hash: job -> last message emitted."""
-        return f"{self.namespace}:last"
+        return f"{self.prefix}:last"
 
     @property
     def paused(self) -> str:
         """Hash: job -> pause record."""
-        return f"{self.namespace}:paused"
+        return f"{self.prefix}:paused"
 
     @property
     def replicas(self) -> str:
         """Hash: replica id -> heartbeat."""
-        return f"{self.namespace}:replicas"
+        return f"{self.home}:replicas"
 
     @property
     def audit(self) -> str:
         """Stream: the audit log."""
-        return f"{self.namespace}:audit"
+        return f"{self.prefix}:audit"
 
     def queue(self, name: str) -> str:
         """Stream of fire messages of queue ``name``."""
-        return f"{self.namespace}:queue:{name}"
+        return f"{self.prefix}:queue:{name}"
 
     def runs(self, job: str) -> str:
         """Hash of run records of ``job``."""
-        return f"{self.namespace}:runs:{job}"
+        return f"{self.prefix}:runs:{job}"
 
     def ended(self, job: str) -> str:
         """Stream of the ends of ``job``'s fires (finisher, expiry sweep), for waiters (``FireHandle.wait``)."""
-        return f"{self.namespace}:ended:{job}"
+        return f"{self.prefix}:ended:{job}"
 
     def runs_by_time(self, job: str) -> str:
         """Sorted set of ``job``'s run ids by scheduled instant."""
-        return f"{self.namespace}:runs:{job}:by-time"
+        return f"{self.prefix}:runs:{job}:by-time"
 
     def runs_pattern(self) -> str:
         """SCAN pattern matching every job's run-record hash (and its index)."""
-        return f"{self.namespace}:runs:*"
+        return f"{self.prefix}:runs:*"
 
     def active(self, job: str) -> str:
         """Hash of ``job``'s runs in progress."""
-        return f"{self.namespace}:active:{job}"
+        return f"{self.prefix}:active:{job}"
 
     def buffer(self, job: str) -> str:
         """The fire held back for ``job`` by ``overlap: buffer_one``."""
-        return f"{self.namespace}:buffer:{job}"
+        return f"{self.prefix}:buffer:{job}"
 
     def leases(self, queue: str) -> str:
         """Hash of run leases of ``queue``'s stream entries."""
-        return f"{self.namespace}:leases:{queue}"
+        return f"{self.prefix}:leases:{queue}"
 
     def retry(self, queue: str) -> str:
         """Sorted set of fires of ``queue`` waiting to be retried."""
-        return f"{self.namespace}:retry:{queue}"
+        return f"{self.prefix}:retry:{queue}"
 
     @property
     def attempts(self) -> str:
         """Hash: fire id -> attempts started."""
-        return f"{self.namespace}:attempts"
+        return f"{self.prefix}:attempts"
 
     @property
     def cancel(self) -> str:
         """Hash: run id -> reason, for runs asked to stop."""
-        return f"{self.namespace}:cancel"
+        return f"{self.prefix}:cancel"
 
     def tally(self, bucket_ms: int) -> str:
         """Hash of run counts by status of the time bucket starting at ``bucket_ms`` (epoch ms)."""
-        return f"{self.namespace}:tally:{bucket_ms}"
+        return f"{self.prefix}:tally:{bucket_ms}"
 
     @property
     def failing(self) -> str:
         """Hash: job -> fire id of its last fire, while that ended dead."""
-        return f"{self.namespace}:failing"
+        return f"{self.prefix}:failing"
 
     @property
     def dead(self) -> str:
         """Stream of dead letters."""
-        return f"{self.namespace}:dead"
+        return f"{self.prefix}:dead"
 
     def output(self, run: str) -> str:
         """Stream of run ``run``'s live output (capped, with a TTL; see the table)."""
-        return f"{self.namespace}:output:{run}"
+        return f"{self.prefix}:output:{run}"
 
     def backfill_lock(self, job: str) -> str:
         """The lock one backfill of ``job`` holds while it reads what is done and emits; its bound is its PX
         TTL, ``defaults.BACKFILL_LOCK_TTL``, and the backfill frees it when done (token-checked)."""
-        return f"{self.namespace}:backfill-lock:{job}"
+        return f"{self.prefix}:backfill-lock:{job}"
 
     def queue_name(self, key: str) -> str:
         """The queue name of queue stream key ``key`` (the inverse of :meth:`queue`)."""
@@ -274,70 +303,75 @@ class Keys:
     @property
     def runtime_jobs(self) -> str:
         """Hash: runtime job name -> JSON entry (version, spec, who, when)."""
-        return f"{self.namespace}:runtime-jobs"
+        return f"{self.prefix}:runtime-jobs"
 
     @property
     def runtime_version(self) -> str:
         """Integer: version of the latest runtime job change."""
-        return f"{self.namespace}:runtime-jobs:version"
+        return f"{self.prefix}:runtime-jobs:version"
 
     @property
     def runtime_changes(self) -> str:
         """Stream: one entry per runtime job change (job, version), capped."""
-        return f"{self.namespace}:runtime-jobs:changes"
+        return f"{self.prefix}:runtime-jobs:changes"
 
     @property
     def runtime_deleted(self) -> str:
         """Set: runtime jobs deleted whose per-job fields the leader's upkeep has not forgotten yet."""
-        return f"{self.namespace}:runtime-jobs:deleted"
+        return f"{self.prefix}:runtime-jobs:deleted"
 
     @property
     def celery_outbox(self) -> str:
         """Stream of Celery task messages waiting for the relay (a broker on another server)."""
-        return f"{self.namespace}:celery-outbox"
+        return f"{self.prefix}:celery-outbox"
 
     @property
     def celery_outbox_dead(self) -> str:
         """Stream of outbox entries moved aside after the broker refused them ``defaults.RELAY_POISON_AFTER``
         times (a WRONGTYPE queue key, say), with the reason: they no longer block the ones behind."""
-        return f"{self.namespace}:celery-outbox-dead"
+        return f"{self.prefix}:celery-outbox-dead"
 
     @property
     def alert_events(self) -> str:
         """Stream of alert events (run records noted by the scripts that wrote them), for the leader."""
-        return f"{self.namespace}:alerts:events"
+        return f"{self.prefix}:alerts:events"
 
     @property
     def alert_groups(self) -> str:
         """Hash: alert group id -> JSON (count of events, sinks, last event) of the window open now."""
-        return f"{self.namespace}:alerts:groups"
+        return f"{self.prefix}:alerts:groups"
 
     @property
     def alert_deliveries(self) -> str:
         """Hash: delivery id -> JSON (idempotency key, sink, payload, attempts so far, last error)."""
-        return f"{self.namespace}:alerts:deliveries"
+        return f"{self.prefix}:alerts:deliveries"
 
     @property
     def alert_due(self) -> str:
         """Sorted set: delivery id -> when its next attempt is due (ms, Redis's clock)."""
-        return f"{self.namespace}:alerts:due"
+        return f"{self.prefix}:alerts:due"
 
     @property
     def alert_state(self) -> str:
         """Hash: what alerting remembers per job and rule (open alerts, last success, judged marks)."""
-        return f"{self.namespace}:alerts:state"
+        return f"{self.prefix}:alerts:state"
 
     @property
     def alert_log(self) -> str:
         """Stream, capped: alerts raised and every delivery attempt, for ``beatd alerts``."""
-        return f"{self.namespace}:alerts:log"
+        return f"{self.prefix}:alerts:log"
 
     @property
     def alert_standby(self) -> str:
         """The token of the standby delivering alerts while no beat leads (PX TTL)."""
-        return f"{self.namespace}:alerts:standby"
+        return f"{self.prefix}:alerts:standby"
 
     @property
     def workers(self) -> str:
         """Hash: worker id -> heartbeat."""
-        return f"{self.namespace}:workers"
+        return f"{self.home}:workers"
+
+    @property
+    def layout(self) -> str:
+        """String: JSON ``{version, shards, state}`` of a tagged deployment (absent: plain, one shard)."""
+        return f"{self.home}:layout"

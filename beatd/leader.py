@@ -8,16 +8,17 @@ also samples Redis's clock into a :class:`~beatd.redis_clock.RedisClock`, timed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from beatd.redis_clock import RedisClock
 from beatd.store import Store, StoreError
 
-__all__ = ["Leadership"]
+__all__ = ["Leadership", "holder_of"]
 
 log = logging.getLogger("beatd.leader")
 
@@ -39,8 +40,11 @@ class Leadership:
         leader_record: Callable[[], dict[str, Any]],
         redis_clock: RedisClock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        label: str = "",
     ) -> None:
         self.store = store
+        self.label = label
+        """What the log lines add after "lease" / "leader" (a sharded replica's " of shard 3"; '' unsharded)."""
         self.replica = replica
         self.lease_seconds = lease.total_seconds()
         self.leader_record = leader_record
@@ -50,6 +54,9 @@ class Leadership:
         self.valid_until = 0.0
         self.next_action = 0.0
         self.changes = 0
+        self.others: Sequence[Leadership] = ()
+        """The other leases this process holds (a sharded replica's other shards, stepped by the same loop):
+        :meth:`keep` renews those due too, so one shard's long piece of work does not let them lapse."""
 
     @property
     def lease_ms(self) -> int:
@@ -60,22 +67,23 @@ class Leadership:
         """True while this replica holds a lease that cannot have lapsed yet."""
         return self.token is not None and monotonic < self.valid_until
 
-    def step(self, monotonic: float) -> bool:
-        """Renew or try to acquire when due; return whether this replica leads now.
+    def step(self, monotonic: float, *, contend: bool = True) -> bool:
+        """Renew or try to acquire when due (acquire only with ``contend``); return whether this replica leads now.
 
         Raises StoreError when Redis cannot be reached or refuses (after scheduling the next attempt and, once
         the lease may have lapsed, standing down).
         """
         if self.token is not None and monotonic >= self.valid_until:
-            log.warning("lease lapsed without renewal; standing down")
+            log.warning("lease%s lapsed without renewal; standing down", self.label)
             self.token = None
         if monotonic >= self.next_action:
             if self.token is None:
-                self._try_acquire(monotonic)
+                if contend:
+                    self._try_acquire(monotonic)
             else:
                 self._renew(monotonic)
         if self.token is not None and monotonic >= self.valid_until:
-            log.warning("lease lapsed without renewal; standing down")
+            log.warning("lease%s lapsed without renewal; standing down", self.label)
             self.token = None
         return self.is_leader(monotonic)
 
@@ -86,9 +94,15 @@ class Leadership:
 
         Raises StoreError as :meth:`step` does."""
         monotonic = self._monotonic()
+        for other in self.others:
+            with contextlib.suppress(StoreError):  # its own step meets the outage (backoff, standing down)
+                other._keep(monotonic)
+        self._keep(monotonic)
+        return self.is_leader(monotonic)
+
+    def _keep(self, monotonic: float) -> None:
         if self.token is not None and self.next_action <= monotonic < self.valid_until:
             self._renew(monotonic)
-        return self.is_leader(monotonic)
 
     def set_lease(self, lease: timedelta) -> None:
         """Use a new lease TTL (a reload); a leader renews with it at once."""
@@ -103,7 +117,7 @@ class Leadership:
     def lost(self) -> None:
         """The fenced write said the token is stale: stop leading now."""
         if self.token is not None:
-            log.warning("lease lost (token %s is stale); standing down", self.token)
+            log.warning("lease%s lost (token %s is stale); standing down", self.label, self.token)
         self.token = None
         self.next_action = 0.0
 
@@ -113,9 +127,9 @@ class Leadership:
             return
         try:
             self.store.release(self.token)
-            log.info("lease released")
+            log.info("lease%s released", self.label)
         except StoreError as error:
-            log.warning("could not release the lease: %s", error)
+            log.warning("could not release the lease%s: %s", self.label, error)
         self.token = None
 
     def _try_acquire(self, monotonic: float) -> None:
@@ -133,7 +147,7 @@ class Leadership:
         self.changes += 1
         self.valid_until = monotonic + self.lease_seconds
         self.next_action = monotonic + self.lease_seconds * RENEW_FRACTION
-        log.info("became leader (token %s)", token)
+        log.info("became leader%s (token %s)", self.label, token)
 
     def _renew(self, monotonic: float) -> None:
         assert self.token is not None
@@ -149,3 +163,8 @@ class Leadership:
             return
         self.valid_until = monotonic + self.lease_seconds
         self.next_action = monotonic + self.lease_seconds * RENEW_FRACTION
+
+
+def holder_of(token: str) -> str:
+    """The replica id in a fencing token ``"{epoch}:{replica}"``."""
+    return token.partition(":")[2]

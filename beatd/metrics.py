@@ -98,9 +98,12 @@ class Metrics:
         self.reload_failures = Counter("beatd_config_reload_failures", "Rejected config reloads.", registry=registry)
         self.celery_outbox_depth = Gauge(
             "beatd_celery_outbox_depth",
-            "Celery task messages in the outbox, waiting for the relay (leader).",
+            "Celery task messages in the outbox, waiting for the relay (leader; summed over the shards it leads).",
             registry=registry,
         )
+        self._outbox_depths: dict[str, int] = {}
+        """Each relaying outbox (key) -> its depth at its relay's last step: the gauge is their sum."""
+        self._outbox_lock = threading.Lock()  # each shard's relay steps in its own thread
         self.celery_published = Counter(
             "beatd_celery_published", "Celery task messages the relay published (broker confirmed).", registry=registry
         )
@@ -124,6 +127,16 @@ class Metrics:
         self.redis_errors = Counter("beatd_redis_errors", "Redis operations that failed.", registry=registry)
         self.loop_errors = Counter("beatd_loop_errors", "Loop steps that failed unexpectedly (the loop went on).",
                                    registry=registry)  # fmt: skip
+
+    def outbox_depth(self, outbox: str, depth: int | None) -> None:
+        """Set outbox ``outbox``'s depth (None: this replica no longer relays it) and the gauge to the sum over
+        the outboxes this replica relays (one per shard it leads): each shard's relay steps on its own."""
+        with self._outbox_lock:
+            if depth is None:
+                self._outbox_depths.pop(outbox, None)
+            else:
+                self._outbox_depths[outbox] = depth
+            self.celery_outbox_depth.set(sum(self._outbox_depths.values()))
 
     def job(self, name: str) -> str:
         """The ``job`` label value for ``name``."""

@@ -5,11 +5,13 @@ Pure: compares two validated configs. Names only, never values (a Redis URL or s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from beatd.config.model import ConfigFile, JobSpec
+from beatd.config.compact import JobView
+from beatd.config.model import ConfigFile
 
 __all__ = ["BEAT_APPLIES", "Reload", "SettingsChange", "changed_settings", "job_changes", "settings_change"]
 
@@ -72,7 +74,7 @@ def settings_change(
     return change
 
 
-def job_changes(old: dict[str, JobSpec], new: dict[str, JobSpec]) -> tuple[list[str], list[str]]:
+def job_changes(old: Mapping[str, JobView], new: Mapping[str, JobView]) -> tuple[list[str], list[str]]:
     """One line per removed, added or changed job, and the jobs that start from now (added, or whose schedule
     changed)."""
     lines = [f"removed {name}" for name in old if name not in new]

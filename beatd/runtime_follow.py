@@ -10,7 +10,7 @@ first, after a reload, or when the change stream lost the reader's place) goes p
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,16 +18,18 @@ from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock
 from beatd.config import Config, JobSpec
+from beatd.config.compact import CompactJob, JobSpecs
 from beatd.runtime_jobs import allow_problem
 from beatd.runtime_judge import Judge, same_rules
+from beatd.sharding import shard_of
 from beatd.store.jobs import START, JobStore
 
-__all__ = ["RuntimeFollower"]
+__all__ = ["RuntimeFollower", "ShardedFollower", "follow_runtime_jobs"]
 
 log = logging.getLogger("beatd.runtime")
 
-Changed = dict[str, JobSpec | None]
-"""Runtime jobs changed by a poll: the new spec, or None for a job gone (deleted or refused)."""
+Changed = dict[str, CompactJob | None]
+"""Runtime jobs changed by a poll: the new job, or None for a job gone (deleted or refused)."""
 
 
 @dataclass
@@ -54,7 +56,10 @@ class RuntimeFollower:
         self.clock = clock
         self.role = role
         self.audit = audit
-        self.jobs: dict[str, JobSpec] = {}
+        self.compact: dict[str, CompactJob] = {}
+        """The valid runtime jobs as the beat keeps them (:mod:`beatd.config.compact`)."""
+        self.jobs: Mapping[str, JobSpec] = JobSpecs(self.compact)
+        """The same jobs as full JobSpecs (each made when asked for: a worker's run, a reload's allow check)."""
         self.refused: dict[str, str] = {}
         self.cursor = START
         self.version = -1
@@ -111,10 +116,10 @@ class RuntimeFollower:
             # default queue is unchanged (else its page judges it: dropped and met again, it would start anew).
             same_queue = self.judge.config.settings.defaults.get("queue") == config.settings.defaults.get("queue")
             self.judge = Judge(config)
-            for name, spec in list(self.jobs.items()):
-                refused = allow_problem(config.settings.runtime_jobs, spec)
+            for name, job in list(self.compact.items()):
+                refused = allow_problem(config.settings.runtime_jobs, job.spec())
                 if refused is not None and (refused[0] != "queue" or same_queue):
-                    del self.jobs[name]
+                    del self.compact[name]
                     changed[name] = None
         else:
             self.judge.config = config
@@ -141,8 +146,8 @@ class RuntimeFollower:
         full.scan_cursor = after
         self.behind = after != 0
         if after == 0:  # complete: what the read did not meet is gone
-            for name in [name for name in self.jobs if name not in full.seen]:
-                del self.jobs[name]
+            for name in [name for name in self.compact if name not in full.seen]:
+                del self.compact[name]
                 changed[name] = None
             self.refused = {name: why for name, why in self.refused.items() if name in full.seen}
             self.cursor, self.version, self._full = full.cursor, full.version, None
@@ -151,19 +156,19 @@ class RuntimeFollower:
     def _take(self, name: str, raw: str | None) -> Changed:
         if raw is None:
             self.refused.pop(name, None)
-            return {name: None} if self.jobs.pop(name, None) is not None else {}
+            return {name: None} if self.compact.pop(name, None) is not None else {}
         try:
-            spec, why = self.judge(name, raw)
+            job, why = self.judge.compact(name, raw)
         except Exception as error:  # an entry that breaks the judge is refused; the others are still read
-            spec, why = None, f"unreadable entry: {type(error).__name__}: {error}"
-        if spec is None:
+            job, why = None, f"unreadable entry: {type(error).__name__}: {error}"
+        if job is None:
             self._refuse(name, why)
-            return {name: None} if self.jobs.pop(name, None) is not None else {}
+            return {name: None} if self.compact.pop(name, None) is not None else {}
         self.refused.pop(name, None)
-        if (before := self.jobs.get(name)) is not None and before.digest == spec.digest:
+        if (before := self.compact.get(name)) is not None and before.digest == job.digest:
             return {}
-        self.jobs[name] = spec
-        return {name: spec}
+        self.compact[name] = job
+        return {name: job}
 
     def _refuse(self, name: str, why: str) -> None:
         if self.refused.get(name) == why:
@@ -174,3 +179,59 @@ class RuntimeFollower:
             self.audit(audit_record("runtime-job-refused", self.clock.now(), job=name, by=self.role, reason=why))
         except Exception:  # the audit is best effort here: the refusal itself stands
             log.exception("audit record of the refusal of runtime job %s not written", name)
+
+
+class _ByShard(Mapping[str, Any]):
+    """One mapping attribute (``compact``, ``jobs``, ``refused``) of every shard's follower, a name looked up
+    in its own shard's (read at each call: a follower may replace the mapping)."""
+
+    def __init__(self, followers: tuple[RuntimeFollower, ...], attribute: str) -> None:
+        self._followers = followers
+        self._attribute = attribute
+
+    def _of(self, follower: RuntimeFollower) -> Mapping[str, Any]:
+        mapping: Mapping[str, Any] = getattr(follower, self._attribute)
+        return mapping
+
+    def __getitem__(self, name: str) -> Any:
+        return self._of(self._followers[shard_of(name, len(self._followers))])[name]
+
+    def __iter__(self) -> Iterator[str]:
+        for follower in self._followers:
+            yield from self._of(follower)
+
+    def __len__(self) -> int:
+        return sum(len(self._of(follower)) for follower in self._followers)
+
+
+class ShardedFollower:
+    """A worker's runtime jobs of every shard: each job lives in its own shard's keys (``beatd job put`` writes
+    it there), so one :class:`RuntimeFollower` per shard reads them, and a name is looked up in its shard's."""
+
+    def __init__(self, followers: list[RuntimeFollower]) -> None:
+        self.followers = tuple(followers)
+        self.compact: Mapping[str, CompactJob] = _ByShard(self.followers, "compact")
+        self.jobs: Mapping[str, JobSpec] = _ByShard(self.followers, "jobs")
+        self.refused: Mapping[str, str] = _ByShard(self.followers, "refused")
+
+    def poll_all(self) -> Changed:
+        """:meth:`RuntimeFollower.poll_all` of every shard."""
+        changed: Changed = {}
+        for follower in self.followers:
+            changed.update(follower.poll_all())
+        return changed
+
+    def set_config(self, config: Config) -> Changed:
+        """:meth:`RuntimeFollower.set_config` of every shard."""
+        changed: Changed = {}
+        for follower in self.followers:
+            changed.update(follower.set_config(config))
+        return changed
+
+
+def follow_runtime_jobs(
+    client: Any, config: Config, clock: Clock, role: str, audit: Callable[[dict[str, Any]], None]
+) -> RuntimeFollower | ShardedFollower:
+    """The runtime jobs a worker may run, followed from every shard of ``config`` (one shard: one follower)."""
+    followers = [RuntimeFollower(JobStore(client, keys), config, clock, role, audit) for keys in config.shard_keys()]
+    return followers[0] if len(followers) == 1 else ShardedFollower(followers)

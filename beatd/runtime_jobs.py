@@ -25,6 +25,7 @@ from beatd.config.job_documents import job_from_mapping
 from beatd.config.yamlsource import Located
 from beatd.errors import ConfigError, Problem
 from beatd.messages import format_utc
+from beatd.sharding import shard_of
 from beatd.store.jobs import JobChange, JobStore, StoredJob
 
 __all__ = [
@@ -130,13 +131,53 @@ class RuntimeJobs:
 
     config: Config
     store: JobStore
+    """The runtime jobs of shard 0 (of the only shard, unsharded); a job lives in its own shard's
+    (:meth:`store_of`), so a shard's leader follows only its shard's changes."""
     clock: Clock = field(default_factory=SystemClock)
     actor: str | None = None
+    _shards: dict[int, JobStore] = field(default_factory=dict, compare=False, repr=False)
+
+    def store_of(self, name: str) -> JobStore:
+        """The runtime jobs of the shard job ``name`` belongs to (:meth:`beatd.config.Config.keys_of`)."""
+        if self.config.shards == 1:
+            return self.store
+        return self._store(shard_of(name, self.config.shards))
+
+    def stores(self) -> list[JobStore]:
+        """The runtime jobs of every shard, shard 0 first."""
+        return [self._store(shard) for shard in range(self.config.shards)] if self.config.shards > 1 else [self.store]
+
+    def _store(self, shard: int) -> JobStore:
+        keys = self.config.keys(shard)
+        if keys == self.store.keys:
+            return self.store
+        found = self._shards.get(shard)
+        if found is None:
+            found = self._shards[shard] = JobStore(self.store.client, keys)
+        return found
+
+    def entries(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The stored entries of ``names`` (None: none stored), each read from its job's shard."""
+        by_store: dict[int, tuple[JobStore, list[str]]] = {}
+        for name in names:
+            store = self.store_of(name)
+            by_store.setdefault(id(store), (store, []))[1].append(name)
+        found: dict[str, str | None] = {}
+        for store, chunk in by_store.values():
+            found.update(store.entries(chunk))
+        return found
+
+    def all_entries(self) -> dict[str, str]:
+        """Every stored runtime job entry (name -> raw JSON) of every shard."""
+        entries: dict[str, str] = {}
+        for store in self.stores():
+            entries.update(store.all_entries())
+        return entries
 
     def put(self, name: str, spec: Mapping[str, Any] | Located) -> StoredJob:
         """Create or replace runtime job ``name``; return it as stored (with its version). ``spec`` is the job
         mapping (what a YAML job holds under its name), or a document read by :mod:`beatd.config.job_documents`.
-        Raises ConfigError (nothing written) when it is not a valid runtime job."""
+        Raises ConfigError (nothing written) when it is not a valid runtime job. Written to the job's shard."""
         document = spec if isinstance(spec, Located) else job_from_mapping(name, spec, f"jobs.put({name!r})")
         check_job(self.config, name, document)
         raw = document.value["jobs"][name]
@@ -145,7 +186,7 @@ class RuntimeJobs:
         changes = diff(previous.spec if previous else None, raw)
         event = "job-put" if previous is None else "job-change"
         record = self._audit(event, job=name, previous_version=previous.version if previous else None, diff=changes)
-        (version,) = self.store.write([JobChange.put(name, raw, record["actor"], at)], record)
+        (version,) = self.store_of(name).write([JobChange.put(name, raw, record["actor"], at)], record)
         return StoredJob(name, version, raw, record["actor"], at)
 
     def put_many(self, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
@@ -159,35 +200,40 @@ class RuntimeJobs:
         for name, spec in specs.items():
             try:
                 document = job_from_mapping(name, spec, f"jobs.put_many[{name!r}]")
-                if shapes.valid(name, document.value["jobs"][name]) is None:
+                if shapes.valid_compact(name, document.value["jobs"][name]) is None:  # no JobSpec made
                     check_job(self.config, name, document)
             except ConfigError as error:
                 problems.extend(error.problems)
         if problems:
             raise ConfigError(problems)
         at = format_utc(self.clock.now())
-        names = list(specs)
+        by_store: dict[int, tuple[JobStore, list[str]]] = {}  # each call touches one shard's keys
+        for name in specs:
+            store = self.store_of(name)
+            by_store.setdefault(id(store), (store, []))[1].append(name)
         versions: dict[str, int] = {}
-        for start in range(0, len(names), defaults.RUNTIME_BATCH):
-            chunk = names[start : start + defaults.RUNTIME_BATCH]
-            record = self._audit("job-put-many", jobs=chunk)
-            changes = [JobChange.put(name, dict(specs[name]), record["actor"], at) for name in chunk]
-            versions.update(zip(chunk, self.store.write(changes, record), strict=True))
-        return versions
+        for store, names in by_store.values():
+            for start in range(0, len(names), defaults.RUNTIME_BATCH):
+                chunk = names[start : start + defaults.RUNTIME_BATCH]
+                record = self._audit("job-put-many", jobs=chunk)
+                changes = [JobChange.put(name, dict(specs[name]), record["actor"], at) for name in chunk]
+                versions.update(zip(chunk, store.write(changes, record), strict=True))
+        return {name: versions[name] for name in specs}
 
     def delete(self, name: str) -> bool:
         """Delete runtime job ``name``; False when there was none. Its history stays (like a removed YAML job)."""
-        raw = self.store.entries([name]).get(name)
+        store = self.store_of(name)
+        raw = store.entries([name]).get(name)
         if raw is None:
             return False
         previous = self.get(name)  # None: an unreadable entry, deleted all the same
         version, spec = (previous.version, previous.spec) if previous is not None else (None, None)
         record = self._audit("job-delete", job=name, previous_version=version, diff=diff(spec, None))
-        return self.store.write([JobChange.delete(name)], record)[0] > 0
+        return store.write([JobChange.delete(name)], record)[0] > 0
 
     def get(self, name: str) -> StoredJob | None:
         """Runtime job ``name`` as stored, or None (an unreadable entry reads as None too)."""
-        raw = self.store.entries([name]).get(name)
+        raw = self.store_of(name).entries([name]).get(name)
         if raw is None:
             return None
         try:
@@ -199,7 +245,7 @@ class RuntimeJobs:
         """Every runtime job as stored, by name; an unreadable entry (forged or corrupt) as one with
         ``unreadable`` saying why."""
         found = []
-        for name, raw in sorted(self.store.all_entries().items()):
+        for name, raw in sorted(self.all_entries().items()):
             try:
                 found.append(StoredJob.parse(name, raw))
             except ValueError as error:

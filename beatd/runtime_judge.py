@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Hashable
 from typing import Any
 
 from beatd import defaults
 from beatd.config import Config, JobSpec
-from beatd.config.alerts import effective_rules
+from beatd.config.alerts import AlertRule, effective_rules
+from beatd.config.compact import CompactJob, Shape, TriggerTable
 from beatd.config.model import NAME_PATTERN
-from beatd.config.shapes import ValueCache, pristine
+from beatd.config.shapes import ValueCache
 from beatd.runtime_jobs import judge
 from beatd.store.jobs import StoredJob
 
@@ -33,6 +35,25 @@ SHAPES_KEPT = 1024
 """Most shapes one judge remembers (the oldest is forgotten first): a bound for jobs that are all different."""
 
 _NAME = re.compile(NAME_PATTERN)
+
+_SHAPE_JSON = json.JSONEncoder(separators=(",", ":"))
+"""The JSON of a shape (one encoder for every entry: ``json.dumps`` with options makes one each call). Keys stay
+in their order, nested ones too: a spec's mappings (``kwargs``, ``env``) keep theirs, which its JSON and digest
+hold, so specs whose keys differ only in order are other shapes (sorted, the first one judged answered for all)."""
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""The JSON values a shape's key holds as they are (no float: NaN is not equal to itself)."""
+
+
+def _shape_key(rest: dict[str, Any]) -> Hashable:
+    """The key of a shape (a spec without its free keys): its items, each value with its type (``1`` and
+    ``true`` are equal in Python, not in a spec), when every value is plain (most specs: a third of the judge's
+    time went on the JSON); else its JSON. Keys in another order are another shape, judged once."""
+    key = tuple([(name, type(value), value) for name, value in rest.items()])
+    for _, kind, _ in key:
+        if kind not in _PLAIN:
+            return _SHAPE_JSON.encode(rest)
+    return key
 
 
 def same_rules(before: Config, after: Config) -> bool:
@@ -50,54 +71,64 @@ def same_rules(before: Config, after: Config) -> bool:
 
 class Judge:
     """Verdicts on stored entries under one ``config``: the spec, or None and why it is refused (the same as
-    :func:`beatd.runtime_jobs.judge`, whose work it caches per shape)."""
+    :func:`beatd.runtime_jobs.judge`, whose work it caches per shape). :meth:`compact` gives the job as the
+    beat keeps it (:mod:`beatd.config.compact`): a job of a known shape is then never a JobSpec of its own."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._shapes: dict[str, JobSpec | None] = {}
-        """Shape (canonical JSON) -> a valid, allowed spec of it that no cached property has touched (None:
-        the shape was refused, or needs the full path)."""
+        self._shapes: dict[Hashable, Shape | None] = {}
+        """Shape (:func:`_shape_key`) -> a valid, allowed spec of it (None: the shape was refused, or needs the
+        full path)."""
         self._values = ValueCache(SHAPES_KEPT * 4)
-        self._fields: dict[frozenset[str], set[str]] = {}
-        """One set of given field names per distinct set: a copy's own set is about 500 B per job."""
+        self._rules: dict[tuple[AlertRule, ...], tuple[AlertRule, ...]] = {}
+        self._triggers = TriggerTable()
         self.fast = 0
         """Entries judged by their shape alone (for tests and benchmarks)."""
 
     def __call__(self, name: str, raw: str) -> tuple[JobSpec | None, str]:
         """The verdict on entry ``raw`` of runtime job ``name``."""
-        spec = None
+        job, why = self.compact(name, raw)
+        return (job.spec() if job is not None else None), why
+
+    def compact(self, name: str, raw: str) -> tuple[CompactJob | None, str]:
+        """The verdict on entry ``raw`` of runtime job ``name``, the job as a compact one."""
+        job = None
         if len(raw) <= defaults.RUNTIME_SPEC_MAX_BYTES:
             try:
-                spec = self.valid(name, StoredJob.parse(name, raw).spec)
+                job = self.valid_compact(name, StoredJob.parse(name, raw).spec)
             except ValueError:
-                spec = None
-        if spec is not None:
-            return spec, ""
-        return judge(self.config, name, raw)
+                job = None
+        if job is not None:
+            return job, ""
+        spec, why = judge(self.config, name, raw)
+        return (CompactJob.of_spec(spec) if spec is not None else None), why
 
     def valid(self, name: str, document: Any) -> JobSpec | None:
         """The spec of job ``name`` written as ``document`` (JSON values: what a job holds under its name) when
         its shape vouches for it; None when the full validation must decide (and word the problems)."""
+        job = self.valid_compact(name, document)
+        return job.spec() if job is not None else None
+
+    def valid_compact(self, name: str, document: Any) -> CompactJob | None:
+        """:meth:`valid`, the job as a compact one."""
         if name in self.config.jobs or not _NAME.fullmatch(name) or not isinstance(document, dict):
             return None
-        own = {key: document[key] for key in FREE_KEYS if key in document}
-        rest = {key: value for key, value in document.items() if key not in FREE_KEYS}
-        shape = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+        rest = dict(document)
+        own = {key: rest.pop(key) for key in FREE_KEYS if key in rest}
+        shape = _shape_key(rest)
         if shape not in self._shapes:
             self._remember(shape, name, rest)
         template = self._shapes[shape]
         if template is None:
             return None
         try:
-            spec = _instance(template, name, own, self.config, self._values)
+            job = self._instance(template, name, own)
         except Exception:  # any doubt: the full path decides, with its messages
             return None
-        given = frozenset(spec.__pydantic_fields_set__)
-        object.__setattr__(spec, "__pydantic_fields_set__", self._fields.setdefault(given, set(given)))
         self.fast += 1
-        return spec
+        return job
 
-    def _remember(self, shape: str, name: str, rest: dict[str, Any]) -> None:
+    def _remember(self, shape: Hashable, name: str, rest: dict[str, Any]) -> None:
         if len(self._shapes) >= SHAPES_KEPT:
             del self._shapes[next(iter(self._shapes))]
         entry = json.dumps({"version": 0, "spec": rest})
@@ -105,17 +136,17 @@ class Judge:
             spec, _ = judge(self.config, name, entry)
         except Exception:
             spec = None
-        self._shapes[shape] = pristine(spec) if spec is not None else None
+        self._shapes[shape] = Shape(spec, ()) if spec is not None else None
 
-
-def _instance(template: JobSpec, name: str, own: dict[str, Any], config: Config, values: ValueCache) -> JobSpec:
-    """The spec of job ``name`` of ``template``'s shape with its own ``start``/``end``: each validated by the
-    model's field validator (in the job's time zone), then the trigger built (end before start is refused)."""
-    update: dict[str, Any] = {"name": name}
-    if config.settings.alerts is not None:
-        update["alert_rules"] = effective_rules(config.settings.alerts, name, template.tags, template.alerts)
-    for key, value in own.items():
-        update[key] = values.validated(template, key, value)
-    spec = template.model_copy(update=update)
-    spec.trigger()
-    return spec
+    def _instance(self, template: Shape, name: str, own: dict[str, Any]) -> CompactJob:
+        """Job ``name`` of ``template``'s shape with its own ``start``/``end``: each validated by the model's
+        field validator (in the job's time zone), then the trigger built (end before start is refused)."""
+        base = template.spec
+        alerts = self.config.settings.alerts
+        rules: tuple[AlertRule, ...] = ()
+        if alerts is not None:
+            rules = effective_rules(alerts, name, base.tags, base.alerts)
+            rules = self._rules.setdefault(rules, rules) if rules else ()  # the rules repeat: one tuple each
+        start = self._values.validated(base, "start", own["start"]) if "start" in own else None
+        end = self._values.validated(base, "end", own["end"]) if "end" in own else None
+        return CompactJob.of_shape(template, name, start, end, rules, self._triggers)

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from beatd import defaults
 from beatd.alert_rules import wants_event
-from beatd.config import JobSpec
+from beatd.config.compact import JobView
 from beatd.durations import format_duration
 from beatd.expiry import expired_record, start_deadline
 from beatd.messages import Message, MessageError, to_ms
@@ -28,6 +28,7 @@ from beatd.metrics import Metrics
 from beatd.store.upkeep import Backlog, ExpiredFire, UpkeepStore
 
 __all__ = [
+    "BacklogGauges",
     "HeartbeatWatch",
     "Upkeep",
     "backlog_warnings",
@@ -87,7 +88,7 @@ class HeartbeatWatch:
 
 
 def expired_fires(
-    waiting: Sequence[tuple[str, str]], jobs: Mapping[str, JobSpec], now: datetime, queue: str
+    waiting: Sequence[tuple[str, str]], jobs: Mapping[str, JobView], now: datetime, queue: str
 ) -> list[ExpiredFire]:
     """Of the waiting entries of ``queue`` ((entry id, message JSON), oldest first), those whose fire is past its
     job's start deadline, each with its ``expired`` record. Entries of jobs ``jobs`` lacks, of jobs without
@@ -134,25 +135,74 @@ def backlog_warnings(
 
 
 # -- the leader's step ------------------------------------------------------------------------------------
+class BacklogGauges:
+    """The backlog gauges of a sharded replica: per queue, the fires waiting summed over the shards it leads,
+    and the oldest one's age (the largest). Each shard's upkeep publishes its own backlogs; a shard handed over
+    withdraws its share. Summed over the replicas (each shard has one leader), the deployment's backlog."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.by_shard: dict[int | None, dict[str, tuple[int, float]]] = {}
+
+    def publish(self, shard: int | None, backlogs: Mapping[str, tuple[int, float]]) -> None:
+        """Shard ``shard``'s backlogs now: queue -> (waiting, oldest age in seconds)."""
+        before = self._queues()
+        self.by_shard[shard] = dict(backlogs)
+        self._refresh(before)
+
+    def withdraw(self, shard: int | None) -> None:
+        """Shard ``shard`` is no longer led here."""
+        before = self._queues()
+        if self.by_shard.pop(shard, None) is not None:
+            self._refresh(before)
+
+    def _queues(self) -> set[str]:
+        return {queue for backlogs in self.by_shard.values() for queue in backlogs}
+
+    def _refresh(self, before: set[str]) -> None:
+        totals: dict[str, tuple[int, float]] = {}
+        for backlogs in self.by_shard.values():
+            for queue, (waiting, age) in backlogs.items():
+                total, oldest = totals.get(queue, (0, 0.0))
+                totals[queue] = (total + waiting, max(oldest, age))
+        for queue in before - set(totals):
+            self.metrics.queue_waiting.remove(queue)
+            self.metrics.queue_oldest_age.remove(queue)
+        for queue, (waiting, age) in totals.items():
+            self.metrics.queue_waiting.labels(queue).set(waiting)
+            self.metrics.queue_oldest_age.labels(queue).set(age)
+
+
 class Upkeep:
     """The leader's upkeep: prune stale heartbeats and idle consumers, expire waiting fires past their deadline,
     publish backlogs."""
 
-    def __init__(self, store: UpkeepStore, metrics: Metrics) -> None:
+    def __init__(
+        self, store: UpkeepStore, metrics: Metrics, *, heartbeats: bool = True, shard: int | None = None
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.shard = shard
+        """The shard whose keys this upkeep keeps (None: the one shard of an unsharded deployment)."""
         forget_after = defaults.HEARTBEAT_FORGET_AFTER.total_seconds()
-        self.watches = {key: HeartbeatWatch(forget_after) for key in (store.keys.replicas, store.keys.workers)}
+        # The heartbeats are deployment-wide keys in shard 0's slot: only shard 0's leader prunes them.
+        watched = (store.keys.replicas, store.keys.workers) if heartbeats else ()
+        self.watches = {key: HeartbeatWatch(forget_after) for key in watched}
         self.cursors = dict.fromkeys(self.watches, 0)
         self.history_at = 0
         self.pages: dict[str, str] = {}
         self.gauged: set[str] = set()
         """Queues whose backlog gauges this process publishes."""
+        self.gauges: BacklogGauges | None = None
+        """A sharded replica's gauges, shared by the upkeeps of the shards it leads (None: set here)."""
         self.next_at = 0.0
 
     def stand_down(self) -> None:
         """Not leading (any more): withdraw the backlog gauges, which only the leader keeps fresh."""
-        self._withdraw(self.gauged)
+        if self.gauges is not None:
+            self.gauges.withdraw(self.shard)
+        else:
+            self._withdraw(self.gauged)
         self.pages.clear()
 
     def _withdraw(self, queues: set[str]) -> None:
@@ -165,7 +215,7 @@ class Upkeep:
         """Whether a step is due."""
         return monotonic >= self.next_at
 
-    def step(self, token: str, jobs: Mapping[str, JobSpec], now: datetime, monotonic: float) -> None:
+    def step(self, token: str, jobs: Mapping[str, JobView], now: datetime, monotonic: float) -> None:
         """One bounded step as the holder of ``token``, at ``now`` (Redis's clock) and ``monotonic``."""
         self.next_at = monotonic + defaults.UPKEEP_INTERVAL.total_seconds()
         for key, watch in self.watches.items():
@@ -181,6 +231,7 @@ class Upkeep:
         gone = self.store.forget_consumers(token, queues, forget_ms)
         if gone:
             log.info("deleted %d idle consumers with nothing pending from the queues' groups", gone)
+        shard_backlogs: dict[str, tuple[int, float]] = {}
         for queue in queues:
             # Page through a long backlog, WAITING_SCAN entries a step, so fires behind ones that never expire
             # are reached too; back to the oldest once a page comes back short.
@@ -198,12 +249,18 @@ class Upkeep:
                         "%d fires of queue %s expired unstarted (no worker took them in time)", len(done), queue
                     )
                     backlog = self.store.backlog(queue, 1)
+            if self.gauges is not None:
+                shard_backlogs[queue] = (backlog.waiting, backlog.oldest_age(now) if backlog.waiting else 0.0)
+                continue
             self.metrics.queue_waiting.labels(queue).set(backlog.waiting)
             self.metrics.queue_oldest_age.labels(queue).set(backlog.oldest_age(now) if backlog.waiting else 0.0)
+        if self.gauges is not None:
+            self.gauges.publish(self.shard, shard_backlogs)
+            return
         self._withdraw(self.gauged - set(queues))  # queues no longer configured
         self.gauged = set(queues)
 
-    def _prune_history(self, token: str, jobs: Mapping[str, JobSpec], now: datetime) -> None:
+    def _prune_history(self, token: str, jobs: Mapping[str, JobView], now: datetime) -> None:
         """Apply the retention of the next HISTORY_SCAN jobs: records written without a prune (a claim's
         ``running`` record, a dead letter's ``lost`` one) and jobs that stopped running stay within it too."""
         names = sorted(jobs)

@@ -58,6 +58,7 @@ __all__ = [
     "machine",
     "parse_ms",
     "percentile",
+    "print_json_line",
     "print_table",
     "proc_cpu_seconds",
     "proc_status_kb",
@@ -118,6 +119,14 @@ def print_machine(info: dict[str, Any]) -> None:
     """The two header lines every benchmark prints: the machine and its load, then the versions."""
     print(f"machine: nproc={info['nproc']} cpu={info['cpu']} load={info['load_average']}")
     print("versions: " + ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("nproc", "cpu", "load_average")))
+
+
+def print_json_line(out: dict[str, Any], path: str | None) -> None:
+    """Print a benchmark's final JSON line (and write it to ``path``, its ``--json-out``, when given)."""
+    line = json.dumps(out)
+    if path:
+        Path(path).write_text(line + "\n")
+    print(line)
 
 
 def write_config(

@@ -6,11 +6,12 @@ Command (from the repo root)::
     .venv/bin/python bench/chaos.py --duration 180 --seed 7 --json-out /tmp/chaos.json
 
 Set-up: one private redis-server (``beatd.localredis.RedisServer``: loopback, a free port, ``appendonly yes``,
-``appendfsync always``; automatic AOF rewrites switched off so the AOF keeps the whole history); a config
-(namespace ``chaos``, lease ``--lease``, ``worker.kill_grace`` 1 s, ``history.keep`` 100,000) with the jobs of
-:data:`JOBS`, whose callables (``bench/chaos_jobs.py``, on ``pythonpath``) and command append fsync'd lines to
-a ledger (job, fire id, attempt, pid); 3 ``beatd beat`` replicas; 2 ``beatd worker`` processes, one
-``--isolation process``, one ``--isolation thread``.
+``appendfsync no``, which writes each command to the file before the reply; automatic AOF rewrites switched
+off so the AOF keeps the whole history); a config (namespace ``chaos``, lease ``--lease``,
+``worker.kill_grace`` 1 s, ``history.keep`` 100,000) with the jobs of :data:`JOBS`, whose callables
+(``bench/chaos_jobs.py``, on ``pythonpath``) and command append fsync'd lines to a ledger (job, fire id,
+attempt, pid); 3 ``beatd beat`` replicas; 2 ``beatd worker`` processes, one ``--isolation process``, one
+``--isolation thread``.
 
 Faults, one every ``--fault-min`` .. ``--fault-max`` s (seeded by ``--seed``; kinds weighted by
 :data:`FAULTS`): kill -9 of the leader (read from ``{ns}:leader``) and a replacement started; SIGSTOP of the

@@ -1,8 +1,9 @@
 """Read what Redis applied from its append-only file (Redis 7 multi-part AOF): for the chaos soak's counts.
 
 Redis replicates a Lua script by its effects: each script call that wrote something is logged as
-``MULTI``, the write commands it made (``XADD`` with the entry id Redis chose, ``HSET``, ...), ``EXEC``. With
-``appendfsync always`` a write is in the file before its client hears back, and on start after a kill -9
+``MULTI``, the write commands it made (``XADD`` with the entry id Redis chose, ``HSET``, ...), ``EXEC``. Redis
+writes each command to the file before its client hears back (with any ``appendfsync``; the kernel keeps
+the pages through a kill -9 of redis-server), and on start after a kill -9
 Redis cuts a torn tail (``aof-load-truncated yes``) and drops a ``MULTI`` with no ``EXEC``; this reader does
 the same, so the transactions it yields are exactly the state Redis has. Workers ``XDEL`` acknowledged
 entries, so the stream itself forgets emissions; the log does not.

@@ -1,19 +1,33 @@
-"""beatd emission benchmark: throughput, lag, start-up, CPU and memory of one leader with N ``every`` jobs.
+"""beatd emission benchmark: throughput, lag, start-up, CPU and memory of one leader with N jobs, by scenario.
 
 Command (from the repo root)::
 
     .venv/bin/python bench/emission.py --jobs 1000 10000 100000 --interval 10 --duration 60 [--spread]
+    .venv/bin/python bench/emission.py --scenario burst --jobs 100000 --repeat 3
+    .venv/bin/python bench/emission.py --scenario runtime --jobs 1000000 --timeout 600 --launch
 
-For each N, in a fresh private redis-server (free loopback port, ``--save '' --appendonly no``, the same
-server the RedBeat peer benchmarks use; never the system Redis):
+``--scenario`` (issue 15's scenarios, one command):
+
+* ``aligned`` (the default): N ``every`` jobs aligned to the Unix epoch, all due at each interval (below).
+* ``spread``: the same jobs spread over the interval (``--spread`` says the same).
+* ``burst``: N cron jobs due at one instant, "top of the hour": ``bench/burst.py``, run with the other
+  arguments (its options and figures: ``--scenario burst --help``).
+* ``runtime``: N runtime jobs put with ``put_many`` into a running leader, or with ``--launch`` a beat launched
+  onto N stored ones (launch to leading, peak RSS): ``bench/runtime_jobs.py``, run with the other arguments
+  (``--scenario runtime --help``).
+
+The rest of this text is the ``aligned`` and ``spread`` scenarios. For each N, in a fresh private redis-server
+(free loopback port, ``--save '' --appendonly no``, the same server the RedBeat peer benchmarks use; never the
+system Redis):
 
 1. A config with N jobs ``job-000000`` .. ``{command: ["true"], every: <interval>s}`` (lease 5 s) is written.
-   Burst (default): every job is aligned to the Unix epoch, so all N fire at the same instants (worst case).
+   Aligned (default; labelled ``burst`` in results before ``--scenario``): every job is aligned to the Unix
+   epoch, so all N fire at the same instants (worst case).
    ``--spread``: job i has ``start: B + floor(i * interval / N)`` ms, B an epoch-aligned instant a day ago,
    so the fires are spread evenly over the interval (N / interval fires/s, as in a real deployment and as
    in the RedBeat peer benchmark). Jobs are new to Redis, so each starts from the instant the beat takes
    over (its first fire is its next instant after that); nothing is due at launch.
-   In burst mode the launch is delayed (< 1 interval) so that the end of the run falls half-way between two
+   In aligned mode the launch is delayed (< 1 interval) so that the end of the run falls half-way between two
    bursts, not on one.
 2. ``python -m beatd beat -c CONFIG`` (log level INFO) runs for --duration seconds from launch, then gets
    SIGTERM (a graceful stop: the lease is released; 15 s grace, then SIGKILL).
@@ -67,12 +81,29 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+import burst
+import runtime_jobs
 
 NAMESPACE = "bench"
 QUEUE_KEY = f"{NAMESPACE}:queue:default"
 LEADING = r"leading \d+ jobs"
 BUCKET_S = 5
 """Width (s) of the buckets of ``lag_p99_ms_series``."""
+SCENARIOS = ("aligned", "spread", "burst", "runtime")
+"""``--scenario`` values; ``burst`` and ``runtime`` are run by ``bench/burst.py`` and ``bench/runtime_jobs.py``."""
+
+
+def scenario_of(argv: list[str]) -> tuple[str, list[str]]:
+    """The scenario ``argv`` asks for (``--spread`` alone means ``spread``) and the arguments left for it: all
+    of them for ``aligned`` and ``spread`` (this script's parser knows ``--scenario``), the others for the
+    scripts that run ``burst`` and ``runtime``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--scenario", choices=SCENARIOS)
+    known, rest = parser.parse_known_args(argv)
+    if known.scenario in ("burst", "runtime"):
+        return known.scenario, rest
+    spread = known.scenario == "spread" or "--spread" in rest
+    return ("spread" if spread else "aligned"), list(argv)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure beatd emission throughput, lag, start-up, CPU and RSS with N every-jobs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="aligned",
+        help="aligned or spread every-jobs (here); burst: bench/burst.py, runtime: bench/runtime_jobs.py, each "
+        "given the other arguments (--scenario burst --help)",
     )
     parser.add_argument("--jobs", type=int, nargs="+", default=[1000], help="number(s) of jobs; one run per value")
     parser.add_argument("--interval", type=int, default=10, help="job interval, whole seconds")
@@ -92,7 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=120.0, help="longest wait for --quiet-load, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log)")
     parser.add_argument("--json-out", help="also write the final JSON line to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.spread = args.spread or args.scenario == "spread"
+    return args
 
 
 def job_names(n: int) -> list[str]:
@@ -101,12 +141,12 @@ def job_names(n: int) -> list[str]:
 
 
 def offsets_ms(n: int, interval_ms: int, spread: bool) -> list[int]:
-    """Each job's phase in the interval (ms): all 0 in burst mode, evenly spread otherwise."""
+    """Each job's phase in the interval (ms): all 0 in aligned mode, evenly spread otherwise."""
     return [i * interval_ms // n if spread else 0 for i in range(n)]
 
 
 def build_jobs(n: int, interval: int, spread: bool) -> tuple[dict[str, dict[str, Any]], int]:
-    """The jobs of the config and the epoch-aligned anchor (ms) of the spread starts (0 in burst mode)."""
+    """The jobs of the config and the epoch-aligned anchor (ms) of the spread starts (0 in aligned mode)."""
     interval_ms = interval * 1000
     anchor_ms = (int(time.time() * 1000) - 86_400_000) // interval_ms * interval_ms if spread else 0
     jobs: dict[str, dict[str, Any]] = {}
@@ -153,7 +193,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     interval_ms = args.interval * 1000
     tmp = Path(tempfile.mkdtemp(prefix=f"beatd-emit-{n}-"))
     server = C.RedisServer(tmp)
-    mode = "spread" if args.spread else "burst"
+    mode = "spread" if args.spread else "aligned"
     result: dict[str, Any] = {
         "jobs": n,
         "mode": mode,
@@ -341,14 +381,20 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every N, print the table and the JSON line."""
-    args = parse_args(argv)
+    """Run the scenario: every N of an aligned or spread one here (print the table and the JSON line), a burst or
+    runtime one by its script."""
+    scenario, rest = scenario_of(sys.argv[1:] if argv is None else argv)
+    if scenario == "burst":
+        return burst.main(rest)
+    if scenario == "runtime":
+        return runtime_jobs.main(rest)
+    args = parse_args(rest)
     info = C.machine()
     C.print_machine(info)
     results = []
     for n in args.jobs:
         for repeat in range(args.repeat):
-            mode = "spread" if args.spread else "burst"
+            mode = "spread" if args.spread else "aligned"
             print(
                 f"\n== N={n} {mode} interval={args.interval}s duration={args.duration:g}s "
                 f"run {repeat + 1}/{args.repeat} (load {C.load_average()}) ...",
@@ -429,10 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {"interval": args.interval, "duration": args.duration, "spread": args.spread, "lease": args.lease},
         "results": results,
     }
-    line = json.dumps(out)
-    if args.json_out:
-        Path(args.json_out).write_text(line + "\n")
-    print(line)
+    C.print_json_line(out, args.json_out)
     return 0
 
 

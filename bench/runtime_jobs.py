@@ -21,12 +21,31 @@ In a fresh private redis-server (free loopback port, ``--save '' --appendonly no
    progress hash holds N + 1 fields is the baseline (and its start-up time, for reference).
 
 Per-job RSS = (RSS - RSS of a beat with the one YAML job) / N, both modes. Prints a table and a JSON line.
+
+With ``--launch`` (issue 15's "launch to leading with 1,000,000 runtime jobs stored") the two modes above are
+replaced by launches of a beat onto N runtime jobs already stored. The same config; the N specs are put with
+``put_many`` while no beat runs (written as ``beatd job put`` or ``Client.put_many`` write them), then:
+
+* cold: a fresh ``beatd beat`` is launched; it reads every stored job (page by page), judges each, writes the
+  start progress of every one (all are new to it) and logs ``leading N+1 jobs (N+1 new ...)``; then stopped
+  (SIGTERM: the lease is released).
+* restart: a second fresh beat is launched onto the same Redis: the jobs and their progress are there (a
+  restart, a deploy, a fail-over to a replica started later), so it logs ``leading N+1 jobs (0 new ...)``.
+
+Per launch: leader s (launch -> ``became leader``), leading s (launch -> ``leading N jobs``: the beat has read,
+judged and planned every job; it emits from then on), scheduled s (launch -> ``HLEN {ns}:progress`` = N + 1,
+polled every 50 ms once the leading line is seen: a check that every job's start progress is written by then,
+not a time of its own, so it is the leading s plus the poll; at a restart the hash is full from the cold
+launch), the jobs and new jobs the line names (checked: N + 1), the beat's CPU s at the leading line, its
+peak RSS (VmHWM, the kernel's high-water mark, read 2 s after the leading line) and VmRSS then, the lease
+losses (``standing down`` lines) and the first ten log lines above INFO, stamped from launch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -45,6 +64,7 @@ import _common as C
 
 SETTINGS = {"runtime_jobs": {"allow": ["bench.target:*"]}}
 BASE = {"base": {"every": "1h", "call": "bench.target:noop"}}
+LAUNCH_NAMESPACE = "bench-launch"
 
 
 def _specs(count: int) -> dict[str, dict[str, Any]]:
@@ -125,7 +145,93 @@ def run_yaml(workdir: Path, server: Any, count: int, timeout: float) -> dict[str
         beat.stop()
 
 
-def main() -> None:
+LEADING = re.compile(r"leading (\d+) jobs \((\d+) new")
+
+
+def leading_counts(line: str | None) -> tuple[int, int] | None:
+    """The jobs and the new or changed jobs a ``leading N jobs (K new or changed ...)`` line names."""
+    found = LEADING.search(line or "")
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def store_without_beat(workdir: Path, server: Any, count: int) -> tuple[Path, dict[str, Any]]:
+    """Write the config and put ``count`` runtime jobs while no beat runs; the config and the put's figures."""
+    path = C.write_config(workdir / "runtime.yaml", server.url, LAUNCH_NAMESPACE, "5s", BASE, SETTINGS)
+    config = load_config(path, {})
+    jobs = RuntimeJobs(config, JobStore(connect(config.settings.redis), Keys(LAUNCH_NAMESPACE)), actor="bench")
+    specs = _specs(count)
+    started = time.perf_counter()
+    jobs.put_many(specs)
+    return path, {"jobs": count, "put_s": round(time.perf_counter() - started, 2)}
+
+
+def run_launch(path: Path, log: Path, server: Any, count: int, timeout: float, mode: str) -> dict[str, Any]:
+    """Launch a fresh beat onto ``count`` stored runtime jobs (and the one YAML job); time it to leading."""
+    client = server.client
+    beat = C.Beat(path, log).start()
+    try:
+        leading = beat.wait_line(r"leading \d+ jobs", timeout)
+        left = max(0.0, beat.started_at + timeout - time.time())
+        scheduled = _wait_progress(client, LAUNCH_NAMESPACE, count + 1, left)
+        scheduled_at = time.time()
+        if leading is None:
+            raise SystemExit(f"{mode}: the beat did not lead within {timeout:g} s")
+        cpu = C.proc_cpu_seconds(beat.pid)
+        became = beat.find_line(r"became leader")
+        time.sleep(2.0)
+        counts = leading_counts(leading[1])
+        return {
+            "mode": mode,
+            "jobs": count,
+            "leader_s": round(became[0] - beat.started_at, 2) if became else None,
+            "leading_s": round(leading[0] - beat.started_at, 2),
+            "scheduled_s": round(scheduled_at - beat.started_at, 2) if scheduled is not None else None,
+            "leading_jobs": counts[0] if counts else None,
+            "leading_new": counts[1] if counts else None,
+            "cpu_at_leading_s": round(cpu, 2) if cpu is not None else None,
+            "peak_rss_mb": round((C.proc_status_kb(beat.pid, "VmHWM") or 0) / 1024, 1),
+            "rss_mb": _rss_mb(beat.pid),
+            "lease_losses": sum(1 for _, line in beat.lines if "standing down" in line),
+            "warnings": [
+                f"{stamp - beat.started_at:.1f}s {line}" for stamp, line in beat.lines if not line.startswith("INFO")
+            ][:10],
+            "load": C.load_average(),
+        }
+    finally:
+        beat.stop()
+
+
+def launch_main(args: argparse.Namespace) -> int:
+    """``--launch``: store the jobs, launch a beat onto them (cold), stop it, launch another (restart)."""
+    info = C.machine()
+    C.print_machine(info)
+    workdir = Path(tempfile.mkdtemp(prefix="beatd-bench-launch-"))
+    server = C.RedisServer(workdir)
+    try:
+        path, put = store_without_beat(workdir, server, args.jobs)
+        put["redis_used_mb"] = round(int(server.client.info("memory")["used_memory"]) / 2**20, 1)
+        launches = [
+            run_launch(path, workdir / f"beat-{mode}.log", server, args.jobs, args.timeout, mode)
+            for mode in ("cold", "restart")
+        ]
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"put {args.jobs} runtime jobs with no beat running: {put['put_s']} s (Redis {put['redis_used_mb']} MB)")
+    C.print_table(
+        ["launch", "jobs", "leader s", "leading s", "scheduled s", "leading line", "CPU s", "peak RSS MB", "load"],
+        [
+            [r["mode"], r["jobs"], r["leader_s"], r["leading_s"], r["scheduled_s"],
+             f"{r['leading_jobs']} jobs, {r['leading_new']} new", r["cpu_at_leading_s"], r["peak_rss_mb"], r["load"][0]]
+            for r in launches
+        ],
+    )  # fmt: skip
+    print(json.dumps({"bench": "beatd_runtime_launch", "put": put, "launches": launches, "machine": info}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Put into a running leader (and the YAML baseline), or with ``--launch`` launch onto stored jobs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=120.0)
@@ -134,7 +240,12 @@ def main() -> None:
         action="store_true",
         help="skip the YAML baseline (a million jobs exceed a config file's 64 MiB bound)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--launch", action="store_true", help="launch beats onto N stored runtime jobs (cold, then restart)"
+    )
+    args = parser.parse_args(argv)
+    if args.launch:
+        return launch_main(args)
     workdir = Path(tempfile.mkdtemp(prefix="beatd-bench-runtime-"))
     server = C.RedisServer(workdir)
     try:
@@ -167,7 +278,8 @@ def main() -> None:
     )
     print(json.dumps({"runtime": runtime, "yaml": yaml, "kb_per_job": {"runtime": per_runtime, "yaml": per_yaml},
                       "machine": C.machine()}))  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,6 @@ from beatd.cli.render import echo_json, echo_table, shorten
 from beatd.cli.runtime import Runtime
 from beatd.client.alerts import recent_alerts, test_payload
 from beatd.errors import UsageProblem
-from beatd.keys import Keys
 from beatd.store import connect
 from beatd.store.alerts import AlertStore
 
@@ -32,8 +31,8 @@ def alerts(
     if ctx.invoked_subcommand is not None:
         return
     config, _ = ctx.obj.connection(config_path, redis_url, namespace)
-    store = AlertStore(connect(config.settings.redis), Keys(config.namespace))
-    found = recent_alerts(store, limit)
+    connection = connect(config.settings.redis)
+    found = recent_alerts([AlertStore(connection, keys) for keys in config.shard_keys()], limit)
     if as_json:
         echo_json(found)
         return

@@ -23,7 +23,6 @@ import click
 from beatd.cli.options import config_option
 from beatd.cli.runtime import Runtime
 from beatd.config import find_config, load_config
-from beatd.keys import Keys
 from beatd.localredis import RedisServer
 from beatd.records import FINAL_STATUSES
 from beatd.store import RunStore, StoreError, connect
@@ -73,7 +72,7 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
         assert redis_url is not None
         environ = {**runtime.environ, "BEATD_REDIS_URL": redis_url}
         config = load_config(path, environ)
-        store = RunStore(connect(config.settings.redis), Keys(config.namespace))
+        store = RunStore(connect(config.settings.redis), config.keys(), config.shard_keys())
         seen = _finished_before(store, list(config.jobs))  # a kept --data-dir or --redis-url holds earlier runs
         children = [_spawn([kind, "--log-level", log_level], path, environ) for kind in ("beat", "worker")]
         click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "

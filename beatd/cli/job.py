@@ -10,18 +10,26 @@ import click
 from beatd.cli.options import config_option
 from beatd.cli.render import echo_json, echo_table
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.config import Config
 from beatd.config.job_documents import job_from_file, job_from_json
-from beatd.keys import Keys
-from beatd.runtime_jobs import RuntimeJobs
+from beatd.layout import verify_layout
+from beatd.runtime_jobs import RuntimeJobs, check_job
 from beatd.store import connect
 from beatd.store.jobs import JobStore
 
 __all__ = ["job"]
 
 
-def _jobs(runtime: Runtime, config_path: str | None) -> RuntimeJobs:
-    config = runtime.load(config_path)
-    return RuntimeJobs(config, JobStore(connect(config.settings.redis), Keys(config.namespace)), runtime.clock)
+def _jobs(
+    runtime: Runtime, config_path: str | None, *, writes: bool = False, config: Config | None = None
+) -> RuntimeJobs:
+    """The runtime jobs (of ``config``, else of the config loaded); for ``writes`` (put, rm) once the
+    deployment's layout is found to be the config's (beatd.layout.verify_layout: ConfigError, exit 2, else)."""
+    config = config or runtime.load(config_path)
+    store = JobStore(connect(config.settings.redis), config.keys())
+    if writes:
+        verify_layout(store.client, config)
+    return RuntimeJobs(config, store, runtime.clock)
 
 
 @click.group()
@@ -42,7 +50,9 @@ def put(runtime: Runtime, config_path: str | None, name: str, spec_file: str | N
     if (spec_file is None) == (spec_json is None):
         raise UsageProblem("expected exactly one of -f FILE and --json JSON")
     document = job_from_file(name, Path(spec_file)) if spec_file is not None else job_from_json(name, spec_json or "")
-    stored = _jobs(runtime, config_path).put(name, document)
+    config = runtime.load(config_path)
+    check_job(config, name, document)  # a bad spec exits 2 before Redis is asked anything
+    stored = _jobs(runtime, config_path, writes=True, config=config).put(name, document)
     click.echo(f"put {name}: version {stored.version}")
 
 
@@ -52,7 +62,7 @@ def put(runtime: Runtime, config_path: str | None, name: str, spec_file: str | N
 @click.pass_obj
 def remove(runtime: Runtime, config_path: str | None, name: str) -> None:
     """Delete runtime job NAME (its history stays)."""
-    if not _jobs(runtime, config_path).delete(name):
+    if not _jobs(runtime, config_path, writes=True).delete(name):
         raise UsageProblem(f"no runtime job {name!r}")
     click.echo(f"deleted {name}")
 

@@ -40,7 +40,20 @@ def status(
 
 def _print_status(report: dict[str, Any]) -> None:
     leader = report["leader"]
-    if leader:
+    shards = report.get("shards")
+    if shards:
+        rows = [
+            [
+                str(row["shard"]),
+                f"{row['host']} pid {row['pid']}" if row["host"] else (row["leader"] or "none"),
+                f"{row['lease_left_s']:.1f}s" if row["lease_left_s"] is not None else "-",
+                str(row["jobs"]),
+            ]
+            for row in shards
+        ]
+        echo_table(("SHARD", "LEADER", "LEASE LEFT", "JOBS"), rows)
+        click.echo("")
+    elif leader:
         click.echo(
             f"leader: {leader['host']} pid {leader['pid']} (token {leader['token']}), "
             f"lease left {leader['lease_left_s']:.1f}s"

@@ -21,6 +21,7 @@ from beatd.config import (
     load_config,
     load_connection,
     load_namespace,
+    load_shards,
 )
 from beatd.daemon import configure_logging, keep_out_of_collections
 from beatd.errors import ConfigError, Problem, UsageProblem
@@ -88,11 +89,14 @@ class Runtime:
         if redis_url is None:
             raise error
         file_namespace = load_namespace(path, self.environ) if path is not None and namespace is None else None
+        # The file's shards go with its namespace: the keys of a sharded deployment are all tagged, none plain.
+        shards = (load_shards(path, self.environ) or 1) if path is not None and file_namespace is not None else 1
         if warn:
             given = "--redis-url" + (" and --namespace" if namespace else "")
             source = f" and the file's namespace {file_namespace!r}" if file_namespace else ""
+            source += f" and shards {shards}" if shards > 1 else ""
             _warn(f"the config file gives no Redis connection; reading with {given}{source}", error.problems)
-        settings = ConfigFile() if file_namespace is None else ConfigFile(namespace=file_namespace)
+        settings = ConfigFile() if file_namespace is None else ConfigFile(namespace=file_namespace, shards=shards)
         return _overridden(Config(path=Path("--redis-url"), settings=settings, jobs={}), redis_url, namespace)
 
     def reload(self, path: Path, metrics: Metrics) -> tuple[Config | None, list[str]]:
@@ -141,14 +145,14 @@ def _overridden(config: Config, redis_url: str | None, namespace: str | None) ->
         return config
     settings = config.settings
     try:
-        if redis_url is not None:
-            url = RedisSettings(url=redis_url).url
-            settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": url})})
+        if redis_url is not None:  # validated with the file's other Redis settings (cluster: database 0, TCP)
+            redis = RedisSettings.model_validate(settings.redis.model_dump(exclude_unset=True) | {"url": redis_url})
+            settings = settings.model_copy(update={"redis": redis})
         if namespace is not None:
             settings = settings.model_copy(update={"namespace": ConfigFile(namespace=namespace).namespace})
     except pydantic.ValidationError as error:
         option = "--redis-url" if error.title == "RedisSettings" else "--namespace"
-        raise UsageProblem(f"{option}: {error.errors()[0]['msg']}") from None
+        raise UsageProblem(f"{option}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     return dataclasses.replace(config, settings=settings)
 
 

@@ -17,15 +17,21 @@ __all__ = ["web"]
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--allowed-host", "allowed_host", multiple=True, metavar="NAME",
+              help="A host name the server answers for (repeatable). On a loopback address the loopback names "
+              "always are; on another address, without it, any name is.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True, help="uvicorn's log level (requests are logged at info).")  # fmt: skip
 @click.pass_obj
-def web(runtime: Runtime, config_path: str | None, host: str, port: int, log_level: str) -> None:
+def web(
+    runtime: Runtime, config_path: str | None, host: str, port: int, allowed_host: tuple[str, ...], log_level: str
+) -> None:
     """Serve the web dashboard and the HTTP API (/api/v1). Tokens: BEATD_WEB_READ_TOKEN, BEATD_WEB_ADMIN_TOKEN."""
     import uvicorn
 
     from beatd.client import Client
     from beatd.web import Catalogue, Tokens, Web, create_app
+    from beatd.web.security import allowed_hosts
 
     config = runtime.load(config_path)
     try:
@@ -33,7 +39,7 @@ def web(runtime: Runtime, config_path: str | None, host: str, port: int, log_lev
     except ValueError as error:
         raise UsageProblem(str(error)) from error
     client = Client(config=config, actor="web")
-    app = create_app(Web(client, Catalogue(client)), tokens)
+    app = create_app(Web(client, Catalogue(client)), tokens, allowed_hosts(host, allowed_host))
     shown = f"[{host}]" if ":" in host else host
     if tokens.generated:
         click.echo("beatd web: no BEATD_WEB_ADMIN_TOKEN or BEATD_WEB_READ_TOKEN set; admin token of this process: "

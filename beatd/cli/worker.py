@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import ChainMap
 from collections.abc import MutableMapping
-from typing import cast, get_args
+from typing import NoReturn, cast, get_args
 
 import click
 
+from beatd import defaults
 from beatd.alerting import Alerting, AlertThread, Current
 from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
-from beatd.config import Isolation, JobSpec
+from beatd.config import Isolation
+from beatd.config.compact import JobView
 from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
 from beatd.errors import ConfigError
 from beatd.identity import Identity
-from beatd.keys import Keys
+from beatd.layout import LayoutWatch, check_layout
 from beatd.metrics import Health, Metrics, serve
-from beatd.runtime_follow import RuntimeFollower
+from beatd.runtime_follow import follow_runtime_jobs
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError, connect
 from beatd.store.alerts import AlertStore
-from beatd.store.jobs import JobStore
 from beatd.store.upkeep import UpkeepStore
 from beatd.worker import Worker, needs_restart
 from beatd.worker.output import install
@@ -98,9 +100,18 @@ def worker(
     if refused:
         raise ConfigError(refused)
     key = config.settings.security.signing_key
-    store = RunStore(connect(config.settings.redis), Keys(config.namespace))
+    store = RunStore(connect(config.settings.redis), config.keys(), config.shard_keys())
+    checked = True
+    try:  # a worker of another shard count than the layout's (or during a reshard) dead-letters moved jobs' fires
+        check_layout(store.client, config)
+    except StoreError as error:
+        log.warning("the deployment's layout is not checked yet (checked before the worker starts): %s", error)
+        checked = False
+    layout = LayoutWatch(
+        store.client, config, clock.monotonic, defaults.WORKER_STALE_AFTER.total_seconds(), checked=checked
+    )
     identity = Identity.here(clock.now())
-    follower = RuntimeFollower(JobStore(store.client, store.keys), config, clock, f"worker {identity.id}", store.audit)
+    follower = follow_runtime_jobs(store.client, config, clock, f"worker {identity.id}", store.audit)
     daemon = Worker(
         config,
         store,
@@ -170,6 +181,14 @@ def worker(
     def tick() -> float:
         """Start the worker once Redis answers (its consumer groups are created first), then run it."""
         nonlocal started
+        try:
+            holds = layout.holds()
+        except ConfigError as error:
+            _exit_resharded(error)
+        if not holds:  # Redis does not answer (at start, or after a stall): logged as the start's wait is
+            metrics.redis_errors.inc()
+            health.step(redis_ok=False)
+            return backoff.failed(layout.error) if layout.error is not None else 1.0
         if not started:
             try:
                 daemon.start()
@@ -183,8 +202,10 @@ def worker(
 
     def current() -> Current:
         config = daemon.config  # a view, not a copy (called every step): a YAML job wins a name, as in the beat
-        jobs = cast("MutableMapping[str, JobSpec]", config.jobs)  # read only: ChainMap writes only when told to
-        return Current(ChainMap(jobs, follower.jobs), config.settings.alerts)
+        # The compact jobs (no JobSpec made per job and step); read only: ChainMap writes only when told to.
+        jobs = cast("MutableMapping[str, JobView]", config.compact)
+        runtime = cast("MutableMapping[str, JobView]", follower.compact)
+        return Current(ChainMap(jobs, runtime), config.settings.alerts)
 
     # Never the leader: it watches for no_leader (every beat down is when that matters) and, holding the
     # standby claim, delivers while no beat leads (beatd.alerting).
@@ -202,6 +223,17 @@ def worker(
             daemon.drain(signals.stop_now)
         notifier.close()
         log.info("worker %s stopped", daemon.identity.id)
+
+
+def _exit_resharded(error: ConfigError) -> NoReturn:
+    """Exit 2 at once, writing nothing more: the deployment was resharded while this worker was stalled or cut
+    off, so every key it would write (run ends, retries, dead letters) is in the old shard count's place. Its
+    runs are left as a kill -9 leaves them: their job processes end with it, and the new layout's workers
+    reclaim their fires (their leases lapse)."""
+    for problem in error.problems:
+        click.echo(str(problem), err=True)
+    click.echo("beatd: the worker stops at once (its runs are reclaimed by the other workers)", err=True)
+    os._exit(2)
 
 
 def _report_code(gate: TargetGate) -> dict[str, object]:

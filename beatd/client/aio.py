@@ -33,8 +33,9 @@ READ_TIMEOUT = 10.0
 
 
 class AsyncClient:
-    """:class:`Client` for asyncio: the same constructor arguments, the same methods as coroutines. Close it
-    with ``await client.aclose()`` (or ``async with``)."""
+    """:class:`Client` for asyncio: the same constructor arguments, the same methods as coroutines (a write
+    checks the deployment's layout first, as the synchronous client's do). Close it with ``await
+    client.aclose()`` (or ``async with``)."""
 
     def __init__(
         self,
@@ -48,7 +49,7 @@ class AsyncClient:
         """The synchronous client the thread-run calls use (and its config, jobs and keys)."""
         self.config = self.sync.config
         connection = connect_async(self.config.settings.redis, read_timeout=READ_TIMEOUT)
-        self.store = AsyncRunStore(connection, self.sync.keys)
+        self.store = AsyncRunStore(connection, self.sync.keys, self.config.shard_keys())
 
     @classmethod
     def from_config(
@@ -87,6 +88,8 @@ class AsyncClient:
             handle = await asyncio.to_thread(self.sync.trigger, job, args=args, kwargs=kwargs, at=at)
             return AsyncFireHandle(self, handle.fire_id, job, handle.queue, handle.scheduled_at, handle.since_ms,
                                    handle.celery_task_id)  # fmt: skip
+        if self.sync.layout.due:  # one GET on the synchronous client's connection, off the event loop
+            await asyncio.to_thread(self.sync.layout.check)
         now = from_ms(await self.store.redis_now_ms())
         scheduled = instant_of(at, spec, "at") if at is not None else now
         message = fire_message(spec, scheduled, now, "manual", arguments)
@@ -98,7 +101,7 @@ class AsyncClient:
         if self.sync.actor is not None:
             details["actor"] = self.sync.actor
         ((text, signature),) = signed(self.config, [message])
-        await self.store.enqueue(spec.queue, text, signature, audit_record("trigger", now, **details))
+        await self.store.enqueue(job, spec.queue, text, signature, audit_record("trigger", now, **details))
         since = to_ms(now - defaults.WAIT_CLOCK_MARGIN)
         return AsyncFireHandle(self, message.fire_id, job, spec.queue, message.scheduled_at, since)
 
@@ -165,7 +168,7 @@ class AsyncFireHandle:
             raise UsageProblem(f"{self.job} is a celery job, run by Celery's workers: wait on Celery's "
                                f"AsyncResult({self.celery_task_id!r})")  # fmt: skip
         store, loop = self.client.store, asyncio.get_running_loop()
-        ends = FireEnds(store.keys, self.job, self.queue, [self.fire_id], self.since_ms)
+        ends = FireEnds(store.keys_of(self.job), self.job, self.queue, [self.fire_id], self.since_ms)
         deadline = None if timeout is None else loop.time() + timeout
         recheck = defaults.WAIT_RECHECK_EVERY.total_seconds()
         await self._recheck(ends)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import heapq
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from beatd.messages import format_utc
 from beatd.store.alerts import AlertStore
+from beatd.store.base import entry_order
 
 __all__ = ["recent_alerts", "test_payload"]
 
 
-def recent_alerts(store: AlertStore, limit: int) -> list[dict[str, Any]]:
+def recent_alerts(stores: Sequence[AlertStore], limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` alerts (a first message or a summary), newest first: id, rule, subject, summary,
-    raised_at, and per sink its state (``delivered``, ``retrying``, ``gave_up``), attempts and last error."""
+    raised_at, and per sink its state (``delivered``, ``retrying``, ``gave_up``), attempts and last error. With
+    several shards (a store each: every shard's leader alerts for its jobs) the logs are merged by entry id."""
     found: dict[str, dict[str, Any]] = {}
-    for _, entry in store.log(limit * 20):
+    logs = [store.log(limit * 20) for store in stores]
+    merged = logs[0] if len(logs) == 1 else heapq.merge(*logs, key=lambda item: entry_order(item[0]), reverse=True)
+    for _, entry in merged:
         key = str(entry.get("id", ""))
         if not key:
             continue

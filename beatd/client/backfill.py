@@ -22,6 +22,7 @@ from beatd.audit import audit_record
 from beatd.client.celery_fires import send_celery_fires
 from beatd.client.emitting import fire_message, signed
 from beatd.client.handles import FireHandle
+from beatd.client.reads import record_time
 from beatd.config import JobSpec
 from beatd.errors import ScheduleError, UsageProblem
 from beatd.messages import format_utc, parse_utc, to_ms
@@ -65,17 +66,18 @@ def emit_backfill(
     if last < first:
         raise UsageProblem("--to is before --from")
     instants = plan(spec, first, last)
-    runs, store, job = client.runs, client.store, spec.name
+    runs, store, job = client.runs, client.shards.of(spec.name), spec.name
     kept = runs.history_size(job)
-    if not rerun:
-        _check_skip_is_complete(spec, kept, len(instants))
+    records = [] if rerun else [json.loads(text) for text in runs.job_records(job)]
     now = store.redis_now()  # emitted_at: the deadline (expires) of each fire counts from Redis's clock
     token = secrets.token_hex(8)
     if not dry_run:
         _lock(store, spec, token, now)
     try:
-        taken = set() if rerun else _taken(runs, spec)
+        taken = set() if rerun else _taken(runs, spec, records)
         chosen = [instant for instant in instants if format_utc(instant) not in taken]
+        if not rerun:
+            _check_skip_is_complete(spec, records, instants, len(chosen))
         if wait and len(chosen) > spec.history.keep:
             raise UsageProblem(
                 f"--wait follows at most jobs.{job}.history.keep ({spec.history.keep}) fires, as their records are "
@@ -147,12 +149,11 @@ def bound(text: str, spec: JobSpec, option: str, *, end_of_day: bool) -> datetim
         raise UsageProblem(f"{option}: {error}") from error
 
 
-def _taken(runs: RunStore, spec: JobSpec) -> set[str]:
-    """Scheduled instants (UTC text) of ``spec`` that succeeded or are running (by the kept records), or wait to
-    run: in its queue, between attempts or deferred (the retry set), or held back by ``overlap: buffer_one``."""
+def _taken(runs: RunStore, spec: JobSpec, records: list[dict[str, Any]]) -> set[str]:
+    """Scheduled instants (UTC text) of ``spec`` that succeeded or are running (by its kept ``records``), or wait
+    to run: in its queue, between attempts or deferred (the retry set), or held back by ``overlap: buffer_one``."""
     taken = set()
-    for text in runs.job_records(spec.name):
-        record = json.loads(text)
+    for record in records:
         if record.get("status") in TAKEN:
             taken.add(format_utc(parse_utc(record["scheduled_at"])))
     for text in runs.waiting_messages(spec.queue, spec.name):
@@ -165,17 +166,38 @@ def _taken(runs: RunStore, spec: JobSpec) -> set[str]:
     return taken
 
 
-def _check_skip_is_complete(spec: JobSpec, kept: int, count: int) -> None:
-    """Refuse a backfill whose skip check may miss done instants: it goes by the kept run records, and once
-    the kept ones and the range's together pass ``history.keep``, the records of done instants may be pruned
-    (now, or before a second run of the same backfill), which would run them again."""
+def _check_skip_is_complete(spec: JobSpec, records: list[dict[str, Any]], instants: list[datetime], count: int) -> None:
+    """Refuse a backfill whose skip check may miss done instants. It goes by the kept run ``records``, so it
+    cannot tell an instant that never ran from one whose records were pruned: once the job's history is full
+    (``history.keep``), an instant of the range older than every kept record may have run; and the ``count``
+    records this backfill adds push the oldest kept ones out, which must not be records of done instants of the
+    range (a second run of the same backfill would run them again). A range within what the history still
+    covers (the last hours of a frequent job) passes however long the job has run."""
     keep = spec.history.keep
-    if kept + count > keep:
+    excess = len(records) + count - keep
+    if excess <= 0 or not instants:
+        return
+    first, last = format_utc(instants[0]), format_utc(instants[-1])
+    order = sorted(records, key=record_time)
+    if len(records) >= keep:  # history was (or may have been) pruned: what came before the kept is unknown
+        covered = min((format_utc(parse_utc(record["scheduled_at"])) for record in records), default=last)
+        if first < covered:
+            raise UsageProblem(
+                f"{spec.name} keeps {keep} run records (history.keep), and the oldest kept is of {covered}: this "
+                f"range starts at {first}, before it, so instants already done there may have been pruned and the "
+                f"skip check would be incomplete: raise jobs.{spec.name}.history.keep, start the range later, or "
+                "pass --rerun to emit every instant regardless"
+            )
+    pushed_out = [
+        record for record in order[:excess]
+        if record.get("status") in TAKEN and first <= format_utc(parse_utc(record["scheduled_at"])) <= last
+    ]  # fmt: skip
+    if pushed_out:
         raise UsageProblem(
-            f"{spec.name} keeps {keep} run records (history.keep) and has {kept}; with the {count} fire(s) of this "
-            "range that passes it, so records of instants already done may be pruned and the skip check would be "
-            f"incomplete: raise jobs.{spec.name}.history.keep, split the range, or pass --rerun to emit every "
-            "instant regardless"
+            f"{spec.name} keeps {keep} run records (history.keep) and has {len(records)}; the {count} fire(s) of this "
+            f"range would push out records of {len(pushed_out)} instant(s) of it already done, so the skip check "
+            f"would be incomplete: raise jobs.{spec.name}.history.keep, split the range, or pass --rerun to emit "
+            "every instant regardless"
         )
 
 

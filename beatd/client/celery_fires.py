@@ -13,7 +13,6 @@ from beatd.celery_broker import probe_broker
 from beatd.config import Config, JobSpec
 from beatd.emission import celery_write
 from beatd.errors import UsageProblem
-from beatd.keys import Keys
 from beatd.messages import Message, parse_utc
 from beatd.store import Store, StoreUnavailable
 
@@ -37,7 +36,7 @@ def send_celery_fires(
         raise UsageProblem(
             f"--wait: {spec.name} is a celery job, run by Celery's workers; `beatd show FIRE_ID` reads its outcome"
         )
-    keys, celery = Keys(config.namespace), config.settings.celery
+    keys, celery = config.keys_of(spec.name), config.settings.celery
     # As the beat decides: beatd's own server gets the push directly, another broker the outbox (the leader's
     # relay publishes it; with no beat running, it waits there).
     found = probe_broker(store.client, store.db, celery, [])

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from beatd import defaults
+from beatd.client.status import shard_leaders, unled_warnings
 from beatd.client.waiting import heartbeat_age, is_live
 from beatd.config import JobSpec
 from beatd.messages import format_utc, from_ms, to_ms
@@ -72,34 +73,31 @@ def run_counts(client: Client, now: datetime) -> dict[str, dict[str, int]]:
 def overview(
     client: Client, specs: Sequence[JobSpec], now: datetime, job_queues: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """The overview page: replicas (leader first), workers, queue depths and backlog, runs by status in the
+    """The overview page: replicas (leaders first), workers, queue depths and backlog, runs by status in the
     last hour and day, and the jobs in trouble (failing, dead letters, missed, overdue, paused), worst first.
-    ``job_queues``: the queues of ``specs`` when the caller keeps them (else read off every spec)."""
+    With ``shards: N`` also ``shards``, who leads each shard (:func:`beatd.client.status.shard_leaders`), a
+    warning per unled shard, each replica's led ``shards``, and ``leader`` is the lowest led shard's lease
+    (None only when no shard is led). ``job_queues``: the queues of ``specs`` when the caller keeps them (else
+    read off every spec)."""
     store = client.store
     redis_now = store.redis_now()
-    leader = store.leader()
+    beats = store.replicas()
     workers = client.runs.workers()
     if job_queues is None:
         job_queues = sorted({spec.queue for spec in specs if spec.celery is None})
     queues = sorted({*job_queues} | {queue for beat in workers.values() for queue in beat.get("queues", ())})
-    lengths = store.queue_lengths(queues)
-    backlogs = store.upkeep.backlogs(queues)
+    lengths = client.shards.queue_lengths(queues)
+    backlogs = client.shards.backlogs(queues)
     consumers = Counter(q for beat in workers.values() if is_live(beat, redis_now) for q in beat.get("queues", ()))
-    token = leader[0] if leader else None
-    replicas = []
-    for replica, beat in sorted(store.replicas().items()):
-        age = heartbeat_age(beat, now)
-        replicas.append({
-            "replica": replica, "host": beat.get("host"), "pid": beat.get("pid"), "role": beat.get("role"),
-            "leader": token is not None and token.endswith(":" + replica),
-            "heartbeat_age_s": round(age.total_seconds(), 1),
-            "alive": age <= defaults.REPLICA_STALE_AFTER,
-        })  # fmt: skip
-    replicas.sort(key=lambda row: (not row["leader"], row["replica"]))
-    return {
+    shards = None
+    if client.shards.count > 1:
+        shards = shard_leaders(store.client, client.config, beats, [spec.name for spec in specs])
+    leader = _leader(store.leader() if shards is None else None, shards)
+    replicas = _replica_rows(beats, now, shards, leader)
+    shown: dict[str, Any] = {
         "namespace": client.config.namespace,
         "at": format_utc(now),
-        "leader": {"token": token, "lease_left_s": round(leader[1] / 1000, 1)} if leader else None,
+        "leader": leader,
         "replicas": replicas,
         "workers": worker_rows(workers, redis_now),
         "queues": [
@@ -112,11 +110,54 @@ def overview(
             }
             for queue in queues
         ],
-        "warnings": backlog_warnings(backlogs, consumers, redis_now, defaults.BACKLOG_WARN_AFTER),
+        "warnings": unled_warnings(shards or [])
+        + backlog_warnings(backlogs, consumers, redis_now, defaults.BACKLOG_WARN_AFTER),
         "runs": run_counts(client, redis_now),
         "jobs": len(specs),
         "trouble": trouble(client, specs, redis_now),
     }
+    if shards is not None:
+        shown["shards"] = shards
+    return shown
+
+
+def _leader(lease: tuple[str, int] | None, shards: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
+    """The overview's ``leader``: one shard's ``lease`` (token, ms left), or with ``shards`` the lowest led
+    shard's (with its ``shard``); None when nobody leads (with shards: no shard is led)."""
+    if shards is None:
+        return {"token": lease[0], "lease_left_s": round(lease[1] / 1000, 1)} if lease else None
+    led = next((row for row in shards if row["leader"] is not None), None)
+    if led is None:
+        return None
+    return {"token": led["token"], "lease_left_s": round(led["lease_left_s"], 1), "shard": led["shard"]}
+
+
+def _replica_rows(
+    beats: Mapping[str, dict[str, Any]],
+    now: datetime,
+    shards: Sequence[Mapping[str, Any]] | None,
+    leader: Mapping[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Each replica's heartbeat, age by ``now`` and whether it leads (with ``shards``: the shards it leads),
+    leaders first."""
+    rows = []
+    for replica, beat in sorted(beats.items()):
+        age = heartbeat_age(beat, now)
+        if shards is None:
+            leads = leader is not None and str(leader["token"]).endswith(":" + replica)
+        else:
+            led = [row["shard"] for row in shards if row["leader"] == replica]
+            leads = bool(led)
+        row = {
+            "replica": replica, "host": beat.get("host"), "pid": beat.get("pid"), "role": beat.get("role"),
+            "leader": leads, "heartbeat_age_s": round(age.total_seconds(), 1),
+            "alive": age <= defaults.REPLICA_STALE_AFTER,
+        }  # fmt: skip
+        if shards is not None:
+            row["shards"] = led
+        rows.append(row)
+    rows.sort(key=lambda row: (not row["leader"], row["replica"]))
+    return rows
 
 
 def trouble(client: Client, specs: Sequence[JobSpec], now: datetime) -> list[dict[str, Any]]:
@@ -128,11 +169,11 @@ def trouble(client: Client, specs: Sequence[JobSpec], now: datetime) -> list[dic
     letters: Counter[str] = Counter(entry["job"] or "?" for entry in client.dead_letters(200))
     for job, count in sorted(letters.items()):
         rows.append({"job": job, "problem": "dead letters", "detail": f"{count} dead letter{'s' * (count != 1)}"})
-    paused = client.store.paused()
+    paused = client.shards.paused()
     if len(specs) <= SCAN_LIMIT:
         names = [spec.name for spec in specs]
         newest = client.dashboard.newest_records(names, 1)
-        progress = client.store.progress(names)  # an unreadable value is left out
+        progress = client.shards.progress(names)  # an unreadable value is left out
         for spec in specs:
             records = newest.get(spec.name) or []
             if records and json.loads(records[0])["status"] == "missed":
@@ -175,7 +216,7 @@ def job_rows(
     """One row per job of ``specs`` (one page): schedule in words and as written, zone, next fire, last run
     (status, duration, when), success rate over its newest 20 records, paused, failing, source, tags, queue."""
     newest = client.dashboard.newest_records([spec.name for spec in specs], 20)
-    paused = client.store.paused()
+    paused = client.shards.paused()
     rows = []
     for spec in specs:
         records = [json.loads(text) for text in newest.get(spec.name, [])]
@@ -231,7 +272,7 @@ def job_detail(client: Client, spec: JobSpec, source: str, now: datetime, window
         "tags": list(spec.tags),
         "enabled": spec.enabled,
         "overrides": spec.overrides is not None,
-        "paused": client.store.paused().get(name),
+        "paused": client.shards.paused().get(name),
         "next_fires": [instant.isoformat() for instant in client.next(name, 10, now)] if spec.enabled else [],
         "recent": recent,
         "fires": [

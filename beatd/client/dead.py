@@ -1,8 +1,10 @@
 """Dead letters (messages not run, fires out of attempts): listed, retried or dropped with an audit record
 (``Client.dead_letters``, ``retry_dead``, ``drop_dead``; ``beatd dead``).
 
-A dead letter's id is its stream entry id, ``MS-SEQ`` (``MS``: when it died, epoch ms). The list leaves out
-the dead letters of fires that succeeded later unless asked for all.
+A dead letter's id is its stream entry id, ``MS-SEQ`` (``MS``: when it died, epoch ms). With several shards each
+shard has its dead letters (those of its jobs' fires and of entries of its queues): the list merges them by id
+and gives each its ``shard``; retry and drop take ``SHARD:MS-SEQ``, or ``MS-SEQ`` when only one shard has that
+id. The list leaves out the dead letters of fires that succeeded later unless asked for all.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from beatd.store import RunStore
 
 __all__ = ["dead_letter", "dead_letters", "settle_dead"]
 
-_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-"""A stream entry id, ``MS-SEQ``; each part must also be below 2**64 (Redis refuses more)."""
+_ENTRY_ID = re.compile(r"(?:(?P<shard>[0-9]{1,5}):)?(?P<ms>[0-9]{1,20})-(?P<seq>[0-9]{1,20})", re.ASCII)
+"""A dead letter's id, ``MS-SEQ`` (a stream entry id), or ``SHARD:MS-SEQ``, matched whole (``fullmatch``: no
+trailing newline, ASCII digits only: Redis and ``int`` read other digits differently); each part of the entry id
+must also be below 2**64 (Redis refuses more)."""
 
 _PAGE = 200
 """Dead letters read at once while listing."""
@@ -34,8 +38,11 @@ def settle_dead(store: RunStore, entry_id: str, action: str, now: datetime, acto
     entry = dead_letter(store, entry_id, action)
     details = _audited(entry) | ({"actor": actor} if actor is not None else {})
     record = audit_record(f"dead-{action}", now, **details)
+    bare, shard = entry["id"], int(entry.get("shard", 0))
     done = (
-        store.retry_dead(entry_id, entry["queue"], record) if action == "retry" else store.drop_dead(entry_id, record)
+        store.dead_letters.retry(bare, entry["queue"], record, shard)
+        if action == "retry"
+        else store.dead_letters.drop(bare, record, shard)
     )
     if not done:
         raise UsageProblem(f"dead {action}: no dead letter {entry_id!r} (another operator took it meanwhile)")
@@ -46,33 +53,52 @@ def dead_letters(store: RunStore, limit: int, show_all: bool) -> list[dict[str, 
     """The newest ``limit`` dead letters shown: read back page by page, those of fires that succeeded later
     left out first (unless ``show_all``), so the limit counts only what is shown."""
     shown: list[dict[str, Any]] = []
-    before = "+"
+    before, before_shard = "+", None
     while len(shown) < limit:
-        page = [_described(entry) for entry in store.dead(max(limit - len(shown), _PAGE), before)]
+        entries = store.dead_letters.newest(max(limit - len(shown), _PAGE), before, before_shard)
+        page = [_described(entry) for entry in entries]
         if not page:
             break
-        before = page[-1]["id"]
+        before, before_shard = page[-1]["id"], (int(page[-1]["shard"]) if "shard" in page[-1] else None)
         shown.extend(page if show_all else _without_later_successes(store, page))
     return shown[:limit]
 
 
 def dead_letter(store: RunStore, entry_id: str, action: str) -> dict[str, Any]:
-    """The dead letter ``entry_id``, or a UsageProblem saying what an id looks like and where to find one."""
-    if not _ENTRY_ID.match(entry_id) or any(int(part) >= 2**64 for part in entry_id.split("-")):
+    """The dead letter ``entry_id`` (``MS-SEQ``, or ``SHARD:MS-SEQ``), or a UsageProblem saying what an id looks
+    like and where to find one."""
+    matched = _ENTRY_ID.fullmatch(entry_id)
+    shard, bare = (matched["shard"] or "", f"{matched['ms']}-{matched['seq']}") if matched else ("", "")
+    if (
+        matched is None
+        or any(int(part) >= 2**64 for part in (matched["ms"], matched["seq"]))
+        or (shard and int(shard) >= len(store.shards))
+    ):
+        sharded = f", or SHARD:MS-SEQ with SHARD below {len(store.shards)}" if len(store.shards) > 1 else ""
         raise UsageProblem(
-            f"dead {action}: {entry_id!r} is not a dead-letter id (expected MS-SEQ such as 1764680000000-0; "
-            "`beatd dead` lists them)"
+            f"dead {action}: {entry_id!r} is not a dead-letter id (expected MS-SEQ such as 1764680000000-0"
+            f"{sharded}; `beatd dead` lists them)"
         )
-    entry = store.dead_letter_entry(entry_id)
-    if entry is None:
+    if shard:
+        entry = store.dead_letters.get(bare, int(shard))
+        tag = {"shard": str(int(shard))} if len(store.shards) > 1 else {}  # one shard: as a bare MS-SEQ
+        found = [{**entry, **tag}] if entry is not None else []
+    else:
+        found = store.dead_letters.with_id(bare)
+    if not found:
         raise UsageProblem(f"dead {action}: no dead letter {entry_id!r} (`beatd dead` lists them)")
-    return _described(entry)
+    if len(found) > 1:
+        named = ", ".join(f"{entry['shard']}:{bare}" for entry in found)
+        raise UsageProblem(f"dead {action}: {bare!r} names a dead letter in several shards: give one of {named}")
+    return _described(found[0])
 
 
 def _described(entry: dict[str, str]) -> dict[str, Any]:
     """A dead letter with what the list shows: when it died (UTC), its job and fire, attempts made."""
     described: dict[str, Any] = dict(entry)
     described["died_at"] = format_utc(from_ms(int(entry["id"].split("-", 1)[0])))
+    if "shard" in entry:  # with several shards: the id that names it alone, for retry and drop
+        described["ref"] = f"{entry['shard']}:{entry['id']}"
     try:
         message = json.loads(entry.get("message", ""))
     except ValueError:
@@ -87,7 +113,7 @@ def _described(entry: dict[str, str]) -> dict[str, Any]:
 
 def _audited(entry: dict[str, Any]) -> dict[str, Any]:
     """What a settling's audit record says of the dead letter."""
-    keys = ("id", "job", "fire_id", "run_id", "queue", "reason", "died_at")
+    keys = ("id", "shard", "job", "fire_id", "run_id", "queue", "reason", "died_at")
     return {("entry_id" if key == "id" else key): entry[key] for key in keys if entry.get(key) is not None}
 
 

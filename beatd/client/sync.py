@@ -20,11 +20,12 @@ from beatd.client.dead import dead_letters, settle_dead
 from beatd.client.emitting import fire_message, signed
 from beatd.client.handles import FireHandle, as_record
 from beatd.client.reads import find_runs, history_records, merged_records, record_time, with_celery_outcomes
+from beatd.client.shards import ShardStores
 from beatd.client.waiting import heartbeat_age, is_live, live_workers
 from beatd.config import Config, ConfigFile, JobSpec, RedisSettings, load_config
 from beatd.config.yamlsource import Located
 from beatd.errors import ScheduleError, UnknownJob, UsageProblem
-from beatd.keys import Keys
+from beatd.layout import LayoutGate
 from beatd.messages import parse_utc, to_ms
 from beatd.overrides import effective_arguments
 from beatd.records import RunRecord
@@ -45,7 +46,13 @@ class Client:
     settings with TLS and Sentinel) or from a Redis URL and namespace (``Client("redis://host:6379/0",
     namespace="beatd")``). Without a config the client reads and acts on what Redis holds (history, show,
     pause, resume, status) but cannot trigger: what a fire runs comes from the job's declaration, so
-    :meth:`trigger`, :meth:`jobs` and :meth:`next` need the config (``config=``). Every call may raise
+    :meth:`trigger`, :meth:`jobs` and :meth:`next` need the config (``config=``); a deployment of several
+    shards needs its ``shards`` (the config's, or ``shards=``): a job's keys are in its shard, and the reads of
+    many jobs (audit, dead letters, history of every job, the dashboard's counts) go over every shard. Before
+    its first write (trigger, backfill, pause, resume, dead letter retry or drop, runtime job put or delete), and
+    again every few seconds, the client checks the deployment's layout (``{ns:0}:layout``): ConfigError at
+    ``shards``, nothing written, when Redis holds another shard count than the config's (a ``beatd reshard``
+    since) or a reshard is under way (reads are not checked). Every call may raise
     ``beatd.store.StoreUnavailable`` when Redis cannot be reached. Not thread-safe beyond what redis-py is
     (one client per thread is simplest)."""
 
@@ -56,19 +63,24 @@ class Client:
         namespace: str = defaults.NAMESPACE,
         config: Config | None = None,
         actor: str | None = None,
+        shards: int = 1,
     ) -> None:
         if config is None:
             if redis_url is None:
                 raise UsageProblem("Client: give a redis_url (and namespace) or a config (Client.from_config)")
-            settings = ConfigFile(namespace=namespace, redis=RedisSettings(url=redis_url))
+            settings = ConfigFile(namespace=namespace, redis=RedisSettings(url=redis_url), shards=shards)
             config = Config(path=Path("--redis-url"), settings=settings, jobs={})
         self.config = config
         self.actor = actor
         """Who acts, written into every audit record this client appends (besides the OS user, host and pid)."""
-        self.keys = Keys(config.namespace)
+        self.keys = config.keys()
         self.store = Store(connect(config.settings.redis), self.keys)
-        self.runs = RunStore(self.store.client, self.keys)
-        self.dashboard = DashboardStore(self.store.client, self.keys)
+        self.shards = ShardStores(self.store, config)
+        """The Store of each shard (a job's own in ``shards.of(job)``) and the reads merged over them."""
+        self.layout = LayoutGate(self.store.client, config)
+        """The check of the deployment's layout before a write (``client.layout.check()``: beatd.layout)."""
+        self.runs = RunStore(self.store.client, self.keys, config.shard_keys())
+        self.dashboard = DashboardStore(self.store.client, self.keys, config.shard_keys())
         """Run counts per time bucket, failing jobs, newest records of many jobs (beatd.client.dashboard)."""
         self.jobs = Jobs(self, RuntimeJobs(config, JobStore(self.store.client, self.keys), actor=actor))
         """Every job (``client.jobs()``), and the jobs created at runtime (``client.jobs.put``, ``put_many``,
@@ -124,7 +136,9 @@ class Client:
         runs it, so it cannot be waited on)."""
         spec = self.job(job)
         arguments = effective_arguments(spec, args, kwargs)
-        now = self.store.redis_now()  # emitted_at: the deadline (expires) counts from Redis's clock
+        self.layout.check()
+        store = self.shards.of(job)
+        now = store.redis_now()  # emitted_at: the deadline (expires) counts from Redis's clock
         scheduled = instant_of(at, spec, "at") if at is not None else now
         message = fire_message(spec, scheduled, now, "manual", arguments)
         details: dict[str, Any] = {"job": job, "fire_id": message.fire_id, "scheduled_at": message.scheduled_at}
@@ -137,10 +151,10 @@ class Client:
         record = audit_record("trigger", now, **details)
         since = to_ms(now - defaults.WAIT_CLOCK_MARGIN)
         if spec.celery is not None:
-            (sent,) = send_celery_fires(self.config, self.store, spec, [message], now, record, wait=False)
+            (sent,) = send_celery_fires(self.config, store, spec, [message], now, record, wait=False)
             return FireHandle(self, message.fire_id, job, sent["celery_queue"], message.scheduled_at, since,
                               celery_task_id=sent["task_id"])  # fmt: skip
-        self.store.enqueue(spec.queue, signed(self.config, [message]), record)
+        store.enqueue(spec.queue, signed(self.config, [message]), record)
         return FireHandle(self, message.fire_id, job, spec.queue, message.scheduled_at, since)
 
     def backfill(
@@ -154,6 +168,7 @@ class Client:
         spec = self.job(job)
         first = start if isinstance(start, datetime) else bound(start, spec, "start", end_of_day=False)
         last = end if isinstance(end, datetime) else bound(end, spec, "end", end_of_day=True)
+        self.layout.check()  # a dry run too: its plan reads the job's progress and history in its shard
         return emit_backfill(self, spec, first, last, rerun=rerun, dry_run=dry_run)
 
     def dead_letters(self, limit: int = 50, *, show_all: bool = False) -> list[dict[str, Any]]:
@@ -164,23 +179,27 @@ class Client:
     def retry_dead(self, entry_id: str) -> dict[str, Any]:
         """Put dead letter ``entry_id`` back into its queue (its fire runs as its next attempt); audited.
         UsageProblem when there is no such dead letter (or another caller settled it meanwhile)."""
+        self.layout.check()
         return settle_dead(self.runs, entry_id, "retry", self.store.redis_now(), self.actor)
 
     def drop_dead(self, entry_id: str) -> dict[str, Any]:
         """Delete dead letter ``entry_id`` (the audit record keeps what it was); UsageProblem as :meth:`retry_dead`."""
+        self.layout.check()
         return settle_dead(self.runs, entry_id, "drop", self.store.redis_now(), self.actor)
 
     def pause(self, job: str, reason: str = "") -> bool:
         """Stop scheduling ``job`` until resumed (survives restarts); False when it was already paused. Audited."""
         self._known(job)
-        return self.store.pause(job, self._audit("pause", job=job, reason=reason))
+        self.layout.check()
+        return self.shards.of(job).pause(job, self._audit("pause", job=job, reason=reason))
 
     def resume(self, job: str, reason: str = "") -> bool:
         """Resume ``job`` from now on (the paused period is not caught up); False when it was not paused.
         Audited, with ``reason`` when given."""
         self._known(job)
         details = {"reason": reason} if reason else {}
-        return self.store.resume(job, self._audit("resume", job=job, **details))
+        self.layout.check()
+        return self.shards.of(job).resume(job, self._audit("resume", job=job, **details))
 
     # -- reading -----------------------------------------------------------------------------------------
     def next(self, job: str, n: int = 5, after: datetime | str | None = None) -> list[datetime]:
@@ -211,7 +230,7 @@ class Client:
     def sources(self, jobs: Sequence[str]) -> dict[str, str]:
         """Where each of ``jobs`` comes from: ``yaml`` (this config's), ``runtime`` (stored by ``jobs.put``), or
         ``-`` (neither any more: a removed job whose history is kept)."""
-        stored = self.jobs.runtime.store.entries([job for job in jobs if job not in self.config.jobs])
+        stored = self.jobs.runtime.entries([job for job in jobs if job not in self.config.jobs])
         return {
             job: YAML if job in self.config.jobs else RUNTIME if stored.get(job) is not None else "-" for job in jobs
         }
@@ -268,8 +287,9 @@ class Client:
         return [json.loads(text) for text in self.runs.fire_records(job, fire_id)]
 
     def audit(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest ``limit`` audit records, newest first, each with its stream ``id``."""
-        return self.store.read_audit(limit)
+        """The newest ``limit`` audit records, newest first, each with its stream ``id`` (merged over the shards
+        by entry id; with several shards each also has its ``shard``)."""
+        return self.shards.read_audit(limit)
 
     def live_workers(self, queue: str) -> list[str]:
         """Workers whose heartbeat is fresh (by Redis's clock) and which consume ``queue``."""
@@ -318,7 +338,7 @@ def find_job(config: Config, name: str) -> JobSpec:
         from beatd.runtime_jobs import judge
         from beatd.store.jobs import JobStore
 
-        raw = JobStore(connect(config.settings.redis), Keys(config.namespace)).entries([name]).get(name)
+        raw = JobStore(connect(config.settings.redis), config.keys_of(name)).entries([name]).get(name)
         created = judge(config, name, raw)[0] if raw is not None else None
         if created is not None:
             return created
@@ -365,7 +385,7 @@ class Jobs:
         created: list[tuple[JobSpec, str]] = []
         if config.settings.runtime_jobs is not None:
             verdict = Judge(config)  # 100,000 jobs of a few shapes: each shape validated once
-            for name, raw in sorted(self.runtime.store.all_entries().items()):
+            for name, raw in sorted(self.runtime.all_entries().items()):
                 spec = verdict(name, raw)[0]
                 if spec is not None:
                     created.append((spec, RUNTIME))
@@ -373,14 +393,17 @@ class Jobs:
 
     def put(self, name: str, spec: Mapping[str, Any] | Located) -> StoredJob:
         """Create or replace runtime job ``name`` (see :meth:`beatd.runtime_jobs.RuntimeJobs.put`)."""
+        self._client.layout.check()
         return self.runtime.put(name, spec)
 
     def put_many(self, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         """Create or replace many runtime jobs at once, all validated before any is written."""
+        self._client.layout.check()
         return self.runtime.put_many(specs)
 
     def delete(self, name: str) -> bool:
         """Delete runtime job ``name``; False when there was none."""
+        self._client.layout.check()
         return self.runtime.delete(name)
 
     def get(self, name: str) -> StoredJob | None:

@@ -127,7 +127,7 @@ class FireWatch(FireEnds):
     """:class:`FireEnds` read with a (synchronous) RunStore."""
 
     def __init__(self, store: RunStore, job: str, queue: str, fire_ids: Sequence[str], since_ms: int) -> None:
-        super().__init__(store.keys, job, queue, fire_ids, since_ms)
+        super().__init__(store.keys_of(job), job, queue, fire_ids, since_ms)
         self.store = store
 
     def recheck(self) -> None:

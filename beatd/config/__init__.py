@@ -1,6 +1,14 @@
 """Config: YAML files -> validated JobSpecs. The only package that reads files and the environment."""
 
-from beatd.config.load import Config, find_config, load_config, load_connection, load_namespace, validate_job
+from beatd.config.load import (
+    Config,
+    find_config,
+    load_config,
+    load_connection,
+    load_namespace,
+    load_shards,
+    validate_job,
+)
 from beatd.config.model import (
     ConfigFile,
     HistoryPolicy,
@@ -24,5 +32,6 @@ __all__ = [
     "load_config",
     "load_connection",
     "load_namespace",
+    "load_shards",
     "validate_job",
 ]

@@ -4,7 +4,9 @@ A ``celery`` job is run by the Celery app's own workers, so the policies that be
 (``overlap``, ``retries``, ``timeout``) cannot apply; each is refused with the Celery setting that does the
 same. A broker on beatd's own Redis server gets the task message inside the fenced script that advances the
 job's progress (any database number on that server: the script SELECTs it); another Redis server or RabbitMQ
-gets it through the outbox and the leader's relay (:mod:`beatd.celery_relay`).
+gets it through the outbox and the leader's relay (:mod:`beatd.celery_relay`). On a Redis Cluster
+(``redis.cluster``) every broker is another server: kombu has no cluster transport, so the cluster itself is
+refused as a broker.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from typing import Any
 
 from beatd.config.model import CelerySettings, ConfigFile
-from beatd.config.redis_urls import display_url, redis_location
+from beatd.config.redis_urls import RedisLocation, display_url, redis_location
 from beatd.config.yamlsource import KeyPath, Located
 from beatd.errors import Problem
 
@@ -131,10 +133,24 @@ def broker_problems(settings: ConfigFile, main: Located) -> list[Problem]:
     except ValueError as error:
         return [main.problem(where, f"{error}, or amqp:// (RabbitMQ)")]
     try:
-        redis_location(settings.redis.url)
+        own = redis_location(settings.redis.url)
     except ValueError as error:
         return [main.problem(("redis", "url"), str(error))]
+    if settings.redis.cluster and _cluster_node(redis_location(broker_url), own, settings.redis.cluster_nodes):
+        return [main.problem(where, f"{display_url(broker_url)} is a node of beatd's Redis Cluster: a Celery "
+                                    "worker (kombu) cannot use a Redis Cluster as its broker; give Celery another "
+                                    "Redis server or RabbitMQ (amqp://), which the leader's relay publishes to "
+                                    "from the outbox")]  # fmt: skip
     return []  # the beat compares run ids at start: its own server gets the fenced push, another the relay
+
+
+def _cluster_node(broker: RedisLocation, seed: RedisLocation, nodes: tuple[str, ...]) -> bool:
+    """Whether ``broker`` is written as the cluster's seed (``redis.url``) or one of ``redis.cluster_nodes``
+    (another node of the cluster is found by the beat at start: :mod:`beatd.celery_broker`)."""
+    addresses = [(seed.host, seed.port)] + [
+        (location.host, location.port) for location in (redis_location(f"redis://{node}") for node in nodes)
+    ]
+    return bool(broker.host) and (broker.host, broker.port) in addresses
 
 
 def _kombu_installed() -> bool:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shlex
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from beatd import defaults
 from beatd.config.alerts import AlertRule, AlertSettings, JobAlerts
-from beatd.config.redis_urls import redis_location
+from beatd.config.redis_urls import display_url, node_address, redis_location
 from beatd.durations import format_duration, parse_duration
 from beatd.triggers import AtTrigger, CronTrigger, IntervalTrigger, Trigger, load_zone, parse_instant
 
@@ -148,7 +148,9 @@ class RedisSettings(_Strict):
 
     ``url`` takes ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS, see ``tls``) and
     ``unix:///path/to/socket?db=0``. With ``sentinel``, the host in ``url`` is ignored: the master comes
-    from the sentinels, and the URL still gives the user, password and database.
+    from the sentinels, and the URL still gives the user, password and database. With ``cluster``, ``url``
+    (``redis://`` or ``rediss://``, database 0) is one node of a Redis Cluster; the client finds the rest and
+    follows fail-overs; every key carries its shard's hash tag (``docs/sharding.md``).
     """
 
     url: str = Field(
@@ -158,6 +160,38 @@ class RedisSettings(_Strict):
     )
     tls: TlsSettings = Field(default_factory=TlsSettings, description="certificates for rediss://")
     sentinel: SentinelSettings | None = Field(None, description="find the master through Redis Sentinel")
+    cluster: bool = Field(
+        False,
+        description="url is a seed node of a Redis Cluster (redis-py's RedisCluster; database 0, no sentinel, "
+        "Celery brokers elsewhere through the outbox)",
+    )
+    cluster_nodes: tuple[str, ...] = Field(
+        (), description="further seed nodes of the cluster, host:port (the url's is tried first)"
+    )
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_connection(cls, value: bool, info: ValidationInfo) -> bool:
+        url, sentinel = info.data.get("url"), info.data.get("sentinel")
+        if not value or url is None:  # no url: its own error is reported
+            return value
+        if sentinel is not None:
+            raise ValueError("cluster and sentinel exclude each other: a Redis Cluster fails over by itself")
+        if url.startswith("unix://"):
+            raise ValueError(f"a Redis Cluster is reached over TCP: redis.url {display_url(url)} is a Unix socket")
+        location = redis_location(url)
+        if location.db != 0:
+            raise ValueError(f"a Redis Cluster has database 0 only: redis.url names database {location.db}")
+        return value
+
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _node_addresses(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if value and not info.data.get("cluster"):  # else ignored: the plain layout on a cluster is MOVED errors
+            raise ValueError("cluster_nodes names seed nodes of a Redis Cluster: set redis.cluster: true too")
+        for node in value:
+            node_address(node)  # raises ValueError, located at the entry
+        return value
 
 
 class LeaderSettings(_Strict):
@@ -551,11 +585,7 @@ class JobSpec(Policies):
 
     @cached_property
     def _compiled_trigger(self) -> Trigger:
-        if self.cron is not None:
-            return CronTrigger.parse(self.cron, self.zone, hash_key=self.name, start=self.start, end=self.end)
-        if self.every is not None:
-            return IntervalTrigger(self.every, start=self.start, end=self.end)
-        return AtTrigger(self.at or (), start=self.start, end=self.end)
+        return trigger_of(self.name, self.cron, self.every, self.at, self.timezone, self.start, self.end)
 
     @cached_property
     def schedule_digest(self) -> str:
@@ -565,16 +595,7 @@ class JobSpec(Policies):
 
     def schedule_parts(self) -> str:
         """The JSON text of what, besides the name, decides the fire instants (jobs written alike share it)."""
-        parts = [
-            self.cron,
-            self.every.total_seconds() if self.every is not None else None,
-            [instant.isoformat() for instant in self.at or ()],
-            self.start.isoformat() if self.start else None,
-            self.end.isoformat() if self.end else None,
-            self.timezone,
-            self.enabled,
-        ]
-        return json.dumps(parts)
+        return schedule_parts_of(self.cron, self.every, self.at, self.start, self.end, self.timezone, self.enabled)
 
     @cached_property
     def digest(self) -> str:
@@ -596,11 +617,44 @@ class ConfigFile(_Strict):
         None, description="allow jobs created at runtime, and which targets they may name (absent: none)"
     )
     namespace: str = Field(defaults.NAMESPACE, pattern=NAME_PATTERN, description="prefix of every Redis key")
+    shards: int = Field(
+        1, ge=1, le=defaults.SHARDS_MAX, description="shards the jobs are spread over, each with its own lease"
+    )
     timezone: Zone = Field(defaults.TIMEZONE, description="default time zone of every job")
     include: tuple[str, ...] = Field((), description="glob patterns of drop-in files holding more jobs")
     pythonpath: tuple[str, ...] = Field((), description="directories searched for call targets")
     defaults: dict[str, Any] = Field(default_factory=dict, description="per-job keys applied to every job")
     jobs: dict[str, Any] = Field(default_factory=dict, description="the jobs, by name")
+
+
+def trigger_of(
+    name: str, cron: str | None, every: timedelta | None, at: tuple[datetime, ...] | None, timezone: str,
+    start: datetime | None, end: datetime | None,
+) -> Trigger:  # fmt: skip
+    """The trigger of job ``name`` with these schedule fields (:meth:`JobSpec.trigger`): ``H`` fields of a cron
+    job are hashed by the name."""
+    if cron is not None:
+        return CronTrigger.parse(cron, load_zone(timezone), hash_key=name, start=start, end=end)
+    if every is not None:
+        return IntervalTrigger(every, start=start, end=end)
+    return AtTrigger(at or (), start=start, end=end)
+
+
+def schedule_parts_of(
+    cron: str | None, every: timedelta | None, at: tuple[datetime, ...] | None, start: datetime | None,
+    end: datetime | None, timezone: str, enabled: bool,
+) -> str:  # fmt: skip
+    """:meth:`JobSpec.schedule_parts` of a job with these fields."""
+    parts = [
+        cron,
+        every.total_seconds() if every is not None else None,
+        [instant.isoformat() for instant in at or ()],
+        start.isoformat() if start else None,
+        end.isoformat() if end else None,
+        timezone,
+        enabled,
+    ]
+    return json.dumps(parts)
 
 
 def schedule_digest_of(name: str, parts: str) -> str:
@@ -609,6 +663,7 @@ def schedule_digest_of(name: str, parts: str) -> str:
     return hashlib.sha256(f"[{json.dumps(name)}, {parts[1:]}".encode()).hexdigest()[:16]
 
 
+@lru_cache(maxsize=4096)
 def _quote(part: str) -> str:
     """Quote an argv element for display, preferring double quotes, which read better than shlex's."""
     if part and not any(char in part for char in " \t'\"$`\\"):

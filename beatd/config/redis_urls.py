@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from redis.connection import parse_url
 
-__all__ = ["RedisLocation", "display_url", "redis_location", "redis_py_url"]
+__all__ = ["RedisLocation", "display_url", "node_address", "redis_location", "redis_py_url"]
 
 _DEFAULT_PORT = 6379
 _LOOPBACK = "loopback"
@@ -81,6 +81,21 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def node_address(node: str) -> tuple[str, int]:
+    """The host (an IPv6 address without its brackets) and port of a ``host:port`` node address (a
+    ``redis.cluster_nodes`` entry; IPv6 written ``[::1]:7000``). Raise ValueError for anything else: no port, a
+    port out of range, an unbracketed IPv6 address, a user, a path or a query."""
+    invalid = ValueError(f"invalid cluster node address {node!r}: expected host:port (IPv6: [address]:port)")
+    try:
+        parts = urlsplit(f"redis://{node}")
+        host, port = parts.hostname, parts.port  # .port raises ValueError for an unbracketed IPv6 address
+    except ValueError:
+        raise invalid from None
+    if not host or not port or parts.netloc != node or "@" in node:
+        raise invalid
+    return host, port
 
 
 def display_url(url: str) -> str:

@@ -25,11 +25,13 @@ their file:line:col locations are always the full path's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from beatd.config.alerts import AlertSettings, effective_rules
-from beatd.config.model import NAME_PATTERN, JobSpec, schedule_digest_of
+from beatd.config.alerts import AlertRule, AlertSettings, effective_rules
+from beatd.config.compact import CompactJob, Shape
+from beatd.config.model import NAME_PATTERN, JobSpec
 from beatd.triggers import CronTrigger, Trigger
 
 __all__ = ["FREE_KEYS", "SHAPES_KEPT", "Shapes", "ValueCache", "pristine", "shape_key"]
@@ -72,51 +74,35 @@ def _plain(value: Any) -> bool:
 
 def pristine(spec: JobSpec) -> JobSpec:
     """A copy of ``spec`` without cached properties (trigger, digests), which a copy would otherwise carry."""
-    values = {field: getattr(spec, field) for field in JobSpec.model_fields}
-    return JobSpec.model_construct(set(spec.model_fields_set), **values)
-
-
-class _Template:
-    """A valid spec of one shape (no alert rules, no cached properties), its field sets without and with
-    ``alert_rules`` (one set object each, shared by the copies as the loader shares them), and its trigger
-    when the trigger does not depend on the name (every and at jobs; None for cron)."""
-
-    __slots__ = ("fields", "fields_with_rules", "free", "schedule_parts", "spec", "trigger", "values")
-
-    def __init__(self, spec: JobSpec, free: tuple[str, ...]) -> None:
-        self.spec = pristine(spec)
-        self.values = {**self.spec.__dict__, "alert_rules": ()}
-        self.fields = set(spec.model_fields_set) - {"alert_rules"}
-        self.fields_with_rules = self.fields | {"alert_rules"}
-        self.free = free
-        """The free keys each job of this shape gives (its start and end decide its trigger and digest)."""
-        fixed = spec.cron is None and not free
-        self.trigger: Trigger | None = spec.trigger() if fixed else None
-        self.schedule_parts = spec.schedule_parts() if not free else None
+    return Shape(spec, ()).spec
 
 
 class Shapes:
-    """The specs of jobs whose shape was validated in full before, under one load's settings (``alerts``)."""
+    """The jobs whose shape was validated in full before, under one load's settings (``alerts``), as compact
+    jobs of that shape (:mod:`beatd.config.compact`). ``share`` makes equal triggers one object (the loader's
+    interner: jobs spread over the hour by their starts have a few thousand distinct triggers)."""
 
-    def __init__(self, alerts: AlertSettings | None) -> None:
+    def __init__(self, alerts: AlertSettings | None, share: Callable[[Trigger], Trigger] | None = None) -> None:
         self.alerts = alerts
-        self._templates: dict[str, _Template] = {}
+        self.share = share
+        self._templates: dict[str, Shape] = {}
         self._values = ValueCache(SHAPES_KEPT * 4)
+        self._rules: dict[tuple[AlertRule, ...], tuple[AlertRule, ...]] = {}
         self.copied = 0
         """Jobs made from their shape (for tests and benchmarks)."""
 
-    def spec(self, key: str | None, name: str, raw: Any) -> JobSpec | None:
-        """The spec of job ``name`` written as ``raw`` of shape ``key`` when a job of that shape was valid; None:
-        validate in full."""
+    def job(self, key: str | None, name: str, raw: Any) -> CompactJob | None:
+        """Job ``name`` written as ``raw`` of shape ``key`` when a job of that shape was valid; None: validate
+        in full."""
         template = self._templates.get(key) if key is not None else None
         if template is None or not _NAME.fullmatch(name):
             return None
         try:
-            spec = self._copy(template, name, raw)
+            job = self._copy(template, name, raw)
         except Exception:  # any doubt: the full path decides, with its messages
             return None
         self.copied += 1
-        return spec
+        return job
 
     def remember(self, key: str | None, spec: JobSpec, raw: Any) -> None:
         """Keep ``spec``, job ``raw`` validated in full and valid, as the template of shape ``key``."""
@@ -124,35 +110,18 @@ class Shapes:
             return
         if len(self._templates) >= SHAPES_KEPT:
             del self._templates[next(iter(self._templates))]
-        self._templates[key] = _Template(spec, tuple(free for free in FREE_KEYS if free in raw))
+        self._templates[key] = Shape(spec, tuple(free for free in FREE_KEYS if free in raw))
 
-    def _copy(self, template: _Template, name: str, raw: dict[str, Any]) -> JobSpec:
+    def _copy(self, template: Shape, name: str, raw: dict[str, Any]) -> CompactJob:
         base = template.spec
-        values = {**template.values, "name": name}
-        for free in template.free:
-            values[free] = self._values.validated(base, free, raw[free])
-        fields = template.fields
+        own = {free: self._values.validated(base, free, raw[free]) for free in template.free}
+        rules: tuple[AlertRule, ...] = ()
         if self.alerts is not None:
             rules = effective_rules(self.alerts, name, base.tags, base.alerts)
-            if rules:  # as the full path: only a job with rules has alert_rules set
-                values["alert_rules"] = rules
-                fields = template.fields_with_rules
-        if template.trigger is not None:
-            values["_compiled_trigger"] = template.trigger  # the cached trigger: equal for every name
-        if template.schedule_parts is not None:  # the cached property's value
-            values["schedule_digest"] = schedule_digest_of(name, template.schedule_parts)
-        # What pydantic's BaseModel.__copy__ does (a new instance, its __dict__, fields set, no extra or private
-        # values), with the values already updated: a model_copy(update=...) costs twice as much.
-        spec = JobSpec.__new__(JobSpec)
-        object.__setattr__(spec, "__dict__", values)
-        object.__setattr__(spec, "__pydantic_fields_set__", fields)
-        object.__setattr__(spec, "__pydantic_extra__", None)
-        object.__setattr__(spec, "__pydantic_private__", None)
+            rules = self._rules.setdefault(rules, rules) if rules else ()  # the rules repeat: one tuple each
         if base.cron is not None:  # H fields are hashed by the name, as the field validator checks
             CronTrigger.parse(base.cron, _UTC, hash_key=name)
-        if template.trigger is None:  # cron, or the job's own start or end: its own trigger (end before start)
-            spec.trigger()
-        return spec
+        return CompactJob.of_shape(template, name, own.get("start"), own.get("end"), rules, self.share)
 
 
 class ValueCache:

@@ -11,14 +11,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import redis
+import redis.cluster
 import redis.exceptions
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from beatd.config.model import RedisSettings
+from beatd.config.redis_urls import node_address
 from beatd.errors import BeatdError
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "StoreUnavailable",
     "connect",
     "connect_async",
+    "entry_order",
+    "is_cluster",
     "queue_lengths",
     "reachable",
     "redis_now",
@@ -60,6 +64,10 @@ _UNAVAILABLE = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
+    # Redis Cluster during a fail-over, once redis-py's own retries are spent: the cluster is down (a master
+    # and its replicas gone), or a slot has no master yet.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
     OSError,
 )
 
@@ -72,7 +80,13 @@ def reachable() -> Iterator[None]:
     except _UNAVAILABLE as error:
         # redis-py's MasterNotFoundError text ends with the whole client's repr: keep the sentence only.
         raise StoreUnavailable(f"Redis unavailable: {str(error).split(' : <')[0]}") from error
-    except redis.exceptions.RedisError as error:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
+        # RedisClusterException (the cluster client refusing keys of two slots, say) is no RedisError; one caused
+        # by an outage ("Redis Cluster cannot be connected": no startup node answers) is an outage. A node that
+        # turns replica in a fail-over ends the blocking reads it was serving with UNBLOCKED: an outage of a
+        # moment (the next command follows the MOVED), not a refusal.
+        if isinstance(error.__cause__, _UNAVAILABLE) or str(error).startswith("UNBLOCKED"):
+            raise StoreUnavailable(f"Redis unavailable: {error}") from error
         raise StoreRejected(f"Redis refused the operation: {type(error).__name__}: {error}") from error
 
 
@@ -80,11 +94,19 @@ def connect(settings: RedisSettings | str, timeout: float = 2.0) -> redis.Redis:
     """A Redis client for the configured URL (or a bare URL), TLS options and Sentinel, with bounded timeouts.
 
     Behind Sentinel the client asks the sentinels for the master again after a failover; the errors in
-    between are StoreUnavailable like any other outage.
+    between are StoreUnavailable like any other outage. With ``cluster`` it is redis-py's ``RedisCluster``
+    (seeded by the url and ``cluster_nodes``), which routes each command by the slot of its keys and follows
+    the cluster's fail-overs; the store reaches a node itself only where redis-py's routing falls short
+    (:class:`~beatd.store.codec.BatchScript`, :func:`redis_now`).
     """
     if isinstance(settings, str):
         settings = RedisSettings(url=settings)
     options = _options(settings, timeout)
+    if settings.cluster:
+        cluster: Any = redis.cluster.RedisCluster.from_url(
+            settings.url, startup_nodes=_seeds(settings, redis.cluster.ClusterNode), **options
+        )
+        return cast(redis.Redis, cluster)  # it stands in for one: the store calls what both have (see is_cluster)
     if settings.sentinel is None:
         return redis.Redis.from_url(settings.url, **options)
     client: redis.Redis = _sentinel_master(settings, options, timeout, Sentinel)
@@ -100,9 +122,25 @@ def connect_async(settings: RedisSettings | str, timeout: float = 2.0, read_time
     if isinstance(settings, str):
         settings = RedisSettings(url=settings)
     options = _options(settings, timeout) | {"socket_timeout": read_timeout or timeout}
+    if settings.cluster:
+        import redis.asyncio.cluster
+
+        seeds = _seeds(settings, redis.asyncio.cluster.ClusterNode)
+        return redis.asyncio.cluster.RedisCluster.from_url(settings.url, startup_nodes=seeds, **options)
     if settings.sentinel is None:
         return redis.asyncio.Redis.from_url(settings.url, **options)
     return _sentinel_master(settings, options, timeout, redis.asyncio.sentinel.Sentinel)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a Redis Cluster client (redis-py's or redis.asyncio's ``RedisCluster``)."""
+    return hasattr(client, "get_node_from_key")
+
+
+def _seeds(settings: RedisSettings, node: Any) -> list[Any]:
+    """The cluster nodes of ``redis.cluster_nodes`` (``node``: the ClusterNode class of the client), tried
+    after the url's."""
+    return [node(*node_address(address)) for address in settings.cluster_nodes]
 
 
 def _options(settings: RedisSettings, timeout: float) -> dict[str, Any]:
@@ -182,10 +220,21 @@ class Heartbeats:
             self.client.hset(self.key, member, json.dumps(record))
 
     def read(self) -> dict[str, dict[str, Any]]:
-        """Every member's last heartbeat, stale ones included (callers judge by age)."""
+        """Every member's last heartbeat, stale ones included (callers judge by age). One that is not a JSON
+        object with a ``heartbeat_at`` (written by something else) is left out, so one bad field cannot stop
+        every reader (a sharded beat's lease plan, ``beatd status``); the leader's upkeep deletes it once it has
+        not changed for ``HEARTBEAT_FORGET_AFTER``."""
         with reachable():
             raw = self.client.hgetall(self.key)
-        return {member: json.loads(value) for member, value in raw.items()}
+        found = {}
+        for member, value in raw.items():
+            try:
+                record = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("heartbeat_at"), str):
+                found[member] = record
+        return found
 
     def forget(self, members: Sequence[str]) -> None:
         """Drop the heartbeats of members that are gone."""
@@ -212,9 +261,22 @@ def queue_lengths(client: Any, streams: dict[str, str]) -> dict[str, int]:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def redis_now(client: Any) -> datetime:
+def redis_now(client: Any, key: str | None = None) -> datetime:
     """Redis's clock now (``TIME``, ms precision): what commands stamp fires with and judge heartbeats by, so
-    every command agrees with the leader and the workers' deadline check, whatever the host's clock says."""
+    every command agrees with the leader and the workers' deadline check, whatever the host's clock says.
+
+    On a Redis Cluster each master has its own clock: ``key`` (one of a shard's keys) picks the master that
+    holds it, whose clock that shard's scripts read (redis-py would send TIME to its default node)."""
     with reachable():
-        seconds, micros = client.time()
+        if key is not None and is_cluster(client):
+            seconds, micros = client.time(target_nodes=client.get_node_from_key(key))
+        else:
+            seconds, micros = client.time()
     return _EPOCH + timedelta(milliseconds=int(seconds) * 1000 + int(micros) // 1000)
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``MS-SEQ``, or ``MS``) as numbers, to merge the entries of several streams by id (the
+    ms part is when its server appended it; the shards of one server share its clock)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

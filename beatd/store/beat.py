@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -13,12 +14,32 @@ import redis
 
 from beatd.keys import Keys
 from beatd.messages import format_utc, from_ms, scheduled_fire_id
-from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
+from beatd.store.base import (
+    AUDIT_MAXLEN,
+    Heartbeats,
+    append_audit,
+    is_cluster,
+    queue_lengths,
+    reachable,
+    redis_now,
+    script,
+)
 from beatd.store.codec import BatchScript, Sent
 from beatd.store.runs import tally_bucket
 from beatd.store.upkeep import UpkeepStore
 
-__all__ = ["ApplyResult", "Corrupt", "InFlight", "LeaderWrite", "Store", "last_text", "read_last"]
+__all__ = [
+    "ApplyResult",
+    "Corrupt",
+    "InFlight",
+    "LeaderWrite",
+    "Store",
+    "claim_layout",
+    "last_text",
+    "read_last",
+    "read_layout",
+    "read_leases",
+]
 
 BATCH_LIMIT = 1000
 """Most writes sent in one atomic script call."""
@@ -75,6 +96,9 @@ class LeaderWrite(NamedTuple):
     """celery with ``outbox_key``: the fire is refused while the outbox holds this many entries."""
     alerts_key: str = ""
     """miss: the alert events stream the record is noted in (the job has a ``missed`` rule), else ''."""
+    celery_queue: str = ""
+    """celery with ``outbox_key``: the Celery queue's list name, as a value (the relay pushes there); no key of
+    the script, so it may hash to any slot of a Redis Cluster (``celery_queue_key`` is then '')."""
 
     @classmethod
     def emit(cls, job: str, scheduled_ms: int, queue_key: str, message: str, signature: str, last: str) -> LeaderWrite:
@@ -103,10 +127,13 @@ class LeaderWrite(NamedTuple):
         """Push a Celery task message onto ``celery_queue_key`` in database ``celery_db`` (or, with
         ``outbox_key``, append it to the outbox for the relay), write its ``sent`` record (keeping ``keep``),
         keep ``last`` (:func:`last_text`) as the last emission and advance progress to ``scheduled_ms``."""
+        # For the outbox the queue's name is a value, no key: on a Redis Cluster a script's keys share one slot.
+        queue_key, queue = ("", celery_queue_key) if outbox_key else (celery_queue_key, "")
         return cls(
             "celery", job, scheduled_ms, last_text=last, runs_key=runs_key, runs_index_key=runs_index_key,
-            run_id=run_id, record=record, written_ms=written_ms, keep=keep, celery_queue_key=celery_queue_key,
+            run_id=run_id, record=record, written_ms=written_ms, keep=keep, celery_queue_key=queue_key,
             celery_message=celery_message, celery_db=celery_db, outbox_key=outbox_key, outbox_limit=outbox_limit,
+            celery_queue=queue,
         )  # fmt: skip
 
     @classmethod
@@ -118,6 +145,43 @@ class LeaderWrite(NamedTuple):
 _new_write = tuple.__new__  # a burst makes one write per fire: skip the named tuple's argument parsing
 _EMIT_UNUSED = tuple(LeaderWrite._field_defaults[name] for name in LeaderWrite._fields[7:])
 """The fields an ``emit`` write leaves at their defaults (all after ``last_text``)."""
+
+
+def read_leases(client: Any, shard_keys: Sequence[Keys]) -> list[tuple[str, int] | None]:
+    """Each shard's fencing token and the lease's remaining ms (None: nobody leads it), in one pipeline."""
+    with reachable():
+        pipe = client.pipeline(transaction=False)
+        for keys in shard_keys:
+            pipe.get(keys.leader)
+            pipe.pttl(keys.leader)
+        replies = pipe.execute()
+    return [(str(token), int(ttl)) if token else None for token, ttl in zip(replies[::2], replies[1::2], strict=True)]
+
+
+def read_layout(client: Any, key: str) -> dict[str, Any] | None:
+    """A deployment's layout record (``{ns:0}:layout``: ``{version, shards, state}``); None when absent,
+    ``{"unreadable": text}`` when it is not a JSON object."""
+    with reachable():
+        text = client.get(key)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"unreadable": str(text)[:80]}
+
+
+def claim_layout(client: Any, key: str, record: dict[str, Any], plain: Sequence[str]) -> dict[str, Any] | None:
+    """Write the layout ``record`` at ``key`` unless one is there; None when written, else the one there. When a
+    key of ``plain`` exists (a plain deployment's progress or leader epoch) nothing is written and the answer is
+    ``{"shards": 1, "state": "plain"}``: that deployment's progress lives under keys a tagged layout never reads."""
+    with reachable():
+        if client.exists(*plain):
+            return {"shards": 1, "state": "plain"}
+        if client.set(key, json.dumps(record), nx=True):
+            return None
+    return read_layout(client, key)
 
 
 def last_text(scheduled_ms: int, trigger: str, config_digest: str) -> str:
@@ -192,20 +256,16 @@ class InFlight:
     """Calls of ``lua/emit.lua`` (or ``lua/start.lua``) sent by :meth:`Store.submit`; :meth:`result` reads
     what Redis did."""
 
-    def __init__(self, count: int, script: BatchScript[Any] | None = None, sent: Sent | None = None,
-                 replies: list[Any] | None = None) -> None:  # fmt: skip
+    def __init__(self, count: int, script: BatchScript[Any], sent: Sent) -> None:
         self.count = count
-        self._script, self._sent, self._replies = script, sent, replies
+        self._script, self._sent = script, sent
+        self._replies: list[Any] | None = None
 
     def result(self) -> ApplyResult:
-        """Wait for Redis's replies (once) and say what happened to each write."""
+        """Wait for Redis's replies (once) and say what happened to each write (both scripts reply alike)."""
         if self._replies is None:
-            assert self._script is not None and self._sent is not None
             with reachable():
                 self._replies = self._script.receive(self._sent)
-            return self._emit_result(self._replies)
-        if self._script is None:
-            return self._start_result(self._replies)
         return self._emit_result(self._replies)
 
     def _emit_result(self, replies: list[Any]) -> ApplyResult:
@@ -214,21 +274,15 @@ class InFlight:
         for reply in replies:
             if int(reply[0]) == -1:
                 break
+            codes = reply[1]
+            if "r" not in codes:  # the common case, in C: a burst's replies are thousands of codes
+                statuses.extend(map(_STATUS.__getitem__, codes))
+                errors.extend(itertools.repeat("", len(codes)))
+                continue
             refused = iter(reply[2])
-            for code in reply[1]:
+            for code in codes:
                 statuses.append(_STATUS[code])
                 errors.append(str(next(refused)) if code == "r" else "")
-        return self._complete(statuses, errors)
-
-    def _start_result(self, replies: list[Any]) -> ApplyResult:
-        statuses: list[str] = []
-        errors: list[str] = []
-        for reply in replies:
-            if int(reply[0]) == -1:
-                break
-            for status, error in reply[1:]:
-                statuses.append(str(status))
-                errors.append(str(error))
         return self._complete(statuses, errors)
 
     def _complete(self, statuses: list[str], errors: list[str]) -> ApplyResult:
@@ -254,8 +308,9 @@ class Store:
         self._heartbeats = Heartbeats(self.client, keys.replicas)
         self.upkeep = UpkeepStore(client, keys)
         """The leader's upkeep (heartbeats, backlogs, expired fires)."""
-        # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's.
-        self.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        # The database the connection uses: emit.lua SELECTs it again after pushing into a Celery broker's. A
+        # cluster client has no pool of its own (and database 0 only; its Celery fires go through the outbox).
+        self.db = 0 if is_cluster(client) else int(client.connection_pool.connection_kwargs.get("db") or 0)
         """The database number of beatd's connection (the Celery push SELECTs back to it)."""
 
     # -- the lease ---------------------------------------------------------------------------------------
@@ -277,8 +332,8 @@ class Store:
 
     def redis_now(self) -> datetime:
         """Redis's clock now (:func:`~beatd.store.base.redis_now`): a manual or backfill fire's ``emitted_at``,
-        so its deadline counts from the clock the workers and the upkeep judge it by."""
-        return redis_now(self.client)
+        so its deadline counts from the clock the workers and the upkeep judge it by (this shard's master's)."""
+        return redis_now(self.client, self.keys.leader)
 
     def release(self, token: str) -> bool:
         """Give the lease up; False when ``token`` did not hold it."""
@@ -336,10 +391,13 @@ class Store:
                 bad.append(Corrupt(self.keys.progress, job, value, "an integer (epoch ms)"))
         return good, bad
 
-    def schedule_digests(self) -> dict[str, str]:
-        """The schedule digest each job's progress belongs to."""
+    def schedule_digests(self, jobs: Sequence[str] | None = None) -> dict[str, str]:
+        """The schedule digest each job's progress belongs to; all jobs, or only ``jobs`` (one HMGET)."""
         with reachable():
-            return dict(self.client.hgetall(self.keys.schedules))
+            if jobs is None:
+                return dict(self.client.hgetall(self.keys.schedules))
+            values = self.client.hmget(self.keys.schedules, list(jobs)) if jobs else []
+        return {job: value for job, value in zip(jobs, values, strict=True) if value is not None}
 
     def apply(self, token: str, writes: Sequence[LeaderWrite]) -> ApplyResult:
         """Apply ``writes`` in order, fenced by ``token``, in atomic calls of BATCH_LIMIT (see ``lua/emit.lua``)."""
@@ -352,7 +410,7 @@ class Store:
         with reachable():
             if all(write.kind == "base" for write in writes):  # many jobs starting: the light script
                 starts = [StartWrite(write.job, write.base_ms, write.schedule_digest) for write in writes]
-                return InFlight(len(writes), replies=self._start(fixed[:3], [token], starts))
+                return InFlight(len(writes), self._start, self._start.send(fixed[:3], [token], starts))
             # missed records are counted in the run-count bucket of now (the dashboard's overview)
             tally = self.keys.tally(tally_bucket(int(time.time() * 1000)))
             return InFlight(len(writes), self._emit, self._emit.send([*fixed, tally], [token, self.db], writes))

@@ -18,7 +18,10 @@ prelude's ``packed_items()`` reads a missing field as its default. Values are JS
 and numbers, which hold no control characters; a batch in which one holds ``\x1f`` is sent as a JSON array of
 rows instead (the next ARGV value says ``json``). Calls can be sent before the previous one's reply is read
 (:meth:`BatchScript.send`), so the caller builds the next batch while Redis runs this one; they are sent as
-EVAL (never NOSCRIPT, so a call never has to be sent again behind a later one).
+EVAL (never NOSCRIPT, so a call never has to be sent again behind a later one). On a Redis Cluster, which has
+no pool of its own, the first call is sent to the node that holds the slot of their keys and each later one only
+once the one before has run (a migrating slot refuses calls unevenly); a call that node refuses without running
+it (its slot moved in a fail-over) is made again through the cluster client.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import redis
+import redis.exceptions
 
-from beatd.store.base import KeyTable, script
+from beatd.store.base import KeyTable, is_cluster, script
 
 _ResponseError = redis.exceptions.ResponseError
 
@@ -78,12 +82,30 @@ def _defaults(item: type[Any], fields: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(item._field_defaults.get(name, "") for name in fields)
 
 
+_NOT_RUN = (
+    redis.exceptions.AskError,  # MovedError too
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,  # MasterDownError too
+    redis.exceptions.BusyLoadingError,
+)
+"""Error replies of a cluster node that refused a script before running it (its slot is elsewhere now, moving,
+or not served yet): the call is made again through the cluster client, which follows the cluster."""
+
+
 @dataclasses.dataclass
 class Sent:
-    """Calls of a batched script sent on ``connection`` whose replies are not read yet (:meth:`BatchScript.send`)."""
+    """Calls of a batched script sent on ``connection`` whose replies are not read yet (:meth:`BatchScript.send`).
+
+    On a Redis Cluster only the first call is sent (``calls`` 1): ``pool`` is the connection pool of the node it
+    went to and ``calls_made`` the KEYS and ARGV of every call (receive() makes the rest, in turn, and a refused
+    one again); ``replies`` is set when the calls were already made through the cluster client (``connection``
+    None)."""
 
     connection: Any
     calls: int
+    pool: Any = None
+    calls_made: list[tuple[list[str], list[Any]]] = dataclasses.field(default_factory=list)
+    replies: list[Any] | None = None
 
 
 class BatchScript(Generic[Item]):
@@ -95,12 +117,18 @@ class BatchScript(Generic[Item]):
         self.packed = packed
         self._client = client
         self._script = client.register_script(script(name))
+        self._cluster = is_cluster(client)
+        self._heal = False
+        """Cluster: the last send failed to reach its node, so the next calls go through the cluster client,
+        which finds the slot's master again."""
         fields = item_fields(item)
         self._values: Callable[[Item], tuple[Any, ...]] = operator.attrgetter(*fields)
         self._tuple = not dataclasses.is_dataclass(item)
         self._key_positions = tuple(index for index, field in enumerate(fields) if field.endswith("_key"))
         self._defaults = _defaults(item, fields)
         self._widths: dict[Any, int] = {}  # by the first value (an emit write's kind): the last width sent
+        # by row width: the defaults past it, the key fields within it, the width as text
+        self._shapes: dict[int, tuple[tuple[Any, ...], tuple[int, ...], str]] = {}
         defaults = ["0" if index in self._key_positions else str(v) for index, v in enumerate(self._defaults)]
         self._defaults_row = FIELD.join([str(len(fields)), *defaults])
 
@@ -116,8 +144,15 @@ class BatchScript(Generic[Item]):
 
     def send(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> Sent:
         """Send the calls of :meth:`__call__` on a connection of the pool without reading their replies;
-        :meth:`receive` reads them (and gives the connection back). Redis runs them in order."""
-        connection = self._client.connection_pool.get_connection()
+        :meth:`receive` reads them (and gives the connection back). Redis runs them in order.
+
+        On a Redis Cluster the first call goes to the master of the slot of ``keys[0]`` (every key of a call
+        shares that slot: the shard's hash tag), on a connection of that node's pool; :meth:`receive` makes the
+        others, each after the one before."""
+        if self._cluster:
+            return self._send_to_node(keys, args, items)
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
         calls = 0
         try:
             for start in range(0, len(items), self.batch_limit):
@@ -126,25 +161,75 @@ class BatchScript(Generic[Item]):
                 calls += 1
         except BaseException:
             connection.disconnect()
-            self._client.connection_pool.release(connection)
+            pool.release(connection)
             raise
-        return Sent(connection, calls)
+        return Sent(connection, calls, pool)
+
+    def _send_to_node(self, keys: Sequence[str], args: Sequence[Any], items: Sequence[Item]) -> Sent:
+        calls = [
+            self._encode(keys, args, items[start : start + self.batch_limit])
+            for start in range(0, len(items), self.batch_limit)
+        ]
+        if not calls:
+            return Sent(None, 0, replies=[])
+        if self._heal:  # the node of the last send was unreachable: let the cluster client find the master
+            replies = [self._script(keys=call_keys, args=values) for call_keys, values in calls]
+            self._heal = False
+            return Sent(None, 0, replies=replies)
+        try:
+            node = self._client.get_node_from_key(calls[0][0][0])
+            pool = self._client.get_redis_connection(node).connection_pool
+            connection = pool.get_connection()
+        except BaseException:
+            self._heal = True
+            raise
+        try:  # the first call only: the others are made by receive(), each once the one before it has run
+            call_keys, values = calls[0]
+            connection.send_command("EVAL", self._script.script, len(call_keys), *call_keys, *values)
+        except BaseException:
+            self._heal = True
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        return Sent(connection, 1, pool, calls)
 
     def receive(self, sent: Sent) -> list[Any]:
         """The replies of the calls ``sent``, in order (a Redis error reply raises, after all were read)."""
+        if sent.replies is not None:
+            return sent.replies
         replies: list[Any] = []
         failure: Exception | None = None
+        again = sent.calls  # cluster: the first call to make (again) through the cluster client
         try:
-            for _ in range(sent.calls):
+            for index in range(sent.calls):
                 try:
                     replies.append(sent.connection.read_response())
                 except _ResponseError as error:
-                    failure = failure or error
+                    if sent.calls_made and isinstance(error, _NOT_RUN):
+                        again = min(again, index)
+                    else:
+                        failure = failure or error
         except BaseException:
+            self._heal = self._cluster
             sent.connection.disconnect()
             raise
         finally:
-            self._client.connection_pool.release(sent.connection)
+            sent.pool.release(sent.connection)
+        if failure is not None:
+            raise failure
+        # Cluster: only the first call was sent. The rest are made one after the other, each once the one before
+        # has run: a node refuses calls unevenly while the slot migrates (TRYAGAIN for a call naming a key it
+        # lacks, the next call run), so calls sent together could run out of order (a fire of the refused call
+        # behind its job's progress: lost). A call refused unrun is made again through the cluster client, which
+        # follows the redirection (and updates its slot map for the next send); one it cannot place stops the
+        # calls behind it.
+        for call_keys, values in sent.calls_made[again:]:
+            try:
+                replies.append(self._script(keys=call_keys, args=values))
+            except _ResponseError as error:
+                if isinstance(error, _NOT_RUN):
+                    raise
+                failure = failure or error
         if failure is not None:
             raise failure
         return replies
@@ -164,26 +249,38 @@ class BatchScript(Generic[Item]):
 
     def _pack(self, table: KeyTable, items: Sequence[Item]) -> tuple[str, str]:
         """The packed rows of ``items`` and how they are encoded (``text`` or ``json``)."""
-        defaults, positions, position = self._defaults, self._key_positions, table.position
-        rows: list[list[Any]] = []
-        widths = self._widths
+        defaults, position = self._defaults, table.position
+        widths, shapes = self._widths, self._shapes
+        values: list[Any] = [self._defaults_row]
+        add, extend = values.append, values.extend
         for item in items:
             full: tuple[Any, ...] = item if self._tuple else self._values(item)  # type: ignore[assignment]
             width = widths.get(full[0], 0)  # the width the last item of this kind had: check it in one go
-            if not width or full[width:] != defaults[width:] or full[width - 1] == defaults[width - 1]:
+            if not width or full[width:] != shapes[width][0] or full[width - 1] == defaults[width - 1]:
                 width = len(full)
                 while width > 2 and full[width - 1] == defaults[width - 1]:
                     width -= 1
                 widths[full[0]] = width
-            values = list(full[:width])
-            for index in positions:
-                if index >= width:
-                    break
-                values[index] = position(values[index]) if values[index] else 0
-            rows.append(values)
-        texts = [f"{len(row)}{FIELD}{FIELD.join(map(str, row))}" for row in rows]
-        blob = FIELD.join([self._defaults_row, *texts])
-        if blob.count(FIELD) == sum(len(row) + 1 for row in rows) + len(defaults):  # no value holds FIELD
+                if width not in shapes:
+                    keys = tuple(index for index in self._key_positions if index < width)
+                    shapes[width] = (defaults[width:], keys, str(width))
+            _, keys, width_text = shapes[width]
+            add(width_text)
+            if not keys:
+                extend(full[:width])
+                continue
+            row = list(full[:width])
+            for index in keys:
+                row[index] = position(row[index]) if row[index] else 0
+            extend(row)
+        blob = FIELD.join(map(str, values))
+        if blob.count(FIELD) == len(values) - 1 + len(defaults):  # no value holds FIELD (the defaults row: one value)
             return blob, "text"
+        positions = self._key_positions
         head = ["0" if i in positions else str(v) for i, v in enumerate(defaults)]
-        return json.dumps([head, *([str(value) for value in row] for row in rows)]), "json"
+        rows, at = [], 1
+        while at < len(values):
+            width = int(values[at])
+            rows.append([str(value) for value in values[at + 1 : at + 1 + width]])
+            at += width + 1
+        return json.dumps([head, *rows]), "json"

@@ -18,7 +18,7 @@ import redis
 
 from beatd import defaults
 from beatd.keys import Keys
-from beatd.store.base import AUDIT_MAXLEN, reachable, script
+from beatd.store.base import AUDIT_MAXLEN, is_cluster, reachable, script
 from beatd.store.codec import BatchScript
 
 __all__ = ["Changes", "JobChange", "JobStore", "StoredJob"]
@@ -164,16 +164,28 @@ class JobStore:
         lays its hash out with another seed); one changed meanwhile may be in a page with either value (the
         change stream has it)."""
         with reachable():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.info("server")
-            pipe.hscan(self.keys.runtime_jobs, cursor, count=count)
-            info, scanned = pipe.execute(raise_on_error=False)
+            if is_cluster(self.client):  # a cluster pipeline runs no INFO: ask the hash's master, just before
+                info, scanned = self._cluster_info(), self.client.hscan(self.keys.runtime_jobs, cursor, count=count)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.info("server")
+                pipe.hscan(self.keys.runtime_jobs, cursor, count=count)
+                info, scanned = pipe.execute(raise_on_error=False)
             if isinstance(scanned, Exception):
                 raise scanned
         after, page = scanned
         # A server that refuses INFO (a managed Redis may rename it) gives no id: its cursors are trusted as before.
         server = "" if isinstance(info, Exception) else str(info.get("run_id", ""))
         return int(after), dict(page), server
+
+    def _cluster_info(self) -> Any:
+        """``INFO server`` of the cluster node holding the runtime jobs (an exception when it refuses), asked
+        before the page so a fail-over in between is seen as another process at the next page."""
+        try:
+            node = self.client.get_node_from_key(self.keys.runtime_jobs)
+            return self.client.info("server", target_nodes=node)
+        except redis.exceptions.ResponseError as error:
+            return error
 
     def count(self) -> int:
         """How many runtime jobs are stored."""

@@ -1,34 +1,49 @@
-"""The workers' side of Redis: consuming queue streams, run leases, overlap, retries, dead letters, history."""
+"""The workers' side of Redis: consuming queue streams, run leases, overlap, retries, history (dead letters:
+:mod:`beatd.store.dead_letters`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.exceptions
 
 from beatd import defaults
 from beatd.keys import GROUP, Keys
-from beatd.store.base import AUDIT_MAXLEN, Heartbeats, append_audit, queue_lengths, reachable, redis_now, script
+from beatd.sharding import shard_of
+from beatd.store.base import (
+    AUDIT_MAXLEN,
+    Heartbeats,
+    StoreError,
+    append_audit,
+    queue_lengths,
+    reachable,
+    redis_now,
+    script,
+)
 from beatd.store.codec import BatchScript
+from beatd.store.dead_letters import DeadLetters
 
 __all__ = [
     "Claim",
     "ClaimItem",
     "ClaimRequest",
-    "DeadLetter",
-    "DeadLetterAction",
     "Delivery",
     "Finish",
     "FinishItem",
     "LostRun",
+    "PartlyApplied",
     "RunLease",
     "RunStore",
+    "job_of_fire",
+    "sum_queue_lengths",
 ]
+
+Result = TypeVar("Result")
 
 BATCH_LIMIT = 500
 """Most items sent in one call of a worker's batched script, so one call stays short."""
@@ -40,6 +55,21 @@ OUTPUT_READ_COUNT = 1000
 """Entries of a live output stream read per call (a whole stream, about ``OUTPUT_STREAM_MAXLEN``, in one or two)."""
 
 
+class PartlyApplied(StoreError):
+    """A batch over several shards of which some shards' calls went through and at least one failed.
+
+    ``error`` is the first failure (StoreUnavailable or StoreRejected; this error says what it says);
+    ``applied`` holds the batch positions whose shard's call went through, each with its result (a
+    :class:`Claim`; for :meth:`RunStore.finish`, the error of an end Redis refused, '' for one written). The
+    other positions were not applied: only they may be sent again (an end sent twice is written twice: a second
+    dead letter, tally count and alert event; a claim made is a run to start, its attempt counted)."""
+
+    def __init__(self, error: StoreError, applied: dict[int, Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.applied = applied
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One stream entry handed to this worker: the raw message text, its signature, how often delivered."""
@@ -49,6 +79,8 @@ class Delivery:
     message: str
     signature: str
     deliveries: int = 1
+    shard: int = 0
+    """The shard whose queue stream holds the entry (0 with one shard)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,8 @@ class LostRun:
     run_id: str
     expect: str
     record: str
+    alerts: bool = False
+    """Whether the ``lost`` record is noted as an alert event when written (the job has a rule about it)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +184,7 @@ class ClaimItem:
     records_key: str
     index_key: str
     deadline_ms: int
+    alerts_key: str
 
 
 @dataclass(frozen=True)
@@ -189,24 +224,6 @@ class FinishItem:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """The wire layout of one entry in ``lua/dead_letter.lua``."""
-
-    entry_id: str
-    message: str
-    signature: str
-    reason: str
-    fire_id: str
-    lost_run: str
-    lost_expect: str
-    lost_record: str
-    stream_key: str
-    leases_key: str
-    active_key: str
-    records_key: str
-
-
-@dataclass(frozen=True)
 class RunLease:
     """The wire layout of one run in ``lua/unclaim.lua`` and ``lua/extend.lua``: what names a run's lease."""
 
@@ -218,47 +235,106 @@ class RunLease:
     index_key: str
 
 
-@dataclass(frozen=True)
-class DeadLetterAction:
-    """The wire layout of one dead letter in ``lua/settle_dead.lua``: retry or drop it, with its audit record."""
-
-    entry_id: str
-    action: str  # retry | drop
-    event: str
-    audit: str
-    queue_key: str
-
-
 class RunStore:
-    """Queues, runs and history in one Redis namespace."""
+    """Queues, runs and history in one Redis namespace, over all its shards (docs/sharding.md sections 5, 6).
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    ``keys`` are shard 0's (the deployment-wide keys: worker heartbeats, the worker's own audit records);
+    ``shards`` the keys of every shard, shard 0 first (``Config.shard_keys()``; default: ``keys`` alone). What
+    belongs to one job (its records, runs, leases, a fire's attempts) is read and written in the job's shard
+    (:func:`beatd.sharding.shard_of`); a batch is split by shard, one script call per shard; queue reads, dead
+    letters and history scans go over every shard. With one shard every call is what it was before sharding."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, shards: Sequence[Keys] = ()) -> None:
         self.client: Any = client  # see Store: replies are decoded str
         self.keys = keys
+        self.shards: tuple[Keys, ...] = tuple(shards) or (keys,)
+        self._rotation = 0
         self._claim = BatchScript(client, "claim", ClaimItem, BATCH_LIMIT)
         self._finish = BatchScript(client, "finish", FinishItem, BATCH_LIMIT)
         self._unclaim = BatchScript(client, "unclaim", RunLease, BATCH_LIMIT)
         self._extend = BatchScript(client, "extend", RunLease, BATCH_LIMIT)
-        self._settle = BatchScript(client, "settle_dead", DeadLetterAction, BATCH_LIMIT)
         self._requeue = client.register_script(script("requeue"))
         self._reclaim = client.register_script(script("reclaim"))
-        self._dead_letter = BatchScript(client, "dead_letter", DeadLetter, BATCH_LIMIT)
+        self.dead_letters = DeadLetters(client, self.shards)
+        """The dead-letter streams of every shard."""
         self._heartbeats = Heartbeats(self.client, keys.workers)
+
+    # -- shards ------------------------------------------------------------------------------------------
+    def shard_of(self, job: str) -> int:
+        """The shard job ``job`` belongs to (0 with one shard)."""
+        return shard_of(job, len(self.shards)) if len(self.shards) > 1 else 0
+
+    def keys_of(self, job: str) -> Keys:
+        """The keys of the shard job ``job`` belongs to."""
+        return self.shards[self.shard_of(job)]
+
+    def _by_shard(self, jobs: Sequence[str]) -> dict[int, list[int]]:
+        """Positions in ``jobs`` by the shard of the job there (one shard: every position in shard 0)."""
+        if len(self.shards) == 1:
+            return {0: list(range(len(jobs)))} if jobs else {}
+        groups: dict[int, list[int]] = {}
+        for position, job in enumerate(jobs):
+            groups.setdefault(self.shard_of(job), []).append(position)
+        return groups
+
+    def _each_shard(
+        self, jobs: Sequence[str], call: Callable[[Keys, list[int]], dict[int, Result]]
+    ) -> dict[int, Result]:
+        """``call(keys, positions)`` for each shard of ``jobs`` (:meth:`_by_shard`), in shard order, with that
+        shard's keys and positions in ``jobs``; their results (position -> result) merged. Every shard's call is
+        made even when one fails (shards fail on their own: a cluster node down); then the first failure is
+        raised as it is when no call went through (with one shard: always), else as :class:`PartlyApplied` with
+        the results of the calls that did."""
+        results: dict[int, Result] = {}
+        failure: StoreError | None = None
+        for shard, positions in self._by_shard(jobs).items():
+            try:
+                results.update(call(self.shards[shard], positions))
+            except StoreError as error:
+                failure = failure or error
+        if failure is None:
+            return results
+        if not results:
+            raise failure
+        raise PartlyApplied(failure, results) from failure
 
     # -- consuming ---------------------------------------------------------------------------------------
     def ensure_groups(self, queues: Sequence[str]) -> None:
-        """Create the consumer group of each queue (reading from the start, so no fire is skipped)."""
+        """Create the consumer group of each queue in every shard (reading from the start, so no fire is
+        skipped)."""
+        for keys in self.shards:
+            self._ensure_groups(keys, queues)
+
+    def _ensure_groups(self, keys: Keys, queues: Sequence[str]) -> None:
         with reachable():
             for queue in queues:
                 try:
-                    self.client.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
+                    self.client.xgroup_create(keys.queue(queue), GROUP, id="0", mkstream=True)
                 except redis.exceptions.ResponseError as error:
                     if "BUSYGROUP" not in str(error):
                         raise
 
     def read(self, queues: Sequence[str], consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        """New entries for ``consumer``, at most ``count``, waiting up to ``block_ms`` for the first."""
-        streams = {self.keys.queue(queue): ">" for queue in queues}
+        """New entries for ``consumer``, at most ``count``, waiting up to ``block_ms`` for the first. With several
+        shards: a read that does not wait of each shard in turn (one command per shard: a command names one
+        shard's streams), then, when none had any, one that waits on the next shard in rotation, so a fire in
+        another shard waits at most ``block_ms`` longer."""
+        if len(self.shards) == 1:
+            return self._read(0, queues, consumer, count, block_ms)
+        first = self._rotation
+        self._rotation = (first + 1) % len(self.shards)
+        found: list[Delivery] = []
+        for step in range(len(self.shards)):
+            found += self._read((first + step) % len(self.shards), queues, consumer, count - len(found), None)
+            if len(found) >= count:
+                break
+        return found or self._read(first, queues, consumer, count, block_ms)
+
+    def _read(
+        self, shard: int, queues: Sequence[str], consumer: str, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        keys = self.shards[shard]
+        streams = {keys.queue(queue): ">" for queue in queues}
         with reachable():
             try:
                 reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
@@ -266,212 +342,186 @@ class RunStore:
                 if "NOGROUP" not in str(error):
                     raise
                 # The stream or group is gone (deleted, or a failover to a replica that had not synced it).
-                self.ensure_groups(queues)
+                self._ensure_groups(keys, queues)
                 reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-        names = {self.keys.queue(queue): queue for queue in queues}
+        names = {keys.queue(queue): queue for queue in queues}
         return [
-            Delivery(names[stream], entry_id, fields.get("message", ""), fields.get("sig", ""))
+            Delivery(names[stream], entry_id, fields.get("message", ""), fields.get("sig", ""), shard=shard)
             for stream, entries in reply or []
             for entry_id, fields in entries
             if fields is not None
         ]
 
     def reclaim(self, queue: str, consumer: str, now_ms: int, min_idle_ms: int) -> list[Delivery]:
-        """Take over entries of ``queue`` whose run lease has ended (their worker died or gave them up), checked
-        and taken in one step (``lua/reclaim.lua``)."""
-        with reachable():
-            reply = self._reclaim(
-                keys=[self.keys.queue(queue), self.keys.leases(queue)],
-                args=[GROUP, consumer, now_ms, min_idle_ms, RECLAIM_SCAN],
-            )
-        return [
-            Delivery(queue, str(entry_id), str(message), str(signature), int(delivered) + 1)
-            for entry_id, delivered, message, signature in zip(*[iter(reply)] * 4, strict=True)
-        ]
+        """Take over entries of ``queue`` (in every shard) whose run lease has ended (their worker died or gave
+        them up), checked and taken in one step per shard (``lua/reclaim.lua``)."""
+        taken = []
+        for shard, keys in enumerate(self.shards):
+            with reachable():
+                reply = self._reclaim(
+                    keys=[keys.queue(queue), keys.leases(queue)],
+                    args=[GROUP, consumer, now_ms, min_idle_ms, RECLAIM_SCAN],
+                )
+            taken += [
+                Delivery(queue, str(entry_id), str(message), str(signature), int(delivered) + 1, shard)
+                for entry_id, delivered, message, signature in zip(*[iter(reply)] * 4, strict=True)
+            ]
+        return taken
 
     def requeue_due_retries(self, queue: str, now_ms: int) -> int:
-        """Move retries whose time has come back into the queue; return how many."""
-        with reachable():
-            return int(self._requeue(keys=[self.keys.retry(queue), self.keys.queue(queue)], args=[now_ms, 100]))
+        """Move retries whose time has come back into the queue (in every shard); return how many."""
+        moved = 0
+        for keys in self.shards:
+            with reachable():
+                moved += int(self._requeue(keys=[keys.retry(queue), keys.queue(queue)], args=[now_ms, 100]))
+        return moved
 
     def queue_lengths(self, queues: Sequence[str]) -> dict[str, int]:
-        """Entries in each queue stream (read but not yet acknowledged ones included)."""
-        return queue_lengths(self.client, {queue: self.keys.queue(queue) for queue in queues})
+        """Entries in each queue, summed over the shards (read but not yet acknowledged ones included)."""
+        return sum_queue_lengths(self.client, self.shards, queues)
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(self, requests: Sequence[ClaimRequest], worker: str, now_ms: int) -> list[Claim]:
         """Apply each fire's overlap policy and, when it may run, register the run with its lease and write its
-        ``running`` record; each fire atomic (``lua/claim.lua``). ``worker`` is also the consumer name."""
-        keys = self.keys
-        items = []
-        for request in requests:
-            job, delivery, lost = request.job, request.delivery, request.lost
-            held = request.overlap == "buffer_one"
-            items.append(ClaimItem(
-                request.fire_id, delivery.entry_id, request.lease_end_ms, request.overlap,
-                delivery.message if held else "", delivery.signature if held else "", request.record,
-                request.score_ms, "requested" if request.requested else "scheduled", request.scheduled_ms,
-                "1" if request.busy_here else "0",
-                lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
-                keys.queue(delivery.queue), keys.active(job), keys.leases(delivery.queue), keys.buffer(job),
-                keys.runs(job), keys.runs_by_time(job), request.deadline_ms,
-            ))  # fmt: skip
-        with reachable():
-            replies = self._claim([keys.attempts, keys.cancel], [worker, now_ms, GROUP], items)
-        return [_claim(reply) for batch in replies for reply in batch]
+        ``running`` record; each fire atomic (``lua/claim.lua``), one call per shard of the fires' jobs.
+        ``worker`` is also the consumer name. When one shard's call fails after another's went through, raises
+        :class:`PartlyApplied` with the claims made (position in ``requests`` -> Claim): they are the caller's to
+        act on (run); the failed shard's entries are left pending, as after any failed claim."""
 
-    def _leases(self, runs: Sequence[tuple[str, str, str, str]]) -> list[RunLease]:
-        keys = self.keys
+        def claim_shard(keys: Keys, positions: list[int]) -> dict[int, Claim]:
+            items = []
+            for request in (requests[position] for position in positions):
+                job, delivery, lost = request.job, request.delivery, request.lost
+                held = request.overlap == "buffer_one"
+                items.append(ClaimItem(
+                    request.fire_id, delivery.entry_id, request.lease_end_ms, request.overlap,
+                    delivery.message if held else "", delivery.signature if held else "", request.record,
+                    request.score_ms, "requested" if request.requested else "scheduled", request.scheduled_ms,
+                    "1" if request.busy_here else "0",
+                    lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
+                    keys.queue(delivery.queue), keys.active(job), keys.leases(delivery.queue), keys.buffer(job),
+                    keys.runs(job), keys.runs_by_time(job), request.deadline_ms,
+                    keys.alert_events if lost and lost.alerts else "",
+                ))  # fmt: skip
+            with reachable():
+                replies = self._claim([keys.attempts, keys.cancel], [worker, now_ms, GROUP], items)
+            flat = [reply for batch in replies for reply in batch]
+            return dict(zip(positions, (_claim(reply) for reply in flat), strict=True))
+
+        claims = self._each_shard([request.job for request in requests], claim_shard)
+        return [claims[position] for position in range(len(requests))]
+
+    @staticmethod
+    def _leases(keys: Keys, runs: Sequence[tuple[str, str, str, str]]) -> list[RunLease]:
         return [
             RunLease(run, entry_id, keys.active(job), keys.leases(queue), keys.runs(job), keys.runs_by_time(job))
             for job, queue, entry_id, run in runs
         ]
 
     def unclaim(self, runs: Sequence[tuple[str, str, str, str]], worker: str) -> int:
-        """Undo claims of fires not started: (job, queue, entry id, run id) each (``lua/unclaim.lua``)."""
-        with reachable():
-            return sum(
-                int(done)
-                for done in self._unclaim([self.keys.attempts, self.keys.cancel], [worker], self._leases(runs))
-            )
+        """Undo claims of fires not started: (job, queue, entry id, run id) each (``lua/unclaim.lua``); every
+        shard's even when one fails (:meth:`_each_shard`: the failed shard's fires wait out their leases)."""
+
+        def undo(keys: Keys, positions: list[int]) -> dict[int, int]:
+            leases = self._leases(keys, [runs[position] for position in positions])
+            with reachable():
+                replies = self._unclaim([keys.attempts, keys.cancel], [worker], leases)
+            return {positions[0]: sum(int(done) for done in replies)}
+
+        return sum(self._each_shard([run[0] for run in runs], undo).values())
 
     def attempts(self, fire_id: str) -> int:
         """Attempts of ``fire_id`` started so far."""
         with reachable():
-            return int(self.client.hget(self.keys.attempts, fire_id) or 0)
+            return int(self.client.hget(self.keys_of(job_of_fire(fire_id)).attempts, fire_id) or 0)
 
     def write_record(self, job: str, run: str, record: str, score_ms: int) -> None:
         """Write (or overwrite) one run record, e.g. ``running`` at start or ``lost`` for a reclaimed run."""
+        keys = self.keys_of(job)
         with reachable():
             pipe = self.client.pipeline(transaction=True)
-            pipe.hset(self.keys.runs(job), run, record)
-            pipe.zadd(self.keys.runs_by_time(job), {run: score_ms})
+            pipe.hset(keys.runs(job), run, record)
+            pipe.zadd(keys.runs_by_time(job), {run: score_ms})
             pipe.execute()
 
     def forget_run(self, job: str, run: str) -> None:
         """Drop a run from the job's active runs (its worker is gone)."""
         with reachable():
-            self.client.hdel(self.keys.active(job), run)
+            self.client.hdel(self.keys_of(job).active(job), run)
 
     def renew(self, runs: Sequence[tuple[str, str, str, str]], worker: str, lease_end_ms: int) -> int:
         """Extend the leases of this worker's runs still registered to it: (job, queue, entry id, run id) each
-        (``lua/extend.lua``: a run whose end was written meanwhile is not brought back). Returns how many."""
-        with reachable():
-            return sum(int(done) for done in self._extend([], [worker, lease_end_ms], self._leases(runs)))
+        (``lua/extend.lua``: a run whose end was written meanwhile is not brought back). Returns how many.
+        Every shard's leases are sent even when one shard fails (:meth:`_each_shard`): a node down must not let
+        the runs of the others lapse and be reclaimed while they still run here."""
+
+        def extend(keys: Keys, positions: list[int]) -> dict[int, int]:
+            leases = self._leases(keys, [runs[position] for position in positions])
+            with reachable():
+                replies = self._extend([], [worker, lease_end_ms], leases)
+            return {positions[0]: sum(int(done) for done in replies)}
+
+        return sum(self._each_shard([run[0] for run in runs], extend).values())
 
     def release(self, queue: str, entry_id: str, job: str, run: str) -> None:
         """Give a run up at once (shutdown): its entry becomes reclaimable without waiting for the lease."""
+        keys = self.keys_of(job)
         with reachable():
             pipe = self.client.pipeline(transaction=True)
-            pipe.hdel(self.keys.leases(queue), entry_id)
-            pipe.hdel(self.keys.active(job), run)
-            pipe.hdel(self.keys.cancel, run)
+            pipe.hdel(keys.leases(queue), entry_id)
+            pipe.hdel(keys.active(job), run)
+            pipe.hdel(keys.cancel, run)
             pipe.execute()
 
     def cancel_requests(self, runs: Sequence[str]) -> dict[str, str]:
         """Which of ``runs`` were asked to stop (overlap: replace), with the reason."""
-        if not runs:
-            return {}
-        with reachable():
-            reasons = self.client.hmget(self.keys.cancel, list(runs))
-        return {run: str(reason) for run, reason in zip(runs, reasons, strict=True) if reason is not None}
+        asked = {}
+        for shard, positions in self._by_shard([job_of_fire(run) for run in runs]).items():
+            names = [runs[position] for position in positions]
+            with reachable():
+                reasons = self.client.hmget(self.shards[shard].cancel, names)
+            asked.update({run: str(reason) for run, reason in zip(names, reasons, strict=True) if reason is not None})
+        return asked
 
     def finish(self, ends: Sequence[Finish], now_ms: int) -> dict[str, str]:
-        """Record the ends of runs and acknowledge their entries; each end atomic (``lua/finish.lua``). Returns
-        run id -> error for ends Redis refused (their entries stay pending)."""
-        keys = self.keys
-        items = []
-        for end in ends:
-            queued = end.then != "none"
-            items.append(FinishItem(
-                end.run_id, end.entry_id, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
-                end.message if queued else "", end.signature if queued else "", end.retry_at_ms, end.reason,
-                end.fire_id, "1" if end.fire_done else "0", _end_status(end), end.dead_record, end.dead_run_id,
-                keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
-                keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue), keys.ended(end.job),
-                keys.alert_events if end.alerts else "",
-                end.job, end.status if end.record else "", keys.tally(tally_bucket(now_ms)),
-                int(defaults.TALLY_TTL.total_seconds() * 1000), keys.failing,
-            ))  # fmt: skip
-        with reachable():
-            replies = self._finish(
-                [keys.attempts, keys.cancel, keys.dead],
-                [
-                    GROUP,
-                    defaults.DEAD_MAXLEN,
-                    now_ms,
-                    defaults.ENDED_MAXLEN,
-                    int(defaults.ENDED_TTL.total_seconds() * 1000),
-                ],
-                items,
-            )
-        return {
-            str(run): str(error) for refused in replies for run, error in zip(refused[::2], refused[1::2], strict=True)
-        }
+        """Record the ends of runs and acknowledge their entries; each end atomic (``lua/finish.lua``), one call
+        per shard of the runs' jobs. Returns run id -> error for ends Redis refused (their entries stay
+        pending). When one shard's call fails after another's went through, raises :class:`PartlyApplied`
+        (position in ``ends`` -> '' or the refusal) naming the ends written: only the others may be sent again."""
 
-    def dead_letter(
-        self,
-        delivery: Delivery,
-        consumer: str,
-        reason: str,
-        fire_id: str = "",
-        job: str = "",
-        lost: LostRun | None = None,
-    ) -> bool:
-        """Move an entry that must not run (unknown job, bad JSON, forged) to the dead-letter stream; when its
-        message names a fire (``fire_id`` of ``job``), what earlier attempts of the fire left goes too, and a
-        redelivered fire's previous attempt is recorded ``lost`` as a claim would (``lua/dead_letter.lua``).
-        False (nothing done) when the entry is no longer pending for ``consumer``: a reclaimer took it over."""
-        keys = self.keys
-        item = DeadLetter(
-            delivery.entry_id, delivery.message, delivery.signature, reason, fire_id if job else "",
-            lost.run_id if lost else "", lost.expect if lost else "", lost.record if lost else "",
-            keys.queue(delivery.queue), keys.leases(delivery.queue), keys.active(job) if job else "",
-            keys.runs(job) if job else "",
-        )  # fmt: skip
-        with reachable():
-            (replies,) = self._dead_letter(
-                [keys.attempts, keys.cancel, keys.dead], [GROUP, defaults.DEAD_MAXLEN, consumer], [item]
-            )
-        return bool(replies == ["dead"])
+        def finish_shard(keys: Keys, positions: list[int]) -> dict[int, str]:
+            items = []
+            for end in (ends[position] for position in positions):
+                queued = end.then != "none"
+                items.append(FinishItem(
+                    end.run_id, end.entry_id, end.record, end.score_ms, end.keep, end.oldest_ms, end.then,
+                    end.message if queued else "", end.signature if queued else "", end.retry_at_ms, end.reason,
+                    end.fire_id, "1" if end.fire_done else "0", _end_status(end), end.dead_record, end.dead_run_id,
+                    keys.active(end.job), keys.leases(end.queue), keys.queue(end.queue), keys.runs(end.job),
+                    keys.runs_by_time(end.job), keys.buffer(end.job), keys.retry(end.queue), keys.ended(end.job),
+                    keys.alert_events if end.alerts else "",
+                    end.job, end.status if end.record else "", keys.tally(tally_bucket(now_ms)),
+                    int(defaults.TALLY_TTL.total_seconds() * 1000), keys.failing,
+                ))  # fmt: skip
+            with reachable():
+                replies = self._finish(
+                    [keys.attempts, keys.cancel, keys.dead],
+                    [
+                        GROUP,
+                        defaults.DEAD_MAXLEN,
+                        now_ms,
+                        defaults.ENDED_MAXLEN,
+                        int(defaults.ENDED_TTL.total_seconds() * 1000),
+                    ],
+                    items,
+                )
+            refused = {
+                str(run): str(error) for errors in replies for run, error in zip(errors[::2], errors[1::2], strict=True)
+            }
+            return {position: refused.get(ends[position].run_id, "") for position in positions}
 
-    # -- dead letters ------------------------------------------------------------------------------------
-    def dead(self, count: int, before: str = "+") -> list[dict[str, str]]:
-        """Dead letters, newest first, each with its ``id``: at most ``count``, older than entry id ``before``
-        ("+": from the newest), so a caller can page back through them."""
-        with reachable():
-            entries = self.client.xrevrange(self.keys.dead, before if before == "+" else f"({before}", count=count)
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
-
-    def dead_since(self, after: str) -> list[dict[str, str]]:
-        """Dead letters newer than entry id ``after`` (``MS-SEQ``; or ``MS``: from that ms on), oldest first,
-        each with its ``id``."""
-        start = f"({after}" if "-" in after else after
-        with reachable():
-            entries = self.client.xrange(self.keys.dead, start, "+", count=defaults.DEAD_MAXLEN)
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
-
-    def dead_letter_entry(self, entry_id: str) -> dict[str, str] | None:
-        """One dead letter by stream entry id (``MS-SEQ``), with its ``id``; None when there is none."""
-        with reachable():
-            entries = self.client.xrange(self.keys.dead, entry_id, entry_id)
-        return {"id": entries[0][0], **entries[0][1]} if entries else None
-
-    def retry_dead(self, entry_id: str, queue_key: str, audit: dict[str, Any]) -> bool:
-        """Put a dead letter back into ``queue_key`` (the queue stream it names) and append ``audit``, in one
-        step (``lua/settle_dead.lua``); False when it is gone (another operator took it): nothing is written. A
-        fire that ran out of retries gets its attempt count back (from the dead letter's run id), so it runs as
-        the next attempt."""
-        return self._settle_dead(DeadLetterAction(entry_id, "retry", audit["event"], json.dumps(audit), queue_key))
-
-    def drop_dead(self, entry_id: str, audit: dict[str, Any]) -> bool:
-        """Delete a dead letter and append ``audit``, in one step; False when it is gone (nothing is audited)."""
-        return self._settle_dead(DeadLetterAction(entry_id, "drop", audit["event"], json.dumps(audit), ""))
-
-    def _settle_dead(self, action: DeadLetterAction) -> bool:
-        with reachable():
-            replies = self._settle([self.keys.dead, self.keys.audit, self.keys.attempts], [AUDIT_MAXLEN], [action])
-        return bool(replies[0][0])
+        written = self._each_shard([end.job for end in ends], finish_shard)
+        return {ends[position].run_id: error for position, error in written.items() if error}
 
     def succeeded_runs(self, job: str, fire_ids: Sequence[str]) -> dict[str, str]:
         """Fire id -> the run id that succeeded, for each of ``fire_ids`` (all of ``job``) that has one."""
@@ -487,11 +537,12 @@ class RunStore:
         """Message JSON of fires not ended yet: in ``queue``'s stream (waiting or being run), in its retry set
         (between attempts, or deferred), and ``job``'s fire held back by ``overlap: buffer_one``; read at one
         instant (a fire moving between these places is seen in one of them)."""
+        keys = self.keys_of(job)
         with reachable():
             pipe = self.client.pipeline(transaction=True)
-            pipe.xrange(self.keys.queue(queue))
-            pipe.zrange(self.keys.retry(queue), 0, -1)
-            pipe.hget(self.keys.buffer(job), "message")
+            pipe.xrange(keys.queue(queue))
+            pipe.zrange(keys.retry(queue), 0, -1)
+            pipe.hget(keys.buffer(job), "message")
             entries, retries, held = pipe.execute()
         return waiting_texts(entries, retries, held)
 
@@ -511,7 +562,7 @@ class RunStore:
         with reachable():
             pipe = self.client.pipeline(transaction=False)
             for run, texts in chunks.items():
-                key = self.keys.output(run)
+                key = self.keys_of(job_of_fire(run)).output(run)
                 for text in texts:
                     pipe.xadd(key, {"chunk": text}, maxlen=maxlen, approximate=True)
                 pipe.pexpire(key, int((done if run in ended else live).total_seconds() * 1000))
@@ -522,7 +573,7 @@ class RunStore:
         JSON): without ``block_ms`` every one there is now (the stream's cap is approximate: it may hold more
         than ``OUTPUT_STREAM_MAXLEN``); with it, the next at most ``OUTPUT_READ_COUNT``, waiting up to that long
         for the first."""
-        key, count = self.keys.output(run), OUTPUT_READ_COUNT
+        key, count = self.keys_of(job_of_fire(run)).output(run), OUTPUT_READ_COUNT
         with reachable():
             if block_ms is not None:
                 reply = self.client.xread({key: after}, count=count, block=block_ms)
@@ -546,8 +597,9 @@ class RunStore:
         self._heartbeats.publish(worker, record)
 
     def redis_now(self) -> datetime:
-        """Redis's clock now (:func:`~beatd.store.base.redis_now`): what commands judge heartbeats by."""
-        return redis_now(self.client)
+        """Redis's clock now (:func:`~beatd.store.base.redis_now`): what commands judge heartbeats by (the clock of the
+        master holding this shard on a Redis Cluster)."""
+        return redis_now(self.client, self.keys.leader)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every worker's last heartbeat."""
@@ -560,18 +612,19 @@ class RunStore:
     # -- history -----------------------------------------------------------------------------------------
     def run_records(self, job: str, limit: int, since_ms: int | None = None) -> list[str]:
         """RunRecord JSON of ``job``, newest scheduled instant first, at most ``limit``."""
+        keys = self.keys_of(job)
         with reachable():
             ids = self.client.zrevrangebyscore(
-                self.keys.runs_by_time(job), "+inf", since_ms if since_ms is not None else "-inf", start=0, num=limit
+                keys.runs_by_time(job), "+inf", since_ms if since_ms is not None else "-inf", start=0, num=limit
             )
             if not ids:
                 return []
-            return [record for record in self.client.hmget(self.keys.runs(job), ids) if record is not None]
+            return [record for record in self.client.hmget(keys.runs(job), ids) if record is not None]
 
     def run_record(self, job: str, run: str) -> str | None:
         """One RunRecord JSON by run id."""
         with reachable():
-            value = self.client.hget(self.keys.runs(job), run)
+            value = self.client.hget(self.keys_of(job).runs(job), run)
         return str(value) if value is not None else None
 
     def fire_records(self, job: str, fire_id: str) -> list[str]:
@@ -583,14 +636,14 @@ class RunStore:
         """Fire id -> its kept RunRecord JSON (in no order), for each of ``fire_ids`` (all of ``job``) that has
         some. With ``since_ms``, only records placed in history at or after it (epoch ms: when their run
         started, else when they were written): that reads only the recent end of the job's index."""
-        wanted = set(fire_ids)
+        wanted, keys = set(fire_ids), self.keys_of(job)
         with reachable():
             if since_ms is None:
-                ids = self.client.hkeys(self.keys.runs(job))
+                ids = self.client.hkeys(keys.runs(job))
             else:
-                ids = self.client.zrangebyscore(self.keys.runs_by_time(job), since_ms, "+inf")
+                ids = self.client.zrangebyscore(keys.runs_by_time(job), since_ms, "+inf")
             ids = [str(run) for run in ids if str(run).rsplit("#", 1)[0] in wanted]
-            texts = self.client.hmget(self.keys.runs(job), ids) if ids else []
+            texts = self.client.hmget(keys.runs(job), ids) if ids else []
         found: dict[str, list[str]] = {}
         for run, text in zip(ids, texts, strict=True):
             if text:
@@ -600,23 +653,39 @@ class RunStore:
     def job_records(self, job: str) -> list[str]:
         """Every RunRecord JSON of ``job``, in no order (bounded by its ``history.keep``)."""
         with reachable():
-            return [str(text) for text in self.client.hvals(self.keys.runs(job))]
+            return [str(text) for text in self.client.hvals(self.keys_of(job).runs(job))]
 
     def history_size(self, job: str) -> int:
         """How many run records of ``job`` are kept now."""
         with reachable():
-            return int(self.client.zcard(self.keys.runs_by_time(job)))
+            return int(self.client.zcard(self.keys_of(job).runs_by_time(job)))
 
     def jobs_with_history(self) -> list[str]:
-        """Every job that has run records, including jobs no longer in the config."""
-        prefix = self.keys.runs_pattern()[:-1]
+        """Every job that has run records, including jobs no longer in the config (one SCAN per shard)."""
         names = set()
-        with reachable():
-            for key in self.client.scan_iter(match=self.keys.runs_pattern(), count=1000):
-                name = str(key)[len(prefix) :]
-                if not name.endswith(":by-time"):
-                    names.add(name)
+        for keys in self.shards:
+            prefix = keys.runs_pattern()[:-1]
+            with reachable():
+                for key in self.client.scan_iter(match=keys.runs_pattern(), count=1000):
+                    name = str(key)[len(prefix) :]
+                    if not name.endswith(":by-time"):
+                        names.add(name)
         return sorted(names)
+
+
+def job_of_fire(identifier: str) -> str:
+    """The job of a fire id or run id (``job@...``; job names hold no ``@``)."""
+    return identifier.split("@", 1)[0]
+
+
+def sum_queue_lengths(client: Any, shards: Sequence[Keys], queues: Sequence[str]) -> dict[str, int]:
+    """Entries in each queue stream, summed over ``shards`` (one pipeline)."""
+    if len(shards) == 1:
+        return queue_lengths(client, {queue: shards[0].queue(queue) for queue in queues})
+    lengths = queue_lengths(
+        client, {f"{shard}\0{queue}": keys.queue(queue) for shard, keys in enumerate(shards) for queue in queues}
+    )
+    return {queue: sum(lengths[f"{shard}\0{queue}"] for shard in range(len(shards))) for queue in queues}
 
 
 def tally_bucket(instant_ms: int) -> int:
@@ -643,7 +712,7 @@ def _claim(reply: list[Any]) -> Claim:
 def waiting_texts(entries: list[Any], retries: list[Any], held: Any) -> list[str]:
     """The messages of one read of where fires wait: queue stream entries, retry set members (``{message,
     sig}`` JSON; unreadable ones skipped) and a held ``buffer_one`` message."""
-    texts = [str(fields.get("message", "")) for _, fields in entries]
+    texts = [str(_fields(fields).get("message", "")) for _, fields in entries]
     for member in retries:
         try:
             item = json.loads(member)
@@ -652,3 +721,11 @@ def waiting_texts(entries: list[Any], retries: list[Any], held: Any) -> list[str
         if isinstance(item, dict) and isinstance(item.get("message"), str):
             texts.append(item["message"])
     return texts + ([str(held)] if held else [])
+
+
+def _fields(fields: Any) -> dict[str, Any]:
+    """A stream entry's fields as a dict: redis-py's cluster transactions leave XRANGE's reply unparsed (a flat
+    list of names and values)."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True))

@@ -5,15 +5,16 @@ check the role (and CSRF), call the view, and render what it returns."""
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import jinja2
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -21,10 +22,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from beatd.errors import UnknownJob, UsageProblem
+from beatd.errors import ConfigError, UnknownJob, UsageProblem
 from beatd.store import StoreError, StoreUnavailable
 from beatd.web.openapi import openapi_document
-from beatd.web.security import ADMIN, COOKIE, Tokens, actor_of
+from beatd.web.security import ADMIN, COOKIE, LOGIN_COOKIE, Tokens, actor_of, host_allowed
 from beatd.web.views import ENDPOINTS, Endpoint, Web
 
 __all__ = ["API", "create_app"]
@@ -33,6 +34,13 @@ API = "/api/v1"
 HERE = Path(__file__).parent
 BODY_LIMIT = 1 << 20
 """The largest body an action takes, bytes (a trigger's overrides are bounded far below it)."""
+FORM_LIMIT = 1 << 16
+"""The largest body the login and log-out forms take, bytes (a token, a nonce and a path)."""
+LOGIN_FORM_AGE = 3600
+"""Seconds a login form stays usable (its nonce cookie's lifetime)."""
+_OWN_NAVIGATION = frozenset({"none", "same-origin"})
+"""The ``Sec-Fetch-Site`` of a navigation a ``/login?token=`` link may log in by: typed, pasted or opened from
+a terminal (``none``, also assumed when a browser sends no such header) or from this site's own pages."""
 NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/workers", "Workers"), ("/dead", "Dead letters"), ("/audit", "Audit"))
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
@@ -48,8 +56,17 @@ def _environment() -> jinja2.Environment:
 
 
 class _Headers(BaseHTTPMiddleware):
+    """Security headers on every response; a request naming a host this server does not answer gets 421."""
+
+    def __init__(self, app: Any, hosts: frozenset[str] | None) -> None:
+        super().__init__(app)
+        self.hosts = hosts
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
+        if not host_allowed(request.headers.get("host", ""), self.hosts):
+            response: Response = JSONResponse({"error": "this server does not answer for that host name"}, 421)
+        else:
+            response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
@@ -175,6 +192,8 @@ class _App:
             return self.refuse(request, api, 404, str(error))
         except UsageProblem as error:
             return self.refuse(request, api, 400, str(error))
+        except ConfigError as error:  # this config does not match the deployment (its shards): nothing written
+            return self.refuse(request, api, 409, str(error))
         except StoreUnavailable as error:
             return self.refuse(request, api, 503, str(error))
         except StoreError as error:
@@ -184,21 +203,47 @@ class _App:
     async def login(self, request: Request) -> Response:
         back = _local(request.query_params.get("next", "")) or "/"
         if request.method == "POST":
-            form: FormData = await request.form()
+            form = await _small_form(request)
+            if form is None:  # read by no one yet: a stranger's body is not held past the limit
+                return JSONResponse({"error": f"the body is larger than {FORM_LIMIT} bytes"}, 413)
             token = str(form.get("token") or "")
             back = _local(str(form.get("next") or "")) or "/"
+            nonce = request.cookies.get(LOGIN_COOKIE, "")
+            if not nonce or not hmac.compare_digest(nonce.encode(), str(form.get("nonce") or "").encode()):
+                return self.login_form(request, "the login form expired (or came from another site): try again",
+                                       back, 403)  # fmt: skip
         else:
             token = request.query_params.get("token", "")
+            if token and request.headers.get("sec-fetch-site", "none") not in _OWN_NAVIGATION:
+                # another site's page sent the browser here (login CSRF): the link a terminal opens says "none"
+                return self.login_form(request, "a login link followed from another site is not used: paste the "
+                                       "token", back, 403)  # fmt: skip
         if token:
             if self.tokens.role(token) is None:
-                return self.render(request, "login.html", {"error": "unknown token", "next": back}, 401)
+                return self.login_form(request, "unknown token", back, 401)
             response = RedirectResponse(back, 303)
-            secure = request.url.scheme == "https"  # behind a TLS proxy that says so, never sent in clear
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", secure=secure)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", secure=_secure(request))
+            if LOGIN_COOKIE in request.cookies:
+                response.delete_cookie(LOGIN_COOKIE, path="/login")
             return response
-        return self.render(request, "login.html", {"error": "", "next": back})
+        return self.login_form(request, "", back)
+
+    def login_form(self, request: Request, error: str, back: str, status: int = 200) -> Response:
+        """The login page, with a fresh nonce in its form and in its cookie (login CSRF: double submit)."""
+        nonce = secrets.token_urlsafe(18)
+        response = self.render(request, "login.html", {"error": error, "next": back, "nonce": nonce}, status)
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_FORM_AGE, httponly=True, samesite="strict",
+                            path="/login", secure=_secure(request))  # fmt: skip
+        return response
 
     async def logout(self, request: Request) -> Response:
+        token, role, by_cookie = self.credentials(request)
+        if role is not None and by_cookie:  # another site's form must not end the session
+            form = await _small_form(request)
+            if form is None:
+                return JSONResponse({"error": f"the body is larger than {FORM_LIMIT} bytes"}, 413)
+            if not self.tokens.csrf_ok(token or "", str(form.get("csrf") or "")):
+                return self.refuse(request, False, 403, "missing or wrong CSRF token (reload the page)")
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -227,12 +272,32 @@ class _App:
         return routes
 
 
+async def _small_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str] | None:
+    """The URL-encoded form of ``request``, read no further than ``limit`` bytes (None: the body is longer,
+    whether its length is declared or it comes in chunks)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _secure(request: Request) -> bool:
+    """Whether cookies are to be marked Secure: behind a TLS proxy that says so, never sent in clear."""
+    return request.url.scheme == "https"
+
+
 def _local(target: str) -> str:
     """``target`` when it is a path on this site (never another site: no scheme, no ``//``), else ''."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else ""
 
 
-def create_app(web: Web, tokens: Tokens) -> Starlette:
-    """The ASGI app serving ``web`` to the holders of ``tokens``."""
+def create_app(web: Web, tokens: Tokens, hosts: frozenset[str] | None = None) -> Starlette:
+    """The ASGI app serving ``web`` to the holders of ``tokens``, answering requests for ``hosts`` (names
+    without port, :func:`~beatd.web.security.allowed_hosts`; None: any)."""
     handlers = _App(web, tokens)
-    return Starlette(routes=handlers.routes(), middleware=[Middleware(_Headers)])
+    return Starlette(routes=handlers.routes(), middleware=[Middleware(_Headers, hosts=hosts)])

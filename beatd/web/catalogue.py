@@ -74,14 +74,15 @@ class Catalogue:
     def __init__(self, client: Client) -> None:
         self.client = client
         self._lock = threading.Lock()
-        self._version: int | None = None
+        self._version: tuple[int, ...] | None = None
         self._index = _Index.of(list(client.config.jobs.values()), dict.fromkeys(client.config.jobs, YAML))
 
     def refresh(self) -> None:
-        """Read the runtime jobs again if their version changed since the last read (one GET otherwise)."""
+        """Read the runtime jobs again if their version changed since the last read (one GET a shard otherwise)."""
         if self.client.config.settings.runtime_jobs is None:
             return
-        version = self.client.jobs.runtime.store.version()
+        # each shard keeps its own runtime jobs and version (a put bumps only its job's shard's)
+        version = tuple(store.version() for store in self.client.jobs.runtime.stores())
         with self._lock:
             if version == self._version:
                 return

@@ -12,6 +12,13 @@
   used (``printf %s "$TOKEN" | sha256sum | cut -c1-8``): which token acted, without writing the token down.
 - A token never appears in a page, a log line or a redirect: ``/login?token=`` (the link ``beatd web`` prints)
   sets the cookie and redirects, and uvicorn's access log shows ``token=***`` (:class:`RedactTokens`).
+- The login form carries a nonce that must equal the one in its own short-lived cookie (``LOGIN_COOKIE``,
+  SameSite=Strict, so another site's form cannot log a browser in under a token of its choosing); the log-out
+  form carries the session's CSRF token; a ``/login?token=`` link logs in only on a navigation the browser
+  says no other site started (``Sec-Fetch-Site`` ``none`` or ``same-origin``, or no such header).
+- Served on a loopback address, only requests naming a loopback host (``Host: localhost:8080``,
+  ``127.0.0.1``, ``[::1]``) or one of ``--allowed-host`` are answered (421 otherwise): a page of another site
+  whose name was re-pointed at 127.0.0.1 (DNS rebinding) reaches nothing, not even the health check.
 """
 
 from __future__ import annotations
@@ -24,12 +31,25 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["ADMIN", "COOKIE", "READ", "RedactTokens", "Tokens", "actor_of", "loopback"]
+__all__ = [
+    "ADMIN",
+    "COOKIE",
+    "LOGIN_COOKIE",
+    "READ",
+    "RedactTokens",
+    "Tokens",
+    "actor_of",
+    "allowed_hosts",
+    "host_allowed",
+    "loopback",
+]
 
 READ = "read"
 ADMIN = "admin"
 COOKIE = "beatd_session"
 """The session cookie: the token itself (the server keeps no sessions)."""
+LOGIN_COOKIE = "beatd_login"
+"""The login form's nonce cookie (double submit: the form's hidden ``nonce`` must equal it)."""
 
 READ_ENV = "BEATD_WEB_READ_TOKEN"
 ADMIN_ENV = "BEATD_WEB_ADMIN_TOKEN"
@@ -38,6 +58,31 @@ ADMIN_ENV = "BEATD_WEB_ADMIN_TOKEN"
 def loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (only this machine can connect)."""
     return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def host_allowed(header: str, allowed: frozenset[str] | None) -> bool:
+    """Whether a request's ``Host`` header names one of ``allowed`` (lower case, no port; None: any host)."""
+    return allowed is None or host_name(header) in allowed
+
+
+def host_name(text: str) -> str:
+    """The host name of a ``Host`` header or ``--allowed-host`` value: lower case, without port or brackets
+    (``[::1]:8080`` -> ``::1``, ``Beatd.Internal:443`` -> ``beatd.internal``, ``::1`` stays)."""
+    host = text.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
+
+
+def allowed_hosts(bind: str, extra: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """The host names a server bound to ``bind`` answers: on a loopback address the loopback names, the address
+    itself and ``extra``; on any other address only ``extra`` when given, else any (None)."""
+    names = {host_name(name) for name in extra if name.strip()}
+    if loopback(bind):
+        return frozenset({"localhost", "127.0.0.1", "::1", host_name(bind), *names})
+    return frozenset(names) if names else None
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def _jobs(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[
     if status and status not in STATUS_FILTERS:
         raise UsageProblem(f"status: expected one of {', '.join(STATUS_FILTERS)}, got {status!r}")
     failing = web.client.failing_jobs()
-    paused = web.client.store.paused()
+    paused = web.client.shards.paused()
     filters = {key: str(params.get(key) or "") for key in ("q", "tag", "queue")}
     selection = web.catalogue.select(
         query=filters["q"], tag=filters["tag"], queue=filters["queue"], status=status, failing=failing,
@@ -191,7 +191,7 @@ def _drop(web: Web, path: Mapping[str, str], params: Mapping[str, Any]) -> dict[
 
 
 _NAME = Param("name", "path", "the job's name")
-_ENTRY = Param("entry_id", "path", "the dead letter's id (MS-SEQ)")
+_ENTRY = Param("entry_id", "path", "the dead letter's id (MS-SEQ; with several shards SHARD:MS-SEQ, its ref)")
 
 ENDPOINTS = (
     Endpoint("GET", "/overview", "Replicas, workers, queues, runs by status, jobs in trouble", READ, _overview,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from beatd.clock import Clock
 from beatd.messages import to_ms
 from beatd.store import Finish, RunStore, StoreError, StoreUnavailable
+from beatd.store.runs import PartlyApplied
 
 __all__ = ["Finisher"]
 
@@ -78,29 +79,40 @@ class Finisher:
                 self._writing = 0
                 self.written()
 
-    def _finish(self, batch: list[Finish]) -> dict[str, str]:
-        """One script call; retried while Redis is unreachable, for a few seconds (the writes are idempotent
-        but for a dead letter, which a retry after a lost reply may add twice)."""
-        for delay in RETRY_DELAYS:
+    def _finish(self, batch: list[Finish]) -> tuple[dict[str, str], list[Finish], StoreError | None]:
+        """Write ``batch``: what Redis refused (run id -> error), the ends left unwritten and the error that left
+        them (None: none left). While Redis is unreachable the ends not written yet are tried again, for a few
+        seconds: with several shards, when one shard's call failed, only that shard's ends (another's, written,
+        would be written twice). The writes are idempotent but for a dead letter, which a try again after a lost
+        reply may add twice."""
+        refused: dict[str, str] = {}
+        left, delays = batch, iter(RETRY_DELAYS)
+        while True:
             try:
-                return self.store.finish(batch, to_ms(self.clock.now()))
-            except StoreUnavailable as error:
-                log.warning("writing %d run ends (%s): %s; again in %.1fs", len(batch), _names(batch), error, delay)
-                self.failed()
-                time.sleep(delay)
-        return self.store.finish(batch, to_ms(self.clock.now()))
+                return refused | self.store.finish(left, to_ms(self.clock.now())), [], None
+            except PartlyApplied as partial:
+                refused |= {left[position].run_id: reason for position, reason in partial.applied.items() if reason}
+                left = [end for position, end in enumerate(left) if position not in partial.applied]
+                error: StoreError = partial.error
+            except StoreError as failure:
+                error = failure
+            delay = next(delays, None)
+            if delay is None or not isinstance(error, StoreUnavailable):
+                return refused, left, error
+            log.warning("writing %d run ends (%s): %s; again in %.1fs", len(left), _names(left), error, delay)
+            self.failed()
+            time.sleep(delay)
 
     def _write(self, batch: list[Finish]) -> None:
         try:
-            refused = self._finish(batch)
-        except StoreError as error:
-            # Their entries stay pending with leases that are no longer renewed: they are reclaimed and re-run.
-            log.error("%d run ends (%s) not written, left to be reclaimed: %s", len(batch), _names(batch), error)
-            self.failed()
-            return
+            refused, left, error = self._finish(batch)
         except Exception:
             log.exception("%d run ends (%s) not written, left to be reclaimed", len(batch), _names(batch))
             return
+        if error is not None:
+            # Their entries stay pending with leases that are no longer renewed: they are reclaimed and re-run.
+            log.error("%d run ends (%s) not written, left to be reclaimed: %s", len(left), _names(left), error)
+            self.failed()
         for run, reason in refused.items():
             log.error("end of run %s not written, left to be reclaimed: Redis refused it: %s", run, reason)
 

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from beatd import defaults
+from beatd.alert_rules import wants_event
 from beatd.clock import Clock
 from beatd.config import JobSpec
+from beatd.config.alerts import AlertRule
 from beatd.expiry import REQUESTED, expired_record, start_deadline
 from beatd.identity import Identity
 from beatd.messages import Message, MessageError, format_utc, parse_utc, to_ms
 from beatd.metrics import Metrics
 from beatd.overrides import refusal
 from beatd.records import RunRecord, run_id
-from beatd.runtime_follow import RuntimeFollower
+from beatd.runtime_follow import RuntimeFollower, ShardedFollower
 from beatd.signing import Signer
 from beatd.store import Claim, ClaimRequest, Delivery, LostRun, RunStore, StoreError
+from beatd.store.runs import PartlyApplied, job_of_fire
 from beatd.worker.ends import end_of, record_of
 from beatd.worker.finisher import Finisher
 from beatd.worker.registry import Registry, Run
@@ -51,7 +54,7 @@ class Intake:
         signer: Signer | None,
         dispatch: Callable[[Run], None],
         stop_run: Callable[[str, str], None],
-        runtime: RuntimeFollower | None = None,
+        runtime: RuntimeFollower | ShardedFollower | None = None,
     ) -> None:
         self.runtime = runtime
         """The runtime jobs this worker may run (judged by its own config), followed from Redis."""
@@ -106,7 +109,7 @@ class Intake:
                 record.started_at = format_utc(now)
                 record.lag_s = round((now - scheduled).total_seconds(), 6)
                 record.worker = self.name
-                lost = self._lost(spec.name, message) if delivery.deliveries > 1 else None
+                lost = self._lost(spec.name, message, spec.alert_rules) if delivery.deliveries > 1 else None
                 deadline = start_deadline(spec.expires, message)
                 requests.append(ClaimRequest(
                     spec.name, delivery, message.fire_id, spec.overlap, now_ms + lease_ms,
@@ -125,7 +128,16 @@ class Intake:
                     delivery, f"not run: {type(error).__name__}: {error}", named, self._lost_quietly(delivery, named)
                 )
         if requests:
-            for run, claim in zip(pending, self.store.claim(requests, self.identity.id, now_ms), strict=True):
+            try:
+                claims = self.store.claim(requests, self.identity.id, now_ms)
+            except PartlyApplied as partial:
+                # One shard's call failed after another's went through: the claims made are acted on (a run
+                # left unstarted would wait out its lease and be recorded lost); the failed shard's entries are
+                # left pending, to be reclaimed, as after any failed claim.
+                for position, claim in sorted(partial.applied.items()):
+                    self._decide(pending[position], claim, now_ms)
+                raise
+            for run, claim in zip(pending, claims, strict=True):
                 self._decide(run, claim, now_ms)
 
     def _check(self, delivery: Delivery) -> tuple[JobSpec, Message] | None:
@@ -138,6 +150,15 @@ class Intake:
         if self.signer is not None and not self.signer.verify(delivery.message, delivery.signature):
             problem = "unsigned" if not delivery.signature else "signature does not match"
             self._dead_letter(delivery, f"not run: message {problem}")  # its content is not to be acted on
+            return None
+        home = self.store.shard_of(message.job)
+        if home != delivery.shard:  # everything of a fire lives in its job's shard; this entry's keys do not
+            self._dead_letter(
+                delivery, f"not run: a fire of job {message.job!r} (shard {home}) in a queue of shard {delivery.shard}"
+            )
+            return None
+        if self.store.shard_of(job_of_fire(message.fire_id)) != home:  # its attempts would be counted elsewhere
+            self._dead_letter(delivery, f"not run: fire id {message.fire_id!r} is not one of job {message.job!r}")
             return None
         spec = self.registry.setup.config.jobs.get(message.job)
         if spec is None and self.runtime is not None:
@@ -165,9 +186,10 @@ class Intake:
             return None
         return spec, message
 
-    def _lost(self, job: str, message: Message) -> LostRun | None:
+    def _lost(self, job: str, message: Message, rules: Sequence[AlertRule] = ()) -> LostRun | None:
         """The previous attempt of a redelivered fire, marked ``lost`` if it is still recorded ``running``: the
-        claim writes it only if the record is unchanged since read here."""
+        claim writes it only if the record is unchanged since read here, and notes it as an alert event when the
+        job's ``rules`` want one (``failed``: a worker that died mid-run failed the attempt)."""
         attempts = self.store.attempts(message.fire_id)
         if attempts == 0:
             return None
@@ -186,7 +208,7 @@ class Intake:
         if replaced is not None:  # asked to stop (overlap: replace) before its worker died: not run again
             record.status = "cancelled"
             record.reason = f"{replaced}; {record.reason} before the run ended"
-        return LostRun(previous, raw, record.to_json())
+        return LostRun(previous, raw, record.to_json(), wants_event(rules, record.status))
 
     def _lost_quietly(self, delivery: Delivery, message: Message | None) -> LostRun | None:
         """:meth:`_lost` for a redelivered entry that failed its checks; None when that fails too (its record
@@ -253,9 +275,9 @@ class Intake:
     ) -> None:
         consumer = self.identity.id
         if message is None:
-            done = self.store.dead_letter(delivery, consumer, reason)
+            done = self.store.dead_letters.add(delivery, consumer, reason)
         else:
-            done = self.store.dead_letter(delivery, consumer, reason, message.fire_id, message.job, lost)
+            done = self.store.dead_letters.add(delivery, consumer, reason, message.fire_id, message.job, lost)
         if done:
             log.warning("dead-lettered entry %s of queue %s: %s", delivery.entry_id, delivery.queue, reason)
         else:

@@ -18,7 +18,7 @@ from beatd.clock import Clock
 from beatd.config import Config, Isolation
 from beatd.identity import Identity
 from beatd.metrics import Health, Metrics
-from beatd.runtime_follow import RuntimeFollower
+from beatd.runtime_follow import RuntimeFollower, ShardedFollower
 from beatd.signing import Signer
 from beatd.store import RunStore, StoreError
 from beatd.worker.executor import ThreadExecutor
@@ -45,7 +45,7 @@ DRAIN_POLL = 0.1
 
 def needs_restart(old: Config, new: Config, fixed: frozenset[str] = frozenset()) -> list[str]:
     """The settings that differ between ``old`` and ``new`` and that a running worker cannot take over (its
-    runner threads, their isolation, its Redis connection and namespace); ``fixed`` names those the command line
+    runner threads, their isolation, its Redis connection, namespace and shards); ``fixed`` names those the command line
     sets, which a reload leaves alone."""
     before, after = old.settings, new.settings
     changed = {
@@ -53,6 +53,7 @@ def needs_restart(old: Config, new: Config, fixed: frozenset[str] = frozenset())
         "worker.isolation": before.worker.isolation != after.worker.isolation,
         "redis": before.redis != after.redis,
         "namespace": old.namespace != new.namespace,
+        "shards": old.shards != new.shards,
     }
     return [name for name, differs in changed.items() if differs and name not in fixed]
 
@@ -75,7 +76,7 @@ class Worker:
         signer: Signer | None,
         metrics: Metrics | None = None,
         health: Health | None = None,
-        runtime: RuntimeFollower | None = None,
+        runtime: RuntimeFollower | ShardedFollower | None = None,
     ) -> None:
         self.store = store
         self.identity = identity

@@ -3,8 +3,8 @@
     .venv/bin/python bench/workers/drain.py --jobs 20000
 
 (first ``bash bench/workers/setup.sh`` for the peers' virtualenv). For each variant: a fresh private
-redis-server (the tests' ``RedisServer``: loopback, free port, AOF ``appendfsync always``; ``--fsync no``
-switches it to ``appendfsync no``), N no-op jobs enqueued before the worker starts, then ONE worker process;
+redis-server (the tests' ``RedisServer``: loopback, free port, AOF; ``--fsync`` sets its ``appendfsync``,
+default ``always``), N no-op jobs enqueued before the worker starts, then ONE worker process;
 the harness polls every ``--poll`` s until every job is done and recorded, and checks the records.
 
 * beatd: N ``manual`` fires of job ``noop`` (``tests.worker_jobs:noop``, ``overlap: allow``, ``history.keep``
@@ -16,6 +16,10 @@ the harness polls every ``--poll`` s until every job is done and recorded, and c
   results; all must be SUCCESS. ``celery-prefork-c2-noresult``: the same with ``task_ignore_result`` (nothing
   recorded, Celery's best case); done = the queue list and the ``unacked`` hash are empty (tasks are acked as
   they start, so up to 2 may still be running: under 0.1% of N), and nothing can be checked.
+
+``--shards N`` measures beatd on a deployment of N shards: the fires are spread in turn over no-op jobs
+``noop0``, ``noop1``, ... (one per shard at least), each XADDed to its job's shard's queue (``{bench:s}:queue:
+default``); the one worker reads every shard.
 
 Reported per variant: ``jobs/s`` = jobs done after the first completion / time from the first completion to
 the last (steady state, startup excluded); ``wall/s`` = N / time from spawning the worker; CPU ms per job of
@@ -62,7 +66,9 @@ from _common import (  # type: ignore[import-not-found]
     wait_for_quiet,
 )
 
+from beatd.keys import Keys
 from beatd.messages import Message, fire_id, format_utc
+from beatd.sharding import shard_of
 
 NAMESPACE = "bench"
 QUEUE_KEY = f"{NAMESPACE}:queue:default"
@@ -123,35 +129,62 @@ class Result:
 
 
 # -- enqueueing --------------------------------------------------------------------------------------------
-def write_beatd_config(directory: Path, url: str, jobs_path: Path) -> Path:
-    """A worker config declaring the one no-op job (``tests.worker_jobs`` imported from ``jobs_path``)."""
+def bench_jobs(shards: int) -> list[str]:
+    """The no-op jobs of a deployment of ``shards``: ``noop`` alone for one shard, else ``noop0``, ``noop1``,
+    ... until every shard holds one (the fires are spread over them in turn)."""
+    if shards == 1:
+        return ["noop"]
+    names: list[str] = []
+    while len({shard_of(name, shards) for name in names}) < shards:
+        names.append(f"noop{len(names)}")
+    return names
+
+
+def bench_keys(job: str, shards: int) -> Keys:
+    """The keys of ``job``'s shard (the plain layout, ``bench:...``, for one shard)."""
+    return Keys(NAMESPACE, shard_of(job, shards), tagged=shards > 1)
+
+
+def write_beatd_config(directory: Path, url: str, jobs_path: Path, shards: int = 1) -> Path:
+    """A worker config declaring the no-op jobs (``tests.worker_jobs`` imported from ``jobs_path``)."""
     path = directory / "beatd.yaml"
     path.write_text(
         f"redis: {{url: '{url}'}}\n"
-        f"namespace: {NAMESPACE}\n"
-        f"pythonpath: ['{jobs_path}']\n"
+        f"namespace: {NAMESPACE}\n" + (f"shards: {shards}\n" if shards > 1 else "") + f"pythonpath: ['{jobs_path}']\n"
         "jobs:\n"
-        "  noop: {call: 'tests.worker_jobs:noop', every: 1h, overlap: allow, history: {keep: 100000}}\n"
+        + "".join(
+            f"  {job}: {{call: 'tests.worker_jobs:noop', every: 1h, overlap: allow, history: {{keep: 100000}}}}\n"
+            for job in bench_jobs(shards)
+        )
     )
     return path
 
 
-def enqueue_beatd(client: redis.Redis, jobs: int) -> None:
-    """N distinct ``manual`` fires of ``noop``, scheduled 1 ms apart just before now, as ``beatd trigger``
-    writes them (the worker does not check the config digest)."""
+def enqueue_beatd(client: redis.Redis, jobs: int, shards: int = 1) -> None:
+    """N distinct ``manual`` fires of the no-op jobs in turn, scheduled 1 ms apart just before now, as ``beatd
+    trigger`` writes them (into the job's shard; the worker does not check the config digest)."""
     now = datetime.now(UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    names = bench_jobs(shards)
     pipe = client.pipeline(transaction=False)
     for index in range(jobs):
+        job = names[index % len(names)]
         scheduled = now - timedelta(milliseconds=jobs - index)
         message = Message(
-            fire_id=fire_id("noop", scheduled, "manual", now), job="noop", scheduled_at=format_utc(scheduled),
+            fire_id=fire_id(job, scheduled, "manual", now), job=job, scheduled_at=format_utc(scheduled),
             emitted_at=format_utc(now), trigger="manual", config_digest="bench",
         )  # fmt: skip
-        pipe.xadd(QUEUE_KEY, {"message": message.to_json(), "sig": ""})
+        pipe.xadd(bench_keys(job, shards).queue("default"), {"message": message.to_json(), "sig": ""})
         if len(pipe) >= 1000:
             pipe.execute()
     pipe.execute()
+
+
+def queued(client: redis.Redis, shards: int) -> int:
+    """Entries left in every shard's queue stream."""
+    if shards == 1:
+        return int(client.xlen(QUEUE_KEY))
+    return sum(int(client.xlen(Keys(NAMESPACE, shard, tagged=True).queue("default"))) for shard in range(shards))
 
 
 def peer_env(url: str) -> dict[str, str]:
@@ -225,9 +258,10 @@ def run_beatd(variant: Variant, jobs: int, workdir: Path, options: argparse.Name
     server = start_redis(workdir / "redis", options.fsync)
     client = server.client()
     try:
-        config = write_beatd_config(workdir, server.url, options.beatd_jobs)
-        enqueue_beatd(client, jobs)
-        assert client.xlen(QUEUE_KEY) == jobs
+        shards = options.shards
+        config = write_beatd_config(workdir, server.url, options.beatd_jobs, shards)
+        enqueue_beatd(client, jobs, shards)
+        assert queued(client, shards) == jobs
         argv = [str(BEATD_PYTHON), "-m", "beatd", "worker", "-c", str(config), "--log-level", "warning"]
         argv += ["--concurrency", str(variant.concurrency), "--isolation", variant.isolation]
         if variant.prefetch:
@@ -244,7 +278,7 @@ def run_beatd(variant: Variant, jobs: int, workdir: Path, options: argparse.Name
 
         try:
             poll_until_done(
-                worker, server.process.pid, jobs, lambda: int(client.xlen(QUEUE_KEY)), result,
+                worker, server.process.pid, jobs, lambda: queued(client, shards), result,
                 options.time_limit, options.poll, profile if options.profile else None,
             )  # fmt: skip
         finally:
@@ -252,9 +286,15 @@ def run_beatd(variant: Variant, jobs: int, workdir: Path, options: argparse.Name
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(30)
             stop(worker)
-        statuses = collections.Counter(json.loads(raw)["status"] for raw in client.hvals(f"{NAMESPACE}:runs:noop"))
-        indexed = client.zcard(f"{NAMESPACE}:runs:noop:by-time")
-        pending = client.xpending(QUEUE_KEY, "workers")["pending"]
+        names = bench_jobs(shards)
+        statuses = collections.Counter(
+            json.loads(raw)["status"] for job in names for raw in client.hvals(bench_keys(job, shards).runs(job))
+        )
+        indexed = sum(client.zcard(bench_keys(job, shards).runs_by_time(job)) for job in names)
+        pending = sum(
+            client.xpending(Keys(NAMESPACE, shard, tagged=shards > 1).queue("default"), "workers")["pending"]
+            for shard in range(shards)
+        )
         ok = statuses.get("succeeded", 0) == result.done == indexed and pending == 0
         result.verified = f"{'ok' if ok else 'MISMATCH'}: {dict(statuses)}, index {indexed}, pending {pending}"
         errors = (workdir / "worker.log").read_text(errors="replace").strip()
@@ -349,7 +389,7 @@ def main() -> None:
     parser.add_argument("--slow-jobs", type=int, default=5000, help="jobs for slow peers (rq-fork; default 5000)")
     names = ",".join(variant.name for variant in VARIANTS)
     parser.add_argument("--variants", default=names, help=f"comma-separated subset of {names}")
-    fsync_help = "redis-server appendfsync (default always, as tests/redis_server.py starts it)"
+    fsync_help = "redis-server appendfsync (default always, as the figures in docs/benchmarks.md were measured)"
     parser.add_argument("--fsync", choices=["always", "everysec", "no"], default="always", help=fsync_help)
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per variant at most (default 600)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each variant (default 1)")
@@ -360,6 +400,8 @@ def main() -> None:
                         help="py-spy: threads holding the GIL (default) or every non-idle thread")  # fmt: skip
     ref_help = "git ref of beatd to measure (exported from git), or worktree for the files as they are (default HEAD)"
     parser.add_argument("--beatd-ref", default="HEAD", help=ref_help)
+    shards_help = "beatd variants: shards of the deployment (default 1); the fires are spread over every shard"
+    parser.add_argument("--shards", type=int, default=1, help=shards_help)
     options = parser.parse_args()
     chosen = [variant for variant in VARIANTS if variant.name in options.variants.split(",")]
     unknown = set(options.variants.split(",")) - {variant.name for variant in VARIANTS}
@@ -385,7 +427,7 @@ def main() -> None:
             results.append(result)
     source.cleanup()
 
-    print(f"# beatd {revision(options.beatd_ref)}, fsync {options.fsync}")
+    print(f"# beatd {revision(options.beatd_ref)}, fsync {options.fsync}, shards {options.shards}")
     print_table(
         ["variant", "#", "jobs", "done", "jobs/s", "wall/s", "startup s", "worker ms/job", "redis ms/job", "others",
          "load", "check"],
@@ -408,6 +450,7 @@ def main() -> None:
     report = {
         "benchmark": "workers/drain",
         "fsync": options.fsync,
+        "shards": options.shards,
         "profiled": options.profile_mode if options.profile else False,
         "beatd_revision": revision(options.beatd_ref),
         "machine": machine(),

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.redis_cluster import RedisClusterProcesses, cluster_support
 from tests.redis_server import RedisServer
 
 
@@ -51,6 +52,22 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A real six-node Redis Cluster (3 masters, 3 replicas) for one test module; skipped where none can start."""
+    reason = cluster_support()
+    if reason is not None:
+        pytest.skip(f"no local Redis Cluster: {reason}")
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import redis
 
 from beatd.alert_sinks import SIGNATURE_HEADER, signature
 from beatd.alerting import Alerting, Current
+from beatd.client import Client
 from beatd.config import load_config
 from beatd.keys import Keys
 from beatd.localredis import free_port
@@ -236,7 +237,7 @@ def test_the_email_sink_sends_mail_over_starttls_with_credentials_from_the_envir
         client.xadd(keys.alert_events, {"record": _dead_record("nightly", 1)})
         alerting = Alerting(AlertStore(client, keys), UpkeepStore(client, keys), Metrics())
         current = Current(config.jobs, config.settings.alerts)
-        wait_for(lambda: alerting.step(fence, current, time.monotonic()) >= 0 and got, timeout=20, what="a mail")
+        wait_for(lambda: alerting.step(fence, current, time.monotonic()) >= 0 and got, timeout=60, what="a mail")
         assert logins == [(b"ops", b"mail-pass-123")]
         assert "dead" in got[0]["Subject"] and got[0]["To"] == "ops@example.com"
         assert got[0]["X-Beatd-Idempotency-Key"].endswith(":first")
@@ -245,7 +246,7 @@ def test_the_email_sink_sends_mail_over_starttls_with_credentials_from_the_envir
         assert sent["id"] == got[0]["X-Beatd-Idempotency-Key"]
         assert config.settings.alerts is not None
         send(config.settings.alerts.sinks["mail"], {"id": sent["id"], "kind": "alert", "rule": "dead"})
-        wait_for(lambda: len(got) == 2, timeout=20, what="the mail sent again")
+        wait_for(lambda: len(got) == 2, timeout=60, what="the mail sent again")
         assert got[1]["Message-ID"] == got[0]["Message-ID"]
         assert "mail-pass-123" not in json.dumps(client.xrange(keys.alert_log)) + json.dumps(client.xrange(keys.audit))
     finally:
@@ -346,9 +347,9 @@ def test_a_leader_killed_during_delivery_loses_no_alert(
     keys = Keys(namespace)
     receiver.mode = "hang"
     first = daemons("beat", "-c", str(path), env={"HOOK_SECRET": SECRET})
-    wait_for(lambda: client.get(keys.leader), timeout=20, what="a leader")
+    wait_for(lambda: client.get(keys.leader), timeout=60, what="a leader")
     client.xadd(keys.alert_events, {"record": _dead_record("nightly", 9)})
-    wait_for(lambda: receiver.received, timeout=20, what="the delivery in flight")
+    wait_for(lambda: receiver.received, timeout=60, what="the delivery in flight")
     first.signal(signal.SIGKILL)
     first.process.wait()
     receiver.mode = "ok"
@@ -391,6 +392,33 @@ def test_a_job_out_of_retries_gives_one_dead_alert_and_its_next_success_one_reco
     assert len(receiver.keys("dead")) == 1
     assert len(receiver.keys("recovered")) == 1
     assert receiver.bad_signatures == 0
+
+
+def test_a_worker_killed_mid_run_gives_a_failed_alert_for_its_lost_attempt(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, daemons: Any, receiver: Receiver
+) -> None:
+    """Real beat and workers: the attempt of a worker killed with SIGKILL mid-run, recorded ``lost`` when
+    another worker takes its fire over, raises the job's ``failed`` alert (a dead worker failed that attempt)."""
+    log = tmp_path / "runs.jsonl"
+    jobs = (f"  batch: {{every: 1h, call: 'tests.worker_jobs:slow_first_attempt', "
+            f"kwargs: {{seconds: 60, log: '{log}'}}, timeout: 1s}}\n")  # fmt: skip
+    path = _beat_config(tmp_path, shared_redis, namespace, receiver.url, "    - {on: failed, sinks: [hook]}\n", jobs)
+    with path.open("a") as extra:
+        extra.write("worker: {kill_grace: 500ms}\n")
+    env = {"HOOK_SECRET": SECRET}
+    daemons("beat", "-c", str(path), env=env)
+    first = daemons("worker", "-c", str(path), "--isolation", "thread", env=env, name="first")
+    client = Client.from_config(path, environ=env)
+    fire = client.trigger("batch")
+    wait_for(lambda: log.exists() and log.read_text(), timeout=30, what="attempt 1 started")
+    first.signal(signal.SIGKILL)
+    daemons("worker", "-c", str(path), "--isolation", "thread", env=env, name="second")
+    assert fire.wait(timeout=30).status == "succeeded"
+    wait_for(lambda: receiver.keys("failed"), timeout=30, what="the failed alert")
+    told = next(alert for alert in receiver.received if alert["rule"] == "failed")
+    assert told["job"] == "batch" and "attempt 1 lost" in json.dumps(told)
+    assert receiver.bad_signatures == 0
+    client.close()
 
 
 def test_a_stopped_worker_gives_one_deadline_alert_and_one_silence_alert(

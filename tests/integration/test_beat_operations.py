@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,24 +14,12 @@ import pytest
 
 from beatd.config import load_config
 from beatd.messages import parse_utc, to_ms
-from tests.conftest import REPO
+from tests.conftest import run_cli
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import assert_contiguous, messages, runs, scheduled, write_config
 from tests.redis_server import RedisServer
 
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the beatd CLI as a user would."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "beatd", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+cli = run_cli  # each command in this process (tests/conftest.py)
 
 
 def test_reload_invalid_keeps_running_then_valid_applies_diff(

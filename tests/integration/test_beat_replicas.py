@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from beatd.keys import Keys
 from beatd.messages import parse_utc, to_ms
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
@@ -26,6 +28,11 @@ def _leader(replicas: list[Daemon], client: object, namespace: str) -> Daemon:
     return next(daemon for daemon in replicas if f":{daemon.pid}:" in token)
 
 
+def _heartbeat_of(client: object, namespace: str, pid: int | None) -> bool:
+    beats = client.hvals(Keys(namespace).replicas)  # type: ignore[attr-defined]
+    return any(json.loads(beat)["pid"] == pid for beat in beats)
+
+
 def _hand_over(
     start: Callable[..., Daemon], replicas: list[Daemon], client: object, namespace: str, fires: int, job: str
 ) -> Daemon:
@@ -36,9 +43,13 @@ def _hand_over(
     leader.signal(signal.SIGTERM)
     assert leader.process is not None and leader.process.wait(10) == 0
     wait_for(lambda: leader_token(client, namespace) not in (None, old_token), what="a new leader")  # type: ignore[arg-type]
-    replicas[replicas.index(leader)] = start(*leader.args, env=leader.env, name=leader.log_path.stem)
+    restarted = start(*leader.args, env=leader.env, name=leader.log_path.stem)
+    replicas[replicas.index(leader)] = restarted
     count = len(scheduled(messages(client, namespace), job))  # type: ignore[arg-type]
-    wait_for(lambda: len(scheduled(messages(client, namespace), job)) >= count + fires, timeout=20, what="fires")  # type: ignore[arg-type]
+    # The next hand-over must find a standby ready: one still starting (seconds on a loaded machine) would leave
+    # no leader for longer than late_after, and its fires missed by contract.
+    wait_for(lambda: _heartbeat_of(client, namespace, restarted.pid), timeout=60, what="the restarted standby")
+    wait_for(lambda: len(scheduled(messages(client, namespace), job)) >= count + fires, timeout=60, what="fires")  # type: ignore[arg-type]
     return _leader(replicas, client, namespace)
 
 
@@ -47,7 +58,8 @@ def test_replicas_with_skewed_host_clocks_emit_on_time_by_redis_time(
 ) -> None:
     """Two replicas whose host clocks are 90 s fast and 60 s slow emit each fire once, never before its instant
     by Redis's clock and within a second after, and record nothing missed, across leadership changes."""
-    config = write_config(tmp_path / "beatd.yaml", shared_redis, namespace, JOBS)
+    # A 2 s lease: late_after is 5 s, so a replica stalled for seconds (a loaded disk) is not a gap.
+    config = write_config(tmp_path / "beatd.yaml", shared_redis, namespace, JOBS, lease="2s")
     fast = daemons("beat", "-c", str(config), env={"BEATD_CLOCK_SKEW": "90"}, name="fast")
     client = shared_redis.client()
     wait_for(lambda: leader_token(client, namespace), what="the fast replica leads")
@@ -77,14 +89,16 @@ def test_rolling_config_change_loses_and_doubles_nothing(
         "b": 'common: {command: ["true"], every: 200ms}\nonly_b: {command: ["true"], every: 200ms, catchup: none}',
     }
     configs = {
-        name: write_config(tmp_path / f"{name}.yaml", shared_redis, namespace, body) for name, body in jobs.items()
+        name: write_config(tmp_path / f"{name}.yaml", shared_redis, namespace, body, lease="2s")
+        for name, body in jobs.items()
     }
     client = shared_redis.client()
     first = daemons("beat", "-c", str(configs["a"]), name="a")
     wait_for(lambda: len(scheduled(messages(client, namespace), "only_a")) >= 3, what="only_a fires")
     replicas = [first, daemons("beat", "-c", str(configs["b"]), name="b")]
-    # b leads for 4 s (longer than late_after, 3 s: only_a's fires of that time are missed), then shorter turns.
-    for fires in (20, 5, 5, 5):
+    # b leads for 7 s (longer than late_after, 5 s with the 2 s lease: only_a's fires of that time are missed),
+    # then shorter turns.
+    for fires in (35, 5, 5, 5):
         _hand_over(daemons, replicas, client, namespace, fires, "common")
     items = messages(client, namespace)
     assert_contiguous(scheduled(items, "common"), 0.2)

@@ -54,13 +54,17 @@ def test_leader_and_standby_health(
     replicas = [daemons("beat", "-c", str(config), "--metrics-port", str(port), name=f"b{port}") for port in ports]
     client = own_redis.client()
     token = wait_for(lambda: leader_token(client, namespace), what="a leader")
-    roles = {}
     for port in ports:
         wait_for(lambda port=port: fetch(port, "/readyz")[0] == 200, what=f"ready on {port}")  # type: ignore[misc]
-        status, body = fetch(port, "/healthz")
-        assert status == 200
-        roles[port] = json.loads(body)["role"]
-    assert sorted(roles.values()) == ["leader", "standby"]
+
+    def roles() -> list[str]:
+        replies = [fetch(port, "/healthz") for port in ports]
+        assert all(status == 200 for status, _ in replies)
+        return sorted(json.loads(body)["role"] for _, body in replies)
+
+    # ready comes with the first tick that reached Redis; a replica contends once it has read every runtime job,
+    # a tick later, so the roles settle just after
+    wait_for(lambda: roles() == ["leader", "standby"], what="one leader and one standby")
     assert token is not None
     own_redis.stop()
     for port in ports:

@@ -175,13 +175,13 @@ def test_every_fire_runs_once_on_celery_across_leader_kill(
     leader = _leader(replicas, client, namespace)
     old_token = leader_token(client, namespace)
     leader.signal(signal.SIGKILL)
-    wait_for(lambda: leader_token(client, namespace) not in (None, old_token), timeout=10, what="a new leader")
+    wait_for(lambda: leader_token(client, namespace) not in (None, old_token), timeout=60, what="a new leader")
     executed = len(_ledger(ledger))
     wait_for(lambda: len(_ledger(ledger)) >= executed + 15, timeout=40, what="executions after the takeover")
     for replica in replicas:
         replica.stop()
     sent = [record for record in runs(client, namespace, JOB) if record["status"] == "sent"]
-    wait_for(lambda: len(_ledger(ledger)) >= len(sent), timeout=20, what="the worker to run every sent task")
+    wait_for(lambda: len(_ledger(ledger)) >= len(sent), timeout=60, what="the worker to run every sent task")
     assert worker.poll() is None
     lines = _ledger(ledger)
 

@@ -56,7 +56,7 @@ def test_a_runtime_celery_job_reaches_a_broker_on_another_server(
         jobs = RuntimeJobs(config, JobStore(connect(config.settings.redis), Keys(namespace)), actor="tester")
         jobs.put("remote", {"every": "1s", "celery": "tests.record"})
         beat.wait_log("runtime job added remote", timeout=10)
-        wait_for(lambda: len(_pushed(broker, 1)) >= 2, timeout=20, what="two fires in the broker's queue")
+        wait_for(lambda: len(_pushed(broker, 1)) >= 2, timeout=60, what="two fires in the broker's queue")
         beat.stop()
         assert _pushed(own_redis, 1) == [] and _pushed(own_redis, 0) == []
     finally:
@@ -79,7 +79,7 @@ def test_a_celery_job_added_by_reload_reaches_a_broker_on_another_server(
         _celery_config(path, own_redis, namespace, "  remote: {every: 1s, celery: tests.record}\n")
         beat.signal(signal.SIGHUP)
         beat.wait_log("reload: added remote", timeout=10)
-        wait_for(lambda: len(_pushed(broker, 1)) >= 2, timeout=20, what="two fires in the broker's queue")
+        wait_for(lambda: len(_pushed(broker, 1)) >= 2, timeout=60, what="two fires in the broker's queue")
         beat.stop()
         assert _pushed(own_redis, 1) == [] and _pushed(own_redis, 0) == []
     finally:
@@ -131,12 +131,12 @@ def test_a_reload_changing_the_broker_url_probes_the_new_broker_and_relays_to_it
         jobs = "  remote: {every: 1s, celery: tests.record}\n"
         path = _celery_config(tmp_path / "beatd.yaml", own_redis, namespace, jobs)
         beat = daemons("beat", "-c", str(path), env=env)
-        wait_for(lambda: len(_pushed(own_redis, 1)) >= 2, timeout=20, what="two fires pushed directly")
+        wait_for(lambda: len(_pushed(own_redis, 1)) >= 2, timeout=60, what="two fires pushed directly")
         path.write_text(path.read_text().replace("${CELERY_BROKER_URL}", f"redis://127.0.0.1:{broker.port}/1"))
         beat.signal(signal.SIGHUP)
         beat.wait_log(r"reload: celery.broker_url changed, applied", timeout=10)
         direct = len(_pushed(own_redis, 1))
-        wait_for(lambda: len(_pushed(broker, 1)) >= 3, timeout=20, what="three fires in the new broker's queue")
+        wait_for(lambda: len(_pushed(broker, 1)) >= 3, timeout=60, what="three fires in the new broker's queue")
         beat.stop()
         assert len(_pushed(own_redis, 1)) <= direct + 1  # at most a fire emitted while the reload was read
         assert "go through the outbox" in beat.log()

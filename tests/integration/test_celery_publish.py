@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ import pytest
 from beatd.celery_publish import AmqpPublisher, PublishFailed
 from beatd.store.outbox import OutboxEntry
 from tests.integration.test_celery_relay import RABBITMQ, rabbitmq_unreachable
+from tests.tcp_proxy import TcpProxy
 
 URL = f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}//"
 
@@ -103,44 +103,10 @@ def test_an_existing_quorum_queue_and_a_same_named_exchange_of_another_type_are_
     assert _depth(queue) == 3
 
 
-class _StallingProxy:
-    """A TCP proxy to RabbitMQ that stops forwarding (without closing) once :attr:`stalled` is set."""
-
-    def __init__(self) -> None:
-        self.stalled = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            upstream = socket.create_connection(RABBITMQ)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                if self.stalled.is_set():
-                    return  # swallowed: the broker looks alive but never answers
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 def test_a_stalled_broker_fails_the_publish_within_the_timeout(queue: str) -> None:
     """A broker that stops answering mid-connection (no RST): the publish raises PublishFailed within a few
     timeouts (it blocked forever: no confirm timeout, no read timeout)."""
-    proxy = _StallingProxy()
+    proxy = TcpProxy(RABBITMQ)
     publisher = AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", timeout=1.0)
     try:
         assert publisher.publish([_entry(queue, "1-0")]) == 1

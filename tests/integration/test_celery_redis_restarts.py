@@ -84,7 +84,7 @@ def test_a_celery_job_is_pushed_and_run_once_through_redis_restarts(
         executed = len(_ledger(ledger))
         wait_for(lambda done=executed: len(_ledger(ledger)) >= done + 3, timeout=60, what=f"executions after {fault}")
     client = own_redis.client()
-    wait_for(lambda: leader_token(client, namespace) is not None, timeout=20, what="a leader at the end")
+    wait_for(lambda: leader_token(client, namespace) is not None, timeout=60, what="a leader at the end")
     for replica in replicas:
         replica.stop()
     sent = [record for record in runs(client, namespace, JOB) if record["status"] == "sent"]

@@ -83,11 +83,11 @@ def _across_leader_kill(
     leader = _leader(replicas, client, namespace)
     old_token = leader_token(client, namespace)
     leader.signal(signal.SIGKILL)
-    wait_for(lambda: leader_token(client, namespace) not in (None, old_token), timeout=10, what="a new leader")
+    wait_for(lambda: leader_token(client, namespace) not in (None, old_token), timeout=60, what="a new leader")
     executed = len(_ledger(ledger))
     wait_for(lambda: len(_ledger(ledger)) >= executed + 15, timeout=40, what="executions after the takeover")
     outbox = Keys(namespace).celery_outbox
-    wait_for(lambda: client.xlen(outbox) == 0, timeout=10, what="the relay to empty the outbox")
+    wait_for(lambda: client.xlen(outbox) == 0, timeout=60, what="the relay to empty the outbox")
     for replica in replicas:
         replica.stop()
     waiting = {
@@ -95,7 +95,7 @@ def _across_leader_kill(
     }
     sent = [record for record in runs(client, namespace, JOB) if record["status"] == "sent"]
     relayed = len(sent) - len(waiting)
-    wait_for(lambda: len({line["fire_id"] for line in _ledger(ledger)}) >= relayed, timeout=20, what="every task run")
+    wait_for(lambda: len({line["fire_id"] for line in _ledger(ledger)}) >= relayed, timeout=60, what="every task run")
     return _ledger(ledger), sent, waiting
 
 
@@ -206,8 +206,8 @@ def test_broker_down_neither_blocks_emission_nor_grows_the_outbox_past_its_bound
     assert [record["status"] for record in runs(client, namespace, JOB)] == ["sent"] * 3
     broker.start()
     try:
-        wait_for(lambda: client.xlen(keys.celery_outbox) == 0, timeout=20, what="the relay to empty the outbox")
-        wait_for(lambda: len(runs(client, namespace, JOB)) >= 5, timeout=20, what="the refused fires sent later")
+        wait_for(lambda: client.xlen(keys.celery_outbox) == 0, timeout=60, what="the relay to empty the outbox")
+        wait_for(lambda: len(runs(client, namespace, JOB)) >= 5, timeout=60, what="the refused fires sent later")
         beat.stop()
         pushed = broker.client()
         pushed.select(1)  # type: ignore[no-untyped-call]
@@ -229,7 +229,6 @@ def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
     from beatd.celery_publish import RedisPublisher
     from beatd.celery_relay import Relay
     from beatd.config import load_config
-    from beatd.emission import celery_write
     from beatd.messages import format_utc
     from beatd.metrics import Metrics
     from beatd.store import Store, connect
@@ -243,12 +242,7 @@ def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
     store = Store(connect(own_redis.url), keys)
     token, _ = store.acquire("one", 10_000, {"event": "leader"})
     assert token is not None
-    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
-    writes = [
-        celery_write(config.jobs[JOB], f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys,
-                     config.settings.celery, outbox=True).write
-        for at in (start + timedelta(seconds=second) for second in range(3))
-    ]  # fmt: skip
+    writes = _outbox_writes(config, keys)
     assert store.apply(token, writes).statuses == ("applied",) * 3
     client = own_redis.client()
     assert client.xlen(keys.celery_outbox) == 3 and client.keys("celery*") == []
@@ -271,19 +265,33 @@ def test_relay_steps_are_fenced_and_delete_only_what_the_broker_confirmed(
         pushed = broker.client()
         pushed.select(1)  # type: ignore[no-untyped-call]
         ids = Counter(json.loads(item)["headers"]["id"] for item in pushed.lrange("celery", 0, -1))
-        assert sorted(ids) == sorted(celery_task_id(namespace, f"{JOB}@{format_utc(start + timedelta(seconds=s))}")
-                                     for s in range(3))  # fmt: skip
+        fires = [f"{JOB}@{format_utc(OUTBOX_START + timedelta(seconds=s))}" for s in range(3)]
+        assert sorted(ids) == sorted(celery_task_id(namespace, fire) for fire in fires)
         assert set(ids.values()) == {2}  # published again after the stale step: recognisable by task id
         assert metrics.registry.get_sample_value("beatd_celery_published_total") == 6
     finally:
         broker.stop()
 
 
+OUTBOX_START = datetime(2026, 12, 1, 8, tzinfo=UTC)
+"""The instant of the first of the three fires ``_outbox_writes`` writes."""
+
+
+def _outbox_writes(config: Any, keys: Keys) -> list[Any]:
+    """The fenced writes of three celery fires of JOB (2026-12-01 08:00:00, :01, :02) into the outbox."""
+    from beatd.emission import celery_write
+    from beatd.messages import format_utc
+
+    return [
+        celery_write(config.jobs[JOB], f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys,
+                     config.settings.celery, outbox=True).write
+        for at in (OUTBOX_START + timedelta(seconds=second) for second in range(3))
+    ]  # fmt: skip
+
+
 def _outbox_with_entries(own_redis: RedisServer, namespace: str, tmp_path: Path, env: dict[str, str]) -> Any:
     """Three celery fires written to the outbox under a lease held by replica "one"; (store, token, keys)."""
     from beatd.config import load_config
-    from beatd.emission import celery_write
-    from beatd.messages import format_utc
     from beatd.store import Store, connect
 
     config = load_config(_config(tmp_path / "beatd.yaml", own_redis, namespace), env)
@@ -292,12 +300,7 @@ def _outbox_with_entries(own_redis: RedisServer, namespace: str, tmp_path: Path,
     store = Store(connect(own_redis.url), keys)
     token, _ = store.acquire("one", 30_000, {"event": "leader"})
     assert token is not None
-    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
-    writes = [
-        celery_write(config.jobs[JOB], f"{JOB}@{format_utc(at)}", at, "schedule", "{}", at, keys,
-                     config.settings.celery, outbox=True).write
-        for at in (start + timedelta(seconds=second) for second in range(3))
-    ]  # fmt: skip
+    writes = _outbox_writes(config, keys)
     assert store.apply(token, writes).statuses == ("applied",) * 3
     return store, token, keys
 
@@ -312,11 +315,11 @@ def test_stopping_a_relay_stuck_on_a_stalled_broker_does_not_block_the_caller(
     from beatd.celery_relay import Relay, RelayThread
     from beatd.metrics import Metrics
     from beatd.store.outbox import OutboxStore
-    from tests.integration.test_celery_publish import _StallingProxy
+    from tests.tcp_proxy import TcpProxy
 
     if (why := rabbitmq_unreachable()) is not None:
         pytest.skip(why)
-    proxy = _StallingProxy()
+    proxy = TcpProxy(RABBITMQ)
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
     store, token, keys = _outbox_with_entries(own_redis, namespace, tmp_path, {"CELERY_BROKER_URL": url,
                                               "CELERY_RESULT_BACKEND": own_redis.url})  # fmt: skip
@@ -349,13 +352,12 @@ def test_a_leader_pushing_directly_still_relays_what_another_replica_left_in_the
     config = tmp_path / "beatd.yaml"
     beat = daemons("beat", "-c", str(config), env=env)
     client = own_redis.client()
-    wait_for(lambda: client.xlen(keys.celery_outbox) == 0, timeout=20, what="the relay to empty the outbox")
+    wait_for(lambda: client.xlen(keys.celery_outbox) == 0, timeout=60, what="the relay to empty the outbox")
     beat.stop()
     ids = {json.loads(item)["headers"]["beatd_fire_id"] for item in client.lrange("celery", 0, -1)}
-    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
     from beatd.messages import format_utc
 
-    assert {f"{JOB}@{format_utc(start + timedelta(seconds=s))}" for s in range(3)} <= ids
+    assert {f"{JOB}@{format_utc(OUTBOX_START + timedelta(seconds=s))}" for s in range(3)} <= ids
 
 
 def test_a_broker_refusing_one_entry_confirms_the_others_once_and_moves_the_poisoned_one_aside(
@@ -454,3 +456,93 @@ def test_status_shows_the_outbox_depth_its_oldest_entry_and_dead_entries(
     assert "dead 1-0 " in text and "queue q task task-1 fire report@2026-12-01T00:00:00Z: WRONGTYPE x" in text
     with Client(config=load_config(config, env)) as beatd_client:
         assert beatd_client.status()["celery"]["dead"]["count"] == 1
+
+
+def test_a_shard_handed_over_deletes_what_its_relay_published_before_the_lease_goes(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    """A sharded replica resigning a shard (a hand-over to its new owner) while the shard's relay is publishing
+    waits for the publish, deletes the confirmed entries under the lease it still holds, then releases it: the
+    next owner's relay has nothing to publish again (before, every hand-over during a publish duplicated it)."""
+    import threading
+    from collections.abc import Sequence
+
+    from beatd.beat import Beat
+    from beatd.celery_publish import RedisPublisher
+    from beatd.celery_relay import Relay, RelayThread
+    from beatd.config import load_config
+    from beatd.identity import Identity
+    from beatd.metrics import Metrics
+    from beatd.shard_beat import shard_views
+    from beatd.store import Store, connect
+    from beatd.store.outbox import OutboxEntry, OutboxStore
+
+    broker = RedisServer(tmp_path / "broker")
+    broker.start()
+    publishing, finish = threading.Event(), threading.Event()
+
+    class SlowBroker(RedisPublisher):
+        """The real Redis publisher, whose publish takes a while (a broker far away)."""
+
+        def publish(self, entries: Sequence[OutboxEntry]) -> int:
+            published = super().publish(entries)
+            publishing.set()
+            finish.wait(0.3)  # within the 0.5 s a hand-over waits for a publish
+            return published
+
+    try:
+        env = {"CELERY_BROKER_URL": f"redis://127.0.0.1:{broker.port}/1", "CELERY_RESULT_BACKEND": own_redis.url}
+        config = load_config(_config(tmp_path / "beatd.yaml", own_redis, namespace, extra="shards: 2\n"), env)
+        assert config.settings.celery is not None
+        keys = config.keys(1)
+        store = Store(connect(own_redis.url), keys)
+        beat = Beat(shard_views(config)[1], store, Identity.here(datetime.now(UTC)), shard=1)
+        assert beat.leadership.step(time.monotonic()) and beat.leadership.token is not None
+        writes = _outbox_writes(config, keys)
+        assert store.apply(beat.leadership.token, writes).statuses == ("applied",) * 3
+        relay = Relay(OutboxStore(store.client, keys), SlowBroker(env["CELERY_BROKER_URL"]), Metrics(1), limit=10)
+        running = RelayThread(relay, lambda: beat.leadership.token).start()
+        beat.handing_over.append(running.paused)  # as `beatd beat` wires each shard's relay
+        try:
+            wait_for(publishing.is_set, what="the relay publishing the batch")
+            beat.resign()  # the publish is still under way
+            assert beat.leadership.token is None
+            client = own_redis.client()
+            assert client.xlen(keys.celery_outbox) == 0, "the published entries are left for the next owner"
+            assert client.get(keys.leader) is None, "the lease is released"
+        finally:
+            finish.set()
+            assert running.stop()
+    finally:
+        broker.stop()
+
+
+def test_the_outbox_depth_gauge_sums_the_shards_a_replica_relays(tmp_path: Path, own_redis: RedisServer) -> None:
+    """Two shards' relays in one replica, sharing its metrics: `beatd_celery_outbox_depth` is the sum of their
+    outboxes (each relay had set it to its own, so an empty shard's relay hid another's backlog), and a relay
+    that no longer leads takes its part out."""
+    from beatd.celery_publish import RedisPublisher
+    from beatd.celery_relay import Relay, RelayThread
+    from beatd.metrics import Metrics
+    from beatd.store import Store, connect
+    from beatd.store.outbox import OutboxStore
+
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    metrics = Metrics(1)
+    relays, tokens = [], []
+    for shard in (1, 2):
+        keys = Keys(namespace, shard, tagged=True)
+        store = Store(connect(own_redis.url), keys)
+        token, _ = store.acquire(f"r{shard}", 10_000, {"event": "leader"})
+        assert token is not None
+        tokens.append(token)
+        # The broker is down: the relay counts the depth, then fails to publish (nothing is deleted).
+        relays.append(Relay(OutboxStore(store.client, keys), RedisPublisher("redis://127.0.0.1:1/0"), metrics, 10))
+    client = own_redis.client()
+    for number in range(3):
+        client.xadd(Keys(namespace, 1, tagged=True).celery_outbox, {"queue": "celery", "envelope": f"{{{number}}}"})
+    for relay, token in zip(relays, tokens, strict=True):
+        relay.step(token)
+    assert metrics.registry.get_sample_value("beatd_celery_outbox_depth") == 3
+    RelayThread(relays[0], lambda: None)._step()  # shard 1's lease is gone: its relay steps without a token
+    assert metrics.registry.get_sample_value("beatd_celery_outbox_depth") == 0

@@ -221,3 +221,24 @@ def test_a_refused_fire_is_emitted_once_its_cause_is_gone_though_its_next_was_pl
     sent = [json.loads(fields["message"])["scheduled_at"] for _, fields in client.xrange(keys.queue("xq"))]
     assert sent and sent[0] == format_utc(host), sent
     assert sent == sorted(set(sent)), sent
+
+
+def test_emits_of_every_row_width_apply_alike(shared_redis: RedisServer, namespace: str) -> None:
+    """Emits whose packed rows stop early (no signature, no last emission) or run to the end (signed) apply like
+    any other: in the queue with their signature, progress and last emission moved."""
+    store, token = _store(shared_redis, namespace)
+    keys = store.keys
+    client = shared_redis.client()
+    queue = keys.queue("default")
+    writes = [
+        LeaderWrite.emit("short", 10, queue, '{"a":1}', "", ""),
+        LeaderWrite.emit("signed", 10, queue, '{"a":2}', "sig-2", "10 schedule d"),
+        LeaderWrite.emit("plain", 10, queue, '{"a":3}', "", "10 schedule d"),
+        LeaderWrite.emit("short", 20, queue, '{"a":4}', "sig-4", ""),
+    ]
+    assert store.apply(token, writes).statuses == ("applied",) * 4
+    assert [(fields["message"], fields["sig"]) for _, fields in client.xrange(queue)] == [
+        ('{"a":1}', ""), ('{"a":2}', "sig-2"), ('{"a":3}', ""), ('{"a":4}', "sig-4"),
+    ]  # fmt: skip
+    assert client.hgetall(keys.progress) == {"short": "20", "signed": "10", "plain": "10"}
+    assert client.hgetall(keys.last) == {"short": "", "signed": "10 schedule d", "plain": "10 schedule d"}

@@ -44,6 +44,7 @@ def test_history_show_export_workers_and_dead(
     exported = [json.loads(line) for line in cli("export", "-c", str(config)).stdout.splitlines()]
     assert len(exported) == 3
 
+    wait_for(lambda: json.loads(cli("workers", "-c", str(config), "--json").stdout), what="the worker's heartbeat")
     workers = json.loads(cli("workers", "-c", str(config), "--json").stdout)
     assert len(workers) == 1 and workers[0]["queues"] == ["default"]
 

@@ -225,6 +225,26 @@ def _fields(scene: Scene, key: str) -> list[str]:
     return sorted(scene.store.client.hkeys(f"{scene.store.keys.namespace}:{key}"))
 
 
+def test_a_job_s_ended_stream_keeps_only_the_ends_of_its_last_ended_ttl(scene: Scene) -> None:
+    """Ends older than ENDED_TTL by Redis's clock leave a job's ended stream at its next end (whole stream nodes
+    at a time): a job ending a fire every 10 s keeps about 10 minutes of ends, not ENDED_MAXLEN of them."""
+    client, key = scene.store.client, scene.store.keys.ended("flaky")
+    seconds, _ = client.time()
+    old_ms = (int(seconds) - 3600) * 1000
+    pipe = client.pipeline(transaction=False)
+    for number in range(500):  # an hour-old stretch of ends, as a job ending a fire every 10 s would have left
+        pipe.xadd(key, {"fire_id": f"old-{number}", "run_id": f"old-{number}#1", "status": "succeeded"},
+                  id=f"{old_ms + number}-0")  # fmt: skip
+    pipe.execute()
+    worker = scene.worker("w", scene.config)
+    fire = scene.fire("flaky", scene.clock.now())
+    worker.end(worker.read(), "succeeded")
+    entries = client.xrange(key)
+    assert entries[-1][1]["fire_id"] == fire
+    assert len(entries) <= 101, len(entries)  # at most one node of old ends left (approximate trimming)
+    assert 0 < client.pttl(key) <= defaults.ENDED_TTL.total_seconds() * 1000
+
+
 def test_dead_retry_runs_the_fire_as_its_next_attempt(scene: Scene) -> None:
     """A dead fire keeps no attempt count, yet put back with `dead retry` it runs as the next attempt."""
     worker = scene.worker("w", scene.config)
@@ -233,9 +253,9 @@ def test_dead_retry_runs_the_fire_as_its_next_attempt(scene: Scene) -> None:
     scene.store.requeue_due_retries("default", to_ms(scene.clock.now()))
     worker.end(worker.read(), "failed")
     assert scene.store.client.hlen(scene.store.keys.attempts) == 0
-    (letter,) = scene.store.dead(10)
+    (letter,) = scene.store.dead_letters.newest(10)
     audit = audit_record("dead-retry", scene.clock.now(), entry=letter["id"])
-    assert scene.store.retry_dead(letter["id"], letter["queue"], audit)
+    assert scene.store.dead_letters.retry(letter["id"], letter["queue"], audit)
     assert worker.read().record.run_id == f"{fire}#3"
 
 
@@ -269,9 +289,9 @@ def test_a_reclaimed_fire_dead_lettered_then_retried_runs_as_its_next_attempt(sc
     scene.clock.advance(LEASE + 1)
     store = scene.store
     third.intake.admit(store.reclaim("default", third.intake.identity.id, to_ms(scene.clock.now()), 0))
-    (letter,) = store.dead(10)
+    (letter,) = store.dead_letters.newest(10)
     assert letter["run_id"] == f"{fire}#1"
-    assert store.retry_dead(
+    assert store.dead_letters.retry(
         letter["id"], letter["queue"], audit_record("dead-retry", scene.clock.now(), entry=letter["id"])
     )
     again = first.read()
@@ -298,7 +318,7 @@ def test_a_redelivered_fire_that_breaks_the_admission_records_its_previous_attem
     other.intake.admit(store.reclaim("default", other.intake.identity.id, to_ms(scene.clock.now()), 0))
     assert other.claimed == []
     assert [record["status"] for record in runs(store.client, store.keys.namespace, "gone")] == ["lost"]
-    (letter,) = store.dead(10)
+    (letter,) = store.dead_letters.newest(10)
     assert letter["run_id"] == f"{message.fire_id}#1" and "ValueError" in letter["reason"]
 
 
@@ -672,7 +692,7 @@ def test_a_worker_records_a_fire_past_its_deadline_expired_and_does_not_run_it(
     enqueue(config, "late", now - timedelta(minutes=10))
     fresh = enqueue(config, "late", now)
     worker: Daemon = daemons("worker", "-c", str(config), name="worker")
-    wait_for(lambda: sorted(statuses(shared_redis, namespace, "late")) == ["expired", "succeeded"], timeout=20,
+    wait_for(lambda: sorted(statuses(shared_redis, namespace, "late")) == ["expired", "succeeded"], timeout=60,
              what="one expired, one ran")  # fmt: skip
     assert [entry["run_id"] for entry in lines(log)] == [f"{fresh}#1"]
     record = RunRecord.from_json(

@@ -14,21 +14,13 @@ from pathlib import Path
 
 from beatd.keys import Keys
 from beatd.store import RunStore
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.integration.conftest import Daemon, wait_for
 from tests.integration.helpers import messages, runs
 from tests.integration.test_worker import config_file, enqueue, statuses
 from tests.redis_server import RedisServer
 
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the beatd CLI as a user would (not on a terminal: stdout and stderr are pipes)."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "beatd", *args], capture_output=True, text=True, cwd=REPO, env=environment,
-        timeout=120, check=False,
-    )  # fmt: skip
+cli = run_cli  # the commands in this process; `beatd logs --follow` on a terminal below is a real one
 
 
 def test_read_only_commands_work_with_a_broken_config(
@@ -104,11 +96,20 @@ def test_backfill_dry_run_inclusive_ends_idempotent_wait_and_retention(
     rerun = cli("backfill", "-c", str(config), *wider, "--rerun", "--dry-run")
     assert len(rerun.stdout.splitlines()) == 8
     assert "keeps 14 run records (history.keep) and has 7" in rerun.stderr and "drop the oldest 1" in rerun.stderr
-    refused = cli("backfill", "-c", str(config), *wider)
+    # 8 new fires of a range whose 7 done instants fill half of keep (14): the oldest done one would go
+    refused = cli("backfill", "-c", str(config), "nightly", "--from", "2026-11-01", "--to", "2026-11-15")
     assert refused.returncode == 2 and "skip check would be incomplete" in refused.stderr, refused.stderr
+    assert "push out records of 1 instant(s)" in refused.stderr
     assert "--rerun" in refused.stderr and messages(shared_redis.client(), namespace) == []
-    other = cli("backfill", "-c", str(config), "nightly", "--from", "2026-11-08", "--to", "2026-11-08", "--wait")
-    assert other.returncode == 0 and "emitted 1 backfill fire(s) of nightly to queue default\n" in other.stdout
+    other = cli("backfill", "-c", str(config), *wider, "--wait")  # one new fire: nothing is pushed out
+    assert other.returncode == 0 and "emitted 1 backfill fire(s) of nightly to queue default" in other.stdout
+    more = cli("backfill", "-c", str(config), "nightly", "--from", "2026-11-09", "--to", "2026-11-14", "--wait")
+    assert more.returncode == 0 and len(statuses(shared_redis, namespace, "nightly")) == 14  # history full
+    # a full history covers from its oldest kept instant on: a range before it is refused, a later one is not
+    earlier = cli("backfill", "-c", str(config), "nightly", "--from", "2026-10-31", "--to", "2026-11-02")
+    assert earlier.returncode == 2 and "before it" in earlier.stderr, earlier.stderr
+    recent = cli("backfill", "-c", str(config), "nightly", "--from", "2026-11-10", "--to", "2026-11-15", "--wait")
+    assert recent.returncode == 0 and "emitted 1 backfill fire(s)" in recent.stdout, recent.stderr
 
 
 def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
@@ -149,7 +150,7 @@ def test_dead_letters_located_errors_own_records_audit_and_columns(
         bad: {{call: tests.worker_jobs:fail, every: 1h, retries: 1, retry_delay: 0s}}
         flaky: {{call: tests.worker_jobs:fail_first_attempt, kwargs: {{log: '{log}'}}, every: 1h, retries: 0}}
     """)  # fmt: skip
-    for nonsense in ("nonsense", "0-1", f"{2**64}-0", f"1-{2**64}"):
+    for nonsense in ("nonsense", "0-1", f"{2**64}-0", f"1-{2**64}", "1-0\n", "\u0661-\u0660", "\u00b2:1-0"):
         result = cli("dead", "retry", nonsense, "-c", str(config))
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith("beatd: dead retry: ") and "`beatd dead` lists them" in result.stderr

@@ -150,9 +150,9 @@ def test_a_dead_letter_is_retried_or_dropped_once_under_concurrent_operators(
         for entry in ids:
             record = {"event": f"dead-{action}"}
             settled.append(
-                store.retry_dead(entry, keys.queue("q"), record)
+                store.dead_letters.retry(entry, keys.queue("q"), record)
                 if action == "retry"
-                else store.drop_dead(entry, record)
+                else store.dead_letters.drop(entry, record)
             )
 
     threads = [threading.Thread(target=operator, args=(action,)) for action in ("retry", "drop") * 3]

@@ -173,7 +173,7 @@ def test_sentinel_failover_mid_run(
     wait_for(lambda: _succeeded(first, namespace) >= 3, what="runs before the failover")
     wait_for(lambda: second.info("replication")["master_link_status"] == "up", what="the replica in sync")
     watcher.execute_command("SENTINEL", "FAILOVER", "main")
-    wait_for(lambda: int(watcher.sentinel_master("main")["port"]) == replica, timeout=20, what="failover")
+    wait_for(lambda: int(watcher.sentinel_master("main")["port"]) == replica, timeout=60, what="failover")
     promoted = redis.Redis(port=replica, decode_responses=True)
     before = _succeeded(promoted, namespace)
     wait_for(lambda: _succeeded(promoted, namespace) >= before + 5, timeout=30, what="runs after the failover")

@@ -194,7 +194,7 @@ def test_a_deeply_nested_forged_entry_stops_neither_the_beat_nor_the_worker(
     # Fired by the beat and run by the worker: counted in run records, since the worker deletes what it has
     # acknowledged from the queue stream (counting queue entries raced the worker).
     for job in ("yaml_job", "after"):
-        wait_for(lambda job=job: client.hlen(keys.runs(job)) >= 3, timeout=20, what=f"runs of {job} by the worker")
+        wait_for(lambda job=job: client.hlen(keys.runs(job)) >= 3, timeout=60, what=f"runs of {job} by the worker")
     assert {record["job"] for record in _audit(client, namespace, "runtime-job-refused")} == {"deep"}
     assert "RecursionError" not in beat.log() + worker.log()
 

@@ -30,7 +30,7 @@ def test_status_and_history_name_each_jobs_source(
     daemons("worker", "-c", str(config.path), "--isolation", "thread", name="worker")
     _api(config).put("customer_9", {"every": "200ms", "call": "tests.worker_jobs:noop"})
     client = Client(config=config)
-    wait_for(lambda: client.history("customer_9", status="succeeded"), timeout=15, what="a run of the runtime job")
+    wait_for(lambda: client.history("customer_9", status="succeeded"), timeout=60, what="a run of the runtime job")
     runner, runtime = CliRunner(), Runtime(environ={}, cwd=tmp_path)
 
     def run(*args: str) -> str:
@@ -71,3 +71,23 @@ def test_status_and_history_name_each_jobs_source(
     assert _api(config).delete("customer_9")
     after = json.loads(run("history", "customer_9", "--json", "--limit", "1"))
     assert after[0]["source"] == "-"
+
+
+def test_the_web_catalogue_sees_a_runtime_job_put_in_any_shard(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str
+) -> None:
+    """With `shards: 4` a runtime job lives in its own shard's keys: the web catalogue, refreshed after the put,
+    lists it whichever shard it is in (it compared only shard 0's version, so it missed the other shards')."""
+    from beatd.config import load_config
+    from beatd.sharding import shard_of
+
+    path = _config(tmp_path / "beatd.yaml", shared_redis, namespace).path
+    path.write_text(path.read_text() + "shards: 4\n")
+    client = Client(config=load_config(path, {}))
+    catalogue = Catalogue(client)
+    catalogue.refresh()
+    assert catalogue.sources == {"yaml_job": "yaml"}
+    name = next(f"made{index}" for index in range(100) if shard_of(f"made{index}", 4) != 0)
+    client.jobs.put(name, {"every": "1h", "call": "tests.worker_jobs:noop"})
+    catalogue.refresh()
+    assert catalogue.sources == {"yaml_job": "yaml", name: "runtime"}

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from beatd.client import Client
 from beatd.web import Catalogue, Tokens, Web, create_app
-from beatd.web.app import BODY_LIMIT
-from beatd.web.security import COOKIE, actor_of
+from beatd.web.app import BODY_LIMIT, FORM_LIMIT
+from beatd.web.security import COOKIE, LOGIN_COOKIE, actor_of, allowed_hosts, host_allowed
 from tests.conftest import REPO
 from tests.integration.conftest import Daemon, wait_for
 from tests.redis_server import RedisServer
@@ -65,7 +65,8 @@ def site(
     client = Client.from_config(config, environ={}, actor="web")
     environ = {"BEATD_WEB_READ_TOKEN": READ_TOKEN, "BEATD_WEB_ADMIN_TOKEN": ADMIN_TOKEN}
     tokens = Tokens.from_environ(environ, "127.0.0.1")
-    with TestClient(create_app(Web(client, Catalogue(client)), tokens), base_url="http://127.0.0.1") as http:
+    app = create_app(Web(client, Catalogue(client)), tokens, allowed_hosts("127.0.0.1"))
+    with TestClient(app, base_url="http://127.0.0.1") as http:
         yield http, client
     client.close()
 
@@ -259,6 +260,107 @@ def test_the_session_cookie_is_secure_over_https(site: tuple[TestClient, Client]
     assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
     tls = http.get("https://127.0.0.1/login", params={"token": READ_TOKEN}, follow_redirects=False)
     assert "; secure" in tls.headers["set-cookie"].lower()
+
+
+def test_the_login_form_needs_its_own_nonce_and_the_logout_form_its_csrf_token(
+    site: tuple[TestClient, Client],
+) -> None:
+    """A login POST is refused (403, no session cookie) without the nonce of a login form this browser was
+    shown, or with another; with it, the session starts. A log-out POST of a cookie session needs the session's
+    CSRF token: another site's form cannot end it."""
+    http, _ = site
+    forged = http.post("/login", data={"token": READ_TOKEN, "nonce": "guess"}, follow_redirects=False)
+    assert forged.status_code == 403 and COOKIE not in forged.headers.get("set-cookie", "")
+    page = http.get("/login")
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+    assert nonce and http.cookies.get(LOGIN_COOKIE) == nonce.group(1)
+    http.cookies.set(LOGIN_COOKIE, "another-nonce", path="/login")
+    mismatched = http.post("/login", data={"token": READ_TOKEN, "nonce": nonce.group(1)}, follow_redirects=False)
+    assert mismatched.status_code == 403
+    http.cookies.clear()
+    page = http.get("/login")
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+    assert nonce
+    good = http.post("/login", data={"token": ADMIN_TOKEN, "nonce": nonce.group(1), "next": "/jobs"},
+                     follow_redirects=False)  # fmt: skip
+    assert good.status_code == 303 and good.headers["location"] == "/jobs"
+    assert http.cookies.get(COOKIE) == ADMIN_TOKEN
+    assert http.post("/logout", follow_redirects=False).status_code == 403
+    assert http.cookies.get(COOKIE) == ADMIN_TOKEN
+    csrf = csrf_of(http.get("/jobs").text)
+    assert 'name="csrf" value="' + csrf in http.get("/jobs").text  # the page's log-out form carries it
+    out = http.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303 and COOKIE not in http.cookies
+
+
+def test_a_login_link_followed_from_another_site_starts_no_session(site: tuple[TestClient, Client]) -> None:
+    """A ``/login?token=`` navigation another site started (Sec-Fetch-Site cross-site or same-site: login CSRF)
+    gets the login form (403) and no session cookie; one typed, opened from a terminal or sent without the
+    header logs in."""
+    http, _ = site
+    for started_by in ("cross-site", "same-site"):
+        forged = http.get("/login", params={"token": READ_TOKEN}, headers={"Sec-Fetch-Site": started_by},
+                          follow_redirects=False)  # fmt: skip
+        assert forged.status_code == 403 and COOKIE not in http.cookies, started_by
+        assert READ_TOKEN not in forged.text
+    for started_by in ({"Sec-Fetch-Site": "none"}, {"Sec-Fetch-Site": "same-origin"}, {}):
+        http.cookies.clear()
+        reply = http.get("/login", params={"token": READ_TOKEN}, headers=started_by, follow_redirects=False)
+        assert reply.status_code == 303 and http.cookies.get(COOKIE) == READ_TOKEN, started_by
+
+
+def test_the_login_and_logout_forms_hold_no_larger_body_than_their_limit(site: tuple[TestClient, Client]) -> None:
+    """A login or log-out POST longer than FORM_LIMIT, declared or sent in chunks, is refused (413) before the
+    body is parsed: a stranger cannot make the server hold a body of any size."""
+    http, _ = site
+    big = b"token=" + b"x" * FORM_LIMIT
+
+    def chunks() -> Iterator[bytes]:
+        yield from (big[at : at + 4096] for at in range(0, len(big), 4096))
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for path in ("/login", "/logout"):
+        http.cookies.set(COOKIE, ADMIN_TOKEN)
+        assert http.post(path, content=big, headers=form, follow_redirects=False).status_code == 413, path
+        assert http.post(path, content=chunks(), headers=form, follow_redirects=False).status_code == 413, path
+    http.cookies.clear()
+    page = http.get("/login")
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+    assert nonce
+    good = http.post("/login", data={"token": ADMIN_TOKEN, "nonce": nonce.group(1)}, follow_redirects=False)
+    assert good.status_code == 303 and http.cookies.get(COOKIE) == ADMIN_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [("127.0.0.1", True), ("127.0.0.1:8080", True), ("localhost:8080", True), ("LOCALHOST", True),
+     ("[::1]:8080", True), ("evil.example", False), ("evil.example:8080", False), ("127.0.0.1.evil.example", False),
+     ("", False)],
+)  # fmt: skip
+def test_on_a_loopback_address_only_loopback_host_names_are_answered(
+    site: tuple[TestClient, Client], host: str, answered: bool
+) -> None:
+    """Served on 127.0.0.1, a request whose Host header names another site (DNS rebinding) gets 421, even for
+    the health check and with a valid token; loopback names with any port are answered."""
+    http, _ = site
+    reply = http.get("/api/v1/jobs", headers={**bearer(READ_TOKEN), "Host": host})
+    assert (reply.status_code == 200) is answered
+    if not answered:
+        assert reply.status_code == 421
+        assert http.get("/api/v1/health", headers={"Host": host}).status_code == 421
+
+
+def test_allowed_hosts_are_the_loopback_names_or_those_given() -> None:
+    """A loopback bind answers loopback names and those given; another bind answers any name unless names
+    are given, then only those."""
+    assert host_allowed("beatd.internal:443", allowed_hosts("0.0.0.0"))
+    assert host_allowed("beatd.internal", allowed_hosts("0.0.0.0", ("Beatd.Internal",)))
+    assert not host_allowed("evil.example", allowed_hosts("0.0.0.0", ("beatd.internal",)))
+    assert host_allowed("beatd.local", allowed_hosts("127.0.0.1", ("beatd.local",)))
+    assert host_allowed("beatd.internal:8443", allowed_hosts("0.0.0.0", ("beatd.internal:8443",)))  # port ignored
+    assert host_allowed("[fd00::5]:80", allowed_hosts("::", ("[fd00::5]",)))
+    assert host_allowed("[::1]", allowed_hosts("::1"))
+    assert not host_allowed("evil.example", allowed_hosts("::1"))
 
 
 def test_the_live_refresh_never_parses_markup_into_the_page() -> None:

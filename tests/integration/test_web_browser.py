@@ -231,4 +231,14 @@ def test_the_dashboard_in_a_browser(
     wait_for(lambda: len(client.runs_of_fire("fail", failed.fire_id)) >= 3, LIVE, 0.2, what="the retried attempt")
     _inert(browser, "dead letters")
     assert _console_errors(browser) == []
+
+    # log out (the form carries the session's CSRF token), then in through the login form (its nonce)
+    _click(browser, By.XPATH, "//button[text()='log out']")
+    wait_for(lambda: "Log in" in _text(browser, "main"), LIVE, 0.2, what="the login page after logging out")
+    browser.get(f"{base}/jobs")  # the session is gone: a page sends the browser to the login
+    wait_for(lambda: "Log in" in _text(browser, "main"), LIVE, 0.2, what="the login page for /jobs")
+    _retry(lambda: browser.find_element(By.NAME, "token").send_keys(ADMIN_TOKEN))
+    _click(browser, By.XPATH, "//button[text()='log in']")
+    wait_for(lambda: "4 jobs" in _text(browser, "main"), LIVE, 0.2, what="back on /jobs after logging in")
+    assert _console_errors(browser) == []
     client.close()

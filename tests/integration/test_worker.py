@@ -111,7 +111,7 @@ def test_kill_9_mid_run_is_reclaimed_as_next_attempt(
     wait_for(lambda: lines(log), what="attempt 1 started")
     first.signal(signal.SIGKILL)
     daemons("worker", "-c", str(config), name="second")
-    wait_for(lambda: statuses(shared_redis, namespace, "batch") == ["lost", "succeeded"], timeout=20, what="reclaim")
+    wait_for(lambda: statuses(shared_redis, namespace, "batch") == ["lost", "succeeded"], timeout=60, what="reclaim")
     records = sorted(runs(shared_redis.client(), namespace, "batch"), key=_order)
     assert [record["attempt"] for record in records] == [1, 2]
     assert "stopped renewing" in records[0]["reason"]
@@ -134,7 +134,7 @@ def test_hanging_job_times_out_and_worker_carries_on(
     daemons("worker", "-c", str(config), "--concurrency", "1", name="worker")
     enqueue(config, "stuck")
     enqueue(config, "quick")
-    wait_for(lambda: statuses(shared_redis, namespace, "stuck") == ["timeout", "dead"], timeout=15, what="timeout")
+    wait_for(lambda: statuses(shared_redis, namespace, "stuck") == ["timeout", "dead"], timeout=60, what="timeout")
     wait_for(lambda: statuses(shared_redis, namespace, "quick") == ["succeeded"], what="the next job ran")
     record = runs(shared_redis.client(), namespace, "stuck")[0]
     assert 1.0 <= record["duration_s"] < 4.0
@@ -209,7 +209,7 @@ def test_overlap_policies(
         "buffer_one": ["succeeded", "succeeded", "skipped"],
         "replace": ["cancelled", "cancelled", "succeeded"],
     }[policy]
-    wait_for(lambda: sorted(statuses(shared_redis, namespace, "long")) == sorted(expected), timeout=15, what=policy)
+    wait_for(lambda: sorted(statuses(shared_redis, namespace, "long")) == sorted(expected), timeout=60, what=policy)
     started = [entry for entry in lines(log) if entry["event"] == "start"]
     if policy == "allow":
         ends = sorted(entry["t"] for entry in lines(log) if entry["event"] == "end")
@@ -237,7 +237,7 @@ def test_a_backlog_of_a_quick_skip_job_runs_one_fire_after_another(
     for second in range(20):
         enqueue(config, "quick", start + timedelta(seconds=second))
     daemons("worker", "-c", str(config), "--concurrency", concurrency, name="worker")
-    wait_for(lambda: statuses(shared_redis, namespace, "quick").count("succeeded") == 20, timeout=20, what="20 runs")
+    wait_for(lambda: statuses(shared_redis, namespace, "quick").count("succeeded") == 20, timeout=60, what="20 runs")
     assert statuses(shared_redis, namespace, "quick") == ["succeeded"] * 20
     spans = sorted((entry["t"], entry["event"]) for entry in lines(log))
     assert [event for _, event in spans] == ["start", "end"] * 20  # never two at once
@@ -257,7 +257,7 @@ def test_requested_fires_wait_instead_of_being_skipped(
     start = datetime.now(UTC)
     for index in range(3):
         enqueue(config, "long", start + timedelta(milliseconds=index), trigger="backfill")
-    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["succeeded"] * 3, timeout=15, what="all three")
+    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["succeeded"] * 3, timeout=60, what="all three")
     spans = sorted((entry["t"], entry["event"]) for entry in lines(log))
     assert [event for _, event in spans] == ["start", "end"] * 3  # one at a time
 
@@ -342,7 +342,7 @@ def test_claimed_fires_wait_for_a_runner_and_are_given_back_on_sigterm(
     assert statuses(shared_redis, namespace, "long") == ["succeeded", "succeeded"]
     assert client.hget(Keys(namespace).attempts, fires[2]) is None and client.hlen(Keys(namespace).active("long")) == 0
     daemons("worker", "-c", str(config), name="2nd")
-    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["succeeded"] * 3, timeout=15, what="third ran")
+    wait_for(lambda: statuses(shared_redis, namespace, "long") == ["succeeded"] * 3, timeout=60, what="third ran")
     third = json.loads(client.hget(Keys(namespace).runs("long"), f"{fires[2]}#1") or "{}")
     assert third["attempt"] == 1
 
@@ -362,7 +362,7 @@ def test_sigterm_past_grace_leaves_the_run_to_be_reclaimed(
     assert first.process is not None and first.process.wait(15) == 0
     assert statuses(shared_redis, namespace, "batch") == ["lost"]
     daemons("worker", "-c", str(config), name="second")
-    wait_for(lambda: statuses(shared_redis, namespace, "batch") == ["lost", "succeeded"], timeout=15, what="rerun")
+    wait_for(lambda: statuses(shared_redis, namespace, "batch") == ["lost", "succeeded"], timeout=60, what="rerun")
 
 
 def test_sighup_reloads_and_a_broken_config_keeps_the_running_one(

@@ -128,7 +128,7 @@ def test_sighup_runs_new_and_edited_code_in_fresh_children(
     worker.signal(signal.SIGHUP)
     worker.wait_log("reloaded ")
     if before["pid"] != busy:  # the idle runner's child imported v1: it stops now
-        wait_for(lambda: not running(before["pid"]), timeout=10, what="the idle child retired")
+        wait_for(lambda: not running(before["pid"]), timeout=60, what="the idle child retired")
     assert running(busy)
     enqueue(config, "first")
     enqueue(config, "second")
@@ -140,7 +140,7 @@ def test_sighup_runs_new_and_edited_code_in_fresh_children(
     release.touch()
     [held] = wait_for(lambda: results(shared_redis, namespace, "hold"), timeout=30, what="hold finished")
     assert held == {"version": "v1", "pid": busy}
-    wait_for(lambda: not running(busy), timeout=10, what="the busy child retired after its run")
+    wait_for(lambda: not running(busy), timeout=60, what="the busy child retired after its run")
     assert statuses(shared_redis, namespace, "second") == ["succeeded"]
     [reload] = audit_events(shared_redis, namespace, "reload")
     assert reload["job_code"] == "reloaded" and "runs from now on import the job code on disk" in worker.log()

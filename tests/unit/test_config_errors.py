@@ -11,7 +11,7 @@ import pytest
 
 from beatd.config import load_config
 from beatd.errors import ConfigError
-from tests.conftest import REPO, WriteFiles
+from tests.conftest import REPO, WriteFiles, run_cli
 
 GOOD_JOB = 'jobs:\n  a:\n    call: jobs.stats:daily_signups\n    cron: "5 0 * * *"\n'
 
@@ -21,6 +21,11 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
         "malformed-yaml",
         {"main.yaml": "jobs:\n  a: [1, 2\n  b: 3\n"},
         ["{dir}/main.yaml:3:4: malformed YAML"],
+    ),
+    (
+        "shards-out-of-range",
+        {"main.yaml": "shards: 0\n" + GOOD_JOB},
+        ["{dir}/main.yaml:1:9: shards: invalid value 0: expected greater than or equal to 1"],
     ),
     (
         "wrong-type",
@@ -212,16 +217,7 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
 
 
 def _run_check(config: Path) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "beatd", "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("check", "-c", str(config))  # in this process: tests/unit/test_cli.py runs the real entry point
 
 
 @pytest.mark.parametrize(("files", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
@@ -265,3 +261,16 @@ def test_all_problems_reported_at_once(write_files: WriteFiles) -> None:
     paths = [problem.path for problem in caught.value.problems]
     assert paths == ["jobs.a.every", "jobs.b.cron", "jobs.c.timezone"]
     assert [problem.line for problem in caught.value.problems] == [3, 4, 2]
+
+
+def test_the_installed_entry_point_exits_2_with_the_located_problem(write_files: WriteFiles) -> None:
+    """The cases above run `check` in this process; the real `python -m beatd` gives the same exit code and
+    message, and no traceback."""
+    config = write_files({"main.yaml": "jobs:\n  a: [1, 2\n  b: 3\n"})
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEATD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "beatd", "check", "-c", str(config)],
+        capture_output=True, text=True, cwd=REPO, env=environment, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and f"{config}:3:4: malformed YAML" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -111,3 +111,23 @@ def test_config_digest_is_the_whole_jobs_serialisation(tmp_path: Path) -> None:
     config = load_config(path, {})
     whole = TypeAdapter(dict[str, JobSpec]).dump_json({name: config.jobs[name] for name in sorted(config.jobs)})
     assert config.digest == hashlib.sha256(whole).hexdigest()[:16]
+
+
+def test_a_large_file_kept_packed_still_locates_its_problems(tmp_path: Path) -> None:
+    """The text of a file past ``PACK_ABOVE`` is kept compressed after a fast read, and a problem found in it
+    (here by validation, after the read) is still located at its own line and column."""
+    from beatd.config.yamlsource import PACK_ABOVE
+
+    lines = [f'  job{index}: {{every: 10s, command: ["true"]}}\n' for index in range(3000)]
+    lines[2500] = '  job2500: {every: 10s, comand: ["true"]}\n'
+    text = "jobs:\n" + "".join(lines)
+    assert len(text) > PACK_ABOVE
+    source, problems = parse_yaml("big.yaml", text, {})
+    assert not problems and isinstance(source._text, bytes)
+    assert source.position(("jobs", "job2500", "comand"), at_key=True) == (2502, 25)
+    path = tmp_path / "big.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {})
+    located = {(problem.line, problem.column, problem.path) for problem in error.value.problems}
+    assert (2502, 25, "jobs.job2500.comand") in located

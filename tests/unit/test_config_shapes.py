@@ -89,9 +89,9 @@ def test_a_copy_is_the_job_validated_in_full(tmp_path: Path, body: str) -> None:
     assert key is not None
     shapes.remember(key, first, raw)
     for name in NAMES[1:]:
-        copy = shapes.spec(key, name, raw)
-        assert copy is not None, name
-        assert _facts(copy) == _facts(full.jobs[name])
+        job = shapes.job(key, name, raw)
+        assert job is not None, name
+        assert _facts(job.spec()) == _facts(full.jobs[name])
     assert shapes.copied == len(NAMES) - 1
     assert "_compiled_trigger" in first.__dict__  # the template is a copy: the original keeps its cache
 

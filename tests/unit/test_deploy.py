@@ -196,8 +196,9 @@ def test_default_command_parses() -> None:
 
 def assert_parses(arguments: list[str]) -> None:
     """Parse a ``beatd`` command line with the real CLI, without running it."""
-    command = cli.commands[arguments[0]]
     with click.Context(cli) as parent:
+        command = cli.get_command(parent, arguments[0])
+        assert command is not None, f"no beatd command {arguments[0]!r}"
         command.make_context(arguments[0], list(arguments[1:]), parent=parent)
 
 

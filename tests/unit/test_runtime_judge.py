@@ -47,6 +47,12 @@ SPECS: list[dict[str, Any]] = [
     {"every": "1h", "call": "app.tasks:send", "tags": ["vip"], "start": "2026-01-01T00:01:00Z"},
     {"every": "1h", "call": "other.tasks:send", "start": "2026-01-01T00:01:00Z"},  # not allowed
     {"every": "1h", "call": "app.tasks:send", "retrys": 1, "start": "2026-01-01T00:01:00Z"},  # unknown key
+    {"every": "1h", "call": "app.tasks:send", "retries": 1},
+    {"every": "1h", "call": "app.tasks:send", "retries": True},  # equal to 1 in Python: another shape
+    {"every": "1h", "call": "app.tasks:send", "enabled": 0},
+    {"call": "app.tasks:send", "every": "1h"},  # another key order
+    {"every": "1h", "call": "app.tasks:send", "args": [1, "a"], "start": "2026-01-01T00:01:00Z"},  # not plain
+    {"every": "1h", "call": "app.tasks:send", "retries": 1.5},  # not plain
 ]
 
 
@@ -130,3 +136,24 @@ def test_jobs_of_one_shape_share_their_set_of_given_fields(config: Config) -> No
         specs.append(spec)
     assert judged.fast == 2
     assert specs[0].__pydantic_fields_set__ is specs[1].__pydantic_fields_set__
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [
+        [{"kwargs": {"a": 1, "b": 2}}, {"kwargs": {"b": 2, "a": 1}}],
+        [{"args": [{"x": 1, "y": [1, {"p": 1, "q": 2}]}]}, {"args": [{"x": 1, "y": [1, {"q": 2, "p": 1}]}]}],
+    ],
+    ids=["kwargs", "nested"],
+)
+def test_nested_key_order_is_part_of_the_shape(config: Config, variants: list[dict[str, Any]]) -> None:
+    """Entries equal but for the order of a nested mapping's keys (another JSON, another job digest) each get
+    the full validation's digest, whichever of them was judged first."""
+    judged = Judge(config)
+    for index, extra in enumerate(variants * 2):
+        entry = _entry({"every": "1h", "call": "app.tasks:send", **extra})
+        spec, _ = judged(f"job{index}", entry)
+        full, _ = judge(config, f"job{index}", entry)
+        assert spec is not None and full is not None
+        assert spec.digest == full.digest and list(spec.kwargs) == list(full.kwargs), extra
+    assert judged.fast == 4

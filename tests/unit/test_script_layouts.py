@@ -10,8 +10,9 @@ from beatd.store import LeaderWrite
 from beatd.store.base import script
 from beatd.store.beat import StartWrite
 from beatd.store.codec import UNPACK_LIMIT, item_fields, lua_item_fields
+from beatd.store.dead_letters import DeadLetter, DeadLetterAction
 from beatd.store.jobs import JobChange
-from beatd.store.runs import ClaimItem, DeadLetter, DeadLetterAction, FinishItem, RunLease
+from beatd.store.runs import ClaimItem, FinishItem, RunLease
 from beatd.store.upkeep import ExpiredFire, Retention, StaleHeartbeat, WaitingEntry
 
 

@@ -64,64 +64,83 @@ end
 
 -- text split at each occurrence of the one-character separator (plain, not a pattern).
 local function split(text, separator)
-    local parts, from = {}, 1
+    local parts, count, from = {}, 0, 1
+    local find, sub = string.find, string.sub
     while true do
-        local at = string.find(text, separator, from, true)
+        local at = find(text, separator, from, true)
+        count = count + 1
         if not at then
-            parts[#parts + 1] = string.sub(text, from)
+            parts[count] = sub(text, from)
             return parts
         end
-        parts[#parts + 1] = string.sub(text, from, at - 1)
+        parts[count] = sub(text, from, at - 1)
         from = at + 1
     end
 end
 
--- The items of a packed batched call (beatd.store.codec, packed): ARGV[at] holds rows of values separated by
+-- The rows of a packed batched call (beatd.store.codec, packed): ARGV[at] holds rows of values separated by
 -- "\31", each row its width and then the values of one item in layout order; ARGV[at + 1] == 'json': a JSON
 -- array of rows (of strings, without the width) instead. The first row holds each field's default; a row ends
--- at its last value that differs from its field's default, and reading a field past its end gives the default
--- (through a metatable). A field whose name ends in _key travels as an index into KEYS (0: none, reads as nil).
-local function packed_items(at, layout)
-    local parts, rows = nil, nil
+-- at its last value that differs from its field's default. Returns values (every value, one flat list), starts
+-- and widths (per item after the defaults row: the index in values just before its first value, and how many
+-- values it has) and defaults (offset -> the field's default): item k's value at offset o is
+-- values[starts[k] + o] when o <= widths[k], else defaults[o]. Read by position, a batch costs no table per item
+-- (packed_item() makes one, for the rarer kinds). A field whose name ends in _key is an index into KEYS (0: none).
+local function packed_rows(at)
+    local values
     if ARGV[at + 1] == 'json' then
-        rows = cjson.decode(ARGV[at])
-    else
-        parts = split(ARGV[at], '\31')
-    end
-    local is_key, defaults = {}, {}
-    local first = rows and rows[1] or {unpack(parts, 2, 1 + tonumber(parts[1]))}
-    for offset, name in ipairs(layout) do
-        is_key[offset] = string.sub(name, -4) == '_key'
-        if not is_key[offset] then
-            defaults[name] = first[offset]
-        end
-    end
-    local missing = {__index = defaults}
-    local list = {}
-    local function add(source, from, width)
-        local item = {}
-        for offset = 1, width do
-            local value = source[from + offset]
-            if is_key[offset] then
-                value = KEYS[tonumber(value)]
+        values = {}
+        local n = 0
+        for _, row in ipairs(cjson.decode(ARGV[at])) do
+            n = n + 1
+            values[n] = #row
+            for offset = 1, #row do
+                values[n + offset] = row[offset]
             end
-            item[layout[offset]] = value
-        end
-        list[#list + 1] = setmetatable(item, missing)
-    end
-    if rows then
-        for i = 2, #rows do
-            add(rows[i], 0, #rows[i])
+            n = n + #row
         end
     else
-        local i = 2 + tonumber(parts[1])
-        while i <= #parts do
-            local width = tonumber(parts[i])
-            add(parts, i, width)
-            i = i + width + 1
-        end
+        values = split(ARGV[at], '\31')
     end
-    return list
+    local width = tonumber(values[1])
+    local defaults = {unpack(values, 2, 1 + width)}
+    local starts, widths, count = {}, {}, 0
+    local i = 2 + width
+    local total = #values
+    while i <= total do
+        width = tonumber(values[i])
+        count = count + 1
+        starts[count] = i
+        widths[count] = width
+        i = i + width + 1
+    end
+    return values, starts, widths, defaults
+end
+
+-- Item k of packed_rows() as a table keyed by field name (a field past the row's end reads as its default; a
+-- field whose name ends in _key comes back as the key, nil for none).
+local function packed_item(layout, values, start, width, defaults)
+    local item = {}
+    for offset, name in ipairs(layout) do
+        local value = defaults[offset]
+        if offset <= width then
+            value = values[start + offset]
+        end
+        if string.sub(name, -4) == '_key' then
+            value = KEYS[tonumber(value)]
+        end
+        item[name] = value
+    end
+    return item
+end
+
+-- layout's field name -> its offset in an item.
+local function offsets(layout)
+    local found = {}
+    for offset, name in ipairs(layout) do
+        found[name] = offset
+    end
+    return found
 end
 
 -- The values of `fields` of hash `key` (HMGET in pieces of at most UNPACK_LIMIT), as a table field -> value
@@ -161,8 +180,13 @@ local function outbox_celery(item)
         return {err = 'the Celery outbox ' .. item.outbox_key .. ' holds ' .. depth .. ' task messages, its bound ' ..
             '(celery.outbox_limit): the relay cannot reach the broker'}
     end
-    local reply = redis.pcall('XADD', item.outbox_key, '*', 'queue', item.celery_queue_key, 'envelope',
-        item.celery_message)
+    -- The queue's name travels as a value (celery_queue): it is no key of this script, which on a Redis
+    -- Cluster may name keys of the shard's slot only; celery_queue_key is read where an older write gives it.
+    local queue = item.celery_queue
+    if queue == nil or queue == '' then
+        queue = item.celery_queue_key
+    end
+    local reply = redis.pcall('XADD', item.outbox_key, '*', 'queue', queue, 'envelope', item.celery_message)
     if type(reply) == 'table' and reply.err then
         return reply
     end
@@ -250,4 +274,15 @@ local function note_alert(events_key, record)
         return
     end
     redis.call('XADD', events_key, '*', 'record', record)
+end
+
+-- Append one end (fire id, run id, status) to a job's ended stream, which waiters read: at most about `maxlen`
+-- entries, only those of the last `ttl_ms` by Redis's clock (a job ending a fire every 10 s keeps 60, not
+-- `maxlen`), and the stream itself expiring `ttl_ms` after its last end.
+local function note_end(ended_key, maxlen, ttl_ms, fire_id, run_id, status)
+    redis.call('XADD', ended_key, 'MAXLEN', '~', maxlen, '*', 'fire_id', fire_id, 'run_id', run_id, 'status', status)
+    local time = redis.call('TIME')
+    local oldest = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ttl_ms)
+    redis.call('XTRIM', ended_key, 'MINID', '~', oldest)
+    redis.call('PEXPIRE', ended_key, ttl_ms)
 end

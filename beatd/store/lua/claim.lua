@@ -15,7 +15,8 @@
 --   slow former owner's end is never overwritten ('' when there is none),
 --   stream_key: the queue stream, active_key: active runs hash of the job, leases_key: leases hash of the queue,
 --   buffer_key: buffer hash of the job, records_key / index_key: run records hash / index of the job,
---   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none), by Redis's clock (TIME)
+--   deadline_ms: the latest instant the fire may start (its job's `expires`; 0: none), by Redis's clock (TIME),
+--   alerts_key: the alert events stream when the job has a rule about its lost record (noted with it), else ''
 -- A fire past its deadline that has no attempt yet is not started ({'expired'}); a retry or a reclaimed
 -- attempt goes on (the fire did start in time).
 -- A fire whose stream entry is no longer pending for this worker (a reclaimer took it over) is not started,
@@ -27,7 +28,7 @@
 -- {'error', message}; the rest go on (no rollback: a refusal after the first write of a fire keeps those before).
 -- Returns one reply per fire: {'run', attempt, cancelled run ids...} | {'skip'} | {'buffered'} | {'defer'} |
 -- {'taken'} | {'expired'} | {'replaced', why} | {'error', text}
-local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key', 'deadline_ms'}
+local ITEM = {'fire_id', 'entry_id', 'lease_end_ms', 'overlap', 'message', 'signature', 'record', 'score_ms', 'origin', 'scheduled_ms', 'busy_here', 'lost_run', 'lost_expect', 'lost_record', 'stream_key', 'active_key', 'leases_key', 'buffer_key', 'records_key', 'index_key', 'deadline_ms', 'alerts_key'}
 local worker, now, group = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 -- Deadlines are judged by Redis's clock, as the leader's upkeep judges them and as the CLI stamps a manual
 -- fire's emitted_at: a worker whose host clock is wrong neither runs a fire past its deadline nor expires one
@@ -64,6 +65,7 @@ local function claim(item)
     if item.lost_run ~= '' then
         if redis.call('HGET', item.records_key, item.lost_run) == item.lost_expect then
             redis.call('HSET', item.records_key, item.lost_run, item.lost_record)
+            note_alert(item.alerts_key, item.lost_record)
         end
         redis.call('HDEL', item.active_key, item.lost_run)
         local replaced = redis.call('HGET', KEYS[2], item.lost_run)

@@ -5,7 +5,7 @@
 -- ARGV[1] fencing token      ARGV[2] the database the caller's connection uses
 -- ARGV[3] the items, packed (beatd.store.codec; ARGV[4] how), one per write (beatd.store.beat.LeaderWrite; a
 -- field a kind does not use is empty or 0):
-local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'last_text', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
+local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'last_text', 'runs_key', 'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms', 'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key', 'celery_queue'}
 --   emit:   if scheduled_ms > progress[job]: XADD queue_key message signature; progress[job] = scheduled_ms;
 --           last[job] = last_text (what status shows of it: instant, trigger, config digest)
 --   miss:   if scheduled_ms > progress[job]: HSET runs_key run_id record; ZADD runs_index_key written_ms run_id;
@@ -14,7 +14,8 @@ local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature'
 --   celery: if scheduled_ms > progress[job]: the `sent` record as for miss; in database celery_db (SELECTed,
 --           then ARGV[2] again), LPUSH celery_queue_key celery_message (a Celery worker BRPOPs it; a refused
 --           SELECT or LPUSH removes the record and refuses the step); with outbox_key (a broker on another
---           server) XADD outbox_key queue celery_queue_key envelope celery_message instead, refused while the
+--           server) XADD outbox_key queue celery_queue envelope celery_message instead (the queue's name a
+--           value, no key: on a Redis Cluster it may hash to another slot), refused while the
 --           outbox holds outbox_limit entries (the relay publishes it and deletes the entry);
 --           progress[job] = scheduled_ms; last[job] = last_text
 --   base:   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
@@ -37,23 +38,25 @@ end
 local APPLIED, DUPLICATE = {'applied', ''}, {'duplicate', ''}  -- shared: a reply table per item costs
 
 local current = {}  -- job -> its progress now (the stored text, or a number once moved here)
-local last = {}  -- the run of emit steps not yet written: job -> its last emission (its progress: current)
+-- The run of emit steps not yet written: job, progress, ... and job, last emission, ... (a job emitted twice in
+-- the run is named twice, its later values last: HSET keeps those).
+local moved, lasts, run = {}, {}, 0
 
 -- Write the progress and last emissions of the run of emit steps so far (in pieces of UNPACK_LIMIT values, an
 -- even number: a field and its value stay in one piece).
 local function write_moved()
-    local progress, messages = {}, {}
-    for job, message in pairs(last) do
-        progress[#progress + 1] = job
-        progress[#progress + 1] = current[job]
-        messages[#messages + 1] = job
-        messages[#messages + 1] = message
+    if run > 0 then
+        call_chunked('HSET', KEYS[2], moved)
+        pcall(call_chunked, 'HSET', KEYS[4], lasts)
+        moved, lasts, run = {}, {}, 0
     end
-    if #progress > 0 then
-        call_chunked('HSET', KEYS[2], progress)
-        pcall(call_chunked, 'HSET', KEYS[4], messages)
-        last = {}
-    end
+end
+
+local function note_moved(job, scheduled, last_text)
+    current[job] = scheduled
+    moved[run + 1], moved[run + 2] = job, scheduled
+    lasts[run + 1], lasts[run + 2] = job, last_text
+    run = run + 2
 end
 
 local function emit(item, scheduled)
@@ -61,8 +64,7 @@ local function emit(item, scheduled)
     if type(reply) == 'table' and reply.err then
         return refused(reply)
     end
-    current[item.job] = scheduled
-    last[item.job] = item.last_text
+    note_moved(item.job, scheduled, item.last_text)
     return APPLIED
 end
 
@@ -102,12 +104,42 @@ local function send(item, scheduled)
     return APPLIED
 end
 
-local list = packed_items(3, ITEM)
-local names, seen = {}, {}
-for _, item in ipairs(list) do
-    if not seen[item.job] then
-        seen[item.job] = true
-        names[#names + 1] = item.job
+-- One step of any kind, read into a table by field name (the emits of a burst take the path below instead).
+local function step(item, raw, progress)
+    if item.kind ~= 'emit' then
+        write_moved()
+    end
+    if progress == nil then
+        return {'refused', 'field ' .. item.job .. ' of ' .. KEYS[2] .. ' holds ' .. string.sub(raw, 1, 40) .. ', not epoch ms'}
+    elseif item.kind == 'base' then
+        if tonumber(item.base_ms) > progress then
+            redis.call('HSET', KEYS[2], item.job, item.base_ms)
+            current[item.job] = item.base_ms
+        end
+        redis.call('HSET', KEYS[3], item.job, item.schedule_digest)
+        return APPLIED
+    elseif tonumber(item.scheduled_ms) <= progress then
+        return DUPLICATE
+    elseif item.kind == 'emit' then
+        return emit(item, item.scheduled_ms)
+    elseif item.kind == 'celery' then
+        return send(item, item.scheduled_ms)
+    end
+    return miss(item, item.scheduled_ms)
+end
+
+local values, starts, widths, defaults = packed_rows(3)
+local at = offsets(ITEM)
+local KIND, JOB, SCHEDULED, QUEUE, MESSAGE, SIGNATURE, LAST =
+    at.kind, at.job, at.scheduled_ms, at.queue_key, at.message, at.signature, at.last_text
+local count = #starts
+local names, seen, named = {}, {}, 0
+for k = 1, count do
+    local job = values[starts[k] + JOB]
+    if not seen[job] then
+        seen[job] = true
+        named = named + 1
+        names[named] = job
     end
 end
 for job, value in pairs(hmget_chunked(KEYS[2], names)) do
@@ -115,34 +147,33 @@ for job, value in pairs(hmget_chunked(KEYS[2], names)) do
 end
 
 local codes, errors = {}, {}
-for i, item in ipairs(list) do
-    local raw = current[item.job]
+for k = 1, count do
+    local start, width = starts[k], widths[k]
+    local job = values[start + JOB]
+    local raw = current[job]
     local progress = tonumber(raw or '-1')
-    local reply
-    if item.kind ~= 'emit' then
-        write_moved()
-    end
-    if progress == nil then
-        reply = {'refused', 'field ' .. item.job .. ' of ' .. KEYS[2] .. ' holds ' .. string.sub(raw, 1, 40) .. ', not epoch ms'}
-    elseif item.kind == 'base' then
-        if tonumber(item.base_ms) > progress then
-            redis.call('HSET', KEYS[2], item.job, item.base_ms)
-            current[item.job] = item.base_ms
+    if values[start + KIND] == 'emit' and width >= LAST and progress ~= nil then
+        -- an emit step read by position (a burst is thousands of these; the same as emit() above)
+        local scheduled = values[start + SCHEDULED]
+        if tonumber(scheduled) <= progress then
+            codes[k] = 'd'
+        else
+            local reply = redis.pcall('XADD', KEYS[tonumber(values[start + QUEUE])], '*', 'message',
+                values[start + MESSAGE], 'sig', values[start + SIGNATURE])
+            if type(reply) == 'table' and reply.err then
+                codes[k] = 'r'
+                errors[#errors + 1] = reply.err
+            else
+                note_moved(job, scheduled, values[start + LAST])
+                codes[k] = 'a'
+            end
         end
-        redis.call('HSET', KEYS[3], item.job, item.schedule_digest)
-        reply = APPLIED
-    elseif tonumber(item.scheduled_ms) <= progress then
-        reply = DUPLICATE
-    elseif item.kind == 'emit' then
-        reply = emit(item, item.scheduled_ms)
-    elseif item.kind == 'celery' then
-        reply = send(item, item.scheduled_ms)
     else
-        reply = miss(item, item.scheduled_ms)
-    end
-    codes[i] = string.sub(reply[1], 1, 1)
-    if reply[1] == 'refused' then
-        errors[#errors + 1] = reply[2]
+        local reply = step(packed_item(ITEM, values, start, width, defaults), raw, progress)
+        codes[k] = string.sub(reply[1], 1, 1)
+        if reply[1] == 'refused' then
+            errors[#errors + 1] = reply[2]
+        end
     end
 end
 write_moved()

@@ -9,7 +9,7 @@
 --   then: none | retry | dead, message, signature, retry_at_ms, reason (of a dead letter), fire_id,
 --   fire_done: '1' when the fire is done (forget its attempts),
 --   end_status: the status that ended the fire ('' when it is not done): appended with the fire id and the run
---   id of its ending record to ended_key, the job's ended stream (MAXLEN ~ ARGV[4], PEXPIRE ARGV[5] ms),
+--   id of its ending record to ended_key, the job's ended stream (prelude's note_end: ARGV[4], ARGV[5]),
 --   dead_record: the fire-level 'dead' record JSON ('' writes none; scored now), dead_run_id: its run id
 --   ('{fire id}#dead-{attempt}': each time a fire runs out of attempts it gets a record of its own),
 --   active_key: active runs hash of the job, leases_key: leases hash of the queue, stream_key: queue stream,
@@ -75,9 +75,7 @@ local function finish(item)
     end
     if item.end_status ~= '' then
         local ending = item.dead_record ~= '' and item.dead_run_id or run
-        redis.call('XADD', item.ended_key, 'MAXLEN', '~', ARGV[4], '*', 'fire_id', item.fire_id, 'run_id', ending,
-            'status', item.end_status)
-        redis.call('PEXPIRE', item.ended_key, ARGV[5])
+        note_end(item.ended_key, ARGV[4], ARGV[5], item.fire_id, ending, item.end_status)
     end
     tally(item)
     if redis.call('HLEN', item.active_key) == 0 and redis.call('EXISTS', item.buffer_key) == 1 then

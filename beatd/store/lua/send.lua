@@ -6,7 +6,7 @@
 -- then one item per push (beatd.store.beat.LeaderWrite, kind `celery`: emit.lua's layout):
 local ITEM = {'kind', 'job', 'scheduled_ms', 'queue_key', 'message', 'signature', 'last_text', 'runs_key',
     'runs_index_key', 'run_id', 'record', 'written_ms', 'keep', 'celery_queue_key', 'celery_message', 'celery_db', 'base_ms',
-    'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key'}
+    'schedule_digest', 'outbox_key', 'outbox_limit', 'alerts_key', 'celery_queue'}
 --   HSET runs_key run_id record; in database celery_db (SELECTed, then ARGV[1] again) LPUSH celery_queue_key
 --   celery_message (or, with outbox_key, XADD it to the outbox as emit.lua does); ZADD runs_index_key
 --   written_ms run_id and keep at most `keep` records. A refused SELECT or LPUSH removes the record and refuses

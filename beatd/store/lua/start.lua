@@ -7,24 +7,26 @@
 -- then one ITEM per job (beatd.store.beat.StartWrite): job, base_ms, schedule_digest
 --   progress[job] = max(progress[job], base_ms); schedules[job] = schedule_digest
 -- A job whose progress is not a number is refused (left unchanged), as by emit.lua.
--- Returns {-1} when the caller does not hold the lease (nothing is written), else {1, reply per item...},
--- each {'applied', ''} | {'refused', error text}.
+-- Returns {-1} when the caller does not hold the lease (nothing is written), else {1, codes, errors} as emit.lua
+-- replies: one character per item ('a' applied, 'r' refused), and the error text of each refused item in order
+-- (a million starts parse a million characters, not a million pairs).
 local ITEM = {'job', 'base_ms', 'schedule_digest'}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return {-1}
 end
-local replies = {1}
-for _, item in ipairs(items(2, ITEM)) do
+local codes, errors = {}, {}
+for k, item in ipairs(items(2, ITEM)) do
     local raw = redis.call('HGET', KEYS[2], item.job)
     local progress = tonumber(raw or '-1')
     if progress == nil then
-        replies[#replies + 1] = {'refused', 'field ' .. item.job .. ' of ' .. KEYS[2] .. ' holds ' .. string.sub(raw, 1, 40) .. ', not epoch ms'}
+        codes[k] = 'r'
+        errors[#errors + 1] = 'field ' .. item.job .. ' of ' .. KEYS[2] .. ' holds ' .. string.sub(raw, 1, 40) .. ', not epoch ms'
     else
         if tonumber(item.base_ms) > progress then
             redis.call('HSET', KEYS[2], item.job, item.base_ms)
         end
         redis.call('HSET', KEYS[3], item.job, item.schedule_digest)
-        replies[#replies + 1] = {'applied', ''}
+        codes[k] = 'a'
     end
 end
-return replies
+return {1, table.concat(codes), errors}

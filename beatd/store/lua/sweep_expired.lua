@@ -29,9 +29,7 @@ for _, item in ipairs(items(5, ITEM)) do
         prune_history(item.records_key, item.index_key, tonumber(item.keep), tonumber(item.oldest_ms))
         note_alert(item.alerts_key, item.record)
         tally_status(KEYS[4], 'expired')
-        redis.call('XADD', item.ended_key, 'MAXLEN', '~', ARGV[3], '*', 'fire_id', item.fire_id, 'run_id', run,
-            'status', 'expired')
-        redis.call('PEXPIRE', item.ended_key, ARGV[4])
+        note_end(item.ended_key, ARGV[3], ARGV[4], item.fire_id, run, 'expired')
         done[#done + 1] = item.entry_id
     end
 end

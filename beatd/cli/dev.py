@@ -79,9 +79,13 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
                    "Ctrl-C stops everything")  # fmt: skip
         if not no_web:
             token = environ.get("BEATD_WEB_ADMIN_TOKEN") or secrets.token_urlsafe(24)
-            port = _free_port(web_port)
-            web_environ = {**environ, "BEATD_WEB_ADMIN_TOKEN": token}
-            children.append(_spawn(["web", "--port", str(port), "--log-level", log_level], path, web_environ))
+            # Bound here and inherited: a port probed free and bound later by the child could be taken meanwhile
+            # (two `beatd dev` started at once both probed 8080 free; one dashboard failed to bind).
+            with _listen(web_port) as listening:
+                port = int(listening.getsockname()[1])
+                web_environ = {**environ, "BEATD_WEB_ADMIN_TOKEN": token}
+                command = ["web", "--fd", str(listening.fileno()), "--log-level", log_level]
+                children.append(_spawn(command, path, web_environ, listening.fileno()))
             click.echo(f"beatd dev: web dashboard at http://127.0.0.1:{port}/login?token={token}")
         try:
             _watch(store, list(config.jobs), seen, stop, duration, children)
@@ -114,25 +118,29 @@ def _stop(children: list[subprocess.Popen[bytes]], stop_now: threading.Event) ->
         child.wait()
 
 
-def _spawn(command: list[str], path: Path, environ: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], path: Path, environ: dict[str, str], *fds: int) -> subprocess.Popen[bytes]:
     # In a session of its own: a Ctrl-C reaches this process only, which stops the children in order.
     return subprocess.Popen(
         [sys.executable, "-m", "beatd", command[0], "-c", str(path), *command[1:]],
         env=environ,
         start_new_session=True,
         stdout=subprocess.DEVNULL if command[0] == "web" else None,  # its URL is printed here, with the token
+        pass_fds=fds,
     )
 
 
-def _free_port(wanted: int) -> int:
-    """``wanted`` if it is free on 127.0.0.1, else (or for 0) a free port the system picks."""
+def _listen(wanted: int) -> socket.socket:
+    """A listening socket on 127.0.0.1: port ``wanted`` if it is free, else (or for 0) one the system picks."""
     for port in (wanted, 0) if wanted else (0,):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a restart reuses it
+        try:
+            listening.bind(("127.0.0.1", port))
+            listening.listen(2048)
+        except OSError:
+            listening.close()
+            continue
+        return listening
     raise OSError("no free port on 127.0.0.1")
 
 

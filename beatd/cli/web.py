@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import socket
 from typing import Any
 
 import click
@@ -22,10 +23,14 @@ __all__ = ["web"]
               "always are; on another address, without it, any name is.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True, help="uvicorn's log level (requests are logged at info).")  # fmt: skip
+@click.option("--fd", type=click.IntRange(0), metavar="N",
+              help="Serve on this inherited listening TCP socket (as `beatd dev` or systemd socket activation passes "
+              "it) instead of binding --host and --port.")  # fmt: skip
 @click.pass_obj
 def web(
-    runtime: Runtime, config_path: str | None, host: str, port: int, allowed_host: tuple[str, ...], log_level: str
-) -> None:
+    runtime: Runtime, config_path: str | None, host: str, port: int, allowed_host: tuple[str, ...], log_level: str,
+    fd: int | None,
+) -> None:  # fmt: skip
     """Serve the web dashboard and the HTTP API (/api/v1). Tokens: BEATD_WEB_READ_TOKEN, BEATD_WEB_ADMIN_TOKEN."""
     import uvicorn
 
@@ -34,6 +39,10 @@ def web(
     from beatd.web.security import allowed_hosts
 
     config = runtime.load(config_path)
+    listening = None
+    if fd is not None:
+        listening = _inherited(fd)
+        host, port = listening.getsockname()[:2]
     try:
         tokens = Tokens.from_environ(runtime.environ, host)
     except ValueError as error:
@@ -47,8 +56,22 @@ def web(
         click.echo(f"beatd web: open http://{shown}:{port}/login?token={tokens.admin[0]}", err=False)
     else:
         click.echo(f"beatd web: open http://{shown}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in {"debug", "info"},
-                log_config=_log_config())  # fmt: skip
+    settings = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                              access_log=log_level in {"debug", "info"}, log_config=_log_config())  # fmt: skip
+    uvicorn.Server(settings).run(sockets=None if listening is None else [listening])
+
+
+def _inherited(fd: int) -> socket.socket:
+    """The listening TCP socket open as ``fd``; UsageProblem (exit 2) when it is none."""
+    try:
+        listening = socket.socket(fileno=fd)
+    except OSError as error:
+        raise UsageProblem(f"--fd {fd}: not an open socket ({error.strerror})") from error
+    tcp = listening.family in (socket.AF_INET, socket.AF_INET6) and listening.type == socket.SOCK_STREAM
+    if not tcp or not listening.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        listening.detach()  # not ours to close
+        raise UsageProblem(f"--fd {fd}: not a listening TCP socket")
+    return listening
 
 
 def _log_config() -> dict[str, Any]:

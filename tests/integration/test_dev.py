@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -60,8 +61,8 @@ def test_dev_runs_jobs_without_a_redis_on_path(tmp_path: Path) -> None:
 
 
 def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    """`beatd dev` prints the web dashboard's URL, which answers; SIGINT stops the beat, the worker, the web
-    dashboard and the private redis-server."""
+    """`beatd dev` prints the web dashboard's URL, whose port is taken from then on and answers; SIGINT stops the
+    beat, the worker, the web dashboard and the private redis-server."""
     config = tmp_path / "beatd.yaml"
     config.write_text(
         f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
@@ -77,6 +78,11 @@ def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         line = process.stdout.readline()
         assert line, "beatd dev ended early"
         seen += line
+        if printed := re.search(r"web dashboard at http://127\.0\.0\.1:(\d+)/", line):
+            # Taken from the moment it is printed: dev binds it and the dashboard inherits it (a port dev only
+            # probed could be taken before the dashboard bound it, as another `beatd dev` started at once did).
+            with socket.socket() as rival, pytest.raises(OSError):
+                rival.bind(("127.0.0.1", int(printed.group(1))))
     url = re.search(r"web dashboard at (http://127\.0\.0\.1:(\d+))/login\?token=(\S+)", seen)
     assert url is not None, seen
     page = wait_for(lambda: _get(f"{url.group(1)}/api/v1/jobs", url.group(3)), 30, 0.2, what="the dashboard")

@@ -132,3 +132,15 @@ def test_console_entry_points() -> None:
         cwd=Path(REPO),
     )
     assert "0.1.0" in result.stdout
+
+
+def test_web_fd_that_is_no_listening_tcp_socket_is_refused(tmp_path: Path) -> None:
+    """`beatd web --fd N` serves on an inherited socket; a file, or a TCP socket that is not listening, exits 2
+    naming the option, without a traceback, and leaves the descriptor open for its owner."""
+    import socket
+
+    with (tmp_path / "file").open("w") as file, socket.socket() as idle:
+        for fd, expected in ((file.fileno(), "not an open socket"), (idle.fileno(), "not a listening TCP socket")):
+            code, _, err = invoke("web", "-c", EXAMPLE, "--fd", str(fd))
+            assert code == 2 and f"--fd {fd}: {expected}" in err
+        assert idle.getsockname() is not None  # still open: detached, not closed

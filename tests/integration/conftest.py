@@ -113,6 +113,16 @@ class Daemon:
         assert self.process is not None
         self.process.send_signal(signum)
 
+    def exited(self, timeout: float = 60.0) -> int:
+        """Wait for the process to exit by itself (after the signal the test sent); its exit code. Not
+        :meth:`stop`'s second SIGTERM: one landing while Python finalizes (its handlers reset to the default)
+        kills the process, and the exit code is -15 instead of the daemon's own."""
+        assert self.process is not None
+        code = self.process.wait(timeout)
+        if self._log:
+            self._log.close()
+        return int(code)
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
         if self.process is None:

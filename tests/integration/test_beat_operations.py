@@ -236,7 +236,7 @@ def test_sd_notify_over_a_real_socket(
     assert "RELOADING=1" in after_hup
     beat.signal(signal.SIGTERM)
     assert "STOPPING=1" in _receive_until(notify_socket, "STOPPING=1")
-    assert beat.stop() == 0
+    assert beat.exited() == 0
 
 
 def test_status_marks_replicas_with_a_different_config(

@@ -99,7 +99,7 @@ def test_worker_speaks_sd_notify(
     assert "RELOADING=1" in _receive_until(receiver, "READY=1")
     worker.signal(signal.SIGTERM)
     assert "STOPPING=1" in _receive_until(receiver, "STOPPING=1")
-    assert worker.stop() == 0
+    assert worker.exited() == 0
     receiver.close()
 
 

@@ -34,9 +34,12 @@ def _config(tmp_path: Path, redis: RedisServer, namespace: str, allow: str, name
 
 
 def _put(store: JobStore, count: int) -> None:
+    """``count`` hourly jobs whose fires fall half an hour from now (within one minute, a second apart): none is
+    due while a test runs. At minute 00 of 00:00:SS starts, a test run in an hour's first minute saw some fire."""
+    minute = (time.gmtime().tm_min + 30) % 60
     for start in range(0, count, 1000):
         changes = [
-            JobChange.put(f"c{index}", {**SPEC, "start": f"2026-01-01T00:00:{index % 60:02d}Z"}, "me", "now")
+            JobChange.put(f"c{index}", {**SPEC, "start": f"2026-01-01T00:{minute:02d}:{index % 60:02d}Z"}, "me", "now")
             for index in range(start, min(count, start + 1000))
         ]
         store.write(changes, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
 from typing import Any
@@ -58,7 +59,11 @@ def web(
         click.echo(f"beatd web: open http://{shown}:{port}/")
     settings = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                               access_log=log_level in {"debug", "info"}, log_config=_log_config())  # fmt: skip
-    uvicorn.Server(settings).run(sockets=None if listening is None else [listening])
+    server = uvicorn.Server(settings)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C (re-raised once stopped) ends it with 0
+        server.run(sockets=None if listening is None else [listening])
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: its STARTUP_FAILURE
 
 
 def _inherited(fd: int) -> socket.socket:

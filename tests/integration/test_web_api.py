@@ -4,8 +4,12 @@ redis-server and a real worker: every endpoint, the roles, CSRF, escaping and ma
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import urllib.error
 import urllib.request
@@ -386,6 +390,38 @@ def test_the_access_log_never_shows_a_token(
     assert answers(f"{base}/login?token={ADMIN_TOKEN}&next=/jobs")
     web.wait_log(r"GET /login\?token=\*\*\*&next=/jobs", timeout=20)
     assert ADMIN_TOKEN not in web.log()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_web_serves_an_inherited_socket_and_stops_cleanly(
+    tmp_path: Path, shared_redis: RedisServer, namespace: str, signum: int
+) -> None:
+    """`beatd web --fd N` answers on the listening socket it inherits; Ctrl-C ends it with 0 and no "Aborted!" (as
+    uvicorn.run did), SIGTERM by the signal once it has shut down (uvicorn re-raises it)."""
+    config = web_config(tmp_path, shared_redis, namespace)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("BEATD_", "NOTIFY_"))}
+    with socket.socket() as listening, (tmp_path / "web.log").open("w+b") as log:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "beatd", "web", "-c", str(config), "--fd", str(listening.fileno())], cwd=REPO,
+            env={**environment, "BEATD_WEB_ADMIN_TOKEN": ADMIN_TOKEN}, stdout=log, stderr=log,
+            pass_fds=[listening.fileno()],
+        )  # fmt: skip
+        try:
+            listening.close()  # the child's copy serves
+            wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/v1/health"), 30, 0.1, what="beatd web --fd")
+            process.send_signal(signum)
+            code = process.wait(30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        log.seek(0)
+        output = log.read().decode()
+    assert code == (0 if signum == signal.SIGINT else -signal.SIGTERM), output
+    assert f"http://127.0.0.1:{port}/" in output and "Aborted" not in output and "Traceback" not in output
 
 
 def free_port() -> int:

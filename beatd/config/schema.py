@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from beatd.config.model import NAME_PATTERN, ConfigFile, JobSpec, Policies
+from beatd.config.model import NAME_PATTERN, SCHEDULE_KEYS, TARGET_KEYS, ConfigFile, JobSpec, Policies
 
 __all__ = ["config_schema"]
 
@@ -16,8 +16,8 @@ def config_schema() -> dict[str, Any]:
     job["properties"].pop("name", None)
     job["required"] = [key for key in job.get("required", []) if key != "name"]
     job["allOf"] = [
-        {"oneOf": [{"required": [key]} for key in ("cron", "every", "at")]},
-        {"oneOf": [{"required": [key]} for key in ("call", "command")]},
+        {"oneOf": [{"required": [key]} for key in SCHEDULE_KEYS]},
+        {"oneOf": [{"required": [key]} for key in TARGET_KEYS]},
     ]
     policies = Policies.model_json_schema()
     definitions = {**schema.pop("$defs", {}), **job.pop("$defs", {}), **policies.pop("$defs", {})}

@@ -116,6 +116,21 @@ def test_schema_is_json_schema_with_jobs() -> None:
     assert "name" not in job["properties"]
 
 
+def test_schema_accepts_each_target_and_schedule_and_refuses_two() -> None:
+    """The schema's job takes exactly one target (call, command or celery: it had left celery out, so an editor
+    flagged every Celery job) and exactly one schedule, as the config's own validation does."""
+    import jsonschema
+
+    _, out, _ = invoke("schema")
+    validator = jsonschema.Draft202012Validator(json.loads(out))
+    job = {"call": "m:f", "command": ["true"], "celery": "proj.tasks.add"}
+    for target, value in job.items():
+        for schedule, when in (("cron", "0 * * * *"), ("every", "30s"), ("at", ["2027-01-01T00:00:00Z"])):
+            assert validator.is_valid({"jobs": {"j": {target: value, schedule: when}}}), (target, schedule)
+    assert not validator.is_valid({"jobs": {"j": {"call": "m:f", "celery": "proj.tasks.add", "every": "30s"}}})
+    assert not validator.is_valid({"jobs": {"j": {"celery": "proj.tasks.add", "every": "30s", "cron": "* * * * *"}}})
+
+
 def test_schema_file_in_docs_is_current() -> None:
     """docs/beatd.schema.json (used by the example's yaml-language-server line) matches `beatd schema`."""
     _, out, _ = invoke("schema")

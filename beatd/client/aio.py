@@ -44,8 +44,9 @@ class AsyncClient:
         namespace: str = defaults.NAMESPACE,
         config: Config | None = None,
         actor: str | None = None,
+        shards: int = 1,
     ) -> None:
-        self.sync = Client(redis_url, namespace=namespace, config=config, actor=actor)
+        self.sync = Client(redis_url, namespace=namespace, config=config, actor=actor, shards=shards)
         """The synchronous client the thread-run calls use (and its config, jobs and keys)."""
         self.config = self.sync.config
         connection = connect_async(self.config.settings.redis, read_timeout=READ_TIMEOUT)

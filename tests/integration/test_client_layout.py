@@ -81,7 +81,8 @@ def test_a_stale_shard_count_is_refused_before_any_write(
 
 
 def test_the_shard_count_the_layout_holds_acts(tmp_path: Path, shared_redis: RedisServer, namespace: str) -> None:
-    """With the matching `shards: 3` the same trigger and pause are written into the job's shard."""
+    """With the matching `shards: 3` (a config's, or a client's `shards=3`) the same trigger and pause are
+    written into the job's shard."""
     _write_layout(shared_redis, namespace, 3)
     config = _config(tmp_path, shared_redis, namespace, 3)
     done = run_cli("trigger", "-c", str(config), JOB)
@@ -92,6 +93,12 @@ def test_the_shard_count_the_layout_holds_acts(tmp_path: Path, shared_redis: Red
         assert client.pause(JOB)
         client.trigger(JOB)
     assert shared_redis.client().xlen(keys.queue("default")) == 2
+
+    async def resume_async() -> bool:  # without a config, as Client(url, shards=3) (it had no `shards`)
+        async with AsyncClient(shared_redis.url, namespace=namespace, shards=3) as client:
+            return await client.resume(JOB)
+
+    assert asyncio.run(resume_async())  # the pause above, found in the job's shard
     assert not any(key.startswith(f"{namespace}:") for key in _keys_of(shared_redis, namespace))
 
 

@@ -5,7 +5,9 @@ For trying beatd out and for developing jobs. Ctrl-C (or ``--duration``) stops e
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import signal
 import socket
@@ -65,37 +67,51 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
     load_config(path, {**runtime.environ, "BEATD_REDIS_URL": redis_url or "redis://127.0.0.1:1/0"})  # fail fast
     with tempfile.TemporaryDirectory(prefix="beatd-dev-") as scratch:
         server = None if redis_url else RedisServer(data_dir or Path(scratch) / "redis")
-        if server is not None:
-            server.start()
-            redis_url = server.url
-            click.echo(f"beatd dev: private redis-server at {redis_url} (data in {server.directory})")
-        assert redis_url is not None
-        environ = {**runtime.environ, "BEATD_REDIS_URL": redis_url}
-        config = load_config(path, environ)
-        store = RunStore(connect(config.settings.redis), config.keys(), config.shard_keys())
-        seen = _finished_before(store, list(config.jobs))  # a kept --data-dir or --redis-url holds earlier runs
-        children = [_spawn([kind, "--log-level", log_level], path, environ) for kind in ("beat", "worker")]
-        click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, {len(config.jobs)} jobs; "
-                   "Ctrl-C stops everything")  # fmt: skip
-        if not no_web:
-            token = environ.get("BEATD_WEB_ADMIN_TOKEN") or secrets.token_urlsafe(24)
-            # Bound here and inherited: a port probed free and bound later by the child could be taken meanwhile
-            # (two `beatd dev` started at once both probed 8080 free; one dashboard failed to bind).
-            with _listen(web_port) as listening:
-                port = int(listening.getsockname()[1])
-                web_environ = {**environ, "BEATD_WEB_ADMIN_TOKEN": token}
-                command = ["web", "--fd", str(listening.fileno()), "--log-level", log_level]
-                children.append(_spawn(command, path, web_environ, listening.fileno()))
-            click.echo(f"beatd dev: web dashboard at http://127.0.0.1:{port}/login?token={token}")
+        children: list[subprocess.Popen[bytes]] = []
+        store = seen = None
         try:
+            if server is not None:
+                server.start()
+                redis_url = server.url
+                click.echo(f"beatd dev: private redis-server at {redis_url} (data in {server.directory})")
+            assert redis_url is not None
+            environ = {**runtime.environ, "BEATD_REDIS_URL": redis_url}
+            config = load_config(path, environ)
+            store = RunStore(connect(config.settings.redis), config.keys(), config.shard_keys())
+            seen = _finished_before(store, list(config.jobs))  # a kept --data-dir or --redis-url holds earlier runs
+            children += [_spawn([kind, "--log-level", log_level], path, environ) for kind in ("beat", "worker")]
+            click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, "
+                       f"{len(config.jobs)} jobs; Ctrl-C stops everything")  # fmt: skip
+            if not no_web:
+                token = environ.get("BEATD_WEB_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+                # Bound here and inherited: a port probed free and bound later by the child could be taken
+                # meanwhile (two `beatd dev` started at once both probed 8080 free; one dashboard failed to bind).
+                with _listen(web_port) as listening:
+                    port = int(listening.getsockname()[1])
+                    web_environ = {**environ, "BEATD_WEB_ADMIN_TOKEN": token}
+                    command = ["web", "--fd", str(listening.fileno()), "--log-level", log_level]
+                    children.append(_spawn(command, path, web_environ, listening.fileno()))
+                click.echo(f"beatd dev: web dashboard at http://127.0.0.1:{port}/login?token={token}")
             _watch(store, list(config.jobs), seen, stop, duration, children)
+        except BrokenPipeError:  # stdout went away (`beatd dev | head`, a closed pipe): stop as on Ctrl-C
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush fails no more
         finally:
-            click.echo("beatd dev: stopping; running jobs may finish (Ctrl-C again to stop them now)")
+            # Whatever ended the session, its children stop: each is in a session of its own, so nothing else
+            # stops them (a dev that died on a closed stdout had left the beat, worker, web and Redis running).
+            _say("beatd dev: stopping; running jobs may finish (Ctrl-C again to stop them now)")
             _stop(children, stop_now)
-            _print_new(store, list(config.jobs), seen)  # the runs that finished while the worker drained
+            if store is not None and seen is not None:
+                with contextlib.suppress(OSError):
+                    _print_new(store, list(config.jobs), seen)  # the runs that finished while the worker drained
             if server is not None:
                 server.stop()
-            click.echo("beatd dev: stopped")
+            _say("beatd dev: stopped")
+
+
+def _say(text: str) -> None:
+    """Print ``text``, unless stdout is gone (a closed pipe): the stop goes on regardless."""
+    with contextlib.suppress(OSError):
+        click.echo(text)
 
 
 def _stop(children: list[subprocess.Popen[bytes]], stop_now: threading.Event) -> None:

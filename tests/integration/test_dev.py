@@ -102,6 +102,52 @@ def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     assert f"127.0.0.1:{redis_port.group(1)}" not in listing
 
 
+def test_dev_whose_stdout_closes_stops_everything_it_started(tmp_path: Path) -> None:
+    """`beatd dev | head`: once its stdout pipe is closed, dev's next print fails and it stops as on Ctrl-C, the
+    beat, worker, web dashboard and private redis-server with it (it had died on the closed pipe and left them
+    running: each is in a session of its own), and exits without a traceback."""
+    config = tmp_path / "beatd.yaml"
+    config.write_text(
+        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
+        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--web-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    seen = ""
+    try:
+        while "succeeded" not in seen:
+            line = process.stdout.readline()
+            assert line, "beatd dev ended early"
+            seen += line
+        process.stdout.close()  # as `head` does once it has its lines
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        pids = [int(pid) for pid in re.findall(r"pid (\d+)", seen)]
+        redis_port = re.search(r"redis-server at redis://127\.0\.0\.1:(\d+)", seen)
+        left = [pid for pid in pids if _alive(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert len(pids) == 2 and left == [], seen
+    assert redis_port is not None
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert f"127.0.0.1:{redis_port.group(1)}" not in listing and "-c " + str(config) not in listing
+    assert "Traceback" not in process.stderr.read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_quick_start_command_without_redis_on_path(tmp_path: Path) -> None:
     """`./dev run` (the README's first command) works with no redis-server on PATH: the signups job succeeds."""
     if bundled_redis_server() is None:

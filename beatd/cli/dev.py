@@ -79,7 +79,8 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
             config = load_config(path, environ)
             store = RunStore(connect(config.settings.redis), config.keys(), config.shard_keys())
             seen = _finished_before(store, list(config.jobs))  # a kept --data-dir or --redis-url holds earlier runs
-            children += [_spawn([kind, "--log-level", log_level], path, environ) for kind in ("beat", "worker")]
+            for kind in ("beat", "worker"):  # each kept as it starts: a failed second spawn still stops the first
+                children.append(_spawn([kind, "--log-level", log_level], path, environ))
             click.echo(f"beatd dev: beat pid {children[0].pid}, worker pid {children[1].pid}, "
                        f"{len(config.jobs)} jobs; Ctrl-C stops everything")  # fmt: skip
             if not no_web:
@@ -94,18 +95,36 @@ def dev(runtime: Runtime, config_path: str | None, redis_url: str | None, data_d
                 click.echo(f"beatd dev: web dashboard at http://127.0.0.1:{port}/login?token={token}")
             _watch(store, list(config.jobs), seen, stop, duration, children)
         except BrokenPipeError:  # stdout went away (`beatd dev | head`, a closed pipe): stop as on Ctrl-C
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush fails no more
+            _silence_closed_streams()
         finally:
             # Whatever ended the session, its children stop: each is in a session of its own, so nothing else
             # stops them (a dev that died on a closed stdout had left the beat, worker, web and Redis running).
-            _say("beatd dev: stopping; running jobs may finish (Ctrl-C again to stop them now)")
+            started = bool(children) or (server is not None and server.process is not None)
+            if started:
+                _say("beatd dev: stopping; running jobs may finish (Ctrl-C again to stop them now)")
             _stop(children, stop_now)
             if store is not None and seen is not None:
                 with contextlib.suppress(OSError):
                     _print_new(store, list(config.jobs), seen)  # the runs that finished while the worker drained
             if server is not None:
                 server.stop()
-            _say("beatd dev: stopped")
+            if started:
+                _say("beatd dev: stopped")
+            _silence_closed_streams()
+
+
+def _silence_closed_streams() -> None:
+    """Point stdout and stderr at /dev/null where a flush fails (a closed pipe): Python's own flush at exit
+    would fail again and make the exit code 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
 
 
 def _say(text: str) -> None:

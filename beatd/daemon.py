@@ -7,7 +7,6 @@ is set (``READY=1``, ``STATUS=``, ``WATCHDOG=1``, ``RELOADING=1``, ``STOPPING=1`
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -29,7 +28,6 @@ __all__ = [
     "Signals",
     "TickGuard",
     "configure_logging",
-    "keep_out_of_collections",
     "run_loop",
 ]
 
@@ -208,16 +206,6 @@ class TickGuard:
             return wait
         self.backoff = self.BACKOFF_FIRST
         return wait
-
-
-def keep_out_of_collections(replacing: bool = False) -> None:
-    """Move everything alive now (the loaded config) out of the garbage collector's reach, so full
-    collections do not rescan it every time: with 100,000 jobs each would stall the loop for seconds.
-    Called after loading a config; with ``replacing`` (a reload) the previous config is collected first."""
-    if replacing:
-        gc.unfreeze()
-        gc.collect()
-    gc.freeze()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

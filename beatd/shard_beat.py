@@ -28,7 +28,7 @@ from beatd.config.compact import CompactJob, JobSpecs
 from beatd.leader import holder_of
 from beatd.metrics import Health, Metrics
 from beatd.reload import Reload
-from beatd.shard_leases import LeasePlan, plan_leases
+from beatd.shard_leases import plan_leases
 from beatd.sharding import shard_of
 from beatd.store import StoreError
 from beatd.store.beat import read_leases
@@ -75,7 +75,6 @@ class ShardedBeat:
         self.shards = len(self.beats)
         self.led: frozenset[int] = frozenset()
         self.wants: frozenset[int] = frozenset()
-        self.plan = LeasePlan(frozenset(), frozenset(), frozenset())
         self.unled_since: dict[int, float] = {}
         self.seen: dict[str, tuple[Any, float | None]] = {}
         """Replica id -> its heartbeat as last read and when (monotonic) it last changed (None: not since it
@@ -133,7 +132,6 @@ class ShardedBeat:
             log.info("handing shard %d over to %s", shard, target)
             self.beats[shard].resign()
         self._contend(plan.acquire, plan.wants)
-        self.plan = plan
 
     def _contend(self, acquire: frozenset[int], wants: frozenset[int]) -> None:
         for shard, beat in enumerate(self.beats):

@@ -19,9 +19,10 @@ from beatd.celery_publish import publisher_for
 from beatd.celery_relay import Relay, RelayThread
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime
+from beatd.collector import keep_out_of_collections
 from beatd.config import Config
 from beatd.config.alerts import AlertSettings
-from beatd.daemon import Notifier, Signals, keep_out_of_collections, run_loop
+from beatd.daemon import Notifier, Signals, run_loop
 from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.keys import celery_queue

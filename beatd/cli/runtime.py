@@ -13,6 +13,7 @@ import click
 import pydantic
 
 from beatd.clock import Clock, SystemClock
+from beatd.collector import keep_out_of_collections
 from beatd.config import (
     Config,
     ConfigFile,
@@ -23,7 +24,7 @@ from beatd.config import (
     load_namespace,
     load_shards,
 )
-from beatd.daemon import configure_logging, keep_out_of_collections
+from beatd.daemon import configure_logging
 from beatd.errors import ConfigError, Problem, UsageProblem
 from beatd.metrics import Metrics
 

@@ -15,9 +15,10 @@ from beatd.alerting import Alerting, AlertThread, Current
 from beatd.audit import audit_record
 from beatd.cli.options import config_option, log_options, metrics_options
 from beatd.cli.runtime import Runtime, UsageProblem
+from beatd.collector import keep_out_of_collections
 from beatd.config import Isolation
 from beatd.config.compact import JobView
-from beatd.daemon import Backoff, Notifier, Signals, keep_out_of_collections, run_loop
+from beatd.daemon import Backoff, Notifier, Signals, run_loop
 from beatd.errors import ConfigError
 from beatd.identity import Identity
 from beatd.layout import LayoutWatch, check_layout

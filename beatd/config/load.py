@@ -7,12 +7,10 @@ Nothing is half-applied: either every file and job is valid and a Config is retu
 from __future__ import annotations
 
 import difflib
-import gc
 import glob
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -22,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from beatd import defaults
+from beatd.collector import collector_paused
 from beatd.config.alerts import AlertSettings, alert_problems, effective_rules, job_alert_problems
 from beatd.config.celery_rules import broker_problems, celery_job_problems, prepare_celery_job
 from beatd.config.compact import CompactJob, JobSpecs, TriggerTable, compact_jobs
@@ -146,22 +145,8 @@ def load_config(path: Path, environ: Mapping[str, str], *, by_shape: bool = True
 
     ``by_shape``: jobs written alike are validated in full once (:mod:`beatd.config.shapes`); False validates
     every job in full (the same result: for tests that compare the two)."""
-    with _collector_paused():
+    with collector_paused():
         return _load(path, environ, by_shape)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a config is built: the millions of objects of a
-    100,000-job config would otherwise trigger full collections that more than double the load time. The
-    config holds no reference cycles worth collecting."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load(path: Path, environ: Mapping[str, str], by_shape: bool) -> Config:

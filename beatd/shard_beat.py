@@ -114,7 +114,9 @@ class ShardedBeat:
 
     def _plan(self, monotonic: float) -> None:
         holders: dict[int, str | None] = {}
-        for shard, lease in enumerate(read_leases(self.home.store.client, [beat.store.keys for beat in self.beats])):
+        for shard, lease in enumerate(
+            read_leases(self.home.store.client, [beat.store.keys.leader for beat in self.beats])
+        ):
             holders[shard] = holder_of(lease[0]) if lease is not None else None
             if lease is None:
                 self.unled_since.setdefault(shard, monotonic)

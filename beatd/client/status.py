@@ -142,7 +142,7 @@ def shard_leaders(
     in the shard. Shared by ``beatd status`` and the web overview."""
     counts = Counter(shard_of(name, config.shards) for name in jobs)
     rows = []
-    for shard, lease in enumerate(read_leases(client, config.shard_keys())):
+    for shard, lease in enumerate(read_leases(client, [keys.leader for keys in config.shard_keys()])):
         replica = holder_of(lease[0]) if lease is not None else None
         holder = replicas.get(replica, {}) if replica is not None else {}
         rows.append(

@@ -147,13 +147,13 @@ _EMIT_UNUSED = tuple(LeaderWrite._field_defaults[name] for name in LeaderWrite._
 """The fields an ``emit`` write leaves at their defaults (all after ``last_text``)."""
 
 
-def read_leases(client: Any, shard_keys: Sequence[Keys]) -> list[tuple[str, int] | None]:
-    """Each shard's fencing token and the lease's remaining ms (None: nobody leads it), in one pipeline."""
+def read_leases(client: Any, lease_keys: Sequence[str]) -> list[tuple[str, int] | None]:
+    """Each lease key's fencing token and remaining ms (None: nobody holds it), in one pipeline."""
     with reachable():
         pipe = client.pipeline(transaction=False)
-        for keys in shard_keys:
-            pipe.get(keys.leader)
-            pipe.pttl(keys.leader)
+        for key in lease_keys:
+            pipe.get(key)
+            pipe.pttl(key)
         replies = pipe.execute()
     return [(str(token), int(ttl)) if token else None for token, ttl in zip(replies[::2], replies[1::2], strict=True)]
 
@@ -362,12 +362,7 @@ class Store:
 
     def leader(self) -> tuple[str, int] | None:
         """The current fencing token and the lease's remaining ms, or None when nobody leads."""
-        with reachable():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.keys.leader)
-            pipe.pttl(self.keys.leader)
-            token, ttl = pipe.execute()
-        return (str(token), int(ttl)) if token else None
+        return read_leases(self.client, [self.keys.leader])[0]
 
     # -- progress and emission ---------------------------------------------------------------------------
     def progress(self, jobs: Sequence[str] | None = None) -> dict[str, int]:

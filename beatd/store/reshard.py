@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from beatd.store.base import Heartbeats, append_audit, is_cluster, reachable, script
+from beatd.store.beat import read_leases
 
 __all__ = ["JOB_HASHES", "ReshardStore", "alert_job"]
 
@@ -113,15 +114,7 @@ class ReshardStore:
 
     def leases(self, keys: Sequence[str]) -> list[tuple[str, int] | None]:
         """Each lease key's token and ms left (None: free)."""
-        with reachable():
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.get(key)
-                pipe.pttl(key)
-            replies = pipe.execute()
-        return [
-            (str(token), int(ttl)) if token else None for token, ttl in zip(replies[::2], replies[1::2], strict=True)
-        ]
+        return read_leases(self.client, keys)
 
     # leases
 
